@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Start the web UI. The only place that reads the command line.
+
+    python server.py --model SmolLM2-135M-Instruct.Q4_1.gguf
+    python server.py --help
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+from webui.errors import WebUIError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Local LLM web UI: load a model on this machine and write or chat with it in the browser.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="Model to load at start: a name in the models folder (a .gguf file or a "
+                                   "model folder), or a path to one. Without it the UI starts with no model.")
+    g.add_argument("--loader", choices=["llama.cpp", "transformers"],
+                   help="Loader to use. Default: chosen from the model (.gguf -> llama.cpp, folder -> transformers).")
+    g.add_argument("--model-dir", type=Path, help="Folder that holds the models. Default: ./models.")
+    g.add_argument("--ctx-size", "--n-ctx", dest="n_ctx", type=int,
+                   help="Context size in tokens (prompt + reply). 0 = what the model was trained for. Default 4096.")
+    g.add_argument("--threads", type=int, help="CPU threads. 0 = one per physical core.")
+    g.add_argument("--gpu-layers", "--n-gpu-layers", dest="n_gpu_layers", type=int,
+                   help="llama.cpp: layers to offload to the GPU (-1 = all). Needs a GPU build of llama-cpp-python.")
+    g.add_argument("--n-batch", type=int, help="llama.cpp: prompt tokens processed per batch.")
+    g.add_argument("--no-mmap", action="store_true", default=None,
+                   help="llama.cpp: read the whole model into RAM instead of memory-mapping it.")
+    g.add_argument("--mlock", action="store_true", default=None,
+                   help="llama.cpp: lock the model in RAM so it is never swapped out.")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="transformers: weight precision.")
+    g.add_argument("--device", help="transformers: cpu, cuda, cuda:N, mps or auto.")
+    g.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="transformers: allow a model folder to run its own Python code. Only for models you trust.")
+    s = p.add_argument_group("server")
+    s.add_argument("--listen", action="store_true", default=None,
+                   help="Accept connections from other machines on your network (binds 0.0.0.0). "
+                        "Default: only this machine (127.0.0.1).")
+    s.add_argument("--listen-host", help="Address to bind with --listen, e.g. 192.168.1.5.")
+    s.add_argument("--listen-port", type=int, help="Port of the web UI. Default 7860.")
+    s.add_argument("--auto-launch", action="store_true", default=None, help="Open the UI in the browser at start.")
+    s.add_argument("--settings", type=Path,
+                   help="Settings YAML file to read. Default: settings.yaml in the user data folder, if present.")
+    s.add_argument("--user-data-dir", type=Path,
+                   help="Folder with models/, presets/, characters/, logs/. Default: this project's folder.")
+    s.add_argument("--verbose", action="store_true", help="Log more detail.")
+    return p
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    top = {"model": args.model, "loader": args.loader, "model_dir": args.model_dir, "listen": args.listen,
+           "listen_host": args.listen_host, "listen_port": args.listen_port, "auto_launch": args.auto_launch,
+           "user_data_dir": args.user_data_dir}
+    load = {"n_ctx": args.n_ctx, "threads": args.threads, "n_gpu_layers": args.n_gpu_layers,
+            "n_batch": args.n_batch, "use_mmap": False if args.no_mmap else None, "use_mlock": args.mlock,
+            "dtype": args.dtype, "device": args.device, "trust_remote_code": args.trust_remote_code}
+    out: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
+    out["load"] = {k: v for k, v in load.items() if v is not None}
+    # --model may be a path to a file or folder anywhere: its folder becomes the models folder.
+    if args.model and ("/" in args.model or "\\" in args.model) and Path(args.model).exists():
+        path = Path(args.model).resolve()
+        out["model_dir"], out["model"] = path.parent, path.name
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from webui.app import create_app
+    from webui.services import Services
+    from webui.settings import Settings
+
+    overrides = overrides_from_args(args)
+    settings_file = args.settings
+    if settings_file is None:
+        settings_file = Path(overrides.get("user_data_dir") or Path(__file__).resolve().parent) / "settings.yaml"
+    try:
+        settings = Settings.from_file(settings_file, overrides)
+    except WebUIError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    services = Services.build(settings)
+    if settings.model:
+        print(f"Loading {settings.model} ...", flush=True)
+        try:
+            loaded = services.models.load(settings.model, settings.loader)
+            print(f"Loaded {loaded.describe()}", flush=True)
+        except WebUIError as exc:
+            # Start anyway: the user can pick another model in the Model tab.
+            print(f"error: {exc.message}", file=sys.stderr, flush=True)
+    if settings.listen and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        print("WARNING: --listen makes this UI reachable by every machine on your network, without a password.",
+              file=sys.stderr, flush=True)
+    app = create_app(services)
+    url = f"http://{'127.0.0.1' if settings.host == '0.0.0.0' else settings.host}:{settings.listen_port}"
+    config = uvicorn.Config(app, host=settings.host, port=settings.listen_port, log_level="warning")
+    server = uvicorn.Server(config)
+
+    def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            threading.Event().wait(0.05)
+        print(f"Running on {url}", flush=True)
+        if settings.auto_launch:
+            webbrowser.open(url)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real test models, and a fresh user-data folder per test.
+
+The models come from ``python download-model.py --starter all`` (run_tests.sh does
+it). A missing model is a failure with instructions, never a silent skip.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))
+
+MODELS_DIR = Path(os.environ.get("WEBUI_TEST_MODELS", PROJECT_DIR / "models"))
+SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA = "gemma-3-270m-q4_k_m.gguf"
+#: SmolLM2's own chat format, written out so tests do not depend on the template code.
+PARIS_PROMPT = ("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def _require(name: str) -> Path:
+    path = MODELS_DIR / name
+    if not path.exists():
+        pytest.fail(f"Test model {path} is missing. Run ./run_tests.sh, or: python download-model.py --starter all")
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def smollm_path() -> Path:
+    return _require(SMOLLM)
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    return _require(GEMMA)
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path) -> Path:
+    """An empty user-data folder: nothing a test writes lands in the project."""
+    d = tmp_path / "user"
+    d.mkdir()
+    return d

@@ -1,0 +1,24 @@
+"""The ASGI app: FastAPI at the root with the Gradio UI mounted on it (the API joins under /v1)."""
+from __future__ import annotations
+
+import fastapi
+import gradio as gr
+
+from .services import Services
+from .ui import KEYBOARD_JS, TITLE, build_ui
+
+
+def create_app(services: Services) -> fastapi.FastAPI:
+    app = fastapi.FastAPI(title=TITLE, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        current = services.models.current
+        return {"ok": True, "model": current.name if current else None,
+                "loader": current.loader if current else None}
+
+    demo = build_ui(services)
+    demo.queue(default_concurrency_limit=1)
+    settings = services.settings
+    return gr.mount_gradio_app(app, demo, path="", server_name=settings.host, server_port=settings.listen_port,
+                               js=KEYBOARD_JS, footer_links=["gradio", "settings"])

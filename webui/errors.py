@@ -1,0 +1,76 @@
+"""Typed errors of the web UI.
+
+Domain code raises these; only the edges convert them (``gr.Error`` in the UI,
+OpenAI-style JSON in the API). Every error carries a message written for the
+person using the app: what went wrong and, where we know it, what to do.
+"""
+from __future__ import annotations
+
+
+class WebUIError(Exception):
+    """Base of every error we raise on purpose."""
+
+    #: HTTP status the API edge uses for this error.
+    status_code: int = 400
+    #: Short machine-readable code (OpenAI's ``error.code``).
+    code: str = "webui_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.message
+
+
+class InvalidNameError(WebUIError):
+    code = "invalid_name"
+
+
+class ModelNotFoundError(WebUIError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class ModelLoadError(WebUIError):
+    """A model file or folder could not be loaded (corrupt, wrong format, missing deps)."""
+
+    status_code = 400
+    code = "model_load_failed"
+
+
+class UnknownLoaderError(WebUIError):
+    code = "unknown_loader"
+
+
+class NoModelLoadedError(WebUIError):
+    status_code = 503
+    code = "no_model_loaded"
+
+    def __init__(self, message: str = "No model is loaded. Pick one in the Model tab and press Load.") -> None:
+        super().__init__(message)
+
+
+class PromptTooLongError(WebUIError):
+    code = "context_length_exceeded"
+
+    def __init__(self, prompt_tokens: int, n_ctx: int) -> None:
+        super().__init__(
+            f"The prompt is {prompt_tokens} tokens long but the model's context is {n_ctx} tokens. "
+            "Shorten the text or load the model with a larger context (--ctx-size)."
+        )
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+
+
+class GenerationError(WebUIError):
+    status_code = 500
+    code = "generation_failed"
+
+
+class SettingsError(WebUIError):
+    code = "invalid_settings"
+
+
+class DownloadError(WebUIError):
+    code = "download_failed"

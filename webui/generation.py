@@ -1,0 +1,185 @@
+"""The generation service: one generation at a time per loaded model, first come first served.
+
+llama-cpp-python's ``Llama`` is not thread-safe, and a CPU has no room for two
+generations anyway, so every request (Notebook, Chat, API) becomes a
+:class:`GenerationJob` in one FIFO queue served by one worker thread. Each job
+has its own cancel event: one user's Stop never stops another's generation,
+and a consumer that goes away (closed tab, closed API connection) cancels
+its own job.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+from .errors import GenerationError, WebUIError
+from .loaders import Chunk
+from .models import ModelManager
+from .params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationStats:
+    model: str
+    loader: str
+    seed: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    queue_seconds: float = 0.0
+    #: Seconds from the start of this job's turn to its first generated text.
+    ttft_seconds: float | None = None
+    total_seconds: float = 0.0
+    finish_reason: str = "stop"
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generation speed: tokens after the first over the time after the first."""
+        if self.ttft_seconds is None or self.completion_tokens < 2:
+            return 0.0
+        span = self.total_seconds - self.ttft_seconds
+        return (self.completion_tokens - 1) / span if span > 0 else 0.0
+
+    def summary(self) -> str:
+        ttft = f"{self.ttft_seconds:.2f} s" if self.ttft_seconds is not None else "-"
+        reason = {"stop": "finished", "length": "reached the token limit", "cancelled": "stopped"}.get(
+            self.finish_reason, self.finish_reason)
+        return (f"{self.completion_tokens} tokens, {self.tokens_per_second:.1f} tokens/s, first token {ttft}, "
+                f"prompt {self.prompt_tokens} tokens, {reason}, seed {self.seed}")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
+
+_DONE = object()
+
+
+class GenerationJob:
+    """One request. Iterate it to stream text chunks; ``stats`` is set when it ends."""
+
+    def __init__(self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None) -> None:
+        self.prompt = prompt
+        self.params = params
+        self.cancel = cancel or threading.Event()
+        self.text = ""
+        self.stats: GenerationStats | None = None
+        self.submitted_at = time.perf_counter()
+        self._items: queue.SimpleQueue = queue.SimpleQueue()
+        self._finished = threading.Event()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        ended = False
+        try:
+            while True:
+                item = self._items.get()
+                if item is _DONE:
+                    ended = True
+                    return
+                if isinstance(item, BaseException):
+                    ended = True
+                    raise item
+                yield item
+        finally:
+            if not ended:
+                # The consumer stopped listening (closed tab, dropped connection): stop working for it.
+                self.cancel.set()
+
+    def result(self) -> str:
+        """Wait for the whole text."""
+        for _ in self:
+            pass
+        return self.text
+
+    # called by the worker
+    def _put(self, item: object) -> None:
+        self._items.put(item)
+
+    def _end(self) -> None:
+        self._finished.set()
+        self._items.put(_DONE)
+
+
+class Generator:
+    """FIFO queue of generation jobs in front of the :class:`ModelManager`'s loaded model."""
+
+    def __init__(self, models: ModelManager) -> None:
+        self.models = models
+        self._queue: queue.Queue[GenerationJob] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.active: GenerationJob | None = None
+
+    def submit(self, prompt: str, params: SamplingParams | None = None,
+               cancel: threading.Event | None = None) -> GenerationJob:
+        job = GenerationJob(prompt, params or SamplingParams(), cancel)
+        self._ensure_worker()
+        self._queue.put(job)
+        return job
+
+    def generate(self, prompt: str, params: SamplingParams | None = None) -> tuple[str, GenerationStats]:
+        job = self.submit(prompt, params)
+        text = job.result()
+        assert job.stats is not None
+        return text, job.stats
+
+    def waiting(self) -> int:
+        """Jobs waiting behind the running one."""
+        return self._queue.qsize()
+
+    def _ensure_worker(self) -> None:
+        with self._start_lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._serve, name="generator", daemon=True)
+                self._worker.start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._queue.get()
+            self.active = job
+            try:
+                self._run(job)
+            except WebUIError as exc:
+                job._put(exc)
+            except Exception as exc:  # keep serving others; the requester sees the error
+                log.exception("Generation failed")
+                job._put(GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
+            finally:
+                self.active = None
+                job._end()
+
+    def _run(self, job: GenerationJob) -> None:
+        params = job.params
+        if params.seed == -1:
+            params = params.model_copy(update={"seed": random.randint(0, 2**31 - 1)})
+        started = time.perf_counter()
+        current = self.models.current
+        stats = GenerationStats(model=current.name if current else "", loader=current.loader if current else "",
+                                seed=params.seed, queue_seconds=started - job.submitted_at)
+        job.stats = stats
+        if job.cancel.is_set():
+            stats.finish_reason = "cancelled"
+            return
+        with self.models.use() as loaded:
+            stats.model, stats.loader = loaded.name, loaded.loader
+            for chunk in loaded.backend.stream(job.prompt, params, job.cancel):
+                now = time.perf_counter()
+                if chunk.text:
+                    if stats.ttft_seconds is None:
+                        stats.ttft_seconds = now - started
+                    job.text += chunk.text
+                stats.completion_tokens += chunk.n_tokens
+                stats.total_seconds = now - started
+                if chunk.finish_reason is not None:
+                    stats.finish_reason = chunk.finish_reason
+                    stats.prompt_tokens = chunk.prompt_tokens or 0
+                job._put(chunk)

@@ -1,0 +1,126 @@
+"""The one interface every model loader implements.
+
+A :class:`Backend` is a loaded model. The rest of the app talks to it only
+through this interface; what a loader can or cannot do is declared in class
+attributes (``supported_params``, ``option_fields``), never discovered by
+checking class names.
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..params import SamplingParams
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class LoadOptions(BaseModel):
+    """Options for loading a model. Each loader reads the ones in its ``option_fields``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    n_ctx: int = Field(4096, ge=0, le=1_048_576,
+                       description="Context size in tokens (prompt + reply). 0 uses the length the model "
+                                   "was trained for. Larger needs more RAM.")
+    threads: int = Field(0, ge=0, le=512, description="CPU threads for generation. 0 picks the number of cores.")
+    n_gpu_layers: int = Field(0, ge=-1, le=1000,
+                              description="Layers to offload to the GPU (-1 = all). Needs a GPU build of "
+                                          "llama-cpp-python; 0 runs on the CPU only.")
+    n_batch: int = Field(512, ge=1, le=65536, description="Prompt tokens processed per batch.")
+    use_mmap: bool = Field(True, description="Map the model file into memory instead of reading it all "
+                                             "(faster loads, shares pages between processes).")
+    use_mlock: bool = Field(False, description="Lock the model in RAM so the OS never swaps it out.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight precision for transformers. auto: float32 on CPU, float16 on GPU.")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps|auto)$",
+                        description="Where transformers runs the model: cpu, cuda, cuda:N, mps or auto.")
+    trust_remote_code: bool = Field(
+        False, description="Allow a transformers model folder to run its own Python code. Only for "
+                           "models you trust.")
+
+
+@dataclass
+class Chunk:
+    """A piece of generated text. The last chunk of a stream carries ``finish_reason``."""
+
+    text: str
+    n_tokens: int = 0
+    finish_reason: FinishReason | None = None
+    #: Set on the last chunk: how many tokens the prompt had.
+    prompt_tokens: int | None = None
+
+
+@dataclass
+class ModelInfo:
+    """What a loaded backend says about itself."""
+
+    n_ctx: int
+    chat_template: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """A loaded model. Not thread-safe: callers serialise access (see ``generation.Generator``)."""
+
+    #: Registry name, shown in the UI and used by ``--loader``.
+    name: ClassVar[str]
+    #: ``SamplingParams`` fields this loader honours; the UI disables the others.
+    supported_params: ClassVar[frozenset[str]]
+    #: ``LoadOptions`` fields this loader reads; the Model tab shows only these.
+    option_fields: ClassVar[tuple[str, ...]]
+
+    path: Path
+    n_ctx: int
+    chat_template: str | None
+    metadata: dict[str, Any]
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, options: LoadOptions) -> Backend:
+        """Load the model at ``path`` or raise ``ModelLoadError`` with a clear message."""
+
+    @abstractmethod
+    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
+        """Generate a continuation of ``prompt``.
+
+        Yields text chunks as they are produced; the last chunk has
+        ``finish_reason`` set. Checks ``cancel`` between tokens and stops with
+        ``finish_reason="cancelled"`` when it is set. ``params.seed`` is never -1
+        here (the generation service picks one).
+        """
+
+    @abstractmethod
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` as this model sees a prompt (with BOS when the model adds one)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free the model's memory. The backend is unusable afterwards."""
+
+
+def find_stop(text: str, stops: list[str]) -> int:
+    """Index of the earliest stop string in ``text``, or -1."""
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters of ``text`` could be the start of a stop string.
+
+    Those characters are held back from the stream until we know they are not
+    part of a stop string, so a stop string never flashes on the screen.
+    """
+    longest = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), longest, -1):
+            if s.startswith(text[-n:]):
+                longest = n
+                break
+    return longest

@@ -1,0 +1,168 @@
+"""llama.cpp loader (llama-cpp-python): GGUF files on the CPU, with optional GPU offload.
+
+We drive ``Llama.generate`` token by token instead of ``create_completion`` so
+that we count tokens exactly, decode UTF-8 incrementally (linear, not
+re-detokenising the whole reply each step), check the caller's cancel event
+between tokens and handle stop strings ourselves.
+"""
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import ModelLoadError, PromptTooLongError
+from ..params import SamplingParams
+from .base import Backend, Chunk, LoadOptions, find_stop, held_back
+
+GGUF_MAGIC = b"GGUF"
+
+
+def default_threads() -> int:
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except Exception:  # psutil missing or no answer on this platform
+        physical = None
+    return max(1, physical or os.cpu_count() or 1)
+
+
+def check_gguf_file(path: Path) -> None:
+    """Raise ``ModelLoadError`` with a specific message if ``path`` cannot be a GGUF model."""
+    if not path.exists():
+        raise ModelLoadError(f"Model file not found: {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"{path.name} is a folder, not a GGUF file. A GGUF model is a single .gguf file.")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(
+            f"{path.name} is not a GGUF model file (it does not start with the GGUF signature; "
+            f"{size} bytes). It may be a different format, an HTML error page saved by a failed "
+            "download, or a corrupt file. Download it again."
+        )
+
+
+class LlamaCppBackend(Backend):
+    name: ClassVar[str] = "llama.cpp"
+    supported_params: ClassVar[frozenset[str]] = frozenset({
+        "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
+        "presence_penalty", "frequency_penalty", "mirostat_mode", "mirostat_tau", "mirostat_eta",
+        "seed", "do_sample", "stop",
+    })
+    option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "n_gpu_layers", "n_batch", "use_mmap",
+                                                 "use_mlock")
+
+    def __init__(self, llm: Any, path: Path) -> None:
+        self._llm = llm
+        self.path = path
+        self.n_ctx = int(llm.n_ctx())
+        self.metadata = dict(llm.metadata or {})
+        self.chat_template = self.metadata.get("tokenizer.chat_template") or None
+        import llama_cpp
+
+        self._is_eog = lambda tok: bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok))
+
+    @classmethod
+    def load(cls, path: Path, options: LoadOptions) -> LlamaCppBackend:
+        path = Path(path)
+        check_gguf_file(path)
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - set-up installs it
+            raise ModelLoadError("llama-cpp-python is not installed. Run ./start.sh to set up.") from exc
+        threads = options.threads or default_threads()
+        try:
+            llm = Llama(
+                model_path=str(path),
+                n_ctx=options.n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=options.n_gpu_layers,
+                n_batch=options.n_batch,
+                use_mmap=options.use_mmap,
+                use_mlock=options.use_mlock,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(
+                f"llama.cpp could not load {path.name} ({path.stat().st_size} bytes): {exc}. "
+                "The file may be truncated or corrupt (download it again), or use an architecture "
+                "this llama.cpp build does not know (update llama-cpp-python)."
+            ) from exc
+        return cls(llm, path)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def _sampler_kwargs(self, params: SamplingParams) -> dict[str, Any]:
+        return {
+            "top_k": params.top_k,
+            "top_p": params.top_p,
+            "min_p": params.min_p,
+            "typical_p": params.typical_p,
+            # llama.cpp picks the arg-max token (greedy) at temperature 0.
+            "temp": 0.0 if params.greedy else params.temperature,
+            "repeat_penalty": params.repeat_penalty,
+            "presence_penalty": params.presence_penalty,
+            "frequency_penalty": params.frequency_penalty,
+            "mirostat_mode": params.mirostat_mode,
+            "mirostat_tau": params.mirostat_tau,
+            "mirostat_eta": params.mirostat_eta,
+        }
+
+    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
+        llm = self._llm
+        prompt_tokens = self.tokenize(prompt)
+        if len(prompt_tokens) >= self.n_ctx:
+            raise PromptTooLongError(len(prompt_tokens), self.n_ctx)
+        room = self.n_ctx - len(prompt_tokens)
+        max_tokens = min(params.max_tokens, room)
+        llm.set_seed(params.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = ""  # everything decoded so far
+        sent = 0  # how much of ``text`` the caller has
+        n_generated = 0
+        finish: str = "length"
+        pending_tokens = 0
+        stopped_by_string = False
+        tokens = llm.generate(prompt_tokens, **self._sampler_kwargs(params))
+        try:
+            for token in tokens:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if self._is_eog(token):
+                    finish = "stop"
+                    break
+                n_generated += 1
+                pending_tokens += 1
+                text += decoder.decode(llm.detokenize([token]))
+                stop_at = find_stop(text, params.stop)
+                if stop_at >= 0:
+                    text = text[:stop_at]
+                    finish = "stop"
+                    stopped_by_string = True
+                    break
+                visible = len(text) - held_back(text, params.stop)
+                if visible > sent:
+                    yield Chunk(text[sent:visible], n_tokens=pending_tokens)
+                    sent, pending_tokens = visible, 0
+                if n_generated >= max_tokens:
+                    break
+        finally:
+            tokens.close()
+        if not stopped_by_string:
+            text += decoder.decode(b"", final=True)
+        yield Chunk(text[sent:], n_tokens=pending_tokens, finish_reason=finish,  # type: ignore[arg-type]
+                    prompt_tokens=len(prompt_tokens))
+
+    def close(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.close()

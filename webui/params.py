@@ -1,0 +1,94 @@
+"""Sampling parameters: the one list of names, defaults, ranges and descriptions.
+
+Field names are llama-cpp-python's keyword names. Aliases accept the keys that
+text-generation-webui writes in its presets (``max_new_tokens``,
+``repetition_penalty``...), so its files load with the same meaning. The
+Parameters tab, preset files and API request bodies are all built from this
+class, so a default or a range is written down exactly once.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+
+def _field(default: Any, description: str, *, ui_step: float | None = None, aliases: tuple[str, ...] = (),
+           **kwargs: Any) -> Any:
+    extra = {"ui_step": ui_step} if ui_step is not None else {}
+    validation_alias = AliasChoices(*aliases) if aliases else None
+    return Field(default, description=description, validation_alias=validation_alias,
+                 json_schema_extra=extra or None, **kwargs)
+
+
+class SamplingParams(BaseModel):
+    """How the next tokens are chosen. Every loader maps these names to its own."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", validate_assignment=True)
+
+    max_tokens: int = _field(
+        512, "Most tokens to generate for one reply. Raise it for long answers; the reply stops earlier "
+        "if the model ends it.", ge=1, le=32768, ui_step=1, aliases=("max_tokens", "max_new_tokens"))
+    temperature: float = _field(
+        0.7, "Randomness. Lower (0.1-0.5) for facts and code, higher (0.8-1.2) for creative text; "
+        "0 always picks the most likely token.", ge=0.0, le=5.0, ui_step=0.01)
+    top_p: float = _field(
+        0.9, "Nucleus sampling: keep the smallest set of tokens whose probabilities add up to this. "
+        "1 disables it; lower it for safer, more focused text.", ge=0.0, le=1.0, ui_step=0.01)
+    top_k: int = _field(
+        40, "Keep only the K most likely tokens. 0 disables it; 20-50 is a common range.",
+        ge=0, le=1000, ui_step=1)
+    min_p: float = _field(
+        0.05, "Drop tokens whose probability is below this fraction of the best token's. "
+        "0 disables it; 0.05-0.1 removes nonsense while keeping variety.", ge=0.0, le=1.0, ui_step=0.01)
+    typical_p: float = _field(
+        1.0, "Locally typical sampling. 1 disables it; values like 0.9 keep tokens of 'typical' surprise.",
+        ge=0.0, le=1.0, ui_step=0.01)
+    repeat_penalty: float = _field(
+        1.0, "Penalty for repeating recent tokens. 1 disables it; 1.05-1.2 reduces loops, too high "
+        "harms grammar.", ge=0.0, le=5.0, ui_step=0.01, aliases=("repeat_penalty", "repetition_penalty"))
+    presence_penalty: float = _field(
+        0.0, "Flat penalty for any token already in the text; raise it to push the model to new topics.",
+        ge=-2.0, le=2.0, ui_step=0.05)
+    frequency_penalty: float = _field(
+        0.0, "Penalty growing with how often a token already appeared; raise it against repeated words.",
+        ge=-2.0, le=2.0, ui_step=0.05)
+    mirostat_mode: int = _field(
+        0, "Mirostat adaptive sampling (0 off, 1 or 2 on). When on, it replaces top_k/top_p/min_p and "
+        "steers towards the target surprise tau.", ge=0, le=2, ui_step=1)
+    mirostat_tau: float = _field(
+        5.0, "Mirostat target surprise: lower is more focused, higher more varied.", ge=0.0, le=20.0,
+        ui_step=0.01)
+    mirostat_eta: float = _field(
+        0.1, "Mirostat learning rate: how fast it adapts.", ge=0.0, le=1.0, ui_step=0.01)
+    seed: int = _field(
+        -1, "Random seed. -1 picks a new one each time (the one used is shown after generating); "
+        "set a number to get the same text again.", ge=-1, le=2**32 - 1, ui_step=1)
+    do_sample: bool = _field(
+        True, "Sample from the distribution. Off means greedy decoding: always the most likely token, "
+        "the same text every time.")
+    stop: list[str] = _field(
+        [], "Custom stopping strings: generation ends when one appears (it is not included in the output).",
+        aliases=("stop", "stopping_strings", "custom_stopping_strings"))
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, value: Any) -> Any:
+        # text-generation-webui stores stopping strings as one string of quoted, comma-separated items.
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value] if value else []
+        return value
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample or self.temperature == 0.0
+
+    def non_default(self) -> dict[str, Any]:
+        """The values that differ from the defaults (what a preset file stores)."""
+        defaults = SamplingParams()
+        return {k: v for k, v in self.model_dump().items() if getattr(defaults, k) != v}
+
+
+SAMPLING_FIELDS: tuple[str, ...] = tuple(SamplingParams.model_fields)

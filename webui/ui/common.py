@@ -1,0 +1,82 @@
+"""Helpers shared by the tabs: error conversion and components built from pydantic fields."""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from ..errors import WebUIError
+
+log = logging.getLogger(__name__)
+
+
+def _as_gr_error(exc: Exception) -> gr.Error:
+    if isinstance(exc, WebUIError):
+        return gr.Error(exc.message)
+    log.exception("Unexpected error in a UI handler")
+    return gr.Error(f"Unexpected error: {type(exc).__name__}: {exc}. The app is still running; "
+                    "details are in the server log.")
+
+
+def ui_errors(fn: Callable) -> Callable:
+    """Turn our typed errors into ``gr.Error`` popups, for plain and generator handlers."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:
+                raise _as_gr_error(exc) from exc
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            raise _as_gr_error(exc) from exc
+    return wrapper
+
+
+def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
+    lo = hi = None
+    for m in info.metadata:
+        lo = getattr(m, "ge", lo)
+        hi = getattr(m, "le", hi)
+    return lo, hi
+
+
+def field_component(model: type[BaseModel], name: str, value: Any = None, *, elem_prefix: str = "",
+                    slider_max: float | None = None, **kwargs: Any) -> gr.components.Component:
+    """A component for one pydantic field: its label, range, default and description come from the model."""
+    info = model.model_fields[name]
+    label = name.replace("_", " ")
+    value = info.default if value is None else value
+    common = {"label": label, "info": info.description, "elem_id": f"{elem_prefix}{name}" if elem_prefix else None,
+              **kwargs}
+    annotation = info.annotation
+    if annotation is bool:
+        return gr.Checkbox(value=value, **common)
+    if typing.get_origin(annotation) is typing.Literal:
+        return gr.Dropdown(choices=list(typing.get_args(annotation)), value=value, **common)
+    if annotation in (int, float):
+        lo, hi = _bounds(info)
+        if slider_max is not None:
+            hi = slider_max
+        step = (info.json_schema_extra or {}).get("ui_step") if isinstance(info.json_schema_extra, dict) else None
+        if lo is not None and hi is not None and hi - lo <= 100_000:
+            return gr.Slider(minimum=lo, maximum=hi, value=value, step=step or (1 if annotation is int else 0.01),
+                             **common)
+        return gr.Number(value=value, precision=0 if annotation is int else None, minimum=lo, maximum=hi, **common)
+    return gr.Textbox(value="" if value is None else str(value), **common)
