@@ -13,6 +13,7 @@ import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/fakes.py
 
 MODELS_DIR = Path(os.environ.get("WEBUI_TEST_MODELS", PROJECT_DIR / "models"))
 SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
