@@ -5,7 +5,6 @@ it). A missing model is a failure with instructions, never a silent skip.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,13 +12,9 @@ import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/fakes.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/fakes.py, tests/testdata.py
 
-MODELS_DIR = Path(os.environ.get("WEBUI_TEST_MODELS", PROJECT_DIR / "models"))
-SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GEMMA = "gemma-3-270m-q4_k_m.gguf"
-#: SmolLM2's own chat format, written out so tests do not depend on the template code.
-PARIS_PROMPT = ("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+from testdata import GEMMA, MODELS_DIR, SMOLLM  # noqa: E402
 
 
 def _require(name: str) -> Path:

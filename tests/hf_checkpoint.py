@@ -55,9 +55,11 @@ def ensure_hf_checkpoint(gguf_path: Path, out_dir: Path) -> Path:
         os.replace(out_dir, stale / out_dir.name)
         shutil.rmtree(stale, ignore_errors=True)
 
+    _remove_abandoned(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         _convert(gguf_path, tmp)
+        _usual_permissions(tmp)  # mkdtemp and the safetensors writer make them private
         try:
             os.rename(tmp, out_dir)  # atomic; fails if another process finished first
         except OSError:
@@ -67,6 +69,24 @@ def ensure_hf_checkpoint(gguf_path: Path, out_dir: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _remove_abandoned(out_dir: Path, min_age: float = 3600.0) -> None:
+    """Delete temp folders that a killed run left behind (old ones only: another run may be writing)."""
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
+        try:
+            if leftover.is_dir() and time.time() - leftover.stat().st_mtime > min_age:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _usual_permissions(folder: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~umask)
 
 
 def _convert(gguf_path: Path, dest: Path) -> None:

@@ -4,7 +4,7 @@ import shutil
 import threading
 
 import pytest
-from conftest import GEMMA, PARIS_PROMPT, SMOLLM
+from testdata import GEMMA, PARIS_PROMPT, SMOLLM
 
 from webui.errors import ModelLoadError, PromptTooLongError
 from webui.generation import Generator

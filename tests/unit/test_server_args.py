@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 import server
-from conftest import PROJECT_DIR
+from testdata import PROJECT_DIR
 from webui.settings import Settings
 
 FLAGS = ["--model", "--loader", "--model-dir", "--listen", "--listen-host", "--listen-port", "--ctx-size", "--n-ctx",

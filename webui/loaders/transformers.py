@@ -1,12 +1,15 @@
 """transformers loader: a Hugging Face model folder (``config.json`` + ``*.safetensors``).
 
-Generation runs in a worker thread and streams through ``TextIteratorStreamer``;
-a stopping criterion checks the caller's cancel event (and our own stop-string
-event) at every step and counts the generated tokens.
+``model.generate`` runs in a worker thread. A streamer (ours, not
+``TextIteratorStreamer``, which holds text back until a word ends and so sees a
+stop string late) turns each new token into text at once; a stopping criterion
+ends generation when the caller's cancel event (or our own stop-string event)
+is set.
 """
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,20 +52,90 @@ def check_hf_folder(path: Path, *, trust_remote_code: bool) -> dict[str, Any]:
     return config
 
 
-class _Watch:
-    """Stopping criterion: ends generation on cancel and counts generated tokens."""
+class _Cancel:
+    """Stopping criterion: ends generation when any of ``events`` is set.
 
-    def __init__(self, prompt_len: int, events: tuple[threading.Event, ...]) -> None:
-        self.prompt_len = prompt_len
+    Duck-typed (``StoppingCriteriaList`` only needs a callable), which keeps
+    torch out of this module's imports.
+    """
+
+    def __init__(self, events: tuple[threading.Event, ...]) -> None:
         self.events = events
-        self.generated = 0
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        self.generated = int(input_ids.shape[-1]) - self.prompt_len
         stop = any(e.is_set() for e in self.events)
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class _TokenStreamer:
+    """Streamer for ``generate``: turns token ids into text one token at a time.
+
+    ``generate`` calls ``put`` (first with the prompt, then with each new token)
+    and ``end`` from its thread; the consumer iterates ``(text, n_tokens)``
+    pairs. Text is decoded incrementally over a short window of recent tokens
+    (so a word's leading space is kept) and held back while it ends in half a
+    UTF-8 character. End-of-sequence tokens are noted, not counted, as in the
+    llama.cpp loader.
+    """
+
+    def __init__(self, tokenizer: Any, eos_ids: frozenset[int]) -> None:
+        self._tok = tokenizer
+        self._eos_ids = eos_ids
+        self._queue: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
+        self._ids: list[int] = []
+        self._prefix = 0  # window start: context for decoding, already sent
+        self._read = 0  # tokens whose text has been sent
+        self._pending = 0  # tokens not yet sent with any text
+        self._prompt_seen = False
+        self.n_tokens = 0
+        self.eos = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            if token in self._eos_ids:
+                self.eos = True
+                continue
+            self._ids.append(int(token))
+            self._pending += 1
+            self.n_tokens += 1
+        self._flush(final=False)
+
+    def end(self) -> None:
+        self._flush(final=True)
+        self._queue.put(None)
+
+    def abort(self) -> None:
+        """End the stream without decoding (generate failed)."""
+        self._queue.put(None)
+
+    def _flush(self, *, final: bool) -> None:
+        if not self._pending:
+            return
+        decode = self._tok.decode
+        prefix_text = decode(self._ids[self._prefix:self._read], skip_special_tokens=True)
+        new_text = decode(self._ids[self._prefix:], skip_special_tokens=True)
+        if not final and (len(new_text) <= len(prefix_text) or new_text.endswith("\ufffd")):
+            return  # nothing printable yet (half a character, or a special token)
+        self._queue.put((new_text[len(prefix_text):], self._pending))
+        self._pending = 0
+        self._prefix, self._read = self._read, len(self._ids)
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        while (item := self._queue.get()) is not None:
+            yield item
+
+
+def _as_ids(value: Any) -> set[int]:
+    if value is None:
+        return set()
+    if isinstance(value, int):
+        return {value}
+    return {int(v) for v in value}
 
 
 class TransformersBackend(Backend):
@@ -80,6 +153,12 @@ class TransformersBackend(Backend):
         self.n_ctx = n_ctx
         self.chat_template = getattr(tokenizer, "chat_template", None) or None
         self.metadata = {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool))}
+        # generate() ends at any of the generation config's end-of-sequence ids (a list for
+        # models with several end-of-turn tokens) and at the tokenizer's.
+        gen_config = getattr(model, "generation_config", None)
+        self._eos_ids = frozenset(_as_ids(getattr(gen_config, "eos_token_id", None))
+                                  | _as_ids(tokenizer.eos_token_id))
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions) -> TransformersBackend:
@@ -108,7 +187,8 @@ class TransformersBackend(Backend):
         except Exception as exc:  # transformers raises many kinds; all mean "could not load"
             raise ModelLoadError(f"transformers could not load {path.name}: {exc}") from exc
         model.eval()
-        trained = int(config.get("max_position_embeddings") or 0) or 2048
+        text_config = model.config.get_text_config()  # multimodal configs nest the language model's
+        trained = int(getattr(text_config, "max_position_embeddings", 0) or 0) or 2048
         n_ctx = min(options.n_ctx, trained) if options.n_ctx else trained
         return cls(model, tokenizer, path, n_ctx, config)
 
@@ -116,12 +196,17 @@ class TransformersBackend(Backend):
         return list(self._tok(text, add_special_tokens=True)["input_ids"])
 
     def _generate_kwargs(self, params: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
+        # Every value is passed explicitly, so the model's generation_config.json (whose
+        # sampling defaults the author chose) never changes what the user asked for. In
+        # transformers 5 an explicit None switches a warper off; 0/1.0 mean "off" here too.
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
+            "min_new_tokens": None,
             "repetition_penalty": params.repeat_penalty,
+            "num_beams": 1,
         }
         if params.greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_p=None, typical_p=None)
         else:
             kwargs.update(
                 do_sample=True,
@@ -135,66 +220,71 @@ class TransformersBackend(Backend):
 
     def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
         import torch
-        from transformers import StoppingCriteriaList, TextIteratorStreamer, set_seed
+        from transformers import StoppingCriteriaList
 
         ids = self._tok(prompt, return_tensors="pt", add_special_tokens=True)
         prompt_len = int(ids["input_ids"].shape[-1])
         if prompt_len >= self.n_ctx:
             raise PromptTooLongError(prompt_len, self.n_ctx)
         max_new = min(params.max_tokens, self.n_ctx - prompt_len)
-        set_seed(params.seed % 2**32)
+        if cancel.is_set():  # generate() would still make one token before asking the criterion
+            yield Chunk("", finish_reason="cancelled", prompt_tokens=prompt_len)
+            return
+        # Sampling draws from torch's default generator (CPU and CUDA). Seed only that:
+        # transformers.set_seed would also reseed Python's and NumPy's global RNGs, from which
+        # the generation service draws the next random seed.
+        torch.manual_seed(params.seed)
         stop_event = threading.Event()
-        watch = _Watch(prompt_len, (cancel, stop_event))
-        streamer = TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
+        streamer = _TokenStreamer(self._tok, self._eos_ids)
         failure: list[BaseException] = []
-        pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else self._tok.eos_token_id
+        device = self._model.device
+        inputs = {k: ids[k].to(device) for k in ("input_ids", "attention_mask") if k in ids}
 
         def run() -> None:
             try:
-                with torch.inference_mode():
+                with torch.inference_mode():  # grad mode is per thread: set it in the worker
                     self._model.generate(
-                        **{k: v.to(self._model.device) for k, v in ids.items()},
+                        **inputs,
                         streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([watch]),
-                        pad_token_id=pad,
+                        stopping_criteria=StoppingCriteriaList([_Cancel((cancel, stop_event))]),
+                        pad_token_id=self._pad_id,
                         **self._generate_kwargs(params, max_new),
                     )
             except BaseException as exc:  # re-raised in the consumer below
                 failure.append(exc)
-                streamer.end()
+                streamer.abort()
 
         worker = threading.Thread(target=run, name="transformers-generate", daemon=True)
         worker.start()
-        text, sent, counted = "", 0, 0
+        text, sent, pending = "", 0, 0
         stopped_by_string = False
         try:
-            for piece in streamer:
+            for piece, n in streamer:
                 text += piece
+                pending += n
                 stop_at = find_stop(text, params.stop)
                 if stop_at >= 0:
                     text = text[:stop_at]
                     stopped_by_string = True
-                    stop_event.set()
                     break
                 visible = len(text) - held_back(text, params.stop)
                 if visible > sent:
-                    n = watch.generated - counted
-                    yield Chunk(text[sent:visible], n_tokens=n)
-                    sent, counted = visible, counted + n
+                    yield Chunk(text[sent:visible], n_tokens=pending)
+                    sent, pending = visible, 0
         finally:
-            stop_event.set()  # also ends generation if our consumer went away
+            stop_event.set()  # ends generation early on a stop string, or when our consumer went away
             worker.join()
         if failure:
             raise GenerationError(f"transformers failed while generating: {failure[0]}") from failure[0]
-        if stopped_by_string:
+        if stopped_by_string or streamer.eos:
             finish = "stop"
+        elif streamer.n_tokens >= max_new:
+            finish = "length"
         elif cancel.is_set():
             finish = "cancelled"
-        elif watch.generated >= max_new:
-            finish = "length"
         else:
-            finish = "stop"
-        yield Chunk(text[sent:], n_tokens=watch.generated - counted, finish_reason=finish,  # type: ignore[arg-type]
+            finish = "stop"  # another criterion of the model's generation config ended it
+        yield Chunk(text[sent:], n_tokens=pending, finish_reason=finish,  # type: ignore[arg-type]
                     prompt_tokens=prompt_len)
 
     def close(self) -> None:
