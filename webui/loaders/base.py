@@ -124,3 +124,46 @@ def held_back(text: str, stops: list[str]) -> int:
                 longest = n
                 break
     return longest
+
+
+class StopStringFilter:
+    """Turns decoded pieces into ``Chunk``s, ending at the first stop string.
+
+    Text that could be the start of a stop string is held back until it is
+    known not to be, so a stop string never reaches the screen. Token counts
+    travel with the text they produced. Shared by every loader.
+    """
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.text = ""
+        self.sent = 0
+        self.pending_tokens = 0
+        self.stopped = False
+
+    def feed(self, piece: str, n_tokens: int = 1) -> Chunk | None:
+        """Add a piece; return what may be shown now, if anything. Check ``stopped`` after."""
+        if self.stopped:
+            return None
+        self.text += piece
+        self.pending_tokens += n_tokens
+        at = find_stop(self.text, self.stops)
+        if at >= 0:
+            self.text = self.text[:at]
+            self.stopped = True
+            return None
+        visible = len(self.text) - held_back(self.text, self.stops)
+        if visible <= self.sent:
+            return None
+        chunk = Chunk(self.text[self.sent:visible], n_tokens=self.pending_tokens)
+        self.sent, self.pending_tokens = visible, 0
+        return chunk
+
+    def finish(self, reason: FinishReason, prompt_tokens: int, tail: str = "") -> Chunk:
+        """The last chunk: whatever was held back (plus ``tail``) unless a stop string ended it."""
+        if not self.stopped:
+            self.text += tail
+        chunk = Chunk(self.text[self.sent:], n_tokens=self.pending_tokens, finish_reason=reason,
+                      prompt_tokens=prompt_tokens)
+        self.sent, self.pending_tokens = len(self.text), 0
+        return chunk

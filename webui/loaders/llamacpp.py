@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from ..errors import ModelLoadError, PromptTooLongError
 from ..params import SamplingParams
-from .base import Backend, Chunk, LoadOptions, find_stop, held_back
+from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter
 
 GGUF_MAGIC = b"GGUF"
 
@@ -125,12 +125,9 @@ class LlamaCppBackend(Backend):
         max_tokens = min(params.max_tokens, room)
         llm.set_seed(params.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = ""  # everything decoded so far
-        sent = 0  # how much of ``text`` the caller has
+        out = StopStringFilter(params.stop)
         n_generated = 0
-        finish: str = "length"
-        pending_tokens = 0
-        stopped_by_string = False
+        finish: FinishReason = "length"
         tokens = llm.generate(prompt_tokens, **self._sampler_kwargs(params))
         try:
             for token in tokens:
@@ -141,26 +138,17 @@ class LlamaCppBackend(Backend):
                     finish = "stop"
                     break
                 n_generated += 1
-                pending_tokens += 1
-                text += decoder.decode(llm.detokenize([token]))
-                stop_at = find_stop(text, params.stop)
-                if stop_at >= 0:
-                    text = text[:stop_at]
+                chunk = out.feed(decoder.decode(llm.detokenize([token])))
+                if out.stopped:
                     finish = "stop"
-                    stopped_by_string = True
                     break
-                visible = len(text) - held_back(text, params.stop)
-                if visible > sent:
-                    yield Chunk(text[sent:visible], n_tokens=pending_tokens)
-                    sent, pending_tokens = visible, 0
+                if chunk is not None:
+                    yield chunk
                 if n_generated >= max_tokens:
                     break
         finally:
             tokens.close()
-        if not stopped_by_string:
-            text += decoder.decode(b"", final=True)
-        yield Chunk(text[sent:], n_tokens=pending_tokens, finish_reason=finish,  # type: ignore[arg-type]
-                    prompt_tokens=len(prompt_tokens))
+        yield out.finish(finish, len(prompt_tokens), tail=decoder.decode(b"", final=True))
 
     def close(self) -> None:
         llm, self._llm = self._llm, None

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from ..errors import GenerationError, ModelLoadError, PromptTooLongError
 from ..params import SamplingParams
-from .base import Backend, Chunk, LoadOptions, find_stop, held_back
+from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter
 
 
 def is_hf_folder(path: Path) -> bool:
@@ -256,27 +256,21 @@ class TransformersBackend(Backend):
 
         worker = threading.Thread(target=run, name="transformers-generate", daemon=True)
         worker.start()
-        text, sent, pending = "", 0, 0
-        stopped_by_string = False
+        out = StopStringFilter(params.stop)
         try:
             for piece, n in streamer:
-                text += piece
-                pending += n
-                stop_at = find_stop(text, params.stop)
-                if stop_at >= 0:
-                    text = text[:stop_at]
-                    stopped_by_string = True
+                chunk = out.feed(piece, n)
+                if out.stopped:
                     break
-                visible = len(text) - held_back(text, params.stop)
-                if visible > sent:
-                    yield Chunk(text[sent:visible], n_tokens=pending)
-                    sent, pending = visible, 0
+                if chunk is not None:
+                    yield chunk
         finally:
             stop_event.set()  # ends generation early on a stop string, or when our consumer went away
             worker.join()
         if failure:
             raise GenerationError(f"transformers failed while generating: {failure[0]}") from failure[0]
-        if stopped_by_string or streamer.eos:
+        finish: FinishReason
+        if out.stopped or streamer.eos:
             finish = "stop"
         elif streamer.n_tokens >= max_new:
             finish = "length"
@@ -284,8 +278,7 @@ class TransformersBackend(Backend):
             finish = "cancelled"
         else:
             finish = "stop"  # another criterion of the model's generation config ended it
-        yield Chunk(text[sent:], n_tokens=pending, finish_reason=finish,  # type: ignore[arg-type]
-                    prompt_tokens=prompt_len)
+        yield out.finish(finish, prompt_len)
 
     def close(self) -> None:
         self._model = None
