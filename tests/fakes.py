@@ -30,6 +30,11 @@ class FakeBackend(Backend):
         self.calls: list[tuple[str, SamplingParams]] = []
 
     @classmethod
+    def check(cls, path: Path, options: LoadOptions) -> None:
+        if path.read_bytes().startswith(b"REJECT"):
+            raise ModelLoadError(f"{path.name} is not a model")
+
+    @classmethod
     def load(cls, path: Path, options: LoadOptions) -> FakeBackend:
         if path.read_bytes().startswith(b"BAD"):
             raise ModelLoadError(f"{path.name} is broken")

@@ -98,6 +98,7 @@ class ModelManager:
             options = self.default_options.model_copy(update=options)
             options = LoadOptions.model_validate(options.model_dump())
         report = progress or (lambda fraction, text: None)
+        backend_cls.check(path, options)  # a wrong file fails here, before the loaded model is freed
         with self._lock:
             previous = self._current
             if previous is not None:

@@ -22,6 +22,7 @@ def fake_models(tmp_path, monkeypatch):
     (d / "a.gguf").write_bytes(b"GGUF ok")
     (d / "b.gguf").write_bytes(b"GGUF ok")
     (d / "broken.gguf").write_bytes(b"BAD")
+    (d / "wrong.gguf").write_bytes(b"REJECT")
     (d / ".c.gguf.partial").write_bytes(b"half")
     (d / "d.gguf.partial").write_bytes(b"half")
     (d / "notes.txt").write_text("not a model")
@@ -32,7 +33,7 @@ def fake_models(tmp_path, monkeypatch):
 
 
 def test_list_models_shows_models_only(fake_models):
-    assert fake_models.list_models() == ["a.gguf", "b.gguf", "broken.gguf", "hf-model"]
+    assert fake_models.list_models() == ["a.gguf", "b.gguf", "broken.gguf", "hf-model", "wrong.gguf"]
     assert fake_models.infer_loader("a.gguf") == "llama.cpp"
     assert fake_models.infer_loader("hf-model") == "transformers"
 
@@ -101,3 +102,12 @@ def test_consumer_that_goes_away_cancels_its_job(fake_models):
     follow_up = gen.submit("y", SamplingParams(max_tokens=2))
     assert follow_up.result() == "0 1 "
     assert job.stats.finish_reason == "cancelled"
+
+
+def test_a_file_failing_the_cheap_check_never_unloads_the_current_model(fake_models):
+    fake_models.load("a.gguf", "fake")
+    backend = fake_models.current.backend
+    with pytest.raises(ModelLoadError, match="not a model") as info:
+        fake_models.load("wrong.gguf", "fake")
+    assert "loaded again" not in str(info.value)
+    assert fake_models.current.backend is backend and not backend.closed

@@ -82,6 +82,14 @@ class Backend(ABC):
     metadata: dict[str, Any]
 
     @classmethod
+    def check(cls, path: Path, options: LoadOptions) -> None:
+        """Cheap checks before the current model is unloaded (wrong format, missing files).
+
+        Raise ``ModelLoadError`` so an obviously bad file never costs the user the
+        model they have loaded.
+        """
+
+    @classmethod
     @abstractmethod
     def load(cls, path: Path, options: LoadOptions) -> Backend:
         """Load the model at ``path`` or raise ``ModelLoadError`` with a clear message."""

@@ -69,6 +69,10 @@ class LlamaCppBackend(Backend):
         self._is_eog = lambda tok: bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok))
 
     @classmethod
+    def check(cls, path: Path, options: LoadOptions) -> None:
+        check_gguf_file(Path(path))
+
+    @classmethod
     def load(cls, path: Path, options: LoadOptions) -> LlamaCppBackend:
         path = Path(path)
         check_gguf_file(path)

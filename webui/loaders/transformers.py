@@ -161,6 +161,10 @@ class TransformersBackend(Backend):
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     @classmethod
+    def check(cls, path: Path, options: LoadOptions) -> None:
+        check_hf_folder(Path(path), trust_remote_code=options.trust_remote_code)
+
+    @classmethod
     def load(cls, path: Path, options: LoadOptions) -> TransformersBackend:
         path = Path(path)
         config = check_hf_folder(path, trust_remote_code=options.trust_remote_code)

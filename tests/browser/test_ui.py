@@ -1,0 +1,105 @@
+"""The UI as a person uses it: load a model in the Model tab, write in the Notebook tab."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from testdata import SMOLLM
+
+pytestmark = pytest.mark.browser
+
+
+def choose(page, dropdown_id: str, option: str) -> None:
+    page.locator(f"#{dropdown_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def wait_text(page, selector: str, text: str, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        "([sel, text]) => { const el = document.querySelector(sel); return el && el.innerText.includes(text); }",
+        arg=[selector, text], timeout=timeout)
+
+
+def load_smollm(page) -> None:
+    choose(page, "model-dropdown", SMOLLM)
+    assert page.locator("#loader-dropdown input").input_value() == "llama.cpp"
+    page.locator("#model-load").click()
+    wait_text(page, "#model-status", "Loaded")
+
+
+def set_number(page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(value)
+    box.press("Tab")
+
+
+def open_notebook(page) -> None:
+    page.get_by_role("tab", name="Notebook").click()
+    page.locator("#notebook-text textarea").wait_for()
+
+
+def test_load_model_then_generate_in_notebook(page, server):
+    assert "No model loaded" in page.locator("#model-status").inner_text()
+    load_smollm(page)
+    status = page.locator("#model-status").inner_text()
+    assert SMOLLM in status and "llama.cpp" in status and "context 2048" in status
+    assert server.health()["model"] == SMOLLM
+
+    open_notebook(page)
+    prompt = "The capital of France is"
+    text = page.locator("#notebook-text textarea")
+    text.fill(prompt)
+    set_number(page, "nb-max_tokens", "20")
+    page.locator("#nb-do_sample input[type=checkbox]").uncheck()
+    page.locator("#notebook-generate").click()
+    wait_text(page, "#notebook-stats", "tokens/s")
+    result = text.input_value()
+    assert result.startswith(prompt) and len(result) > len(prompt) + 3
+    assert "Paris" in result  # greedy SmolLM2 knows this one
+    stats = page.locator("#notebook-stats").inner_text()
+    assert "first token" in stats and "seed" in stats
+    tokens = page.locator("#notebook-tokens").inner_text()
+    assert "/ 2048 context" in tokens and not tokens.startswith("Tokens: -")
+
+    page.locator("#notebook-undo").click()
+    page.wait_for_function("(p) => document.querySelector('#notebook-text textarea').value === p", arg=prompt)
+
+
+def test_stop_keeps_partial_text_and_the_app_keeps_working(page, server):
+    if server.health()["model"] != SMOLLM:
+        load_smollm(page)
+    open_notebook(page)
+    text = page.locator("#notebook-text textarea")
+    prompt = "Write a very long story about a dragon who learns to cook.\n"
+    text.fill(prompt)
+    set_number(page, "nb-max_tokens", "1500")
+    page.locator("#notebook-generate").click()
+    page.wait_for_function("(n) => document.querySelector('#notebook-text textarea').value.length > n + 40",
+                           arg=len(prompt))
+    page.locator("#notebook-stop").click()
+    wait_text(page, "#notebook-stats", "stopped")
+    partial = text.input_value()
+    assert partial.startswith(prompt) and len(partial) > len(prompt)
+
+    # Escape stops too (keyboard-first), and a new generation after a stop works.
+    page.locator("#notebook-generate").click()
+    wait_text(page, "#notebook-stats", "Generating")
+    page.wait_for_function("(n) => document.querySelector('#notebook-text textarea').value.length > n + 20",
+                           arg=len(partial))
+    page.keyboard.press("Escape")
+    wait_text(page, "#notebook-stats", "stopped")
+    assert server.health()["model"] == SMOLLM
+
+
+def test_broken_model_file_shows_a_clear_error_and_keeps_the_loaded_model(page, server):
+    if server.health()["model"] != SMOLLM:
+        load_smollm(page)
+    (server.model_dir / "broken.gguf").write_bytes(random.Random(1).randbytes(4096))
+    page.locator("#model-refresh").click()
+    choose(page, "model-dropdown", "broken.gguf")
+    page.locator("#model-load").click()
+    toast = page.locator(".toast-body").first
+    toast.wait_for()
+    assert "not a GGUF model file" in toast.inner_text()
+    assert server.health()["model"] == SMOLLM
+    assert SMOLLM in page.locator("#model-status").inner_text()
