@@ -8,6 +8,7 @@ class, so a default or a range is written down exactly once.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
@@ -70,14 +71,55 @@ class SamplingParams(BaseModel):
     stop: list[str] = _field(
         [], "Custom stopping strings: generation ends when one appears (it is not included in the output).",
         aliases=("stop", "stopping_strings", "custom_stopping_strings"))
+    repeat_last_n: int = _field(
+        64, "Penalty range: how many recent tokens the repeat, presence and frequency penalties look at. "
+        "-1 = the whole context, 0 = none.", ge=-1, le=32768, ui_step=1,
+        aliases=("repeat_last_n", "repetition_penalty_range"))
+    dry_multiplier: float = _field(
+        0.0, "DRY (Don't Repeat Yourself) strength: penalises continuing a sequence that already appeared. "
+        "0 disables it; 0.8 is a good start against loops in long texts.", ge=0.0, le=5.0, ui_step=0.01)
+    dry_base: float = _field(
+        1.75, "DRY: how fast the penalty grows with the length of the repeated sequence.", ge=1.0, le=4.0,
+        ui_step=0.01)
+    dry_allowed_length: int = _field(
+        2, "DRY: repeated sequences up to this many tokens are not penalised.", ge=1, le=20, ui_step=1)
+    dry_penalty_last_n: int = _field(
+        -1, "DRY: how many recent tokens to scan for repeats. -1 = the whole context.", ge=-1, le=32768,
+        ui_step=1)
+    dry_sequence_breakers: list[str] = _field(
+        ["\n", ":", "\"", "*"], "DRY: strings that end a sequence (repeats are not tracked across them).")
+    xtc_probability: float = _field(
+        0.0, "XTC (Exclude Top Choices): chance per token to remove the most likely tokens, for more creative "
+        "text. 0 disables it; try 0.5.", ge=0.0, le=1.0, ui_step=0.01)
+    xtc_threshold: float = _field(
+        0.1, "XTC: tokens above this probability are candidates for removal (all but the least likely of "
+        "them). Higher removes fewer.", ge=0.0, le=0.5, ui_step=0.01)
+    ban_eos_token: bool = _field(
+        False, "Never let the model end its reply: it always writes until the token limit.")
+    skip_special_tokens: bool = _field(
+        True, "Hide special tokens (like <|im_end|>) in the output. Untick to see them.")
+    grammar_string: str = _field(
+        "", "GBNF grammar that the output must follow (llama.cpp), e.g. to force JSON. Empty = free text.")
+    truncation_length: int = _field(
+        0, "Longest prompt in tokens: older text beyond it is cut from the start. 0 = the model's context "
+        "size.", ge=0, le=1_048_576, ui_step=1)
 
-    @field_validator("stop", mode="before")
+    @field_validator("stop", "dry_sequence_breakers", mode="before")
     @classmethod
-    def _stop_as_list(cls, value: Any) -> Any:
-        # text-generation-webui stores stopping strings as one string of quoted, comma-separated items.
+    def _strings_as_list(cls, value: Any) -> Any:
+        # text-generation-webui writes lists of strings as one string of quoted, comma-separated
+        # items ('"\\n", "User:"'); a plain string is a single item.
         if value is None:
             return []
         if isinstance(value, str):
+            text = value.strip()
+            if text.startswith('"'):
+                try:
+                    items = json.loads(f"[{text}]")
+                except json.JSONDecodeError:
+                    return [value]
+                if all(isinstance(i, str) for i in items):
+                    return items
             return [value] if value else []
         return value
 

@@ -175,3 +175,12 @@ class StopStringFilter:
                       prompt_tokens=prompt_tokens)
         self.sent, self.pending_tokens = len(self.text), 0
         return chunk
+
+
+def truncate_prompt(tokens: list[int], limit: int, bos: int | None = None) -> list[int]:
+    """Keep the last ``limit`` tokens (0 = no limit), and the BOS token if the prompt had one."""
+    if limit <= 0 or len(tokens) <= limit:
+        return tokens
+    if bos is not None and tokens and tokens[0] == bos and limit > 1:
+        return [bos, *tokens[len(tokens) - limit + 1:]]
+    return tokens[len(tokens) - limit:]

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 from ..errors import ModelLoadError, PromptTooLongError
 from ..params import SamplingParams
-from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter
+from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter, truncate_prompt
+from .llama_sampling import build_sampler, eog_tokens
 
 GGUF_MAGIC = b"GGUF"
 
@@ -29,6 +30,22 @@ def default_threads() -> int:
     except Exception:  # psutil missing or no answer on this platform
         physical = None
     return max(1, physical or os.cpu_count() or 1)
+
+
+def _llama_class() -> type:
+    from llama_cpp import Llama
+
+    class WebUILlama(Llama):
+        """``Llama`` whose sampler chain comes from ``sampling`` when it is set."""
+
+        sampling = None
+
+        def _init_sampler(self, *args: Any, **kwargs: Any) -> Any:
+            if self.sampling is not None:
+                return self.sampling()
+            return super()._init_sampler(*args, **kwargs)
+
+    return WebUILlama
 
 
 def check_gguf_file(path: Path) -> None:
@@ -53,7 +70,9 @@ class LlamaCppBackend(Backend):
     supported_params: ClassVar[frozenset[str]] = frozenset({
         "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
         "presence_penalty", "frequency_penalty", "mirostat_mode", "mirostat_tau", "mirostat_eta",
-        "seed", "do_sample", "stop",
+        "seed", "do_sample", "stop", "repeat_last_n", "dry_multiplier", "dry_base", "dry_allowed_length",
+        "dry_penalty_last_n", "dry_sequence_breakers", "xtc_probability", "xtc_threshold", "ban_eos_token",
+        "skip_special_tokens", "grammar_string", "truncation_length",
     })
     option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "n_gpu_layers", "n_batch", "use_mmap",
                                                  "use_mlock")
@@ -64,9 +83,9 @@ class LlamaCppBackend(Backend):
         self.n_ctx = int(llm.n_ctx())
         self.metadata = dict(llm.metadata or {})
         self.chat_template = self.metadata.get("tokenizer.chat_template") or None
-        import llama_cpp
-
-        self._is_eog = lambda tok: bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok))
+        self._eog = eog_tokens(llm)
+        eog_set = frozenset(self._eog)
+        self._is_eog = eog_set.__contains__
 
     @classmethod
     def check(cls, path: Path, options: LoadOptions) -> None:
@@ -77,7 +96,7 @@ class LlamaCppBackend(Backend):
         path = Path(path)
         check_gguf_file(path)
         try:
-            from llama_cpp import Llama
+            Llama = _llama_class()
         except ImportError as exc:  # pragma: no cover - set-up installs it
             raise ModelLoadError("llama-cpp-python is not installed. Run ./start.sh to set up.") from exc
         threads = options.threads or default_threads()
@@ -104,35 +123,22 @@ class LlamaCppBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
-    def _sampler_kwargs(self, params: SamplingParams) -> dict[str, Any]:
-        return {
-            "top_k": params.top_k,
-            "top_p": params.top_p,
-            "min_p": params.min_p,
-            "typical_p": params.typical_p,
-            # llama.cpp picks the arg-max token (greedy) at temperature 0.
-            "temp": 0.0 if params.greedy else params.temperature,
-            "repeat_penalty": params.repeat_penalty,
-            "presence_penalty": params.presence_penalty,
-            "frequency_penalty": params.frequency_penalty,
-            "mirostat_mode": params.mirostat_mode,
-            "mirostat_tau": params.mirostat_tau,
-            "mirostat_eta": params.mirostat_eta,
-        }
-
     def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
         llm = self._llm
-        prompt_tokens = self.tokenize(prompt)
+        prompt_tokens = truncate_prompt(self.tokenize(prompt), params.truncation_length, llm.token_bos())
         if len(prompt_tokens) >= self.n_ctx:
             raise PromptTooLongError(len(prompt_tokens), self.n_ctx)
         room = self.n_ctx - len(prompt_tokens)
         max_tokens = min(params.max_tokens, room)
-        llm.set_seed(params.seed)
+        # Our sampler chain replaces Llama's for this generation (see llama_sampling.py).
+        llm.sampling = lambda: build_sampler(llm, params, self.n_ctx, self._eog)
+        special = not params.skip_special_tokens
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         out = StopStringFilter(params.stop)
         n_generated = 0
         finish: FinishReason = "length"
-        tokens = llm.generate(prompt_tokens, **self._sampler_kwargs(params))
+        self._prefill(prompt_tokens)
+        tokens = llm.generate(prompt_tokens)
         try:
             for token in tokens:
                 if cancel.is_set():
@@ -142,7 +148,7 @@ class LlamaCppBackend(Backend):
                     finish = "stop"
                     break
                 n_generated += 1
-                chunk = out.feed(decoder.decode(llm.detokenize([token])))
+                chunk = out.feed(decoder.decode(llm.detokenize([token], special=special)))
                 if out.stopped:
                     finish = "stop"
                     break
@@ -152,7 +158,32 @@ class LlamaCppBackend(Backend):
                     break
         finally:
             tokens.close()
+            llm.sampling = None
         yield out.finish(finish, len(prompt_tokens), tail=decoder.decode(b"", final=True))
+
+    def _prefill(self, prompt_tokens: list[int]) -> None:
+        """Have the KV cache hold all prompt tokens but the last, reusing the cached prefix.
+
+        ``generate`` then evaluates the last prompt token on its own, whether the
+        prompt was cached or not. Logits from a one-token batch differ in the last
+        bits from those of a many-token batch, so without this a repeated request
+        (prompt cached) would sample differently from the first one with the same
+        seed.
+        """
+        llm = self._llm
+        cached = llm.n_tokens
+        common = 0
+        for a, b in zip(llm._input_ids[:cached], prompt_tokens[:-1]):
+            if a != b:
+                break
+            common += 1
+        if common < cached:
+            if not llm._ctx.kv_cache_seq_rm(-1, common, -1):
+                llm.reset()
+                common = 0
+            llm.n_tokens = common
+        if common < len(prompt_tokens) - 1:
+            llm.eval(prompt_tokens[common:-1])
 
     def close(self) -> None:
         llm, self._llm = self._llm, None

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from ..errors import GenerationError, ModelLoadError, PromptTooLongError
 from ..params import SamplingParams
-from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter
+from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter, truncate_prompt
 
 
 def is_hf_folder(path: Path) -> bool:
@@ -80,8 +80,9 @@ class _TokenStreamer:
     llama.cpp loader.
     """
 
-    def __init__(self, tokenizer: Any, eos_ids: frozenset[int]) -> None:
+    def __init__(self, tokenizer: Any, eos_ids: frozenset[int], skip_special: bool = True) -> None:
         self._tok = tokenizer
+        self._skip_special = skip_special
         self._eos_ids = eos_ids
         self._queue: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
         self._ids: list[int] = []
@@ -117,8 +118,9 @@ class _TokenStreamer:
         if not self._pending:
             return
         decode = self._tok.decode
-        prefix_text = decode(self._ids[self._prefix:self._read], skip_special_tokens=True)
-        new_text = decode(self._ids[self._prefix:], skip_special_tokens=True)
+        skip = self._skip_special
+        prefix_text = decode(self._ids[self._prefix:self._read], skip_special_tokens=skip)
+        new_text = decode(self._ids[self._prefix:], skip_special_tokens=skip)
         if not final and (len(new_text) <= len(prefix_text) or new_text.endswith("\ufffd")):
             return  # nothing printable yet (half a character, or a special token)
         self._queue.put((new_text[len(prefix_text):], self._pending))
@@ -142,7 +144,7 @@ class TransformersBackend(Backend):
     name: ClassVar[str] = "transformers"
     supported_params: ClassVar[frozenset[str]] = frozenset({
         "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
-        "seed", "do_sample", "stop",
+        "seed", "do_sample", "stop", "ban_eos_token", "skip_special_tokens", "truncation_length",
     })
     option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "dtype", "device", "trust_remote_code")
 
@@ -208,6 +210,8 @@ class TransformersBackend(Backend):
             "min_new_tokens": None,
             "repetition_penalty": params.repeat_penalty,
             "num_beams": 1,
+            # ban EOS: never let the model end the reply (it writes until max_new_tokens)
+            "suppress_tokens": sorted(self._eos_ids) if params.ban_eos_token else None,
         }
         if params.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_p=None, typical_p=None)
@@ -227,6 +231,9 @@ class TransformersBackend(Backend):
         from transformers import StoppingCriteriaList
 
         ids = self._tok(prompt, return_tensors="pt", add_special_tokens=True)
+        if params.truncation_length and ids["input_ids"].shape[-1] > params.truncation_length:
+            kept = truncate_prompt(ids["input_ids"][0].tolist(), params.truncation_length, self._tok.bos_token_id)
+            ids = {"input_ids": torch.tensor([kept]), "attention_mask": torch.ones(1, len(kept), dtype=torch.long)}
         prompt_len = int(ids["input_ids"].shape[-1])
         if prompt_len >= self.n_ctx:
             raise PromptTooLongError(prompt_len, self.n_ctx)
@@ -239,7 +246,7 @@ class TransformersBackend(Backend):
         # the generation service draws the next random seed.
         torch.manual_seed(params.seed)
         stop_event = threading.Event()
-        streamer = _TokenStreamer(self._tok, self._eos_ids)
+        streamer = _TokenStreamer(self._tok, self._eos_ids, skip_special=params.skip_special_tokens)
         failure: list[BaseException] = []
         device = self._model.device
         inputs = {k: ids[k].to(device) for k in ("input_ids", "attention_mask") if k in ids}

@@ -1,0 +1,101 @@
+"""Sampling presets: ``presets/*.yaml`` files of ``SamplingParams`` values.
+
+A preset stores only what differs from the defaults. Files written by
+text-generation-webui load with the same meaning (its key names are aliases
+of ours); keys we do not know are reported, never fatal, and written back
+unchanged when the preset is saved again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, ValidationError
+
+from .errors import InvalidNameError, SettingsError
+from .params import SamplingParams
+from .storage import TEMP_SUFFIX, read_yaml, safe_name, write_yaml
+
+
+def _accepted_keys() -> dict[str, str]:
+    """Every key a preset may use -> the field it sets."""
+    keys: dict[str, str] = {}
+    for name, info in SamplingParams.model_fields.items():
+        keys[name] = name
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            for choice in alias.choices:
+                if isinstance(choice, str):
+                    keys[choice] = name
+    return keys
+
+
+ACCEPTED_KEYS = _accepted_keys()
+
+
+@dataclass
+class Preset:
+    name: str
+    params: SamplingParams
+    #: Keys of the file that we do not use, kept so saving again does not lose them.
+    unknown: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def warning(self) -> str | None:
+        if not self.unknown:
+            return None
+        return (f"Preset {self.name!r} has settings this app does not use: {', '.join(sorted(self.unknown))}. "
+                "They are ignored, and kept in the file when you save it.")
+
+
+def parse_preset(name: str, data: dict[str, Any]) -> Preset:
+    known = {k: v for k, v in data.items() if k in ACCEPTED_KEYS}
+    unknown = {k: v for k, v in data.items() if k not in ACCEPTED_KEYS}
+    try:
+        params = SamplingParams.model_validate(known)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"Preset {name!r} has invalid values: {problems}") from exc
+    return Preset(name, params, unknown)
+
+
+class PresetStore:
+    """The presets folder. Every name goes through ``safe_name``; writes are atomic."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{safe_name(name, what='preset name')}.yaml"
+
+    def names(self) -> list[str]:
+        if not self.folder.is_dir():
+            return []
+        return sorted((p.stem for p in self.folder.glob("*.yaml")
+                       if not p.name.startswith(".") and not p.name.endswith(TEMP_SUFFIX)), key=str.lower)
+
+    def load(self, name: str) -> Preset:
+        path = self.path(name)
+        if not path.is_file():
+            raise SettingsError(f"There is no preset called {name!r}.")
+        return parse_preset(name, read_yaml(path))
+
+    def save(self, name: str, params: SamplingParams, unknown: dict[str, Any] | None = None) -> Path:
+        path = self.path(name)
+        data = {**params.non_default(), **(unknown or {})}
+        write_yaml(path, data)
+        return path
+
+    def delete(self, name: str) -> None:
+        path = self.path(name)
+        if not path.is_file():
+            raise SettingsError(f"There is no preset called {name!r}.")
+        path.unlink()
+
+    def is_valid_name(self, name: str) -> bool:
+        try:
+            self.path(name)
+        except InvalidNameError:
+            return False
+        return True
