@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="Model to load at start: a name in the models folder (a .gguf file or a "
                                    "model folder), or a path to one. Without it the UI starts with no model.")
+    g.add_argument("--default-model", help="Model to load when neither --model nor the saved settings name one "
+                                           "(start.sh passes the starter model here).")
     g.add_argument("--loader", choices=["llama.cpp", "transformers"],
                    help="Loader to use. Default: chosen from the model (.gguf -> llama.cpp, folder -> transformers).")
     g.add_argument("--model-dir", type=Path, help="Folder that holds the models. Default: ./models.")
@@ -93,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except WebUIError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    services = Services.build(settings)
+    services = Services.build(settings, settings_file)
+    if not settings.model and args.default_model:
+        settings.model = args.default_model
     if settings.model:
         print(f"Loading {settings.model} ...", flush=True)
         try:
@@ -102,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         except WebUIError as exc:
             # Start anyway: the user can pick another model in the Model tab.
             print(f"error: {exc.message}", file=sys.stderr, flush=True)
+            if args.default_model and args.default_model != settings.model and not args.model:
+                print(f"Loading {args.default_model} instead ...", flush=True)
+                try:
+                    print(f"Loaded {services.models.load(args.default_model).describe()}", flush=True)
+                except WebUIError as exc2:
+                    print(f"error: {exc2.message}", file=sys.stderr, flush=True)
     if settings.listen and settings.host not in ("127.0.0.1", "localhost", "::1"):
         print("WARNING: --listen makes this UI reachable by every machine on your network, without a password.",
               file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 args=("$@")
 case " $* " in
     *" --model "*|*" --model="*) ;;
-    *) args=(--model "${WEBUI_MODEL:-SmolLM2-135M-Instruct.Q4_1.gguf}" "${args[@]}") ;;
+    # The starter model, unless the saved settings name the model the user loaded last.
+    *) args=(--default-model "${WEBUI_MODEL:-SmolLM2-135M-Instruct.Q4_1.gguf}" "${args[@]}") ;;
 esac
 exec "${WEBUI_VENV:-$ROOT/.venv}/bin/python" "$ROOT/server.py" "${args[@]}"

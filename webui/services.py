@@ -1,11 +1,22 @@
 """The services one running app is made of, built once and passed to the UI and the API."""
 from __future__ import annotations
 
+import logging
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from .errors import WebUIError
 from .generation import Generator
 from .models import ModelManager
-from .settings import Settings
+from .params import SamplingParams
+from .presets import PresetStore
+from .settings import PROJECT_DIR, Settings, remember
+
+log = logging.getLogger(__name__)
+
+SHIPPED_FOLDERS = ("presets", "grammars")
 
 
 @dataclass
@@ -13,8 +24,52 @@ class Services:
     settings: Settings
     models: ModelManager
     generator: Generator
+    presets: PresetStore
+    #: Where the UI's choices are remembered (settings.yaml or --settings FILE).
+    settings_path: Path
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
+    def build(cls, settings: Settings, settings_path: Path | None = None) -> Services:
+        user_dir = Path(settings.user_data_dir)
+        for folder in SHIPPED_FOLDERS:
+            target = user_dir / folder
+            if not target.exists() and target.resolve() != (PROJECT_DIR / folder).resolve():
+                # A new user-data folder starts with the shipped presets and grammars.
+                shutil.copytree(PROJECT_DIR / folder, target)
+        presets_dir = user_dir / "presets"
         models = ModelManager(settings.models_path, settings.load)
-        return cls(settings=settings, models=models, generator=Generator(models))
+        return cls(settings=settings, models=models, generator=Generator(models), presets=PresetStore(presets_dir),
+                   settings_path=Path(settings_path) if settings_path else user_dir / "settings.yaml")
+
+    @property
+    def grammars_dir(self) -> Path:
+        return Path(self.settings.user_data_dir) / "grammars"
+
+    def grammar_names(self) -> list[str]:
+        d = self.grammars_dir
+        return sorted(p.name for p in d.glob("*.gbnf") if not p.name.startswith(".")) if d.is_dir() else []
+
+    def read_grammar(self, name: str) -> str:
+        from .storage import resolve_inside
+
+        path = resolve_inside(self.grammars_dir, name)
+        if not path.is_file():
+            raise WebUIError(f"There is no grammar file called {name!r} in {self.grammars_dir}.")
+        return path.read_text(encoding="utf-8")
+
+    def initial_params(self) -> SamplingParams:
+        """The sampling values to start with: the saved ones, else the defaults."""
+        try:
+            return SamplingParams.model_validate(self.settings.params)
+        except Exception as exc:  # a hand-edited settings file with a bad value
+            log.warning("Ignoring saved sampling values: %s", exc)
+            return SamplingParams()
+
+    def remember(self, **updates: Any) -> None:
+        """Save what the user chose, so a restart never resets it. Failing to save is logged, not fatal."""
+        for key, value in updates.items():
+            setattr(self.settings, key, value)  # pages opened from now on show these values
+        try:
+            remember(self.settings_path, **updates)
+        except (WebUIError, OSError) as exc:
+            log.error("Could not save settings to %s: %s", self.settings_path, exc)

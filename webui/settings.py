@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import SettingsError
 from .loaders import LoadOptions
-from .storage import read_yaml
+from .storage import read_yaml, write_yaml
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ class Settings(BaseModel):
     model: str | None = Field(None, description="Model to load at start (a name in the models folder).")
     loader: str | None = None
     load: LoadOptions = Field(default_factory=LoadOptions)
+    preset: str | None = Field("Default", description="Sampling preset chosen in the Parameters tab.")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="Sampling values that differ from the defaults (Parameters tab).")
 
     @property
     def models_path(self) -> Path:
@@ -60,3 +63,25 @@ class Settings(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise SettingsError(f"Invalid settings: {exc}") from exc
+
+
+#: The keys the app itself writes back to the settings file (what the user chose in the UI).
+REMEMBERED_KEYS = ("model", "loader", "load", "preset", "params")
+
+
+def remember(path: Path, **updates: Any) -> None:
+    """Write ``updates`` into the settings file, keeping every other key in it.
+
+    A file that no longer parses is left alone (renamed aside would hide the
+    user's edits); the error says so.
+    """
+    unknown = set(updates) - set(REMEMBERED_KEYS)
+    if unknown:
+        raise ValueError(f"not remembered settings: {sorted(unknown)}")
+    path = Path(path)
+    data = read_yaml(path) if path.exists() else {}
+    for key, value in updates.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        data[key] = value
+    write_yaml(path, data)

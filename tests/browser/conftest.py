@@ -40,23 +40,14 @@ class Server:
             return json.load(r)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    """server.py with no model loaded; the models folder holds the test models and a broken file."""
-    root = tmp_path_factory.mktemp("server")
-    model_dir, user_dir = root / "models", root / "user"
-    model_dir.mkdir()
-    user_dir.mkdir()
-    for name in (SMOLLM, GEMMA):
-        if not (MODELS_DIR / name).exists():
-            pytest.fail(f"Test model {MODELS_DIR / name} is missing. Run ./run_tests.sh")
-        (model_dir / name).symlink_to(MODELS_DIR / name)
+def start_server(root: Path, model_dir: Path, user_dir: Path, *extra: str) -> Server:
+    """Start server.py and wait until it answers; fail with its log if it does not."""
     port = _free_port()
-    log = root / "server.log"
+    log = root / f"server-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, str(PROJECT_DIR / "server.py"), "--model-dir", str(model_dir), "--user-data-dir",
-             str(user_dir), "--listen-port", str(port), "--ctx-size", "2048"],
+             str(user_dir), "--listen-port", str(port), "--ctx-size", "2048", *extra],
             stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
     srv = Server(f"http://127.0.0.1:{port}", model_dir, user_dir, log, proc)
     deadline = time.monotonic() + 120
@@ -65,20 +56,44 @@ def server(tmp_path_factory) -> Iterator[Server]:
             pytest.fail(f"server.py exited with {proc.returncode}:\n{log.read_text()}")
         try:
             srv.health()
-            break
+            return srv
         except OSError:
             if time.monotonic() > deadline:
                 proc.kill()
                 pytest.fail(f"server.py did not answer within 120 s:\n{log.read_text()}")
             time.sleep(0.3)
-    yield srv
-    proc.terminate()
+
+
+def stop_server(srv: Server) -> None:
+    srv.process.terminate()
     try:
-        proc.wait(15)
+        srv.process.wait(15)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        srv.process.kill()
+        srv.process.wait(5)
+
+
+def make_dirs(root: Path) -> tuple[Path, Path]:
+    """A models folder with links to the real test models, and an empty user-data folder."""
+    model_dir, user_dir = root / "models", root / "user"
+    model_dir.mkdir()
+    user_dir.mkdir()
+    for name in (SMOLLM, GEMMA):
+        if not (MODELS_DIR / name).exists():
+            pytest.fail(f"Test model {MODELS_DIR / name} is missing. Run ./run_tests.sh")
+        (model_dir / name).symlink_to(MODELS_DIR / name)
+    return model_dir, user_dir
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    """server.py with no model loaded, on a fresh user-data folder."""
+    root = tmp_path_factory.mktemp("server")
+    srv = start_server(root, *make_dirs(root))
+    yield srv
+    stop_server(srv)
     if os.environ.get("WEBUI_SHOW_SERVER_LOG"):
-        print(log.read_text())
+        print(srv.log.read_text())
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,11 @@ def set_number(page, elem_id: str, value: str) -> None:
     box.press("Tab")
 
 
+def open_parameters(page) -> None:
+    page.get_by_role("tab", name="Parameters").click()
+    page.locator("#param-max_tokens").wait_for()
+
+
 def open_notebook(page) -> None:
     page.get_by_role("tab", name="Notebook").click()
     page.locator("#notebook-text textarea").wait_for()
@@ -45,12 +50,13 @@ def test_load_model_then_generate_in_notebook(page, server):
     assert SMOLLM in status and "llama.cpp" in status and "context 2048" in status
     assert server.health()["model"] == SMOLLM
 
+    open_parameters(page)
+    set_number(page, "param-max_tokens", "20")
+    page.locator("#param-do_sample input[type=checkbox]").uncheck()
     open_notebook(page)
     prompt = "The capital of France is"
     text = page.locator("#notebook-text textarea")
     text.fill(prompt)
-    set_number(page, "nb-max_tokens", "20")
-    page.locator("#nb-do_sample input[type=checkbox]").uncheck()
     page.locator("#notebook-generate").click()
     wait_text(page, "#notebook-stats", "tokens/s")
     result = text.input_value()
@@ -68,11 +74,12 @@ def test_load_model_then_generate_in_notebook(page, server):
 def test_stop_keeps_partial_text_and_the_app_keeps_working(page, server):
     if server.health()["model"] != SMOLLM:
         load_smollm(page)
+    open_parameters(page)
+    set_number(page, "param-max_tokens", "1500")
     open_notebook(page)
     text = page.locator("#notebook-text textarea")
     prompt = "Write a very long story about a dragon who learns to cook.\n"
     text.fill(prompt)
-    set_number(page, "nb-max_tokens", "1500")
     page.locator("#notebook-generate").click()
     page.wait_for_function("(n) => document.querySelector('#notebook-text textarea').value.length > n + 40",
                            arg=len(prompt))

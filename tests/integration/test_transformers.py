@@ -191,3 +191,27 @@ def test_streamer_text_matches_a_whole_decode(hf_checkpoint):
     assert first[1] + sum(n for _, n in rest) == len(ids) == streamer.n_tokens
     assert streamer.eos
     assert not any("\ufffd" in text for text, _ in rest)
+
+
+def test_ban_eos_skip_special_and_truncation_on_transformers(generator, greedy):
+    _, free = greedy
+    assert free.finish_reason == "stop"
+    text, banned = generator.generate(PARIS_PROMPT, GREEDY.model_copy(update={"ban_eos_token": True}))
+    assert banned.finish_reason == "length" and banned.completion_tokens == GREEDY.max_tokens
+    shown, _ = generator.generate(PARIS_PROMPT + "The capital of France is Paris.<|im_end|>\n",
+                                  GREEDY.model_copy(update={"max_tokens": 4, "ban_eos_token": True,
+                                                            "skip_special_tokens": False}))
+    assert "<|im_start|>" in shown
+    _, cut = generator.generate("filler " * 400 + "The capital of France is",
+                                GREEDY.model_copy(update={"max_tokens": 4, "truncation_length": 100}))
+    assert cut.prompt_tokens == 100
+
+
+def test_deterministic_preset_is_greedy_on_transformers(generator, greedy):
+    from testdata import PROJECT_DIR
+
+    from webui.presets import PresetStore
+
+    params = PresetStore(PROJECT_DIR / "presets").load("Deterministic").params
+    text, _ = generator.generate(PARIS_PROMPT, params.model_copy(update={"max_tokens": GREEDY.max_tokens}))
+    assert text == greedy[0]

@@ -6,6 +6,7 @@ import gradio as gr
 from ..services import Services
 from .model_tab import build_model_tab, status_text
 from .notebook_tab import build_notebook_tab, token_count_text
+from .parameters_tab import build_parameters_tab, interactivity, loader_note
 
 TITLE = "Local LLM Web UI"
 
@@ -32,7 +33,16 @@ def build_ui(services: Services) -> gr.Blocks:
                 model = build_model_tab(services)
             with gr.Tab("Notebook", id="notebook"):
                 notebook = build_notebook_tab(services)
+            with gr.Tab("Parameters", id="parameters"):
+                params = build_parameters_tab(services)
+        notebook["wire"](params["components"])
+        # Parameters the loaded model's loader cannot use are greyed out, after every load and on page load.
+        loader_outputs = [params["note"], *params["components"]]
+        for event in (model["loaded"], model["unloaded"]):
+            event.then(lambda: [loader_note(services), *interactivity(services)], None, loader_outputs, queue=False)
         # A page opened after a load (or after --model at start) shows the real state.
-        demo.load(lambda t: (status_text(services), token_count_text(services, t)), notebook["text"],
-                  [model["status"], notebook["tokens"]], queue=False)
+        demo.load(lambda t: (status_text(services), token_count_text(services, t), loader_note(services),
+                             *interactivity(services)),
+                  notebook["text"], [model["status"], notebook["tokens"], *loader_outputs], queue=False)
+        demo.load(params["current_state"], None, params["state_outputs"], queue=False)
     return demo

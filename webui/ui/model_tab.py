@@ -79,7 +79,8 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             if isinstance(val, float) and LoadOptions.model_fields[key].annotation is int:
                 chosen[key] = int(val)
         opts = LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
-        models.load(name, loader or None, opts, progress=lambda f, text: progress(f, desc=text))
+        loaded = models.load(name, loader or None, opts, progress=lambda f, text: progress(f, desc=text))
+        services.remember(model=loaded.name, loader=loaded.loader, load=loaded.options)
         return status_text(services)
 
     def on_unload() -> str:
@@ -89,7 +90,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     refresh.click(on_refresh, model_dd, model_dd, queue=False)
     model_dd.input(on_select, model_dd, [loader_dd, *option_components], queue=False)
     loader_dd.input(lambda loader: _option_visibility(loader), loader_dd, option_components, queue=False)
-    load_btn.click(on_load, [model_dd, loader_dd, *option_components], status, concurrency_limit=1,
-                   concurrency_id="model-load")
-    unload_btn.click(on_unload, None, status, concurrency_id="model-load")
-    return {"status": status, "model": model_dd}
+    loaded = load_btn.click(on_load, [model_dd, loader_dd, *option_components], status, concurrency_limit=1,
+                            concurrency_id="model-load")
+    unloaded = unload_btn.click(on_unload, None, status, concurrency_id="model-load")
+    return {"status": status, "model": model_dd, "loaded": loaded, "unloaded": unloaded}

@@ -7,12 +7,9 @@ from typing import Any
 import gradio as gr
 
 from ..generation import GenerationJob
-from ..params import SamplingParams
 from ..services import Services
-from .common import field_component, ui_errors
-
-#: The minimal parameter set shown here; the Parameters tab will own the full list.
-NOTEBOOK_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "do_sample")
+from .common import ui_errors
+from .parameters_tab import params_from_values
 
 
 class SessionJobs:
@@ -52,9 +49,10 @@ def token_count_text(services: Services, text: str) -> str:
 
 
 def build_notebook_tab(services: Services) -> dict[str, Any]:
+    """Lay out the tab; call the returned ``wire(param_components)`` once the Parameters tab exists."""
     jobs = SessionJobs()
     with gr.Row():
-        with gr.Column(scale=3):
+        with gr.Column():
             text = gr.Textbox(lines=22, max_lines=60, label="Notebook", elem_id="notebook-text",
                               placeholder="Write the beginning of a text and press Generate (Ctrl+Enter). "
                                           "The model continues it.")
@@ -66,17 +64,13 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
             with gr.Row():
                 tokens = gr.Markdown("Tokens: -", elem_id="notebook-tokens")
                 stats = gr.Markdown("", elem_id="notebook-stats")
-        with gr.Column(scale=1):
-            with gr.Accordion("Generation parameters", open=True):
-                param_components = [field_component(SamplingParams, name, elem_prefix="nb-") for name in NOTEBOOK_PARAMS]
+            gr.Markdown("Sampling parameters (temperature, max tokens, seed...) are in the **Parameters** tab.")
     before = gr.State("")  # the text as it was before the last generation, for Undo
 
     @ui_errors
     def run(request: gr.Request, current_text: str, *values: Any) -> Any:
         session = request.session_hash or "anonymous"
-        params = SamplingParams.model_validate(
-            {k: (int(v) if SamplingParams.model_fields[k].annotation is int else v)
-             for k, v in zip(NOTEBOOK_PARAMS, values)})
+        params = params_from_values(values)
         prompt = current_text or ""
         job = services.generator.submit(prompt, params)
         jobs.start(session, job)
@@ -96,14 +90,14 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
     def on_stop(request: gr.Request) -> None:
         jobs.stop(request.session_hash or "anonymous")
 
-    inputs = [text, *param_components]
-    for btn in (generate, cont):
-        btn.click(run, inputs, [text, stats, before], concurrency_limit=None, show_progress="hidden").then(
-            lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden")
-    text.submit(run, inputs, [text, stats, before], concurrency_limit=None, show_progress="hidden")
+    def wire(param_components: list[Any]) -> None:
+        inputs = [text, *param_components]
+        for btn in (generate, cont):
+            btn.click(run, inputs, [text, stats, before], concurrency_limit=None, show_progress="hidden").then(
+                lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden")
+
     stop.click(on_stop, None, None, queue=False)
     undo.click(lambda prev, cur: (prev or cur, ""), [before, text], [text, before], queue=False)
     text.input(lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden",
                trigger_mode="always_last")
-    # Ctrl+Enter generates, Escape stops (keyboard-first, as in text editors).
-    return {"text": text, "generate": generate, "stop": stop, "tokens": tokens}
+    return {"text": text, "generate": generate, "stop": stop, "tokens": tokens, "wire": wire}

@@ -1,0 +1,92 @@
+"""Parameters tab: presets saved from the UI, settings that survive a reload and a restart."""
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import make_dirs, start_server, stop_server
+from test_ui import choose, load_smollm, open_parameters, set_number, wait_text
+from testdata import SMOLLM
+
+pytestmark = pytest.mark.browser
+
+
+def number(page, elem_id: str) -> float:
+    return float(page.locator(f"#{elem_id} input[type=number]").input_value())
+
+
+def test_saved_preset_survives_a_reload(page, server):
+    open_parameters(page)
+    set_number(page, "param-temperature", "0.42")
+    set_number(page, "param-top_k", "17")
+    name = page.locator("#preset-name input, #preset-name textarea").first
+    name.fill("My lab preset")
+    page.locator("#preset-save").click()
+    wait_text(page, "#preset-message", "Saved preset")
+    saved = yaml.safe_load((server.user_dir / "presets" / "My lab preset.yaml").read_text())
+    assert saved == {"temperature": 0.42, "top_k": 17}
+
+    page.reload()
+    open_parameters(page)
+    assert page.locator("#preset-dropdown input").input_value() == "My lab preset"
+    assert number(page, "param-temperature") == 0.42 and number(page, "param-top_k") == 17
+
+    # another preset sets every value; Restore brings back the file's values after an edit
+    choose(page, "preset-dropdown", "Technical")
+    page.wait_for_function("() => document.querySelector('#param-max_tokens input[type=number]').value === '512'")
+    assert number(page, "param-temperature") == 0.4
+    set_number(page, "param-temperature", "1.5")
+    page.locator("#preset-restore").click()
+    page.wait_for_function("() => document.querySelector('#param-temperature input[type=number]').value === '0.4'")
+
+
+def test_bad_preset_name_is_refused_and_delete_asks_first(page, server):
+    open_parameters(page)
+    page.locator("#preset-name input, #preset-name textarea").first.fill("../escape")
+    page.locator("#preset-save").click()
+    toast = page.locator(".toast-body").first
+    toast.wait_for()
+    assert "preset name" in toast.inner_text()
+    assert not (server.user_dir / "escape.yaml").exists()
+
+    choose(page, "preset-dropdown", "Creative")
+    page.locator("#preset-delete").click()
+    page.locator("#preset-delete-confirm").wait_for()
+    assert (server.user_dir / "presets" / "Creative.yaml").exists()  # nothing deleted before confirming
+    page.locator("#preset-delete-confirm").click()
+    wait_text(page, "#preset-message", "Deleted preset")
+    assert not (server.user_dir / "presets" / "Creative.yaml").exists()
+
+
+def test_choices_survive_a_server_restart(browser, tmp_path):
+    model_dir, user_dir = make_dirs(tmp_path)
+    srv = start_server(tmp_path, model_dir, user_dir)
+    try:
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.wait_for_selector("#model-status")
+        load_smollm(page)
+        open_parameters(page)
+        choose(page, "preset-dropdown", "Chat")
+        page.wait_for_function("() => document.querySelector('#param-max_tokens input[type=number]').value === '768'")
+        set_number(page, "param-seed", "1234")
+        page.wait_for_function("() => true")
+        page.close()
+    finally:
+        stop_server(srv)
+    settings = yaml.safe_load((user_dir / "settings.yaml").read_text())
+    assert settings["model"] == SMOLLM and settings["preset"] == "Chat"
+    assert settings["params"]["seed"] == 1234
+
+    srv = start_server(tmp_path, model_dir, user_dir)
+    try:
+        assert srv.health()["model"] == SMOLLM  # the last model is loaded again at start
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.wait_for_selector("#model-status")
+        assert SMOLLM in page.locator("#model-status").inner_text()
+        open_parameters(page)
+        assert page.locator("#preset-dropdown input").input_value() == "Chat"
+        assert number(page, "param-max_tokens") == 768 and number(page, "param-seed") == 1234
+        page.close()
+    finally:
+        stop_server(srv)

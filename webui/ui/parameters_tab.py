@@ -1,0 +1,188 @@
+"""Parameters tab: every sampling parameter (built from ``SamplingParams``) and the presets."""
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any
+
+import gradio as gr
+from pydantic import ValidationError
+
+from ..loaders import LOADERS
+from ..params import SAMPLING_FIELDS, SamplingParams
+from ..services import Services
+from .common import field_component, ui_errors
+
+#: How the fields are laid out; every ``SamplingParams`` field appears exactly once.
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Sampling", ("max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "do_sample", "seed")),
+    ("Repetition", ("repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty")),
+    ("DRY", ("dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers")),
+    ("XTC", ("xtc_probability", "xtc_threshold")),
+    ("Mirostat", ("mirostat_mode", "mirostat_tau", "mirostat_eta")),
+    ("Output", ("stop", "ban_eos_token", "skip_special_tokens", "truncation_length", "grammar_string")),
+)
+ORDER: tuple[str, ...] = tuple(name for _, names in GROUPS for name in names)
+assert sorted(ORDER) == sorted(SAMPLING_FIELDS), "every sampling field needs a place in GROUPS"
+
+
+def _is_list(name: str) -> bool:
+    return typing.get_origin(SamplingParams.model_fields[name].annotation) is list
+
+
+def to_component_value(name: str, value: Any) -> Any:
+    """A SamplingParams value as its component shows it (lists as quoted, comma-separated strings)."""
+    if _is_list(name):
+        return ", ".join(json.dumps(v, ensure_ascii=False) for v in value)
+    return value
+
+
+def params_from_values(values: typing.Sequence[Any]) -> SamplingParams:
+    """Build ``SamplingParams`` from the components' values, in ``ORDER``."""
+    data: dict[str, Any] = {}
+    for name, value in zip(ORDER, values):
+        if SamplingParams.model_fields[name].annotation is int and isinstance(value, float):
+            value = int(value)
+        data[name] = value
+    try:
+        return SamplingParams.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise gr.Error(f"Invalid parameter values: {problems}") from exc
+
+
+def values_of(params: SamplingParams) -> list[Any]:
+    return [to_component_value(name, getattr(params, name)) for name in ORDER]
+
+
+def interactivity(services: Services) -> list[Any]:
+    """Disable the parameters the loaded model's loader cannot honour (never silently ignore them)."""
+    current = services.models.current
+    if current is None:
+        return [gr.update(interactive=True) for _ in ORDER]
+    supported = LOADERS[current.loader].supported_params
+    return [gr.update(interactive=name in supported) for name in ORDER]
+
+
+def loader_note(services: Services) -> str:
+    current = services.models.current
+    if current is None:
+        return "No model loaded: every parameter is shown; some are used by one loader only."
+    unsupported = [n for n in ORDER if n not in LOADERS[current.loader].supported_params]
+    if not unsupported:
+        return f"The {current.loader} loader uses every parameter."
+    return f"Greyed out: not supported by the {current.loader} loader ({', '.join(unsupported)})."
+
+
+def build_parameters_tab(services: Services) -> dict[str, Any]:
+    store = services.presets
+    start = services.initial_params()
+    start_preset = services.settings.preset if services.settings.preset in store.names() else None
+    with gr.Row():
+        preset_dd = gr.Dropdown(choices=store.names(), value=start_preset, label="Preset", elem_id="preset-dropdown",
+                                info="Picking a preset sets every parameter below.", scale=3)
+        restore = gr.Button("Restore", elem_id="preset-restore", scale=0, min_width=90)
+        name_box = gr.Textbox(value=start_preset or "", label="Preset name", elem_id="preset-name", scale=2,
+                              info="Save writes the values below under this name (a new name saves a copy).")
+        save = gr.Button("Save", variant="primary", elem_id="preset-save", scale=0, min_width=90)
+        delete = gr.Button("Delete", variant="stop", elem_id="preset-delete", scale=0, min_width=90)
+    with gr.Row(visible=False) as confirm_row:
+        confirm_text = gr.Markdown("")
+        confirm = gr.Button("Yes, delete it", variant="stop", elem_id="preset-delete-confirm")
+        cancel = gr.Button("Cancel", elem_id="preset-delete-cancel")
+    message = gr.Markdown("", elem_id="preset-message")
+    note = gr.Markdown(loader_note(services), elem_id="params-loader-note")
+    unknown_state = gr.State({})
+
+    components: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        for title, names in GROUPS:
+            if title in ("Sampling", "Repetition"):
+                column = gr.Column()
+            with column:
+                with gr.Accordion(title, open=title in ("Sampling", "Repetition", "Output")):
+                    for name in names:
+                        value = to_component_value(name, getattr(start, name))
+                        if name == "grammar_string":
+                            grammar_file = gr.Dropdown(choices=services.grammar_names(), value=None,
+                                                       label="grammar file", elem_id="param-grammar-file",
+                                                       info=f"Load a .gbnf file from {services.grammars_dir}.")
+                            comp = gr.Textbox(value=value, lines=4, label="grammar", elem_id="param-grammar_string",
+                                              info=SamplingParams.model_fields[name].description)
+                        elif _is_list(name):
+                            comp = gr.Textbox(value=value, label=name.replace("_", " "), elem_id=f"param-{name}",
+                                              info=SamplingParams.model_fields[name].description
+                                              + ' Write them quoted and comma-separated: "\\n", "User:"')
+                        else:
+                            comp = field_component(SamplingParams, name, value, elem_prefix="param-",
+                                                   slider_max=8192 if name == "max_tokens" else None)
+                        components[name] = comp
+            if title == "Repetition":
+                column = gr.Column()
+    param_list = [components[name] for name in ORDER]
+
+    def remember_values(*values: Any) -> None:
+        try:
+            params = params_from_values(values)
+        except gr.Error:
+            return  # half-typed value; it is saved once it is valid
+        services.remember(params=params.non_default())
+
+    @ui_errors
+    def load_preset(name: str | None) -> list[Any]:
+        if not name:
+            return [gr.update() for _ in ORDER] + [gr.update(), "", {}]
+        preset = store.load(name)
+        services.remember(preset=name, params=preset.params.non_default())
+        warning = f"⚠ {preset.warning}" if preset.warning else f"Loaded preset **{name}**."
+        return [*values_of(preset.params), name, warning, preset.unknown]
+
+    @ui_errors
+    def save_preset(name: str, current: str | None, unknown: dict, *values: Any) -> list[Any]:
+        name = (name or "").strip()
+        if not name:
+            raise gr.Error("Type a name for the preset first.")
+        params = params_from_values(values)
+        store.save(name, params, unknown if name == current else None)
+        services.remember(preset=name, params=params.non_default())
+        return [gr.update(choices=store.names(), value=name), f"Saved preset **{name}**."]
+
+    def ask_delete(name: str | None) -> list[Any]:
+        if not name:
+            return [gr.update(visible=False), "", "Pick a preset to delete."]
+        return [gr.update(visible=True), f"Delete preset **{name}**? This removes its file.", ""]
+
+    @ui_errors
+    def do_delete(name: str | None) -> list[Any]:
+        if name:
+            store.delete(name)
+        names = store.names()
+        fallback = "Default" if "Default" in names else None
+        services.remember(preset=fallback)
+        return [gr.update(visible=False), gr.update(choices=names, value=fallback), f"Deleted preset **{name}**."]
+
+    @ui_errors
+    def pick_grammar(file: str | None) -> Any:
+        return services.read_grammar(file) if file else gr.update()
+
+    def current_state() -> list[Any]:
+        """What a newly opened page shows: the last chosen preset and values."""
+        names = store.names()
+        preset = services.settings.preset if services.settings.preset in names else None
+        return [gr.update(choices=names, value=preset), preset or "", *values_of(services.initial_params())]
+
+    outputs = [*param_list, name_box, message, unknown_state]
+    # Queued (not queue=False) so that errors show as a pop-up message.
+    preset_dd.input(load_preset, preset_dd, outputs, show_progress="hidden")
+    restore.click(load_preset, preset_dd, outputs, show_progress="hidden")
+    save.click(save_preset, [name_box, preset_dd, unknown_state, *param_list], [preset_dd, message],
+               show_progress="hidden")
+    delete.click(ask_delete, preset_dd, [confirm_row, confirm_text, message], queue=False)
+    cancel.click(lambda: gr.update(visible=False), None, confirm_row, queue=False)
+    confirm.click(do_delete, preset_dd, [confirm_row, preset_dd, message], show_progress="hidden")
+    grammar_file.input(pick_grammar, grammar_file, components["grammar_string"], show_progress="hidden")
+    for comp in param_list:
+        comp.input(remember_values, param_list, None, queue=False, show_progress="hidden",
+                   trigger_mode="always_last")
+    return {"components": param_list, "note": note, "preset": preset_dd, "current_state": current_state,
+            "state_outputs": [preset_dd, name_box, *param_list]}
