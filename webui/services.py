@@ -13,6 +13,7 @@ from .models import ModelManager
 from .params import SamplingParams
 from .presets import PresetStore
 from .settings import PROJECT_DIR, Settings, remember
+from .storage import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,23 @@ class Services:
         if not path.is_file():
             raise WebUIError(f"There is no grammar file called {name!r} in {self.grammars_dir}.")
         return path.read_text(encoding="utf-8")
+
+    @property
+    def notebook_path(self) -> Path:
+        return Path(self.settings.user_data_dir) / "logs" / "notebook.txt"
+
+    def load_notebook(self) -> str:
+        try:
+            return self.notebook_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
+
+    def save_notebook(self, text: str) -> None:
+        """Keep the Notebook text on disk (atomic), so a restart or a crash never loses it."""
+        try:
+            atomic_write_text(self.notebook_path, text or "")
+        except OSError as exc:
+            log.error("Could not save the notebook to %s: %s", self.notebook_path, exc)
 
     def initial_params(self) -> SamplingParams:
         """The sampling values to start with: the saved ones, else the defaults."""

@@ -110,3 +110,19 @@ def test_broken_model_file_shows_a_clear_error_and_keeps_the_loaded_model(page, 
     assert "not a GGUF model file" in toast.inner_text()
     assert server.health()["model"] == SMOLLM
     assert SMOLLM in page.locator("#model-status").inner_text()
+
+
+def test_notebook_text_survives_a_reload(page, server):
+    open_notebook(page)
+    text = page.locator("#notebook-text textarea")
+    text.fill("Notes that must never be lost: ÄÖÜ 你好")
+    text.press_sequentially("!")  # typed like a person would
+    saved = server.user_dir / "logs" / "notebook.txt"
+    deadline = 50
+    while deadline and (not saved.exists() or "你好" not in saved.read_text()):
+        page.wait_for_timeout(100)
+        deadline -= 1
+    assert saved.read_text() == "Notes that must never be lost: ÄÖÜ 你好!"
+    page.reload()
+    page.get_by_role("tab", name="Notebook").click()
+    page.wait_for_function("() => document.querySelector('#notebook-text textarea').value.includes('你好')")

@@ -41,8 +41,12 @@ def build_ui(services: Services) -> gr.Blocks:
         for event in (model["loaded"], model["unloaded"]):
             event.then(lambda: [loader_note(services), *interactivity(services)], None, loader_outputs, queue=False)
         # A page opened after a load (or after --model at start) shows the real state.
-        demo.load(lambda t: (status_text(services), token_count_text(services, t), loader_note(services),
-                             *interactivity(services)),
-                  notebook["text"], [model["status"], notebook["tokens"], *loader_outputs], queue=False)
+        def on_page_load() -> list:
+            saved = services.load_notebook()
+            return [status_text(services), saved, token_count_text(services, saved), loader_note(services),
+                    *interactivity(services)]
+
+        demo.load(on_page_load, None, [model["status"], notebook["text"], notebook["tokens"], *loader_outputs],
+                  queue=False)
         demo.load(params["current_state"], None, params["state_outputs"], queue=False)
     return demo

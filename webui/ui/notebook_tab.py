@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import gradio as gr
@@ -76,14 +77,20 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         jobs.start(session, job)
         waiting = services.generator.waiting()
         out = prompt
+        services.save_notebook(prompt)
         yield out, (f"Waiting for {waiting} other request(s)..." if waiting else "Generating..."), prompt
+        last_save = time.monotonic()
         try:
             for chunk in job:
                 if chunk.text:
                     out += chunk.text
+                    if time.monotonic() - last_save > 2.0:  # keep what is written so far, cheaply
+                        services.save_notebook(out)
+                        last_save = time.monotonic()
                     yield out, "Generating...", prompt
         finally:
             jobs.end(session, job)
+            services.save_notebook(out)
         summary = job.stats.summary() if job.stats else ""
         yield out, summary, prompt
 
@@ -97,7 +104,15 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
                 lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden")
 
     stop.click(on_stop, None, None, queue=False)
-    undo.click(lambda prev, cur: (prev or cur, ""), [before, text], [text, before], queue=False)
-    text.input(lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden",
-               trigger_mode="always_last")
+    def on_undo(prev: str, cur: str) -> tuple[str, str]:
+        restored = prev or cur
+        services.save_notebook(restored)
+        return restored, ""
+
+    undo.click(on_undo, [before, text], [text, before], queue=False)
+    def on_edit(t: str) -> str:
+        services.save_notebook(t)
+        return token_count_text(services, t)
+
+    text.input(on_edit, text, tokens, queue=False, show_progress="hidden", trigger_mode="always_last")
     return {"text": text, "generate": generate, "stop": stop, "tokens": tokens, "wire": wire}
