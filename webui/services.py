@@ -7,7 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .characters import CharacterStore
+from .chat import ChatService
 from .errors import WebUIError
+from .history import ChatStore
+from .templates import ChatTemplate, InstructionTemplateStore, choose_template
 from .generation import Generator
 from .models import ModelManager
 from .params import SamplingParams
@@ -17,7 +21,7 @@ from .storage import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-SHIPPED_FOLDERS = ("presets", "grammars")
+SHIPPED_FOLDERS = ("presets", "grammars", "characters", "instruction-templates")
 
 
 @dataclass
@@ -28,6 +32,10 @@ class Services:
     presets: PresetStore
     #: Where the UI's choices are remembered (settings.yaml or --settings FILE).
     settings_path: Path
+    chats: ChatStore
+    characters: CharacterStore
+    instruction_templates: InstructionTemplateStore
+    chat_service: ChatService
 
     @classmethod
     def build(cls, settings: Settings, settings_path: Path | None = None) -> Services:
@@ -39,8 +47,25 @@ class Services:
                 shutil.copytree(PROJECT_DIR / folder, target)
         presets_dir = user_dir / "presets"
         models = ModelManager(settings.models_path, settings.load)
-        return cls(settings=settings, models=models, generator=Generator(models), presets=PresetStore(presets_dir),
-                   settings_path=Path(settings_path) if settings_path else user_dir / "settings.yaml")
+        generator = Generator(models)
+        chats = ChatStore(user_dir / "logs" / "chats")
+        return cls(settings=settings, models=models, generator=generator, presets=PresetStore(presets_dir),
+                   settings_path=Path(settings_path) if settings_path else user_dir / "settings.yaml",
+                   chats=chats, characters=CharacterStore(user_dir / "characters"),
+                   instruction_templates=InstructionTemplateStore(user_dir / "instruction-templates"),
+                   chat_service=ChatService(generator, chats))
+
+    @property
+    def export_dir(self) -> Path:
+        """Where chat downloads are written before the browser fetches them."""
+        return Path(self.settings.user_data_dir) / "logs" / "exports"
+
+    def choose_template(self, model_template: str | None, override: str | None) -> tuple[ChatTemplate, str]:
+        return choose_template(model_template, override, self.instruction_templates)
+
+    def remember_chat(self, character: str, chat_id: str) -> None:
+        if (self.settings.chat_character, self.settings.chat_id) != (character, chat_id):
+            self.remember(chat_character=character, chat_id=chat_id)
 
     @property
     def grammars_dir(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..services import Services
+from .chat_tab import build_chat_tab
 from .model_tab import build_model_tab, status_text
 from .notebook_tab import build_notebook_tab, token_count_text
 from .parameters_tab import build_parameters_tab, interactivity, loader_note
@@ -18,7 +19,9 @@ KEYBOARD_JS = """
       e.preventDefault();
       document.querySelector('#notebook-generate')?.click();
     } else if (e.key === 'Escape') {
+      // Stop only stops this page's own generation (chat or notebook), never another user's.
       document.querySelector('#notebook-stop')?.click();
+      document.querySelector('#chat-stop')?.click();
     }
   });
 }
@@ -31,11 +34,14 @@ def build_ui(services: Services) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Model", id="model"):
                 model = build_model_tab(services)
+            with gr.Tab("Chat", id="chat"):
+                chat = build_chat_tab(services)
             with gr.Tab("Notebook", id="notebook"):
                 notebook = build_notebook_tab(services)
             with gr.Tab("Parameters", id="parameters"):
                 params = build_parameters_tab(services)
         notebook["wire"](params["components"])
+        chat["wire"](params["components"])
         # Parameters the loaded model's loader cannot use are greyed out, after every load and on page load.
         loader_outputs = [params["note"], *params["components"]]
         for event in (model["loaded"], model["unloaded"]):
@@ -49,4 +55,5 @@ def build_ui(services: Services) -> gr.Blocks:
         demo.load(on_page_load, None, [model["status"], notebook["text"], notebook["tokens"], *loader_outputs],
                   queue=False)
         demo.load(params["current_state"], None, params["state_outputs"], queue=False)
+        demo.load(chat["page_load"], None, chat["page_load_outputs"], queue=False)
     return demo

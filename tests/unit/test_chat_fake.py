@@ -1,0 +1,134 @@
+"""Chat turns, history files and truncation on the scripted FakeBackend (fast)."""
+import json
+
+import pytest
+from fakes import FakeBackend
+
+from webui import loaders
+from webui.chat import (Character, ChatOptions, ChatService, Persona, build_prompt, edit_message, remove_last, render,
+                        switch_version)
+from webui.errors import PromptTooLongError, WebUIError
+from webui.generation import Generator
+from webui.history import Chat, ChatStore, Message
+from webui.loaders import LoadOptions
+from webui.models import ModelManager
+from webui.params import SamplingParams
+
+
+class ChatML:
+    def render(self, messages, *, add_generation_prompt=True, **extra):
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+@pytest.fixture
+def service(tmp_path, monkeypatch):
+    monkeypatch.setitem(loaders.LOADERS, "fake", FakeBackend)
+    FakeBackend.gate = None
+    d = tmp_path / "models"
+    d.mkdir()
+    (d / "m.gguf").write_bytes(b"GGUF")
+    models = ModelManager(d, LoadOptions(n_ctx=4000))
+    models.load("m.gguf", "fake")
+    return ChatService(Generator(models), ChatStore(tmp_path / "chats"))
+
+
+def run(service, chat, action, text="", **kw):
+    kw.setdefault("character", Character("Bot", "You are {{char}}, talking to {{user}}."))
+    kw.setdefault("options", ChatOptions(persona=Persona("Ada")))
+    return list(service.turn(chat, action, text=text, template=ChatML(), params=SamplingParams(max_tokens=3),
+                             **kw))
+
+
+def test_send_saves_user_message_and_reply_with_stats(service):
+    chat = service.store.new("Bot")
+    outs = run(service, chat, "send", "Hello there")
+    assert outs[-1].strip() == "0 1 2"
+    saved = service.store.load("Bot", chat.id)
+    assert [m.role for m in saved.messages] == ["user", "assistant"]
+    assert saved.messages[1].content == "0 1 2" and saved.messages[1].stats["tokens"] == 3
+    assert saved.title == "Hello there"
+    raw = json.loads((service.store.folder / "Bot" / f"{chat.id}.json").read_text())
+    assert raw["internal"] == [["Hello there", "0 1 2"]] and raw["visible"] == raw["internal"]
+    prompt = service.last_prompt.text
+    assert "You are Bot, talking to Ada." in prompt and prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_regenerate_keeps_versions_continue_extends_edit_and_remove(service):
+    chat = service.store.new("Bot")
+    run(service, chat, "send", "Hi")
+    run(service, chat, "regenerate")
+    reply = chat.messages[-1]
+    assert len(reply.versions) == 2 and reply.active == 1
+    switch_version(chat, 1, -1)
+    assert reply.active == 0 and reply.content == reply.versions[0]
+    run(service, chat, "continue")
+    assert chat.messages[-1].content.startswith("0 1 2") and len(chat.messages[-1].content) > 5
+    run(service, chat, "send", "Second")
+    edit_message(chat, 0, "Hi (edited)")
+    assert chat.messages[0].content == "Hi (edited)" and len(chat.messages) == 4
+    assert remove_last(chat) == "Second"
+    assert len(chat.messages) == 2
+    with pytest.raises(WebUIError):
+        edit_message(chat, 9, "x")
+
+
+def test_impersonate_does_not_touch_the_chat(service):
+    chat = service.store.new("Bot")
+    run(service, chat, "send", "Hi")
+    before = [m.content for m in chat.messages]
+    out = run(service, chat, "impersonate")
+    assert out and [m.content for m in chat.messages] == before
+    assert service.last_prompt.text.endswith("\nAda:")
+
+
+def test_chat_and_chat_instruct_modes():
+    chat = Chat("x", "Bot", messages=[Message("user", "Hi"), Message("assistant", "Hello!")])
+    ch, opts = Character("Bot", "{{char}} is kind."), ChatOptions(mode="chat", persona=Persona("Ada"))
+    text, stops = render(chat.messages, ch, opts, ChatML())
+    assert text == "Bot is kind.\nAda: Hi\nBot: Hello!\nBot:"
+    assert stops == ["\nAda:", "\nBot:"]
+    opts.mode = "chat-instruct"
+    text, _ = render(chat.messages, ch, opts, ChatML())
+    assert 'reply for the character "Bot"' in text and "Ada: Hi" in text and text.endswith("assistant\n")
+
+
+def test_truncation_drops_whole_old_turns_in_steps_and_keeps_the_system_prompt():
+    messages = []
+    for i in range(40):
+        messages += [Message("user", f"question {i} " + "x" * 40), Message("assistant", f"answer {i} " + "y" * 40)]
+    chat = Chat("x", "Bot", messages=messages)
+    history = messages + [Message("user", "last question")]
+    tokenize = lambda s: list(s)  # one token per character
+    ch, opts = Character("Bot", "SYSTEM PROMPT"), ChatOptions()
+    p = build_prompt(chat, history, ch, opts, ChatML(), n_ctx=2000, max_new_tokens=200, tokenize=tokenize)
+    assert p.tokens <= 1800 and p.dropped > 0 and p.note
+    assert "SYSTEM PROMPT" in p.text and "last question" in p.text
+    assert history[chat.context_start].role == "user"  # cut at a turn boundary
+    start = chat.context_start
+    # the next turn starts from the same place: the prefix is stable
+    history2 = history + [Message("assistant", "short"), Message("user", "next")]
+    p2 = build_prompt(chat, history2, ch, opts, ChatML(), n_ctx=2000, max_new_tokens=200, tokenize=tokenize)
+    assert chat.context_start == start and p2.text.startswith(p.text[:-30])
+    with pytest.raises(PromptTooLongError):
+        build_prompt(Chat("y", "Bot"), [Message("user", "z" * 5000)], ch, opts, ChatML(), n_ctx=2000,
+                     max_new_tokens=200, tokenize=tokenize)
+
+
+def test_store_lists_renames_deletes_imports_and_skips_damaged_files(tmp_path):
+    store = ChatStore(tmp_path)
+    chat = store.new("Bot")
+    chat.messages.append(Message("user", "hi"))
+    store.save(chat)
+    (tmp_path / "Bot" / "broken.json").write_text("{not json")
+    assert [i.id for i in store.list("Bot")] == [chat.id]
+    store.rename("Bot", chat.id, "Renamed")
+    assert store.load("Bot", chat.id).title == "Renamed"
+    ooba = {"internal": [["<|BEGIN-VISIBLE-CHAT|>", "Greeting"], ["Hi", "Hello"]], "visible": []}
+    imported = store.import_file("Bot", json.dumps(ooba).encode())
+    assert [(m.role, m.content) for m in imported.messages] == [("assistant", "Greeting"), ("user", "Hi"),
+                                                                ("assistant", "Hello")]
+    store.delete("Bot", chat.id)
+    assert [i.id for i in store.list("Bot")] == [imported.id]
+    with pytest.raises(Exception):
+        store.load("../etc", "passwd")

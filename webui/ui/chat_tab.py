@@ -1,0 +1,441 @@
+"""Chat tab: streaming chat with modes, characters, persona, templates and saved history."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ..chat import MODES, ChatOptions, Persona, edit_message, remove_last, switch_version
+from ..characters import DEFAULT_CHARACTER, Character
+from ..errors import WebUIError
+from ..history import Chat, Message
+from ..services import Services
+from .common import ui_errors
+from .parameters_tab import params_from_values
+
+MODEL_TEMPLATE = "(model's own template)"
+
+
+def stats_line(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return ""
+    ttft = f"{stats['ttft']:.2f} s" if stats.get("ttft") is not None else "-"
+    return (f"\n\n<sub>{stats['tokens']} tokens · {stats['tokens_per_second']} tokens/s · first token {ttft} · "
+            f"{stats.get('model', '')} · seed {stats.get('seed', '')}</sub>")
+
+
+def to_display(chat: Chat | None) -> list[dict[str, Any]]:
+    """The chat as gr.Chatbot messages: stats under each reply, version arrows where there are versions."""
+    if chat is None:
+        return []
+    out = []
+    for m in chat.messages:
+        if m.role not in ("user", "assistant"):
+            continue
+        entry: dict[str, Any] = {"role": m.role, "content": m.content + (stats_line(m.stats) if m.role == "assistant"
+                                                                         else "")}
+        if len(m.versions) > 1:
+            entry["metadata"] = {"title": f"version {m.active + 1} of {len(m.versions)}"}
+        out.append(entry)
+    return out
+
+
+def chat_choices(services: Services, character: str, search: str = "") -> list[tuple[str, str]]:
+    infos = services.chats.list(character)
+    if search.strip():
+        needle = search.strip().lower()
+        kept = []
+        for info in infos:
+            chat = services.chats.load(character, info.id)
+            if needle in info.title.lower() or any(needle in m.content.lower() for m in chat.messages):
+                kept.append(info)
+        infos = kept
+    return [(f"{i.title} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(i.updated))}", i.id) for i in infos]
+
+
+def to_markdown(chat: Chat, character: str, user: str) -> str:
+    names = {"user": user, "assistant": character}
+    lines = [f"# {chat.title}", ""]
+    for m in chat.messages:
+        if m.role in names:
+            lines += [f"**{names[m.role]}:**", "", m.content, ""]
+    return "\n".join(lines)
+
+
+def build_chat_tab(services: Services) -> dict[str, Any]:
+    characters = services.characters
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(label="Chat", elem_id="chat-box", height=520, editable="all",
+                                 buttons=["copy", "copy_all"], render_markdown=True, group_consecutive_messages=False)
+            with gr.Row():
+                # lines=1 (growing to max_lines): Enter sends, Shift+Enter adds a line (Gradio's rule)
+                message = gr.Textbox(lines=1, max_lines=12, show_label=False, elem_id="chat-input", scale=5,
+                                     placeholder="Message (Enter sends, Shift+Enter for a new line, Esc stops)")
+                send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=1, min_width=80)
+                stop = gr.Button("Stop", variant="stop", elem_id="chat-stop", scale=1, min_width=80)
+            with gr.Row():
+                regenerate = gr.Button("Regenerate", elem_id="chat-regenerate", size="sm")
+                cont = gr.Button("Continue", elem_id="chat-continue", size="sm")
+                remove = gr.Button("Remove last", elem_id="chat-remove", size="sm")
+                impersonate = gr.Button("Impersonate", elem_id="chat-impersonate", size="sm")
+                prev_version = gr.Button("◀ Version", elem_id="chat-prev-version", size="sm")
+                next_version = gr.Button("Version ▶", elem_id="chat-next-version", size="sm")
+            start_with = gr.Textbox(label="Start reply with", elem_id="chat-start-with", max_lines=2,
+                                    info="The model's reply begins with this text (e.g. 'Sure,').")
+            meter = gr.Markdown("", elem_id="chat-meter")
+            with gr.Accordion("Show prompt", open=False):
+                show_prompt = gr.Button("Show the prompt of the next reply", elem_id="chat-show-prompt", size="sm")
+                prompt_view = gr.Code(label="Rendered prompt", elem_id="chat-prompt", language=None, lines=8)
+        with gr.Column(scale=2):
+            mode = gr.Radio(list(MODES), value="instruct", label="Mode", elem_id="chat-mode",
+                            info="instruct: the model's chat template. chat: role-play transcript with names. "
+                                 "chat-instruct: the transcript wrapped in an instruction.")
+            character_dd = gr.Dropdown(choices=characters.names(), value=DEFAULT_CHARACTER, label="Character",
+                                       elem_id="chat-character")
+            system_prompt = gr.Textbox(label="System prompt", lines=3, elem_id="chat-system",
+                                       info="Sent first in instruct and chat-instruct modes.")
+            with gr.Row():
+                user_name = gr.Textbox(value="You", label="Your name", elem_id="chat-user-name")
+                user_bio = gr.Textbox(label="About you", elem_id="chat-user-bio", info="Your persona, sent to the model.")
+            template_dd = gr.Dropdown(choices=[MODEL_TEMPLATE, *services.instruction_templates.names()],
+                                      value=MODEL_TEMPLATE, label="Instruction template", elem_id="chat-template")
+            template_note = gr.Markdown("", elem_id="chat-template-note")
+            with gr.Accordion("Chats", open=True):
+                search = gr.Textbox(label="Search", elem_id="chat-search", max_lines=1)
+                chats_dd = gr.Dropdown(choices=[], label="Past chats (newest first)", elem_id="chat-list")
+                with gr.Row():
+                    new_chat = gr.Button("New chat", elem_id="chat-new", size="sm")
+                    delete_chat = gr.Button("Delete", variant="stop", elem_id="chat-delete", size="sm")
+                with gr.Row(visible=False) as confirm_row:
+                    confirm_delete = gr.Button("Yes, delete this chat", variant="stop", elem_id="chat-delete-confirm",
+                                               size="sm")
+                    cancel_delete = gr.Button("Cancel", size="sm")
+                with gr.Row():
+                    title = gr.Textbox(label="Title", elem_id="chat-title", max_lines=1, scale=3)
+                    rename = gr.Button("Rename", elem_id="chat-rename", size="sm", scale=1)
+                branch_at = gr.Number(value=None, label="Branch from message #", precision=0, elem_id="chat-branch-at",
+                                      info="A new chat with the messages up to this one (empty: all).")
+                branch = gr.Button("Branch", elem_id="chat-branch", size="sm")
+                with gr.Row():
+                    download_json = gr.DownloadButton("Download JSON", elem_id="chat-download-json", size="sm")
+                    download_md = gr.DownloadButton("Download Markdown", elem_id="chat-download-md", size="sm")
+                upload = gr.UploadButton("Upload JSON", file_types=[".json"], elem_id="chat-upload", size="sm")
+            with gr.Accordion("Character editor", open=False):
+                ed_file = gr.Textbox(label="File name", elem_id="char-file")
+                ed_name = gr.Textbox(label="Name", elem_id="char-name")
+                ed_greeting = gr.Textbox(label="Greeting", lines=2, elem_id="char-greeting")
+                ed_context = gr.Textbox(label="Context", lines=4, elem_id="char-context",
+                                        info="Who the character is. {{char}} and {{user}} are replaced by the names.")
+                ed_examples = gr.Textbox(label="Example exchanges (few-shot)", lines=4, elem_id="char-examples")
+                examples_file = gr.UploadButton("Load examples from a .txt file", file_types=[".txt"], size="sm",
+                                                elem_id="char-examples-upload")
+                ed_picture = gr.Image(label="Picture", type="filepath", height=120, elem_id="char-picture")
+                with gr.Row():
+                    ed_save = gr.Button("Save character", variant="primary", elem_id="char-save", size="sm")
+                    ed_delete = gr.Button("Delete character", variant="stop", elem_id="char-delete", size="sm")
+                char_message = gr.Markdown("", elem_id="char-message")
+
+    # The open chat of this browser session: (character, chat id).
+    current = gr.State(None)
+
+    # ------------------------------------------------------------------------------------------
+    def options_of(mode_v: str, system: str, name: str, bio: str) -> ChatOptions:
+        return ChatOptions(mode=mode_v, system_prompt=system or "", persona=Persona(name or "You", bio or ""))
+
+    def template_for(choice: str | None) -> tuple[Any, str]:
+        loaded = services.models.current
+        override = None if not choice or choice == MODEL_TEMPLATE else choice
+        return services.choose_template(loaded.backend.chat_template if loaded else None, override)
+
+    def open_chat(state: Any, character: str) -> Chat:
+        if state and state[0] == character:
+            try:
+                return services.chats.load(character, state[1])
+            except WebUIError:
+                pass
+        return fresh_chat(character)
+
+    def fresh_chat(character: str) -> Chat:
+        chat = services.chats.new(character)
+        ch = characters.load(character)
+        if ch.greeting.strip():
+            chat.messages.append(Message("assistant", ch.fill(ch.greeting, "You")))
+            services.chats.save(chat)
+        return chat
+
+    def remember_open(chat: Chat) -> tuple[str, str]:
+        services.remember_chat(chat.character, chat.id)
+        return (chat.character, chat.id)
+
+    def meter_text(chat: Chat, prompt: Any = None) -> str:
+        loaded = services.models.current
+        if loaded is None:
+            return "Context: no model loaded."
+        if prompt is None:
+            return f"Context: {loaded.backend.n_ctx} tokens."
+        used = f"Context: {prompt.tokens} / {loaded.backend.n_ctx} tokens used by the last prompt."
+        return used + (f" ⚠ {prompt.note}" if prompt.note else "")
+
+    cancels: dict[str, threading.Event] = {}
+
+    @ui_errors
+    def act(action: str, request: gr.Request, state: Any, text: str, character: str, mode_v: str, system: str,
+            name: str, bio: str, tpl: str, prefix: str, *values: Any) -> Any:
+        params = params_from_values(values)
+        chat = open_chat(state, character)
+        state = remember_open(chat)
+        template, note = template_for(tpl)
+        session = request.session_hash or "anonymous"
+        cancel = cancels[session] = threading.Event()
+        box = "" if action == "send" else text  # a sent message leaves the input box at once
+        if action == "send" and text.strip():
+            yield to_display(chat) + [{"role": "user", "content": text}], box, state, gr.update(), note
+        stream = services.chat_service.turn(chat, action, text=text, character=characters.load(character),
+                                            options=options_of(mode_v, system, name, bio), template=template,
+                                            params=params, cancel=cancel, reply_prefix=prefix or "")
+        try:
+            for partial in stream:
+                if action == "impersonate":
+                    box = partial  # the model writes your next message into the input box
+                yield to_display(chat), box, state, gr.update(), note
+        finally:
+            if cancels.get(session) is cancel:
+                del cancels[session]
+        prompt = getattr(services.chat_service, "last_prompt", None)
+        yield to_display(chat), box, state, meter_text(chat, prompt), note
+
+    def on_stop(request: gr.Request) -> None:
+        cancel = cancels.get(request.session_hash or "anonymous")
+        if cancel is not None:
+            cancel.set()
+
+    param_inputs: list[Any] = []
+
+    def wire(param_components: list[Any]) -> None:
+        param_inputs.extend(param_components)
+        common = [current, message, character_dd, mode, system_prompt, user_name, user_bio, template_dd, start_with,
+                  *param_components]
+        outs = [chatbot, message, current, meter, template_note]
+        for trigger, action in ((send.click, "send"), (message.submit, "send"), (regenerate.click, "regenerate"),
+                                (cont.click, "continue"), (impersonate.click, "impersonate")):
+            trigger(_bind(act, action), common, outs, concurrency_limit=None, show_progress="hidden").then(
+                lambda c: gr.update(choices=chat_choices(services, c), value=services.settings.chat_id), character_dd,
+                chats_dd, queue=False)
+
+    stop.click(on_stop, None, None, queue=False)
+
+    @ui_errors
+    def on_remove(state: Any, character: str) -> Any:
+        chat = open_chat(state, character)
+        text = remove_last(chat)
+        services.chats.save(chat)
+        return to_display(chat), text, remember_open(chat)
+
+    remove.click(on_remove, [current, character_dd], [chatbot, message, current], queue=False)
+
+    @ui_errors
+    def on_version(delta: int, state: Any, character: str) -> Any:
+        chat = open_chat(state, character)
+        for i in range(len(chat.messages) - 1, -1, -1):
+            if chat.messages[i].role == "assistant":
+                switch_version(chat, i, delta)
+                services.chats.save(chat)
+                break
+        return to_display(chat)
+
+    prev_version.click(lambda s, c: on_version(-1, s, c), [current, character_dd], chatbot, queue=False)
+    next_version.click(lambda s, c: on_version(1, s, c), [current, character_dd], chatbot, queue=False)
+
+    @ui_errors
+    def on_edit(state: Any, character: str, data: gr.EditData) -> Any:
+        chat = open_chat(state, character)
+        visible = [i for i, m in enumerate(chat.messages) if m.role in ("user", "assistant")]
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        value = data.value if isinstance(data.value, str) else str(data.value)
+        # the display adds a stats line under replies; editing keeps only the text above it
+        value = value.split("\n\n<sub>")[0]
+        edit_message(chat, visible[index], value)
+        services.chats.save(chat)
+        return to_display(chat)
+
+    chatbot.edit(on_edit, [current, character_dd], chatbot, queue=False)
+
+    @ui_errors
+    def on_show_prompt(state: Any, character: str, mode_v: str, system: str, name: str, bio: str, tpl: str,
+                       prefix: str) -> str:
+        from ..chat import build_prompt
+
+        loaded = services.models.current
+        if loaded is None:
+            return "No model loaded."
+        chat = open_chat(state, character)
+        template, _ = template_for(tpl)
+        history = list(chat.messages) + [Message("user", "(your next message)")]
+        prompt = build_prompt(chat, history, characters.load(character), options_of(mode_v, system, name, bio),
+                              template, n_ctx=loaded.backend.n_ctx, max_new_tokens=0,
+                              tokenize=loaded.backend.tokenize, reply_prefix=prefix or "")
+        return prompt.text
+
+    show_prompt.click(on_show_prompt, [current, character_dd, mode, system_prompt, user_name, user_bio, template_dd,
+                                       start_with], prompt_view, queue=False)
+
+    # --- chats list ----------------------------------------------------------------------------
+    def show(chat: Chat) -> list[Any]:
+        return [to_display(chat), remember_open(chat), gr.update(choices=chat_choices(services, chat.character),
+                                                                 value=chat.id), chat.title]
+
+    list_outs = [chatbot, current, chats_dd, title]
+
+    @ui_errors
+    def on_new(character: str) -> list[Any]:
+        return show(fresh_chat(character))
+
+    @ui_errors
+    def on_pick(chat_id: str | None, character: str) -> list[Any]:
+        if not chat_id:
+            return [gr.update()] * 4
+        return show(services.chats.load(character, chat_id))
+
+    @ui_errors
+    def on_character(character: str) -> list[Any]:
+        infos = services.chats.list(character)
+        chat = services.chats.load(character, infos[0].id) if infos else fresh_chat(character)
+        ch = characters.load(character)
+        return [*show(chat), ch.name if character != DEFAULT_CHARACTER else "", character, ch.name, ch.greeting,
+                ch.context, ch.examples, str(ch.picture) if ch.picture else None]
+
+    editor = [ed_file, ed_name, ed_greeting, ed_context, ed_examples, ed_picture]
+    new_chat.click(on_new, character_dd, list_outs, queue=False)
+    chats_dd.input(on_pick, [chats_dd, character_dd], list_outs, queue=False)
+    character_dd.input(on_character, character_dd, [*list_outs, system_prompt, *editor], queue=False).then(
+        lambda: "", None, system_prompt, queue=False)
+    search.input(lambda q, c: gr.update(choices=chat_choices(services, c, q)), [search, character_dd], chats_dd,
+                 queue=False, trigger_mode="always_last")
+
+    @ui_errors
+    def on_rename(state: Any, character: str, new_title: str) -> list[Any]:
+        chat = open_chat(state, character)
+        chat = services.chats.rename(character, chat.id, new_title)
+        return show(chat)
+
+    rename.click(on_rename, [current, character_dd, title], list_outs, queue=False)
+    delete_chat.click(lambda: gr.update(visible=True), None, confirm_row, queue=False)
+    cancel_delete.click(lambda: gr.update(visible=False), None, confirm_row, queue=False)
+
+    @ui_errors
+    def on_delete(state: Any, character: str) -> list[Any]:
+        if state and state[0] == character:
+            services.chats.delete(character, state[1])
+        infos = services.chats.list(character)
+        chat = services.chats.load(character, infos[0].id) if infos else fresh_chat(character)
+        return [gr.update(visible=False), *show(chat)]
+
+    confirm_delete.click(on_delete, [current, character_dd], [confirm_row, *list_outs], queue=False)
+
+    @ui_errors
+    def on_branch(state: Any, character: str, at: float | None) -> list[Any]:
+        chat = open_chat(state, character)
+        n = int(at or len(chat.messages))
+        if not 1 <= n <= len(chat.messages):
+            raise WebUIError(f"Pick a message number from 1 to {len(chat.messages)}.")
+        branch_chat = services.chats.new(character, chat.mode)
+        branch_chat.messages = [Message(**{**m.__dict__, "versions": list(m.versions)}) for m in chat.messages[:n]]
+        branch_chat.title = f"{chat.title} (branch)"
+        services.chats.save(branch_chat)
+        return show(branch_chat)
+
+    branch.click(on_branch, [current, character_dd, branch_at], list_outs, queue=False)
+
+    @ui_errors
+    def on_download(state: Any, character: str, name: str, kind: str) -> str:
+        chat = open_chat(state, character)
+        folder = services.export_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{chat.id}.{kind}"
+        if kind == "json":
+            path.write_text(json.dumps(chat.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
+        else:
+            path.write_text(to_markdown(chat, characters.load(character).name, name or "You"), encoding="utf-8")
+        return str(path)
+
+    download_json.click(lambda s, c, n: on_download(s, c, n, "json"), [current, character_dd, user_name],
+                        download_json, queue=False)
+    download_md.click(lambda s, c, n: on_download(s, c, n, "md"), [current, character_dd, user_name], download_md,
+                      queue=False)
+
+    @ui_errors
+    def on_upload(file: Any, character: str) -> list[Any]:
+        raw = Path(file if isinstance(file, str) else file.name).read_bytes()
+        return show(services.chats.import_file(character, raw))
+
+    upload.upload(on_upload, [upload, character_dd], list_outs)
+
+    # --- character editor ----------------------------------------------------------------------
+    @ui_errors
+    def on_examples_file(file: Any) -> str:
+        raw = Path(file if isinstance(file, str) else file.name).read_bytes()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WebUIError("The examples file must be UTF-8 text.") from exc
+
+    examples_file.upload(on_examples_file, examples_file, ed_examples)
+
+    @ui_errors
+    def on_save_character(file_name: str, name: str, greeting: str, context: str, examples: str,
+                          picture: str | None) -> list[Any]:
+        file_name = (file_name or name or "").strip()
+        if not file_name:
+            raise WebUIError("Give the character a name first.")
+        existing = characters.picture_of(file_name) if characters.is_valid(file_name) else None
+        data = None
+        suffix = ".png"
+        if picture and (existing is None or Path(picture).resolve() != existing.resolve()):
+            data, suffix = Path(picture).read_bytes(), Path(picture).suffix or ".png"
+        characters.save(file_name, Character(name=name.strip() or file_name, greeting=greeting, context=context,
+                                             examples=examples), picture=data, picture_suffix=suffix)
+        return [gr.update(choices=characters.names(), value=file_name), f"Saved character **{file_name}**."]
+
+    ed_save.click(on_save_character, editor, [character_dd, char_message], queue=False)
+
+    @ui_errors
+    def on_delete_character(file_name: str) -> list[Any]:
+        characters.delete(file_name)
+        return [gr.update(choices=characters.names(), value=DEFAULT_CHARACTER), f"Deleted character **{file_name}**."]
+
+    ed_delete.click(on_delete_character, ed_file, [character_dd, char_message], queue=False)
+
+    def on_page_load() -> list[Any]:
+        """A reload (or a restart) shows the chat that was open."""
+        character = services.settings.chat_character or DEFAULT_CHARACTER
+        if character not in characters.names():
+            character = DEFAULT_CHARACTER
+        chat = None
+        if services.settings.chat_id:
+            try:
+                chat = services.chats.load(character, services.settings.chat_id)
+            except WebUIError:
+                chat = None
+        if chat is None:
+            infos = services.chats.list(character)
+            chat = services.chats.load(character, infos[0].id) if infos else None
+        note = template_for(None)[1] if services.models.current else ""
+        if chat is None:
+            return [[], None, gr.update(choices=chat_choices(services, character), value=None), "", character, note]
+        return [to_display(chat), (character, chat.id),
+                gr.update(choices=chat_choices(services, character), value=chat.id), chat.title, character, note]
+
+    return {"wire": wire, "page_load": on_page_load,
+            "page_load_outputs": [chatbot, current, chats_dd, title, character_dd, template_note],
+            "stop": stop}
+
+
+def _bind(fn: Any, action: str) -> Any:
+    def handler(request: gr.Request, *args: Any) -> Any:
+        yield from fn(action, request, *args)
+    return handler
