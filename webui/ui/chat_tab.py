@@ -12,7 +12,7 @@ import gradio as gr
 from ..chat import MODES, ChatOptions, Persona, edit_message, remove_last, switch_version
 from ..characters import DEFAULT_CHARACTER, Character
 from ..errors import WebUIError
-from ..history import Chat, Message
+from ..history import Chat, ChatNotFoundError, Message
 from ..services import Services
 from .common import ui_errors
 from .parameters_tab import params_from_values
@@ -20,12 +20,17 @@ from .parameters_tab import params_from_values
 MODEL_TEMPLATE = "(model's own template)"
 
 
-def stats_line(stats: dict[str, Any] | None) -> str:
-    if not stats:
-        return ""
-    ttft = f"{stats['ttft']:.2f} s" if stats.get("ttft") is not None else "-"
-    return (f"\n\n<sub>{stats['tokens']} tokens · {stats['tokens_per_second']} tokens/s · first token {ttft} · "
-            f"{stats.get('model', '')} · seed {stats.get('seed', '')}</sub>")
+def stats_line(message: Message) -> str:
+    """The small line under a reply: its stats and, after a Regenerate, which version is shown."""
+    parts = []
+    if len(message.versions) > 1:
+        parts.append(f"version {message.active + 1} of {len(message.versions)}")
+    stats = message.stats
+    if stats:
+        ttft = f"{stats['ttft']:.2f} s" if stats.get("ttft") is not None else "-"
+        parts += [f"{stats['tokens']} tokens", f"{stats['tokens_per_second']} tokens/s", f"first token {ttft}",
+                  str(stats.get("model", "")), f"seed {stats.get('seed', '')}"]
+    return f"\n\n<sub>{' · '.join(parts)}</sub>" if parts else ""
 
 
 def to_display(chat: Chat | None) -> list[dict[str, Any]]:
@@ -36,11 +41,7 @@ def to_display(chat: Chat | None) -> list[dict[str, Any]]:
     for m in chat.messages:
         if m.role not in ("user", "assistant"):
             continue
-        entry: dict[str, Any] = {"role": m.role, "content": m.content + (stats_line(m.stats) if m.role == "assistant"
-                                                                         else "")}
-        if len(m.versions) > 1:
-            entry["metadata"] = {"title": f"version {m.active + 1} of {len(m.versions)}"}
-        out.append(entry)
+        out.append({"role": m.role, "content": m.content + (stats_line(m) if m.role == "assistant" else "")})
     return out
 
 
@@ -156,16 +157,18 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         if state and state[0] == character:
             try:
                 return services.chats.load(character, state[1])
-            except WebUIError:
-                pass
+            except ChatNotFoundError:
+                return fresh_chat(character, state[1])  # a new chat is written with its first message
         return fresh_chat(character)
 
-    def fresh_chat(character: str) -> Chat:
+    def fresh_chat(character: str, chat_id: str | None = None) -> Chat:
+        """A new chat (opened by the character's greeting). Not on disk until its first message."""
         chat = services.chats.new(character)
+        if chat_id:
+            chat.id = chat_id
         ch = characters.load(character)
         if ch.greeting.strip():
             chat.messages.append(Message("assistant", ch.fill(ch.greeting, "You")))
-            services.chats.save(chat)
         return chat
 
     def remember_open(chat: Chat) -> tuple[str, str]:
@@ -224,8 +227,9 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         for trigger, action in ((send.click, "send"), (message.submit, "send"), (regenerate.click, "regenerate"),
                                 (cont.click, "continue"), (impersonate.click, "impersonate")):
             trigger(_bind(act, action), common, outs, concurrency_limit=None, show_progress="hidden").then(
-                lambda c: gr.update(choices=chat_choices(services, c), value=services.settings.chat_id), character_dd,
-                chats_dd, queue=False)
+                lambda c, st: [listed(c, st[1] if st else None),
+                               services.chats.load(c, st[1]).title if st and listed_ok(c, st[1]) else gr.update()],
+                [character_dd, current], [chats_dd, title], queue=False)
 
     stop.click(on_stop, None, None, queue=False)
 
@@ -285,9 +289,15 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                                        start_with], prompt_view, queue=False)
 
     # --- chats list ----------------------------------------------------------------------------
+    def listed(character: str, chat_id: str | None) -> Any:
+        choices = chat_choices(services, character)
+        return gr.update(choices=choices, value=chat_id if any(v == chat_id for _, v in choices) else None)
+
+    def listed_ok(character: str, chat_id: str) -> bool:
+        return any(v == chat_id for _, v in chat_choices(services, character))
+
     def show(chat: Chat) -> list[Any]:
-        return [to_display(chat), remember_open(chat), gr.update(choices=chat_choices(services, chat.character),
-                                                                 value=chat.id), chat.title]
+        return [to_display(chat), remember_open(chat), listed(chat.character, chat.id), chat.title]
 
     list_outs = [chatbot, current, chats_dd, title]
 
@@ -306,7 +316,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         infos = services.chats.list(character)
         chat = services.chats.load(character, infos[0].id) if infos else fresh_chat(character)
         ch = characters.load(character)
-        return [*show(chat), ch.name if character != DEFAULT_CHARACTER else "", character, ch.name, ch.greeting,
+        return [*show(chat), "", character, ch.name, ch.greeting,
                 ch.context, ch.examples, str(ch.picture) if ch.picture else None]
 
     editor = [ed_file, ed_name, ed_greeting, ed_context, ed_examples, ed_picture]

@@ -1,0 +1,116 @@
+"""The Chat tab as a person uses it, on real SmolLM2 in Chromium."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_ui import choose, load_smollm, open_parameters, set_number, wait_text
+from testdata import SMOLLM
+
+pytestmark = pytest.mark.browser
+
+BOT = "#chat-box .message-row.bot-row, #chat-box [data-testid=bot]"
+USER = "#chat-box [data-testid=user]"
+
+
+def open_chat(page) -> None:
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-input textarea").wait_for()
+
+
+def bot_texts(page) -> list[str]:
+    return page.locator("#chat-box [data-testid=bot]").all_inner_texts()
+
+
+def send(page, text: str) -> None:
+    n = len(bot_texts(page))
+    box = page.locator("#chat-input textarea")
+    box.fill(text)
+    box.press("Enter")
+    page.wait_for_function("(n) => document.querySelectorAll('#chat-box [data-testid=bot]').length > n", arg=n)
+    wait_text(page, "#chat-meter", "tokens used")
+
+
+def saved_chats(server) -> list[dict]:
+    folder = server.user_dir / "logs" / "chats" / "Assistant"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+
+
+@pytest.fixture
+def chat_page(page, server):
+    if server.health()["model"] != SMOLLM:
+        load_smollm(page)
+    open_parameters(page)
+    set_number(page, "param-max_tokens", "40")
+    page.locator("#param-do_sample input[type=checkbox]").uncheck()
+    open_chat(page)
+    page.locator("#chat-new").click()
+    page.wait_for_function("() => document.querySelectorAll('#chat-box [data-testid=bot]').length === 0")
+    return page
+
+
+def test_send_regenerate_versions_edit_and_reload(chat_page, server):
+    page = chat_page
+    send(page, "What is the capital of France? Answer in one sentence.")
+    assert "Paris" in bot_texts(page)[-1]
+    assert "tokens/s" in bot_texts(page)[-1]  # per-message stats under the reply
+    assert page.locator("#chat-input textarea").input_value() == ""
+
+    # regenerate with sampling on: a second version appears, arrows switch between them
+    open_parameters(page)
+    page.locator("#param-do_sample input[type=checkbox]").check()
+    set_number(page, "param-seed", "7")
+    open_chat(page)
+    page.locator("#chat-regenerate").click()
+    wait_text(page, "#chat-box", "seed 7")  # the stats line comes when the reply is complete
+    assert "version 2 of 2" in bot_texts(page)[-1]
+    page.locator("#chat-prev-version").click()
+    wait_text(page, "#chat-box", "version 1 of 2")
+    assert "Paris" in bot_texts(page)[-1]
+
+    chat = [c for c in saved_chats(server) if c["messages"] and c["messages"][0]["content"].startswith("What is")][0]
+    assert len(chat["messages"][1]["versions"]) == 2 and chat["messages"][1]["active"] == 0
+
+    # reload: the open chat comes back as it was
+    page.reload()
+    open_chat(page)
+    wait_text(page, "#chat-box", "version 1 of 2")
+    assert "What is the capital of France? Answer in one sentence." in page.locator("#chat-box").inner_text()
+
+
+def test_stop_keeps_the_partial_reply_and_remove_last(chat_page, server):
+    page = chat_page
+    open_parameters(page)
+    set_number(page, "param-max_tokens", "1000")
+    open_chat(page)
+    box = page.locator("#chat-input textarea")
+    box.fill("Write a very long story about a dragon.")
+    box.press("Enter")
+    page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+                           " return b.length > 0 && b[b.length - 1].innerText.length > 60; }")
+    page.keyboard.press("Escape")
+    wait_text(page, "#chat-meter", "tokens used")
+    partial = bot_texts(page)[-1]
+    assert len(partial) > 60
+    chats = [c for c in saved_chats(server) if c["messages"] and "dragon" in c["messages"][0]["content"]]
+    reply = chats[0]["messages"][1]
+    assert reply["stats"]["finish_reason"] == "cancelled" and reply["content"][:40] in partial
+
+    page.locator("#chat-remove").click()
+    page.wait_for_function("() => document.querySelectorAll('#chat-box [data-testid=bot]').length === 0")
+    assert page.locator("#chat-input textarea").input_value() == "Write a very long story about a dragon."
+
+
+def test_characters_switch_chats_and_greeting(chat_page, server):
+    page = chat_page
+    send(page, "Hello!")
+    page.wait_for_function("() => document.querySelector('#chat-list input').value.startsWith('Hello!')")
+    first_chat = page.locator("#chat-list input").input_value()
+    choose(page, "chat-character", "Tutor")
+    wait_text(page, "#chat-box", "What would you like to learn about today?")  # the greeting opens the chat
+    send(page, "What is a prime number?")
+    tutor_files = list((server.user_dir / "logs" / "chats" / "Tutor").glob("*.json"))
+    assert len(tutor_files) == 1
+    choose(page, "chat-character", "Assistant")
+    wait_text(page, "#chat-box", "Hello!")
+    assert page.locator("#chat-list input").input_value() == first_chat
