@@ -88,7 +88,7 @@ def render(messages: list[Message], character: Character, options: ChatOptions, 
     if options.mode == "instruct":
         msgs = [{"role": "system", "content": s} for s in [_system_text(character, options)] if s]
         msgs += [{"role": m.role, "content": m.content} for m in messages if m.role in ("user", "assistant")]
-        return template.render(msgs, add_generation_prompt=True) + reply_prefix, []
+        return _render_folding_system(template, msgs) + reply_prefix, []
     stops = [f"\n{user}:", f"\n{char}:"]
     transcript = _transcript(messages, character, options)
     if options.mode == "chat":
@@ -96,7 +96,22 @@ def render(messages: list[Message], character: Character, options: ChatOptions, 
     command = options.chat_instruct_command.replace("<|character|>", char).replace("<|prompt|>", transcript)
     msgs = [{"role": "system", "content": s} for s in [options.system_prompt.strip()] if s]
     msgs.append({"role": "user", "content": command})
-    return template.render(msgs, add_generation_prompt=True) + reply_prefix, stops
+    return _render_folding_system(template, msgs) + reply_prefix, stops
+
+
+def _render_folding_system(template: Template, msgs: list[dict]) -> str:
+    """Render; a template that refuses system messages gets the system text in the first user turn."""
+    try:
+        return template.render(msgs, add_generation_prompt=True)
+    except WebUIError as exc:
+        if getattr(exc, "code", "") != "conversation_rejected" or not msgs or msgs[0]["role"] != "system":
+            raise
+        system, rest = msgs[0]["content"], msgs[1:]
+        for i, m in enumerate(rest):
+            if m["role"] == "user":
+                rest = [*rest[:i], {"role": "user", "content": f"{system}\n\n{m['content']}"}, *rest[i + 1:]]
+                break
+        return template.render(rest, add_generation_prompt=True)
 
 
 def build_prompt(chat: Chat, history: list[Message], character: Character, options: ChatOptions,

@@ -35,6 +35,8 @@ class Settings(BaseModel):
     preset: str | None = Field("Default", description="Sampling preset chosen in the Parameters tab.")
     params: dict[str, Any] = Field(default_factory=dict,
                                    description="Sampling values that differ from the defaults (Parameters tab).")
+    template_overrides: dict[str, str] = Field(default_factory=dict,
+                                               description="Instruction template chosen per model (Chat tab).")
     chat_character: str | None = Field(None, description="Character of the chat that was open last.")
     chat_id: str | None = Field(None, description="The chat that was open last (restored on reload/restart).")
 
@@ -68,7 +70,8 @@ class Settings(BaseModel):
 
 
 #: The keys the app itself writes back to the settings file (what the user chose in the UI).
-REMEMBERED_KEYS = ("model", "loader", "load", "preset", "params", "chat_character", "chat_id")
+REMEMBERED_KEYS = ("model", "loader", "load", "preset", "params", "chat_character", "chat_id",
+                   "template_overrides")
 
 
 def remember(path: Path, **updates: Any) -> None:

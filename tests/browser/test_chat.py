@@ -114,3 +114,21 @@ def test_characters_switch_chats_and_greeting(chat_page, server):
     choose(page, "chat-character", "Assistant")
     wait_text(page, "#chat-box", "Hello!")
     assert page.locator("#chat-list input").input_value() == first_chat
+
+
+def test_edit_a_message_in_place_keeps_what_follows(chat_page, server):
+    page = chat_page
+    send(page, "Tell me about cats.")
+    reply = bot_texts(page)[-1]
+    page.locator("#chat-box button[aria-label=Edit]").first.click()
+    page.locator("#chat-box textarea").first.fill("Tell me about dogs.")
+    page.locator("#chat-box button[aria-label=Submit]").click()
+    wait_text(page, "#chat-box", "Tell me about dogs.")
+    # the box shows the edit at once; the server writes it a moment later
+    for _ in range(100):
+        chats = [c for c in saved_chats(server) if c["messages"] and "dogs" in c["messages"][0]["content"]]
+        if chats:
+            break
+        page.wait_for_timeout(100)
+    assert len(chats) == 1 and len(chats[0]["messages"]) == 2  # the reply after it is still there
+    assert chats[0]["messages"][1]["content"][:30] in reply

@@ -132,3 +132,34 @@ def test_store_lists_renames_deletes_imports_and_skips_damaged_files(tmp_path):
     assert [i.id for i in store.list("Bot")] == [imported.id]
     with pytest.raises(Exception):
         store.load("../etc", "passwd")
+
+
+def test_characters_store_round_trip_examples_picture_and_bad_names(tmp_path):
+    from webui.characters import Character, CharacterStore
+    from webui.errors import InvalidNameError
+
+    store = CharacterStore(tmp_path)
+    store.save("Tutor", Character(name="Tutor", greeting="Hi {{user}}", context="{{char}} teaches {{user}}.",
+                                  examples="{{user}}: 1+1?\n{{char}}: 2"), picture=b"\x89PNG fake", picture_suffix=".png")
+    ch = store.load("Tutor")
+    assert ch.fill(ch.greeting, "Ada") == "Hi Ada"
+    assert ch.system_text("Ada") == "Tutor teaches Ada.\n\nExamples of how the conversation goes:\nAda: 1+1?\nTutor: 2"
+    assert ch.picture == tmp_path / "Tutor.png"
+    assert "Tutor" in store.names() and "Assistant" in store.names()
+    (tmp_path / "odd.yaml").write_text("name: Odd\ncontext: [1, 2]\n")
+    with pytest.raises(Exception, match="must be text"):
+        store.load("odd")
+    with pytest.raises(InvalidNameError):
+        store.save("../evil", Character())
+    store.delete("Tutor")
+    assert not (tmp_path / "Tutor.png").exists() and "Tutor" not in store.names()
+
+
+def test_a_template_that_refuses_system_messages_gets_the_system_text_in_the_first_user_turn():
+    from webui.templates import ChatTemplate
+
+    strict = ChatTemplate.compile(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        "[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}", "strict")
+    text, _ = render([Message("user", "Hi")], Character("Bot", "Be brief."), ChatOptions(), strict)
+    assert text == "[user] Be brief.\n\nHi\n"

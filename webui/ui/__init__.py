@@ -46,6 +46,7 @@ def build_ui(services: Services) -> gr.Blocks:
         loader_outputs = [params["note"], *params["components"]]
         for event in (model["loaded"], model["unloaded"]):
             event.then(lambda: [loader_note(services), *interactivity(services)], None, loader_outputs, queue=False)
+            event.then(chat["model_changed"], None, chat["model_changed_outputs"], queue=False)
         # A page opened after a load (or after --model at start) shows the real state.
         def on_page_load() -> list:
             saved = services.load_notebook()

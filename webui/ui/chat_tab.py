@@ -252,8 +252,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 break
         return to_display(chat)
 
-    prev_version.click(lambda s, c: on_version(-1, s, c), [current, character_dd], chatbot, queue=False)
-    next_version.click(lambda s, c: on_version(1, s, c), [current, character_dd], chatbot, queue=False)
+    prev_version.click(lambda s, c: on_version(-1, s, c), [current, character_dd], chatbot, show_progress="hidden")
+    next_version.click(lambda s, c: on_version(1, s, c), [current, character_dd], chatbot, show_progress="hidden")
 
     @ui_errors
     def on_edit(state: Any, character: str, data: gr.EditData) -> Any:
@@ -284,6 +284,19 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                               template, n_ctx=loaded.backend.n_ctx, max_new_tokens=0,
                               tokenize=loaded.backend.tokenize, reply_prefix=prefix or "")
         return prompt.text
+
+    def on_template(choice: str | None) -> str:
+        loaded = services.models.current
+        if loaded is not None:
+            overrides = dict(services.settings.template_overrides)
+            if not choice or choice == MODEL_TEMPLATE:
+                overrides.pop(loaded.name, None)
+            else:
+                overrides[loaded.name] = choice
+            services.remember(template_overrides=overrides)
+        return template_for(choice)[1]
+
+    template_dd.input(ui_errors(on_template), template_dd, template_note, queue=False)
 
     show_prompt.click(on_show_prompt, [current, character_dd, mode, system_prompt, user_name, user_bio, template_dd,
                                        start_with], prompt_view, queue=False)
@@ -316,7 +329,9 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         infos = services.chats.list(character)
         chat = services.chats.load(character, infos[0].id) if infos else fresh_chat(character)
         ch = characters.load(character)
-        return [*show(chat), "", character, ch.name, ch.greeting,
+        shown = show(chat)
+        shown[0] = gr.update(value=shown[0], avatar_images=(None, str(ch.picture) if ch.picture else None))
+        return [*shown, "", character, ch.name, ch.greeting,
                 ch.context, ch.examples, str(ch.picture) if ch.picture else None]
 
     editor = [ed_file, ed_name, ed_greeting, ed_context, ed_examples, ed_picture]
@@ -434,14 +449,36 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         if chat is None:
             infos = services.chats.list(character)
             chat = services.chats.load(character, infos[0].id) if infos else None
-        note = template_for(None)[1] if services.models.current else ""
+        loaded = services.models.current
+        override = services.settings.template_overrides.get(loaded.name) if loaded else None
+        choice = override if override in services.instruction_templates.names() else MODEL_TEMPLATE
+        try:
+            note = template_for(choice)[1] if loaded else ""
+        except WebUIError as exc:
+            note = exc.message
+        picture = characters.picture_of(character) if characters.is_valid(character) else None
+        box = gr.update(value=to_display(chat) if chat else [],
+                        avatar_images=(None, str(picture) if picture else None))
         if chat is None:
-            return [[], None, gr.update(choices=chat_choices(services, character), value=None), "", character, note]
-        return [to_display(chat), (character, chat.id),
-                gr.update(choices=chat_choices(services, character), value=chat.id), chat.title, character, note]
+            return [box, None, gr.update(choices=chat_choices(services, character), value=None), "", character,
+                    note, choice]
+        return [box, (character, chat.id), gr.update(choices=chat_choices(services, character), value=chat.id),
+                chat.title, character, note, choice]
 
-    return {"wire": wire, "page_load": on_page_load,
-            "page_load_outputs": [chatbot, current, chats_dd, title, character_dd, template_note],
+    def on_model_changed() -> list[Any]:
+        """After a load: the instruction template chosen for that model, and the note about it."""
+        loaded = services.models.current
+        override = services.settings.template_overrides.get(loaded.name) if loaded else None
+        choice = override if override in services.instruction_templates.names() else MODEL_TEMPLATE
+        try:
+            note = template_for(choice)[1] if loaded else ""
+        except WebUIError as exc:
+            note = exc.message
+        return [choice, note]
+
+    return {"wire": wire, "page_load": on_page_load, "model_changed": on_model_changed,
+            "model_changed_outputs": [template_dd, template_note],
+            "page_load_outputs": [chatbot, current, chats_dd, title, character_dd, template_note, template_dd],
             "stop": stop}
 
 
