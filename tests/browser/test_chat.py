@@ -132,3 +132,45 @@ def test_edit_a_message_in_place_keeps_what_follows(chat_page, server):
         page.wait_for_timeout(100)
     assert len(chats) == 1 and len(chats[0]["messages"]) == 2  # the reply after it is still there
     assert chats[0]["messages"][1]["content"][:30] in reply
+
+
+def test_killed_server_keeps_the_chat_and_a_restart_reopens_it(browser, tmp_path):
+    import signal
+
+    from conftest import make_dirs, start_server, stop_server
+
+    model_dir, user_dir = make_dirs(tmp_path)
+    srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM)
+    try:
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.wait_for_selector("#model-status")
+        open_parameters(page)
+        set_number(page, "param-max_tokens", "1500")
+        open_chat(page)
+        box = page.locator("#chat-input textarea")
+        box.fill("Write a very long story about a lighthouse keeper.")
+        box.press("Enter")
+        page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+                               " return b.length > 0 && b[b.length - 1].innerText.length > 80; }")
+        srv.process.send_signal(signal.SIGKILL)  # mid-reply
+        srv.process.wait(10)
+        page.close()
+    finally:
+        if srv.process.poll() is None:
+            stop_server(srv)
+    files = [p for p in (user_dir / "logs" / "chats" / "Assistant").glob("*.json") if not p.name.startswith(".")]
+    assert len(files) == 1
+    saved = json.loads(files[0].read_text())  # valid JSON, whatever moment the kill hit
+    assert saved["messages"][0]["content"] == "Write a very long story about a lighthouse keeper."
+
+    srv = start_server(tmp_path, model_dir, user_dir)
+    try:
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.wait_for_selector("#model-status")
+        open_chat(page)
+        wait_text(page, "#chat-box", "lighthouse keeper")
+        page.close()
+    finally:
+        stop_server(srv)
