@@ -174,3 +174,43 @@ def test_killed_server_keeps_the_chat_and_a_restart_reopens_it(browser, tmp_path
         page.close()
     finally:
         stop_server(srv)
+
+
+def test_character_editor_modes_and_chat_management(chat_page, server):
+    page = chat_page
+    # create a character with few-shot examples in the editor
+    page.get_by_text("Character editor").click()
+    page.locator("#char-file input, #char-file textarea").first.fill("Pirate")
+    page.locator("#char-name input, #char-name textarea").first.fill("Pirate")
+    page.locator("#char-greeting textarea").fill("Ahoy {{user}}!")
+    page.locator("#char-context textarea").fill("{{char}} is a friendly pirate who talks like one.")
+    page.locator("#char-examples textarea").fill("{{user}}: Hello\n{{char}}: Arr, hello matey!")
+    page.locator("#char-save").click()
+    wait_text(page, "#char-message", "Saved character")
+    saved = (server.user_dir / "characters" / "Pirate.yaml").read_text()
+    assert "friendly pirate" in saved and "matey" in saved
+
+    choose(page, "chat-character", "Pirate")
+    wait_text(page, "#chat-box", "Ahoy You!")
+    page.get_by_label("chat", exact=True).check()  # chat mode: a transcript with names
+    send(page, "Where is the treasure?")
+    page.locator("#chat-continue").click()
+    wait_text(page, "#chat-meter", "tokens used")
+    page.locator("#chat-impersonate").click()
+    page.wait_for_function("() => document.querySelector('#chat-input textarea').value.length > 0")
+    page.locator("#chat-input textarea").fill("")
+
+    # rename, branch, delete
+    page.locator("#chat-title input, #chat-title textarea").first.fill("Treasure hunt")
+    page.locator("#chat-rename").click()
+    page.wait_for_function("() => document.querySelector('#chat-list input').value.startsWith('Treasure hunt')")
+    page.locator("#chat-branch-at input").fill("2")
+    page.locator("#chat-branch").click()
+    page.wait_for_function("() => document.querySelector('#chat-list input').value.includes('(branch)')")
+    folder = server.user_dir / "logs" / "chats" / "Pirate"
+    branches = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    assert sorted(len(c["messages"]) for c in branches) == [2, 3]
+    page.locator("#chat-delete").click()
+    page.locator("#chat-delete-confirm").click()
+    page.wait_for_function("() => document.querySelector('#chat-list input').value.startsWith('Treasure hunt')")
+    assert len(list(folder.glob("*.json"))) == 1
