@@ -137,7 +137,7 @@ def test_edit_a_message_in_place_keeps_what_follows(chat_page, server):
 def test_killed_server_keeps_the_chat_and_a_restart_reopens_it(browser, tmp_path):
     import signal
 
-    from conftest import make_dirs, start_server, stop_server
+    from harness import make_dirs, start_server, stop_server
 
     model_dir, user_dir = make_dirs(tmp_path)
     srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM)

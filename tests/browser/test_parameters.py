@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import make_dirs, start_server, stop_server
+from harness import make_dirs, start_server, stop_server
 from test_ui import choose, load_smollm, open_parameters, set_number, wait_text
 from testdata import SMOLLM
 

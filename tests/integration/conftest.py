@@ -15,3 +15,4 @@ def hf_checkpoint(smollm_path: Path) -> Path:
     ``~/.cache/localllm-webui/test-models``, then reused by every later run.
     """
     return ensure_hf_checkpoint(smollm_path, default_checkpoint_dir())
+

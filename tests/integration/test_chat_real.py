@@ -8,13 +8,11 @@ import threading
 import time
 
 import pytest
+from harness import smollm_generator
 from testdata import PROJECT_DIR, SMOLLM
 
 from webui.chat import Character, ChatOptions, ChatService, Persona
-from webui.generation import Generator
 from webui.history import ChatStore
-from webui.loaders import LoadOptions
-from webui.models import ModelManager
 from webui.params import SamplingParams
 
 pytestmark = pytest.mark.integration
@@ -23,12 +21,8 @@ GREEDY = SamplingParams(do_sample=False, max_tokens=48)
 
 @pytest.fixture(scope="module")
 def service(smollm_path, tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    (d / SMOLLM).symlink_to(smollm_path)
-    models = ModelManager(d, LoadOptions(n_ctx=2048))
-    models.load(SMOLLM)
-    yield ChatService(Generator(models), ChatStore(tmp_path_factory.mktemp("chats")))
-    models.unload()
+    for gen in smollm_generator(smollm_path, tmp_path_factory, n_ctx=2048):
+        yield ChatService(gen, ChatStore(tmp_path_factory.mktemp("chats")))
 
 
 def model_template(service):

@@ -3,15 +3,12 @@ import threading
 
 import llama_cpp
 import pytest
-from testdata import PARIS_PROMPT, SMOLLM
+from harness import smollm_generator
+from testdata import PARIS_PROMPT, PROJECT_DIR, SMOLLM
 
-from webui.generation import Generator
-from webui.loaders import LoadOptions
 from webui.loaders.llama_sampling import GrammarError, build_sampler
-from webui.models import ModelManager
 from webui.params import SamplingParams
 from webui.presets import PresetStore
-from testdata import PROJECT_DIR
 
 pytestmark = pytest.mark.integration
 GREEDY = SamplingParams(do_sample=False, max_tokens=40)
@@ -19,12 +16,7 @@ GREEDY = SamplingParams(do_sample=False, max_tokens=40)
 
 @pytest.fixture(scope="module")
 def gen(smollm_path, tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    (d / SMOLLM).symlink_to(smollm_path)
-    models = ModelManager(d, LoadOptions(n_ctx=1024))
-    models.load(SMOLLM)
-    yield Generator(models)
-    models.unload()
+    yield from smollm_generator(smollm_path, tmp_path_factory, n_ctx=1024)
 
 
 def chain_names(gen, params):

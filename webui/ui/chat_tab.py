@@ -435,6 +435,17 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     ed_delete.click(on_delete_character, ed_file, [character_dd, char_message], queue=False)
 
+    def on_model_changed() -> list[Any]:
+        """After a load: the instruction template chosen for that model, and the note about it."""
+        loaded = services.models.current
+        override = services.settings.template_overrides.get(loaded.name) if loaded else None
+        choice = override if override in services.instruction_templates.names() else MODEL_TEMPLATE
+        try:
+            note = template_for(choice)[1] if loaded else ""
+        except WebUIError as exc:
+            note = exc.message
+        return [choice, note]
+
     def on_page_load() -> list[Any]:
         """A reload (or a restart) shows the chat that was open."""
         character = services.settings.chat_character or DEFAULT_CHARACTER
@@ -449,13 +460,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         if chat is None:
             infos = services.chats.list(character)
             chat = services.chats.load(character, infos[0].id) if infos else None
-        loaded = services.models.current
-        override = services.settings.template_overrides.get(loaded.name) if loaded else None
-        choice = override if override in services.instruction_templates.names() else MODEL_TEMPLATE
-        try:
-            note = template_for(choice)[1] if loaded else ""
-        except WebUIError as exc:
-            note = exc.message
+        choice, note = on_model_changed()
         picture = characters.picture_of(character) if characters.is_valid(character) else None
         box = gr.update(value=to_display(chat) if chat else [],
                         avatar_images=(None, str(picture) if picture else None))
@@ -464,17 +469,6 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     note, choice]
         return [box, (character, chat.id), gr.update(choices=chat_choices(services, character), value=chat.id),
                 chat.title, character, note, choice]
-
-    def on_model_changed() -> list[Any]:
-        """After a load: the instruction template chosen for that model, and the note about it."""
-        loaded = services.models.current
-        override = services.settings.template_overrides.get(loaded.name) if loaded else None
-        choice = override if override in services.instruction_templates.names() else MODEL_TEMPLATE
-        try:
-            note = template_for(choice)[1] if loaded else ""
-        except WebUIError as exc:
-            note = exc.message
-        return [choice, note]
 
     return {"wire": wire, "page_load": on_page_load, "model_changed": on_model_changed,
             "model_changed_outputs": [template_dd, template_note],
