@@ -28,7 +28,13 @@ def send(page, text: str) -> None:
     box.fill(text)
     box.press("Enter")
     page.wait_for_function("(n) => document.querySelectorAll('#chat-box [data-testid=bot]').length > n", arg=n)
-    wait_text(page, "#chat-meter", "tokens used")
+    wait_for_complete_reply(page)
+
+
+def wait_for_complete_reply(page) -> None:
+    """The stats line under a reply appears only when the reply is complete."""
+    page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+                           " return b.length > 0 && b[b.length - 1].innerText.includes('tokens/s'); }")
 
 
 def saved_chats(server) -> list[dict]:
@@ -89,7 +95,7 @@ def test_stop_keeps_the_partial_reply_and_remove_last(chat_page, server):
     page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
                            " return b.length > 0 && b[b.length - 1].innerText.length > 60; }")
     page.keyboard.press("Escape")
-    wait_text(page, "#chat-meter", "tokens used")
+    wait_for_complete_reply(page)
     partial = bot_texts(page)[-1]
     assert len(partial) > 60
     chats = [c for c in saved_chats(server) if c["messages"] and "dragon" in c["messages"][0]["content"]]
@@ -194,8 +200,11 @@ def test_character_editor_modes_and_chat_management(chat_page, server):
     wait_text(page, "#chat-box", "Ahoy You!")
     page.get_by_label("chat", exact=True).check()  # chat mode: a transcript with names
     send(page, "Where is the treasure?")
+    before = bot_texts(page)[-1]
     page.locator("#chat-continue").click()
-    wait_text(page, "#chat-meter", "tokens used")
+    page.wait_for_function("(t) => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+                           " return b[b.length - 1].innerText !== t && b[b.length - 1].innerText.includes('tokens/s'); }",
+                           arg=before)
     page.locator("#chat-impersonate").click()
     page.wait_for_function("() => document.querySelector('#chat-input textarea').value.length > 0")
     page.locator("#chat-input textarea").fill("")

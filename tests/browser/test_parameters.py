@@ -10,6 +10,12 @@ from testdata import SMOLLM
 pytestmark = pytest.mark.browser
 
 
+def wait_value(page, selector: str, value: str) -> None:
+    """Wait until an input shows ``value`` (page-load events fill the inputs a moment after the page)."""
+    page.wait_for_function("([sel, v]) => { const el = document.querySelector(sel); return el && el.value === v; }",
+                           arg=[selector, value])
+
+
 def number(page, elem_id: str) -> float:
     return float(page.locator(f"#{elem_id} input[type=number]").input_value())
 
@@ -27,8 +33,9 @@ def test_saved_preset_survives_a_reload(page, server):
 
     page.reload()
     open_parameters(page)
-    assert page.locator("#preset-dropdown input").input_value() == "My lab preset"
-    assert number(page, "param-temperature") == 0.42 and number(page, "param-top_k") == 17
+    wait_value(page, "#preset-dropdown input", "My lab preset")
+    wait_value(page, "#param-temperature input[type=number]", "0.42")
+    wait_value(page, "#param-top_k input[type=number]", "17")
 
     # another preset sets every value; Restore brings back the file's values after an edit
     choose(page, "preset-dropdown", "Technical")
@@ -69,7 +76,11 @@ def test_choices_survive_a_server_restart(browser, tmp_path):
         choose(page, "preset-dropdown", "Chat")
         page.wait_for_function("() => document.querySelector('#param-max_tokens input[type=number]').value === '768'")
         set_number(page, "param-seed", "1234")
-        page.wait_for_function("() => true")
+        for _ in range(100):  # the value is saved by a request of its own; wait for it to land
+            text = (user_dir / "settings.yaml").read_text() if (user_dir / "settings.yaml").exists() else ""
+            if "seed: 1234" in text:
+                break
+            page.wait_for_timeout(100)
         page.close()
     finally:
         stop_server(srv)
@@ -85,8 +96,9 @@ def test_choices_survive_a_server_restart(browser, tmp_path):
         page.wait_for_selector("#model-status")
         assert SMOLLM in page.locator("#model-status").inner_text()
         open_parameters(page)
-        assert page.locator("#preset-dropdown input").input_value() == "Chat"
-        assert number(page, "param-max_tokens") == 768 and number(page, "param-seed") == 1234
+        wait_value(page, "#preset-dropdown input", "Chat")
+        wait_value(page, "#param-max_tokens input[type=number]", "768")
+        wait_value(page, "#param-seed input[type=number]", "1234")
         page.close()
     finally:
         stop_server(srv)
