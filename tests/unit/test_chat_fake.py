@@ -163,3 +163,19 @@ def test_a_template_that_refuses_system_messages_gets_the_system_text_in_the_fir
         "[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}", "strict")
     text, _ = render([Message("user", "Hi")], Character("Bot", "Be brief."), ChatOptions(), strict)
     assert text == "[user] Be brief.\n\nHi\n"
+
+
+def test_display_and_markdown_export():
+    from webui.ui.chat_tab import to_display, to_markdown
+
+    reply = Message("assistant", "Paris.", stats={"tokens": 3, "tokens_per_second": 50.0, "ttft": 0.1,
+                                                  "model": "m.gguf", "seed": 4})
+    reply.add_version("Paris!")
+    reply.stats = {"tokens": 2, "tokens_per_second": 40.0, "ttft": 0.2, "model": "m.gguf", "seed": 5}
+    chat = Chat("x", "Bot", title="Capitals", messages=[Message("user", "Capital of France?"), reply])
+    shown = to_display(chat)
+    assert shown[0] == {"role": "user", "content": "Capital of France?"}
+    assert shown[1]["content"].startswith("Paris!") and "version 2 of 2" in shown[1]["content"]
+    assert "40.0 tokens/s" in shown[1]["content"] and "seed 5" in shown[1]["content"]
+    md = to_markdown(chat, "Bot", "Ada")
+    assert md.startswith("# Capitals") and "**Ada:**\n\nCapital of France?" in md and "**Bot:**\n\nParis!" in md
