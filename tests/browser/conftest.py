@@ -57,5 +57,6 @@ def page(browser, server, request):
     if getattr(request.node, "failed_call", False):
         ARTIFACTS.mkdir(exist_ok=True)
         pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+        (ARTIFACTS / f"{request.node.name}.server.log").write_text(server.log.read_text())
         print(f"screenshot: {ARTIFACTS / (request.node.name + '.png')}\nserver log:\n{server.log.read_text()[-4000:]}")
     context.close()

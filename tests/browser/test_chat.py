@@ -68,7 +68,9 @@ def test_send_regenerate_versions_edit_and_reload(chat_page, server):
     set_number(page, "param-seed", "7")
     open_chat(page)
     page.locator("#chat-regenerate").click()
-    wait_text(page, "#chat-box", "seed 7")  # the stats line comes when the reply is complete
+    # the stats line (ending with the seed) comes when the new version is complete
+    page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+                           " return b.length > 0 && b[b.length - 1].innerText.trim().endsWith('seed 7'); }")
     assert "version 2 of 2" in bot_texts(page)[-1]
     page.locator("#chat-prev-version").click()
     wait_text(page, "#chat-box", "version 1 of 2")
