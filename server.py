@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "Default: only this machine (127.0.0.1).")
     s.add_argument("--listen-host", help="Address to bind with --listen, e.g. 192.168.1.5.")
     s.add_argument("--listen-port", type=int, help="Port of the web UI. Default 7860.")
+    s.add_argument("--api", action="store_true", default=None,
+                   help="Also serve the OpenAI-compatible API under /v1 on the same port "
+                        "(http://127.0.0.1:7860/v1 by default).")
+    s.add_argument("--api-key", help="Require 'Authorization: Bearer KEY' on every /v1 request (implies --api).")
     s.add_argument("--auto-launch", action="store_true", default=None, help="Open the UI in the browser at start.")
     s.add_argument("--settings", type=Path,
                    help="Settings YAML file to read. Default: settings.yaml in the user data folder, if present.")
@@ -62,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     top = {"model": args.model, "loader": args.loader, "model_dir": args.model_dir, "listen": args.listen,
-           "listen_host": args.listen_host, "listen_port": args.listen_port, "auto_launch": args.auto_launch,
+           "listen_host": args.listen_host, "listen_port": args.listen_port, "auto_launch": args.auto_launch, "api": args.api,
+           "api_key": args.api_key,
            "user_data_dir": args.user_data_dir}
     load = {"n_ctx": args.n_ctx, "threads": args.threads, "n_gpu_layers": args.n_gpu_layers,
             "n_batch": args.n_batch, "use_mmap": False if args.no_mmap else None, "use_mlock": args.mlock,
@@ -126,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 return
             threading.Event().wait(0.05)
         print(f"Running on {url}", flush=True)
+        if settings.api or settings.api_key:
+            print(f"OpenAI-compatible API on {url}/v1", flush=True)
         if settings.auto_launch:
             webbrowser.open(url)
 

@@ -17,6 +17,12 @@ def create_app(services: Services) -> fastapi.FastAPI:
         return {"ok": True, "model": current.name if current else None,
                 "loader": current.loader if current else None}
 
+    if services.settings.api or services.settings.api_key:
+        from .api import create_api, install_error_handlers
+
+        install_error_handlers(app)
+        app.include_router(create_api(services), prefix="/v1")
+
     demo = build_ui(services)
     demo.queue(default_concurrency_limit=1)
     settings = services.settings

@@ -29,6 +29,8 @@ class Settings(BaseModel):
     listen_host: str | None = Field(None, description="Address to bind when listening.")
     listen_port: int = Field(7860, ge=0, le=65535)
     auto_launch: bool = False
+    api: bool = Field(False, description="Serve the OpenAI-compatible API under /v1 on the same port.")
+    api_key: str | None = Field(None, description="Key every /v1 request must send as 'Authorization: Bearer KEY'.")
     model: str | None = Field(None, description="Model to load at start (a name in the models folder).")
     loader: str | None = None
     load: LoadOptions = Field(default_factory=LoadOptions)

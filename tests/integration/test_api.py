@@ -1,0 +1,94 @@
+"""The OpenAI-compatible API, driven by the real ``openai`` client against a real server.py."""
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from harness import make_dirs, start_server, stop_server
+from testdata import SMOLLM
+
+pytestmark = pytest.mark.integration
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    srv = start_server(root, *make_dirs(root), "--api", "--model", SMOLLM)
+    yield srv, openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+    stop_server(srv)
+
+
+def test_models_lists_the_models_and_marks_the_loaded_one(api):
+    srv, client = api
+    models = {m.id: m for m in client.models.list().data}
+    assert SMOLLM in models and models[SMOLLM].model_extra["loaded"] is True
+
+
+def test_chat_completion_answers_with_usage(api):
+    _, client = api
+    r = client.chat.completions.create(model="anything", messages=QUESTION, temperature=0, max_tokens=40)
+    assert "Paris" in r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop" and r.model == SMOLLM
+    assert r.usage.prompt_tokens > 10 and r.usage.completion_tokens > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_streaming_chat_and_completion_length(api):
+    _, client = api
+    parts, finish = [], None
+    for event in client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=40,
+                                                stream=True, extra_body={"do_sample": False}):
+        if event.choices and event.choices[0].delta.content:
+            parts.append(event.choices[0].delta.content)
+        if event.choices and event.choices[0].finish_reason:
+            finish = event.choices[0].finish_reason
+    assert "Paris" in "".join(parts) and len(parts) > 2 and finish == "stop"
+    r = client.completions.create(model=SMOLLM, prompt="Once upon a time", max_tokens=5, seed=1)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 5
+
+
+def test_sampling_fields_and_presets_are_accepted(api):
+    _, client = api
+    greedy = client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=30,
+                                            extra_body={"do_sample": False})
+    preset = client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=30,
+                                            extra_body={"preset": "Deterministic"})
+    assert greedy.choices[0].message.content == preset.choices[0].message.content
+    r = client.completions.create(model=SMOLLM, prompt="List: a, b,", max_tokens=8,
+                                  extra_body={"min_p": 0.1, "top_k": 5, "repeat_penalty": 1.1, "dry_multiplier": 0.8,
+                                              "xtc_probability": 0.2, "seed": 3})
+    assert r.usage.completion_tokens > 0
+
+
+def test_errors_have_openai_shape(api):
+    srv, client = api
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model=SMOLLM, messages=QUESTION, temperature=9)
+    assert "temperature" in bad.value.message
+    long_prompt = "word " * 5000
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.completions.create(model=SMOLLM, prompt=long_prompt, max_tokens=5)
+    assert "2048" in too_long.value.message and too_long.value.code == "context_length_exceeded"
+    raw = httpx.post(srv.url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert raw.status_code == 400 and set(raw.json()["error"]) == {"message", "type", "param", "code"}
+    assert httpx.get(srv.url + "/openapi.json").json()["paths"]["/v1/chat/completions"]
+
+
+def test_api_key_is_required_when_set(tmp_path):
+    srv = start_server(tmp_path, *make_dirs(tmp_path), "--api-key", "s3cret")
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=srv.url + "/v1", api_key="wrong", max_retries=0).models.list()
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="s3cret", max_retries=0)
+        assert SMOLLM in [m.id for m in client.models.list().data]
+        # no model loaded yet: a clear 503
+        with pytest.raises(openai.InternalServerError) as none_loaded:
+            client.chat.completions.create(model="x", messages=QUESTION)
+        assert none_loaded.value.status_code == 503 and "No model is loaded" in none_loaded.value.message
+        loaded = httpx.post(srv.url + "/v1/internal/model/load", json={"model_name": SMOLLM},
+                            headers={"Authorization": "Bearer s3cret"}, timeout=120)
+        assert loaded.json()["model"] == SMOLLM
+        assert client.chat.completions.create(model="x", messages=QUESTION, max_tokens=3).usage.completion_tokens
+    finally:
+        stop_server(srv)
