@@ -15,7 +15,8 @@ def create_app(services: Services) -> fastapi.FastAPI:
     def healthz() -> dict:
         current = services.models.current
         return {"ok": True, "model": current.name if current else None,
-                "loader": current.loader if current else None}
+                "loader": current.loader if current else None,
+                "generating": services.generator.active is not None, "waiting": services.generator.waiting()}
 
     if services.settings.api or services.settings.api_key:
         from .api import create_api, install_error_handlers

@@ -14,6 +14,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -118,6 +119,8 @@ class Generator:
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.active: GenerationJob | None = None
+        #: Stats of the last finished requests, newest last (for /v1/internal/requests and the curious).
+        self.recent: deque[GenerationStats] = deque(maxlen=50)
 
     def submit(self, prompt: str, params: SamplingParams | None = None,
                cancel: threading.Event | None = None) -> GenerationJob:
@@ -155,6 +158,8 @@ class Generator:
                 job._put(GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
             finally:
                 self.active = None
+                if job.stats is not None:
+                    self.recent.append(job.stats)
                 job._end()
 
     def _run(self, job: GenerationJob) -> None:

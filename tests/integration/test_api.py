@@ -92,3 +92,33 @@ def test_api_key_is_required_when_set(tmp_path):
         assert client.chat.completions.create(model="x", messages=QUESTION, max_tokens=3).usage.completion_tokens
     finally:
         stop_server(srv)
+
+
+def test_closing_a_stream_cancels_only_that_generation(api):
+    import threading
+
+    srv, client = api
+    long = {"ban_eos_token": True, "seed": 1}
+    other: dict = {}
+
+    def second_client() -> None:
+        r = client.completions.create(model=SMOLLM, prompt="The history of France", max_tokens=60, extra_body=long)
+        other["finish"], other["tokens"] = r.choices[0].finish_reason, r.usage.completion_tokens
+
+    stream = client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=1500, stream=True,
+                                            extra_body=long)
+    waiter = threading.Thread(target=second_client)
+    seen = 0
+    for event in stream:
+        seen += 1
+        if seen == 3:
+            waiter.start()  # queued behind the first stream
+        if seen == 6:
+            break
+    stream.close()  # the client goes away mid-stream
+    waiter.join(timeout=120)
+    assert other == {"finish": "length", "tokens": 60}  # the other client's request ran in full
+    recent = httpx.get(srv.url + "/v1/internal/requests").json()["data"]
+    abandoned = [r for r in recent if r["finish_reason"] == "cancelled"]
+    assert abandoned and abandoned[-1]["completion_tokens"] < 1500  # stopped when its client left
+    assert recent.index(abandoned[-1]) < len(recent) - 1  # and it ended before the second ran

@@ -118,6 +118,11 @@ def create_api(services: Services) -> APIRouter:
         loaded = services.models.load(req.model_name, req.loader, LoadOptions.model_validate(options.model_dump()))
         return {"model": loaded.name, "loader": loaded.loader, "n_ctx": loaded.backend.n_ctx}
 
+    @router.get("/internal/requests")
+    def recent_requests() -> dict[str, Any]:
+        """Stats of the last finished generations (UI and API), newest last."""
+        return {"data": [s.as_dict() for s in services.generator.recent]}
+
     @router.post("/completions")
     async def completions(req: CompletionRequest, request: Request) -> Any:
         prompt = req.prompt if isinstance(req.prompt, str) else "".join(req.prompt)
