@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import webbrowser
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="llama.cpp: read the whole model into RAM instead of memory-mapping it.")
     g.add_argument("--mlock", action="store_true", default=None,
                    help="llama.cpp: lock the model in RAM so it is never swapped out.")
+    g.add_argument("--remote-url", default=os.environ.get("tabby_url"),
+                   help="Use a remote OpenAI-compatible server as the model (Tabby, llama.cpp server, vLLM, "
+                        "LM Studio...), e.g. http://127.0.0.1:5000. Default: $tabby_url.")
+    g.add_argument("--remote-key", default=os.environ.get("tabby_key"),
+                   help="API key of the remote server. Default: $tabby_key.")
+    g.add_argument("--remote-model", help="Model name to ask the remote server for (default: the first it lists).")
     g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                    help="transformers: weight precision.")
     g.add_argument("--device", help="transformers: cpu, cuda, cuda:N, mps or auto.")
@@ -72,8 +79,11 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     load = {"n_ctx": args.n_ctx, "threads": args.threads, "n_gpu_layers": args.n_gpu_layers,
             "n_batch": args.n_batch, "use_mmap": False if args.no_mmap else None, "use_mlock": args.mlock,
             "dtype": args.dtype, "device": args.device, "trust_remote_code": args.trust_remote_code}
+    load.update({"remote_url": args.remote_url, "remote_key": args.remote_key, "remote_model": args.remote_model})
     out: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
     out["load"] = {k: v for k, v in load.items() if v is not None}
+    if args.remote_url and not args.model:
+        out["loader"], out["model"] = "remote", args.remote_model or "remote"
     # --model may be a path to a file or folder anywhere: its folder becomes the models folder.
     if args.model and ("/" in args.model or "\\" in args.model) and Path(args.model).exists():
         path = Path(args.model).resolve()

@@ -89,14 +89,18 @@ class ModelManager:
     def load(self, name: str, loader: str | None = None, options: LoadOptions | dict[str, Any] | None = None,
              progress: Progress | None = None) -> LoadedModel:
         """Load ``name`` (freeing the current model). Raises ``WebUIError`` subclasses."""
-        path = self.path_of(name)
-        loader = loader or infer_loader(path)
-        backend_cls = get_loader(loader)
         if options is None:
             options = self.default_options
         elif isinstance(options, dict):
             options = self.default_options.model_copy(update=options)
             options = LoadOptions.model_validate(options.model_dump())
+        if loader == "remote":
+            # A remote model is not a file: its name is the model the server is asked for.
+            path = Path(options.remote_model or "remote")
+        else:
+            path = self.path_of(name)
+        loader = loader or infer_loader(path)
+        backend_cls = get_loader(loader)
         report = progress or (lambda fraction, text: None)
         backend_cls.check(path, options)  # a wrong file fails here, before the loaded model is freed
         with self._lock:
@@ -116,6 +120,8 @@ class ModelManager:
                 self._restore(previous, report)
                 raise self._with_restore_note(
                     ModelLoadError(f"Loading {name} failed: {type(exc).__name__}: {exc}"), previous) from exc
+            if loader == "remote":
+                name = str(backend.path)  # the model the server actually serves
             self._current = LoadedModel(name, loader, options, backend, time.perf_counter() - start)
             report(1.0, "Loaded")
             log.info("Loaded %s", self._current.describe())
@@ -144,6 +150,7 @@ class ModelManager:
         report(0.5, f"Load failed; loading {previous.name} again")
         try:
             backend = type(previous.backend).load(previous.backend.path, previous.options)
+            # (a remote backend's path is only its model name; load() reads the options)
         except Exception:
             log.exception("Could not reload %s after a failed load", previous.name)
             return

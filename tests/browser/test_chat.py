@@ -225,3 +225,33 @@ def test_character_editor_modes_and_chat_management(chat_page, server):
     page.locator("#chat-delete-confirm").click()
     page.wait_for_function("() => document.querySelector('#chat-list input').value.startsWith('Treasure hunt')")
     assert len(list(folder.glob("*.json"))) == 1
+
+
+def test_remote_loader_from_the_model_tab_streams_a_chat(browser, tmp_path):
+    from harness import make_dirs, start_server, stop_server
+
+    peer_root, ui_root = tmp_path / "peer", tmp_path / "ui"
+    peer_root.mkdir()
+    ui_root.mkdir()
+    peer = start_server(peer_root, *make_dirs(peer_root), "--api-key", "peer", "--model", SMOLLM)
+    ui = start_server(ui_root, *make_dirs(ui_root))
+    try:
+        page = browser.new_page()
+        page.goto(ui.url + "/")
+        page.wait_for_selector("#model-status")
+        choose(page, "loader-dropdown", "remote")
+        page.locator("#opt-remote_url textarea, #opt-remote_url input").first.fill(peer.url)
+        page.locator("#opt-remote_key textarea, #opt-remote_key input").first.fill("peer")
+        page.locator("#model-load").click()
+        wait_text(page, "#model-status", "on remote")
+        assert ui.health()["loader"] == "remote"
+        open_parameters(page)
+        set_number(page, "param-max_tokens", "40")
+        page.locator("#param-do_sample input[type=checkbox]").uncheck()
+        open_chat(page)
+        send(page, "What is the capital of France? Answer in one sentence.")
+        assert "Paris" in bot_texts(page)[-1]
+        page.close()
+    finally:
+        stop_server(ui)
+        stop_server(peer)

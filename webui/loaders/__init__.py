@@ -6,11 +6,13 @@ from pathlib import Path
 from ..errors import ModelLoadError, UnknownLoaderError
 from .base import Backend, Chunk, LoadOptions
 from .llamacpp import LlamaCppBackend
+from .remote import RemoteBackend
 from .transformers import TransformersBackend, is_hf_folder
 
 LOADERS: dict[str, type[Backend]] = {
     LlamaCppBackend.name: LlamaCppBackend,
     TransformersBackend.name: TransformersBackend,
+    RemoteBackend.name: RemoteBackend,
 }
 
 __all__ = ["Backend", "Chunk", "LoadOptions", "LOADERS", "get_loader", "infer_loader"]

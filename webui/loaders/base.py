@@ -41,6 +41,10 @@ class LoadOptions(BaseModel):
         "auto", description="Weight precision for transformers. auto: float32 on CPU, float16 on GPU.")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps|auto)$",
                         description="Where transformers runs the model: cpu, cuda, cuda:N, mps or auto.")
+    remote_url: str = Field("", description="remote: address of an OpenAI-compatible server, e.g. "
+                                             "http://127.0.0.1:5000 (Tabby, llama.cpp server, vLLM, LM Studio...).")
+    remote_key: str = Field("", description="remote: its API key, if it needs one.")
+    remote_model: str = Field("", description="remote: the model name to ask for (empty: the first it lists).")
     trust_remote_code: bool = Field(
         False, description="Allow a transformers model folder to run its own Python code. Only for "
                            "models you trust.")

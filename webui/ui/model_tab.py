@@ -52,9 +52,10 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         option_components = []
         with gr.Row():
             for name in OPTION_NAMES:
+                extra = {"type": "password"} if name == "remote_key" else {}
                 comp = field_component(LoadOptions, name, getattr(options, name), elem_prefix="opt-",
                                        visible=name in visible,
-                                       slider_max=131072 if name == "n_ctx" else None)
+                                       slider_max=131072 if name == "n_ctx" else None, **extra)
                 option_components.append(comp)
 
     def on_refresh(selected: str | None) -> Any:
@@ -70,7 +71,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
 
     @ui_errors
     def on_load(name: str | None, loader: str | None, progress: gr.Progress = gr.Progress(), *values: Any) -> str:
-        if not name:
+        if not name and loader != "remote":
             raise gr.Error("Pick a model first. Put .gguf files or model folders in the models folder and "
                            "press Refresh.")
         fields = LOADERS[loader].option_fields if loader in LOADERS else OPTION_NAMES
@@ -79,7 +80,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             if isinstance(val, float) and LoadOptions.model_fields[key].annotation is int:
                 chosen[key] = int(val)
         opts = LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
-        loaded = models.load(name, loader or None, opts, progress=lambda f, text: progress(f, desc=text))
+        loaded = models.load(name or "", loader or None, opts, progress=lambda f, text: progress(f, desc=text))
         services.remember(model=loaded.name, loader=loaded.loader, load=loaded.options)
         return status_text(services)
 

@@ -1,0 +1,144 @@
+"""remote loader: any OpenAI-compatible server (llama.cpp server, Tabby, vLLM, LM Studio, Ollama, this app).
+
+For users whose model does not fit their machine. We send the prompt we built
+(``/v1/completions``, streamed), so the Chat tab's modes and templates work the
+same as locally. Token counts come from the server's tokenize endpoint when it
+has one, and are estimated (about 4 characters a token) and marked so when not.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+
+from ..errors import GenerationError, ModelLoadError
+from ..params import SamplingParams
+from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter
+
+TIMEOUT = httpx.Timeout(30.0, read=300.0)
+
+
+def _explain(exc: Exception, url: str) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return f"Cannot connect to {url}: the connection was refused or the host is unknown. Is the server running?"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{url} did not answer in time."
+    return f"{url}: {exc}"
+
+
+class RemoteBackend(Backend):
+    name: ClassVar[str] = "remote"
+    supported_params: ClassVar[frozenset[str]] = frozenset({
+        "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
+        "frequency_penalty", "seed", "do_sample", "stop",
+    })
+    option_fields: ClassVar[tuple[str, ...]] = ("remote_url", "remote_key", "remote_model", "n_ctx")
+
+    def __init__(self, client: httpx.Client, url: str, model: str, n_ctx: int, chat_template: str | None) -> None:
+        self._client = client
+        self.url = url
+        self.model = model
+        self.path = Path(model)
+        self.n_ctx = n_ctx
+        self.chat_template = chat_template
+        self.metadata = {"remote.url": url, "remote.model": model}
+        self.tokens_estimated = False
+        self._tokenize_path: str | None = None
+
+    @classmethod
+    def check(cls, path: Path, options: LoadOptions) -> None:
+        if not options.remote_url.startswith(("http://", "https://")):
+            raise ModelLoadError("Give the remote server's address, e.g. http://127.0.0.1:5000 (remote URL).")
+
+    @classmethod
+    def load(cls, path: Path, options: LoadOptions) -> RemoteBackend:
+        cls.check(path, options)
+        url = options.remote_url.rstrip("/").removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {options.remote_key}"} if options.remote_key else {}
+        client = httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT)
+        try:
+            r = client.get("/v1/models")
+        except httpx.HTTPError as exc:
+            client.close()
+            raise ModelLoadError(_explain(exc, url)) from exc
+        if r.status_code in (401, 403):
+            client.close()
+            raise ModelLoadError(f"{url} refused the API key ({r.status_code}). Check the remote key.")
+        if r.status_code != 200:
+            client.close()
+            raise ModelLoadError(f"{url}/v1/models answered {r.status_code}: {r.text[:200]}")
+        names = [m.get("id", "") for m in r.json().get("data", []) if isinstance(m, dict)]
+        model = options.remote_model or (names[0] if names else "")
+        if not model:
+            client.close()
+            raise ModelLoadError(f"{url} lists no models; type the model name.")
+        template = None
+        try:  # llama.cpp's server tells its chat template
+            props = client.get("/props")
+            if props.status_code == 200:
+                template = props.json().get("chat_template") or None
+        except (httpx.HTTPError, ValueError):
+            pass
+        return cls(client, url, model, options.n_ctx or 4096, template)
+
+    def tokenize(self, text: str) -> list[int]:
+        candidates = [self._tokenize_path] if self._tokenize_path else ["/extras/tokenize", "/tokenize"]
+        for path in candidates:
+            if path is None:
+                continue
+            body = {"input": text, "model": self.model} if path == "/extras/tokenize" else {"content": text}
+            try:
+                r = self._client.post(path, json=body)
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 200 and isinstance(r.json().get("tokens"), list):
+                self._tokenize_path = path
+                return list(r.json()["tokens"])
+        self.tokens_estimated = True
+        return [0] * max(1, len(text) // 4)
+
+    def _body(self, prompt: str, params: SamplingParams) -> dict[str, Any]:
+        return {
+            "model": self.model, "prompt": prompt, "stream": True, "max_tokens": params.max_tokens,
+            "temperature": 0.0 if params.greedy else params.temperature, "top_p": params.top_p,
+            "top_k": params.top_k, "min_p": params.min_p, "typical_p": params.typical_p,
+            "repeat_penalty": params.repeat_penalty, "presence_penalty": params.presence_penalty,
+            "frequency_penalty": params.frequency_penalty, "seed": params.seed, "stop": params.stop or None,
+        }
+
+    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
+        out = StopStringFilter(params.stop)
+        finish: FinishReason = "stop"
+        try:
+            with self._client.stream("POST", "/v1/completions", json=self._body(prompt, params)) as r:
+                if r.status_code != 200:
+                    r.read()
+                    raise GenerationError(f"{self.url} answered {r.status_code}: {r.text[:300]}")
+                for line in r.iter_lines():
+                    if cancel.is_set():
+                        finish = "cancelled"
+                        break  # leaving the block closes the connection: the server stops too
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    event = json.loads(data)
+                    choice = (event.get("choices") or [{}])[0]
+                    chunk = out.feed(choice.get("text") or "", 1)
+                    if choice.get("finish_reason") == "length":
+                        finish = "length"
+                    if out.stopped:
+                        break
+                    if chunk is not None:
+                        yield chunk
+        except httpx.HTTPError as exc:
+            raise GenerationError(_explain(exc, self.url)) from exc
+        yield out.finish(finish, len(self.tokenize(prompt)))
+
+    def close(self) -> None:
+        self._client.close()
