@@ -122,3 +122,34 @@ def test_closing_a_stream_cancels_only_that_generation(api):
     abandoned = [r for r in recent if r["finish_reason"] == "cancelled"]
     assert abandoned and abandoned[-1]["completion_tokens"] < 1500  # stopped when its client left
     assert recent.index(abandoned[-1]) < len(recent) - 1  # and it ended before the second ran
+
+
+def test_two_streaming_clients_both_finish_in_order_and_characters_apply(api):
+    import threading
+
+    srv, client = api
+    results: dict[str, list[str]] = {"a": [], "b": []}
+    finished: list[str] = []
+
+    def run(tag: str, prompt: str) -> None:
+        for event in client.completions.create(model=SMOLLM, prompt=prompt, max_tokens=25, stream=True,
+                                               extra_body={"ban_eos_token": True, "seed": 2}):
+            if event.choices and event.choices[0].text:
+                results[tag].append(event.choices[0].text)
+        finished.append(tag)
+
+    a = threading.Thread(target=run, args=("a", "First client: once upon a time"))
+    a.start()
+    while not results["a"]:
+        a.join(0.05)
+    b = threading.Thread(target=run, args=("b", "Second client: the weather today"))
+    b.start()
+    a.join(120)
+    b.join(120)
+    assert results["a"] and results["b"]
+    assert finished == ["a", "b"]  # first come, first served
+    recent = httpx.get(srv.url + "/v1/internal/requests").json()["data"][-2:]
+    assert [r["completion_tokens"] for r in recent] == [25, 25]  # both ran in full
+    r = client.chat.completions.create(model=SMOLLM, messages=[{"role": "user", "content": "Who are you?"}],
+                                       max_tokens=5, extra_body={"character": "Tutor", "do_sample": False})
+    assert r.usage.prompt_tokens > 40  # the Tutor's description went in as the system prompt

@@ -47,6 +47,10 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
+    character: str | None = Field(None, description="A character from characters/: its context becomes the "
+                                                    "system prompt (unless the messages bring their own).")
+    system_prompt: str | None = Field(None, description="A system prompt to send first (unless the messages "
+                                                        "bring their own).")
 
 
 class LoadModelRequest(BaseModel):
@@ -135,8 +139,14 @@ def create_api(services: Services) -> APIRouter:
         assert current is not None
         template, _ = services.choose_template(current.backend.chat_template,
                                                services.settings.template_overrides.get(name))
-        prompt = template.render([{"role": m.role, "content": m.content or ""} for m in req.messages],
-                                 add_generation_prompt=True)
+        messages = [{"role": m.role, "content": m.content or ""} for m in req.messages]
+        if not any(m["role"] == "system" for m in messages):
+            system = "\n\n".join(p for p in (
+                (req.system_prompt or "").strip(),
+                services.characters.load(req.character).system_text("User") if req.character else "") if p)
+            if system:
+                messages.insert(0, {"role": "system", "content": system})
+        prompt = template.render(messages, add_generation_prompt=True)
         return await respond(request, req, prompt, chat=True)
 
     async def respond(request: Request, req: _Request, prompt: str, *, chat: bool) -> Any:

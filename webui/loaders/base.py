@@ -84,6 +84,8 @@ class Backend(ABC):
     n_ctx: int
     chat_template: str | None
     metadata: dict[str, Any]
+    #: True when ``tokenize`` only estimates (a remote server without a tokenize endpoint).
+    tokens_estimated: bool = False
 
     @classmethod
     def check(cls, path: Path, options: LoadOptions) -> None:

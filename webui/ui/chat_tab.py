@@ -181,7 +181,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             return "Context: no model loaded."
         if prompt is None:
             return f"Context: {loaded.backend.n_ctx} tokens."
-        used = f"Context: {prompt.tokens} / {loaded.backend.n_ctx} tokens used by the last prompt."
+        approx = "about " if loaded.backend.tokens_estimated else ""
+        used = f"Context: {approx}{prompt.tokens} / {loaded.backend.n_ctx} tokens used by the last prompt."
         return used + (f" ⚠ {prompt.note}" if prompt.note else "")
 
     cancels: dict[str, threading.Event] = {}

@@ -46,7 +46,8 @@ def token_count_text(services: Services, text: str) -> str:
         n = len(current.backend.tokenize(text or ""))
     except Exception:  # the model is being swapped; the count is a hint, not worth an error
         return "Tokens: -"
-    return f"Tokens: {n} / {current.backend.n_ctx} context"
+    approx = "about " if current.backend.tokens_estimated else ""
+    return f"Tokens: {approx}{n} / {current.backend.n_ctx} context"
 
 
 def build_notebook_tab(services: Services) -> dict[str, Any]:
