@@ -242,6 +242,9 @@ def test_remote_loader_from_the_model_tab_streams_a_chat(browser, tmp_path):
         choose(page, "loader-dropdown", "remote")
         page.locator("#opt-remote_url textarea, #opt-remote_url input").first.fill(peer.url)
         page.locator("#opt-remote_key textarea, #opt-remote_key input").first.fill("peer")
+        page.locator("#opt-remote_key textarea, #opt-remote_key input").first.press("Tab")
+        # the model list comes from the server's /v1/models: pick SmolLM2 from it
+        choose(page, "opt-remote_model", SMOLLM)
         page.locator("#model-load").click()
         wait_text(page, "#model-status", "on remote")
         assert ui.health()["loader"] == "remote"

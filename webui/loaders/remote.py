@@ -30,6 +30,21 @@ def _explain(exc: Exception, url: str) -> str:
     return f"{url}: {exc}"
 
 
+def list_remote_models(url: str, key: str = "") -> list[str]:
+    """The model names an OpenAI-compatible server lists at /v1/models."""
+    url = url.rstrip("/").removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        r = httpx.get(url + "/v1/models", headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise ModelLoadError(_explain(exc, url)) from exc
+    if r.status_code in (401, 403):
+        raise ModelLoadError(f"{url} refused the API key ({r.status_code}). Check the remote key.")
+    if r.status_code != 200:
+        raise ModelLoadError(f"{url}/v1/models answered {r.status_code}.")
+    return [m["id"] for m in r.json().get("data", []) if isinstance(m, dict) and m.get("id")]
+
+
 class RemoteBackend(Backend):
     name: ClassVar[str] = "remote"
     supported_params: ClassVar[frozenset[str]] = frozenset({

@@ -6,6 +6,8 @@ from typing import Any
 import gradio as gr
 
 from ..loaders import LOADERS, LoadOptions
+from ..errors import WebUIError
+from ..loaders.remote import list_remote_models
 from ..services import Services
 from .common import field_component, ui_errors
 
@@ -52,10 +54,17 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         option_components = []
         with gr.Row():
             for name in OPTION_NAMES:
-                extra = {"type": "password"} if name == "remote_key" else {}
-                comp = field_component(LoadOptions, name, getattr(options, name), elem_prefix="opt-",
-                                       visible=name in visible,
-                                       slider_max=131072 if name == "n_ctx" else None, **extra)
+                if name == "remote_model":
+                    # typed, or picked from the server's /v1/models (listed when the URL or key is entered)
+                    value = getattr(options, name)
+                    comp = gr.Dropdown(choices=[value] if value else [], value=value or None, allow_custom_value=True,
+                                       label="remote model", elem_id="opt-remote_model", visible=name in visible,
+                                       info=LoadOptions.model_fields[name].description)
+                else:
+                    extra = {"type": "password"} if name == "remote_key" else {}
+                    comp = field_component(LoadOptions, name, getattr(options, name), elem_prefix="opt-",
+                                           visible=name in visible,
+                                           slider_max=131072 if name == "n_ctx" else None, **extra)
                 option_components.append(comp)
 
     def on_refresh(selected: str | None) -> Any:
@@ -88,6 +97,21 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         models.unload()
         return status_text(services)
 
+    by_name = dict(zip(OPTION_NAMES, option_components))
+
+    def on_remote_address(url: str, key: str, current: str | None) -> Any:
+        """Offer the server's models as soon as its address (and key) are typed; Load reports errors."""
+        if not url.startswith(("http://", "https://")):
+            return gr.update()
+        try:
+            names = list_remote_models(url, key)
+        except WebUIError:
+            return gr.update()
+        return gr.update(choices=names, value=current if current in names else (names[0] if names else current))
+
+    for trigger in (by_name["remote_url"].blur, by_name["remote_url"].submit, by_name["remote_key"].blur):
+        trigger(on_remote_address, [by_name["remote_url"], by_name["remote_key"], by_name["remote_model"]],
+                by_name["remote_model"], show_progress="hidden")
     refresh.click(on_refresh, model_dd, model_dd, queue=False)
     model_dd.input(on_select, model_dd, [loader_dd, *option_components], queue=False)
     loader_dd.input(lambda loader: _option_visibility(loader), loader_dd, option_components, queue=False)
