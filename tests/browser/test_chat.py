@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_ui import choose, load_smollm, open_parameters, set_number, wait_text
+from test_ui import choose, load_smollm, open_app, open_parameters, set_number, wait_text
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -35,6 +35,18 @@ def wait_for_complete_reply(page) -> None:
     """The stats line under a reply appears only when the reply is complete."""
     page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
                            " return b.length > 0 && b[b.length - 1].innerText.includes('tokens/s'); }")
+
+
+def start_long_reply(page, prompt: str, max_tokens: str, min_chars: int) -> None:
+    """Ask for a long reply and wait until it is well under way (for Stop and kill tests)."""
+    open_parameters(page)
+    set_number(page, "param-max_tokens", max_tokens)
+    open_chat(page)
+    box = page.locator("#chat-input textarea")
+    box.fill(prompt)
+    box.press("Enter")
+    page.wait_for_function("(n) => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+                           " return b.length > 0 && b[b.length - 1].innerText.length > n; }", arg=min_chars)
 
 
 def saved_chats(server) -> list[dict]:
@@ -88,14 +100,7 @@ def test_send_regenerate_versions_edit_and_reload(chat_page, server):
 
 def test_stop_keeps_the_partial_reply_and_remove_last(chat_page, server):
     page = chat_page
-    open_parameters(page)
-    set_number(page, "param-max_tokens", "1000")
-    open_chat(page)
-    box = page.locator("#chat-input textarea")
-    box.fill("Write a very long story about a dragon.")
-    box.press("Enter")
-    page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-                           " return b.length > 0 && b[b.length - 1].innerText.length > 60; }")
+    start_long_reply(page, "Write a very long story about a dragon.", "1000", 60)
     page.keyboard.press("Escape")
     wait_for_complete_reply(page)
     partial = bot_texts(page)[-1]
@@ -150,17 +155,8 @@ def test_killed_server_keeps_the_chat_and_a_restart_reopens_it(browser, tmp_path
     model_dir, user_dir = make_dirs(tmp_path)
     srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM)
     try:
-        page = browser.new_page()
-        page.goto(srv.url + "/")
-        page.wait_for_selector("#model-status")
-        open_parameters(page)
-        set_number(page, "param-max_tokens", "1500")
-        open_chat(page)
-        box = page.locator("#chat-input textarea")
-        box.fill("Write a very long story about a lighthouse keeper.")
-        box.press("Enter")
-        page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-                               " return b.length > 0 && b[b.length - 1].innerText.length > 80; }")
+        page = open_app(browser, srv.url)
+        start_long_reply(page, "Write a very long story about a lighthouse keeper.", "1500", 80)
         srv.process.send_signal(signal.SIGKILL)  # mid-reply
         srv.process.wait(10)
         page.close()
@@ -174,9 +170,7 @@ def test_killed_server_keeps_the_chat_and_a_restart_reopens_it(browser, tmp_path
 
     srv = start_server(tmp_path, model_dir, user_dir)
     try:
-        page = browser.new_page()
-        page.goto(srv.url + "/")
-        page.wait_for_selector("#model-status")
+        page = open_app(browser, srv.url)
         open_chat(page)
         wait_text(page, "#chat-box", "lighthouse keeper")
         page.close()
@@ -236,9 +230,7 @@ def test_remote_loader_from_the_model_tab_streams_a_chat(browser, tmp_path):
     peer = start_server(peer_root, *make_dirs(peer_root), "--api-key", "peer", "--model", SMOLLM)
     ui = start_server(ui_root, *make_dirs(ui_root))
     try:
-        page = browser.new_page()
-        page.goto(ui.url + "/")
-        page.wait_for_selector("#model-status")
+        page = open_app(browser, ui.url)
         choose(page, "loader-dropdown", "remote")
         page.locator("#opt-remote_url textarea, #opt-remote_url input").first.fill(peer.url)
         page.locator("#opt-remote_key textarea, #opt-remote_key input").first.fill("peer")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from harness import make_dirs, start_server, stop_server
-from test_ui import choose, load_smollm, open_parameters, set_number, wait_text
+from test_ui import choose, load_smollm, open_app, open_parameters, set_number, wait_text
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -68,9 +68,7 @@ def test_choices_survive_a_server_restart(browser, tmp_path):
     model_dir, user_dir = make_dirs(tmp_path)
     srv = start_server(tmp_path, model_dir, user_dir)
     try:
-        page = browser.new_page()
-        page.goto(srv.url + "/")
-        page.wait_for_selector("#model-status")
+        page = open_app(browser, srv.url)
         load_smollm(page)
         open_parameters(page)
         choose(page, "preset-dropdown", "Chat")
@@ -91,9 +89,7 @@ def test_choices_survive_a_server_restart(browser, tmp_path):
     srv = start_server(tmp_path, model_dir, user_dir)
     try:
         assert srv.health()["model"] == SMOLLM  # the last model is loaded again at start
-        page = browser.new_page()
-        page.goto(srv.url + "/")
-        page.wait_for_selector("#model-status")
+        page = open_app(browser, srv.url)
         assert SMOLLM in page.locator("#model-status").inner_text()
         open_parameters(page)
         wait_value(page, "#preset-dropdown input", "Chat")

@@ -35,6 +35,14 @@ def set_number(page, elem_id: str, value: str) -> None:
     box.press("Tab")
 
 
+def open_app(browser, url: str):
+    """A new browser page on the app, once the UI is up."""
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.wait_for_selector("#model-status")
+    return page
+
+
 def open_parameters(page) -> None:
     page.get_by_role("tab", name="Parameters").click()
     page.locator("#param-max_tokens").wait_for()
