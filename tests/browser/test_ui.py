@@ -33,6 +33,9 @@ def set_number(page, elem_id: str, value: str) -> None:
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(value)
     box.press("Tab")
+    # a slider takes the typed number on blur; wait until it has, so a click that follows sends it
+    page.wait_for_function("([id, v]) => { const r = document.querySelector(`#${id} input[type=range]`);"
+                           " return !r || Number(r.value) === Number(v); }", arg=[elem_id, value])
 
 
 def open_app(browser, url: str):
