@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import fastapi
-import gradio as gr
 
 from .services import Services
-from .ui import KEYBOARD_JS, TITLE, build_ui
+from .ui import TITLE, mount_ui
 
 
 def create_app(services: Services) -> fastapi.FastAPI:
@@ -24,8 +23,4 @@ def create_app(services: Services) -> fastapi.FastAPI:
         install_error_handlers(app)
         app.include_router(create_api(services), prefix="/v1")
 
-    demo = build_ui(services)
-    demo.queue(default_concurrency_limit=1)
-    settings = services.settings
-    return gr.mount_gradio_app(app, demo, path="", server_name=settings.host, server_port=settings.listen_port,
-                               js=KEYBOARD_JS, footer_links=["gradio", "settings"])
+    return mount_ui(app, services)

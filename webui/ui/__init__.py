@@ -1,6 +1,8 @@
 """The Gradio UI. The only package that imports gradio; each tab is a thin layer over the services."""
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from ..services import Services
@@ -26,6 +28,15 @@ KEYBOARD_JS = """
   });
 }
 """
+
+
+def mount_ui(app: Any, services: Services) -> Any:
+    """Build the UI and mount it at the root of the FastAPI ``app`` (Gradio stays inside webui/ui)."""
+    demo = build_ui(services)
+    demo.queue(default_concurrency_limit=1)
+    settings = services.settings
+    return gr.mount_gradio_app(app, demo, path="", server_name=settings.host, server_port=settings.listen_port,
+                               js=KEYBOARD_JS, footer_links=["gradio", "settings"])
 
 
 def build_ui(services: Services) -> gr.Blocks:
