@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model folder), or a path to one. Without it the UI starts with no model.")
     g.add_argument("--default-model", help="Model to load when neither --model nor the saved settings name one "
                                            "(start.sh passes the starter model here).")
+    g.add_argument("--model-menu", action="store_true",
+                   help="At start, list the models in the terminal and pick one by number.")
     g.add_argument("--loader", choices=["llama.cpp", "transformers"],
                    help="Loader to use. Default: chosen from the model (.gguf -> llama.cpp, folder -> transformers).")
     g.add_argument("--model-dir", type=Path, help="Folder that holds the models. Default: ./models.")
@@ -91,6 +93,29 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def model_menu(names: list[str], model_dir: Path) -> str | None:
+    """Print the models with numbers and read the user's pick from the terminal (text-generation-webui's menu)."""
+    if not names:
+        print(f"No models in {model_dir}. Download one in the Model tab, or run: python download-model.py --starter",
+              flush=True)
+        return None
+    print(f"Models in {model_dir}:")
+    for i, name in enumerate(names, 1):
+        print(f"  {i}. {name}")
+    print("  0. none (start without a model)")
+    while True:
+        try:
+            answer = input(f"Pick a model [0-{len(names)}]: ").strip()
+        except EOFError:
+            print("\nNo answer (no terminal input); starting without picking a model.", flush=True)
+            return None
+        if answer.isdigit() and 0 <= int(answer) <= len(names):
+            return names[int(answer) - 1] if int(answer) else None
+        if answer in names:
+            return answer
+        print(f"Type a number from 0 to {len(names)}.", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -111,12 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     services = Services.build(settings, settings_file)
+    if args.model_menu:
+        picked = model_menu(services.models.list_models(), services.models.model_dir)
+        settings.model, settings.loader = picked, (args.loader if picked else None)
+        if not picked:
+            args.default_model = None  # the user chose to start without a model
     if not settings.model and args.default_model:
         settings.model = args.default_model
     if settings.model:
         print(f"Loading {settings.model} ...", flush=True)
         try:
-            loaded = services.models.load(settings.model, settings.loader)
+            # Saved per-model settings apply; flags typed on this command line win over them.
+            loaded = services.load_model(settings.model, settings.loader, explicit=overrides["load"])
             print(f"Loaded {loaded.describe()}", flush=True)
         except WebUIError as exc:
             # Start anyway: the user can pick another model in the Model tab.
@@ -124,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.default_model and args.default_model != settings.model and not args.model:
                 print(f"Loading {args.default_model} instead ...", flush=True)
                 try:
-                    print(f"Loaded {services.models.load(args.default_model).describe()}", flush=True)
+                    loaded = services.load_model(args.default_model, explicit=overrides["load"])
+                    print(f"Loaded {loaded.describe()}", flush=True)
                 except WebUIError as exc2:
                     print(f"error: {exc2.message}", file=sys.stderr, flush=True)
     if settings.listen and settings.host not in ("127.0.0.1", "localhost", "::1"):

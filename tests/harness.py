@@ -37,14 +37,14 @@ class Server:
             return json.load(r)
 
 
-def start_server(root: Path, model_dir: Path, user_dir: Path, *extra: str) -> Server:
+def start_server(root: Path, model_dir: Path, user_dir: Path, *extra: str, ctx_size: int | None = 2048) -> Server:
     """Start server.py and wait until it answers; fail with its log if it does not."""
     port = _free_port()
     log = root / f"server-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, str(PROJECT_DIR / "server.py"), "--model-dir", str(model_dir), "--user-data-dir",
-             str(user_dir), "--listen-port", str(port), "--ctx-size", "2048", *extra],
+             str(user_dir), "--listen-port", str(port), *(["--ctx-size", str(ctx_size)] if ctx_size else []), *extra],
             stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
     srv = Server(f"http://127.0.0.1:{port}", model_dir, user_dir, log, proc)
     deadline = time.monotonic() + 120

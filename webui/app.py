@@ -15,6 +15,7 @@ def create_app(services: Services) -> fastapi.FastAPI:
         current = services.models.current
         return {"ok": True, "model": current.name if current else None,
                 "loader": current.loader if current else None,
+                "n_ctx": current.backend.n_ctx if current else None,
                 "generating": services.generator.active is not None, "waiting": services.generator.waiting()}
 
     if services.settings.api or services.settings.api_key:

@@ -15,10 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelLoadError, ModelNotFoundError, NoModelLoadedError, WebUIError
+import os
+import re
+import shutil
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InvalidNameError, ModelLoadError, ModelNotFoundError, NoModelLoadedError, SettingsError, WebUIError
 from .loaders import Backend, LoadOptions, get_loader, infer_loader
 from .loaders.transformers import is_hf_folder
-from .storage import safe_name
+from .model_info import ModelFacts, model_facts
+from .storage import TEMP_SUFFIX, read_yaml, safe_name, write_yaml
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +33,52 @@ log = logging.getLogger(__name__)
 PARTIAL_SUFFIXES = (".partial", ".part", ".tmp", ".incomplete", ".download")
 
 Progress = Callable[[float, str], None]
+
+#: Per-model settings live in the models folder, one YAML mapping keyed by model name
+#: (text-generation-webui keeps the same idea in ``models/config-user.yaml``; its regex keys are read too).
+MODEL_SETTINGS_FILE = "config-user.yaml"
+#: Load options that are never saved per model: they belong to a server, not to a file (and keys are secrets).
+NOT_PER_MODEL = frozenset({"remote_url", "remote_key", "remote_model"})
+#: text-generation-webui's names for the same options.
+OPTION_ALIASES = {"ctx_size": "n_ctx", "max_seq_len": "n_ctx", "gpu_layers": "n_gpu_layers",
+                  "n-gpu-layers": "n_gpu_layers", "batch_size": "n_batch", "no_mmap": "use_mmap", "mlock": "use_mlock",
+                  "trust-remote-code": "trust_remote_code"}
+
+
+class ModelSettings(BaseModel):
+    """What "Save settings" stores for one model: loader, its options, template and preset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loader: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    instruction_template: str | None = None
+    preset: str | None = None
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> ModelSettings:
+        """Read one YAML entry: flat keys, as text-generation-webui writes them."""
+        options: dict[str, Any] = {}
+        for key, value in entry.items():
+            name = OPTION_ALIASES.get(key, key)
+            if name == "use_mmap" and key == "no_mmap":
+                value = not value
+            if name in LoadOptions.model_fields and name not in NOT_PER_MODEL:
+                options[name] = value
+        LoadOptions.model_validate(options)  # bad values fail here, with the field named
+        return cls(loader=entry.get("loader"), options=options,
+                   instruction_template=entry.get("instruction_template") or None, preset=entry.get("preset") or None)
+
+    def to_entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {}
+        if self.loader:
+            entry["loader"] = self.loader
+        entry.update({k: v for k, v in self.options.items() if k not in NOT_PER_MODEL})
+        if self.instruction_template:
+            entry["instruction_template"] = self.instruction_template
+        if self.preset:
+            entry["preset"] = self.preset
+        return entry
 
 
 @dataclass
@@ -80,6 +133,137 @@ class ModelManager:
 
     def infer_loader(self, name: str) -> str:
         return infer_loader(self.path_of(name))
+
+    def facts(self, name: str) -> ModelFacts:
+        """What the model is (architecture, size, context, RAM needed), read without loading it."""
+        path = self.model_dir / safe_name(name, what="model name")
+        if not path.exists():
+            self.path_of(name)  # raises the usual "no model called ..." error
+        return model_facts(path)
+
+    # ----- per-model settings ------------------------------------------------------------
+    @property
+    def settings_file(self) -> Path:
+        return self.model_dir / MODEL_SETTINGS_FILE
+
+    def _read_settings_file(self) -> dict[str, Any]:
+        if not self.settings_file.exists():
+            return {}
+        return read_yaml(self.settings_file)
+
+    def model_settings(self, name: str) -> ModelSettings:
+        """Saved settings for ``name`` (empty when there are none).
+
+        Keys are model names; a key ending in ``$`` is a regular expression as in
+        text-generation-webui (``.*llama.*$``). Matching patterns apply in file
+        order; the exact name wins.
+        """
+        data = self._read_settings_file()
+        merged: dict[str, Any] = {}
+        exact = None
+        for key, entry in data.items():
+            if not isinstance(entry, dict):
+                continue
+            key = str(key)
+            if key == name:
+                exact = entry
+            elif key.endswith("$"):
+                try:
+                    if re.match(key, name, re.IGNORECASE):
+                        merged.update(entry)
+                except re.error:
+                    log.warning("Ignoring the invalid pattern %r in %s", key, self.settings_file)
+        merged.update(exact or {})
+        try:
+            return ModelSettings.from_entry(merged)
+        except ValidationError as exc:
+            raise SettingsError(f"The saved settings for {name} in {self.settings_file.name} are invalid: "
+                                f"{exc.errors()[0]['loc'][0] if exc.errors() else ''} {exc.errors()[0]['msg'] if exc.errors() else exc}") from exc
+
+    def save_model_settings(self, name: str, settings: ModelSettings) -> Path:
+        """Store ``settings`` for ``name`` in the models folder, keeping every other entry of the file."""
+        name = safe_name(name, what="model name")
+        if settings.loader:
+            get_loader(settings.loader)
+        data = self._read_settings_file()  # a file that does not parse is never overwritten
+        data[name] = settings.to_entry()
+        write_yaml(self.settings_file, data)
+        return self.settings_file
+
+    def options_for(self, name: str, base: LoadOptions | None = None,
+                    explicit: dict[str, Any] | None = None) -> tuple[str | None, LoadOptions]:
+        """Loader and options to load ``name`` with: ``base`` < the model's saved settings < ``explicit``."""
+        saved = self.model_settings(name)
+        merged = {**(base or self.default_options).model_dump(), **saved.options, **(explicit or {})}
+        return saved.loader, LoadOptions.model_validate(merged)
+
+    # ----- import and delete ---------------------------------------------------------------
+    def import_model(self, source: str | Path, mode: str = "link", name: str | None = None) -> str:
+        """Put the model at ``source`` (a .gguf file or a model folder anywhere) into the models folder.
+
+        ``mode`` is ``link`` (a symbolic link: no extra disk space) or ``copy``. A copy
+        is written under a hidden temporary name and renamed when complete.
+        """
+        src = Path(str(source).strip().strip('"')).expanduser()
+        if not str(source).strip():
+            raise ModelNotFoundError("Type the path of a .gguf file or a model folder to import.")
+        if not src.exists():
+            raise ModelNotFoundError(f"Nothing at {src}: check the path.")
+        src = src.resolve()
+        if src.is_file():
+            if src.suffix.lower() != ".gguf":
+                raise ModelLoadError(f"{src.name} is not a .gguf file. Import a .gguf file or a model folder.")
+            with open(src, "rb") as f:
+                if f.read(4) != b"GGUF":
+                    raise ModelLoadError(f"{src.name} is not a GGUF model (it does not start with 'GGUF').")
+        elif not (is_hf_folder(src) or any(src.glob("*.gguf"))):
+            raise ModelLoadError(f"{src} is neither a .gguf file nor a model folder (config.json, or .gguf files).")
+        target_name = safe_name(name or src.name, what="model name")
+        target = self.model_dir / target_name
+        if target.exists() or target.is_symlink():
+            raise InvalidNameError(f"There is already a model called {target_name} in {self.model_dir}.")
+        if src.parent == self.model_dir.resolve():
+            raise InvalidNameError(f"{src.name} is already in the models folder.")
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        if mode == "link":
+            os.symlink(src, target, target_is_directory=src.is_dir())
+        elif mode == "copy":
+            tmp = self.model_dir / f".{target_name}.{os.getpid()}{TEMP_SUFFIX}"
+            try:
+                if src.is_dir():
+                    shutil.copytree(src, tmp, symlinks=False)
+                else:
+                    shutil.copyfile(src, tmp)
+                os.replace(tmp, target)
+            except OSError as exc:
+                shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+                raise ModelLoadError(f"Copying {src.name} failed: {exc.strerror or exc}. Nothing was imported.") from exc
+        else:
+            raise ValueError(f"unknown import mode {mode!r}")
+        log.info("Imported %s as %s (%s)", src, target, mode)
+        return target_name
+
+    def delete_model(self, name: str) -> str:
+        """Delete a model from the models folder (an imported link: only the link). Unloads it first."""
+        target = self.model_dir / safe_name(name, what="model name")
+        if not (target.exists() or target.is_symlink()):
+            raise ModelNotFoundError(f"No model called {name!r} in {self.model_dir}.")
+        if target.parent.resolve() != self.model_dir.resolve():
+            raise InvalidNameError(f"{name!r} is not inside the models folder.")
+        with self._lock:
+            if self._current is not None and self._current.name == target.name:
+                self._close_current()
+            if target.is_symlink() or target.is_file():
+                what = "link removed; the original is untouched" if target.is_symlink() else "file deleted"
+                target.unlink()
+            else:
+                shutil.rmtree(target)
+                what = "folder deleted"
+        data = self._read_settings_file() if self.settings_file.exists() else {}
+        if target.name in data:
+            data.pop(target.name)
+            write_yaml(self.settings_file, data)
+        return what
 
     # ----- what is loaded --------------------------------------------------------------
     @property

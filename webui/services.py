@@ -12,8 +12,10 @@ from .chat import ChatService
 from .errors import WebUIError
 from .history import ChatStore
 from .templates import ChatTemplate, InstructionTemplateStore, choose_template
+from .download import DownloadManager
 from .generation import Generator
-from .models import ModelManager
+from .loaders import LoadOptions
+from .models import LoadedModel, ModelManager, Progress
 from .params import SamplingParams
 from .presets import PresetStore
 from .settings import PROJECT_DIR, Settings, remember
@@ -36,6 +38,7 @@ class Services:
     characters: CharacterStore
     instruction_templates: InstructionTemplateStore
     chat_service: ChatService
+    downloads: DownloadManager
 
     @classmethod
     def build(cls, settings: Settings, settings_path: Path | None = None) -> Services:
@@ -53,7 +56,38 @@ class Services:
                    settings_path=Path(settings_path) if settings_path else user_dir / "settings.yaml",
                    chats=chats, characters=CharacterStore(user_dir / "characters"),
                    instruction_templates=InstructionTemplateStore(user_dir / "instruction-templates"),
-                   chat_service=ChatService(generator, chats))
+                   chat_service=ChatService(generator, chats), downloads=DownloadManager(settings.models_path))
+
+    def load_model(self, name: str, loader: str | None = None, options: LoadOptions | None = None,
+                   progress: Progress | None = None, explicit: dict[str, Any] | None = None) -> LoadedModel:
+        """Load ``name`` with its saved per-model settings, and apply the preset saved for it.
+
+        ``options`` given (the Model tab sends every field): used as they are. Otherwise
+        the options are the settings' defaults, then the model's saved settings, then
+        ``explicit`` (the flags typed on the command line win over everything).
+        """
+        saved_loader = None
+        if loader == "remote":
+            if options is None:
+                options = LoadOptions.model_validate({**self.models.default_options.model_dump(), **(explicit or {})})
+        else:
+            saved = self.models.model_settings(name)
+            if options is None:
+                saved_loader, options = self.models.options_for(name, self.models.default_options, explicit)
+            if saved.preset and saved.preset in self.presets.names():
+                preset = self.presets.load(saved.preset)
+                self.remember(preset=saved.preset, params=preset.params.non_default())
+        return self.models.load(name, loader or saved_loader, options, progress=progress)
+
+    def template_override_for(self, model_name: str) -> str | None:
+        """Instruction template chosen for a model: in the Chat tab, else saved in its per-model settings."""
+        chosen = self.settings.template_overrides.get(model_name)
+        if chosen:
+            return chosen
+        try:
+            return self.models.model_settings(model_name).instruction_template
+        except WebUIError:
+            return None
 
     @property
     def export_dir(self) -> Path:

@@ -16,12 +16,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from ..errors import WebUIError
 from ..generation import GenerationJob
-from ..loaders import Chunk, LoadOptions
+from ..loaders import Chunk
 from ..params import SAMPLING_FIELDS, SamplingParams
 from ..services import Services
 
@@ -118,8 +118,10 @@ def create_api(services: Services) -> APIRouter:
 
     @router.post("/internal/model/load")
     def load_model(req: LoadModelRequest) -> dict[str, Any]:
-        options = services.models.default_options.model_copy(update=req.options)
-        loaded = services.models.load(req.model_name, req.loader, LoadOptions.model_validate(options.model_dump()))
+        try:
+            loaded = services.load_model(req.model_name, req.loader, explicit=dict(req.options or {}))
+        except ValidationError as exc:
+            raise WebUIError(f"Invalid load options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
         return {"model": loaded.name, "loader": loaded.loader, "n_ctx": loaded.backend.n_ctx}
 
     @router.get("/internal/requests")
@@ -138,7 +140,7 @@ def create_api(services: Services) -> APIRouter:
         name = model_name()
         assert current is not None
         template, _ = services.choose_template(current.backend.chat_template,
-                                               services.settings.template_overrides.get(name))
+                                               services.template_override_for(name))
         messages = [{"role": m.role, "content": m.content or ""} for m in req.messages]
         if not any(m["role"] == "system" for m in messages):
             system = "\n\n".join(p for p in (

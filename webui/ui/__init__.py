@@ -58,6 +58,8 @@ def build_ui(services: Services) -> gr.Blocks:
         for event in (model["loaded"], model["unloaded"]):
             event.then(lambda: [loader_note(services), *interactivity(services)], None, loader_outputs, queue=False)
             event.then(chat["model_changed"], None, chat["model_changed_outputs"], queue=False)
+        # A model's saved settings may switch the preset: show the values now in use.
+        model["loaded"].then(params["current_state"], None, params["state_outputs"], queue=False)
         # A page opened after a load (or after --model at start) shows the real state.
         def on_page_load() -> list:
             saved = services.load_notebook()

@@ -439,7 +439,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     def on_model_changed() -> list[Any]:
         """After a load: the instruction template chosen for that model, and the note about it."""
         loaded = services.models.current
-        override = services.settings.template_overrides.get(loaded.name) if loaded else None
+        override = services.template_override_for(loaded.name) if loaded else None
         choice = override if override in services.instruction_templates.names() else MODEL_TEMPLATE
         try:
             note = template_for(choice)[1] if loaded else ""

@@ -1,15 +1,24 @@
-"""Model tab: pick a model from the models folder, choose a loader and its options, load/unload."""
+"""Model tab: pick a model, see what it is, choose a loader and its options, load/unload.
+
+Also: per-model settings ("Save settings"), import from anywhere on disk, delete,
+and downloads from the Hugging Face Hub (``download_panel``).
+"""
 from __future__ import annotations
 
 from typing import Any
 
 import gradio as gr
 
-from ..loaders import LOADERS, LoadOptions
 from ..errors import WebUIError
+from ..loaders import LOADERS, LoadOptions
 from ..loaders.remote import list_remote_models
+from ..models import ModelSettings
 from ..services import Services
 from .common import field_component, ui_errors
+from .download_panel import build_download_panel
+
+MODEL_TEMPLATE = "(the model's own)"
+KEEP_PRESET = "(keep the current preset)"
 
 OPTION_NAMES = tuple(LoadOptions.model_fields)
 
@@ -24,6 +33,17 @@ def status_text(services: Services) -> str:
 def _option_visibility(loader: str | None) -> list[Any]:
     fields = LOADERS[loader].option_fields if loader in LOADERS else ()
     return [gr.update(visible=name in fields) for name in OPTION_NAMES]
+
+
+def info_text(services: Services, name: str | None, n_ctx: Any = None) -> str:
+    """The selected model's facts (read from its header, not loaded), or why they cannot be read."""
+    if not name:
+        return ""
+    try:
+        facts = services.models.facts(name)
+    except WebUIError as exc:
+        return f"⚠ {exc.message}"
+    return facts.markdown(int(n_ctx) if n_ctx else None)
 
 
 def build_model_tab(services: Services) -> dict[str, Any]:
@@ -49,6 +69,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         load_btn = gr.Button("Load", variant="primary", elem_id="model-load")
         unload_btn = gr.Button("Unload", elem_id="model-unload")
     status = gr.Markdown(status_text(services), elem_id="model-status")
+    info = gr.Markdown(info_text(services, initial, options.n_ctx), elem_id="model-info")
     with gr.Accordion("Loader options", open=True):
         visible = LOADERS[initial_loader].option_fields if initial_loader in LOADERS else ()
         option_components = []
@@ -67,16 +88,81 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                                            slider_max=131072 if name == "n_ctx" else None, **extra)
                 option_components.append(comp)
 
+    saved = _saved_settings(services, initial)
+    with gr.Accordion("Settings for this model", open=True):
+        with gr.Row():
+            template_dd = gr.Dropdown(choices=[MODEL_TEMPLATE, *services.instruction_templates.names()],
+                                      value=saved.instruction_template or MODEL_TEMPLATE, label="Instruction template",
+                                      elem_id="model-template", scale=2,
+                                      info="Used for chats with this model. Pick one when the model has no template.")
+            preset_dd = gr.Dropdown(choices=[KEEP_PRESET, *services.presets.names()], value=saved.preset or KEEP_PRESET,
+                                    label="Preset", elem_id="model-preset", scale=2,
+                                    info="Sampling preset switched to whenever this model is loaded.")
+            save_btn = gr.Button("Save settings", elem_id="model-save-settings", scale=1)
+            delete_btn = gr.Button("Delete model", variant="stop", elem_id="model-delete", scale=1)
+        settings_msg = gr.Markdown("", elem_id="model-settings-message")
+        with gr.Row(visible=False) as confirm_row:
+            confirm_text = gr.Markdown("")
+            confirm_btn = gr.Button("Yes, delete it", variant="stop", elem_id="model-delete-confirm")
+            cancel_btn = gr.Button("Cancel", elem_id="model-delete-cancel")
+
     def on_refresh(selected: str | None) -> Any:
         names = models.list_models()
         return gr.update(choices=names, value=selected if selected in names else (names[0] if names else None))
 
     @ui_errors
-    def on_select(name: str | None) -> list[Any]:
+    def on_select(name: str | None, n_ctx: Any) -> list[Any]:
+        """Picking a model shows what it is and applies the settings saved for it."""
         if not name:
-            return [gr.update(), *[gr.update() for _ in OPTION_NAMES]]
-        loader = models.infer_loader(name)
-        return [gr.update(value=loader), *_option_visibility(loader)]
+            return [gr.update(), *[gr.update() for _ in OPTION_NAMES], "", gr.update(), gr.update(), ""]
+        try:
+            saved = models.model_settings(name)
+            note = ""
+        except WebUIError as exc:
+            saved, note = ModelSettings(), f"⚠ {exc.message} Using the defaults."
+        try:
+            loader = saved.loader if saved.loader in LOADERS else models.infer_loader(name)
+        except WebUIError:
+            loader = None
+        fields = LOADERS[loader].option_fields if loader in LOADERS else ()
+        updates = [gr.update(visible=n in fields, **({"value": saved.options[n]} if n in saved.options else {}))
+                   for n in OPTION_NAMES]
+        if saved.to_entry() and not note:
+            note = f"Applied the settings saved for **{name}**."
+        ctx = saved.options.get("n_ctx", n_ctx)
+        return [gr.update(value=loader), *updates, info_text(services, name, ctx),
+                gr.update(value=saved.instruction_template or MODEL_TEMPLATE),
+                gr.update(value=saved.preset or KEEP_PRESET), note]
+
+    @ui_errors
+    def on_save_settings(name: str | None, loader: str | None, template: str | None, preset: str | None,
+                         *values: Any) -> str:
+        if not name:
+            raise gr.Error("Pick a model first.")
+        fields = LOADERS[loader].option_fields if loader in LOADERS else ()
+        chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values) if k in fields}
+        LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
+        entry = ModelSettings(loader=loader, options=chosen,
+                              instruction_template=None if template in (None, MODEL_TEMPLATE) else template,
+                              preset=None if preset in (None, KEEP_PRESET) else preset)
+        path = models.save_model_settings(name, entry)
+        return f"Saved the settings for **{name}** in `{path}`. They apply whenever it is picked or loaded."
+
+    def ask_delete(name: str | None) -> list[Any]:
+        if not name:
+            return [gr.update(visible=False), "", "Pick a model to delete."]
+        path = models.model_dir / name
+        what = "the link (the original stays where it is)" if path.is_symlink() else "its file(s) from disk"
+        return [gr.update(visible=True), f"Delete **{name}**? This removes {what}.", ""]
+
+    @ui_errors
+    def do_delete(name: str | None) -> list[Any]:
+        if not name:
+            return [gr.update(visible=False), gr.update(), "", status_text(services)]
+        what = models.delete_model(name)
+        names = models.list_models()
+        return [gr.update(visible=False), gr.update(choices=names, value=names[0] if names else None),
+                f"Deleted **{name}** ({what}).", status_text(services)]
 
     @ui_errors
     def on_load(name: str | None, loader: str | None, progress: gr.Progress = gr.Progress(), *values: Any) -> str:
@@ -84,12 +170,10 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             raise gr.Error("Pick a model first. Put .gguf files or model folders in the models folder and "
                            "press Refresh.")
         fields = LOADERS[loader].option_fields if loader in LOADERS else OPTION_NAMES
-        chosen = {k: v for k, v in zip(OPTION_NAMES, values) if k in fields}
-        for key, val in chosen.items():
-            if isinstance(val, float) and LoadOptions.model_fields[key].annotation is int:
-                chosen[key] = int(val)
+        chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values) if k in fields}
         opts = LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
-        loaded = models.load(name or "", loader or None, opts, progress=lambda f, text: progress(f, desc=text))
+        loaded = services.load_model(name or "", loader or None, opts,
+                                     progress=lambda f, text: progress(f, desc=text))
         services.remember(model=loaded.name, loader=loaded.loader, load=loaded.options)
         return status_text(services)
 
@@ -113,9 +197,37 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         trigger(on_remote_address, [by_name["remote_url"], by_name["remote_key"], by_name["remote_model"]],
                 by_name["remote_model"], show_progress="hidden")
     refresh.click(on_refresh, model_dd, model_dd, queue=False)
-    model_dd.input(on_select, model_dd, [loader_dd, *option_components], queue=False)
+    select_outputs = [loader_dd, *option_components, info, template_dd, preset_dd, settings_msg]
+    model_dd.input(on_select, [model_dd, by_name["n_ctx"]], select_outputs, queue=False)
+    by_name["n_ctx"].input(lambda name, n: info_text(services, name, n), [model_dd, by_name["n_ctx"]], info,
+                           queue=False, show_progress="hidden")
+    save_btn.click(on_save_settings, [model_dd, loader_dd, template_dd, preset_dd, *option_components], settings_msg,
+                   queue=False)
+    delete_btn.click(ask_delete, model_dd, [confirm_row, confirm_text, settings_msg], queue=False)
+    cancel_btn.click(lambda: gr.update(visible=False), None, confirm_row, queue=False)
+    deleted = confirm_btn.click(do_delete, model_dd, [confirm_row, model_dd, settings_msg, status],
+                                concurrency_id="model-load")
+    deleted.then(lambda name, n: info_text(services, name, n), [model_dd, by_name["n_ctx"]], info, queue=False)
+    build_download_panel(services, model_dd)
     loader_dd.input(lambda loader: _option_visibility(loader), loader_dd, option_components, queue=False)
     loaded = load_btn.click(on_load, [model_dd, loader_dd, *option_components], status, concurrency_limit=1,
                             concurrency_id="model-load")
     unloaded = unload_btn.click(on_unload, None, status, concurrency_id="model-load")
-    return {"status": status, "model": model_dd, "loaded": loaded, "unloaded": unloaded}
+    return {"status": status, "model": model_dd, "loaded": loaded, "unloaded": unloaded, "info": info,
+            "info_inputs": [model_dd, by_name["n_ctx"]]}
+
+
+def _typed(key: str, value: Any) -> Any:
+    """Sliders send floats; integer options are stored as integers."""
+    if isinstance(value, float) and LoadOptions.model_fields[key].annotation is int:
+        return int(value)
+    return value
+
+
+def _saved_settings(services: Services, name: str | None) -> ModelSettings:
+    if not name:
+        return ModelSettings()
+    try:
+        return services.models.model_settings(name)
+    except WebUIError:
+        return ModelSettings()
