@@ -209,6 +209,7 @@ class ModelManager:
             raise ModelNotFoundError("Type the path of a .gguf file or a model folder to import.")
         if not src.exists():
             raise ModelNotFoundError(f"Nothing at {src}: check the path.")
+        shown_name = Path(os.path.abspath(src)).name  # the name the user sees, even for a link
         src = src.resolve()
         if src.is_file():
             if src.suffix.lower() != ".gguf":
@@ -218,11 +219,11 @@ class ModelManager:
                     raise ModelLoadError(f"{src.name} is not a GGUF model (it does not start with 'GGUF').")
         elif not (is_hf_folder(src) or any(src.glob("*.gguf"))):
             raise ModelLoadError(f"{src} is neither a .gguf file nor a model folder (config.json, or .gguf files).")
-        target_name = safe_name(name or src.name, what="model name")
+        target_name = safe_name(name or shown_name, what="model name")
         target = self.model_dir / target_name
         if target.exists() or target.is_symlink():
             raise InvalidNameError(f"There is already a model called {target_name} in {self.model_dir}.")
-        if src.parent == self.model_dir.resolve():
+        if src.parent == self.model_dir.resolve() and src.name == target_name:
             raise InvalidNameError(f"{src.name} is already in the models folder.")
         self.model_dir.mkdir(parents=True, exist_ok=True)
         if mode == "link":

@@ -40,7 +40,7 @@ def mount_ui(app: Any, services: Services) -> Any:
 
 
 def build_ui(services: Services) -> gr.Blocks:
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"## {TITLE}")
         with gr.Tabs():
             with gr.Tab("Model", id="model"):

@@ -198,9 +198,14 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                 by_name["remote_model"], show_progress="hidden")
     refresh.click(on_refresh, model_dd, model_dd, queue=False)
     select_outputs = [loader_dd, *option_components, info, template_dd, preset_dd, settings_msg]
-    model_dd.input(on_select, [model_dd, by_name["n_ctx"]], select_outputs, queue=False)
+    # Queued one at a time: picking two models quickly must end showing the second one's facts
+    # (reading a big header takes longer, so unqueued answers could arrive out of order).
+    # (always_last: a pick made while the previous one is still being answered is never dropped)
+    model_dd.input(on_select, [model_dd, by_name["n_ctx"]], select_outputs, concurrency_limit=1,
+                   concurrency_id="model-select", show_progress="hidden", trigger_mode="always_last")
     by_name["n_ctx"].input(lambda name, n: info_text(services, name, n), [model_dd, by_name["n_ctx"]], info,
-                           queue=False, show_progress="hidden")
+                           concurrency_limit=1, concurrency_id="model-select", show_progress="hidden",
+                           trigger_mode="always_last")
     save_btn.click(on_save_settings, [model_dd, loader_dd, template_dd, preset_dd, *option_components], settings_msg,
                    queue=False)
     delete_btn.click(ask_delete, model_dd, [confirm_row, confirm_text, settings_msg], queue=False)
