@@ -175,6 +175,10 @@ class ImportResult:
     params: SamplingParams | None = None
     #: A Modelfile's FROM value.
     model_ref: str | None = None
+    #: The preset the sampling values were saved as (set by ``Services.import_character``).
+    preset: str | None = None
+    #: The file in the models folder that FROM names, if any (set by ``Services.import_character``).
+    model: str | None = None
 
 
 class CharacterStore:

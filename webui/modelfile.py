@@ -10,7 +10,7 @@ over several lines. Anything this app cannot use becomes a warning, never a fail
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +276,7 @@ def export_modelfile(character: Character, params: SamplingParams | None, model:
         lines.append(f"TEMPLATE {_quote(extra['modelfile_template'])}")
     user = "User"
     messages = _example_messages(character.examples) if character.examples.strip() else []
-    described = Character(**{**character.__dict__, "examples": "" if messages is not None else character.examples})
+    described = replace(character, examples="" if messages is not None else character.examples)
     system = "\n\n".join(p for p in (character.system_prompt_with("", user).strip(),
                                      described.system_text(user)) if p)
     if system:
