@@ -227,5 +227,7 @@ def activate(book: Lorebook | None, recent: list[str], *, count_tokens: Callable
             used += f.tokens
         else:
             left_out.append(f)
-    kept.sort(key=lambda f: f.entry.insertion_order)
+    chosen = {id(f) for f in kept}
+    # Book order for equal insertion_order (sort is stable).
+    kept = sorted((f for f in fired if id(f) in chosen), key=lambda f: f.entry.insertion_order)
     return Activation([f for f in kept if not f.entry.after_char], [f for f in kept if f.entry.after_char], left_out)

@@ -226,9 +226,14 @@ def match_model(ref: str | None, models: list[str]) -> str | None:
 
 
 def _quote(text: str) -> str:
-    if '"""' not in text:
+    """Triple quotes for text (they keep it as it is), escaped quotes when the text has triple quotes."""
+    if '"""' not in text and not text.startswith("\n") and not text.endswith("\n"):
         return f'"""{text}"""'
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _quote_line(text)
+
+
+def _quote_line(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
 def _example_messages(examples: str) -> list[tuple[str, str]] | None:
@@ -270,8 +275,9 @@ def export_modelfile(character: Character, params: SamplingParams | None, model:
         if params.truncation_length:
             values.append(("num_ctx", params.truncation_length))
         lines += [f"PARAMETER {k} {v}" for k, v in values]
-        lines += [f"PARAMETER stop {_quote(s) if s != s.strip() or not s or chr(10) in s else s}"
-                  for s in params.stop]
+        for stop in params.stop:
+            bare = stop and stop == stop.strip() and '"' not in stop
+            lines.append(f"PARAMETER stop {stop if bare else _quote_line(stop)}")
     if extra.get("modelfile_template"):
         lines.append(f"TEMPLATE {_quote(extra['modelfile_template'])}")
     user = "User"
