@@ -280,7 +280,8 @@ class CharacterStore:
         while cleaned.lower() in taken:
             cleaned = f"{base} ({n})"
             n += 1
-        note = None if cleaned == wanted else f"Saved as {cleaned!r} (the name {wanted!r} is taken or not usable as a file name)."
+        note = None if cleaned == wanted else (f"Saved as {cleaned!r} (the name {wanted!r} is taken or not "
+                                               "usable as a file name).")
         return cleaned, note
 
     def import_file(self, path: Path, original_name: str | None = None) -> ImportResult:

@@ -31,7 +31,8 @@ def test_lorebook_entry_fires_on_a_real_chat(service, tmp_path):
     store = CharacterStore(tmp_path / "characters")
     character = store.load(store.import_file(card).file_name)
     backend = service.generator.models.current.backend
-    template, _ = choose_template(backend.chat_template, None, InstructionTemplateStore(PROJECT_DIR / "instruction-templates"))
+    templates = InstructionTemplateStore(PROJECT_DIR / "instruction-templates")
+    template, _ = choose_template(backend.chat_template, None, templates)
     chat = service.store.new("Aria")
     chat.messages.append(greeting_message(character, "Bob"))
     options = ChatOptions(persona=Persona("Bob"))
