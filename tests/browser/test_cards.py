@@ -83,3 +83,20 @@ def test_export_png_card_downloads_a_card(page, server):
         data = json.loads(base64.b64decode(im.info["chara"]))
     assert data["spec"] == "chara_card_v2" and data["data"]["name"] == page.locator(
         "#chat-character input").input_value()
+
+
+def test_upload_modelfile_sets_character_and_parameters(page, server, tmp_path):
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text('FROM mistral\nSYSTEM "You are a Shakespearean assistant..."\nPARAMETER temperature 0.35\n'
+                         'TEMPLATE """[Q] {{.Input}} [A] {{.Output}}"""\n')
+    open_chat(page)
+    open_import(page)
+    upload(page, modelfile)
+    wait_text(page, "#char-import-message", "preset")
+    message = page.locator("#char-import-message").inner_text()
+    assert "TEMPLATE is kept" in message and "FROM mistral: there is no such file" in message
+    page.wait_for_function("() => document.querySelector('#chat-character input').value === 'mistral'")
+    assert (server.user_dir / "presets" / "mistral.yaml").is_file()
+    open_parameters(page)
+    page.wait_for_function("() => Number(document.querySelector('#param-temperature input[type=number]').value)"
+                           " === 0.35")
