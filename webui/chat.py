@@ -11,19 +11,25 @@ Truncation drops whole old turns, in steps, and remembers where the kept part st
 (``Chat.context_start``), so the prompt prefix stays the same from one turn to the next and
 llama.cpp reuses its KV cache (DESIGN.md rule 7). The system prompt and character are
 always kept.
+
+A character card adds to this: its ``system_prompt`` replaces the System prompt box (unless
+empty), fired lorebook entries go before/after the character's description, and its
+``post_history_instructions`` go after the history, right before the reply. ``Prompt.lore``
+says which lorebook entries fired, for the prompt view.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from .characters import Character
 from .errors import PromptTooLongError, WebUIError
 from .generation import Generator, GenerationStats
 from .history import Chat, ChatStore, Message
+from .lorebook import MAX_SCAN_DEPTH, NOTHING, Activation, activate
 from .params import SamplingParams
 
 Mode = Literal["instruct", "chat", "chat-instruct"]
@@ -59,44 +65,68 @@ class Prompt:
     tokens: int
     #: Messages of the chat left out because the context is full (the oldest ones).
     dropped: int
+    #: The lorebook entries that fired for this prompt.
+    lore: Activation = field(default_factory=lambda: NOTHING)
 
     @property
     def note(self) -> str:
         return f"{self.dropped} oldest messages no longer fit in the context and are not sent." if self.dropped else ""
 
 
-def _system_text(character: Character, options: ChatOptions) -> str:
+def _system_text(character: Character, options: ChatOptions, lore: Activation = NOTHING) -> str:
     user = options.persona.name
-    parts = [options.system_prompt.strip(), character.system_text(user)]
+    parts = [character.system_prompt_with(options.system_prompt, user).strip(),
+             character.system_text(user, lore_before=lore.text("before"), lore_after=lore.text("after"))]
     if options.persona.description.strip():
         parts.append(f"{user}: {options.persona.description.strip()}")
     return "\n\n".join(p for p in parts if p)
 
 
-def _transcript(messages: list[Message], character: Character, options: ChatOptions) -> str:
+def _transcript(messages: list[Message], character: Character, options: ChatOptions, lore: Activation,
+                system: str) -> str:
+    """``Name: text`` lines after the character (and ``system`` on top, which may be empty)."""
     user = options.persona.name
     names = {"user": user, "assistant": character.name}
     lines = [f"{names[m.role]}: {m.content}" for m in messages if m.role in names]
-    head = _system_text(character, ChatOptions(system_prompt="", persona=options.persona))
-    return "\n".join(([head] if head else []) + lines)
+    head = "\n\n".join(p for p in (system.strip(), _system_text(replace(character, system_prompt=""),
+                                                                ChatOptions(persona=options.persona), lore)) if p)
+    after = character.fill(character.post_history_instructions, user).strip()
+    return "\n".join(([head] if head else []) + lines + ([after] if after else []))
 
 
 def render(messages: list[Message], character: Character, options: ChatOptions, template: Template,
-           reply_prefix: str = "") -> tuple[str, list[str]]:
+           reply_prefix: str = "", lore: Activation = NOTHING) -> tuple[str, list[str]]:
     """The prompt text and the stop strings for ``messages`` (the kept part of a chat)."""
     user, char = options.persona.name, character.name
     if options.mode == "instruct":
-        msgs = [{"role": "system", "content": s} for s in [_system_text(character, options)] if s]
+        msgs = [{"role": "system", "content": s} for s in [_system_text(character, options, lore)] if s]
         msgs += [{"role": m.role, "content": m.content} for m in messages if m.role in ("user", "assistant")]
+        after = character.fill(character.post_history_instructions, user).strip()
+        if after:
+            _add_after_history(msgs, after)
         return _render_folding_system(template, msgs) + reply_prefix, []
     stops = [f"\n{user}:", f"\n{char}:"]
-    transcript = _transcript(messages, character, options)
     if options.mode == "chat":
+        # The System prompt box is not used in chat mode (as before); a card's own system prompt is.
+        transcript = _transcript(messages, character, options, lore, character.system_prompt_with("", user))
         return f"{transcript}\n{char}:" + (f" {reply_prefix}" if reply_prefix else ""), stops
+    transcript = _transcript(messages, character, options, lore, "")
     command = options.chat_instruct_command.replace("<|character|>", char).replace("<|prompt|>", transcript)
-    msgs = [{"role": "system", "content": s} for s in [options.system_prompt.strip()] if s]
+    system = character.system_prompt_with(options.system_prompt, user).strip()
+    msgs = [{"role": "system", "content": s} for s in [system] if s]
     msgs.append({"role": "user", "content": command})
     return _render_folding_system(template, msgs) + reply_prefix, stops
+
+
+def _add_after_history(msgs: list[dict], text: str) -> None:
+    """Put ``text`` after the history: appended to the last user message (every template accepts that)."""
+    for m in reversed(msgs):
+        if m["role"] == "user":
+            m["content"] = f"{m['content']}\n\n{text}"
+            return
+        if m["role"] == "assistant":
+            break
+    msgs.append({"role": "user", "content": text})
 
 
 def _render_folding_system(template: Template, msgs: list[dict]) -> str:
@@ -127,12 +157,15 @@ def build_prompt(chat: Chat, history: list[Message], character: Character, optio
     # then cut at the context end instead of making every prompt impossible).
     budget = max(1, n_ctx - min(max_new_tokens, n_ctx // 2))
     start = min(chat.context_start, _last_user_index(history))
+    # The lorebook looks at the newest messages only, which truncation never drops.
+    lore = activate(character.character_book, [m.content for m in history[-MAX_SCAN_DEPTH:]],
+                    count_tokens=lambda t: len(tokenize(t)), default_budget=max(64, n_ctx // 4))
     while True:
-        text, stops = render(history[start:], character, options, template, reply_prefix)
+        text, stops = render(history[start:], character, options, template, reply_prefix, lore)
         n = len(tokenize(text))
         if n <= budget:
             chat.context_start = start
-            return Prompt(text, stops, n, start)
+            return Prompt(text, stops, n, start, lore)
         nxt = _next_turn(history, start + max(2, (len(history) - start) // 4))
         if nxt is None or nxt > _last_user_index(history):
             raise PromptTooLongError(n, n_ctx)
@@ -247,6 +280,14 @@ def stats_dict(stats: GenerationStats) -> dict:
     return {"tokens": stats.completion_tokens, "tokens_per_second": round(stats.tokens_per_second, 1),
             "ttft": round(stats.ttft_seconds, 3) if stats.ttft_seconds is not None else None,
             "model": stats.model, "seed": stats.seed, "finish_reason": stats.finish_reason}
+
+
+def greeting_message(character: Character, user: str) -> Message | None:
+    """The message that opens a chat: the greeting, with the alternate greetings as its other versions."""
+    greetings = character.greetings(user)
+    if not greetings:
+        return None
+    return Message("assistant", greetings[0], versions=greetings)
 
 
 def remove_last(chat: Chat) -> str:

@@ -74,3 +74,9 @@ class SettingsError(WebUIError):
 
 class DownloadError(WebUIError):
     code = "download_failed"
+
+
+class CardError(WebUIError):
+    """A character card, lorebook or Modelfile that cannot be read (not a card, broken, too big)."""
+
+    code = "invalid_card"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .characters import CharacterStore
+from .characters import CharacterStore, ImportResult
 from .chat import ChatService
 from .errors import WebUIError
 from .history import ChatStore
@@ -96,6 +96,25 @@ class Services:
 
     def choose_template(self, model_template: str | None, override: str | None) -> tuple[ChatTemplate, str]:
         return choose_template(model_template, override, self.instruction_templates)
+
+    def import_character(self, path: Path, original_name: str | None = None) -> ImportResult:
+        """Import a card, character file or Modelfile into characters/.
+
+        A Modelfile's PARAMETER values are saved as a preset named like the character (never over
+        an existing preset), and its FROM is looked up in the models folder (``result.model``).
+        """
+        from .modelfile import match_model
+
+        result = self.characters.import_file(path, original_name)
+        if result.params is not None:
+            name, n = result.file_name, 2
+            existing = {p.lower() for p in self.presets.names()}
+            while name.lower() in existing:
+                name, n = f"{result.file_name} ({n})", n + 1
+            self.presets.save(name, result.params)
+            result.preset = name
+        result.model = match_model(result.model_ref, self.models.list_models())
+        return result
 
     def remember_chat(self, character: str, chat_id: str) -> None:
         if (self.settings.chat_character, self.settings.chat_id) != (character, chat_id):

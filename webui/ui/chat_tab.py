@@ -4,18 +4,21 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from ..chat import MODES, ChatOptions, Persona, edit_message, remove_last, switch_version
+from ..chat import MODES, ChatOptions, Persona, edit_message, greeting_message, remove_last, switch_version
 from ..characters import DEFAULT_CHARACTER, Character
 from ..errors import WebUIError
 from ..history import Chat, ChatNotFoundError, Message
+from ..modelfile import export_modelfile
 from ..services import Services
+from ..storage import atomic_write_bytes, safe_name
 from .common import ui_errors
-from .parameters_tab import params_from_values
+from .parameters_tab import params_from_values, values_of
 
 MODEL_TEMPLATE = "(model's own template)"
 
@@ -67,6 +70,20 @@ def to_markdown(chat: Chat, character: str, user: str) -> str:
     return "\n".join(lines)
 
 
+def notes_text(character: Character) -> str:
+    """The card's creator notes, for the person (never sent to the model)."""
+    notes = character.creator_notes.strip()
+    extras = []
+    if len(character.alternate_greetings):
+        extras.append(f"{len(character.alternate_greetings)} alternate greetings: use ◀ Version ▶ on the first "
+                      "message.")
+    if character.character_book is not None:
+        extras.append(f"Lorebook with {len(character.character_book.entries)} entries (see Show prompt for the "
+                      "ones that fire).")
+    parts = ([f"**Creator's notes** (not sent to the model)\n\n{notes}"] if notes else []) + extras
+    return "\n\n".join(parts)
+
+
 def build_chat_tab(services: Services) -> dict[str, Any]:
     characters = services.characters
     with gr.Row():
@@ -92,12 +109,14 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             with gr.Accordion("Show prompt", open=False):
                 show_prompt = gr.Button("Show the prompt of the next reply", elem_id="chat-show-prompt", size="sm")
                 prompt_view = gr.Code(label="Rendered prompt", elem_id="chat-prompt", language=None, lines=8)
+                lore_view = gr.Markdown("", elem_id="chat-lore")
         with gr.Column(scale=2):
             mode = gr.Radio(list(MODES), value="instruct", label="Mode", elem_id="chat-mode",
                             info="instruct: the model's chat template. chat: role-play transcript with names. "
                                  "chat-instruct: the transcript wrapped in an instruction.")
             character_dd = gr.Dropdown(choices=characters.names(), value=DEFAULT_CHARACTER, label="Character",
                                        elem_id="chat-character")
+            creator_notes = gr.Markdown("", elem_id="chat-creator-notes")
             system_prompt = gr.Textbox(label="System prompt", lines=3, elem_id="chat-system",
                                        info="Sent first in instruct and chat-instruct modes.")
             with gr.Row():
@@ -126,6 +145,15 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     download_json = gr.DownloadButton("Download JSON", elem_id="chat-download-json", size="sm")
                     download_md = gr.DownloadButton("Download Markdown", elem_id="chat-download-md", size="sm")
                 upload = gr.UploadButton("Upload JSON", file_types=[".json"], elem_id="chat-upload", size="sm")
+            with gr.Accordion("Import / export characters", open=False):
+                gr.Markdown("TavernAI / SillyTavern cards (PNG or JSON, V1/V2/V3), text-generation-webui "
+                            "characters (YAML/JSON) and Ollama Modelfiles. See docs/characters.md.")
+                card_upload = gr.UploadButton("Import a card or Modelfile", elem_id="char-import", size="sm")
+                with gr.Row():
+                    export_png = gr.DownloadButton("PNG card", elem_id="char-export-png", size="sm")
+                    export_json = gr.DownloadButton("JSON card", elem_id="char-export-json", size="sm")
+                    export_mf = gr.DownloadButton("Modelfile", elem_id="char-export-modelfile", size="sm")
+                import_message = gr.Markdown("", elem_id="char-import-message")
             with gr.Accordion("Character editor", open=False):
                 ed_file = gr.Textbox(label="File name", elem_id="char-file")
                 ed_name = gr.Textbox(label="Name", elem_id="char-name")
@@ -166,9 +194,9 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         chat = services.chats.new(character)
         if chat_id:
             chat.id = chat_id
-        ch = characters.load(character)
-        if ch.greeting.strip():
-            chat.messages.append(Message("assistant", ch.fill(ch.greeting, "You")))
+        first = greeting_message(characters.load(character), "You")
+        if first is not None:
+            chat.messages.append(first)  # alternate greetings are its other versions
         return chat
 
     def remember_open(chat: Chat) -> tuple[str, str]:
@@ -231,6 +259,9 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 lambda c, st: [listed(c, st[1] if st else None),
                                services.chats.load(c, st[1]).title if st and listed_ok(c, st[1]) else gr.update()],
                 [character_dd, current], [chats_dd, title], queue=False)
+        card_upload.upload(on_import, [card_upload, *param_components],
+                           [character_dd, *character_outs, import_message, *param_components, template_dd,
+                            template_note])
 
     stop.click(on_stop, None, None, queue=False)
 
@@ -272,19 +303,19 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     @ui_errors
     def on_show_prompt(state: Any, character: str, mode_v: str, system: str, name: str, bio: str, tpl: str,
-                       prefix: str) -> str:
+                       prefix: str) -> list[str]:
         from ..chat import build_prompt
 
         loaded = services.models.current
         if loaded is None:
-            return "No model loaded."
+            return ["No model loaded.", ""]
         chat = open_chat(state, character)
         template, _ = template_for(tpl)
         history = list(chat.messages) + [Message("user", "(your next message)")]
         prompt = build_prompt(chat, history, characters.load(character), options_of(mode_v, system, name, bio),
                               template, n_ctx=loaded.backend.n_ctx, max_new_tokens=0,
                               tokenize=loaded.backend.tokenize, reply_prefix=prefix or "")
-        return prompt.text
+        return [prompt.text, prompt.lore.summary()]
 
     def on_template(choice: str | None) -> str:
         loaded = services.models.current
@@ -300,7 +331,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     template_dd.input(ui_errors(on_template), template_dd, template_note, queue=False)
 
     show_prompt.click(on_show_prompt, [current, character_dd, mode, system_prompt, user_name, user_bio, template_dd,
-                                       start_with], prompt_view, queue=False)
+                                       start_with], [prompt_view, lore_view], queue=False)
 
     # --- chats list ----------------------------------------------------------------------------
     def listed(character: str, chat_id: str | None) -> Any:
@@ -333,12 +364,15 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         shown = show(chat)
         shown[0] = gr.update(value=shown[0], avatar_images=(None, str(ch.picture) if ch.picture else None))
         return [*shown, "", character, ch.name, ch.greeting,
-                ch.context, ch.examples, str(ch.picture) if ch.picture else None]
+                ch.context, ch.examples, str(ch.picture) if ch.picture else None, notes_text(ch),
+                *export_files(character)]
 
     editor = [ed_file, ed_name, ed_greeting, ed_context, ed_examples, ed_picture]
+    exports = [export_png, export_json, export_mf]
+    character_outs = [*list_outs, system_prompt, *editor, creator_notes, *exports]
     new_chat.click(on_new, character_dd, list_outs, queue=False)
     chats_dd.input(on_pick, [chats_dd, character_dd], list_outs, queue=False)
-    character_dd.input(on_character, character_dd, [*list_outs, system_prompt, *editor], queue=False).then(
+    character_dd.input(on_character, character_dd, character_outs, queue=False).then(
         lambda: "", None, system_prompt, queue=False)
     search.input(lambda q, c: gr.update(choices=chat_choices(services, c, q)), [search, character_dd], chats_dd,
                  queue=False, trigger_mode="always_last")
@@ -401,6 +435,58 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     upload.upload(on_upload, [upload, character_dd], list_outs)
 
+    # --- import / export of cards and Modelfiles ------------------------------------------------
+    @ui_errors
+    def on_import(file: Any, *values: Any) -> list[Any]:
+        path = Path(file if isinstance(file, str) else file.name)
+        result = services.import_character(path, original_name=path.name)
+        lines = [f"Imported **{result.character.name}** as the character **{result.file_name}**."]
+        warnings = list(result.warnings)
+        param_updates = [gr.update() for _ in values]
+        if result.params is not None:
+            services.remember(preset=result.preset, params=result.params.non_default())
+            param_updates = values_of(result.params)
+            lines.append(f"Its PARAMETER values are saved as the preset **{result.preset}** and set in the "
+                         "Parameters tab.")
+        if result.model_ref and result.model is None:
+            warnings.append(f"FROM {result.model_ref}: there is no such file in the models folder; pick a model "
+                            "in the Model tab.")
+        loaded = services.models.current
+        if result.model and (loaded is None or loaded.name != result.model):
+            try:
+                services.models.load(result.model)
+                lines.append(f"Loaded the model **{result.model}** that FROM names.")
+            except WebUIError as exc:
+                warnings.append(f"FROM names {result.model}, but loading it failed: {exc.message}")
+        for warning in warnings:
+            gr.Warning(warning)
+        gr.Info(f"Imported {result.file_name}.")
+        message = "\n\n".join(lines + [f"⚠ {w}" for w in warnings])
+        return [gr.update(choices=characters.names(), value=result.file_name), *on_character(result.file_name),
+                message, *param_updates, *on_model_changed()]
+
+    def export_files(character: str) -> list[Any]:
+        """The character written as a PNG card, a JSON card and a Modelfile, for the three download buttons.
+
+        Written when a character is picked, imported or saved (a download button sends the file it
+        holds when clicked); the Modelfile takes the current Parameters-tab values.
+        """
+        try:
+            stem = safe_name(character or DEFAULT_CHARACTER, what="character name")
+            loaded = services.models.current
+            files = {f"{stem}.png": characters.export_card(character, "png"),
+                     f"{stem}.json": characters.export_card(character, "json"),
+                     f"{stem}.Modelfile": export_modelfile(characters.load(character), services.initial_params(),
+                                                           loaded.name if loaded else None).encode("utf-8")}
+        except WebUIError as exc:
+            gr.Warning(f"This character cannot be exported: {exc.message}")
+            return [None, None, None]
+        paths = []
+        for name, data in files.items():
+            atomic_write_bytes(services.export_dir / name, data)
+            paths.append(str(services.export_dir / name))
+        return paths
+
     # --- character editor ----------------------------------------------------------------------
     @ui_errors
     def on_examples_file(file: Any) -> str:
@@ -423,11 +509,14 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         suffix = ".png"
         if picture and (existing is None or Path(picture).resolve() != existing.resolve()):
             data, suffix = Path(picture).read_bytes(), Path(picture).suffix or ".png"
-        characters.save(file_name, Character(name=name.strip() or file_name, greeting=greeting, context=context,
-                                             examples=examples), picture=data, picture_suffix=suffix)
-        return [gr.update(choices=characters.names(), value=file_name), f"Saved character **{file_name}**."]
+        # Fields the editor does not show (a card's lorebook, notes, extensions...) are kept.
+        base = characters.load(file_name) if file_name in characters.names() else Character()
+        edited = replace(base, name=name.strip() or file_name, greeting=greeting, context=context, examples=examples)
+        characters.save(file_name, edited, picture=data, picture_suffix=suffix)
+        return [gr.update(choices=characters.names(), value=file_name), f"Saved character **{file_name}**.",
+                *export_files(file_name)]
 
-    ed_save.click(on_save_character, editor, [character_dd, char_message], queue=False)
+    ed_save.click(on_save_character, editor, [character_dd, char_message, *exports], queue=False)
 
     @ui_errors
     def on_delete_character(file_name: str) -> list[Any]:
@@ -465,15 +554,22 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         picture = characters.picture_of(character) if characters.is_valid(character) else None
         box = gr.update(value=to_display(chat) if chat else [],
                         avatar_images=(None, str(picture) if picture else None))
+        # The list as it is now: characters imported or saved since the app started are in it too.
+        picked = gr.update(choices=characters.names(), value=character)
+        try:
+            notes = notes_text(characters.load(character))
+        except WebUIError as exc:
+            notes = f"⚠ {exc.message}"
         if chat is None:
-            return [box, None, gr.update(choices=chat_choices(services, character), value=None), "", character,
-                    note, choice]
+            return [box, None, gr.update(choices=chat_choices(services, character), value=None), "", picked,
+                    note, choice, notes, *export_files(character)]
         return [box, (character, chat.id), gr.update(choices=chat_choices(services, character), value=chat.id),
-                chat.title, character, note, choice]
+                chat.title, picked, note, choice, notes, *export_files(character)]
 
     return {"wire": wire, "page_load": on_page_load, "model_changed": on_model_changed,
             "model_changed_outputs": [template_dd, template_note],
-            "page_load_outputs": [chatbot, current, chats_dd, title, character_dd, template_note, template_dd],
+            "page_load_outputs": [chatbot, current, chats_dd, title, character_dd, template_note, template_dd,
+                                  creator_notes, export_png, export_json, export_mf],
             "stop": stop}
 
 
@@ -481,3 +577,4 @@ def _bind(fn: Any, action: str) -> Any:
     def handler(request: gr.Request, *args: Any) -> Any:
         yield from fn(action, request, *args)
     return handler
+
