@@ -18,6 +18,7 @@ from webui.loaders import LoadOptions, infer_loader
 from webui.loaders.transformers import TransformersBackend
 from webui.models import ModelManager
 from webui.params import SamplingParams
+from webui.templates import ChatTemplate
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +216,25 @@ def test_deterministic_preset_is_greedy_on_transformers(generator, greedy):
     params = PresetStore(PROJECT_DIR / "presets").load("Deterministic").params
     text, _ = generator.generate(PARIS_PROMPT, params.model_copy(update={"max_tokens": GREEDY.max_tokens}))
     assert text == greedy[0]
+
+
+def test_next_chat_turn_reuses_the_kv_cache_and_answers_the_same(services, generator):
+    """A chat's second turn evaluates only the new tokens, and greedy text is what a fresh evaluation gives."""
+    backend = services[0].current.backend
+    template = ChatTemplate.compile(backend.chat_template, "model")
+    turn1 = [{"role": "user", "content": "My name is Ada. What is the capital of France?"}]
+    params = SamplingParams(max_tokens=24, temperature=0)
+    reply, _ = run_job(generator, template.render(turn1, add_generation_prompt=True), params)
+    turn2 = [*turn1, {"role": "assistant", "content": reply}, {"role": "user", "content": "Repeat my name."}]
+    prompt2 = template.render(turn2, add_generation_prompt=True)
+    reused_text, _ = run_job(generator, prompt2, params)
+    reused = backend.reused_tokens
+    n_prompt = len(backend.tokenize(prompt2))
+    assert reused > n_prompt // 2, (reused, n_prompt)  # the whole first turn came from the cache
+    type(backend).reuse_cache = False
+    try:
+        fresh_text, _ = run_job(generator, prompt2, params)
+        assert backend.reused_tokens == 0
+    finally:
+        type(backend).reuse_cache = True
+    assert reused_text == fresh_text

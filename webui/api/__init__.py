@@ -124,6 +124,12 @@ def create_api(services: Services) -> APIRouter:
             raise WebUIError(f"Invalid load options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
         return {"model": loaded.name, "loader": loaded.loader, "n_ctx": loaded.backend.n_ctx}
 
+    @router.post("/internal/model/unload")
+    def unload_model() -> dict[str, Any]:
+        """Free the loaded model's memory (text-generation-webui has the same route)."""
+        services.models.unload()
+        return {"model": None}
+
     @router.get("/internal/requests")
     def recent_requests() -> dict[str, Any]:
         """Stats of the last finished generations (UI and API), newest last."""

@@ -9,6 +9,7 @@ is set.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,9 @@ from typing import Any, ClassVar
 from ..errors import GenerationError, ModelLoadError, PromptTooLongError
 from ..params import SamplingParams
 from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter, truncate_prompt
+
+
+log = logging.getLogger(__name__)
 
 
 def is_hf_folder(path: Path) -> bool:
@@ -161,6 +165,15 @@ class TransformersBackend(Backend):
         self._eos_ids = frozenset(_as_ids(getattr(gen_config, "eos_token_id", None))
                                   | _as_ids(tokenizer.eos_token_id))
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # The KV cache of the last generation and the token ids it holds: the next prompt
+        # (a chat's next turn) evaluates only the tokens after the common prefix.
+        self._cache: Any = None
+        self._cache_ids: list[int] = []
+        #: Prompt tokens of the last generation that came from the cache instead of being evaluated.
+        self.reused_tokens = 0
+
+    #: Keep the KV cache between generations (switched off only to measure the difference).
+    reuse_cache: ClassVar[bool] = True
 
     @classmethod
     def check(cls, path: Path, options: LoadOptions) -> None:
@@ -250,17 +263,27 @@ class TransformersBackend(Backend):
         failure: list[BaseException] = []
         device = self._model.device
         inputs = {k: ids[k].to(device) for k in ("input_ids", "attention_mask") if k in ids}
+        prompt_ids = [int(t) for t in inputs["input_ids"][0].tolist()]
+        cache = self._cache_for(prompt_ids)
+        self.reused_tokens = cache.get_seq_length() if cache is not None else 0
+        self._cache, self._cache_ids = None, []  # until this generation has finished cleanly
+        sequences: list[Any] = []
 
         def run() -> None:
             try:
                 with torch.inference_mode():  # grad mode is per thread: set it in the worker
-                    self._model.generate(
+                    extra = {}
+                    if cache is not None:
+                        self._prefill(cache, prompt_ids, inputs["input_ids"])
+                        extra["past_key_values"] = cache
+                    sequences.append(self._model.generate(
                         **inputs,
                         streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([_Cancel((cancel, stop_event))]),
                         pad_token_id=self._pad_id,
+                        **extra,
                         **self._generate_kwargs(params, max_new),
-                    )
+                    ))
             except BaseException as exc:  # re-raised in the consumer below
                 failure.append(exc)
                 streamer.abort()
@@ -278,6 +301,9 @@ class TransformersBackend(Backend):
         finally:
             stop_event.set()  # ends generation early on a stop string, or when our consumer went away
             worker.join()
+            if cache is not None and sequences and not failure:
+                held = cache.get_seq_length()
+                self._cache, self._cache_ids = cache, [int(t) for t in sequences[0][0].tolist()][:held]
         if failure:
             raise GenerationError(f"transformers failed while generating: {failure[0]}") from failure[0]
         finish: FinishReason
@@ -291,7 +317,47 @@ class TransformersBackend(Backend):
             finish = "stop"  # another criterion of the model's generation config ended it
         yield out.finish(finish, prompt_len)
 
+    def _cache_for(self, prompt_ids: list[int]) -> Any:
+        """The KV cache to continue from, cut back to the prefix it shares with ``prompt_ids``."""
+        if not self.reuse_cache:
+            return None
+        from transformers import DynamicCache
+
+        cache, held = self._cache, self._cache_ids
+        common = 0
+        if cache is not None:
+            limit = min(len(held), len(prompt_ids) - 1)
+            while common < limit and held[common] == prompt_ids[common]:
+                common += 1
+        try:
+            if cache is None or common == 0 or not cache.is_croppable:
+                return DynamicCache(config=self._model.config)
+            extra = cache.get_seq_length() - common
+            if extra > 0:
+                cache.crop(-extra)  # transformers 5: a negative count removes that many tokens from the end
+            return cache
+        except Exception:  # a model whose cache cannot be cut: evaluate the whole prompt
+            log.debug("KV cache reuse unavailable for %s", self.path.name, exc_info=True)
+            return None
+
+    def _prefill(self, cache: Any, prompt_ids: list[int], input_ids: Any) -> None:
+        """Put every prompt token but the last into ``cache``.
+
+        ``generate`` then evaluates the last prompt token on its own whether or not the
+        prefix was cached, so a repeated prompt with the same seed gives the same text
+        (logits of a one-token batch differ in the last bits from a many-token batch).
+        """
+        have = cache.get_seq_length()
+        if have < len(prompt_ids) - 1:
+            new = input_ids[:, have:len(prompt_ids) - 1]
+            import torch
+
+            positions = torch.arange(have, have + new.shape[-1], device=new.device)
+            self._model(input_ids=new, past_key_values=cache, use_cache=True, cache_position=positions,
+                        attention_mask=torch.ones(1, len(prompt_ids) - 1, dtype=torch.long, device=new.device))
+
     def close(self) -> None:
+        self._cache, self._cache_ids = None, []
         self._model = None
         self._tok = None
         import gc

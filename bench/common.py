@@ -1,0 +1,229 @@
+"""Shared helpers for the benchmarks: timing, servers in subprocesses, results and plots.
+
+Every benchmark compares against a baseline measured in the same run (ratios),
+writes ``bench/results/<name>.json`` and prints a table. Plots go to
+``docs/img/``. None of this is imported by the app.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+IMG_DIR = PROJECT_DIR / "docs" / "img"
+MODELS_DIR = PROJECT_DIR / "models"
+SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA = "gemma-3-270m-q4_k_m.gguf"
+
+sys.path.insert(0, str(PROJECT_DIR))
+
+
+def median(values: Iterable[float]) -> float:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    return {"cpus": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
+            "ram_gb": round(psutil.virtual_memory().total / 1e9, 1), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    out = {}
+    for pkg in ("llama_cpp_python", "transformers", "torch", "gradio", "openai"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:
+            pass
+    return out
+
+
+def write_results(name: str, data: dict[str, Any], out_dir: Path | None = None) -> Path:
+    out_dir = Path(out_dir or RESULTS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+            "versions": versions(), **data}
+    path = out_dir / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+    print(f"\nresults: {path}")
+    return path
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str], title: str = "") -> None:
+    if title:
+        print(f"\n{title}")
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    print("  ".join("-" * widths[c] for c in columns))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return "" if v is None else str(v)
+
+
+@dataclass
+class Proc:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180, headers: dict | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{url} did not answer:\n{log.read_text()[-3000:]}") from None
+            time.sleep(0.3)
+
+
+def start_our_server(model: Path, workdir: Path, n_ctx: int = 2048, threads: int = 0, loader: str | None = None,
+                     extra: tuple[str, ...] = ()) -> Proc:
+    """server.py with the API, ``model`` loaded (its folder is the models folder)."""
+    port = free_port()
+    user = workdir / f"user-{port}"
+    user.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"ours-{port}.log"
+    args = [sys.executable, str(PROJECT_DIR / "server.py"), "--model", str(model), "--user-data-dir", str(user),
+            "--listen-port", str(port), "--ctx-size", str(n_ctx), "--api", *extra]
+    if threads:
+        args += ["--threads", str(threads)]
+    if loader:
+        args += ["--loader", loader]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/healthz", proc, log)
+    return Proc(url, proc, log)
+
+
+def start_peer_server(model: Path, workdir: Path, n_ctx: int = 2048, threads: int = 0) -> Proc:
+    """llama-cpp-python's own OpenAI-compatible server on the same model."""
+    import psutil
+
+    port = free_port()
+    log = workdir / f"peer-{port}.log"
+    threads = threads or psutil.cpu_count(logical=False) or 1
+    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port), "--host",
+            "127.0.0.1", "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/v1/models", proc, log)
+    return Proc(url, proc, log)
+
+
+@contextmanager
+def servers(*procs: Proc):
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 1e6
+
+
+def plot_lines(path: Path, title: str, xlabel: str, ylabel: str, series: dict[str, tuple[list, list]],
+               hline: tuple[float, str] | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    if hline:
+        ax.axhline(hline[0], color="grey", linestyle="--", linewidth=1, label=hline[1])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(path: Path, title: str, ylabel: str, groups: dict[str, dict[str, float]]) -> Path:
+    """``groups``: {group label: {bar label: value}} -> grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(groups)
+    bars = sorted({b for g in groups.values() for b in g}, key=lambda b: list(next(iter(groups.values()))).index(b)
+                  if b in next(iter(groups.values())) else 99)
+    width = 0.8 / max(len(bars), 1)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for i, b in enumerate(bars):
+        xs = [j + i * width for j in range(len(labels))]
+        ax.bar(xs, [groups[g].get(b, 0) for g in labels], width, label=b)
+    ax.set_xticks([j + width * (len(bars) - 1) / 2 for j in range(len(labels))], labels)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
