@@ -38,9 +38,13 @@ def messages(i: int) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION.format(i=i)}]
 
 
-def timed(stream) -> tuple[float | None, float | None, int]:
-    """Iterate ``stream`` (yields text pieces); returns (TTFT, pieces, seconds from first to last piece)."""
+def timed(make_stream) -> tuple[float | None, int, float]:
+    """Call ``make_stream()`` (text pieces) and iterate it; returns (TTFT, pieces, seconds first to last piece).
+
+    The clock starts before the call: an HTTP client's ``create()`` already waits for the response headers.
+    """
     start = time.perf_counter()
+    stream = make_stream()
     first = last = None
     n = 0
     for piece in stream:
@@ -90,13 +94,12 @@ def bench_gguf(name: str, reps: int, n_tokens: int, workdir: Path, n_ctx: int) -
         return render(msgs, add_generation_prompt=True)
 
     def run_raw(i: int):
-        stream = raw.create_completion(prompt_of(i), max_tokens=n_tokens, temperature=0.0, stream=True,
-                                       logit_bias={t: float("-inf") for t in eog})
-        return timed(c["choices"][0]["text"] for c in stream)
+        return timed(lambda: (c["choices"][0]["text"] for c in raw.create_completion(
+            prompt_of(i), max_tokens=n_tokens, temperature=0.0, stream=True,
+            logit_bias={t: float("-inf") for t in eog})))
 
     def run_ours(i: int):
-        job = gen.submit(prompt_of(i), ours_params)
-        return timed(c.text for c in job)
+        return timed(lambda: (c.text for c in gen.submit(prompt_of(i), ours_params)))
 
     ours_srv = start_our_server(path, workdir, n_ctx=n_ctx, threads=threads)
     peer_srv = start_peer_server(path, workdir, n_ctx=n_ctx, threads=threads)
@@ -107,12 +110,12 @@ def bench_gguf(name: str, reps: int, n_tokens: int, workdir: Path, n_ctx: int) -
 
         def chat(client, i: int, **extra):
             if render is None:
-                stream = client.completions.create(model=name, prompt=prompt_of(i), max_tokens=n_tokens,
-                                                   temperature=0, stream=True, **extra)
-                return timed(c.choices[0].text for c in stream if c.choices)
-            stream = client.chat.completions.create(model=name, messages=messages(i), max_tokens=n_tokens,
-                                                    temperature=0, stream=True, **extra)
-            return timed(c.choices[0].delta.content for c in stream if c.choices)
+                return timed(lambda: (c.choices[0].text for c in client.completions.create(
+                    model=name, prompt=prompt_of(i), max_tokens=n_tokens, temperature=0, stream=True, **extra)
+                    if c.choices))
+            return timed(lambda: (c.choices[0].delta.content for c in client.chat.completions.create(
+                model=name, messages=messages(i), max_tokens=n_tokens, temperature=0, stream=True, **extra)
+                if c.choices))
 
         paths = {
             "raw": run_raw,
@@ -193,7 +196,7 @@ def bench_transformers(reps: int, n_tokens: int, checkpoint: Path) -> dict:
         return first - start, n, last - first
 
     def run_ours(i: int):
-        return timed(c.text for c in gen.submit(prompt_of(i), params))
+        return timed(lambda: (c.text for c in gen.submit(prompt_of(i), params)))
 
     paths = {"hf raw": run_raw, "hf ours": run_ours}
     for warm in paths.values():

@@ -25,6 +25,8 @@ caller does not.
 """
 from __future__ import annotations
 
+import functools
+
 import sys
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,17 @@ def _check_renders(template: ChatTemplate) -> None:
         raise rejections[-1]
 
 
+@functools.lru_cache(maxsize=16)
+def _model_template(source: str) -> tuple[ChatTemplate | None, TemplateError | None]:
+    """A model's template compiled and test-rendered once per source (every chat turn and API call asks)."""
+    try:
+        template = ChatTemplate.compile(source, "model")
+        _check_renders(template)
+    except TemplateError as exc:
+        return None, exc
+    return template, None
+
+
 def choose_template(model_template: str | None, override: str | None,
                     store: InstructionTemplateStore) -> tuple[ChatTemplate, str]:
     """The template to use for a model, and a one-line note for the UI saying which and why."""
@@ -193,12 +206,11 @@ def choose_template(model_template: str | None, override: str | None,
     if not model_template or not model_template.strip():
         return (store.load(FALLBACK_TEMPLATE_NAME),
                 f"The model has no chat template; using instruction template {FALLBACK_TEMPLATE_NAME}.")
-    try:
-        template = ChatTemplate.compile(model_template, "model")
-        _check_renders(template)
-    except TemplateError as exc:
+    template, exc = _model_template(model_template)
+    if exc is not None:
         kind = "unsafe" if exc.code == "unsafe_template" else "unusable"
         return (store.load(FALLBACK_TEMPLATE_NAME),
                 f"The model's chat template is {kind} ({exc.message}); "
                 f"using instruction template {FALLBACK_TEMPLATE_NAME} instead.")
+    assert template is not None
     return template, "Using the model's own chat template."

@@ -17,7 +17,7 @@ from ..history import Chat, ChatNotFoundError, Message
 from ..modelfile import export_modelfile
 from ..services import Services
 from ..storage import atomic_write_bytes, safe_name
-from .common import ui_errors
+from .common import Frames, ui_errors
 from .parameters_tab import params_from_values, values_of
 
 MODEL_TEMPLATE = "(model's own template)"
@@ -231,10 +231,12 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                                             options=options_of(mode_v, system, name, bio), template=template,
                                             params=params, cancel=cancel, reply_prefix=prefix or "")
         try:
+            frames = Frames()
             for partial in stream:
                 if action == "impersonate":
                     box = partial  # the model writes your next message into the input box
-                yield to_display(chat), box, state, gr.update(), note
+                if frames.due():  # the last text is sent after the loop in any case
+                    yield to_display(chat), box, state, gr.update(), note
         finally:
             if cancels.get(session) is cancel:
                 del cancels[session]

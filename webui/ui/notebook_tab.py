@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..generation import GenerationJob
 from ..services import Services
-from .common import ui_errors
+from .common import Frames, ui_errors
 from .parameters_tab import params_from_values
 
 
@@ -81,6 +81,7 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         services.save_notebook(prompt)
         yield out, (f"Waiting for {waiting} other request(s)..." if waiting else "Generating..."), prompt
         last_save = time.monotonic()
+        frames = Frames()
         try:
             for chunk in job:
                 if chunk.text:
@@ -88,7 +89,8 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
                     if time.monotonic() - last_save > 2.0:  # keep what is written so far, cheaply
                         services.save_notebook(out)
                         last_save = time.monotonic()
-                    yield out, "Generating...", prompt
+                    if frames.due():  # the whole text is sent after the loop in any case
+                        yield out, "Generating...", prompt
         finally:
             jobs.end(session, job)
             services.save_notebook(out)
