@@ -24,7 +24,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-IMG_DIR = PROJECT_DIR / "docs" / "img"
+IMG_DIR = Path(os.environ.get("BENCH_IMG_DIR") or PROJECT_DIR / "docs" / "img")
 MODELS_DIR = PROJECT_DIR / "models"
 SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA = "gemma-3-270m-q4_k_m.gguf"

@@ -1,0 +1,61 @@
+"""Each benchmark runs end to end at tiny sizes, so the commands keep working (no timing is asserted)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from testdata import PROJECT_DIR
+
+pytestmark = pytest.mark.integration
+
+
+def run_bench(script: str, tmp_path, *args: str) -> dict:
+    out = tmp_path / "results"
+    env = {**os.environ, "BENCH_IMG_DIR": str(tmp_path / "img")}
+    proc = subprocess.run([sys.executable, str(PROJECT_DIR / "bench" / script), "--out", str(out), *args],
+                          cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    name = script.removesuffix(".py")
+    return json.loads((out / f"{name}.json").read_text())
+
+
+def test_streaming(tmp_path):
+    data = run_bench("streaming.py", tmp_path, "--models", "smollm", "--reps", "1", "--tokens", "8")
+    paths = data["results"][0]["paths"]
+    assert set(paths) == {"raw", "ours", "api", "peer"}
+    assert all(p["tokens_per_s"] > 0 and p["ttft_s"] > 0 for p in paths.values())
+    assert {r["ratio"] for r in data["ratios"]} == {"ours/raw", "api/raw", "api/peer"}
+    assert (tmp_path / "img" / "streaming-tokens.png").stat().st_size > 1000
+
+
+def test_long_chat(tmp_path):
+    data = run_bench("long_chat.py", tmp_path, "--loaders", "llama.cpp,transformers", "--turns", "3",
+                     "--overflow-turns", "12", "--overflow-n-ctx", "512", "--reply-tokens", "8")
+    assert [r["turn"] for r in data["runs"]["llama.cpp"]] == [1, 2, 3]
+    assert len(data["runs"]["transformers"]) == 3
+    assert any(r["dropped"] for r in data["runs"]["llama.cpp overflow"])  # truncation happened
+    assert (tmp_path / "img" / "long-chat-ttft.png").is_file()
+
+
+def test_concurrency(tmp_path):
+    data = run_bench("concurrency.py", tmp_path, "--clients", "3", "--tokens", "8", "--reps", "1")
+    s = data["summary"]
+    assert s["all_finished"] and not s["errors"] and s["fifo"]
+    assert s["cancelled"] == 1
+
+
+def test_memory(tmp_path):
+    data = run_bench("memory.py", tmp_path, "--switches", "2")
+    s = data["summary"]
+    assert s["bare_llama_rss_mb"] > 0 and s["server_rss_mb"] > s["bare_llama_rss_mb"]
+    assert len(data["loads"]) == 2
+
+
+@pytest.mark.browser
+def test_ui(tmp_path):
+    data = run_bench("ui.py", tmp_path, "--sizes", "4,20", "--reps", "1", "--tokens", "8")
+    assert [r["messages"] for r in data["rows"]] == [4, 20]
+    assert all(r["updates"] > 0 for r in data["rows"])
