@@ -92,3 +92,12 @@ class RequestTooLargeError(WebUIError):
         super().__init__(f"The request is larger than this server accepts ({limit_bytes / 1_048_576:g} MB). "
                          "Send less text (a prompt that long would not fit a model's context anyway).")
         self.limit_bytes = limit_bytes
+
+
+class EmptyPromptError(WebUIError):
+    """Nothing to continue: a model needs at least one token of prompt."""
+
+    code = "empty_prompt"
+
+    def __init__(self) -> None:
+        super().__init__("The prompt is empty: type some text for the model to continue.")
