@@ -99,7 +99,9 @@ def test_many_clients_cancels_disconnects_ui_chat_and_a_model_switch(tmp_path):
         grown = proc.memory_info().rss - rss_start
         print(f"\nload: {CLIENTS}x{REQUESTS} {dict(tally)}; UI chat: {ui_outcome}; RSS growth {grown / 1e6:.0f} MB")
         assert not problems, problems[:10]
-        assert ui_outcome and all(o == "assistant" for o in ui_outcome), ui_outcome
+        # a turn sent while the switch runs may get the clear "No model is loaded" error (see docs)
+        assert ui_outcome and all(o == "assistant" or "No model is loaded" in o for o in ui_outcome), ui_outcome
+        assert ui_outcome[0] == "assistant" or ui_outcome[-1] == "assistant", ui_outcome
         assert sum(v for k, v in tally.items() if not k.startswith("switch")) == CLIENTS * REQUESTS
         assert grown < 400e6, f"server memory grew by {grown / 1e6:.0f} MB"
         r = requests.post(srv.url + "/v1/completions", json={"prompt": "Hello", "max_tokens": 2}, timeout=60)
