@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Also serve the OpenAI-compatible API under /v1 on the same port "
                         "(http://127.0.0.1:7860/v1 by default).")
     s.add_argument("--api-key", help="Require 'Authorization: Bearer KEY' on every /v1 request (implies --api).")
+    s.add_argument("--gradio-auth", help="Ask for a log-in before the web UI opens: 'user:password' "
+                                         "(several: 'u1:p1,u2:p2'). Use it with --listen.")
+    s.add_argument("--gradio-auth-path", type=Path,
+                   help="File of 'user:password' lines (or comma-separated) for the web UI log-in.")
     s.add_argument("--auto-launch", action="store_true", default=None, help="Open the UI in the browser at start.")
     s.add_argument("--settings", type=Path,
                    help="Settings YAML file to read. Default: settings.yaml in the user data folder, if present.")
@@ -76,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     top = {"model": args.model, "loader": args.loader, "model_dir": args.model_dir, "listen": args.listen,
            "listen_host": args.listen_host, "listen_port": args.listen_port, "auto_launch": args.auto_launch, "api": args.api,
-           "api_key": args.api_key,
+           "api_key": args.api_key, "gradio_auth": args.gradio_auth, "gradio_auth_path": args.gradio_auth_path,
            "user_data_dir": args.user_data_dir}
     load = {"n_ctx": args.n_ctx, "threads": args.threads, "n_gpu_layers": args.n_gpu_layers,
             "n_batch": args.n_batch, "use_mmap": False if args.no_mmap else None, "use_mlock": args.mlock,
@@ -138,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     except WebUIError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    try:
+        settings.ui_credentials()  # a bad --gradio-auth-path file stops the start, before a model loads
+    except WebUIError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
     services = Services.build(settings, settings_file)
     if args.model_menu:
         picked = model_menu(services.models.list_models(), services.models.model_dir)
@@ -162,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"Loaded {loaded.describe()}", flush=True)
                 except WebUIError as exc2:
                     print(f"error: {exc2.message}", file=sys.stderr, flush=True)
-    if settings.listen and settings.host not in ("127.0.0.1", "localhost", "::1"):
-        print("WARNING: --listen makes this UI reachable by every machine on your network, without a password.",
-              file=sys.stderr, flush=True)
+    for warning in settings.exposure_warnings():
+        bar = "!" * 78
+        print(f"{bar}\n{warning}\n{bar}", file=sys.stderr, flush=True)
     app = create_app(services)
     url = f"http://{'127.0.0.1' if settings.host == '0.0.0.0' else settings.host}:{settings.listen_port}"
     config = uvicorn.Config(app, host=settings.host, port=settings.listen_port, log_level="warning")

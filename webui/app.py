@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fastapi
 
+from .body_limit import BodySizeLimit
 from .services import Services
 from .ui import TITLE, mount_ui
 
@@ -24,4 +25,7 @@ def create_app(services: Services) -> fastapi.FastAPI:
         install_error_handlers(app)
         app.include_router(create_api(services), prefix="/v1")
 
+    settings = services.settings
+    app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_body_mb * 1_048_576),
+                       upload_bytes=int(settings.max_upload_mb * 1_048_576))
     return mount_ui(app, services)

@@ -271,10 +271,13 @@ class CharacterStore:
     # ----- interop ---------------------------------------------------------------------------
     def free_file_name(self, wanted: str, fallback: str = "Imported character") -> tuple[str, str | None]:
         """A file name for an imported character that is safe and not taken, and a note if it changed."""
-        cleaned = re.sub(r'[<>:"/\\|?*\x00-\x1f\x7f]+', " ", wanted or "")
-        cleaned = re.sub(r"\s+", " ", cleaned).strip(" .")[:80].strip(" .")
-        if not self.is_valid(cleaned):
-            cleaned = fallback
+        def clean(text: str) -> str:
+            text = re.sub(r'[<>:"/\\|?*\x00-\x1f\x7f]+', " ", text or "")
+            return re.sub(r"\s+", " ", text).strip(" .")[:80].strip(" .")
+
+        # The card's name, else the uploaded file's name, else a fixed one: the first usable as a file
+        # name (both come from the card's author, so both may be hostile: '../x', 'CON', 400 characters).
+        cleaned = next((c for c in (clean(wanted), clean(fallback)) if self.is_valid(c)), "Imported character")
         base, n = cleaned, 2
         taken = {n.lower() for n in self.names()}
         while cleaned.lower() in taken:

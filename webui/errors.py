@@ -80,3 +80,24 @@ class CardError(WebUIError):
     """A character card, lorebook or Modelfile that cannot be read (not a card, broken, too big)."""
 
     code = "invalid_card"
+
+
+class RequestTooLargeError(WebUIError):
+    """A request body over the server's limit (refused before it is read, with HTTP 413)."""
+
+    status_code = 413
+    code = "request_too_large"
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"The request is larger than this server accepts ({limit_bytes / 1_048_576:g} MB). "
+                         "Send less text (a prompt that long would not fit a model's context anyway).")
+        self.limit_bytes = limit_bytes
+
+
+class EmptyPromptError(WebUIError):
+    """Nothing to continue: a model needs at least one token of prompt."""
+
+    code = "empty_prompt"
+
+    def __init__(self) -> None:
+        super().__init__("The prompt is empty: type some text for the model to continue.")

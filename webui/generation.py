@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from .errors import GenerationError, WebUIError
+from .errors import EmptyPromptError, GenerationError, WebUIError
 from .loaders import Chunk
 from .models import ModelManager
 from .params import SamplingParams
@@ -124,6 +124,8 @@ class Generator:
 
     def submit(self, prompt: str, params: SamplingParams | None = None,
                cancel: threading.Event | None = None) -> GenerationJob:
+        if not prompt:
+            raise EmptyPromptError()  # no loader can evaluate zero tokens (llama.cpp asserts on it)
         job = GenerationJob(prompt, params or SamplingParams(), cancel)
         self._ensure_worker()
         self._queue.put(job)

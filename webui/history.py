@@ -111,6 +111,8 @@ class ChatInfo:
     title: str
     updated: float
     messages: int
+    #: Why the file cannot be read, for a damaged chat file (listed so the user sees it; never rewritten).
+    unreadable: str | None = None
 
 
 class ChatStore:
@@ -142,20 +144,36 @@ class ChatStore:
             raise SettingsError(f"The chat file {path.name} is damaged ({exc}); it was left as it is.") from exc
         if not isinstance(data, dict):
             raise SettingsError(f"The chat file {path.name} does not hold a chat.")
-        return Chat.from_json(data, chat_id=chat_id, character=character)
+        try:
+            return Chat.from_json(data, chat_id=chat_id, character=character)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise SettingsError(f"The chat file {path.name} does not hold a valid chat ({exc}); "
+                                "it was left as it is.") from exc
 
     def list(self, character: str) -> list[ChatInfo]:
         folder = self.folder / safe_name(character, what="character name")
-        infos = []
+        infos, damaged = [], []
         for path in folder.glob("*.json") if folder.is_dir() else []:
             if path.name.startswith(".") or path.name.endswith(TEMP_SUFFIX):
                 continue
             try:
                 chat = self.load(character, path.stem)
-            except WebUIError:
-                continue  # a damaged file is skipped in the list, never deleted
+            except WebUIError as exc:
+                # Listed (after the readable ones) under its file name, so it is not silently hidden;
+                # opening it says why it cannot be read. It is never rewritten or deleted for the user.
+                damaged.append(ChatInfo(path.stem, character, f"⚠ unreadable chat file {path.name}",
+                                        path.stat().st_mtime, 0, unreadable=exc.message))
+                continue
             infos.append(ChatInfo(chat.id, character, chat.title, chat.updated, len(chat.messages)))
-        return sorted(infos, key=lambda i: i.updated, reverse=True)
+        return (sorted(infos, key=lambda i: i.updated, reverse=True)
+                + sorted(damaged, key=lambda i: i.updated, reverse=True))
+
+    def newest(self, character: str) -> Chat | None:
+        """The most recently updated chat of ``character`` that can be read, or None."""
+        for info in self.list(character):
+            if info.unreadable is None:
+                return self.load(character, info.id)
+        return None
 
     def rename(self, character: str, chat_id: str, title: str) -> Chat:
         chat = self.load(character, chat_id)

@@ -45,6 +45,12 @@ OPTION_ALIASES = {"ctx_size": "n_ctx", "max_seq_len": "n_ctx", "gpu_layers": "n_
                   "trust-remote-code": "trust_remote_code"}
 
 
+def _available_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available + psutil.swap_memory().free)
+
+
 class ModelSettings(BaseModel):
     """What "Save settings" stores for one model: loader, its options, template and preset."""
 
@@ -98,9 +104,12 @@ class LoadedModel:
 class ModelManager:
     """Lists models in ``model_dir`` and owns the one loaded ``Backend``."""
 
-    def __init__(self, model_dir: Path, default_options: LoadOptions | None = None) -> None:
+    def __init__(self, model_dir: Path, default_options: LoadOptions | None = None,
+                 available_memory: Callable[[], int] | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.default_options = default_options or LoadOptions()
+        #: Bytes of RAM (plus free swap) a new model may use; injectable for tests.
+        self.available_memory = available_memory or _available_memory
         # Held while a model is in use (a generation) or being swapped, so a load
         # never frees a model under a running generation.
         self._lock = threading.RLock()
@@ -288,6 +297,8 @@ class ModelManager:
         backend_cls = get_loader(loader)
         report = progress or (lambda fraction, text: None)
         backend_cls.check(path, options)  # a wrong file fails here, before the loaded model is freed
+        if loader != "remote":
+            self.check_memory(name, path, options)  # so does a context too big for this machine's RAM
         with self._lock:
             previous = self._current
             if previous is not None:
@@ -311,6 +322,41 @@ class ModelManager:
             report(1.0, "Loaded")
             log.info("Loaded %s", self._current.describe())
             return self._current
+
+    def check_memory(self, name: str, path: Path, options: LoadOptions) -> None:
+        """Raise ``ModelLoadError`` if ``name`` at ``options.n_ctx`` cannot fit in free RAM.
+
+        Loading a model that does not fit gets the process killed by the OS (or the
+        machine swapping for minutes) with no message at all; the estimate from the
+        file's header (weights + KV cache + buffers) refuses it before anything is
+        allocated or the loaded model is freed. The loaded model's own share is
+        counted as free, since loading frees it first. A file whose header cannot be
+        read is left to the loader, which says what is wrong with it.
+        """
+        try:
+            facts = model_facts(path)
+        except WebUIError as exc:
+            log.debug("No RAM estimate for %s: %s", name, exc.message)
+            return
+        need = facts.ram_estimate(options.n_ctx)
+        free = self.available_memory()
+        current = self._current
+        if current is not None and current.loader != "remote":
+            try:
+                free += model_facts(current.backend.path).ram_estimate(current.options.n_ctx)
+            except (WebUIError, OSError):
+                pass
+        if need > free:
+            from .download import human_size
+
+            ctx = options.n_ctx or facts.context_length or 4096
+            kv = facts.kv_cache_bytes(ctx)
+            hint = (f" The context alone takes about {human_size(kv)}: load it with a smaller context "
+                    "(Context size / --ctx-size)." if kv > need / 4 else " Close other programs or pick a smaller "
+                                                                            "model or quantisation.")
+            raise ModelLoadError(
+                f"Not enough memory to load {name} with a context of {ctx:,} tokens: it needs about "
+                f"{human_size(need)} of RAM and this machine has about {human_size(free)} free.{hint}")
 
     def unload(self) -> None:
         with self._lock:

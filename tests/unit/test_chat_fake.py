@@ -115,13 +115,13 @@ def test_truncation_drops_whole_old_turns_in_steps_and_keeps_the_system_prompt()
                      max_new_tokens=200, tokenize=tokenize)
 
 
-def test_store_lists_renames_deletes_imports_and_skips_damaged_files(tmp_path):
+def test_store_lists_renames_deletes_imports_and_lists_damaged_files_last(tmp_path):
     store = ChatStore(tmp_path)
     chat = store.new("Bot")
     chat.messages.append(Message("user", "hi"))
     store.save(chat)
     (tmp_path / "Bot" / "broken.json").write_text("{not json")
-    assert [i.id for i in store.list("Bot")] == [chat.id]
+    assert [(i.id, i.unreadable is not None) for i in store.list("Bot")] == [(chat.id, False), ("broken", True)]
     store.rename("Bot", chat.id, "Renamed")
     assert store.load("Bot", chat.id).title == "Renamed"
     ooba = {"internal": [["<|BEGIN-VISIBLE-CHAT|>", "Greeting"], ["Hi", "Hello"]], "visible": []}
@@ -129,7 +129,8 @@ def test_store_lists_renames_deletes_imports_and_skips_damaged_files(tmp_path):
     assert [(m.role, m.content) for m in imported.messages] == [("assistant", "Greeting"), ("user", "Hi"),
                                                                 ("assistant", "Hello")]
     store.delete("Bot", chat.id)
-    assert [i.id for i in store.list("Bot")] == [imported.id]
+    assert [i.id for i in store.list("Bot")] == [imported.id, "broken"]
+    assert store.newest("Bot").id == imported.id
     with pytest.raises(Exception):
         store.load("../etc", "passwd")
 

@@ -35,8 +35,11 @@ def mount_ui(app: Any, services: Services) -> Any:
     demo = build_ui(services)
     demo.queue(default_concurrency_limit=1)
     settings = services.settings
+    # Log-in (--gradio-auth / --gradio-auth-path) guards the page, Gradio's API and its file route alike.
+    credentials = settings.ui_credentials()
     return gr.mount_gradio_app(app, demo, path="", server_name=settings.host, server_port=settings.listen_port,
-                               js=KEYBOARD_JS, footer_links=["gradio", "settings"])
+                               js=KEYBOARD_JS, footer_links=["gradio", "settings"], auth=credentials or None,
+                               max_file_size=int(settings.max_upload_mb * 1024 * 1024))
 
 
 def build_ui(services: Services) -> gr.Blocks:

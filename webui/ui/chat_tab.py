@@ -54,6 +54,8 @@ def chat_choices(services: Services, character: str, search: str = "") -> list[t
         needle = search.strip().lower()
         kept = []
         for info in infos:
+            if info.unreadable:
+                continue
             chat = services.chats.load(character, info.id)
             if needle in info.title.lower() or any(needle in m.content.lower() for m in chat.messages):
                 kept.append(info)
@@ -360,8 +362,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     @ui_errors
     def on_character(character: str) -> list[Any]:
-        infos = services.chats.list(character)
-        chat = services.chats.load(character, infos[0].id) if infos else fresh_chat(character)
+        chat = services.chats.newest(character) or fresh_chat(character)
         ch = characters.load(character)
         shown = show(chat)
         shown[0] = gr.update(value=shown[0], avatar_images=(None, str(ch.picture) if ch.picture else None))
@@ -393,8 +394,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     def on_delete(state: Any, character: str) -> list[Any]:
         if state and state[0] == character:
             services.chats.delete(character, state[1])
-        infos = services.chats.list(character)
-        chat = services.chats.load(character, infos[0].id) if infos else fresh_chat(character)
+        chat = services.chats.newest(character) or fresh_chat(character)
         return [gr.update(visible=False), *show(chat)]
 
     confirm_delete.click(on_delete, [current, character_dd], [confirm_row, *list_outs], queue=False)
@@ -550,8 +550,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             except WebUIError:
                 chat = None
         if chat is None:
-            infos = services.chats.list(character)
-            chat = services.chats.load(character, infos[0].id) if infos else None
+            chat = services.chats.newest(character)
         choice, note = on_model_changed()
         picture = characters.picture_of(character) if characters.is_valid(character) else None
         box = gr.update(value=to_display(chat) if chat else [],
