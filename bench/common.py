@@ -48,7 +48,7 @@ def machine() -> dict[str, Any]:
 
     return {"cpus": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
             "ram_gb": round(psutil.virtual_memory().total / 1e9, 1), "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def versions() -> dict[str, str]:
