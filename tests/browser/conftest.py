@@ -51,8 +51,11 @@ def page(browser, server, request):
     context = browser.new_context(viewport={"width": 1300, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(30_000)
+    from test_ui import settle, track_requests
+
+    track_requests(pg)
     pg.goto(server.url + "/")
-    pg.wait_for_selector("#model-status")
+    settle(pg)
     yield pg
     if getattr(request.node, "failed_call", False):
         ARTIFACTS.mkdir(exist_ok=True)

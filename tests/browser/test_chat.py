@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_ui import choose, load_smollm, open_app, open_parameters, set_number, wait_text
+from test_ui import choose, load_smollm, open_app, open_parameters, set_number, wait_text, reload
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -92,7 +92,7 @@ def test_send_regenerate_versions_edit_and_reload(chat_page, server):
     assert len(chat["messages"][1]["versions"]) == 2 and chat["messages"][1]["active"] == 0
 
     # reload: the open chat comes back as it was
-    page.reload()
+    reload(page)
     open_chat(page)
     wait_text(page, "#chat-box", "version 1 of 2")
     assert "What is the capital of France? Answer in one sentence." in page.locator("#chat-box").inner_text()

@@ -8,7 +8,7 @@ import pytest
 from harness import make_dirs, start_server, stop_server
 from hubstub import HubStub
 from playwright.sync_api import expect
-from test_ui import choose, open_parameters, set_number, wait_text
+from test_ui import choose, open_parameters, set_number, wait_text, reload
 from testdata import GEMMA, SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -52,7 +52,7 @@ def test_info_and_per_model_settings_survive_a_reload(page, server):
     wait_text(page, "#model-settings-message", "Saved the settings")
     assert "config-user.yaml" in page.locator("#model-settings-message").inner_text()
 
-    page.reload()
+    reload(page)
     page.wait_for_selector("#model-status")
     select_model(page, GEMMA)
     wait_text(page, "#model-info", "gemma3")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from harness import make_dirs, start_server, stop_server
-from test_ui import choose, load_smollm, open_app, open_parameters, set_number, wait_text
+from test_ui import choose, load_smollm, open_app, open_parameters, set_number, wait_text, reload
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -31,7 +31,7 @@ def test_saved_preset_survives_a_reload(page, server):
     saved = yaml.safe_load((server.user_dir / "presets" / "My lab preset.yaml").read_text())
     assert saved == {"temperature": 0.42, "top_k": 17}
 
-    page.reload()
+    reload(page)
     open_parameters(page)
     wait_value(page, "#preset-dropdown input", "My lab preset")
     wait_value(page, "#param-temperature input[type=number]", "0.42")

@@ -31,18 +31,64 @@ def load_smollm(page) -> None:
 
 def set_number(page, elem_id: str, value: str) -> None:
     box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(value)
-    box.press("Tab")
-    # a slider takes the typed number on blur; wait until it has, so a click that follows sends it
-    page.wait_for_function("([id, v]) => { const r = document.querySelector(`#${id} input[type=range]`);"
-                           " return !r || Number(r.value) === Number(v); }", arg=[elem_id, value])
+    for _ in range(3):
+        box.fill(value)
+        box.press("Tab")
+        # a slider takes the typed number on blur; wait until it has, so a click that follows sends it
+        page.wait_for_function("([id, v]) => { const r = document.querySelector(`#${id} input[type=range]`);"
+                               " return !r || Number(r.value) === Number(v); }", arg=[elem_id, value])
+        # the page's load events may still be filling in saved values: make sure ours stayed
+        page.wait_for_timeout(300)
+        if _same_number(box.input_value(), value):
+            return
+    raise AssertionError(f"#{elem_id} did not keep the value {value}")
+
+
+def _same_number(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def track_requests(page) -> None:
+    """Count the page's Gradio calls in flight, so ``settle`` can wait for the page-load events."""
+    pending: set = set()
+    page.on("request", lambda r: pending.add(r) if "/run/predict" in r.url or "/queue/join" in r.url else None)
+    page.on("requestfinished", lambda r: pending.discard(r))
+    page.on("requestfailed", lambda r: pending.discard(r))
+    page._webui_pending = pending
+
+
+def settle(page) -> None:
+    """Wait until the UI is up and its page-load events have answered.
+
+    Those fill in the saved values (parameters, chat, notebook); a value typed before
+    they answer would be overwritten by them.
+    """
+    page.wait_for_selector("#model-status")
+    pending = getattr(page, "_webui_pending", None)
+    if pending is None:
+        page.wait_for_timeout(1500)
+        return
+    for _ in range(600):
+        if not pending:
+            break
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(150)
+
+
+def reload(page) -> None:
+    page.reload()
+    settle(page)
 
 
 def open_app(browser, url: str):
-    """A new browser page on the app, once the UI is up."""
+    """A new browser page on the app, once the UI is up and its saved values are in."""
     page = browser.new_page()
+    track_requests(page)
     page.goto(url + "/")
-    page.wait_for_selector("#model-status")
+    settle(page)
     return page
 
 
@@ -140,6 +186,6 @@ def test_notebook_text_survives_a_reload(page, server):
         page.wait_for_timeout(100)
         deadline -= 1
     assert saved.read_text() == "Notes that must never be lost: ÄÖÜ 你好!"
-    page.reload()
+    reload(page)
     page.get_by_role("tab", name="Notebook").click()
     page.wait_for_function("() => document.querySelector('#notebook-text textarea').value.includes('你好')")

@@ -40,7 +40,9 @@ def test_fuzz_v1_from_our_openapi(api):
     from schemathesis import GenerationMode
 
     schema = schemathesis.openapi.from_url(api.url + "/openapi.json")
-    operations = [r.ok() for r in schema.get_all_operations()]
+    # Unloading takes no input to fuzz, and the server must keep its model for the other cases.
+    operations = [op for op in (r.ok() for r in schema.get_all_operations())
+                  if not op.path.endswith("/model/unload")]
     assert {op.path for op in operations} >= {"/v1/chat/completions", "/v1/completions", "/v1/models"}
     per_run = max(1, CASES // (2 * sum(op.method.lower() == "post" for op in operations)))
     tally: Counter[str] = Counter()
