@@ -21,6 +21,7 @@ TTFT is request start to first text.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import threading
 import time
@@ -64,28 +65,42 @@ def rate(n_tokens: int, first_to_last: float) -> float:
     return (n_tokens - 1) / first_to_last if first_to_last > 0 else float("nan")
 
 
+class Engine:
+    """A path measured in its own process (bench/engine_worker.py)."""
+
+    def __init__(self, mode: str, path: Path, n_ctx: int, threads: int) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("engine_worker.py")), mode,
+                                      str(path), str(n_ctx), str(threads)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert json.loads(self.proc.stdout.readline())["ready"]
+
+    def run(self, prompt: str, tokens: int, eog: list[int]) -> tuple:
+        self.proc.stdin.write(json.dumps({"prompt": prompt, "tokens": tokens, "eog": eog}) + "\n")
+        self.proc.stdin.flush()
+        r = json.loads(self.proc.stdout.readline())
+        return r["ttft"], r["pieces"], r["span"]
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
 def bench_gguf(name: str, reps: int, n_tokens: int, workdir: Path, n_ctx: int) -> dict:
-    from llama_cpp import Llama
     from openai import OpenAI
 
-    from webui.generation import Generator
-    from webui.loaders import LoadOptions
-    from webui.loaders.llama_sampling import eog_tokens
     from webui.loaders.llamacpp import default_threads
-    from webui.models import ModelManager
-    from webui.params import SamplingParams
+    from webui.model_info import gguf_facts
     from webui.templates import ChatTemplate
 
     path = MODELS_DIR / name
     threads = default_threads()
-    raw = Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
-    eog = eog_tokens(raw)
-    template = raw.metadata.get("tokenizer.chat_template")
+    facts = gguf_facts(path)
+    eog = eog_ids(path)
+    template = facts.metadata.get("tokenizer.chat_template")
     render = (ChatTemplate.compile(template, name).render if template else None)
-    models = ModelManager(path.parent, LoadOptions(n_ctx=n_ctx, threads=threads))
-    models.load(name)
-    gen = Generator(models)
-    ours_params = SamplingParams(max_tokens=n_tokens, temperature=0, ban_eos_token=True, seed=1)
 
     def prompt_of(i: int) -> str:
         msgs = messages(i)
@@ -93,13 +108,14 @@ def bench_gguf(name: str, reps: int, n_tokens: int, workdir: Path, n_ctx: int) -
             return f"{SYSTEM}\n\nQuestion: {msgs[1]['content']}\nAnswer:"
         return render(msgs, add_generation_prompt=True)
 
+    raw = Engine("raw", path, n_ctx, threads)
+    ours = Engine("ours", path, n_ctx, threads)
+
     def run_raw(i: int):
-        return timed(lambda: (c["choices"][0]["text"] for c in raw.create_completion(
-            prompt_of(i), max_tokens=n_tokens, temperature=0.0, stream=True,
-            logit_bias={t: float("-inf") for t in eog})))
+        return raw.run(prompt_of(i), n_tokens, eog)
 
     def run_ours(i: int):
-        return timed(lambda: (c.text for c in gen.submit(prompt_of(i), ours_params)))
+        return ours.run(prompt_of(i), n_tokens, eog)
 
     ours_srv = start_our_server(path, workdir, n_ctx=n_ctx, threads=threads)
     peer_srv = start_peer_server(path, workdir, n_ctx=n_ctx, threads=threads)
@@ -130,10 +146,22 @@ def bench_gguf(name: str, reps: int, n_tokens: int, workdir: Path, n_ctx: int) -
             order = list(paths) if i % 2 == 0 else list(reversed(paths))
             for key in order:
                 runs[key].append(paths[key](i))
-    gen_rows = summarise(name, runs, n_tokens)
-    raw.close()
-    models.unload()
-    return gen_rows
+    raw.stop()
+    ours.stop()
+    return summarise(name, runs, n_tokens)
+
+
+def eog_ids(path: Path) -> list[int]:
+    """End-of-generation token ids, from llama.cpp itself (vocab only: no weights are loaded)."""
+    from llama_cpp import Llama
+
+    from webui.loaders.llama_sampling import eog_tokens
+
+    vocab = Llama(str(path), vocab_only=True, verbose=False)
+    try:
+        return sorted(int(t) for t in eog_tokens(vocab))
+    finally:
+        vocab.close()
 
 
 def summarise(model: str, runs: dict[str, list[tuple]], n_tokens: int) -> dict:

@@ -15,8 +15,9 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from .errors import EmptyPromptError, GenerationError, WebUIError
 from .loaders import Chunk
@@ -110,6 +111,24 @@ class GenerationJob:
         self._items.put(_DONE)
 
 
+class _Task:
+    """A function run on the generation thread (model loads), with its result or error handed back."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # handed to the caller, who re-raises it
+            self.error = exc
+        finally:
+            self.done.set()
+
+
 class Generator:
     """FIFO queue of generation jobs in front of the :class:`ModelManager`'s loaded model."""
 
@@ -137,6 +156,24 @@ class Generator:
         assert job.stats is not None
         return text, job.stats
 
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the generation thread, in turn with the queued jobs, and return its result.
+
+        Model loads go through here so the thread that loads a llama.cpp model is the
+        one that runs it: llama.cpp's OpenMP worker threads belong to the thread that
+        first used them; decoding on another thread ran at about 80-85% of the speed in
+        isolation, and at a third once two threads had decoded (bench/results/threads.txt).
+        """
+        if threading.current_thread() is self._worker:
+            return fn()
+        task = _Task(fn)
+        self._ensure_worker()
+        self._queue.put(task)  # type: ignore[arg-type]
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.result
+
     def waiting(self) -> int:
         """Jobs waiting behind the running one."""
         return self._queue.qsize()
@@ -150,6 +187,9 @@ class Generator:
     def _serve(self) -> None:
         while True:
             job = self._queue.get()
+            if isinstance(job, _Task):
+                job.run()
+                continue
             self.active = job
             try:
                 self._run(job)

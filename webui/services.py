@@ -77,7 +77,8 @@ class Services:
             if saved.preset and saved.preset in self.presets.names():
                 preset = self.presets.load(saved.preset)
                 self.remember(preset=saved.preset, params=preset.params.non_default())
-        return self.models.load(name, loader or saved_loader, options, progress=progress)
+        # Loaded on the generation thread: the thread that loads a llama.cpp model must be the one running it.
+        return self.generator.call(lambda: self.models.load(name, loader or saved_loader, options, progress=progress))
 
     def template_override_for(self, model_name: str) -> str | None:
         """Instruction template chosen for a model: in the Chat tab, else saved in its per-model settings."""

@@ -456,7 +456,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         loaded = services.models.current
         if result.model and (loaded is None or loaded.name != result.model):
             try:
-                services.models.load(result.model)
+                services.load_model(result.model)
                 lines.append(f"Loaded the model **{result.model}** that FROM names.")
             except WebUIError as exc:
                 warnings.append(f"FROM names {result.model}, but loading it failed: {exc.message}")
