@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Settings YAML file to read. Default: settings.yaml in the user data folder, if present.")
     s.add_argument("--user-data-dir", type=Path,
                    help="Folder with models/, presets/, characters/, logs/. Default: this project's folder.")
+    s.add_argument("--language", choices=["auto", "en", "ru", "zh"],
+                   help="Language of the web UI: en, ru, zh, or auto (the browser's language; the default).")
     s.add_argument("--verbose", action="store_true", help="Log more detail.")
     return p
 
@@ -81,7 +83,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     top = {"model": args.model, "loader": args.loader, "model_dir": args.model_dir, "listen": args.listen,
            "listen_host": args.listen_host, "listen_port": args.listen_port, "auto_launch": args.auto_launch, "api": args.api,
            "api_key": args.api_key, "gradio_auth": args.gradio_auth, "gradio_auth_path": args.gradio_auth_path,
-           "user_data_dir": args.user_data_dir}
+           "user_data_dir": args.user_data_dir, "language": args.language}
     load = {"n_ctx": args.n_ctx, "threads": args.threads, "n_gpu_layers": args.n_gpu_layers,
             "n_batch": args.n_batch, "use_mmap": False if args.no_mmap else None, "use_mlock": args.mlock,
             "dtype": args.dtype, "device": args.device, "trust_remote_code": args.trust_remote_code}

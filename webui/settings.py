@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,6 +38,8 @@ class Settings(BaseModel):
     max_body_mb: float = Field(8.0, gt=0, description="Largest request body (MB) the server accepts; larger ones "
                                                       "get 413. File uploads in the UI may be up to "
                                                       "max_upload_mb.")
+    language: Literal["auto", "en", "ru", "zh"] = Field(
+        "auto", description="Language of the web UI: auto (the browser's), en, ru or zh.")
     max_upload_mb: float = Field(200.0, gt=0, description="Largest file (MB) the UI accepts as an upload.")
     model: str | None = Field(None, description="Model to load at start (a name in the models folder).")
     loader: str | None = None

@@ -6,6 +6,7 @@ from typing import Any
 import gradio as gr
 
 from ..services import Services
+from .i18n import gradio_i18n, t
 from .chat_tab import build_chat_tab
 from .model_tab import build_model_tab, status_text
 from .notebook_tab import build_notebook_tab, token_count_text
@@ -39,20 +40,21 @@ def mount_ui(app: Any, services: Services) -> Any:
     credentials = settings.ui_credentials()
     return gr.mount_gradio_app(app, demo, path="", server_name=settings.host, server_port=settings.listen_port,
                                js=KEYBOARD_JS, footer_links=["gradio", "settings"], auth=credentials or None,
-                               max_file_size=int(settings.max_upload_mb * 1024 * 1024))
+                               max_file_size=int(settings.max_upload_mb * 1024 * 1024),
+                               i18n=gradio_i18n(settings.language))
 
 
 def build_ui(services: Services) -> gr.Blocks:
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        gr.Markdown(f"## {TITLE}")
+        gr.Markdown(t("app.title_md"))
         with gr.Tabs():
-            with gr.Tab("Model", id="model"):
+            with gr.Tab(t("tab.model"), id="model"):
                 model = build_model_tab(services)
-            with gr.Tab("Chat", id="chat"):
+            with gr.Tab(t("tab.chat"), id="chat"):
                 chat = build_chat_tab(services)
-            with gr.Tab("Notebook", id="notebook"):
+            with gr.Tab(t("tab.notebook"), id="notebook"):
                 notebook = build_notebook_tab(services)
-            with gr.Tab("Parameters", id="parameters"):
+            with gr.Tab(t("tab.parameters"), id="parameters"):
                 params = build_parameters_tab(services)
         notebook["wire"](params["components"])
         chat["wire"](params["components"])

@@ -1,0 +1,109 @@
+"""The UI's languages (English, Russian, Chinese) through Gradio's own i18n.
+
+Catalogues live in ``webui/locales/<lang>/<area>.yaml``: flat ``key: text`` maps, one file per
+area of the UI (``common.yaml``, ``chat.yaml``, ``compare.yaml``...). All files of a language are
+merged; a key missing in ``ru`` or ``zh`` falls back to ``en``.
+
+Two kinds of text:
+
+* **Static text** (labels, buttons, info lines, Markdown): ``t("chat.send")`` gives Gradio an
+  ``I18nData`` key that the browser translates, by the browser's language or the language forced
+  with ``--language``.
+* **Text made at run time** (errors, status lines, stats): Gradio does not translate values sent
+  from the server, so handlers call ``tr("key", lang, **fields)`` with ``lang`` from
+  :func:`request_language` (``--language``, else the browser's ``Accept-Language``).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import yaml
+
+log = logging.getLogger(__name__)
+
+LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
+LANGUAGES: dict[str, str] = {"en": "English", "ru": "Русский", "zh": "中文"}
+DEFAULT = "en"
+
+# Locale codes Gradio's front end may pick from the browser (its own list), plus the bare
+# languages. With --language every one of them gets the chosen catalogue, so the page is in that
+# language whatever the browser says.
+_GRADIO_LOCALES = ("ar", "ca", "ckb", "de", "en", "es", "et", "eu", "fa", "fi", "fr", "he", "hi", "id", "ja",
+                   "ko", "lt", "nb", "nl", "pl", "pt-BR", "pt", "ro", "ru", "sv", "ta", "th", "tr", "uk", "ur",
+                   "uz", "zh-CN", "zh-TW", "zh")
+
+
+@functools.lru_cache(maxsize=None)
+def catalogue(lang: str) -> dict[str, str]:
+    """Every key of ``lang``, with English filling the gaps."""
+    merged: dict[str, str] = {}
+    for code in dict.fromkeys((DEFAULT, lang)):
+        folder = LOCALES_DIR / code
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: a catalogue must be a mapping of key: text")
+            merged.update({str(k): str(v) for k, v in data.items()})
+    return merged
+
+
+def normalise(lang: str | None) -> str:
+    """``ru-RU`` -> ``ru``, ``zh-Hans`` -> ``zh``; anything we do not have -> ``en``."""
+    code = (lang or "").strip().lower().replace("_", "-").split("-")[0]
+    return code if code in LANGUAGES else DEFAULT
+
+
+def t(key: str) -> gr.I18nData:
+    """A translatable static text for a component (label, value of a Markdown, button text)."""
+    return gr.I18nData(key)
+
+
+def tr(key: str, lang: str | None = None, **fields: Any) -> str:
+    """Text made at run time, in ``lang``; ``{name}`` fields filled from ``fields``."""
+    text = catalogue(normalise(lang)).get(key)
+    if text is None:
+        log.warning("missing translation key %r", key)
+        return key
+    try:
+        return text.format(**fields) if fields else text
+    except (KeyError, IndexError, ValueError):
+        log.warning("translation %r (%s) does not fit its fields %s", key, lang, sorted(fields))
+        return text
+
+
+def accept_language(header: str | None) -> str:
+    """The language of an ``Accept-Language`` header that we have, highest quality first; else English."""
+    candidates: list[tuple[float, int, str]] = []
+    for i, part in enumerate((header or "").split(",")):
+        code, _, params = part.strip().partition(";")
+        base = code.strip().lower().replace("_", "-").split("-")[0]
+        if base not in LANGUAGES:
+            continue
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        candidates.append((-q, i, base))
+    return min(candidates)[2] if candidates else DEFAULT
+
+
+def request_language(request: gr.Request | None, forced: str | None) -> str:
+    """The language of one page: ``--language`` when given, else the browser's."""
+    if forced and forced != "auto":
+        return normalise(forced)
+    headers = getattr(request, "headers", None) or {}
+    return accept_language(headers.get("accept-language"))
+
+
+def gradio_i18n(forced: str | None) -> gr.I18n:
+    """The ``gr.I18n`` handed to Gradio: every language, or only the forced one under every locale code."""
+    if forced and forced != "auto":
+        chosen = catalogue(normalise(forced))
+        return gr.I18n(**{code: chosen for code in _GRADIO_LOCALES})
+    return gr.I18n(**{code: catalogue(code) for code in LANGUAGES})
