@@ -22,6 +22,7 @@ from typing import Any
 
 import gradio as gr
 import yaml
+from gradio.i18n import I18nData  # not exported as gr.I18nData by every Gradio version
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,9 @@ def normalise(lang: str | None) -> str:
     return code if code in LANGUAGES else DEFAULT
 
 
-def t(key: str) -> gr.I18nData:
+def t(key: str) -> I18nData:
     """A translatable static text for a component (label, value of a Markdown, button text)."""
-    return gr.I18nData(key)
+    return I18nData(key)
 
 
 def tr(key: str, lang: str | None = None, **fields: Any) -> str:
