@@ -115,6 +115,8 @@ class RunResult(BaseModel):
     model: str = ""
     loader: str = ""
     model_description: str = ""
+    #: Context size the model was loaded with.
+    n_ctx: int = 0
     #: Seconds spent switching to this run's model (None: it was already loaded).
     load_seconds: float | None = None
     #: The sampling values that differ from the defaults (the seed is its own column).
@@ -329,7 +331,8 @@ class Comparison:
             result.total_seconds = round(stats.total_seconds, 3)
             result.finish_reason, result.seed = stats.finish_reason, stats.seed
             result.model, result.loader = stats.model, stats.loader
-            result.model_description = f"{loaded.name} on {loaded.loader}, context {loaded.backend.n_ctx} tokens"
+            result.n_ctx = loaded.backend.n_ctx
+            result.model_description = f"{loaded.name} on {loaded.loader}, context {result.n_ctx} tokens"
             result.changed_params = {k: v for k, v in params.non_default().items() if k != "seed"}
         except WebUIError as exc:
             result.error = exc.message

@@ -23,7 +23,7 @@ from .i18n import request_language, t, tr
 ROWS = 4
 UNUSED = ""
 #: Characters of an answer shown in the table (the columns above and the downloads have it all).
-TABLE_EXCERPT = 80
+TABLE_EXCERPT = 60
 
 
 def configs_from(mode: str, models: list[str], presets: list[str], seed: float | None, max_tokens: float | None,
@@ -58,7 +58,8 @@ def stats_text(result: RunResult, lang: str) -> str:
         "stop", "length", "cancelled") else result.finish_reason
     lines = [tr("compare.stats", lang, tokens=result.completion_tokens, tps=f"{result.tokens_per_second:.1f}",
                 ttft=ttft, prompt=result.prompt_tokens, finish=finish, seed=result.seed),
-             tr("compare.stats_model", lang, description=result.model_description, params=result.changed_text())]
+             tr("compare.stats_model", lang, model=result.model, loader=result.loader, n_ctx=result.n_ctx,
+                params=result.changed_text())]
     if result.load_seconds is not None:
         lines.append(tr("compare.stats_load", lang, seconds=f"{result.load_seconds:.1f}"))
     return "  \n".join(f"<sub>{line}</sub>" for line in lines)
@@ -112,7 +113,6 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
     model_dds, preset_dds, rows = [], [], []
     for i in range(ROWS):
         with gr.Row(visible=True) as row:
-            gr.Markdown(f"**{i + 1}.**", scale=0, min_width=30)
             model_dds.append(gr.Dropdown(choices=model_choices(), value=start_models[i], label=t("compare.model"),
                                          elem_id=f"compare-model-{i}", scale=3))
             preset_dds.append(gr.Dropdown(choices=preset_choices(), value=start_presets[i], label=t("compare.preset"),
@@ -137,7 +137,8 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
                 stats.append(gr.Markdown("", elem_id=f"compare-stats-{i}"))
             columns.append(column)
     table = gr.Dataframe(label=t("compare.table"), elem_id="compare-table", interactive=False, wrap=True,
-                         headers=list(COLUMNS), max_height=400)
+                         headers=list(COLUMNS), max_height=400,
+                         column_widths=["3%", "16%", "7%", "7%", "13%", "7%", "6%", "6%", "6%", "6%", "6%", "17%"])
     with gr.Row():
         download_md = gr.DownloadButton(t("compare.download_md"), elem_id="compare-download-md", size="sm",
                                         interactive=False)
