@@ -52,7 +52,7 @@ def assert_complete(result, model: str) -> None:
 
 
 def test_two_presets_on_smollm_are_complete_and_reproducible(services, smollm_loaded):
-    configs = [config(SMOLLM, preset="Technical"), config(SMOLLM, preset="Creative"), config(SMOLLM, preset="Technical")]
+    configs = [config(SMOLLM, preset=p) for p in ("Technical", "Creative", "Technical")]
     results = Comparison(services).run_all(PROMPT, SYSTEM, configs)
     assert len(results) == 3
     for r in results:

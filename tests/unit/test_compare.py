@@ -8,7 +8,7 @@ from fakes import FakeBackend
 from pydantic import ValidationError
 
 from webui import loaders
-from webui.compare import (COLUMNS, CompareError, Comparison, RunConfig, parse_values, sweep_configs, to_csv,
+from webui.compare import (COLUMNS, CompareError, Comparison, RunConfig, RunResult, parse_values, sweep_configs, to_csv,
                            to_markdown, with_fixed_seeds, write_exports)
 from webui.loaders import LoadOptions
 from webui.models import ModelSettings
@@ -175,3 +175,28 @@ def test_exports_contain_every_run(services, tmp_path):
     md_path, csv_path = write_exports(results, services.export_dir, "Say | hi", "Sys")
     assert md_path.parent == services.export_dir and md_path.read_text(encoding="utf-8") == md
     assert csv_path.read_bytes().decode("utf-8-sig") == to_csv(results)
+
+
+def test_the_tabs_rows_become_configurations():
+    from webui.ui.compare_tab import configs_from, stats_text
+
+    models, presets = ["a.gguf", "", "b.gguf", ""], ["Chat", "Creative", "", ""]
+    by_model = configs_from("models", models, presets, 7, 64, "temperature", "", "en")
+    assert [(c.model, c.preset, c.seed, c.params) for c in by_model] == [
+        ("a.gguf", "Chat", 7, {"max_tokens": 64}), ("b.gguf", None, 7, {"max_tokens": 64})]
+    by_preset = configs_from("presets", models, presets, None, 64, "temperature", "", "en")
+    assert [(c.model, c.preset, c.seed) for c in by_preset] == [("a.gguf", "Chat", 42), ("a.gguf", "Creative", 42)]
+    swept = configs_from("sweep", models, presets, 1, 64, "top_k", "10, 40", "en")
+    assert [(c.preset, c.params["top_k"]) for c in swept] == [("Chat", 10), ("Chat", 40)]
+    with pytest.raises(CompareError, match="row 1"):
+        configs_from("presets", ["", "", "", ""], presets, 1, 64, "temperature", "", "en")
+    with pytest.raises(CompareError, match="at least one"):
+        configs_from("models", [""] * 4, presets, 1, 64, "temperature", "", "en")
+    with pytest.raises(CompareError, match="top_p"):
+        configs_from("sweep", models, presets, 1, 64, "top_p", "0.5, 2", "en")
+    ok = RunResult(index=0, config=by_model[0], text="x", completion_tokens=5, tokens_per_second=12.34,
+                   ttft_seconds=0.2, finish_reason="length", seed=7, model="a.gguf", loader="fake", n_ctx=64)
+    assert "seed 7" in stats_text(ok, "en") and "reached the token limit" in stats_text(ok, "en")
+    assert "seed 7" in stats_text(ok, "ru") and "достигнут лимит токенов" in stats_text(ok, "ru")
+    failed = RunResult(index=1, config=by_model[1], error="No model called 'b.gguf'")
+    assert stats_text(failed, "zh") == "⚠ No model called 'b.gguf'"

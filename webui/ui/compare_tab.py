@@ -208,14 +208,14 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
     mode.change(on_mode, mode, [*rows, *model_dds, sweep_row], queue=False, show_progress="hidden")
 
     def on_refresh(*row_values: str) -> list[Any]:
-        """Fresh model and preset lists; rows still empty get the loaded model and the chosen preset."""
-        start_m, start_p = _defaults(services)
+        """Fresh model and preset lists; a choice that is gone is left out, an empty row 1 gets the loaded model."""
+        start_m, _ = _defaults(services)
         models, presets = row_values[:ROWS], row_values[ROWS:]
         known_m, known_p = {v for _, v in model_choices()}, {v for _, v in preset_choices()}
-        return [*(gr.update(choices=model_choices(), value=m if m in known_m and (m or i >= 2) else start_m[i])
-                  for i, m in enumerate(models)),
-                *(gr.update(choices=preset_choices(), value=p if p in known_p else start_p[i])
-                  for i, p in enumerate(presets))]
+        kept_m = [m if m in known_m else UNUSED for m in models]
+        kept_m[0] = kept_m[0] or start_m[0]
+        return [*(gr.update(choices=model_choices(), value=m) for m in kept_m),
+                *(gr.update(choices=preset_choices(), value=p if p in known_p else UNUSED) for p in presets)]
 
     refresh.click(on_refresh, [*model_dds, *preset_dds], [*model_dds, *preset_dds], queue=False)
     # Opening the tab refreshes the lists too (a model downloaded or loaded since the page opened).
