@@ -8,6 +8,7 @@ import gradio as gr
 from ..services import Services
 from .i18n import gradio_i18n, t
 from .chat_tab import build_chat_tab
+from .compare_tab import build_compare_tab
 from .model_tab import build_model_tab, status_text
 from .notebook_tab import build_notebook_tab, token_count_text
 from .parameters_tab import build_parameters_tab, interactivity, loader_note
@@ -56,6 +57,7 @@ def build_ui(services: Services) -> gr.Blocks:
                 notebook = build_notebook_tab(services)
             with gr.Tab(t("tab.parameters"), id="parameters"):
                 params = build_parameters_tab(services)
+            with gr.Tab(t("tab.compare"), id="compare"): build_compare_tab(services)
         notebook["wire"](params["components"])
         chat["wire"](params["components"])
         # Parameters the loaded model's loader cannot use are greyed out, after every load and on page load.
