@@ -23,9 +23,10 @@ KEYBOARD_JS = """
       e.preventDefault();
       document.querySelector('#notebook-generate')?.click();
     } else if (e.key === 'Escape') {
-      // Stop only stops this page's own generation (chat or notebook), never another user's.
+      // Stop only stops this page's own generation (chat, notebook or comparison), never another user's.
       document.querySelector('#notebook-stop')?.click();
       document.querySelector('#chat-stop')?.click();
+      document.querySelector('#compare-stop')?.click();
     }
   });
 }
