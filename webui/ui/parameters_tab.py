@@ -84,11 +84,11 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
     with gr.Row():
         preset_dd = gr.Dropdown(choices=store.names(), value=start_preset, label=t("params.preset"),
                                 elem_id="preset-dropdown", info=t("params.preset_info"), scale=3)
-        restore = gr.Button(t("params.restore"), elem_id="preset-restore", scale=0, min_width=90)
+        restore = gr.Button(t("params.restore"), elem_id="preset-restore", scale=0, min_width=130)
         name_box = gr.Textbox(value=start_preset or "", label=t("params.preset_name"), elem_id="preset-name", scale=2,
                               info=t("params.preset_name_info"))
-        save = gr.Button(t("common.save"), variant="primary", elem_id="preset-save", scale=0, min_width=90)
-        delete = gr.Button(t("common.delete"), variant="stop", elem_id="preset-delete", scale=0, min_width=90)
+        save = gr.Button(t("common.save"), variant="primary", elem_id="preset-save", scale=0, min_width=120)
+        delete = gr.Button(t("common.delete"), variant="stop", elem_id="preset-delete", scale=0, min_width=110)
     with gr.Row(visible=False) as confirm_row:
         confirm_text = gr.Markdown("")
         confirm = gr.Button(t("params.delete_confirm"), variant="stop", elem_id="preset-delete-confirm")
