@@ -97,7 +97,7 @@ def _text_chunk(kind: bytes, data: bytes) -> tuple[str, str] | None:
 def _card_chunks(f: IO[bytes], limit: int) -> dict[str, str]:
     """The card text chunks of the PNG in ``f``; other chunks (the pixels) are skipped, not read."""
     if f.read(8) != PNG_SIGNATURE:
-        raise CardError("The file is not a PNG picture.")
+        raise CardError("The file is not a PNG picture.", key="error.card_not_png")
     found: dict[str, str] = {}
     while True:
         header = f.read(8)

@@ -98,7 +98,8 @@ def parse_source(text: str) -> Source:
     """Understand ``user/repo``, ``user/repo:branch``, a hub URL (repo, tree, blob or resolve) or a file URL."""
     text = (text or "").strip()
     if not text:
-        raise DownloadError("Type a repository such as 'HuggingFaceTB/SmolLM2-135M-Instruct-GGUF', or paste its URL.")
+        raise DownloadError("Type a repository such as 'HuggingFaceTB/SmolLM2-135M-Instruct-GGUF', or paste its URL.",
+                            key="error.download_no_repo")
     if text.startswith(("http://", "https://")):
         parsed = urlparse(text)
         if not parsed.netloc:
@@ -126,7 +127,8 @@ def parse_source(text: str) -> Source:
 
 def _checked(source: Source) -> Source:
     if not source.repo_id or not _REPO_RE.match(source.repo_id) or ".." in source.repo_id:
-        raise DownloadError(f"{source.repo_id!r} is not a repository name; it should look like USER/REPO.")
+        raise DownloadError(f"{source.repo_id!r} is not a repository name; it should look like USER/REPO.",
+                            key="error.download_bad_repo", repo=repr(source.repo_id))
     return source
 
 
@@ -331,12 +333,12 @@ class Progress:
 
     def text(self) -> str:
         eta = self.eta
-        eta_text = "" if eta is None else f", about {_duration(eta)} left"
+        eta_text = "" if eta is None else f", about {duration(eta)} left"
         return (f"{human_size(self.done)} of {human_size(self.total)} ({self.fraction:.0%}), "
                 f"{human_size(self.speed)}/s{eta_text}")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 60:
         return f"{seconds} s"
@@ -369,7 +371,7 @@ def _progress_bar_class(progress: Progress, report: ProgressCallback, cancel: th
             progress.done += n
             if cancel.is_set():
                 raise DownloadCancelled("Download cancelled. The part already downloaded is kept; download "
-                                        "again to resume.")
+                                        "again to resume.", key="error.download_cancelled")
             now = time.monotonic()
             if now - self._last >= 0.2:
                 self._last = now
@@ -401,14 +403,17 @@ def _explain(exc: BaseException, what: Source | str) -> DownloadError:
         return exc
     if isinstance(exc, hf_errors.GatedRepoError):
         return DownloadError(f"{label} is a gated repository: accept its licence on its hub page, then set "
-                             "HF_TOKEN (or paste a token) with a token of that account.")
+                             "HF_TOKEN (or paste a token) with a token of that account.",
+                             key="error.download_gated", label=label)
     if isinstance(exc, hf_errors.HfHubHTTPError) and exc.response is not None and exc.response.status_code == 401 \
             and "Invalid credentials" in (exc.response.headers.get("X-Error-Message") or ""):
-        return DownloadError(f"The hub rejected the token (401) for {label}. Check HF_TOKEN or the token you pasted.")
+        return DownloadError(f"The hub rejected the token (401) for {label}. Check HF_TOKEN or the token you pasted.",
+                             key="error.download_bad_token", label=label)
     if isinstance(exc, hf_errors.RepositoryNotFoundError):
         status = exc.response.status_code if exc.response is not None else 404
         return DownloadError(f"Repository {label} was not found on {endpoint} ({status}). Check the name; if it is "
-                             "private or gated, set HF_TOKEN or paste a token.")
+                             "private or gated, set HF_TOKEN or paste a token.",
+                             key="error.download_repo_not_found", label=label, endpoint=endpoint, status=status)
     if isinstance(exc, hf_errors.RevisionNotFoundError):
         return DownloadError(f"{label}: that branch or revision does not exist.")
     if isinstance(exc, hf_errors.EntryNotFoundError):
@@ -419,11 +424,13 @@ def _explain(exc: BaseException, what: Source | str) -> DownloadError:
     if isinstance(exc, (httpx2.ConnectError, httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError,
                         hf_errors.LocalEntryNotFoundError, ConnectionError)):
         return DownloadError(f"Cannot reach {endpoint} ({type(exc).__name__}). Check your internet connection, "
-                             "or set HF_ENDPOINT to a mirror you can reach. Downloaded parts are kept for resume.")
+                             "or set HF_ENDPOINT to a mirror you can reach. Downloaded parts are kept for resume.",
+                             key="error.download_offline", endpoint=endpoint, kind=type(exc).__name__)
     if isinstance(exc, OSError) and exc.errno == 28:
         return DownloadError("The disk is full. Free some space and download again; the part already downloaded "
-                             "is kept and the download resumes.")
-    return DownloadError(f"Download of {label} failed: {type(exc).__name__}: {exc}")
+                             "is kept and the download resumes.", key="error.disk_full")
+    return DownloadError(f"Download of {label} failed: {type(exc).__name__}: {exc}", key="error.download_failed",
+                         label=label, detail=f"{type(exc).__name__}: {exc}")
 
 
 def staging_dir(models_dir: Path, choice: Choice) -> Path:
@@ -555,6 +562,8 @@ class DownloadJob:
     progress: Progress = field(default_factory=Progress)
     state: Literal["running", "done", "failed", "cancelled"] = "running"
     message: str = ""
+    #: why it failed or was cancelled (its key lets the UI show it in the page's language)
+    error: DownloadError | None = None
     path: Path | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -590,12 +599,15 @@ class DownloadManager:
                 job.state, job.message = "done", f"Downloaded **{choice.target}** ({human_size(choice.size)}). " \
                                                  "It is in the model list now."
             except DownloadCancelled as exc:
-                job.state, job.message = "cancelled", exc.message
+                job.state, job.message, job.error = "cancelled", exc.message, exc
             except DownloadError as exc:
-                job.state, job.message = "failed", exc.message
+                job.state, job.message, job.error = "failed", exc.message, exc
             except Exception as exc:  # a bug: report it, never leave the job "running"
                 log.exception("Download of %s failed", choice.target)
-                job.state, job.message = "failed", f"Download failed: {type(exc).__name__}: {exc}"
+                job.error = DownloadError(f"Download failed: {type(exc).__name__}: {exc}",
+                                          key="error.download_failed", label=choice.target,
+                                          detail=f"{type(exc).__name__}: {exc}")
+                job.state, job.message = "failed", job.error.message
 
         job.thread = threading.Thread(target=run, name=f"download-{choice.target}", daemon=True)
         job.thread.start()

@@ -150,8 +150,10 @@ class ModelManager:
     def path_of(self, name: str) -> Path:
         path = self.model_dir / safe_name(name, what="model name")
         if not path.exists():
-            raise ModelNotFoundError(f"No model called {name!r} in {self.model_dir}. Available: "
-                                     f"{', '.join(self.list_models()) or 'none'}.")
+            available = ", ".join(self.list_models()) or "none"
+            raise ModelNotFoundError(f"No model called {name!r} in {self.model_dir}. Available: {available}.",
+                                     key="error.model_not_found", name=repr(name), folder=str(self.model_dir),
+                                     available=available)
         if path.is_dir() and not is_hf_folder(path):
             ggufs = sorted(path.glob("*.gguf"))
             if ggufs:
@@ -333,7 +335,8 @@ class ModelManager:
                 log.exception("Loading %s failed", name)
                 self._restore(previous, report)
                 raise self._with_restore_note(
-                    ModelLoadError(f"Loading {name} failed: {type(exc).__name__}: {exc}"), previous) from exc
+                    ModelLoadError(f"Loading {name} failed: {type(exc).__name__}: {exc}", key="error.load_failed",
+                                   name=name, detail=f"{type(exc).__name__}: {exc}"), previous) from exc
             if loader == "remote":
                 name = str(backend.path)  # the model the server actually serves
             self._current = LoadedModel(name, loader, options, backend, time.perf_counter() - start)
@@ -412,9 +415,8 @@ class ModelManager:
         if previous is None:
             return exc
         if self._current is not None and self._current.name == previous.name:
-            note = f" {previous.name} is loaded again."
+            exc.add_note(f"{previous.name} is loaded again.", "error.note_restored", name=previous.name)
         else:
-            note = f" {previous.name} could not be loaded again either; no model is loaded."
-        exc.message += note
-        exc.args = (exc.message,)
+            exc.add_note(f"{previous.name} could not be loaded again either; no model is loaded.",
+                         "error.note_not_restored", name=previous.name)
         return exc

@@ -51,7 +51,7 @@ def _llama_class() -> type:
 def check_gguf_file(path: Path) -> None:
     """Raise ``ModelLoadError`` with a specific message if ``path`` cannot be a GGUF model."""
     if not path.exists():
-        raise ModelLoadError(f"Model file not found: {path}")
+        raise ModelLoadError(f"Model file not found: {path}", key="error.file_not_found", path=str(path))
     if path.is_dir():
         raise ModelLoadError(f"{path.name} is a folder, not a GGUF file. A GGUF model is a single .gguf file.")
     size = path.stat().st_size
@@ -61,8 +61,7 @@ def check_gguf_file(path: Path) -> None:
         raise ModelLoadError(
             f"{path.name} is not a GGUF model file (it does not start with the GGUF signature; "
             f"{size} bytes). It may be a different format, an HTML error page saved by a failed "
-            "download, or a corrupt file. Download it again."
-        )
+            "download, or a corrupt file. Download it again.", key="error.not_gguf", name=path.name, size=size)
 
 
 class LlamaCppBackend(Backend):
@@ -113,11 +112,12 @@ class LlamaCppBackend(Backend):
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
+            size = path.stat().st_size
             raise ModelLoadError(
-                f"llama.cpp could not load {path.name} ({path.stat().st_size} bytes): {exc}. "
+                f"llama.cpp could not load {path.name} ({size} bytes): {exc}. "
                 "The file may be truncated or corrupt (download it again), or use an architecture "
-                "this llama.cpp build does not know (update llama-cpp-python)."
-            ) from exc
+                "this llama.cpp build does not know (update llama-cpp-python).",
+                key="error.llamacpp_failed", name=path.name, size=size, detail=str(exc)) from exc
         return cls(llm, path)
 
     def tokenize(self, text: str) -> list[int]:

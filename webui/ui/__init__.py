@@ -6,10 +6,10 @@ from typing import Any
 import gradio as gr
 
 from ..services import Services
-from .i18n import gradio_i18n, t
+from .i18n import force_language, gradio_i18n, t
 from .chat_tab import build_chat_tab
 from .compare_tab import build_compare_tab
-from .model_tab import build_model_tab, status_text
+from .model_tab import build_model_tab, guide_visible, status_text
 from .notebook_tab import build_notebook_tab, token_count_text
 from .parameters_tab import build_parameters_tab, interactivity, loader_note
 
@@ -47,6 +47,7 @@ def mount_ui(app: Any, services: Services) -> Any:
 
 
 def build_ui(services: Services) -> gr.Blocks:
+    force_language(services.settings.language)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(t("app.title_md"))
         with gr.Tabs():
@@ -58,7 +59,8 @@ def build_ui(services: Services) -> gr.Blocks:
                 notebook = build_notebook_tab(services)
             with gr.Tab(t("tab.parameters"), id="parameters"):
                 params = build_parameters_tab(services)
-            with gr.Tab(t("tab.compare"), id="compare"): build_compare_tab(services)
+            with gr.Tab(t("tab.compare"), id="compare"):
+                build_compare_tab(services)
         notebook["wire"](params["components"])
         chat["wire"](params["components"])
         # Parameters the loaded model's loader cannot use are greyed out, after every load and on page load.
@@ -71,11 +73,11 @@ def build_ui(services: Services) -> gr.Blocks:
         # A page opened after a load (or after --model at start) shows the real state.
         def on_page_load() -> list:
             saved = services.load_notebook()
-            return [status_text(services), saved, token_count_text(services, saved), loader_note(services),
-                    *interactivity(services)]
+            return [status_text(services), guide_visible(services), saved, token_count_text(services, saved),
+                    loader_note(services), *interactivity(services)]
 
-        demo.load(on_page_load, None, [model["status"], notebook["text"], notebook["tokens"], *loader_outputs],
-                  queue=False)
+        demo.load(on_page_load, None, [model["status"], model["guide"], notebook["text"], notebook["tokens"],
+                                       *loader_outputs], queue=False)
         demo.load(params["current_state"], None, params["state_outputs"], queue=False)
         demo.load(chat["page_load"], None, chat["page_load_outputs"], queue=False)
     return demo

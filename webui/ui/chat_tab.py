@@ -17,34 +17,39 @@ from ..history import Chat, ChatNotFoundError, Message
 from ..modelfile import export_modelfile
 from ..services import Services
 from ..storage import atomic_write_bytes, safe_name
-from .common import Frames, ui_errors
+from .common import Frames, error_text, ui_errors
+from .i18n import page_language, t, tr
 from .parameters_tab import params_from_values, values_of
 
 MODEL_TEMPLATE = "(model's own template)"
 
 
-def stats_line(message: Message) -> str:
+def stats_line(message: Message, lang: str | None = None) -> str:
     """The small line under a reply: its stats and, after a Regenerate, which version is shown."""
+    lang = lang or page_language()
     parts = []
     if len(message.versions) > 1:
-        parts.append(f"version {message.active + 1} of {len(message.versions)}")
+        parts.append(tr("chat.version_of", lang, n=message.active + 1, total=len(message.versions)))
     stats = message.stats
     if stats:
         ttft = f"{stats['ttft']:.2f} s" if stats.get("ttft") is not None else "-"
-        parts += [f"{stats['tokens']} tokens", f"{stats['tokens_per_second']} tokens/s", f"first token {ttft}",
-                  str(stats.get("model", "")), f"seed {stats.get('seed', '')}"]
+        parts += [tr("chat.stat_tokens", lang, n=stats["tokens"]),
+                  tr("chat.stat_speed", lang, speed=stats["tokens_per_second"]),
+                  tr("chat.stat_ttft", lang, ttft=ttft), str(stats.get("model", "")),
+                  tr("chat.stat_seed", lang, seed=stats.get("seed", ""))]
     return f"\n\n<sub>{' · '.join(parts)}</sub>" if parts else ""
 
 
-def to_display(chat: Chat | None) -> list[dict[str, Any]]:
+def to_display(chat: Chat | None, lang: str | None = None) -> list[dict[str, Any]]:
     """The chat as gr.Chatbot messages: stats under each reply, version arrows where there are versions."""
     if chat is None:
         return []
+    lang = lang or page_language()
     out = []
     for m in chat.messages:
         if m.role not in ("user", "assistant"):
             continue
-        out.append({"role": m.role, "content": m.content + (stats_line(m) if m.role == "assistant" else "")})
+        out.append({"role": m.role, "content": m.content + (stats_line(m, lang) if m.role == "assistant" else "")})
     return out
 
 
@@ -72,17 +77,16 @@ def to_markdown(chat: Chat, character: str, user: str) -> str:
     return "\n".join(lines)
 
 
-def notes_text(character: Character) -> str:
+def notes_text(character: Character, lang: str | None = None) -> str:
     """The card's creator notes, for the person (never sent to the model)."""
+    lang = lang or page_language()
     notes = character.creator_notes.strip()
     extras = []
     if len(character.alternate_greetings):
-        extras.append(f"{len(character.alternate_greetings)} alternate greetings: use ◀ Version ▶ on the first "
-                      "message.")
+        extras.append(tr("chat.alternate_greetings", lang, n=len(character.alternate_greetings)))
     if character.character_book is not None:
-        extras.append(f"Lorebook with {len(character.character_book.entries)} entries (see Show prompt for the "
-                      "ones that fire).")
-    parts = ([f"**Creator's notes** (not sent to the model)\n\n{notes}"] if notes else []) + extras
+        extras.append(tr("chat.lorebook_entries", lang, n=len(character.character_book.entries)))
+    parts = ([f"{tr('chat.creator_notes', lang)}\n\n{notes}"] if notes else []) + extras
     return "\n\n".join(parts)
 
 
@@ -90,85 +94,84 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     characters = services.characters
     with gr.Row():
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label="Chat", elem_id="chat-box", height=520, editable="all",
+            chatbot = gr.Chatbot(label=t("chat.chat"), elem_id="chat-box", height=520, editable="all",
                                  buttons=["copy", "copy_all"], render_markdown=True, group_consecutive_messages=False)
             with gr.Row():
                 # lines=1 (growing to max_lines): Enter sends, Shift+Enter adds a line (Gradio's rule)
                 message = gr.Textbox(lines=1, max_lines=12, show_label=False, elem_id="chat-input", scale=5,
-                                     placeholder="Message (Enter sends, Shift+Enter for a new line, Esc stops)")
-                send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=1, min_width=80)
-                stop = gr.Button("Stop", variant="stop", elem_id="chat-stop", scale=1, min_width=80)
+                                     placeholder=t("chat.placeholder"))
+                send = gr.Button(t("chat.send"), variant="primary", elem_id="chat-send", scale=1, min_width=80)
+                stop = gr.Button(t("common.stop"), variant="stop", elem_id="chat-stop", scale=1, min_width=80)
             with gr.Row():
-                regenerate = gr.Button("Regenerate", elem_id="chat-regenerate", size="sm")
-                cont = gr.Button("Continue", elem_id="chat-continue", size="sm")
-                remove = gr.Button("Remove last", elem_id="chat-remove", size="sm")
-                impersonate = gr.Button("Impersonate", elem_id="chat-impersonate", size="sm")
-                prev_version = gr.Button("◀ Version", elem_id="chat-prev-version", size="sm")
-                next_version = gr.Button("Version ▶", elem_id="chat-next-version", size="sm")
-            start_with = gr.Textbox(label="Start reply with", elem_id="chat-start-with", max_lines=2,
-                                    info="The model's reply begins with this text (e.g. 'Sure,').")
+                regenerate = gr.Button(t("chat.regenerate"), elem_id="chat-regenerate", size="sm")
+                cont = gr.Button(t("common.continue"), elem_id="chat-continue", size="sm")
+                remove = gr.Button(t("chat.remove"), elem_id="chat-remove", size="sm")
+                impersonate = gr.Button(t("chat.impersonate"), elem_id="chat-impersonate", size="sm")
+                prev_version = gr.Button(t("chat.prev_version"), elem_id="chat-prev-version", size="sm")
+                next_version = gr.Button(t("chat.next_version"), elem_id="chat-next-version", size="sm")
+            start_with = gr.Textbox(label=t("chat.start_with"), elem_id="chat-start-with", max_lines=2,
+                                    info=t("chat.start_with_info"))
             meter = gr.Markdown("", elem_id="chat-meter")
-            with gr.Accordion("Show prompt", open=False):
-                show_prompt = gr.Button("Show the prompt of the next reply", elem_id="chat-show-prompt", size="sm")
-                prompt_view = gr.Code(label="Rendered prompt", elem_id="chat-prompt", language=None, lines=8)
+            with gr.Accordion(t("chat.show_prompt"), open=False):
+                show_prompt = gr.Button(t("chat.show_prompt_button"), elem_id="chat-show-prompt", size="sm")
+                prompt_view = gr.Code(label=t("chat.rendered_prompt"), elem_id="chat-prompt", language=None, lines=8)
                 lore_view = gr.Markdown("", elem_id="chat-lore")
         with gr.Column(scale=2):
-            mode = gr.Radio(list(MODES), value="instruct", label="Mode", elem_id="chat-mode",
-                            info="instruct: the model's chat template. chat: role-play transcript with names. "
-                                 "chat-instruct: the transcript wrapped in an instruction.")
-            character_dd = gr.Dropdown(choices=characters.names(), value=DEFAULT_CHARACTER, label="Character",
+            mode = gr.Radio(list(MODES), value="instruct", label=t("chat.mode"), elem_id="chat-mode",
+                            info=t("chat.mode_info"))
+            character_dd = gr.Dropdown(choices=characters.names(), value=DEFAULT_CHARACTER, label=t("chat.character"),
                                        elem_id="chat-character")
             creator_notes = gr.Markdown("", elem_id="chat-creator-notes")
-            system_prompt = gr.Textbox(label="System prompt", lines=3, elem_id="chat-system",
-                                       info="Sent first in instruct and chat-instruct modes.")
+            system_prompt = gr.Textbox(label=t("chat.system_prompt"), lines=3, elem_id="chat-system",
+                                       info=t("chat.system_prompt_info"))
             with gr.Row():
-                user_name = gr.Textbox(value="You", label="Your name", elem_id="chat-user-name")
-                user_bio = gr.Textbox(label="About you", elem_id="chat-user-bio", info="Your persona, sent to the model.")
-            template_dd = gr.Dropdown(choices=[MODEL_TEMPLATE, *services.instruction_templates.names()],
-                                      value=MODEL_TEMPLATE, label="Instruction template", elem_id="chat-template")
+                user_name = gr.Textbox(value="You", label=t("chat.user_name"), elem_id="chat-user-name")
+                user_bio = gr.Textbox(label=t("chat.user_bio"), elem_id="chat-user-bio", info=t("chat.user_bio_info"))
+            template_dd = gr.Dropdown(choices=[(t("chat.template_own"), MODEL_TEMPLATE),
+                                               *services.instruction_templates.names()],
+                                      value=MODEL_TEMPLATE, label=t("chat.template"), elem_id="chat-template")
             template_note = gr.Markdown("", elem_id="chat-template-note")
-            with gr.Accordion("Chats", open=True):
-                search = gr.Textbox(label="Search", elem_id="chat-search", max_lines=1)
-                chats_dd = gr.Dropdown(choices=[], label="Past chats (newest first)", elem_id="chat-list")
+            with gr.Accordion(t("chat.chats"), open=True):
+                search = gr.Textbox(label=t("chat.search"), elem_id="chat-search", max_lines=1)
+                chats_dd = gr.Dropdown(choices=[], label=t("chat.past_chats"), elem_id="chat-list")
                 with gr.Row():
-                    new_chat = gr.Button("New chat", elem_id="chat-new", size="sm")
-                    delete_chat = gr.Button("Delete", variant="stop", elem_id="chat-delete", size="sm")
+                    new_chat = gr.Button(t("chat.new_chat"), elem_id="chat-new", size="sm")
+                    delete_chat = gr.Button(t("common.delete"), variant="stop", elem_id="chat-delete", size="sm")
                 with gr.Row(visible=False) as confirm_row:
-                    confirm_delete = gr.Button("Yes, delete this chat", variant="stop", elem_id="chat-delete-confirm",
+                    confirm_delete = gr.Button(t("chat.delete_confirm"), variant="stop", elem_id="chat-delete-confirm",
                                                size="sm")
-                    cancel_delete = gr.Button("Cancel", size="sm")
+                    cancel_delete = gr.Button(t("common.cancel"), size="sm")
                 with gr.Row():
-                    title = gr.Textbox(label="Title", elem_id="chat-title", max_lines=1, scale=3)
-                    rename = gr.Button("Rename", elem_id="chat-rename", size="sm", scale=1)
-                branch_at = gr.Number(value=None, label="Branch from message #", precision=0, elem_id="chat-branch-at",
-                                      info="A new chat with the messages up to this one (empty: all).")
-                branch = gr.Button("Branch", elem_id="chat-branch", size="sm")
+                    title = gr.Textbox(label=t("chat.title"), elem_id="chat-title", max_lines=1, scale=3)
+                    rename = gr.Button(t("chat.rename"), elem_id="chat-rename", size="sm", scale=1)
+                branch_at = gr.Number(value=None, label=t("chat.branch_at"), precision=0, elem_id="chat-branch-at",
+                                      info=t("chat.branch_at_info"))
+                branch = gr.Button(t("chat.branch"), elem_id="chat-branch", size="sm")
                 with gr.Row():
-                    download_json = gr.DownloadButton("Download JSON", elem_id="chat-download-json", size="sm")
-                    download_md = gr.DownloadButton("Download Markdown", elem_id="chat-download-md", size="sm")
-                upload = gr.UploadButton("Upload JSON", file_types=[".json"], elem_id="chat-upload", size="sm")
-            with gr.Accordion("Import / export characters", open=False):
-                gr.Markdown("TavernAI / SillyTavern cards (PNG or JSON, V1/V2/V3), text-generation-webui "
-                            "characters (YAML/JSON) and Ollama Modelfiles. See docs/characters.md.")
-                card_upload = gr.UploadButton("Import a card or Modelfile", elem_id="char-import", size="sm")
+                    download_json = gr.DownloadButton(t("chat.download_json"), elem_id="chat-download-json", size="sm")
+                    download_md = gr.DownloadButton(t("chat.download_md"), elem_id="chat-download-md", size="sm")
+                upload = gr.UploadButton(t("chat.upload_json"), file_types=[".json"], elem_id="chat-upload", size="sm")
+            with gr.Accordion(t("chat.cards"), open=False):
+                gr.Markdown(t("chat.cards_intro"))
+                card_upload = gr.UploadButton(t("chat.card_import"), elem_id="char-import", size="sm")
                 with gr.Row():
-                    export_png = gr.DownloadButton("PNG card", elem_id="char-export-png", size="sm")
-                    export_json = gr.DownloadButton("JSON card", elem_id="char-export-json", size="sm")
-                    export_mf = gr.DownloadButton("Modelfile", elem_id="char-export-modelfile", size="sm")
+                    export_png = gr.DownloadButton(t("chat.export_png"), elem_id="char-export-png", size="sm")
+                    export_json = gr.DownloadButton(t("chat.export_json"), elem_id="char-export-json", size="sm")
+                    export_mf = gr.DownloadButton(t("chat.export_modelfile"), elem_id="char-export-modelfile", size="sm")
                 import_message = gr.Markdown("", elem_id="char-import-message")
-            with gr.Accordion("Character editor", open=False):
-                ed_file = gr.Textbox(label="File name", elem_id="char-file")
-                ed_name = gr.Textbox(label="Name", elem_id="char-name")
-                ed_greeting = gr.Textbox(label="Greeting", lines=2, elem_id="char-greeting")
-                ed_context = gr.Textbox(label="Context", lines=4, elem_id="char-context",
-                                        info="Who the character is. {{char}} and {{user}} are replaced by the names.")
-                ed_examples = gr.Textbox(label="Example exchanges (few-shot)", lines=4, elem_id="char-examples")
-                examples_file = gr.UploadButton("Load examples from a .txt file", file_types=[".txt"], size="sm",
+            with gr.Accordion(t("chat.editor"), open=False):
+                ed_file = gr.Textbox(label=t("chat.ed_file"), elem_id="char-file")
+                ed_name = gr.Textbox(label=t("chat.ed_name"), elem_id="char-name")
+                ed_greeting = gr.Textbox(label=t("chat.ed_greeting"), lines=2, elem_id="char-greeting")
+                ed_context = gr.Textbox(label=t("chat.ed_context"), lines=4, elem_id="char-context",
+                                        info=t("chat.ed_context_info"))
+                ed_examples = gr.Textbox(label=t("chat.ed_examples"), lines=4, elem_id="char-examples")
+                examples_file = gr.UploadButton(t("chat.ed_examples_upload"), file_types=[".txt"], size="sm",
                                                 elem_id="char-examples-upload")
-                ed_picture = gr.Image(label="Picture", type="filepath", height=120, elem_id="char-picture")
+                ed_picture = gr.Image(label=t("chat.ed_picture"), type="filepath", height=120, elem_id="char-picture")
                 with gr.Row():
-                    ed_save = gr.Button("Save character", variant="primary", elem_id="char-save", size="sm")
-                    ed_delete = gr.Button("Delete character", variant="stop", elem_id="char-delete", size="sm")
+                    ed_save = gr.Button(t("chat.ed_save"), variant="primary", elem_id="char-save", size="sm")
+                    ed_delete = gr.Button(t("chat.ed_delete"), variant="stop", elem_id="char-delete", size="sm")
                 char_message = gr.Markdown("", elem_id="char-message")
 
     # The open chat of this browser session: (character, chat id).
@@ -206,13 +209,14 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         return (chat.character, chat.id)
 
     def meter_text(chat: Chat, prompt: Any = None) -> str:
+        lang = page_language()
         loaded = services.models.current
         if loaded is None:
-            return "Context: no model loaded."
+            return tr("chat.meter_no_model", lang)
         if prompt is None:
-            return f"Context: {loaded.backend.n_ctx} tokens."
-        approx = "about " if loaded.backend.tokens_estimated else ""
-        used = f"Context: {approx}{prompt.tokens} / {loaded.backend.n_ctx} tokens used by the last prompt."
+            return tr("chat.meter_size", lang, n_ctx=loaded.backend.n_ctx)
+        key = "chat.meter_used_about" if loaded.backend.tokens_estimated else "chat.meter_used"
+        used = tr(key, lang, n=prompt.tokens, n_ctx=loaded.backend.n_ctx)
         return used + (f" ⚠ {prompt.note}" if prompt.note else "")
 
     cancels: dict[str, threading.Event] = {}
@@ -312,10 +316,10 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
         loaded = services.models.current
         if loaded is None:
-            return ["No model loaded.", ""]
+            return [tr("chat.no_model", page_language()), ""]
         chat = open_chat(state, character)
         template, _ = template_for(tpl)
-        history = list(chat.messages) + [Message("user", "(your next message)")]
+        history = list(chat.messages) + [Message("user", tr("chat.next_message", page_language()))]
         prompt = build_prompt(chat, history, characters.load(character), options_of(mode_v, system, name, bio),
                               template, n_ctx=loaded.backend.n_ctx, max_new_tokens=0,
                               tokenize=loaded.backend.tokenize, reply_prefix=prefix or "")
@@ -404,7 +408,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         chat = open_chat(state, character)
         n = int(at or len(chat.messages))
         if not 1 <= n <= len(chat.messages):
-            raise WebUIError(f"Pick a message number from 1 to {len(chat.messages)}.")
+            raise WebUIError(f"Pick a message number from 1 to {len(chat.messages)}.", key="chat.branch_range",
+                             n=len(chat.messages))
         branch_chat = services.chats.new(character, chat.mode)
         branch_chat.messages = [Message(**{**m.__dict__, "versions": list(m.versions)}) for m in chat.messages[:n]]
         branch_chat.title = f"{chat.title} (branch)"
@@ -442,27 +447,26 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     def on_import(file: Any, *values: Any) -> list[Any]:
         path = Path(file if isinstance(file, str) else file.name)
         result = services.import_character(path, original_name=path.name)
-        lines = [f"Imported **{result.character.name}** as the character **{result.file_name}**."]
+        lang = page_language()
+        lines = [tr("chat.imported", lang, name=result.character.name, file=result.file_name)]
         warnings = list(result.warnings)
         param_updates = [gr.update() for _ in values]
         if result.params is not None:
             services.remember(preset=result.preset, params=result.params.non_default())
             param_updates = values_of(result.params)
-            lines.append(f"Its PARAMETER values are saved as the preset **{result.preset}** and set in the "
-                         "Parameters tab.")
+            lines.append(tr("chat.imported_preset", lang, preset=result.preset))
         if result.model_ref and result.model is None:
-            warnings.append(f"FROM {result.model_ref}: there is no such file in the models folder; pick a model "
-                            "in the Model tab.")
+            warnings.append(tr("chat.from_missing", lang, model=result.model_ref))
         loaded = services.models.current
         if result.model and (loaded is None or loaded.name != result.model):
             try:
                 services.load_model(result.model)
-                lines.append(f"Loaded the model **{result.model}** that FROM names.")
+                lines.append(tr("chat.from_loaded", lang, model=result.model))
             except WebUIError as exc:
-                warnings.append(f"FROM names {result.model}, but loading it failed: {exc.message}")
+                warnings.append(tr("chat.from_failed", lang, model=result.model, error=error_text(exc, lang)))
         for warning in warnings:
             gr.Warning(warning)
-        gr.Info(f"Imported {result.file_name}.")
+        gr.Info(tr("chat.imported_info", lang, file=result.file_name))
         message = "\n\n".join(lines + [f"⚠ {w}" for w in warnings])
         return [gr.update(choices=characters.names(), value=result.file_name), *on_character(result.file_name),
                 message, *param_updates, *on_model_changed()]
@@ -481,7 +485,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                      f"{stem}.Modelfile": export_modelfile(characters.load(character), services.initial_params(),
                                                            loaded.name if loaded else None).encode("utf-8")}
         except WebUIError as exc:
-            gr.Warning(f"This character cannot be exported: {exc.message}")
+            gr.Warning(tr("chat.export_failed", page_language(), error=error_text(exc, page_language())))
             return [None, None, None]
         paths = []
         for name, data in files.items():
@@ -496,7 +500,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise WebUIError("The examples file must be UTF-8 text.") from exc
+            raise WebUIError("The examples file must be UTF-8 text.", key="chat.examples_not_utf8") from exc
 
     examples_file.upload(on_examples_file, examples_file, ed_examples)
 
@@ -505,7 +509,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                           picture: str | None) -> list[Any]:
         file_name = (file_name or name or "").strip()
         if not file_name:
-            raise WebUIError("Give the character a name first.")
+            raise WebUIError("Give the character a name first.", key="chat.name_first")
         existing = characters.picture_of(file_name) if characters.is_valid(file_name) else None
         data = None
         suffix = ".png"
@@ -515,7 +519,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         base = characters.load(file_name) if file_name in characters.names() else Character()
         edited = replace(base, name=name.strip() or file_name, greeting=greeting, context=context, examples=examples)
         characters.save(file_name, edited, picture=data, picture_suffix=suffix)
-        return [gr.update(choices=characters.names(), value=file_name), f"Saved character **{file_name}**.",
+        return [gr.update(choices=characters.names(), value=file_name),
+                tr("chat.saved_character", page_language(), name=file_name),
                 *export_files(file_name)]
 
     ed_save.click(on_save_character, editor, [character_dd, char_message, *exports], queue=False)
@@ -523,7 +528,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     @ui_errors
     def on_delete_character(file_name: str) -> list[Any]:
         characters.delete(file_name)
-        return [gr.update(choices=characters.names(), value=DEFAULT_CHARACTER), f"Deleted character **{file_name}**."]
+        return [gr.update(choices=characters.names(), value=DEFAULT_CHARACTER),
+                tr("chat.deleted_character", page_language(), name=file_name)]
 
     ed_delete.click(on_delete_character, ed_file, [character_dd, char_message], queue=False)
 
@@ -535,7 +541,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         try:
             note = template_for(choice)[1] if loaded else ""
         except WebUIError as exc:
-            note = exc.message
+            note = error_text(exc, page_language())
         return [choice, note]
 
     def on_page_load() -> list[Any]:
@@ -560,7 +566,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         try:
             notes = notes_text(characters.load(character))
         except WebUIError as exc:
-            notes = f"⚠ {exc.message}"
+            notes = f"⚠ {error_text(exc, page_language())}"
         if chat is None:
             return [box, None, gr.update(choices=chat_choices(services, character), value=None), "", picked,
                     note, choice, notes, *export_files(character)]

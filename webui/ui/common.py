@@ -14,16 +14,34 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from ..errors import WebUIError
+from .i18n import DEFAULT, catalogue, normalise, page_language, t, tr
 
 log = logging.getLogger(__name__)
 
 
+def error_text(exc: WebUIError, lang: str | None) -> str:
+    """An error's message in ``lang``.
+
+    English is the message itself. Errors with a catalogue key are translated whole; the others
+    (rarer, often quoting a library or a server) get a translated headline for their kind
+    before the English details.
+    """
+    lang = normalise(lang)
+    if lang == DEFAULT:
+        return exc.message
+    if exc.key:
+        return " ".join([tr(exc.key, lang, **exc.fields), *(tr(key, lang, **fields) for key, fields in exc.notes)])
+    kind = f"error.kind.{exc.code}"
+    headline = tr(kind if kind in catalogue(lang) else "error.kind.webui_error", lang)
+    return f"{headline}: {exc.message}"
+
+
 def _as_gr_error(exc: Exception) -> gr.Error:
+    lang = page_language()
     if isinstance(exc, WebUIError):
-        return gr.Error(exc.message)
+        return gr.Error(error_text(exc, lang))
     log.exception("Unexpected error in a UI handler")
-    return gr.Error(f"Unexpected error: {type(exc).__name__}: {exc}. The app is still running; "
-                    "details are in the server log.")
+    return gr.Error(tr("error.unexpected", lang, kind=type(exc).__name__, detail=str(exc)))
 
 
 def ui_errors(fn: Callable) -> Callable:
@@ -81,14 +99,17 @@ def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
     return lo, hi
 
 
-def field_component(model: type[BaseModel], name: str, value: Any = None, *, elem_prefix: str = "",
-                    slider_max: float | None = None, **kwargs: Any) -> gr.components.Component:
-    """A component for one pydantic field: its label, range, default and description come from the model."""
+def field_component(model: type[BaseModel], name: str, value: Any = None, *, i18n_prefix: str,
+                    elem_prefix: str = "", slider_max: float | None = None, **kwargs: Any) -> gr.components.Component:
+    """A component for one pydantic field: its range and default come from the model.
+
+    Label and info are the catalogue's ``<i18n_prefix>.<name>.label`` and ``.info`` (in English: the
+    field's name and description; ``tests/unit/test_i18n.py`` keeps them equal).
+    """
     info = model.model_fields[name]
-    label = name.replace("_", " ")
     value = info.default if value is None else value
-    common = {"label": label, "info": info.description, "elem_id": f"{elem_prefix}{name}" if elem_prefix else None,
-              **kwargs}
+    common = {"label": t(f"{i18n_prefix}.{name}.label"), "info": t(f"{i18n_prefix}.{name}.info"),
+              "elem_id": f"{elem_prefix}{name}" if elem_prefix else None, **kwargs}
     annotation = info.annotation
     if annotation is bool:
         return gr.Checkbox(value=value, **common)

@@ -7,22 +7,31 @@ from typing import Any
 
 import gradio as gr
 
-from ..download import DownloadJob, Listing, human_size, list_files, parse_source
+from ..download import DownloadJob, Listing, duration, human_size, list_files, parse_source
 from ..services import Services
-from .common import ui_errors
+from .common import error_text, ui_errors
+from .i18n import page_language, t, tr
 
 POLL_SECONDS = 0.5
 
 
-def progress_html(job: DownloadJob | None) -> str:
+def progress_html(job: DownloadJob | None, lang: str | None = None) -> str:
     if job is None:
         return ""
+    lang = lang or page_language()
     p = job.progress
     if job.state == "running":
+        eta = "" if p.eta is None else tr("download.eta", lang, time=duration(p.eta))
+        text = tr("download.running", lang, name=job.choice.target, done=human_size(p.done),
+                  total=human_size(p.total), percent=f"{p.fraction:.0%}", speed=human_size(p.speed), eta=eta)
         return (f'<div id="download-progress"><progress value="{p.done}" max="{max(p.total, 1)}" '
-                f'style="width:100%"></progress><div>{html.escape(job.status_text())}</div></div>')
+                f'style="width:100%"></progress><div>{html.escape(text)}</div></div>')
     icon = {"done": "✅", "cancelled": "⏹", "failed": "⚠"}[job.state]
-    return f'<div id="download-result" data-state="{job.state}">{icon} {_md_bold(html.escape(job.message))}</div>'
+    if job.state == "done":
+        message = tr("download.done", lang, name=job.choice.target, size=human_size(job.choice.size))
+    else:
+        message = error_text(job.error, lang) if job.error is not None else job.message
+    return f'<div id="download-result" data-state="{job.state}">{icon} {_md_bold(html.escape(message))}</div>'
 
 
 def _md_bold(text: str) -> str:
@@ -31,11 +40,13 @@ def _md_bold(text: str) -> str:
     return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def listing_markdown(listing: Listing) -> str:
-    lines = [f"**{listing.source.label}**: {len(listing.files)} files", "", "| File | Size |", "|---|---:|"]
+def listing_markdown(listing: Listing, lang: str | None = None) -> str:
+    lang = lang or page_language()
+    lines = [tr("download.listing_head", lang, label=listing.source.label, n=len(listing.files)), "",
+             f"| {tr('download.file', lang)} | {tr('download.size', lang)} |", "|---|---:|"]
     lines += [f"| `{f.path}` | {human_size(f.size)} |" for f in listing.files[:200]]
     if len(listing.files) > 200:
-        lines.append(f"| … {len(listing.files) - 200} more | |")
+        lines.append(f"| {tr('download.more', lang, n=len(listing.files) - 200)} | |")
     if listing.note:
         lines += ["", listing.note]
     return "\n".join(lines)
@@ -44,38 +55,33 @@ def listing_markdown(listing: Listing) -> str:
 def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
     downloads = services.downloads
     models = services.models
-    with gr.Accordion("Download from Hugging Face", open=False, elem_id="download-panel"):
-        gr.Markdown("Paste `USER/REPO`, `USER/REPO:branch`, a hub link or a direct link to a file. "
-                    "For a GGUF repository pick one quantisation; for a transformers repository the safetensors "
-                    "weights, config and tokenizer are fetched. `HF_ENDPOINT` (a mirror) and `HF_TOKEN` are used "
-                    "when set.")
+    with gr.Accordion(t("download.panel"), open=False, elem_id="download-panel"):
+        gr.Markdown(t("download.intro"))
         with gr.Row():
-            repo = gr.Textbox(label="Repository or URL", placeholder="bartowski/SmolLM2-135M-Instruct-GGUF",
+            repo = gr.Textbox(label=t("download.repo"), placeholder="bartowski/SmolLM2-135M-Instruct-GGUF",
                               elem_id="download-repo", scale=4)
-            token = gr.Textbox(label="Token (gated repos)", type="password", elem_id="download-token", scale=2,
-                               placeholder="optional; $HF_TOKEN is used if empty")
+            token = gr.Textbox(label=t("download.token"), type="password", elem_id="download-token", scale=2,
+                               placeholder=t("download.token_placeholder"))
         with gr.Row():
-            allow_pickle = gr.Checkbox(False, label="Allow pickle .bin weights (can run code; trusted repos only)",
-                                       elem_id="download-allow-pickle")
-            list_btn = gr.Button("Get file list", elem_id="download-list")
+            allow_pickle = gr.Checkbox(False, label=t("download.allow_pickle"), elem_id="download-allow-pickle")
+            list_btn = gr.Button(t("download.list"), elem_id="download-list")
         files_md = gr.Markdown("", elem_id="download-files")
-        choice_dd = gr.Dropdown(choices=[], label="What to download", elem_id="download-choice",
-                                info="Sorted by size, with the RAM each needs.")
+        choice_dd = gr.Dropdown(choices=[], label=t("download.choice"), elem_id="download-choice",
+                                info=t("download.choice_info"))
         with gr.Row():
-            start_btn = gr.Button("Download", variant="primary", elem_id="download-start")
-            cancel_btn = gr.Button("Cancel download", elem_id="download-cancel")
+            start_btn = gr.Button(t("download.start"), variant="primary", elem_id="download-start")
+            cancel_btn = gr.Button(t("download.cancel"), elem_id="download-cancel")
         status = gr.HTML("", elem_id="download-status")
         listing_state = gr.State(None)
         job_state = gr.State(None)
 
-    with gr.Accordion("Import a model from disk", open=False, elem_id="import-panel"):
-        gr.Markdown("Use a `.gguf` file or a model folder that is already on this computer (for example one "
-                    "downloaded by LM Studio or Ollama). A link uses no extra disk space; a copy survives the "
-                    "original being moved.")
+    with gr.Accordion(t("import.panel"), open=False, elem_id="import-panel"):
+        gr.Markdown(t("import.intro"))
         with gr.Row():
-            import_path = gr.Textbox(label="Path of the .gguf file or model folder", elem_id="import-path", scale=4)
-            import_mode = gr.Radio(["link", "copy"], value="link", label="How", elem_id="import-mode", scale=1)
-            import_btn = gr.Button("Import", elem_id="import-start", scale=1)
+            import_path = gr.Textbox(label=t("import.path"), elem_id="import-path", scale=4)
+            import_mode = gr.Radio([(t("import.link"), "link"), (t("import.copy"), "copy")], value="link",
+                                   label=t("import.how"), elem_id="import-mode", scale=1)
+            import_btn = gr.Button(t("import.start"), elem_id="import-start", scale=1)
         import_msg = gr.Markdown("", elem_id="import-message")
 
     @ui_errors
@@ -87,19 +93,20 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
 
     @ui_errors
     def on_start(listing: Listing | None, key: str | None, tok: str) -> Any:
+        lang = page_language()
         if listing is None:
-            raise gr.Error("Press 'Get file list' first.")
+            raise gr.Error(tr("download.list_first", lang))
         choice = next((c for c in listing.choices if c.key == key), None)
         if choice is None:
-            raise gr.Error("Pick what to download first.")
+            raise gr.Error(tr("download.pick_first", lang))
         job = downloads.start(listing, choice, tok)
-        yield job.id, progress_html(job), gr.update()
+        yield job.id, progress_html(job, lang), gr.update()
         while job.state == "running":
             time.sleep(POLL_SECONDS)
-            yield job.id, progress_html(job), gr.update()
+            yield job.id, progress_html(job, lang), gr.update()
         names = models.list_models()
         selected = choice.target if job.state == "done" and choice.target in names else gr.update()
-        yield job.id, progress_html(job), gr.update(choices=names, value=selected)
+        yield job.id, progress_html(job, lang), gr.update(choices=names, value=selected)
 
     def on_cancel(job_id: str | None) -> Any:
         if not downloads.cancel(job_id):
@@ -109,8 +116,8 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
     @ui_errors
     def on_import(path: str, mode: str) -> list[Any]:
         name = models.import_model(path, mode or "link")
-        return [gr.update(choices=models.list_models(), value=name),
-                f"Imported **{name}** ({'linked' if mode == 'link' else 'copied'}). Pick it above and press Load."]
+        key = "import.done_link" if mode == "link" else "import.done_copy"
+        return [gr.update(choices=models.list_models(), value=name), tr(key, page_language(), name=name)]
 
     list_btn.click(on_list, [repo, token, allow_pickle], [listing_state, files_md, choice_dd, status])
     repo.submit(on_list, [repo, token, allow_pickle], [listing_state, files_md, choice_dd, status])

@@ -11,7 +11,8 @@ Two kinds of text:
   with ``--language``.
 * **Text made at run time** (errors, status lines, stats): Gradio does not translate values sent
   from the server, so handlers call ``tr("key", lang, **fields)`` with ``lang`` from
-  :func:`request_language` (``--language``, else the browser's ``Accept-Language``).
+  :func:`request_language` (``--language``, else the browser's ``Accept-Language``), or
+  :func:`page_language` inside an event handler that has no ``request`` parameter.
 """
 from __future__ import annotations
 
@@ -100,6 +101,26 @@ def request_language(request: gr.Request | None, forced: str | None) -> str:
         return normalise(forced)
     headers = getattr(request, "headers", None) or {}
     return accept_language(headers.get("accept-language"))
+
+
+# The language forced by --language ("auto": none), recorded by ``build_ui``. One process serves
+# one UI, so this is set once, before any page is served.
+_forced: str | None = None
+
+
+def force_language(forced: str | None) -> None:
+    """Record ``--language`` for :func:`page_language`."""
+    global _forced
+    _forced = forced
+
+
+def page_language(request: gr.Request | None = None) -> str:
+    """The language of the page whose event is being handled (Gradio keeps its request in a context variable)."""
+    if request is None:
+        from gradio.context import LocalContext
+
+        request = LocalContext.request.get(None)
+    return request_language(request, _forced)
 
 
 def gradio_i18n(forced: str | None) -> gr.I18n:

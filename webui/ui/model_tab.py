@@ -9,13 +9,16 @@ from typing import Any
 
 import gradio as gr
 
+from ..download import human_size
 from ..errors import WebUIError
 from ..loaders import LOADERS, LoadOptions
 from ..loaders.remote import list_remote_models
+from ..model_info import ModelFacts
 from ..models import ModelSettings
 from ..services import Services
-from .common import field_component, ui_errors
+from .common import error_text, field_component, ui_errors
 from .download_panel import build_download_panel
+from .i18n import DEFAULT, page_language, t, tr
 
 MODEL_TEMPLATE = "(the model's own)"
 KEEP_PRESET = "(keep the current preset)"
@@ -23,11 +26,38 @@ KEEP_PRESET = "(keep the current preset)"
 OPTION_NAMES = tuple(LoadOptions.model_fields)
 
 
-def status_text(services: Services) -> str:
+def status_text(services: Services, lang: str | None = None) -> str:
+    lang = lang or page_language()
     current = services.models.current
     if current is None:
-        return "**No model loaded.** Pick a model above and press **Load**."
-    return f"**Loaded:** {current.describe()}"
+        return tr("model.status_none", lang)
+    return tr("model.status_loaded", lang, name=current.name, loader=current.loader, n_ctx=current.backend.n_ctx,
+              seconds=f"{current.load_seconds:.1f}")
+
+
+def guide_visible(services: Services) -> Any:
+    """The first-run guide shows only while no model is loaded."""
+    return gr.update(visible=services.models.current is None)
+
+
+def facts_markdown(facts: ModelFacts, n_ctx: int | None, lang: str) -> str:
+    """``ModelFacts.markdown`` in the page's language."""
+    unknown = tr("model.fact_unknown", lang)
+    ctx = n_ctx or facts.context_length
+    params = facts.parameters
+    count = unknown if not params else f"{params / 1e9:.1f} B" if params >= 1e9 else f"{params / 1e6:.0f} M"
+    rows = [("model.fact_format", facts.format), ("model.fact_architecture", facts.architecture or unknown),
+            ("model.fact_parameters", count), ("model.fact_quantisation", facts.quantization or unknown),
+            ("model.fact_trained_context", tr("model.fact_tokens", lang, n=f"{facts.context_length:,}")
+             if facts.context_length else unknown),
+            ("model.fact_template", tr("model.fact_template_yes" if facts.has_chat_template else "model.fact_template_no",
+                                       lang)),
+            ("model.fact_size", human_size(facts.file_size))]
+    lines = [f"**{facts.name}**", "", "| | |", "|---|---|"]
+    lines += [f"| {tr(key, lang)} | {value} |" for key, value in rows]
+    ram = tr("model.fact_ram_at", lang, n=f"{ctx:,}") if ctx else tr("model.fact_ram", lang)
+    lines.append(f"| {ram} | {tr('model.fact_about', lang, size=human_size(facts.ram_estimate(n_ctx)))} |")
+    return "\n".join(lines)
 
 
 def _option_visibility(loader: str | None) -> list[Any]:
@@ -39,11 +69,12 @@ def info_text(services: Services, name: str | None, n_ctx: Any = None) -> str:
     """The selected model's facts (read from its header, not loaded), or why they cannot be read."""
     if not name:
         return ""
+    lang = page_language()
     try:
         facts = services.models.facts(name)
     except WebUIError as exc:
-        return f"⚠ {exc.message}"
-    return facts.markdown(int(n_ctx) if n_ctx else None)
+        return f"⚠ {error_text(exc, lang)}"
+    return facts_markdown(facts, int(n_ctx) if n_ctx else None, lang)
 
 
 def build_model_tab(services: Services) -> dict[str, Any]:
@@ -60,17 +91,19 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     options = current.options if current else models.default_options
 
     with gr.Row():
-        model_dd = gr.Dropdown(choices=names, value=initial, label="Model", elem_id="model-dropdown",
-                               info=f"Files and folders in {models.model_dir}", scale=4)
-        refresh = gr.Button("↻ Refresh", elem_id="model-refresh", scale=0, min_width=100)
-        loader_dd = gr.Dropdown(choices=list(LOADERS), value=initial_loader, label="Loader", elem_id="loader-dropdown",
-                                info="Chosen from the file type; change it if you know better.", scale=2)
+        # the frontend translates the first part; the folder follows as it is
+        model_dd = gr.Dropdown(choices=names, value=initial, label=t("model.model"), elem_id="model-dropdown",
+                               info=t("model.model_info") + f" {models.model_dir}", scale=4)
+        refresh = gr.Button(t("model.refresh"), elem_id="model-refresh", scale=0, min_width=100)
+        loader_dd = gr.Dropdown(choices=list(LOADERS), value=initial_loader, label=t("model.loader"),
+                                elem_id="loader-dropdown", info=t("model.loader_info"), scale=2)
     with gr.Row():
-        load_btn = gr.Button("Load", variant="primary", elem_id="model-load")
-        unload_btn = gr.Button("Unload", elem_id="model-unload")
+        load_btn = gr.Button(t("model.load"), variant="primary", elem_id="model-load")
+        unload_btn = gr.Button(t("model.unload"), elem_id="model-unload")
     status = gr.Markdown(status_text(services), elem_id="model-status")
+    guide = gr.Markdown(t("model.guide"), elem_id="first-run-guide", visible=current is None)
     info = gr.Markdown(info_text(services, initial, options.n_ctx), elem_id="model-info")
-    with gr.Accordion("Loader options", open=True):
+    with gr.Accordion(t("model.loader_options"), open=True):
         visible = LOADERS[initial_loader].option_fields if initial_loader in LOADERS else ()
         option_components = []
         with gr.Row():
@@ -79,32 +112,33 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                     # typed, or picked from the server's /v1/models (listed when the URL or key is entered)
                     value = getattr(options, name)
                     comp = gr.Dropdown(choices=[value] if value else [], value=value or None, allow_custom_value=True,
-                                       label="remote model", elem_id="opt-remote_model", visible=name in visible,
-                                       info=LoadOptions.model_fields[name].description)
+                                       label=t("opt.remote_model.label"), elem_id="opt-remote_model",
+                                       visible=name in visible, info=t("opt.remote_model.info"))
                 else:
                     extra = {"type": "password"} if name == "remote_key" else {}
-                    comp = field_component(LoadOptions, name, getattr(options, name), elem_prefix="opt-",
+                    comp = field_component(LoadOptions, name, getattr(options, name), i18n_prefix="opt",
+                                           elem_prefix="opt-",
                                            visible=name in visible,
                                            slider_max=131072 if name == "n_ctx" else None, **extra)
                 option_components.append(comp)
 
     saved = _saved_settings(services, initial)
-    with gr.Accordion("Settings for this model", open=True):
+    with gr.Accordion(t("model.settings"), open=True):
         with gr.Row():
-            template_dd = gr.Dropdown(choices=[MODEL_TEMPLATE, *services.instruction_templates.names()],
-                                      value=saved.instruction_template or MODEL_TEMPLATE, label="Instruction template",
-                                      elem_id="model-template", scale=2,
-                                      info="Used for chats with this model. Pick one when the model has no template.")
-            preset_dd = gr.Dropdown(choices=[KEEP_PRESET, *services.presets.names()], value=saved.preset or KEEP_PRESET,
-                                    label="Preset", elem_id="model-preset", scale=2,
-                                    info="Sampling preset switched to whenever this model is loaded.")
-            save_btn = gr.Button("Save settings", elem_id="model-save-settings", scale=1)
-            delete_btn = gr.Button("Delete model", variant="stop", elem_id="model-delete", scale=1)
+            template_dd = gr.Dropdown(choices=[(t("model.template_own"), MODEL_TEMPLATE),
+                                               *services.instruction_templates.names()],
+                                      value=saved.instruction_template or MODEL_TEMPLATE, label=t("model.template"),
+                                      elem_id="model-template", scale=2, info=t("model.template_info"))
+            preset_dd = gr.Dropdown(choices=[(t("model.keep_preset"), KEEP_PRESET), *services.presets.names()],
+                                    value=saved.preset or KEEP_PRESET, label=t("model.preset"), elem_id="model-preset",
+                                    scale=2, info=t("model.preset_info"))
+            save_btn = gr.Button(t("model.save_settings"), elem_id="model-save-settings", scale=1)
+            delete_btn = gr.Button(t("model.delete"), variant="stop", elem_id="model-delete", scale=1)
         settings_msg = gr.Markdown("", elem_id="model-settings-message")
         with gr.Row(visible=False) as confirm_row:
             confirm_text = gr.Markdown("")
-            confirm_btn = gr.Button("Yes, delete it", variant="stop", elem_id="model-delete-confirm")
-            cancel_btn = gr.Button("Cancel", elem_id="model-delete-cancel")
+            confirm_btn = gr.Button(t("model.delete_confirm"), variant="stop", elem_id="model-delete-confirm")
+            cancel_btn = gr.Button(t("common.cancel"), elem_id="model-delete-cancel")
 
     def on_refresh(selected: str | None) -> Any:
         names = models.list_models()
@@ -115,11 +149,12 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         """Picking a model shows what it is and applies the settings saved for it."""
         if not name:
             return [gr.update(), *[gr.update() for _ in OPTION_NAMES], "", gr.update(), gr.update(), ""]
+        lang = page_language()
         try:
             saved = models.model_settings(name)
             note = ""
         except WebUIError as exc:
-            saved, note = ModelSettings(), f"⚠ {exc.message} Using the defaults."
+            saved, note = ModelSettings(), f"⚠ {error_text(exc, lang)} {tr('model.using_defaults', lang)}"
         try:
             loader = saved.loader if saved.loader in LOADERS else models.infer_loader(name)
         except WebUIError:
@@ -128,7 +163,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         updates = [gr.update(visible=n in fields, **({"value": saved.options[n]} if n in saved.options else {}))
                    for n in OPTION_NAMES]
         if saved.to_entry() and not note:
-            note = f"Applied the settings saved for **{name}**."
+            note = tr("model.applied_settings", lang, name=name)
         ctx = saved.options.get("n_ctx", n_ctx)
         return [gr.update(value=loader), *updates, info_text(services, name, ctx),
                 gr.update(value=saved.instruction_template or MODEL_TEMPLATE),
@@ -137,8 +172,9 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     @ui_errors
     def on_save_settings(name: str | None, loader: str | None, template: str | None, preset: str | None,
                          *values: Any) -> str:
+        lang = page_language()
         if not name:
-            raise gr.Error("Pick a model first.")
+            raise gr.Error(tr("model.pick_first", lang))
         fields = LOADERS[loader].option_fields if loader in LOADERS else ()
         chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values) if k in fields}
         LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
@@ -146,34 +182,38 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                               instruction_template=None if template in (None, MODEL_TEMPLATE) else template,
                               preset=None if preset in (None, KEEP_PRESET) else preset)
         path = models.save_model_settings(name, entry)
-        return f"Saved the settings for **{name}** in `{path}`. They apply whenever it is picked or loaded."
+        return tr("model.saved_settings", lang, name=name, path=path)
 
     def ask_delete(name: str | None) -> list[Any]:
+        lang = page_language()
         if not name:
-            return [gr.update(visible=False), "", "Pick a model to delete."]
+            return [gr.update(visible=False), "", tr("model.pick_to_delete", lang)]
         path = models.model_dir / name
-        what = "the link (the original stays where it is)" if path.is_symlink() else "its file(s) from disk"
-        return [gr.update(visible=True), f"Delete **{name}**? This removes {what}.", ""]
+        key = "model.delete_ask_link" if path.is_symlink() else "model.delete_ask_files"
+        return [gr.update(visible=True), tr(key, lang, name=name), ""]
 
     @ui_errors
     def do_delete(name: str | None) -> list[Any]:
         if not name:
             return [gr.update(visible=False), gr.update(), "", status_text(services)]
-        what = models.delete_model(name)
+        path = models.model_dir / name
+        kind = "link" if path.is_symlink() else "file" if path.is_file() else "folder"
+        models.delete_model(name)
         names = models.list_models()
         return [gr.update(visible=False), gr.update(choices=names, value=names[0] if names else None),
-                f"Deleted **{name}** ({what}).", status_text(services)]
+                tr(f"model.deleted_{kind}", page_language(), name=name), status_text(services)]
 
     @ui_errors
     def on_load(name: str | None, loader: str | None, progress: gr.Progress = gr.Progress(), *values: Any) -> str:
         if not name and loader != "remote":
-            raise gr.Error("Pick a model first. Put .gguf files or model folders in the models folder and "
-                           "press Refresh.")
+            raise gr.Error(tr("model.pick_first_load", page_language()))
         fields = LOADERS[loader].option_fields if loader in LOADERS else OPTION_NAMES
         chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values) if k in fields}
         opts = LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
+        lang = page_language()
         loaded = services.load_model(name or "", loader or None, opts,
-                                     progress=lambda f, text: progress(f, desc=text))
+                                     progress=lambda f, text: progress(f, desc=text if lang == DEFAULT else
+                                                                  tr("model.loading", lang, name=name or loader)))
         services.remember(model=loaded.name, loader=loaded.loader, load=loaded.options)
         return status_text(services)
 
@@ -218,8 +258,11 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     loaded = load_btn.click(on_load, [model_dd, loader_dd, *option_components], status, concurrency_limit=1,
                             concurrency_id="model-load")
     unloaded = unload_btn.click(on_unload, None, status, concurrency_id="model-load")
-    return {"status": status, "model": model_dd, "loaded": loaded, "unloaded": unloaded, "info": info,
-            "info_inputs": [model_dd, by_name["n_ctx"]]}
+    # After a failed load the previous model may be back (or none): always -> not only on success.
+    for event in (loaded, unloaded, deleted):
+        event.then(lambda: guide_visible(services), None, guide, queue=False, show_progress="hidden")
+    return {"status": status, "guide": guide, "model": model_dd, "loaded": loaded, "unloaded": unloaded,
+            "info": info, "info_inputs": [model_dd, by_name["n_ctx"]]}
 
 
 def _typed(key: str, value: Any) -> Any:

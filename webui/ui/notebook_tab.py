@@ -7,9 +7,10 @@ from typing import Any
 
 import gradio as gr
 
-from ..generation import GenerationJob
+from ..generation import GenerationJob, GenerationStats
 from ..services import Services
 from .common import Frames, ui_errors
+from .i18n import page_language, t, tr
 from .parameters_tab import params_from_values
 
 
@@ -38,16 +39,28 @@ class SessionJobs:
                 del self._jobs[session]
 
 
-def token_count_text(services: Services, text: str) -> str:
+def token_count_text(services: Services, text: str, lang: str | None = None) -> str:
+    lang = lang or page_language()
     current = services.models.current
     if current is None:
-        return "Tokens: - (no model loaded)"
+        return tr("notebook.tokens_no_model", lang)
     try:
         n = len(current.backend.tokenize(text or ""))
     except Exception:  # the model is being swapped; the count is a hint, not worth an error
-        return "Tokens: -"
-    approx = "about " if current.backend.tokens_estimated else ""
-    return f"Tokens: {approx}{n} / {current.backend.n_ctx} context"
+        return tr("notebook.tokens_none", lang)
+    key = "notebook.tokens_about" if current.backend.tokens_estimated else "notebook.tokens"
+    return tr(key, lang, n=n, n_ctx=current.backend.n_ctx)
+
+
+def stats_text(stats: GenerationStats | None, lang: str) -> str:
+    """``GenerationStats.summary`` in the page's language."""
+    if stats is None:
+        return ""
+    ttft = f"{stats.ttft_seconds:.2f} s" if stats.ttft_seconds is not None else "-"
+    reason_key = f"notebook.reason_{stats.finish_reason}"
+    reason = tr(reason_key, lang) if stats.finish_reason in ("stop", "length", "cancelled") else stats.finish_reason
+    return tr("notebook.stats", lang, tokens=stats.completion_tokens, speed=f"{stats.tokens_per_second:.1f}",
+              ttft=ttft, prompt=stats.prompt_tokens, reason=reason, seed=stats.seed)
 
 
 def build_notebook_tab(services: Services) -> dict[str, Any]:
@@ -55,23 +68,23 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
     jobs = SessionJobs()
     with gr.Row():
         with gr.Column():
-            text = gr.Textbox(lines=22, max_lines=60, label="Notebook", elem_id="notebook-text",
-                              placeholder="Write the beginning of a text and press Generate (Ctrl+Enter). "
-                                          "The model continues it.")
+            text = gr.Textbox(lines=22, max_lines=60, label=t("notebook.text"), elem_id="notebook-text",
+                              placeholder=t("notebook.placeholder"))
             with gr.Row():
-                generate = gr.Button("Generate", variant="primary", elem_id="notebook-generate")
-                stop = gr.Button("Stop", variant="stop", elem_id="notebook-stop")
-                cont = gr.Button("Continue", elem_id="notebook-continue")
-                undo = gr.Button("Undo", elem_id="notebook-undo")
+                generate = gr.Button(t("notebook.generate"), variant="primary", elem_id="notebook-generate")
+                stop = gr.Button(t("common.stop"), variant="stop", elem_id="notebook-stop")
+                cont = gr.Button(t("common.continue"), elem_id="notebook-continue")
+                undo = gr.Button(t("notebook.undo"), elem_id="notebook-undo")
             with gr.Row():
-                tokens = gr.Markdown("Tokens: -", elem_id="notebook-tokens")
+                tokens = gr.Markdown(tr("notebook.tokens_none", page_language()), elem_id="notebook-tokens")
                 stats = gr.Markdown("", elem_id="notebook-stats")
-            gr.Markdown("Sampling parameters (temperature, max tokens, seed...) are in the **Parameters** tab.")
+            gr.Markdown(t("notebook.params_hint"))
     before = gr.State("")  # the text as it was before the last generation, for Undo
 
     @ui_errors
     def run(request: gr.Request, current_text: str, *values: Any) -> Any:
         session = request.session_hash or "anonymous"
+        lang = page_language(request)
         params = params_from_values(values)
         prompt = current_text or ""
         job = services.generator.submit(prompt, params)
@@ -79,7 +92,8 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         waiting = services.generator.waiting()
         out = prompt
         services.save_notebook(prompt)
-        yield out, (f"Waiting for {waiting} other request(s)..." if waiting else "Generating..."), prompt
+        generating = tr("notebook.generating", lang)
+        yield out, (tr("notebook.waiting", lang, n=waiting) if waiting else generating), prompt
         last_save = time.monotonic()
         frames = Frames()
         try:
@@ -90,12 +104,11 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
                         services.save_notebook(out)
                         last_save = time.monotonic()
                     if frames.due():  # the whole text is sent after the loop in any case
-                        yield out, "Generating...", prompt
+                        yield out, generating, prompt
         finally:
             jobs.end(session, job)
             services.save_notebook(out)
-        summary = job.stats.summary() if job.stats else ""
-        yield out, summary, prompt
+        yield out, stats_text(job.stats, lang), prompt
 
     def on_stop(request: gr.Request) -> None:
         jobs.stop(request.session_hash or "anonymous")

@@ -12,8 +12,10 @@ from ..loaders import LOADERS
 from ..params import SAMPLING_FIELDS, SamplingParams
 from ..services import Services
 from .common import field_component, ui_errors
+from .i18n import page_language, t, tr
 
 #: How the fields are laid out; every ``SamplingParams`` field appears exactly once.
+#: (Group titles are catalogue keys ``params.group.<title>``.)
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Sampling", ("max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "do_sample", "seed")),
     ("Repetition", ("repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty")),
@@ -48,7 +50,7 @@ def params_from_values(values: typing.Sequence[Any]) -> SamplingParams:
         return SamplingParams.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise gr.Error(f"Invalid parameter values: {problems}") from exc
+        raise gr.Error(tr("params.invalid", page_language(), problems=problems)) from exc
 
 
 def values_of(params: SamplingParams) -> list[Any]:
@@ -64,14 +66,15 @@ def interactivity(services: Services) -> list[Any]:
     return [gr.update(interactive=name in supported) for name in ORDER]
 
 
-def loader_note(services: Services) -> str:
+def loader_note(services: Services, lang: str | None = None) -> str:
+    lang = lang or page_language()
     current = services.models.current
     if current is None:
-        return "No model loaded: every parameter is shown; some are used by one loader only."
+        return tr("params.note_none", lang)
     unsupported = [n for n in ORDER if n not in LOADERS[current.loader].supported_params]
     if not unsupported:
-        return f"The {current.loader} loader uses every parameter."
-    return f"Greyed out: not supported by the {current.loader} loader ({', '.join(unsupported)})."
+        return tr("params.note_all", lang, loader=current.loader)
+    return tr("params.note_some", lang, loader=current.loader, names=", ".join(unsupported))
 
 
 def build_parameters_tab(services: Services) -> dict[str, Any]:
@@ -79,17 +82,17 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
     start = services.initial_params()
     start_preset = services.settings.preset if services.settings.preset in store.names() else None
     with gr.Row():
-        preset_dd = gr.Dropdown(choices=store.names(), value=start_preset, label="Preset", elem_id="preset-dropdown",
-                                info="Picking a preset sets every parameter below.", scale=3)
-        restore = gr.Button("Restore", elem_id="preset-restore", scale=0, min_width=90)
-        name_box = gr.Textbox(value=start_preset or "", label="Preset name", elem_id="preset-name", scale=2,
-                              info="Save writes the values below under this name (a new name saves a copy).")
-        save = gr.Button("Save", variant="primary", elem_id="preset-save", scale=0, min_width=90)
-        delete = gr.Button("Delete", variant="stop", elem_id="preset-delete", scale=0, min_width=90)
+        preset_dd = gr.Dropdown(choices=store.names(), value=start_preset, label=t("params.preset"),
+                                elem_id="preset-dropdown", info=t("params.preset_info"), scale=3)
+        restore = gr.Button(t("params.restore"), elem_id="preset-restore", scale=0, min_width=130)
+        name_box = gr.Textbox(value=start_preset or "", label=t("params.preset_name"), elem_id="preset-name", scale=2,
+                              info=t("params.preset_name_info"))
+        save = gr.Button(t("common.save"), variant="primary", elem_id="preset-save", scale=0, min_width=120)
+        delete = gr.Button(t("common.delete"), variant="stop", elem_id="preset-delete", scale=0, min_width=110)
     with gr.Row(visible=False) as confirm_row:
         confirm_text = gr.Markdown("")
-        confirm = gr.Button("Yes, delete it", variant="stop", elem_id="preset-delete-confirm")
-        cancel = gr.Button("Cancel", elem_id="preset-delete-cancel")
+        confirm = gr.Button(t("params.delete_confirm"), variant="stop", elem_id="preset-delete-confirm")
+        cancel = gr.Button(t("common.cancel"), elem_id="preset-delete-cancel")
     message = gr.Markdown("", elem_id="preset-message")
     note = gr.Markdown(loader_note(services), elem_id="params-loader-note")
     unknown_state = gr.State({})
@@ -100,21 +103,22 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
             if title in ("Sampling", "Repetition"):
                 column = gr.Column()
             with column:
-                with gr.Accordion(title, open=title in ("Sampling", "Repetition", "Output")):
+                with gr.Accordion(t(f"params.group.{title}"), open=title in ("Sampling", "Repetition", "Output")):
                     for name in names:
                         value = to_component_value(name, getattr(start, name))
                         if name == "grammar_string":
+                            # the frontend translates the first part; the folder follows as it is
                             grammar_file = gr.Dropdown(choices=services.grammar_names(), value=None,
-                                                       label="grammar file", elem_id="param-grammar-file",
-                                                       info=f"Load a .gbnf file from {services.grammars_dir}.")
-                            comp = gr.Textbox(value=value, lines=4, label="grammar", elem_id="param-grammar_string",
-                                              info=SamplingParams.model_fields[name].description)
+                                                       label=t("params.grammar_file"), elem_id="param-grammar-file",
+                                                       info=t("params.grammar_file_info") + f" {services.grammars_dir}")
+                            comp = gr.Textbox(value=value, lines=4, label=t(f"param.{name}.label"),
+                                              elem_id="param-grammar_string", info=t(f"param.{name}.info"))
                         elif _is_list(name):
-                            comp = gr.Textbox(value=value, label=name.replace("_", " "), elem_id=f"param-{name}",
-                                              info=SamplingParams.model_fields[name].description
-                                              + ' Write them quoted and comma-separated: "\\n", "User:"')
+                            comp = gr.Textbox(value=value, label=t(f"param.{name}.label"), elem_id=f"param-{name}",
+                                              info=t(f"param.{name}.info"))
                         else:
-                            comp = field_component(SamplingParams, name, value, elem_prefix="param-",
+                            comp = field_component(SamplingParams, name, value, i18n_prefix="param",
+                                                   elem_prefix="param-",
                                                    slider_max=8192 if name == "max_tokens" else None)
                         components[name] = comp
             if title == "Repetition":
@@ -134,23 +138,24 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
             return [gr.update() for _ in ORDER] + [gr.update(), "", {}]
         preset = store.load(name)
         services.remember(preset=name, params=preset.params.non_default())
-        warning = f"⚠ {preset.warning}" if preset.warning else f"Loaded preset **{name}**."
+        warning = f"⚠ {preset.warning}" if preset.warning else tr("params.loaded", page_language(), name=name)
         return [*values_of(preset.params), name, warning, preset.unknown]
 
     @ui_errors
     def save_preset(name: str, current: str | None, unknown: dict, *values: Any) -> list[Any]:
         name = (name or "").strip()
         if not name:
-            raise gr.Error("Type a name for the preset first.")
+            raise gr.Error(tr("params.name_first", page_language()))
         params = params_from_values(values)
         store.save(name, params, unknown if name == current else None)
         services.remember(preset=name, params=params.non_default())
-        return [gr.update(choices=store.names(), value=name), f"Saved preset **{name}**."]
+        return [gr.update(choices=store.names(), value=name), tr("params.saved", page_language(), name=name)]
 
     def ask_delete(name: str | None) -> list[Any]:
+        lang = page_language()
         if not name:
-            return [gr.update(visible=False), "", "Pick a preset to delete."]
-        return [gr.update(visible=True), f"Delete preset **{name}**? This removes its file.", ""]
+            return [gr.update(visible=False), "", tr("params.pick_to_delete", lang)]
+        return [gr.update(visible=True), tr("params.delete_ask", lang, name=name), ""]
 
     @ui_errors
     def do_delete(name: str | None) -> list[Any]:
@@ -159,7 +164,8 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
         names = store.names()
         fallback = "Default" if "Default" in names else None
         services.remember(preset=fallback)
-        return [gr.update(visible=False), gr.update(choices=names, value=fallback), f"Deleted preset **{name}**."]
+        return [gr.update(visible=False), gr.update(choices=names, value=fallback),
+                tr("params.deleted", page_language(), name=name)]
 
     @ui_errors
     def pick_grammar(file: str | None) -> Any:
