@@ -18,7 +18,6 @@ shows them in the page's language, ``Event.message`` in English (logs, tests).
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import logging
 import random
@@ -31,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .catalogue import text
 from .characters import DEFAULT_CHARACTER, Character
 from .chat import ChatOptions, build_prompt
 from .errors import WebUIError
@@ -54,7 +53,6 @@ MAX_RUNS = 6
 #: Fields a sweep may vary: the numbers and switches (lists and grammars are not a "value").
 SWEEPABLE: tuple[str, ...] = tuple(name for name, info in SamplingParams.model_fields.items()
                                    if info.annotation in (int, float, bool))
-CATALOGUE = Path(__file__).resolve().parent / "locales" / "en" / "compare.yaml"
 
 
 class CompareError(WebUIError):
@@ -147,18 +145,9 @@ class Event:
         return english(self.key, **self.fields) if self.key else ""
 
 
-@functools.lru_cache(maxsize=1)
-def _english() -> dict[str, str]:
-    return {str(k): str(v) for k, v in (yaml.safe_load(CATALOGUE.read_text(encoding="utf-8")) or {}).items()}
-
-
 def english(key: str, **fields: Any) -> str:
     """A catalogue text in English (the UI translates the same keys itself)."""
-    text = _english().get(key, key)
-    try:
-        return text.format(**fields)
-    except (KeyError, IndexError, ValueError):
-        return text
+    return text(key, "en", **fields)
 
 
 def same_model(a: LoadedModel | None, b: LoadedModel | None) -> bool:

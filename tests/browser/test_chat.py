@@ -250,3 +250,44 @@ def test_remote_loader_from_the_model_tab_streams_a_chat(browser, tmp_path):
     finally:
         stop_server(ui)
         stop_server(peer)
+
+
+def test_long_chat_shows_the_newest_messages_and_edits_the_right_one(browser, tmp_path):
+    """A 150-message chat opens with its newest 60 (bench/ui.py: the browser re-renders the whole box per update)."""
+    from harness import make_dirs, start_server, stop_server
+
+    from webui.history import ChatStore, Message
+    from webui.storage import write_yaml
+
+    model_dir, user_dir = make_dirs(tmp_path)
+    store = ChatStore(user_dir / "logs" / "chats")
+    chat = store.new("Assistant")
+    chat.messages = [Message("user" if i % 2 == 0 else "assistant", f"MSG-{i:04d}") for i in range(150)]
+    store.save(chat)
+    write_yaml(user_dir / "settings.yaml", {"chat_character": "Assistant", "chat_id": chat.id})
+    srv = start_server(tmp_path, model_dir, user_dir)
+    try:
+        page = open_app(browser, srv.url)
+        open_chat(page)
+        wait_text(page, "#chat-box", "MSG-0149")
+        wait_text(page, "#chat-box", "90 earlier messages")
+        shown = page.locator("#chat-box").inner_text()
+        assert "MSG-0090" in shown and "MSG-0089" not in shown
+        # edit the first message shown (box row 1, after the 'earlier' line): chat message 90
+        page.locator("#chat-box button[aria-label=Edit]").nth(1).click()
+        page.locator("#chat-box textarea").first.fill("MSG-0090 edited")
+        page.locator("#chat-box button[aria-label=Submit]").click()
+        wait_text(page, "#chat-box", "MSG-0090 edited")
+        for _ in range(100):
+            saved = saved_chats(srv)[0]
+            if saved["messages"][90]["content"] == "MSG-0090 edited":
+                break
+            page.wait_for_timeout(100)
+        assert saved["messages"][90]["content"] == "MSG-0090 edited"
+        assert saved["messages"][89]["content"] == "MSG-0089" and len(saved["messages"]) == 150
+        page.locator("#chat-show-all").click()
+        wait_text(page, "#chat-box", "MSG-0000")
+        assert "earlier messages" not in page.locator("#chat-box").inner_text()
+        page.close()
+    finally:
+        stop_server(srv)

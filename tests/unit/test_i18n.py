@@ -14,6 +14,7 @@ from webui.loaders import LoadOptions
 from webui.params import SamplingParams
 from webui.ui import i18n
 from webui.ui.common import error_text
+import webui.catalogue
 from webui.ui.i18n import (LANGUAGES, LOCALES_DIR, accept_language, catalogue, gradio_i18n, normalise,
                            request_language, t, tr)
 from webui.ui.parameters_tab import GROUPS
@@ -176,7 +177,7 @@ def test_missing_key_in_a_language_falls_back_to_english(monkeypatch, tmp_path):
     (tmp_path / "ru").mkdir()
     (tmp_path / "en" / "a.yaml").write_text('x.one: "One"\nx.two: "Two"\n', encoding="utf-8")
     (tmp_path / "ru" / "a.yaml").write_text('x.one: "Один"\n', encoding="utf-8")
-    monkeypatch.setattr(i18n, "LOCALES_DIR", tmp_path)
+    monkeypatch.setattr(webui.catalogue, "LOCALES_DIR", tmp_path)
     catalogue.cache_clear()
     try:
         assert tr("x.one", "ru") == "Один"

@@ -40,17 +40,41 @@ def stats_line(message: Message, lang: str | None = None) -> str:
     return f"\n\n<sub>{' · '.join(parts)}</sub>" if parts else ""
 
 
-def to_display(chat: Chat | None, lang: str | None = None) -> list[dict[str, Any]]:
-    """The chat as gr.Chatbot messages: stats under each reply, version arrows where there are versions."""
+#: Messages shown in the chat box; older ones are one click away ("Show all messages"). The browser
+#: re-renders the whole box on every streamed update, so a 500-message chat streamed 4.7 x slower
+#: than a 10-message one before this window (bench/ui.py, docs/performance.md).
+DISPLAY_WINDOW = 60
+EARLIER_MARK = "<!--earlier-->"
+
+
+def to_display(chat: Chat | None, lang: str | None = None,
+               window: int | None = DISPLAY_WINDOW) -> list[dict[str, Any]]:
+    """The chat as gr.Chatbot messages: stats under each reply, version arrows where there are versions.
+
+    With ``window``, only the newest ``window`` messages are shown, after a first line saying how
+    many earlier ones are hidden; the shown ones are always the newest (a suffix), which is how
+    :func:`shown_offset` maps a clicked message back to the chat.
+    """
     if chat is None:
         return []
     lang = lang or page_language()
+    visible = [m for m in chat.messages if m.role in ("user", "assistant")]
+    hidden = max(0, len(visible) - window) if window else 0
     out = []
-    for m in chat.messages:
-        if m.role not in ("user", "assistant"):
-            continue
+    if hidden:
+        out.append({"role": "assistant", "content": EARLIER_MARK + tr("chat.earlier_hidden", lang, n=hidden)})
+    for m in visible[hidden:]:
         out.append({"role": m.role, "content": m.content + (stats_line(m, lang) if m.role == "assistant" else "")})
     return out
+
+
+def shown_offset(n_visible: int, shown: list[Any] | None) -> tuple[int, bool]:
+    """(chat index of the first shown message, whether the box starts with the 'earlier' line)."""
+    shown = list(shown or [])
+    first = shown[0] if shown else None
+    content = first.get("content") if isinstance(first, dict) else getattr(first, "content", None)
+    marked = isinstance(content, str) and content.startswith(EARLIER_MARK)
+    return n_visible - (len(shown) - marked), marked
 
 
 def chat_choices(services: Services, character: str, search: str = "") -> list[tuple[str, str]]:
@@ -109,6 +133,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 impersonate = gr.Button(t("chat.impersonate"), elem_id="chat-impersonate", size="sm")
                 prev_version = gr.Button(t("chat.prev_version"), elem_id="chat-prev-version", size="sm")
                 next_version = gr.Button(t("chat.next_version"), elem_id="chat-next-version", size="sm")
+                show_all = gr.Button(t("chat.show_all"), elem_id="chat-show-all", size="sm")
             start_with = gr.Textbox(label=t("chat.start_with"), elem_id="chat-start-with", max_lines=2,
                                     info=t("chat.start_with_info"))
             meter = gr.Markdown("", elem_id="chat-meter")
@@ -296,18 +321,23 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     next_version.click(lambda s, c: on_version(1, s, c), [current, character_dd], chatbot, show_progress="hidden")
 
     @ui_errors
-    def on_edit(state: Any, character: str, data: gr.EditData) -> Any:
+    def on_edit(state: Any, character: str, shown: Any, data: gr.EditData) -> Any:
         chat = open_chat(state, character)
         visible = [i for i, m in enumerate(chat.messages) if m.role in ("user", "assistant")]
+        offset, marked = shown_offset(len(visible), shown)
         index = data.index if isinstance(data.index, int) else data.index[0]
+        if marked and index == 0:  # the "earlier messages" line is not a message
+            return to_display(chat)
         value = data.value if isinstance(data.value, str) else str(data.value)
         # the display adds a stats line under replies; editing keeps only the text above it
         value = value.split("\n\n<sub>")[0]
-        edit_message(chat, visible[index], value)
+        edit_message(chat, visible[offset + index - marked], value)
         services.chats.save(chat)
-        return to_display(chat)
+        return to_display(chat, window=None if offset == 0 and not marked else DISPLAY_WINDOW)
 
-    chatbot.edit(on_edit, [current, character_dd], chatbot, queue=False)
+    chatbot.edit(on_edit, [current, character_dd, chatbot], chatbot, queue=False)
+    show_all.click(ui_errors(lambda state, character: to_display(open_chat(state, character), window=None)),
+                   [current, character_dd], chatbot, queue=False)
 
     @ui_errors
     def on_show_prompt(state: Any, character: str, mode_v: str, system: str, name: str, bio: str, tpl: str,

@@ -16,20 +16,15 @@ Two kinds of text:
 """
 from __future__ import annotations
 
-import functools
-import logging
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import yaml
 from gradio.i18n import I18nData  # not exported as gr.I18nData by every Gradio version
 
-log = logging.getLogger(__name__)
+from ..catalogue import DEFAULT, LANGUAGES, LOCALES_DIR, catalogue, normalise, text
 
-LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
-LANGUAGES: dict[str, str] = {"en": "English", "ru": "Русский", "zh": "中文"}
-DEFAULT = "en"
+__all__ = ["DEFAULT", "LANGUAGES", "LOCALES_DIR", "catalogue", "normalise", "t", "tr", "accept_language",
+           "request_language", "force_language", "page_language", "gradio_i18n"]
 
 # Locale codes Gradio's front end may pick from the browser (its own list), plus the bare
 # languages. With --language every one of them gets the chosen catalogue, so the page is in that
@@ -39,26 +34,6 @@ _GRADIO_LOCALES = ("ar", "ca", "ckb", "de", "en", "es", "et", "eu", "fa", "fi", 
                    "uz", "zh-CN", "zh-TW", "zh")
 
 
-@functools.lru_cache(maxsize=None)
-def catalogue(lang: str) -> dict[str, str]:
-    """Every key of ``lang``, with English filling the gaps."""
-    merged: dict[str, str] = {}
-    for code in dict.fromkeys((DEFAULT, lang)):
-        folder = LOCALES_DIR / code
-        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            if not isinstance(data, dict):
-                raise ValueError(f"{path}: a catalogue must be a mapping of key: text")
-            merged.update({str(k): str(v) for k, v in data.items()})
-    return merged
-
-
-def normalise(lang: str | None) -> str:
-    """``ru-RU`` -> ``ru``, ``zh-Hans`` -> ``zh``; anything we do not have -> ``en``."""
-    code = (lang or "").strip().lower().replace("_", "-").split("-")[0]
-    return code if code in LANGUAGES else DEFAULT
-
-
 def t(key: str) -> I18nData:
     """A translatable static text for a component (label, value of a Markdown, button text)."""
     return I18nData(key)
@@ -66,15 +41,7 @@ def t(key: str) -> I18nData:
 
 def tr(key: str, lang: str | None = None, **fields: Any) -> str:
     """Text made at run time, in ``lang``; ``{name}`` fields filled from ``fields``."""
-    text = catalogue(normalise(lang)).get(key)
-    if text is None:
-        log.warning("missing translation key %r", key)
-        return key
-    try:
-        return text.format(**fields) if fields else text
-    except (KeyError, IndexError, ValueError):
-        log.warning("translation %r (%s) does not fit its fields %s", key, lang, sorted(fields))
-        return text
+    return text(key, lang, **fields)
 
 
 def accept_language(header: str | None) -> str:
