@@ -38,6 +38,8 @@ class Settings(BaseModel):
     max_body_mb: float = Field(8.0, gt=0, description="Largest request body (MB) the server accepts; larger ones "
                                                       "get 413. File uploads in the UI may be up to "
                                                       "max_upload_mb.")
+    chat_window: int = Field(60, ge=0, le=100_000, description="Messages the chat box shows (the newest; older "
+                                                                "ones behind 'Show all messages'). 0: all.")
     language: Literal["auto", "en", "ru", "zh"] = Field(
         "auto", description="Language of the web UI: auto (the browser's), en, ru or zh.")
     max_upload_mb: float = Field(200.0, gt=0, description="Largest file (MB) the UI accepts as an upload.")

@@ -42,3 +42,15 @@ def test_offset_reads_gradio_message_objects_too():
 
     shown = [Msg(m["content"]) for m in to_display(chat_of(100), "en")]
     assert shown_offset(100, shown) == (100 - DISPLAY_WINDOW, True)
+
+
+def test_window_size_comes_from_the_settings():
+    from webui.ui import chat_tab
+
+    try:
+        chat_tab.configure_window(0)  # settings.yaml chat_window: 0 shows every message
+        assert len(to_display(chat_of(500), "en")) == 500
+        chat_tab.configure_window(10)
+        assert len(to_display(chat_of(500), "en")) == 11
+    finally:
+        chat_tab.configure_window(DISPLAY_WINDOW)

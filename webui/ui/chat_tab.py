@@ -40,15 +40,23 @@ def stats_line(message: Message, lang: str | None = None) -> str:
     return f"\n\n<sub>{' · '.join(parts)}</sub>" if parts else ""
 
 
-#: Messages shown in the chat box; older ones are one click away ("Show all messages"). The browser
-#: re-renders the whole box on every streamed update, so a 500-message chat streamed 4.7 x slower
-#: than a 10-message one before this window (bench/ui.py, docs/performance.md).
+#: Messages shown in the chat box by default (settings.yaml ``chat_window``); older ones are one
+#: click away ("Show all messages"). The browser re-renders the whole box on every streamed update:
+#: a 500-message chat streamed 4.7 x slower than a 10-message one with every message shown
+#: (bench/ui.py, docs/performance.md).
 DISPLAY_WINDOW = 60
 EARLIER_MARK = "<!--earlier-->"
+_window: int | None = DISPLAY_WINDOW
+_DEFAULT = object()
 
 
-def to_display(chat: Chat | None, lang: str | None = None,
-               window: int | None = DISPLAY_WINDOW) -> list[dict[str, Any]]:
+def configure_window(messages: int) -> None:
+    """Set how many messages the chat box shows (0: all). One process serves one UI."""
+    global _window
+    _window = messages or None
+
+
+def to_display(chat: Chat | None, lang: str | None = None, window: Any = _DEFAULT) -> list[dict[str, Any]]:
     """The chat as gr.Chatbot messages: stats under each reply, version arrows where there are versions.
 
     With ``window``, only the newest ``window`` messages are shown, after a first line saying how
@@ -58,6 +66,7 @@ def to_display(chat: Chat | None, lang: str | None = None,
     if chat is None:
         return []
     lang = lang or page_language()
+    window = _window if window is _DEFAULT else window
     visible = [m for m in chat.messages if m.role in ("user", "assistant")]
     hidden = max(0, len(visible) - window) if window else 0
     out = []
@@ -116,6 +125,7 @@ def notes_text(character: Character, lang: str | None = None) -> str:
 
 def build_chat_tab(services: Services) -> dict[str, Any]:
     characters = services.characters
+    configure_window(services.settings.chat_window)
     with gr.Row():
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(label=t("chat.chat"), elem_id="chat-box", height=520, editable="all",
@@ -333,7 +343,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         value = value.split("\n\n<sub>")[0]
         edit_message(chat, visible[offset + index - marked], value)
         services.chats.save(chat)
-        return to_display(chat, window=None if offset == 0 and not marked else DISPLAY_WINDOW)
+        return to_display(chat, window=None) if offset == 0 and not marked else to_display(chat)
 
     chatbot.edit(on_edit, [current, character_dd, chatbot], chatbot, queue=False)
     show_all.click(ui_errors(lambda state, character: to_display(open_chat(state, character), window=None)),
