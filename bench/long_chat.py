@@ -10,6 +10,10 @@ exactly as the Chat tab sends it: the prompt is rebuilt from the history with
 the model's template every turn. TTFT is measured from ``turn()`` to its first
 text (prompt building, tokenising, prompt evaluation and the first token).
 
+The llama.cpp chat's prompts are then given, turn by turn, to raw llama-cpp-python
+(``create_completion``, which reuses the longest common prefix of its cache) in its own
+process: the same run's baseline for how TTFT grows with the context.
+
 Targets: llama.cpp turn-30 TTFT at most 1.5 x turn-2 (the prompt prefix is
 reused, only new tokens are evaluated); past the context limit, the median TTFT
 after truncation starts stays within 2 x the median before it; transformers
@@ -68,11 +72,31 @@ def run_chat(loader: str, model_path: Path, turns: int, n_ctx: int, reply_tokens
         stats = chat.messages[-1].stats or {}
         prompt = service.last_prompt
         rows.append({"turn": turn, "ttft_s": first, "engine_ttft_s": stats.get("ttft"),
+                     "prompt_text": prompt.text if prompt else "",
                      "prompt_tokens": prompt.tokens if prompt else None,
                      "dropped": prompt.dropped if prompt else None, "total_s": time.perf_counter() - start})
         print(f"  turn {turn:3d}: TTFT {first:.3f} s, prompt {rows[-1]['prompt_tokens']} tokens, "
               f"dropped {rows[-1]['dropped']}", flush=True)
     models.unload()
+    return rows
+
+
+def run_raw(model_path: Path, prompts: list[str], n_ctx: int, reply_tokens: int) -> list[dict]:
+    """The same prompts, turn by turn, through raw llama-cpp-python (its own prefix reuse) in its own process."""
+    from streaming import Engine, eog_ids
+
+    from webui.loaders.llamacpp import default_threads
+
+    engine = Engine("raw", model_path, n_ctx, default_threads())
+    eog = eog_ids(model_path)
+    rows = []
+    try:
+        for turn, prompt in enumerate(prompts, 1):
+            ttft, _, _ = engine.run(prompt, reply_tokens, eog)
+            rows.append({"turn": turn, "ttft_s": ttft, "dropped": 0})
+            print(f"  raw turn {turn:3d}: TTFT {ttft:.3f} s", flush=True)
+    finally:
+        engine.stop()
     return rows
 
 
@@ -116,6 +140,16 @@ def main(argv: list[str] | None = None) -> int:
             runs["llama.cpp"] = run_chat("llama.cpp", MODELS_DIR / SMOLLM, args.turns, args.n_ctx,
                                          args.reply_tokens, tmp)
             summaries.append(summarise(runs["llama.cpp"], "llama.cpp"))
+            # The baseline: raw llama-cpp-python given the very prompts the chat service sent, turn by turn.
+            print(f"\n== raw llama-cpp-python, the same {args.turns} prompts ==", flush=True)
+            runs["raw llama-cpp-python"] = run_raw(MODELS_DIR / SMOLLM, [r["prompt_text"] for r in runs["llama.cpp"]],
+                                                   args.n_ctx, args.reply_tokens)
+            for r, ours in zip(runs["raw llama-cpp-python"], runs["llama.cpp"]):
+                r["prompt_tokens"] = ours["prompt_tokens"]
+            raw = summarise(runs["raw llama-cpp-python"], "raw llama-cpp-python")
+            raw["ours_over_raw_ttft_turn30"] = (runs["llama.cpp"][-1]["ttft_s"]
+                                                / runs["raw llama-cpp-python"][-1]["ttft_s"])
+            summaries.append(raw)
             if args.overflow_turns:
                 print(f"\n== llama.cpp past the context limit: {args.overflow_turns} turns, context "
                       f"{args.overflow_n_ctx} ==", flush=True)
@@ -135,11 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     targets = {"llama.cpp": ("turn30_over_turn2", 1.5), "transformers": ("turn30_over_turn2", 2.0),
                "llama.cpp overflow": ("after_over_before", 2.0)}
     for s in summaries:
+        if s["label"] not in targets:
+            continue  # the raw baseline has no target of its own
         key, limit = targets[s["label"]]
         s["target"] = f"{key} <= {limit}"
         s["met"] = s.get(key) is not None and s[key] <= limit
+    for rows in runs.values():
+        for r in rows:
+            r.pop("prompt_text", None)  # kept out of the results file (tens of KB per turn)
     print_table(summaries, ["label", "turn30_over_turn2", "last_over_turn2", "truncation_from_turn",
-                            "after_over_before", "target", "met"], "Summary")
+                            "after_over_before", "ours_over_raw_ttft_turn30", "target", "met"], "Summary")
     write_results("long_chat", {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": runs,
                                 "summary": summaries}, args.out)
     if not args.no_plots and runs:

@@ -51,8 +51,13 @@ def long_chat(d: dict) -> list[str]:
         def f(k):
             v = s.get(k)
             return f"{v:.2f}" if isinstance(v, float) else ("" if v is None else str(v))
+        target = s.get("target", "baseline (same prompts)")
+        verdict = yes(s["met"]) if "met" in s else ""
         out.append(f"| {s['label']} | {f('turn30_over_turn2')} | {f('last_over_turn2')} | "
-                   f"{f('truncation_from_turn')} | {f('after_over_before')} | {s['target']} | {yes(s['met'])} |")
+                   f"{f('truncation_from_turn')} | {f('after_over_before')} | {target} | {verdict} |")
+    ours_raw = next((s["ours_over_raw_ttft_turn30"] for s in d["summary"] if "ours_over_raw_ttft_turn30" in s), None)
+    if ours_raw is not None:
+        out += ["", f"TTFT at the last turn, ours / raw llama-cpp-python on the same prompts: **{ours_raw:.2f}**."]
     return out + ["", "![TTFT per turn](img/long-chat-ttft.png)", "![prompt tokens per turn](img/long-chat-prompt.png)",
                   ""]
 

@@ -35,6 +35,7 @@ def test_long_chat(tmp_path):
     data = run_bench("long_chat.py", tmp_path, "--loaders", "llama.cpp,transformers", "--turns", "3",
                      "--overflow-turns", "12", "--overflow-n-ctx", "512", "--reply-tokens", "8")
     assert [r["turn"] for r in data["runs"]["llama.cpp"]] == [1, 2, 3]
+    assert [r["turn"] for r in data["runs"]["raw llama-cpp-python"]] == [1, 2, 3]  # the same prompts, raw
     assert len(data["runs"]["transformers"]) == 3
     assert any(r["dropped"] for r in data["runs"]["llama.cpp overflow"])  # truncation happened
     assert (tmp_path / "img" / "long-chat-ttft.png").is_file()
