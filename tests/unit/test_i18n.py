@@ -98,9 +98,14 @@ def test_every_key_the_code_uses_is_in_the_english_catalogue():
 
 
 def test_every_error_code_has_a_headline():
-    import webui  # noqa: F401 - the subclasses below are defined on import of their modules
-    from webui import cards, download, history, model_info, templates  # noqa: F401
-    from webui.loaders import llama_sampling  # noqa: F401
+    import importlib
+    import pkgutil
+
+    import webui
+
+    # the subclasses are defined on import of their modules: import every module of the app
+    for module in pkgutil.walk_packages(webui.__path__, "webui."):
+        importlib.import_module(module.name)
 
     def subclasses(cls: type) -> list[type]:
         return [cls, *(s for c in cls.__subclasses__() for s in subclasses(c))]
