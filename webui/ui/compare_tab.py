@@ -222,4 +222,12 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
     tab = gr.context.get_render_context()
     if isinstance(tab, gr.Tab):
         tab.select(on_refresh, [*model_dds, *preset_dds], [*model_dds, *preset_dds], queue=False)
+
+        def on_open_table(current: Any, request: gr.Request) -> Any:
+            """An empty table gets its column names in the page's language (Gradio does not translate them)."""
+            if current is not None and len(current) > 0:
+                return gr.update()
+            return table_value([], request_language(request, services.settings.language))
+
+        tab.select(on_open_table, table, table, queue=False)
     return {"run": run, "stop": stop, "status": status}
