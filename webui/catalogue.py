@@ -50,3 +50,26 @@ def text(key: str, lang: str | None = None, **fields: Any) -> str:
     except (KeyError, IndexError, ValueError):
         log.warning("translation %r (%s) does not fit its fields %s", key, lang, sorted(fields))
         return found
+
+
+class Keyed(str):
+    """English text that also carries its catalogue key and fields, so the UI can show it translated.
+
+    Domain code returns these where it makes a sentence for people (a template note, a truncation
+    note); everything else (the API, logs, tests) keeps using it as the plain English string.
+    """
+
+    key: str
+    fields: dict[str, Any]
+
+    def __new__(cls, english: str, key: str, **fields: Any) -> Keyed:
+        obj = super().__new__(cls, english)
+        obj.key, obj.fields = key, fields
+        return obj
+
+
+def in_language(value: str, lang: str | None) -> str:
+    """``value`` in ``lang`` when it is :class:`Keyed`, else as it is."""
+    if isinstance(value, Keyed):
+        return text(value.key, lang, **value.fields)
+    return str(value)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
+from .catalogue import Keyed
 from .characters import Character
 from .errors import PromptTooLongError, WebUIError
 from .generation import Generator, GenerationStats
@@ -70,7 +71,10 @@ class Prompt:
 
     @property
     def note(self) -> str:
-        return f"{self.dropped} oldest messages no longer fit in the context and are not sent." if self.dropped else ""
+        if not self.dropped:
+            return ""
+        return Keyed(f"{self.dropped} oldest messages no longer fit in the context and are not sent.",
+                     "chat.note_dropped", n=self.dropped)
 
 
 def _system_text(character: Character, options: ChatOptions, lore: Activation = NOTHING) -> str:

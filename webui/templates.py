@@ -34,6 +34,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SecurityError
 
+from .catalogue import Keyed
 from .errors import SettingsError, WebUIError
 from .storage import TEMP_SUFFIX, read_yaml, safe_name
 from .template_sandbox import (_BUDGET, RenderLimits, _Budget, _GuardedEnvironment, _LimitExceeded, _plain,
@@ -202,15 +203,18 @@ def choose_template(model_template: str | None, override: str | None,
                     store: InstructionTemplateStore) -> tuple[ChatTemplate, str]:
     """The template to use for a model, and a one-line note for the UI saying which and why."""
     if override:
-        return store.load(override), f"Using instruction template {override} (override)."
+        return store.load(override), Keyed(f"Using instruction template {override} (override).",
+                                            "template.note_override", name=override)
     if not model_template or not model_template.strip():
         return (store.load(FALLBACK_TEMPLATE_NAME),
-                f"The model has no chat template; using instruction template {FALLBACK_TEMPLATE_NAME}.")
+                Keyed(f"The model has no chat template; using instruction template {FALLBACK_TEMPLATE_NAME}.",
+                      "template.note_none", name=FALLBACK_TEMPLATE_NAME))
     template, exc = _model_template(model_template)
     if exc is not None:
         kind = "unsafe" if exc.code == "unsafe_template" else "unusable"
         return (store.load(FALLBACK_TEMPLATE_NAME),
-                f"The model's chat template is {kind} ({exc.message}); "
-                f"using instruction template {FALLBACK_TEMPLATE_NAME} instead.")
+                Keyed(f"The model's chat template is {kind} ({exc.message}); "
+                      f"using instruction template {FALLBACK_TEMPLATE_NAME} instead.",
+                      f"template.note_{kind}", details=exc.message, name=FALLBACK_TEMPLATE_NAME))
     assert template is not None
-    return template, "Using the model's own chat template."
+    return template, Keyed("Using the model's own chat template.", "template.note_own")

@@ -216,3 +216,22 @@ def test_first_run_guide_names_the_starter_command(lang):
     assert "download-model.py --starter" in guide
     assert "Q4_K_M" in guide and "Q8_0" in guide
     assert "16" in guide and "8" in guide and "4" in guide
+
+
+def test_template_and_truncation_notes_are_english_strings_that_translate(tmp_path):
+    from webui.catalogue import Keyed, in_language
+    from webui.chat import Prompt
+    from testdata import PROJECT_DIR
+    from webui.templates import InstructionTemplateStore, choose_template
+
+    store = InstructionTemplateStore(PROJECT_DIR / "instruction-templates")
+    _, note = choose_template(None, None, store)
+    assert note == "The model has no chat template; using instruction template ChatML."  # API/tests see English
+    assert isinstance(note, Keyed) and in_language(note, "ru").startswith("У модели нет шаблона чата")
+    _, own = choose_template("{{ messages[0]['content'] }}", None, store)
+    assert in_language(own, "zh") == "正在使用模型自带的聊天模板。"
+    _, bad = choose_template("{{ ''.__class__.__mro__ }}", None, store)
+    assert "ChatML" in in_language(bad, "ru") and "небезопасен" in in_language(bad, "ru")
+    dropped = Prompt(text="", stop=[], tokens=1, dropped=4).note
+    assert dropped.startswith("4 oldest") and "(4)" in in_language(dropped, "ru")
+    assert in_language("plain text", "ru") == "plain text"

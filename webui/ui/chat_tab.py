@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..catalogue import in_language
 from ..chat import MODES, ChatOptions, Persona, edit_message, greeting_message, remove_last, switch_version
 from ..characters import DEFAULT_CHARACTER, Character
 from ..errors import WebUIError
@@ -219,7 +220,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     def template_for(choice: str | None) -> tuple[Any, str]:
         loaded = services.models.current
         override = None if not choice or choice == MODEL_TEMPLATE else choice
-        return services.choose_template(loaded.backend.chat_template if loaded else None, override)
+        template, note = services.choose_template(loaded.backend.chat_template if loaded else None, override)
+        return template, in_language(note, page_language())
 
     def open_chat(state: Any, character: str) -> Chat:
         if state and state[0] == character:
@@ -252,7 +254,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             return tr("chat.meter_size", lang, n_ctx=loaded.backend.n_ctx)
         key = "chat.meter_used_about" if loaded.backend.tokens_estimated else "chat.meter_used"
         used = tr(key, lang, n=prompt.tokens, n_ctx=loaded.backend.n_ctx)
-        return used + (f" ⚠ {prompt.note}" if prompt.note else "")
+        return used + (f" ⚠ {in_language(prompt.note, lang)}" if prompt.note else "")
 
     cancels: dict[str, threading.Event] = {}
 
