@@ -71,5 +71,6 @@ class Keyed(str):
 def in_language(value: str, lang: str | None) -> str:
     """``value`` in ``lang`` when it is :class:`Keyed`, else as it is."""
     if isinstance(value, Keyed):
-        return text(value.key, lang, **value.fields)
+        return text(value.key, lang, **{k: in_language(v, lang) if isinstance(v, Keyed) else v
+                                        for k, v in value.fields.items()})
     return str(value)

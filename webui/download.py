@@ -42,6 +42,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers, get_session
 
+from .catalogue import Keyed
 from .errors import DownloadError, InvalidNameError
 from .storage import safe_name
 
@@ -174,11 +175,13 @@ def human_size(n: float) -> str:
 
 def ram_hint(file_size: int, total_ram: int | None = None) -> str:
     """Rough RAM needed to run a GGUF of ``file_size`` bytes at a 4k context, and whether it fits here."""
-    need = file_size * 1.1 + 300e6  # weights + KV cache and buffers for a few thousand tokens
-    text = f"RAM ≈ {human_size(need)}"
-    if total_ram:
-        text += " (fits)" if need < total_ram * 0.8 else f" (more than this machine's {human_size(total_ram)})"
-    return text
+    need = human_size(file_size * 1.1 + 300e6)  # weights + KV cache and buffers for a few thousand tokens
+    if not total_ram:
+        return Keyed(f"RAM ≈ {need}", "download.ram", need=need)
+    if file_size * 1.1 + 300e6 < total_ram * 0.8:
+        return Keyed(f"RAM ≈ {need} (fits)", "download.ram_fits", need=need)
+    total = human_size(total_ram)
+    return Keyed(f"RAM ≈ {need} (more than this machine's {total})", "download.ram_too_big", need=need, total=total)
 
 
 def _machine_ram() -> int | None:
@@ -247,20 +250,24 @@ def plan_choices(source: Source, files: list[RemoteFile], allow_pickle: bool = F
             size = sum(f.size for f in group)
             split = len(group) > 1 or bool(_SPLIT_RE.search(group[0].path))
             base = Path(key).name
-            label = f"{quant_of(key)} · {base} · {human_size(size)} · {ram_hint(size, ram)}"
+            fields = {"quant": quant_of(key), "name": base, "size": human_size(size), "ram": ram_hint(size, ram)}
+            label = Keyed(f"{fields['quant']} · {base} · {fields['size']} · {fields['ram']}", "download.choice_gguf",
+                          **fields)
             if split:
-                label += f" · {len(group)} parts"
+                label = Keyed(f"{label} · {len(group)} parts", "download.choice_gguf_parts", parts=len(group),
+                              **fields)
             target = safe_name(base[:-5] if split else base, what="model name")
             choices.append(Choice(key, label, tuple(group), target, split))
         choices.sort(key=lambda c: c.size)
-        note = "Pick one quantisation: smaller files are faster and need less RAM; Q4_K_M is a good default."
+        note = Keyed("Pick one quantisation: smaller files are faster and need less RAM; Q4_K_M is a good default.",
+                     "download.note_pick")
         return Listing(source, files, "gguf", choices, note)
     weights = [f for f in files if _matches(f.path, SAFE_WEIGHTS)]
     pickles = [f for f in files if _matches(f.path, PICKLE_WEIGHTS)]
     configs = [f for f in files if _matches(f.path, CONFIG_PATTERNS)]
     has_config = any(f.path == "config.json" for f in files)
     if has_config and (weights or pickles):
-        note = ""
+        note: str = ""
         if not weights:
             if not allow_pickle:
                 raise DownloadError(
@@ -268,12 +275,14 @@ def plan_choices(source: Source, files: list[RemoteFile], allow_pickle: bool = F
                     "files can run code on your computer when loaded. Tick 'allow .bin' only if you trust this "
                     "repository, or look for a safetensors or GGUF version.")
             weights = pickles
-            note = "Pickle (.bin) weights: only load them if you trust this repository."
+            note = Keyed("Pickle (.bin) weights: only load them if you trust this repository.", "download.note_pickle")
         elif pickles:
-            note = f"Skipping {len(pickles)} pickle file(s); the safetensors weights are used instead."
+            note = Keyed(f"Skipping {len(pickles)} pickle file(s); the safetensors weights are used instead.",
+                         "download.note_skip_pickles", n=len(pickles))
         chosen = tuple(sorted({f.path: f for f in configs + weights}.values(), key=lambda f: f.path))
         size = sum(f.size for f in chosen)
-        label = f"transformers folder · {len(chosen)} files · {human_size(size)}"
+        label = Keyed(f"transformers folder · {len(chosen)} files · {human_size(size)}", "download.choice_hf",
+                      n=len(chosen), size=human_size(size))
         return Listing(source, files, "transformers", [Choice("transformers", label, chosen, folder_name(source),
                                                               True)], note)
     raise DownloadError(f"{source.label} has no .gguf file and no transformers model (config.json with "

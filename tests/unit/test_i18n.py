@@ -57,7 +57,8 @@ def test_translations_are_translated():
     english = own_keys("en")
     for lang in ("ru", "zh"):
         same = [k for k, v in own_keys(lang).items()
-                if v == english[k] and len(v) > 12 and not re.fullmatch(r"(param|opt)\.\w+\.label", k)]
+                if v == english[k] and len(v) > 12 and not re.fullmatch(r"(param|opt)\.\w+\.label", k)
+                and re.search(r"[A-Za-z]", re.sub(r"\{\w+\}", "", v))]  # "{quant} · {size}": nothing to translate
         assert same == [], f"{lang}: still English: {same}"
 
 
@@ -235,3 +236,15 @@ def test_template_and_truncation_notes_are_english_strings_that_translate(tmp_pa
     dropped = Prompt(text="", stop=[], tokens=1, dropped=4).note
     assert dropped.startswith("4 oldest") and "(4)" in in_language(dropped, "ru")
     assert in_language("plain text", "ru") == "plain text"
+
+
+def test_download_labels_translate_with_the_ram_hint_inside():
+    from webui.catalogue import Keyed, in_language
+    from webui.download import ram_hint
+
+    fits, too_big = ram_hint(100_000_000, 16 * 10**9), ram_hint(10 * 10**9, 8 * 10**9)
+    assert fits == "RAM ≈ 410.0 MB (fits)" and in_language(fits, "ru") == "ОЗУ ≈ 410.0 MB (поместится)"
+    assert "超过本机" in in_language(too_big, "zh")
+    label = Keyed(f"Q4_K_M · m.gguf · 100 MB · {fits}", "download.choice_gguf", quant="Q4_K_M", name="m.gguf",
+                  size="100 MB", ram=fits)
+    assert in_language(label, "ru") == "Q4_K_M · m.gguf · 100 MB · ОЗУ ≈ 410.0 MB (поместится)"

@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..catalogue import in_language
 from ..download import DownloadJob, Listing, duration, human_size, list_files, parse_source
 from ..services import Services
 from .common import error_text, ui_errors
@@ -48,7 +49,7 @@ def listing_markdown(listing: Listing, lang: str | None = None) -> str:
     if len(listing.files) > 200:
         lines.append(f"| {tr('download.more', lang, n=len(listing.files) - 200)} | |")
     if listing.note:
-        lines += ["", listing.note]
+        lines += ["", in_language(listing.note, lang)]
     return "\n".join(lines)
 
 
@@ -87,8 +88,9 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
     @ui_errors
     def on_list(text: str, tok: str, pickle_ok: bool) -> list[Any]:
         listing = list_files(parse_source(text), token=tok, allow_pickle=pickle_ok)
-        choices = [(c.label, c.key) for c in listing.choices]
-        return [listing, listing_markdown(listing),
+        lang = page_language()
+        choices = [(in_language(c.label, lang), c.key) for c in listing.choices]
+        return [listing, listing_markdown(listing, lang),
                 gr.update(choices=choices, value=choices[0][1] if len(choices) == 1 else None), ""]
 
     @ui_errors
