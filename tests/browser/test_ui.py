@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -54,28 +55,44 @@ def _same_number(a: str, b: str) -> bool:
 def track_requests(page) -> None:
     """Count the page's Gradio calls in flight, so ``settle`` can wait for the page-load events."""
     pending: set = set()
-    page.on("request", lambda r: pending.add(r) if "/run/predict" in r.url or "/queue/join" in r.url else None)
+    started = [0]
+
+    def on_request(r) -> None:
+        if "/run/predict" in r.url or "/queue/join" in r.url:
+            pending.add(r)
+            started[0] += 1
+
+    page.on("request", on_request)
     page.on("requestfinished", lambda r: pending.discard(r))
     page.on("requestfailed", lambda r: pending.discard(r))
     page._webui_pending = pending
+    page._webui_started = started
 
 
 def settle(page) -> None:
     """Wait until the UI is up and its page-load events have answered.
 
     Those fill in the saved values (parameters, chat, notebook); a value typed before
-    they answer would be overwritten by them.
+    they answer would be overwritten by them. The front end sends them a moment after
+    the page shows, so "nothing in flight" counts only after the first has been sent and
+    no new one has started for a while.
     """
     page.wait_for_selector("#model-status")
     pending = getattr(page, "_webui_pending", None)
     if pending is None:
         page.wait_for_timeout(1500)
         return
-    for _ in range(600):
-        if not pending:
+    started = page._webui_started
+    quiet_since, last_count = None, -1
+    for _ in range(600):  # at most 30 s
+        if started[0] != last_count or pending:
+            last_count, quiet_since = started[0], None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif started[0] > 0 and time.monotonic() - quiet_since > 0.5:
             break
         page.wait_for_timeout(50)
-    page.wait_for_timeout(150)
+    page.wait_for_timeout(100)
 
 
 def reload(page) -> None:
