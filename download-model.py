@@ -25,9 +25,10 @@ import sys
 import threading
 from pathlib import Path
 
-from webui.download import Listing, Progress, download, human_size, list_files, parse_source, quant_of
+from webui.downloads.hub import Listing, Progress, download, list_files, parse_source, quant_of
+from webui.units import human_size
 from webui.errors import WebUIError
-from webui.starter import STARTERS, install
+from webui.downloads.starter import STARTERS, install
 
 PROJECT_DIR = Path(__file__).resolve().parent
 

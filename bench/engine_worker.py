@@ -29,9 +29,9 @@ def main() -> int:
                 req["prompt"], max_tokens=req["tokens"], temperature=0.0, stream=True,
                 logit_bias={int(t): float("-inf") for t in req["eog"]}))
     else:
-        from webui.generation import Generator
-        from webui.loaders import LoadOptions
-        from webui.models import ModelManager
+        from webui.generation.scheduler import Generator
+        from webui.params import LoadOptions
+        from webui.models.manager import ModelManager
         from webui.params import SamplingParams
 
         models = ModelManager(model.parent, LoadOptions(n_ctx=n_ctx, threads=threads))

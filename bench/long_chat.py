@@ -41,14 +41,15 @@ def user_message(turn: int) -> str:
 
 
 def run_chat(loader: str, model_path: Path, turns: int, n_ctx: int, reply_tokens: int, workdir: Path) -> list[dict]:
-    from webui.characters import Character
-    from webui.chat import ChatOptions, ChatService
-    from webui.generation import Generator
-    from webui.history import ChatStore
-    from webui.loaders import LoadOptions
-    from webui.models import ModelManager
+    from webui.characters.character import Character
+    from webui.chat.prompt import ChatOptions
+    from webui.chat.service import ChatService
+    from webui.generation.scheduler import Generator
+    from webui.chat.history import ChatStore
+    from webui.params import LoadOptions
+    from webui.models.manager import ModelManager
     from webui.params import SamplingParams
-    from webui.templates import InstructionTemplateStore, choose_template
+    from webui.templates.chat_template import InstructionTemplateStore, choose_template
 
     models = ModelManager(model_path.parent, LoadOptions(n_ctx=n_ctx))
     loaded = models.load(model_path.name, loader)

@@ -92,8 +92,8 @@ def bench_gguf(name: str, reps: int, n_tokens: int, workdir: Path, n_ctx: int) -
     from openai import OpenAI
 
     from webui.loaders.llamacpp import default_threads
-    from webui.model_info import gguf_facts
-    from webui.templates import ChatTemplate
+    from webui.models.facts import gguf_facts
+    from webui.templates.chat_template import ChatTemplate
 
     path = MODELS_DIR / name
     threads = default_threads()
@@ -178,12 +178,12 @@ def bench_transformers(reps: int, n_tokens: int, checkpoint: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
 
-    from webui.generation import Generator
-    from webui.loaders import LoadOptions
+    from webui.generation.scheduler import Generator
+    from webui.params import LoadOptions
     from webui.loaders.llamacpp import default_threads
-    from webui.models import ModelManager
+    from webui.models.manager import ModelManager
     from webui.params import SamplingParams
-    from webui.templates import ChatTemplate
+    from webui.templates.chat_template import ChatTemplate
 
     torch.set_num_threads(default_threads())
     tok = AutoTokenizer.from_pretrained(checkpoint)

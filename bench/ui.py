@@ -43,7 +43,7 @@ WORDS = ("the river carried small boats past old mills while children counted cl
 
 
 def make_user_dir(root: Path, n_messages: int, tokens: int, window: int | None = None) -> Path:
-    from webui.history import ChatStore, Message
+    from webui.chat.history import ChatStore, Message
     from webui.storage import write_yaml
 
     user = root / f"user-{n_messages}-{window}"

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from webui.errors import ModelLoadError
-from webui.loaders.base import Backend, Chunk, LoadOptions
+from webui.loaders.base import Backend, Chunk
+from webui.params import LoadOptions
 from webui.params import SamplingParams
 
 

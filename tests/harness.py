@@ -84,9 +84,9 @@ def make_dirs(root: Path) -> tuple[Path, Path]:
 
 def smollm_generator(smollm_path: Path, tmp_path_factory, n_ctx: int):
     """Yield a Generator over SmolLM2 loaded with ``n_ctx`` (for module fixtures: ``yield from``)."""
-    from webui.generation import Generator
-    from webui.loaders import LoadOptions
-    from webui.models import ModelManager
+    from webui.generation.scheduler import Generator
+    from webui.params import LoadOptions
+    from webui.models.manager import ModelManager
 
     d = tmp_path_factory.mktemp("models")
     (d / SMOLLM).symlink_to(smollm_path)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import fastapi
 
-from .body_limit import BodySizeLimit
-from .services import Services
-from .ui import TITLE, mount_ui
+from webui.body_limit import BodySizeLimit
+from webui.services import Services
+from webui.ui import TITLE, mount_ui
 
 
 def create_app(services: Services) -> fastapi.FastAPI:
@@ -20,7 +20,7 @@ def create_app(services: Services) -> fastapi.FastAPI:
                 "generating": services.generator.active is not None, "waiting": services.generator.waiting()}
 
     if services.settings.api or services.settings.api_key:
-        from .api import create_api, install_error_handlers
+        from webui.api.openai import create_api, install_error_handlers
 
         install_error_handlers(app)
         app.include_router(create_api(services), prefix="/v1")

@@ -11,7 +11,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .errors import RequestTooLargeError
+from webui.errors import RequestTooLargeError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

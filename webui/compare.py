@@ -32,18 +32,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .catalogue import text
-from .characters import DEFAULT_CHARACTER, Character
-from .chat import ChatOptions, build_prompt
-from .errors import WebUIError
-from .history import Chat, Message
-from .models import LoadedModel
-from .params import SamplingParams
-from .presets import ACCEPTED_KEYS
-from .storage import atomic_write_text
+from webui.catalogue import text
+from webui.characters.character import DEFAULT_CHARACTER, Character
+from webui.chat.prompt import ChatOptions, build_prompt
+from webui.errors import WebUIError
+from webui.chat.history import Chat, Message
+from webui.models.manager import LoadedModel
+from webui.params import SamplingParams
+from webui.presets import ACCEPTED_KEYS
+from webui.storage import atomic_write_text
 
 if TYPE_CHECKING:
-    from .services import Services
+    from webui.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import AliasChoices, ValidationError
 
-from .errors import InvalidNameError, SettingsError
-from .params import SamplingParams
-from .storage import TEMP_SUFFIX, read_yaml, safe_name, write_yaml
+from webui.errors import InvalidNameError, SettingsError
+from webui.params import SamplingParams
+from webui.storage import TEMP_SUFFIX, read_yaml, safe_name, write_yaml
 
 
 def _accepted_keys() -> dict[str, str]:

@@ -7,19 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .characters import CharacterStore, ImportResult
-from .chat import ChatService
-from .errors import WebUIError
-from .history import ChatStore
-from .templates import ChatTemplate, InstructionTemplateStore, choose_template
-from .download import DownloadManager
-from .generation import Generator
-from .loaders import LoadOptions
-from .models import LoadedModel, ModelManager, Progress
-from .params import SamplingParams
-from .presets import PresetStore
-from .settings import PROJECT_DIR, Settings, remember
-from .storage import atomic_write_text
+from webui.characters.store import CharacterStore, ImportResult
+from webui.chat.service import ChatService
+from webui.errors import WebUIError
+from webui.chat.history import ChatStore
+from webui.templates.chat_template import ChatTemplate, InstructionTemplateStore, choose_template
+from webui.downloads.hub import DownloadManager
+from webui.generation.scheduler import Generator
+from webui.params import LoadOptions
+from webui.models.manager import LoadedModel, ModelManager, Progress
+from webui.params import SamplingParams
+from webui.presets import PresetStore
+from webui.settings import PROJECT_DIR, Settings, remember
+from webui.storage import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Services:
         A Modelfile's PARAMETER values are saved as a preset named like the character (never over
         an existing preset), and its FROM is looked up in the models folder (``result.model``).
         """
-        from .modelfile import match_model
+        from webui.characters.modelfile import match_model
 
         result = self.characters.import_file(path, original_name)
         if result.params is not None:
@@ -130,7 +130,7 @@ class Services:
         return sorted(p.name for p in d.glob("*.gbnf") if not p.name.startswith(".")) if d.is_dir() else []
 
     def read_grammar(self, name: str) -> str:
-        from .storage import resolve_inside
+        from webui.storage import resolve_inside
 
         path = resolve_inside(self.grammars_dir, name)
         if not path.is_file():

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import SettingsError
-from .loaders import LoadOptions
-from .storage import read_yaml, write_yaml
+from webui.errors import SettingsError
+from webui.params import LoadOptions
+from webui.storage import read_yaml, write_yaml
 
 log = logging.getLogger(__name__)
 

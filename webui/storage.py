@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import InvalidNameError, SettingsError
+from webui.errors import InvalidNameError, SettingsError
 
 MAX_NAME_LENGTH = 120
 _WINDOWS_RESERVED = {

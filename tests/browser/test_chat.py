@@ -256,7 +256,7 @@ def test_long_chat_shows_the_newest_messages_and_edits_the_right_one(browser, tm
     """A 150-message chat opens with its newest 60 (bench/ui.py: the browser re-renders the whole box per update)."""
     from harness import make_dirs, start_server, stop_server
 
-    from webui.history import ChatStore, Message
+    from webui.chat.history import ChatStore, Message
     from webui.storage import write_yaml
 
     model_dir, user_dir = make_dirs(tmp_path)

@@ -6,11 +6,12 @@ from cardkit import lorebook, png_card, v2_card
 from harness import smollm_generator
 from testdata import PROJECT_DIR
 
-from webui.characters import CharacterStore
-from webui.chat import ChatOptions, ChatService, Persona, greeting_message
-from webui.history import ChatStore
+from webui.characters.store import CharacterStore
+from webui.chat.prompt import ChatOptions, Persona
+from webui.chat.service import ChatService, greeting_message
+from webui.chat.history import ChatStore
 from webui.params import SamplingParams
-from webui.templates import InstructionTemplateStore, choose_template
+from webui.templates.chat_template import InstructionTemplateStore, choose_template
 
 pytestmark = pytest.mark.integration
 GREEDY = SamplingParams(do_sample=False, max_tokens=30)

@@ -11,8 +11,9 @@ import pytest
 from harness import smollm_generator
 from testdata import PROJECT_DIR, SMOLLM
 
-from webui.chat import Character, ChatOptions, ChatService, Persona
-from webui.history import ChatStore
+from webui.chat.prompt import Character, ChatOptions, Persona
+from webui.chat.service import ChatService
+from webui.chat.history import ChatStore
 from webui.params import SamplingParams
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def service(smollm_path, tmp_path_factory):
 
 
 def model_template(service):
-    from webui.templates import InstructionTemplateStore, choose_template
+    from webui.templates.chat_template import InstructionTemplateStore, choose_template
 
     backend = service.generator.models.current.backend
     template, _ = choose_template(backend.chat_template, None, InstructionTemplateStore(PROJECT_DIR / "instruction-templates"))

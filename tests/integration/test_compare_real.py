@@ -7,7 +7,7 @@ import pytest
 from testdata import GEMMA, SMOLLM
 
 from webui.compare import Comparison, RunConfig, to_csv, to_markdown, write_exports
-from webui.loaders import LoadOptions
+from webui.params import LoadOptions
 from webui.services import Services
 from webui.settings import Settings
 

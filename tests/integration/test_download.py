@@ -13,10 +13,10 @@ import pytest
 from hubstub import HubStub, tiny_transformers_folder
 from testdata import PROJECT_DIR, SMOLLM
 
-from webui.download import DownloadCancelled, DownloadManager, download, list_files, parse_source
+from webui.downloads.hub import DownloadCancelled, DownloadManager, download, list_files, parse_source
 from webui.errors import DownloadError
-from webui.loaders import LoadOptions
-from webui.models import ModelManager
+from webui.params import LoadOptions
+from webui.models.manager import ModelManager
 
 pytestmark = pytest.mark.integration
 GGUF_REPO = "test/SmolLM2-135M-Instruct-GGUF"
@@ -141,7 +141,7 @@ def test_disk_full_is_refused_before_writing(hub, tmp_path, monkeypatch):
     listing = list_files(parse_source(GGUF_REPO))
     choice = next(c for c in listing.choices if c.key == SMOLLM)
     real = shutil_mod.disk_usage
-    monkeypatch.setattr("webui.download.shutil.disk_usage",
+    monkeypatch.setattr("webui.downloads.hub.shutil.disk_usage",
                         lambda p: real(p)._replace(free=10_000_000))
     with pytest.raises(DownloadError, match="Not enough disk space"):
         download(listing, choice, tmp_path)

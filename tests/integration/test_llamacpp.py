@@ -7,10 +7,11 @@ import pytest
 from testdata import GEMMA, PARIS_PROMPT, SMOLLM
 
 from webui.errors import ModelLoadError, PromptTooLongError
-from webui.generation import Generator
-from webui.loaders import LoadOptions, infer_loader
+from webui.generation.scheduler import Generator
+from webui.params import LoadOptions
+from webui.loaders import infer_loader
 from webui.loaders.llamacpp import LlamaCppBackend
-from webui.models import ModelManager
+from webui.models.manager import ModelManager
 from webui.params import SamplingParams
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import struct
 import pytest
 from testdata import GEMMA, SMOLLM
 
-from webui.model_info import ModelInfoError, gguf_facts, model_facts
+from webui.models.facts import ModelInfoError, gguf_facts, model_facts
 
 pytestmark = pytest.mark.integration
 

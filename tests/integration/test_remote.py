@@ -13,9 +13,9 @@ from harness import _free_port, make_dirs, start_server, stop_server
 from testdata import PARIS_PROMPT, SMOLLM
 
 from webui.errors import ModelLoadError
-from webui.generation import Generator
-from webui.loaders import LoadOptions
-from webui.models import ModelManager
+from webui.generation.scheduler import Generator
+from webui.params import LoadOptions
+from webui.models.manager import ModelManager
 from webui.params import SamplingParams
 
 pytestmark = pytest.mark.integration

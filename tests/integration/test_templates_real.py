@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from testdata import GEMMA, MODELS_DIR, PROJECT_DIR, SMOLLM
 
-from webui.templates import ChatTemplate, InstructionTemplateStore, choose_template
+from webui.templates.chat_template import ChatTemplate, InstructionTemplateStore, choose_template
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,13 @@ import pytest
 from testdata import PARIS_PROMPT
 
 from webui.errors import ModelLoadError
-from webui.generation import Generator, GenerationStats
-from webui.loaders import LoadOptions, infer_loader
+from webui.generation.scheduler import Generator, GenerationStats
+from webui.params import LoadOptions
+from webui.loaders import infer_loader
 from webui.loaders.transformers import TransformersBackend
-from webui.models import ModelManager
+from webui.models.manager import ModelManager
 from webui.params import SamplingParams
-from webui.templates import ChatTemplate
+from webui.templates.chat_template import ChatTemplate
 
 pytestmark = pytest.mark.integration
 

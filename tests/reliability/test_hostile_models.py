@@ -12,10 +12,10 @@ import pytest
 from testdata import SMOLLM
 
 from webui.errors import ModelLoadError
-from webui.loaders import LoadOptions
-from webui.model_info import model_facts
-from webui.models import ModelManager
-from webui.templates import FALLBACK_TEMPLATE_NAME, InstructionTemplateStore, choose_template
+from webui.params import LoadOptions
+from webui.models.facts import model_facts
+from webui.models.manager import ModelManager
+from webui.templates.chat_template import FALLBACK_TEMPLATE_NAME, InstructionTemplateStore, choose_template
 from webui.settings import PROJECT_DIR
 
 ESCAPES = {

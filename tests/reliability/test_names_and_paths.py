@@ -61,7 +61,7 @@ def test_stores_refuse_hostile_names(world, name):
     refused(lambda: s.presets.save(name, SamplingParams()))
     refused(lambda: s.presets.load(name))
     refused(lambda: s.presets.delete(name))
-    from webui.characters import Character
+    from webui.characters.character import Character
 
     refused(lambda: s.characters.save(name, Character(name="x")))
     refused(lambda: s.characters.load(name))
@@ -85,7 +85,7 @@ def test_model_names_refused(world, name, tmp_path):
     refused(lambda: m.facts(name))
     refused(lambda: m.load(name))
     refused(lambda: m.delete_model(name))
-    from webui.models import ModelSettings
+    from webui.models.model_settings import ModelSettings
 
     refused(lambda: m.save_model_settings(name, ModelSettings()))
     if name.strip():  # an empty name keeps the file's own name (by design)
@@ -107,7 +107,7 @@ def test_uploaded_card_with_hostile_name_lands_inside(world):
 
 
 def test_download_targets_from_a_hostile_hub_stay_inside(world, smollm_path, monkeypatch):
-    from webui.download import download, folder_name, list_files, parse_source
+    from webui.downloads.hub import download, folder_name, list_files, parse_source
 
     hub = HubStub().start()
     monkeypatch.setenv("HF_ENDPOINT", hub.url)

@@ -9,11 +9,12 @@ import yaml
 from cardkit import V1, b64, lorebook, png, png_card, v2_card, v3_card
 from PIL import Image
 
-from webui.cards import MAX_CARD_BYTES, card_png, read_card
-from webui.characters import Character, CharacterStore
-from webui.chat import greeting_message
+from webui.characters.cards import MAX_CARD_BYTES, card_png, read_card
+from webui.characters.character import Character
+from webui.characters.store import CharacterStore
+from webui.chat.service import greeting_message
 from webui.errors import CardError
-from webui.lorebook import MAX_ENTRIES
+from webui.characters.lorebook import MAX_ENTRIES
 from webui.settings import PROJECT_DIR
 
 

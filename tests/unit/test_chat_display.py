@@ -1,7 +1,7 @@
 """The chat box shows a window of the newest messages; a clicked message maps back to the chat."""
 from __future__ import annotations
 
-from webui.history import Chat, Message
+from webui.chat.history import Chat, Message
 from webui.ui.chat_tab import DISPLAY_WINDOW, shown_offset, to_display
 
 

@@ -5,13 +5,13 @@ import pytest
 from fakes import FakeBackend
 
 from webui import loaders
-from webui.chat import (Character, ChatOptions, ChatService, Persona, build_prompt, edit_message, remove_last, render,
-                        switch_version)
+from webui.chat.prompt import Character, ChatOptions, Persona, build_prompt, render
+from webui.chat.service import ChatService, edit_message, remove_last, switch_version
 from webui.errors import PromptTooLongError, WebUIError
-from webui.generation import Generator
-from webui.history import Chat, ChatStore, Message
-from webui.loaders import LoadOptions
-from webui.models import ModelManager
+from webui.generation.scheduler import Generator
+from webui.chat.history import Chat, ChatStore, Message
+from webui.params import LoadOptions
+from webui.models.manager import ModelManager
 from webui.params import SamplingParams
 
 
@@ -136,7 +136,8 @@ def test_store_lists_renames_deletes_imports_and_lists_damaged_files_last(tmp_pa
 
 
 def test_characters_store_round_trip_examples_picture_and_bad_names(tmp_path):
-    from webui.characters import Character, CharacterStore
+    from webui.characters.character import Character
+    from webui.characters.store import CharacterStore
     from webui.errors import InvalidNameError
 
     store = CharacterStore(tmp_path)
@@ -157,7 +158,7 @@ def test_characters_store_round_trip_examples_picture_and_bad_names(tmp_path):
 
 
 def test_a_template_that_refuses_system_messages_gets_the_system_text_in_the_first_user_turn():
-    from webui.templates import ChatTemplate
+    from webui.templates.chat_template import ChatTemplate
 
     strict = ChatTemplate.compile(
         "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"

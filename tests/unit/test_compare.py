@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from webui import loaders
 from webui.compare import (COLUMNS, CompareError, Comparison, RunConfig, RunResult, parse_values, sweep_configs, to_csv,
                            to_markdown, with_fixed_seeds, write_exports)
-from webui.loaders import LoadOptions
-from webui.models import ModelSettings
+from webui.params import LoadOptions
+from webui.models.model_settings import ModelSettings
 from webui.services import Services
 from webui.settings import Settings
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from webui.download import RemoteFile, Source, parse_source, plan_choices, quant_of, _safe_relpath
+from webui.downloads.hub import RemoteFile, Source, parse_source, plan_choices, quant_of, _safe_relpath
 from webui.errors import DownloadError
 
 

@@ -10,7 +10,7 @@ import pytest
 from gradio.i18n import I18nData
 
 from webui.errors import DownloadError, ModelLoadError, NoModelLoadedError, PromptTooLongError, WebUIError
-from webui.loaders import LoadOptions
+from webui.params import LoadOptions
 from webui.params import SamplingParams
 from webui.ui import i18n
 from webui.ui.common import error_text
@@ -221,9 +221,9 @@ def test_first_run_guide_names_the_starter_command(lang):
 
 def test_template_and_truncation_notes_are_english_strings_that_translate(tmp_path):
     from webui.catalogue import Keyed, in_language
-    from webui.chat import Prompt
+    from webui.chat.prompt import Prompt
     from testdata import PROJECT_DIR
-    from webui.templates import InstructionTemplateStore, choose_template
+    from webui.templates.chat_template import InstructionTemplateStore, choose_template
 
     store = InstructionTemplateStore(PROJECT_DIR / "instruction-templates")
     _, note = choose_template(None, None, store)
@@ -240,7 +240,7 @@ def test_template_and_truncation_notes_are_english_strings_that_translate(tmp_pa
 
 def test_download_labels_translate_with_the_ram_hint_inside():
     from webui.catalogue import Keyed, in_language
-    from webui.download import ram_hint
+    from webui.downloads.hub import ram_hint
 
     fits, too_big = ram_hint(100_000_000, 16 * 10**9), ram_hint(10 * 10**9, 8 * 10**9)
     assert fits == "RAM ≈ 410.0 MB (fits)" and in_language(fits, "ru") == "ОЗУ ≈ 410.0 MB (поместится)"

@@ -2,10 +2,10 @@
 import pytest
 from cardkit import lorebook
 
-from webui.characters import Character
-from webui.chat import ChatOptions, Persona, build_prompt, render
-from webui.history import Chat, Message
-from webui.lorebook import Lorebook, activate
+from webui.characters.character import Character
+from webui.chat.prompt import ChatOptions, Persona, build_prompt, render
+from webui.chat.history import Chat, Message
+from webui.characters.lorebook import Lorebook, activate
 
 
 def book(*entries, **kw) -> Lorebook:

@@ -6,8 +6,9 @@ import os
 import pytest
 
 from webui.errors import InvalidNameError, ModelLoadError, ModelNotFoundError, SettingsError
-from webui.loaders import LoadOptions
-from webui.models import MODEL_SETTINGS_FILE, ModelManager, ModelSettings
+from webui.params import LoadOptions
+from webui.models.model_settings import MODEL_SETTINGS_FILE, ModelSettings
+from webui.models.manager import ModelManager
 from webui.settings import Settings
 
 GGUF_BYTES = b"GGUF" + b"\0" * 64

@@ -2,8 +2,7 @@
 import pytest
 
 from webui.errors import CardError
-from webui.modelfile import (export_modelfile, looks_like_modelfile, match_model, modelfile_character,
-                             parse_modelfile)
+from webui.characters.modelfile import (export_modelfile, looks_like_modelfile, match_model, modelfile_character, parse_modelfile)
 from webui.params import SamplingParams
 from webui.services import Services
 from webui.settings import Settings
@@ -100,7 +99,7 @@ def test_export_then_import_gives_the_same_character_and_values():
 
 
 def test_export_of_a_card_character():
-    from webui.characters import Character
+    from webui.characters.character import Character
 
     ch = Character(name="Aria", context="{{char}} keeps the lighthouse.", personality="calm",
                    examples="<START>\n{{user}}: Lit?\n{{char}}: Always.", system_prompt="Be {{char}}.")

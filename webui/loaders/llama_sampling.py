@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import WebUIError
-from ..params import SamplingParams
+from webui.errors import WebUIError
+from webui.params import SamplingParams
 
 
 class GrammarError(WebUIError):

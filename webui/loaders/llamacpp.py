@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import ModelLoadError, PromptTooLongError
-from ..params import SamplingParams
-from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter, truncate_prompt
-from .llama_sampling import build_sampler, eog_tokens
+from webui.errors import ModelLoadError, PromptTooLongError
+from webui.params import SamplingParams
+from webui.loaders.base import Backend, Chunk, FinishReason, StopStringFilter, truncate_prompt
+from webui.params import LoadOptions
+from webui.loaders.llama_sampling import build_sampler, eog_tokens
 
 GGUF_MAGIC = b"GGUF"
 

@@ -15,9 +15,10 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ..errors import GenerationError, ModelLoadError
-from ..params import SamplingParams
-from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter
+from webui.errors import GenerationError, ModelLoadError
+from webui.params import SamplingParams
+from webui.loaders.base import Backend, Chunk, FinishReason, StopStringFilter
+from webui.params import LoadOptions
 
 TIMEOUT = httpx.Timeout(30.0, read=300.0)
 

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import GenerationError, ModelLoadError, PromptTooLongError
-from ..params import SamplingParams
-from .base import Backend, Chunk, FinishReason, LoadOptions, StopStringFilter, truncate_prompt
+from webui.errors import GenerationError, ModelLoadError, PromptTooLongError
+from webui.params import SamplingParams
+from webui.loaders.base import Backend, Chunk, FinishReason, StopStringFilter, truncate_prompt
+from webui.params import LoadOptions
 
 
 log = logging.getLogger(__name__)

@@ -5,13 +5,13 @@ from typing import Any
 
 import gradio as gr
 
-from ..services import Services
-from .i18n import force_language, gradio_i18n, t
-from .chat_tab import build_chat_tab
-from .compare_tab import build_compare_tab
-from .model_tab import build_model_tab, guide_visible, status_text
-from .notebook_tab import build_notebook_tab, token_count_text
-from .parameters_tab import build_parameters_tab, interactivity, loader_note
+from webui.services import Services
+from webui.ui.i18n import force_language, gradio_i18n, t
+from webui.ui.chat_tab import build_chat_tab
+from webui.ui.compare_tab import build_compare_tab
+from webui.ui.model_tab import build_model_tab, guide_visible, status_text
+from webui.ui.notebook_tab import build_notebook_tab, token_count_text
+from webui.ui.parameters_tab import build_parameters_tab, interactivity, loader_note
 
 TITLE = "Local LLM Web UI"
 

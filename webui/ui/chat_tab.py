@@ -10,17 +10,18 @@ from typing import Any
 
 import gradio as gr
 
-from ..catalogue import in_language
-from ..chat import MODES, ChatOptions, Persona, edit_message, greeting_message, remove_last, switch_version
-from ..characters import DEFAULT_CHARACTER, Character
-from ..errors import WebUIError
-from ..history import Chat, ChatNotFoundError, Message
-from ..modelfile import export_modelfile
-from ..services import Services
-from ..storage import atomic_write_bytes, safe_name
-from .common import Frames, error_text, ui_errors
-from .i18n import page_language, t, tr
-from .parameters_tab import params_from_values, values_of
+from webui.catalogue import in_language
+from webui.chat.prompt import MODES, ChatOptions, Persona
+from webui.chat.service import edit_message, greeting_message, remove_last, switch_version
+from webui.characters.character import DEFAULT_CHARACTER, Character
+from webui.errors import WebUIError
+from webui.chat.history import Chat, ChatNotFoundError, Message
+from webui.characters.modelfile import export_modelfile
+from webui.services import Services
+from webui.storage import atomic_write_bytes, safe_name
+from webui.ui.common import Frames, error_text, ui_errors
+from webui.ui.i18n import page_language, t, tr
+from webui.ui.parameters_tab import params_from_values, values_of
 
 MODEL_TEMPLATE = "(model's own template)"
 
@@ -354,7 +355,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     @ui_errors
     def on_show_prompt(state: Any, character: str, mode_v: str, system: str, name: str, bio: str, tpl: str,
                        prefix: str) -> list[str]:
-        from ..chat import build_prompt
+        from webui.chat.prompt import build_prompt
 
         loaded = services.models.current
         if loaded is None:

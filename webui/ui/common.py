@@ -13,8 +13,8 @@ import gradio as gr
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from ..errors import WebUIError
-from .i18n import DEFAULT, catalogue, normalise, page_language, t, tr
+from webui.errors import WebUIError
+from webui.ui.i18n import DEFAULT, catalogue, normalise, page_language, t, tr
 
 log = logging.getLogger(__name__)
 

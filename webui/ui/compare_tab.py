@@ -13,11 +13,10 @@ from typing import Any
 import gradio as gr
 from pydantic import ValidationError
 
-from ..compare import (COLUMN_KEYS, COLUMNS, DEFAULT_SEED, MAX_RUNS, SWEEPABLE, CompareError, Comparison, RunConfig,
-                       RunResult, parse_values, sweep_configs, table_rows, write_exports)
-from ..services import Services
-from .common import Frames, ui_errors
-from .i18n import request_language, t, tr
+from webui.compare import (COLUMN_KEYS, COLUMNS, DEFAULT_SEED, MAX_RUNS, SWEEPABLE, CompareError, Comparison, RunConfig, RunResult, parse_values, sweep_configs, table_rows, write_exports)
+from webui.services import Services
+from webui.ui.common import Frames, ui_errors
+from webui.ui.i18n import request_language, t, tr
 
 #: Configuration rows (model + preset) shown in the tab.
 ROWS = 4

@@ -7,11 +7,12 @@ from typing import Any
 
 import gradio as gr
 
-from ..catalogue import in_language
-from ..download import DownloadJob, Listing, duration, human_size, list_files, parse_source
-from ..services import Services
-from .common import error_text, ui_errors
-from .i18n import page_language, t, tr
+from webui.catalogue import in_language
+from webui.downloads.hub import DownloadJob, Listing, duration, list_files, parse_source
+from webui.units import human_size
+from webui.services import Services
+from webui.ui.common import error_text, ui_errors
+from webui.ui.i18n import page_language, t, tr
 
 POLL_SECONDS = 0.5
 

@@ -21,7 +21,7 @@ from typing import Any
 import gradio as gr
 from gradio.i18n import I18nData  # not exported as gr.I18nData by every Gradio version
 
-from ..catalogue import DEFAULT, LANGUAGES, LOCALES_DIR, catalogue, normalise, text
+from webui.catalogue import DEFAULT, LANGUAGES, LOCALES_DIR, catalogue, normalise, text
 
 __all__ = ["DEFAULT", "LANGUAGES", "LOCALES_DIR", "catalogue", "normalise", "t", "tr", "accept_language",
            "request_language", "force_language", "page_language", "gradio_i18n"]

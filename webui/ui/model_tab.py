@@ -9,16 +9,17 @@ from typing import Any
 
 import gradio as gr
 
-from ..download import human_size
-from ..errors import WebUIError
-from ..loaders import LOADERS, LoadOptions
-from ..loaders.remote import list_remote_models
-from ..model_info import ModelFacts
-from ..models import ModelSettings
-from ..services import Services
-from .common import error_text, field_component, ui_errors
-from .download_panel import build_download_panel
-from .i18n import DEFAULT, page_language, t, tr
+from webui.units import human_size
+from webui.errors import WebUIError
+from webui.loaders import LOADERS
+from webui.params import LoadOptions
+from webui.loaders.remote import list_remote_models
+from webui.models.facts import ModelFacts
+from webui.models.model_settings import ModelSettings
+from webui.services import Services
+from webui.ui.common import error_text, field_component, ui_errors
+from webui.ui.download_panel import build_download_panel
+from webui.ui.i18n import DEFAULT, page_language, t, tr
 
 MODEL_TEMPLATE = "(the model's own)"
 KEEP_PRESET = "(keep the current preset)"

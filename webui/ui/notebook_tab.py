@@ -7,11 +7,11 @@ from typing import Any
 
 import gradio as gr
 
-from ..generation import GenerationJob, GenerationStats
-from ..services import Services
-from .common import Frames, ui_errors
-from .i18n import page_language, t, tr
-from .parameters_tab import params_from_values
+from webui.generation.scheduler import GenerationJob, GenerationStats
+from webui.services import Services
+from webui.ui.common import Frames, ui_errors
+from webui.ui.i18n import page_language, t, tr
+from webui.ui.parameters_tab import params_from_values
 
 
 class SessionJobs:

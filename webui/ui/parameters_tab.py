@@ -8,11 +8,11 @@ from typing import Any
 import gradio as gr
 from pydantic import ValidationError
 
-from ..loaders import LOADERS
-from ..params import SAMPLING_FIELDS, SamplingParams
-from ..services import Services
-from .common import field_component, ui_errors
-from .i18n import page_language, t, tr
+from webui.loaders import LOADERS
+from webui.params import SAMPLING_FIELDS, SamplingParams
+from webui.services import Services
+from webui.ui.common import field_component, ui_errors
+from webui.ui.i18n import page_language, t, tr
 
 #: How the fields are laid out; every ``SamplingParams`` field appears exactly once.
 #: (Group titles are catalogue keys ``params.group.<title>``.)

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import SettingsError, WebUIError
-from .storage import TEMP_SUFFIX, atomic_write_text, safe_name
+from webui.errors import SettingsError, WebUIError
+from webui.storage import TEMP_SUFFIX, atomic_write_text, safe_name
 
 Role = Literal["system", "user", "assistant"]
 

@@ -34,11 +34,10 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SecurityError
 
-from .catalogue import Keyed
-from .errors import SettingsError, WebUIError
-from .storage import TEMP_SUFFIX, read_yaml, safe_name
-from .template_sandbox import (_BUDGET, RenderLimits, _Budget, _GuardedEnvironment, _LimitExceeded, _plain,
-                               _Rejected, _size, _template_line)
+from webui.catalogue import Keyed
+from webui.errors import SettingsError, WebUIError
+from webui.storage import TEMP_SUFFIX, read_yaml, safe_name
+from webui.templates.sandbox import (_BUDGET, RenderLimits, _Budget, _GuardedEnvironment, _LimitExceeded, _plain, _Rejected, _size, _template_line)
 
 FALLBACK_TEMPLATE_NAME = "ChatML"
 #: The one key of a text-generation-webui instruction template file.

@@ -42,9 +42,10 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers, get_session
 
-from .catalogue import Keyed
-from .errors import DownloadError, InvalidNameError
-from .storage import safe_name
+from webui.catalogue import Keyed
+from webui.errors import DownloadError, InvalidNameError
+from webui.units import human_size
+from webui.storage import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +164,6 @@ class Listing:
     kind: Literal["gguf", "transformers", "other"]
     choices: list[Choice]
     note: str = ""
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover
 
 
 def ram_hint(file_size: int, total_ram: int | None = None) -> str:

@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .characters import Character
-from .errors import CardError
-from .params import SamplingParams
+from webui.characters.character import Character
+from webui.errors import CardError
+from webui.params import SamplingParams
 
 MAX_MODELFILE_CHARS = 1 * 2**20
 #: Ollama PARAMETER name -> SamplingParams field.

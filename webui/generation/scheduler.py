@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import EmptyPromptError, GenerationError, WebUIError
-from .loaders import Chunk
-from .models import ModelManager
-from .params import SamplingParams
+from webui.errors import EmptyPromptError, GenerationError, WebUIError
+from webui.loaders import Chunk
+from webui.models.manager import ModelManager
+from webui.params import SamplingParams
 
 log = logging.getLogger(__name__)
 

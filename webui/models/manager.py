@@ -19,13 +19,15 @@ import os
 import re
 import shutil
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from .errors import InvalidNameError, ModelLoadError, ModelNotFoundError, NoModelLoadedError, SettingsError, WebUIError
-from .loaders import Backend, LoadOptions, get_loader, infer_loader
-from .loaders.transformers import is_hf_folder
-from .model_info import ModelFacts, model_facts
-from .storage import TEMP_SUFFIX, read_yaml, safe_name, write_yaml
+from webui.errors import (InvalidNameError, ModelLoadError, ModelNotFoundError, NoModelLoadedError, SettingsError, WebUIError)
+from webui.loaders import Backend, get_loader, infer_loader
+from webui.params import LoadOptions
+from webui.loaders.transformers import is_hf_folder
+from webui.models.model_settings import MODEL_SETTINGS_FILE, ModelSettings
+from webui.models.facts import ModelFacts, model_facts
+from webui.storage import TEMP_SUFFIX, read_yaml, safe_name, write_yaml
 
 log = logging.getLogger(__name__)
 
@@ -34,57 +36,10 @@ PARTIAL_SUFFIXES = (".partial", ".part", ".tmp", ".incomplete", ".download")
 
 Progress = Callable[[float, str], None]
 
-#: Per-model settings live in the models folder, one YAML mapping keyed by model name
-#: (text-generation-webui keeps the same idea in ``models/config-user.yaml``; its regex keys are read too).
-MODEL_SETTINGS_FILE = "config-user.yaml"
-#: Load options that are never saved per model: they belong to a server, not to a file (and keys are secrets).
-NOT_PER_MODEL = frozenset({"remote_url", "remote_key", "remote_model"})
-#: text-generation-webui's names for the same options.
-OPTION_ALIASES = {"ctx_size": "n_ctx", "max_seq_len": "n_ctx", "gpu_layers": "n_gpu_layers",
-                  "n-gpu-layers": "n_gpu_layers", "batch_size": "n_batch", "no_mmap": "use_mmap", "mlock": "use_mlock",
-                  "trust-remote-code": "trust_remote_code"}
-
-
 def _available_memory() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available + psutil.swap_memory().free)
-
-
-class ModelSettings(BaseModel):
-    """What "Save settings" stores for one model: loader, its options, template and preset."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    loader: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-    instruction_template: str | None = None
-    preset: str | None = None
-
-    @classmethod
-    def from_entry(cls, entry: dict[str, Any]) -> ModelSettings:
-        """Read one YAML entry: flat keys, as text-generation-webui writes them."""
-        options: dict[str, Any] = {}
-        for key, value in entry.items():
-            name = OPTION_ALIASES.get(key, key)
-            if name == "use_mmap" and key == "no_mmap":
-                value = not value
-            if name in LoadOptions.model_fields and name not in NOT_PER_MODEL:
-                options[name] = value
-        LoadOptions.model_validate(options)  # bad values fail here, with the field named
-        return cls(loader=entry.get("loader"), options=options,
-                   instruction_template=entry.get("instruction_template") or None, preset=entry.get("preset") or None)
-
-    def to_entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {}
-        if self.loader:
-            entry["loader"] = self.loader
-        entry.update({k: v for k, v in self.options.items() if k not in NOT_PER_MODEL})
-        if self.instruction_template:
-            entry["instruction_template"] = self.instruction_template
-        if self.preset:
-            entry["preset"] = self.preset
-        return entry
 
 
 @dataclass
@@ -368,7 +323,7 @@ class ModelManager:
             except (WebUIError, OSError):
                 pass
         if need > free:
-            from .download import human_size
+            from webui.units import human_size
 
             ctx = options.n_ctx or facts.context_length or 4096
             kv = facts.kv_cache_bytes(ctx)

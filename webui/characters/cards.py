@@ -28,8 +28,8 @@ from typing import IO, Any
 
 import yaml
 
-from .characters import Character, character_from_mapping
-from .errors import CardError
+from webui.characters.character import Character, character_from_mapping
+from webui.errors import CardError
 
 MAX_CARD_BYTES = 16 * 2**20
 #: The card's JSON text (a big lorebook makes a big card, a picture does not).

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, LlamaFileType
+from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
 
-from .errors import ModelLoadError
+from webui.errors import ModelLoadError
 
 GGUF_MAGIC = b"GGUF"
 MAX_KV = 100_000
@@ -84,7 +84,7 @@ class ModelFacts:
         return int(weights + kv + buffers)
 
     def summary(self, n_ctx: int | None = None) -> list[tuple[str, str]]:
-        from .download import human_size
+        from webui.units import human_size
 
         ctx = n_ctx or self.context_length
         rows = [("Format", self.format), ("Architecture", self.architecture or "unknown"),

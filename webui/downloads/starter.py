@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DownloadError
+from webui.errors import DownloadError
 
 
 @dataclass(frozen=True)

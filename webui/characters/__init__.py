@@ -1,0 +1,1 @@
+"""Characters: the character model, its store, Tavern cards, Modelfiles, lorebooks."""

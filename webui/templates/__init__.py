@@ -1,0 +1,1 @@
+"""Chat templates (sandboxed Jinja, compiled once) and instruction templates."""
