@@ -8,6 +8,6 @@ args=("$@")
 case " $* " in
     *" --model "*|*" --model="*) ;;
     # The starter model, unless the saved settings name the model the user loaded last.
-    *) args=(--default-model "${WEBUI_MODEL:-SmolLM2-135M-Instruct.Q4_1.gguf}" "${args[@]}") ;;
+    *) args=(--default-model "${WEBUI_DEFAULT_MODEL:-SmolLM2-135M-Instruct.Q4_1.gguf}" "${args[@]}") ;;
 esac
 exec "${WEBUI_VENV:-$ROOT/.venv}/bin/python" "$ROOT/server.py" "${args[@]}"

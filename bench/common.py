@@ -3,44 +3,42 @@
 Every benchmark compares against a baseline measured in the same run (ratios),
 writes ``bench/results/<name>.json`` and prints a table. Plots go to
 ``docs/img/``. None of this is imported by the app.
+
+The benchmarks run as scripts (``python bench/streaming.py``), so Python puts only
+``bench/`` on the import path; this module, which every script imports first, adds
+the project (``webui``) and ``tests/`` (the server helpers and the transformers
+checkpoint the tests use too): the one place the benchmarks set up their path.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BENCH_DIR.parent
+sys.path[1:1] = [str(PROJECT_DIR), str(PROJECT_DIR / "tests")]
+
+from server_process import ServerProcess, start_llama_cpp_server, start_webui  # noqa: E402
+
 RESULTS_DIR = BENCH_DIR / "results"
 IMG_DIR = Path(os.environ.get("BENCH_IMG_DIR") or PROJECT_DIR / "docs" / "img")
 MODELS_DIR = PROJECT_DIR / "models"
 SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA = "gemma-3-270m-q4_k_m.gguf"
 
-sys.path.insert(0, str(PROJECT_DIR))
-
 
 def median(values: Iterable[float]) -> float:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def machine() -> dict[str, Any]:
@@ -92,79 +90,28 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-@dataclass
-class Proc:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180, headers: dict | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            req = urllib.request.Request(url, headers=headers or {})
-            with urllib.request.urlopen(req, timeout=5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"{url} did not answer:\n{log.read_text()[-3000:]}") from None
-            time.sleep(0.3)
-
-
 def start_our_server(model: Path, workdir: Path, n_ctx: int = 2048, threads: int = 0, loader: str | None = None,
-                     extra: tuple[str, ...] = ()) -> Proc:
+                     extra: tuple[str, ...] = ()) -> ServerProcess:
     """server.py with the API, ``model`` loaded (its folder is the models folder)."""
-    port = free_port()
-    user = workdir / f"user-{port}"
-    user.mkdir(parents=True, exist_ok=True)
-    log = workdir / f"ours-{port}.log"
-    args = [sys.executable, str(PROJECT_DIR / "server.py"), "--model", str(model), "--user-data-dir", str(user),
-            "--listen-port", str(port), "--ctx-size", str(n_ctx), "--api", *extra]
+    user = Path(tempfile.mkdtemp(prefix="user-", dir=workdir))
+    args = ["--model", str(model), "--user-data-dir", str(user), "--ctx-size", str(n_ctx), "--api"]
     if threads:
         args += ["--threads", str(threads)]
     if loader:
         args += ["--loader", loader]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
-    url = f"http://127.0.0.1:{port}"
-    _wait_http(url + "/healthz", proc, log)
-    return Proc(url, proc, log)
+    return start_webui(workdir, *args, *extra)
 
 
-def start_peer_server(model: Path, workdir: Path, n_ctx: int = 2048, threads: int = 0) -> Proc:
-    """llama-cpp-python's own OpenAI-compatible server on the same model."""
+def start_peer_server(model: Path, workdir: Path, n_ctx: int = 2048, threads: int = 0) -> ServerProcess:
+    """llama-cpp-python's own OpenAI-compatible server on the same model (as many threads as ours)."""
     import psutil
 
-    port = free_port()
-    log = workdir / f"peer-{port}.log"
-    threads = threads or psutil.cpu_count(logical=False) or 1
-    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port), "--host",
-            "127.0.0.1", "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
-    url = f"http://127.0.0.1:{port}"
-    _wait_http(url + "/v1/models", proc, log)
-    return Proc(url, proc, log)
+    return start_llama_cpp_server(model, workdir, n_ctx=n_ctx,
+                                  threads=threads or psutil.cpu_count(logical=False) or 1)
 
 
 @contextmanager
-def servers(*procs: Proc):
+def servers(*procs: ServerProcess) -> Iterator[tuple[ServerProcess, ...]]:
     try:
         yield procs
     finally:

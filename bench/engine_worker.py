@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import common  # noqa: F401 - puts the project on the import path (the one place bench/ does)
 
 
 def main() -> int:

@@ -55,7 +55,7 @@ def run_chat(loader: str, model_path: Path, turns: int, n_ctx: int, reply_tokens
     loaded = models.load(model_path.name, loader)
     generator = Generator(models)
     store = ChatStore(workdir / f"chats-{loader}-{n_ctx}")
-    service = ChatService(generator, store)
+    service = ChatService(generator, store, lambda loaded: (template, ""))
     template, _ = choose_template(loaded.backend.chat_template, None,
                                   InstructionTemplateStore(workdir / "no-templates"))
     character = Character("Assistant", context="A friendly, knowledgeable assistant.")
@@ -66,12 +66,13 @@ def run_chat(loader: str, model_path: Path, turns: int, n_ctx: int, reply_tokens
     for turn in range(1, turns + 1):
         start = time.perf_counter()
         first = None
-        for _ in service.turn(chat, "send", text=user_message(turn), character=character, options=options,
-                              template=template, params=params):
+        running = service.turn(chat, "send", text=user_message(turn), character=character, options=options,
+                               template=template, params=params)
+        for _ in running:
             if first is None:
                 first = time.perf_counter() - start
         stats = chat.messages[-1].stats or {}
-        prompt = service.last_prompt
+        prompt = running.prompt
         rows.append({"turn": turn, "ttft_s": first, "engine_ttft_s": stats.get("ttft"),
                      "prompt_text": prompt.text if prompt else "",
                      "prompt_tokens": prompt.tokens if prompt else None,
@@ -161,9 +162,6 @@ def main(argv: list[str] | None = None) -> int:
                                                       args.overflow_n_ctx, args.reply_tokens, tmp)
                 summaries.append(summarise(runs["llama.cpp overflow"], "llama.cpp overflow"))
         if "transformers" in loaders:
-            import sys
-
-            sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
             from hf_checkpoint import default_checkpoint_dir, ensure_hf_checkpoint
 
             ckpt = ensure_hf_checkpoint(MODELS_DIR / SMOLLM, default_checkpoint_dir())

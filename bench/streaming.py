@@ -256,9 +256,6 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(bench_gguf(SMOLLM if key == "smollm" else GEMMA, args.reps, args.tokens, Path(tmp),
                                           args.n_ctx))
             elif key == "hf":
-                import sys
-
-                sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
                 from hf_checkpoint import default_checkpoint_dir, ensure_hf_checkpoint
 
                 ckpt = ensure_hf_checkpoint(MODELS_DIR / SMOLLM, default_checkpoint_dir())

@@ -58,13 +58,13 @@ PIP=("$PY" -m pip --disable-pip-version-check)
 
 # --- Python packages (skipped when the requirement files did not change) ---------------------
 REQ_FILES=("$ROOT/requirements/torch.txt" "$ROOT/requirements/base.txt" "$ROOT/requirements/constraints.txt")
-[ "$TESTS" = 1 ] && REQ_FILES+=("$ROOT/requirements/test.txt")
+[ "$TESTS" = 1 ] && REQ_FILES+=("$ROOT/requirements/test.txt" "$ROOT/requirements/lint.txt")
 REQ_STAMP="$VENV/.webui-requirements-$TESTS"
 REQ_HASH="$(hash_of "${REQ_FILES[@]}")"
 if [ "$(cat "$REQ_STAMP" 2>/dev/null)" != "$REQ_HASH" ]; then
     log "installing Python packages (first run: a few minutes)"
     args=(-r "$ROOT/requirements/torch.txt" -r "$ROOT/requirements/base.txt")
-    [ "$TESTS" = 1 ] && args+=(-r "$ROOT/requirements/test.txt")
+    [ "$TESTS" = 1 ] && args+=(-r "$ROOT/requirements/test.txt" -r "$ROOT/requirements/lint.txt")
     "${PIP[@]}" install -q "${args[@]}" -c "$ROOT/requirements/constraints.txt"
     echo "$REQ_HASH" > "$REQ_STAMP"
 fi

@@ -5,16 +5,10 @@ it). A missing model is a failure with instructions, never a silent skip.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_DIR))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/fakes.py, tests/testdata.py
-
-from testdata import GEMMA, MODELS_DIR, SMOLLM  # noqa: E402
+from testdata import GEMMA, MODELS_DIR, SMOLLM
 
 
 def _require(name: str) -> Path:

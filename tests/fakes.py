@@ -47,14 +47,16 @@ class FakeBackend(Backend):
 
     def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
         self.calls.append((prompt, params))
+        cut = max(0, len(prompt) - params.truncation_length) if params.truncation_length else 0
+        prompt = prompt[cut:]  # one token a character, cut from the front as the real loaders do
         for i in range(params.max_tokens):
             if self.gate is not None:
                 self.gate.wait(5)
             if cancel.is_set():
-                yield Chunk("", finish_reason="cancelled", prompt_tokens=len(prompt))
+                yield Chunk("", finish_reason="cancelled", prompt_tokens=len(prompt), prompt_cut=cut)
                 return
             yield Chunk(f"{i} ", n_tokens=1)
-        yield Chunk("", finish_reason="length", prompt_tokens=len(prompt))
+        yield Chunk("", finish_reason="length", prompt_tokens=len(prompt), prompt_cut=cut)
 
     def close(self) -> None:
         self.closed = True

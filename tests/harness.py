@@ -1,73 +1,52 @@
-"""Helpers shared by test modules: a real server.py process, and SmolLM2 behind a Generator.
+"""Helpers shared by test modules: a real server.py process (started by server_process.py, which
+bench/ shares), waiting for what a server writes, and SmolLM2 behind a Generator.
 
 (Import from here, not from a conftest.py: ``tests/`` is not a package, so conftest
 modules shadow each other under the one name ``conftest``.)
 """
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
-from testdata import GEMMA, MODELS_DIR, PROJECT_DIR, SMOLLM
+from server_process import ServerProcess, start_webui
+from testdata import GEMMA, MODELS_DIR, SMOLLM
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+T = TypeVar("T")
 
 
 @dataclass
-class Server:
-    url: str
+class Server(ServerProcess):
+    """server.py under test, with the folders it was started on."""
+
     model_dir: Path
     user_dir: Path
-    log: Path
-    process: subprocess.Popen
-
-    def health(self) -> dict:
-        with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as r:
-            return json.load(r)
 
 
 def start_server(root: Path, model_dir: Path, user_dir: Path, *extra: str, ctx_size: int | None = 2048) -> Server:
-    """Start server.py and wait until it answers; fail with its log if it does not."""
-    port = _free_port()
-    log = root / f"server-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(PROJECT_DIR / "server.py"), "--model-dir", str(model_dir), "--user-data-dir",
-             str(user_dir), "--listen-port", str(port), *(["--ctx-size", str(ctx_size)] if ctx_size else []), *extra],
-            stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
-    srv = Server(f"http://127.0.0.1:{port}", model_dir, user_dir, log, proc)
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"server.py exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            srv.health()
-            return srv
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"server.py did not answer within 120 s:\n{log.read_text()}")
-            time.sleep(0.3)
+    """Start server.py (log in ``root``) and wait until it answers; fails with its log if it does not."""
+    proc = start_webui(root, "--model-dir", str(model_dir), "--user-data-dir", str(user_dir),
+                       *(["--ctx-size", str(ctx_size)] if ctx_size else []), *extra)
+    return Server(proc.url, proc.process, proc.log, model_dir, user_dir)
 
 
-def stop_server(srv: Server) -> None:
-    srv.process.terminate()
-    try:
-        srv.process.wait(15)
-    except subprocess.TimeoutExpired:
-        srv.process.kill()
-        srv.process.wait(5)
+def stop_server(srv: ServerProcess) -> None:
+    srv.stop()
+
+
+def wait_until(condition: Callable[[], T], what: str, timeout: float = 10) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that (e.g. a file the server
+    writes a moment after the page shows the change); fail saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.05)
+    return result
 
 
 def make_dirs(root: Path) -> tuple[Path, Path]:

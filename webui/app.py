@@ -20,7 +20,7 @@ def create_app(services: Services) -> fastapi.FastAPI:
                 "generating": services.generator.active is not None, "waiting": services.generator.waiting()}
 
     if services.settings.api or services.settings.api_key:
-        from webui.api.openai import create_api, install_error_handlers
+        from webui.api import create_api, install_error_handlers
 
         install_error_handlers(app)
         app.include_router(create_api(services), prefix="/v1")

@@ -19,7 +19,7 @@ LANGUAGES: dict[str, str] = {"en": "English", "ru": "Русский", "zh": "中
 DEFAULT = "en"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def catalogue(lang: str) -> dict[str, str]:
     """Every key of ``lang``, with English filling the gaps."""
     merged: dict[str, str] = {}

@@ -25,7 +25,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,9 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from webui.catalogue import text
 from webui.characters.character import DEFAULT_CHARACTER, Character
-from webui.chat.prompt import ChatOptions, build_prompt
-from webui.errors import WebUIError
 from webui.chat.history import Chat, Message
+from webui.chat.prompt import ChatOptions, build_prompt, context_limit
+from webui.errors import CompareError, SaveError, WebUIError
+from webui.generation.scheduler import Prepared
 from webui.models.manager import LoadedModel
 from webui.params import SamplingParams
 from webui.presets import ACCEPTED_KEYS
@@ -48,15 +49,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_SEED = 42
+#: Reply length a comparison starts with: shorter than a chat's, since every run of it is waited for.
+COMPARE_MAX_TOKENS = 128
 #: Most runs in one comparison (the Compare tab has this many answer columns).
 MAX_RUNS = 6
 #: Fields a sweep may vary: the numbers and switches (lists and grammars are not a "value").
 SWEEPABLE: tuple[str, ...] = tuple(name for name, info in SamplingParams.model_fields.items()
                                    if info.annotation in (int, float, bool))
-
-
-class CompareError(WebUIError):
-    code = "invalid_comparison"
 
 
 def _problems(exc: ValidationError) -> str:
@@ -220,7 +219,7 @@ class Comparison:
 
     def run(self, prompt: str, system_prompt: str, configs: list[RunConfig],
             progress_callback: Callable[[Event], None] | None = None,
-            cancel: threading.Event | None = None) -> Iterator[Event]:
+            cancel: threading.Event | None = None) -> Generator[Event, None, None]:
         """Run every configuration in turn, yielding events; one ``result`` event per configuration.
 
         A run that fails (a missing model, a preset that does not exist...) records its error
@@ -283,7 +282,7 @@ class Comparison:
                     pass
 
     def _run_one(self, i: int, total: int, config: RunConfig, prompt: str, system_prompt: str,
-                 emit: Callable[[Event], Event], cancel: threading.Event) -> Iterator[Event]:
+                 emit: Callable[[Event], Event], cancel: threading.Event) -> Generator[Event, None, RunResult]:
         services = self.services
         result = RunResult(index=i, config=config)
         try:
@@ -297,15 +296,8 @@ class Comparison:
                 result.load_seconds = round(time.perf_counter() - t0, 2)
             yield emit(Event("status", "compare.status.run",
                              {"n": i + 1, "total": total, "title": config.title(), "seed": params.seed}, index=i))
-            template, _ = services.choose_template(loaded.backend.chat_template,
-                                                   services.template_override_for(loaded.name))
-            # The same prompt the Chat tab would send for a first message in instruct mode.
-            built = build_prompt(Chat(id="compare", character=DEFAULT_CHARACTER), [Message("user", prompt)],
-                                 Character(), ChatOptions(mode="instruct", system_prompt=system_prompt or ""),
-                                 template, n_ctx=loaded.backend.n_ctx, max_new_tokens=params.max_tokens,
-                                 tokenize=loaded.backend.tokenize)
-            job = services.generator.submit(built.text, params.model_copy(update={"stop": [*params.stop,
-                                                                                           *built.stop]}), cancel)
+            job = services.generator.submit(params=params, cancel=cancel,
+                                            prepare=lambda model, run: self._prepare(model, run, prompt, system_prompt))
             text = ""
             for chunk in job:
                 if chunk.text:
@@ -313,16 +305,12 @@ class Comparison:
                     yield Event("partial", index=i, text=text.lstrip())
             stats = job.stats
             assert stats is not None
-            result.text = text.strip()
-            result.prompt_tokens, result.completion_tokens = stats.prompt_tokens, stats.completion_tokens
-            result.tokens_per_second = round(stats.tokens_per_second, 2)
-            result.ttft_seconds = round(stats.ttft_seconds, 3) if stats.ttft_seconds is not None else None
-            result.total_seconds = round(stats.total_seconds, 3)
-            result.finish_reason, result.seed = stats.finish_reason, stats.seed
-            result.model, result.loader = stats.model, stats.loader
-            result.n_ctx = loaded.backend.n_ctx
-            result.model_description = f"{loaded.name} on {loaded.loader}, context {result.n_ctx} tokens"
-            result.changed_params = {k: v for k, v in params.non_default().items() if k != "seed"}
+            shared = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.as_dict().items()
+                      if k in RunResult.model_fields}
+            result = result.model_copy(update={
+                **shared, "text": text.strip(), "n_ctx": loaded.backend.n_ctx,
+                "model_description": f"{loaded.name} on {loaded.loader}, context {loaded.backend.n_ctx} tokens",
+                "changed_params": {k: v for k, v in params.non_default().items() if k != "seed"}})
         except WebUIError as exc:
             result.error = exc.message
         except Exception as exc:  # one run's bug must not lose the others, nor the user's model
@@ -332,6 +320,15 @@ class Comparison:
             yield emit(Event("status", "compare.status.run_failed",
                              {"n": i + 1, "total": total, "error": result.error}, index=i))
         return result
+
+    def _prepare(self, loaded: LoadedModel, params: SamplingParams, prompt: str, system_prompt: str) -> Prepared:
+        """The prompt the Chat tab would send for a first message in instruct mode, made for ``loaded``."""
+        template, _ = self.services.template_for(loaded)
+        built = build_prompt(Chat(id="compare", character=DEFAULT_CHARACTER), [Message("user", prompt)],
+                             Character(), ChatOptions(mode="instruct", system_prompt=system_prompt or ""),
+                             template, n_ctx=context_limit(loaded.backend.n_ctx, params.truncation_length),
+                             max_new_tokens=params.max_tokens, tokenize=loaded.backend.tokenize)
+        return Prepared(built.text, stop=built.stop, tokens=built.tokens, front_cut=False, detail=built)
 
     def _restore(self, before: LoadedModel | None, choice: tuple[str | None, dict[str, Any]],
                  emit: Callable[[Event], Event]) -> Iterator[Event]:
@@ -351,7 +348,10 @@ class Comparison:
                              {"model": before.name if before else "-", "error": message}))
         finally:
             if (services.settings.preset, services.settings.params) != choice:
-                services.remember(preset=choice[0], params=choice[1])
+                try:
+                    services.remember(preset=choice[0], params=choice[1])
+                except SaveError as exc:  # the choice is restored in memory; only the file is behind
+                    log.error("%s", exc.message)
 
 
 # ----- exports ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class WebUIError(Exception):
         #: sentences added after the message, as (catalogue key, fields)
         self.notes: list[tuple[str, dict[str, Any]]] = []
 
-    def add_note(self, text: str, key: str, **fields: Any) -> None:
+    def add_sentence(self, text: str, key: str, **fields: Any) -> None:
         """Append a sentence (``text`` in English) to the message."""
         self.message = f"{self.message} {text}"
         self.args = (self.message,)
@@ -66,8 +66,10 @@ class NoModelLoadedError(WebUIError):
 
     DEFAULT = "No model is loaded. Pick one in the Model tab and press Load."
 
-    def __init__(self, message: str = DEFAULT) -> None:
-        super().__init__(message, key="error.no_model" if message == self.DEFAULT else None)
+    def __init__(self, message: str | None = None) -> None:
+        # Only the default text has a catalogue key (the API words its own for API users).
+        key = None if message else "error.no_model"
+        super().__init__(message or self.DEFAULT, key=key)
 
 
 class PromptTooLongError(WebUIError):
@@ -121,3 +123,89 @@ class EmptyPromptError(WebUIError):
 
     def __init__(self) -> None:
         super().__init__("The prompt is empty: type some text for the model to continue.", key="error.empty_prompt")
+
+
+class DownloadCancelled(DownloadError):
+    """The user pressed Cancel during a download (the part already downloaded is kept)."""
+
+    code = "download_cancelled"
+
+
+class ModelInfoError(ModelLoadError):
+    """A model file whose header or config cannot be read (truncated, corrupt, not a model)."""
+
+    code = "invalid_model_file"
+
+
+class GrammarError(WebUIError):
+    """A GBNF grammar that llama.cpp cannot parse."""
+
+    code = "invalid_grammar"
+
+
+class TemplateError(WebUIError):
+    """A chat template that cannot be compiled or rendered (syntax or runtime error)."""
+
+    status_code = 400
+    code = "invalid_template"
+
+
+class UnsafeTemplateError(TemplateError):
+    """A chat template the sandbox or the work budget stopped."""
+
+    code = "unsafe_template"
+
+
+class ConversationRejectedError(TemplateError):
+    """The template called ``raise_exception`` on purpose, e.g. "roles must alternate"."""
+
+    code = "conversation_rejected"
+
+
+class ChatNotFoundError(WebUIError):
+    status_code = 404
+    code = "chat_not_found"
+
+
+class BranchRangeError(WebUIError):
+    """A chat branched at a message number it does not have."""
+
+    code = "branch_out_of_range"
+
+
+class ChatIndexError(WebUIError):
+    """The chat search index (a cache of the chat files) cannot be read or written."""
+
+    status_code = 500
+    code = "chat_index_unavailable"
+
+
+class PresetNotFoundError(SettingsError):
+    status_code = 404
+    code = "preset_not_found"
+
+
+class CharacterNotFoundError(SettingsError):
+    status_code = 404
+    code = "character_not_found"
+
+
+class SaveError(WebUIError):
+    """A file the user's work goes to (notebook, settings) could not be written."""
+
+    status_code = 500
+    code = "save_failed"
+
+
+class CompareError(WebUIError):
+    code = "invalid_comparison"
+
+
+class UnauthorizedError(WebUIError):
+    """A /v1 request without the API key the server was started with."""
+
+    status_code = 401
+    code = "invalid_api_key"
+
+    def __init__(self) -> None:
+        super().__init__("Missing or wrong API key. Send 'Authorization: Bearer <key>' (the key given with --api-key).")

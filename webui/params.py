@@ -14,9 +14,13 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 
-def _field(default: Any, description: str, *, ui_step: float | None = None, aliases: tuple[str, ...] = (),
-           **kwargs: Any) -> Any:
-    extra = {"ui_step": ui_step} if ui_step is not None else {}
+def _field(default: Any, description: str, *, ui_step: float | None = None, ui_max: float | None = None,
+           aliases: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """A field with its range; ``ui_step``/``ui_max``: a slider's step, and its end when the allowed
+    range is too wide to slide through (the number box beside a slider still takes up to ``le``)."""
+    extra: dict[str, Any] = {"ui_step": ui_step} if ui_step is not None else {}
+    if ui_max is not None:
+        extra["ui_max"] = ui_max
     validation_alias = AliasChoices(*aliases) if aliases else None
     return Field(default, description=description, validation_alias=validation_alias,
                  json_schema_extra=extra or None, **kwargs)
@@ -29,7 +33,7 @@ class SamplingParams(BaseModel):
 
     max_tokens: int = _field(
         512, "Most tokens to generate for one reply. Raise it for long answers; the reply stops earlier "
-        "if the model ends it.", ge=1, le=32768, ui_step=1, aliases=("max_tokens", "max_new_tokens"))
+        "if the model ends it.", ge=1, le=32768, ui_step=1, ui_max=8192, aliases=("max_tokens", "max_new_tokens"))
     temperature: float = _field(
         0.7, "Randomness. Lower (0.1-0.5) for facts and code, higher (0.8-1.2) for creative text; "
         "0 always picks the most likely token.", ge=0.0, le=5.0, ui_step=0.01)
@@ -141,7 +145,7 @@ class LoadOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    n_ctx: int = Field(4096, ge=0, le=1_048_576,
+    n_ctx: int = Field(4096, ge=0, le=1_048_576, json_schema_extra={"ui_max": 131072},
                        description="Context size in tokens (prompt + reply). 0 uses the length the model "
                                    "was trained for. Larger needs more RAM.")
     threads: int = Field(0, ge=0, le=512, description="CPU threads for generation. 0 picks the number of cores.")

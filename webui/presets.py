@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import AliasChoices, ValidationError
 
-from webui.errors import InvalidNameError, SettingsError
+from webui.errors import PresetNotFoundError, SettingsError
 from webui.params import SamplingParams
-from webui.storage import TEMP_SUFFIX, read_yaml, safe_name, write_yaml
+from webui.storage import YamlFolder
 
 
 def _accepted_keys() -> dict[str, str]:
@@ -60,42 +60,16 @@ def parse_preset(name: str, data: dict[str, Any]) -> Preset:
     return Preset(name, params, unknown)
 
 
-class PresetStore:
+class PresetStore(YamlFolder):
     """The presets folder. Every name goes through ``safe_name``; writes are atomic."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+    what = "preset name"
 
-    def path(self, name: str) -> Path:
-        return self.folder / f"{safe_name(name, what='preset name')}.yaml"
-
-    def names(self) -> list[str]:
-        if not self.folder.is_dir():
-            return []
-        return sorted((p.stem for p in self.folder.glob("*.yaml")
-                       if not p.name.startswith(".") and not p.name.endswith(TEMP_SUFFIX)), key=str.lower)
+    def missing(self, name: str) -> PresetNotFoundError:
+        return PresetNotFoundError(f"There is no preset called {name!r}.")
 
     def load(self, name: str) -> Preset:
-        path = self.path(name)
-        if not path.is_file():
-            raise SettingsError(f"There is no preset called {name!r}.")
-        return parse_preset(name, read_yaml(path))
+        return parse_preset(name, self.read(name))
 
     def save(self, name: str, params: SamplingParams, unknown: dict[str, Any] | None = None) -> Path:
-        path = self.path(name)
-        data = {**params.non_default(), **(unknown or {})}
-        write_yaml(path, data)
-        return path
-
-    def delete(self, name: str) -> None:
-        path = self.path(name)
-        if not path.is_file():
-            raise SettingsError(f"There is no preset called {name!r}.")
-        path.unlink()
-
-    def is_valid_name(self, name: str) -> bool:
-        try:
-            self.path(name)
-        except InvalidNameError:
-            return False
-        return True
+        return self.write(name, {**params.non_default(), **(unknown or {})})

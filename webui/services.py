@@ -9,10 +9,13 @@ from typing import Any
 
 from webui.characters.store import CharacterStore, ImportResult
 from webui.chat.service import ChatService
-from webui.errors import WebUIError
+from webui.errors import SaveError, SettingsError, WebUIError
 from webui.chat.history import ChatStore
+from webui.chat.search import ChatIndex
 from webui.templates.chat_template import ChatTemplate, InstructionTemplateStore, choose_template
 from webui.downloads.hub import DownloadManager
+from webui.generation.cancel import Cancels
+from webui.loaders import LoaderRegistry
 from webui.generation.scheduler import Generator
 from webui.params import LoadOptions
 from webui.models.manager import LoadedModel, ModelManager, Progress
@@ -35,13 +38,18 @@ class Services:
     #: Where the UI's choices are remembered (settings.yaml or --settings FILE).
     settings_path: Path
     chats: ChatStore
+    #: Search over the chats: an SQLite index derived from the chat files (never the source of truth).
+    chat_index: ChatIndex
     characters: CharacterStore
     instruction_templates: InstructionTemplateStore
     chat_service: ChatService
     downloads: DownloadManager
+    #: The cancel events of every page's (and API request's) running generation.
+    cancels: Cancels
 
     @classmethod
-    def build(cls, settings: Settings, settings_path: Path | None = None) -> Services:
+    def build(cls, settings: Settings, settings_path: Path | None = None,
+              loaders: LoaderRegistry | None = None) -> Services:
         user_dir = Path(settings.user_data_dir)
         for folder in SHIPPED_FOLDERS:
             target = user_dir / folder
@@ -49,14 +57,22 @@ class Services:
                 # A new user-data folder starts with the shipped presets and grammars.
                 shutil.copytree(PROJECT_DIR / folder, target)
         presets_dir = user_dir / "presets"
-        models = ModelManager(settings.models_path, settings.load)
+        models = ModelManager(settings.models_path, settings.load, loaders=loaders)
         generator = Generator(models)
         chats = ChatStore(user_dir / "logs" / "chats")
+        templates = InstructionTemplateStore(user_dir / "instruction-templates")
+
+        def template_for(loaded: LoadedModel) -> tuple[ChatTemplate, str]:
+            # Runs on the generation thread, for the model that is about to answer.
+            return choose_template(loaded.backend.chat_template, template_override(settings, models, loaded.name),
+                                   templates)
+
         return cls(settings=settings, models=models, generator=generator, presets=PresetStore(presets_dir),
                    settings_path=Path(settings_path) if settings_path else user_dir / "settings.yaml",
-                   chats=chats, characters=CharacterStore(user_dir / "characters"),
-                   instruction_templates=InstructionTemplateStore(user_dir / "instruction-templates"),
-                   chat_service=ChatService(generator, chats), downloads=DownloadManager(settings.models_path))
+                   chats=chats, chat_index=ChatIndex(chats.folder / ".index.sqlite", chats),
+                   characters=CharacterStore(user_dir / "characters"),
+                   instruction_templates=templates, chat_service=ChatService(generator, chats, template_for),
+                   downloads=DownloadManager(settings.models_path), cancels=Cancels())
 
     def load_model(self, name: str, loader: str | None = None, options: LoadOptions | None = None,
                    progress: Progress | None = None, explicit: dict[str, Any] | None = None) -> LoadedModel:
@@ -67,7 +83,8 @@ class Services:
         ``explicit`` (the flags typed on the command line win over everything).
         """
         saved_loader = None
-        if loader == "remote":
+        if loader is not None and not self.models.loaders.get(loader).capabilities.local_files:
+            # A server's model: no per-model settings or preset saved for it on this machine.
             if options is None:
                 options = LoadOptions.model_validate({**self.models.default_options.model_dump(), **(explicit or {})})
         else:
@@ -76,19 +93,20 @@ class Services:
                 saved_loader, options = self.models.options_for(name, self.models.default_options, explicit)
             if saved.preset and saved.preset in self.presets.names():
                 preset = self.presets.load(saved.preset)
-                self.remember(preset=saved.preset, params=preset.params.non_default())
+                try:
+                    self.remember(preset=saved.preset, params=preset.params.non_default())
+                except SaveError as exc:  # the preset applies for this run; not being able to save it
+                    log.error("%s", exc.message)  # must not cost the user the model load
         # Loaded on the generation thread: the thread that loads a llama.cpp model must be the one running it.
         return self.generator.call(lambda: self.models.load(name, loader or saved_loader, options, progress=progress))
 
     def template_override_for(self, model_name: str) -> str | None:
         """Instruction template chosen for a model: in the Chat tab, else saved in its per-model settings."""
-        chosen = self.settings.template_overrides.get(model_name)
-        if chosen:
-            return chosen
-        try:
-            return self.models.model_settings(model_name).instruction_template
-        except WebUIError:
-            return None
+        return template_override(self.settings, self.models, model_name)
+
+    def template_for(self, loaded: LoadedModel) -> tuple[ChatTemplate, str]:
+        """The chat template ``loaded`` uses (its own, or the one chosen for it) and a note saying why."""
+        return self.chat_service.choose_template(loaded)
 
     @property
     def export_dir(self) -> Path:
@@ -148,11 +166,17 @@ class Services:
             return ""
 
     def save_notebook(self, text: str) -> None:
-        """Keep the Notebook text on disk (atomic), so a restart or a crash never loses it."""
+        """Keep the Notebook text on disk (atomic), so a restart or a crash never loses it.
+
+        Raises :class:`SaveError` if it cannot be written (the caller still has the text).
+        """
         try:
             atomic_write_text(self.notebook_path, text or "")
         except OSError as exc:
-            log.error("Could not save the notebook to %s: %s", self.notebook_path, exc)
+            detail = exc.strerror or str(exc)
+            raise SaveError(f"Could not save the notebook to {self.notebook_path}: {detail}. "
+                            "Your text stays in the box; copy it somewhere safe.",
+                            key="error.save_notebook", path=str(self.notebook_path), detail=detail) from exc
 
     def initial_params(self) -> SamplingParams:
         """The sampling values to start with: the saved ones, else the defaults."""
@@ -163,10 +187,28 @@ class Services:
             return SamplingParams()
 
     def remember(self, **updates: Any) -> None:
-        """Save what the user chose, so a restart never resets it. Failing to save is logged, not fatal."""
+        """Save what the user chose, so a restart never resets it.
+
+        The choice holds for this run in any case; :class:`SaveError` says it could not be
+        written (an unwritable or hand-broken settings file), for the caller to show.
+        """
         for key, value in updates.items():
             setattr(self.settings, key, value)  # pages opened from now on show these values
         try:
             remember(self.settings_path, **updates)
-        except (WebUIError, OSError) as exc:
-            log.error("Could not save settings to %s: %s", self.settings_path, exc)
+        except (SettingsError, OSError) as exc:
+            detail = exc.message if isinstance(exc, SettingsError) else (exc.strerror or str(exc))
+            raise SaveError(f"Could not save your settings to {self.settings_path}: {detail}. "
+                            "They hold until the app is restarted.",
+                            key="error.save_settings", path=str(self.settings_path), detail=detail) from exc
+
+
+def template_override(settings: Settings, models: ModelManager, model_name: str) -> str | None:
+    """Instruction template chosen for a model: in the Chat tab, else saved in its per-model settings."""
+    chosen = settings.template_overrides.get(model_name)
+    if chosen:
+        return chosen
+    try:
+        return models.model_settings(model_name).instruction_template
+    except WebUIError:
+        return None

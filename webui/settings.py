@@ -1,15 +1,25 @@
-"""Application settings: where user data lives, how the server listens, loader defaults.
+"""Application settings, and the command line and environment variables derived from them.
 
-``server.py`` builds one :class:`Settings` from ``settings.yaml`` (or ``--settings
-FILE``) and the command line, and passes it to everything that needs it.
+One field is one setting: its ``settings.yaml`` key is the field name, its flag is ``--field-name``
+(or the names in its ``cli`` metadata, text-generation-webui's where they differ), its
+environment variable is ``WEBUI_FIELD_NAME`` and its ``--help`` text is the field's description.
+The load options (:class:`~webui.params.LoadOptions`, under ``load:`` in ``settings.yaml``) are
+flags the same way. ``server.py`` parses the command line with :func:`build_parser` and builds one
+:class:`Settings` from, lowest first: defaults < ``settings.yaml`` < environment < command line,
+and passes it to everything that needs it.
 """
 from __future__ import annotations
 
+import argparse
 import logging
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 
 from webui.errors import SettingsError
 from webui.params import LoadOptions
@@ -19,20 +29,46 @@ log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
+#: Help groups of the command line.
+MODEL, SERVER = "model", "server"
+ENV_PREFIX = "WEBUI_"
+
+
+def cli(*flags: str, group: str = SERVER, choices: tuple[str, ...] = (),
+        env_fallbacks: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``json_schema_extra`` of a field whose flag is not just ``--field-name`` in the server group.
+
+    ``flags``: the option strings (default ``--field-name``; a bool also gets ``--no-...``);
+    ``choices``: the values the flag accepts when the type does not say (a ``Literal`` does);
+    ``env_fallbacks``: older environment variables read when ``WEBUI_<FIELD>`` is not set.
+    """
+    return {"cli": {"flags": list(flags), "group": group, "choices": list(choices),
+                    "env_fallbacks": list(env_fallbacks)}}
+
+
+#: ``json_schema_extra`` of a setting that is no flag and no environment variable: state the UI
+#: remembers in ``settings.yaml`` (or, for ``load``, a group whose fields are flags themselves).
+NOT_A_FLAG: dict[str, Any] = {"cli": None}
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=True)
 
-    user_data_dir: Path = Field(PROJECT_DIR, description="Folder with models/, presets/, characters/, logs/...")
-    model_dir: Path | None = Field(None, description="Folder of models; default: <user data>/models.")
-    listen: bool = Field(False, description="Accept connections from other machines (binds 0.0.0.0).")
-    listen_host: str | None = Field(None, description="Address to bind when listening.")
-    listen_port: int = Field(7860, ge=0, le=65535)
-    auto_launch: bool = False
-    api: bool = Field(False, description="Serve the OpenAI-compatible API under /v1 on the same port.")
-    api_key: str | None = Field(None, description="Key every /v1 request must send as 'Authorization: Bearer KEY'.")
-    gradio_auth: str | None = Field(None, description="Log-in for the web UI: 'user:password', several separated "
-                                                      "by commas.")
+    user_data_dir: Path = Field(PROJECT_DIR, description="Folder with models/, presets/, characters/, logs/ "
+                                                         "(created and filled with the shipped files if new).")
+    model_dir: Path | None = Field(None, description="Folder that holds the models. Default: models/ in the user "
+                                                     "data folder.", json_schema_extra=cli(group=MODEL))
+    listen: bool = Field(False, description="Accept connections from other machines on your network (binds "
+                                            "0.0.0.0). Off: only this machine (127.0.0.1).")
+    listen_host: str | None = Field(None, description="Address to bind, e.g. 192.168.1.5 (instead of the one "
+                                                      "--listen picks).")
+    listen_port: int = Field(7860, ge=0, le=65535, description="Port of the web UI (and of the API under /v1).")
+    auto_launch: bool = Field(False, description="Open the UI in the browser at start.")
+    api: bool = Field(False, description="Also serve the OpenAI-compatible API under /v1 on the same port.")
+    api_key: str | None = Field(None, description="Require 'Authorization: Bearer KEY' on every /v1 request "
+                                                  "(implies --api).")
+    gradio_auth: str | None = Field(None, description="Ask for a log-in before the web UI opens: 'user:password' "
+                                                      "(several: 'u1:p1,u2:p2'). Use it with --listen.")
     gradio_auth_path: Path | None = Field(None, description="File of 'user:password' lines (or comma-separated) "
                                                             "for the web UI log-in.")
     max_body_mb: float = Field(8.0, gt=0, description="Largest request body (MB) the server accepts; larger ones "
@@ -41,18 +77,27 @@ class Settings(BaseModel):
     chat_window: int = Field(60, ge=0, le=100_000, description="Messages the chat box shows (the newest; older "
                                                                 "ones behind 'Show all messages'). 0: all.")
     language: Literal["auto", "en", "ru", "zh"] = Field(
-        "auto", description="Language of the web UI: auto (the browser's), en, ru or zh.")
+        "auto", description="Language of the web UI: en, ru, zh, or auto (each browser's own language).")
     max_upload_mb: float = Field(200.0, gt=0, description="Largest file (MB) the UI accepts as an upload.")
-    model: str | None = Field(None, description="Model to load at start (a name in the models folder).")
-    loader: str | None = None
-    load: LoadOptions = Field(default_factory=LoadOptions)
-    preset: str | None = Field("Default", description="Sampling preset chosen in the Parameters tab.")
-    params: dict[str, Any] = Field(default_factory=dict,
+    model: str | None = Field(None, description="Model to load at start: a name in the models folder (a .gguf "
+                                                "file or a model folder), or a path to one. Without it the UI "
+                                                "starts with no model.", json_schema_extra=cli(group=MODEL))
+    loader: str | None = Field(None, description="Loader to use. Default: chosen from the model (.gguf -> "
+                                                 "llama.cpp, folder -> transformers).",
+                               json_schema_extra=cli(group=MODEL, choices=("llama.cpp", "transformers")))
+    load: LoadOptions = Field(default_factory=LoadOptions, json_schema_extra=NOT_A_FLAG,
+                              description="Options for loading models (n_ctx, threads...); each is a flag "
+                                          "too (LOAD_CLI).")
+    preset: str | None = Field("Default", description="Sampling preset chosen in the Parameters tab.",
+                               json_schema_extra=NOT_A_FLAG)
+    params: dict[str, Any] = Field(default_factory=dict, json_schema_extra=NOT_A_FLAG,
                                    description="Sampling values that differ from the defaults (Parameters tab).")
-    template_overrides: dict[str, str] = Field(default_factory=dict,
+    template_overrides: dict[str, str] = Field(default_factory=dict, json_schema_extra=NOT_A_FLAG,
                                                description="Instruction template chosen per model (Chat tab).")
-    chat_character: str | None = Field(None, description="Character of the chat that was open last.")
-    chat_id: str | None = Field(None, description="The chat that was open last (restored on reload/restart).")
+    chat_character: str | None = Field(None, description="Character of the chat that was open last.",
+                                       json_schema_extra=NOT_A_FLAG)
+    chat_id: str | None = Field(None, description="The chat that was open last (restored on reload/restart).",
+                                json_schema_extra=NOT_A_FLAG)
 
     @property
     def models_path(self) -> Path:
@@ -162,3 +207,204 @@ def remember(path: Path, **updates: Any) -> None:
             value = value.model_dump(mode="json")
         data[key] = value
     write_yaml(path, data)
+
+
+# ---- the command line and the environment, derived from the fields above ---------------------
+
+#: Flags of the load options (``webui/params.py``) that are not just ``--field-name`` in the model
+#: group: text-generation-webui's names, so its command lines work here unchanged.
+LOAD_CLI: Mapping[str, dict[str, Any]] = types.MappingProxyType({
+    "n_ctx": cli("--ctx-size", "--n-ctx", group=MODEL),
+    "n_gpu_layers": cli("--gpu-layers", "--n-gpu-layers", group=MODEL),
+    "use_mmap": cli("--mmap", group=MODEL),  # gives --no-mmap
+    "use_mlock": cli("--mlock", group=MODEL),
+    # text-generation-webui's Tabby variables
+    "remote_url": cli(group=MODEL, env_fallbacks=("tabby_url",)),
+    "remote_key": cli(group=MODEL, env_fallbacks=("tabby_key",)),
+})
+
+
+class LaunchOptions(BaseModel):
+    """Options of one start: command line and environment only, never read from or saved to settings.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: Path | None = Field(None, description="Settings YAML file to read. Default: settings.yaml in the "
+                                                    "user data folder, if present.")
+    default_model: str | None = Field(None, description="Model to load when neither --model nor the saved "
+                                                        "settings name one (start.sh passes the starter model "
+                                                        "here).", json_schema_extra=cli(group=MODEL))
+    model_menu: bool = Field(False, description="At start, list the models in the terminal and pick one by number.",
+                             json_schema_extra=cli(group=MODEL))
+    verbose: bool = Field(False, description="Log more detail.")
+
+    def settings_file(self, overrides: Mapping[str, Any]) -> Path:
+        """``--settings``, else settings.yaml in the user data folder the overrides (or the default) name."""
+        if self.settings is not None:
+            return Path(self.settings)
+        return Path(overrides.get("user_data_dir") or PROJECT_DIR) / "settings.yaml"
+
+
+#: The models whose fields are options, and the prefix of their ``dest`` (``load.n_ctx``).
+_SCOPES: tuple[tuple[str, type[BaseModel]], ...] = (("settings", Settings), ("launch", LaunchOptions),
+                                                    ("load", LoadOptions))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One field as the command line and the environment see it."""
+
+    scope: str  # "settings", "load" (Settings.load) or "launch" (LaunchOptions)
+    owner: type[BaseModel]  # the model the field belongs to
+    name: str
+    field: FieldInfo
+    flags: tuple[str, ...]
+    group: str
+    choices: tuple[str, ...]
+    env: tuple[str, ...]  # WEBUI_<FIELD>, then the fallbacks
+
+    @property
+    def dest(self) -> str:
+        return f"{self.scope}.{self.name}"
+
+    @property
+    def description(self) -> str:
+        return self.field.description or ""
+
+    @property
+    def is_switch(self) -> bool:
+        """A bool: ``--x`` turns it on, ``--no-x`` off."""
+        return _value_type(self.field.annotation) is bool
+
+    def convert(self, raw: str) -> Any:
+        """``raw`` (typed or from the environment) as the field's type, checked against its limits."""
+        try:  # exactly as the model checks the field: type, limits, validators
+            checked = self.owner.__pydantic_validator__.validate_assignment(self.owner.model_construct(), self.name,
+                                                                            raw)
+            value = getattr(checked, self.name)
+        except ValidationError as exc:
+            raise ValueError("; ".join(err["msg"] for err in exc.errors())) from exc
+        if self.choices and str(value) not in self.choices:
+            raise ValueError(f"not one of {', '.join(self.choices)}")
+        return value
+
+    def help_text(self) -> str:
+        """The description, plus the default and the environment variables (escaped for argparse)."""
+        default = self.field.get_default(call_default_factory=True)
+        notes = []
+        if isinstance(default, bool):
+            notes.append(f"default: {'on' if default else 'off'}")
+        elif default not in (None, ""):
+            notes.append(f"default: {default}")
+        notes.append("env: " + " or ".join(self.env))
+        return f"{self.description} ({'; '.join(notes)})".replace("%", "%%")
+
+
+def _value_type(annotation: Any) -> Any:
+    """``X`` of ``X`` or ``X | None``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def options() -> list[Option]:
+    """Every setting that is a flag and an environment variable, in help order.
+
+    A field is one unless marked ``NOT_A_FLAG``; a field whose type cannot be typed on a command
+    line (a dict, a list...) must be marked, or this raises: no setting is left out unnoticed.
+    """
+    out: list[Option] = []
+    for scope, model in _SCOPES:
+        for name, field in model.model_fields.items():
+            extra: dict[str, Any] = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            meta = (LOAD_CLI.get(name) if scope == "load" else None) or extra
+            if "cli" in meta and meta["cli"] is None:
+                continue
+            spec: dict[str, Any] = meta.get("cli") or {}
+            kind = _value_type(field.annotation)
+            choices = tuple(spec.get("choices") or ())
+            if get_origin(kind) is Literal:
+                choices = tuple(str(v) for v in get_args(kind))
+            elif kind not in (bool, int, float, str, Path):
+                raise TypeError(f"{model.__name__}.{name} ({field.annotation}) cannot be a command-line flag; "
+                                "mark it NOT_A_FLAG or give it a plain type")
+            flags = tuple(spec.get("flags") or ("--" + name.replace("_", "-"),))
+            env = (ENV_PREFIX + name.upper(), *spec.get("env_fallbacks", ()))
+            group = spec.get("group", MODEL if scope == "load" else SERVER)
+            out.append(Option(scope, model, name, field, flags, group, choices, env))
+    return out
+
+
+def _argparse_type(option: Option) -> Any:
+    def convert(raw: str) -> Any:
+        try:
+            return option.convert(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{raw!r}: {exc}") from exc
+
+    convert.__name__ = option.name
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, one option per setting. Options not typed are absent from the result."""
+    parser = argparse.ArgumentParser(
+        description="Local LLM web UI: load a model on this machine and write or chat with it in the browser.",
+        epilog="Every option is also a key of settings.yaml (the name with underscores; load options such as "
+               "n_ctx under 'load:'; not the launch options --settings, --default-model, --model-menu, "
+               "--verbose) and an environment variable (shown with each option). Lowest first: defaults, "
+               "settings.yaml, environment, command line.",
+        argument_default=argparse.SUPPRESS)
+    groups = {MODEL: parser.add_argument_group("model"), SERVER: parser.add_argument_group("server")}
+    for option in options():
+        kwargs: dict[str, Any] = {"dest": option.dest, "help": option.help_text()}
+        if option.is_switch:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _argparse_type(option)
+            if option.choices:
+                kwargs["choices"] = option.choices
+            else:
+                kwargs["metavar"] = option.name.upper()
+        groups[option.group].add_argument(*option.flags, **kwargs)
+    return parser
+
+
+def values_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given as environment variables, by option ``dest``. An empty variable counts as unset."""
+    values: dict[str, Any] = {}
+    for option in options():
+        for var in option.env:
+            raw = environ.get(var)
+            if raw is None or not raw.strip():
+                continue
+            try:
+                values[option.dest] = option.convert(raw)
+            except ValueError as exc:  # the value itself is not shown: it may be a key or a password
+                raise SettingsError(f"Environment variable {var}: {exc}") from exc
+            break
+    return values
+
+
+def split_values(values: Mapping[str, Any]) -> tuple[dict[str, Any], LaunchOptions]:
+    """Option values by ``dest`` -> (overrides for :meth:`Settings.from_file`, the launch options).
+
+    The overrides hold only what was given, load options under ``"load"``: ``server.py`` hands
+    those to ``services.load_model(explicit=...)`` so they win over a model's saved settings.
+    Two text-generation-webui habits apply: ``--model`` may be a path anywhere (its folder becomes
+    the models folder), and ``--remote-url`` without ``--model`` loads the remote server's model.
+    """
+    top: dict[str, Any] = {}
+    load: dict[str, Any] = {}
+    launch: dict[str, Any] = {}
+    for dest, value in values.items():
+        scope, _, name = dest.partition(".")
+        {"settings": top, "load": load, "launch": launch}[scope][name] = value
+    model = top.get("model")
+    if load.get("remote_url") and not model:
+        top["loader"], top["model"] = "remote", load.get("remote_model") or "remote"
+    if model and ("/" in model or "\\" in model) and Path(model).exists():
+        path = Path(model).resolve()
+        top["model_dir"], top["model"] = path.parent, path.name
+    return {**top, "load": load}, LaunchOptions.model_validate(launch)

@@ -3,11 +3,13 @@
 Every user-supplied name that becomes part of a path goes through
 :func:`safe_name`, and every file we write goes through :func:`atomic_write_bytes`
 (temp file in the same folder, fsync, ``os.replace``), so a crash or a kill
-leaves either the old file or the new one, never half of one.
+leaves either the old file or the new one, never half of one. :class:`YamlFolder`
+is the one folder-of-``NAME.yaml`` store that presets, characters and
+instruction templates build on.
 """
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import re
 import tempfile
@@ -17,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from webui.errors import InvalidNameError, SettingsError
+from webui.errors import InvalidNameError, SettingsError, WebUIError
 
 MAX_NAME_LENGTH = 120
 _WINDOWS_RESERVED = {
@@ -115,5 +117,65 @@ def write_yaml(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2))
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in blocks (model files are gigabytes)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class YamlFolder:
+    """A folder of ``NAME.yaml`` files a person may edit by hand (presets, characters, templates).
+
+    Names go through :func:`safe_name`; writes are atomic; hidden files and our own temp files
+    are not listed. Subclasses say what their files are called (``what``) and which error a
+    missing one is (:meth:`missing`), and turn the mapping into their own type.
+    """
+
+    #: What a name is called in messages, e.g. "preset name".
+    what = "name"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{safe_name(name, what=self.what)}.yaml"
+
+    def is_valid(self, name: str) -> bool:
+        """Whether ``name`` can be a file of this folder."""
+        try:
+            self.path(name)
+        except InvalidNameError:
+            return False
+        return True
+
+    def files(self, pattern: str = "*.yaml") -> list[Path]:
+        """The folder's files matching ``pattern`` (hidden files and temp files left out)."""
+        if not self.folder.is_dir():
+            return []
+        return [p for p in self.folder.glob(pattern)
+                if p.is_file() and not p.name.startswith(".") and not p.name.endswith(TEMP_SUFFIX)]
+
+    def names(self) -> list[str]:
+        return sorted({p.stem for p in self.files()}, key=str.lower)
+
+    def missing(self, name: str) -> WebUIError:
+        """The error for a name that has no file."""
+        return SettingsError(f"There is no file called {name!r} in {self.folder.name}.")
+
+    def read(self, name: str) -> dict[str, Any]:
+        """The mapping stored under ``name``; :meth:`missing` if there is none."""
+        path = self.path(name)
+        if not path.is_file():
+            raise self.missing(name)
+        return read_yaml(path)
+
+    def write(self, name: str, data: dict[str, Any]) -> Path:
+        path = self.path(name)
+        write_yaml(path, data)
+        return path
+
+    def delete(self, name: str) -> None:
+        path = self.path(name)
+        if not path.is_file():
+            raise self.missing(name)
+        path.unlink()

@@ -5,6 +5,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from browserkit import settle
 from harness import Server, make_dirs, start_server, stop_server
 from testdata import PROJECT_DIR
 
@@ -51,9 +52,6 @@ def page(browser, server, request):
     context = browser.new_context(viewport={"width": 1300, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(30_000)
-    from test_ui import settle, track_requests
-
-    track_requests(pg)
     pg.goto(server.url + "/")
     settle(pg)
     yield pg

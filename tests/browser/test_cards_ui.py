@@ -6,8 +6,7 @@ import json
 
 import pytest
 from cardkit import png_card, v2_card
-from test_chat import bot_texts, open_chat, send
-from test_ui import load_smollm, open_parameters, set_number, wait_text
+from browserkit import bot_texts, load_smollm, open_chat, open_parameters, send, set_number, wait_text
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser

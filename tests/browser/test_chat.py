@@ -4,37 +4,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_ui import choose, load_smollm, open_app, open_parameters, set_number, wait_text, reload
+from browserkit import (bot_texts, choose, load_smollm, open_app, open_chat, open_parameters, press_load, reload, send,
+                        set_number, wait_for_complete_reply, wait_text)
+from harness import make_dirs, start_server, stop_server, wait_until
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
 
 BOT = "#chat-box .message-row.bot-row, #chat-box [data-testid=bot]"
 USER = "#chat-box [data-testid=user]"
-
-
-def open_chat(page) -> None:
-    page.get_by_role("tab", name="Chat").click()
-    page.locator("#chat-input textarea").wait_for()
-
-
-def bot_texts(page) -> list[str]:
-    return page.locator("#chat-box [data-testid=bot]").all_inner_texts()
-
-
-def send(page, text: str) -> None:
-    n = len(bot_texts(page))
-    box = page.locator("#chat-input textarea")
-    box.fill(text)
-    box.press("Enter")
-    page.wait_for_function("(n) => document.querySelectorAll('#chat-box [data-testid=bot]').length > n", arg=n)
-    wait_for_complete_reply(page)
-
-
-def wait_for_complete_reply(page) -> None:
-    """The stats line under a reply appears only when the reply is complete."""
-    page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-                           " return b.length > 0 && b[b.length - 1].innerText.includes('tokens/s'); }")
 
 
 def start_long_reply(page, prompt: str, max_tokens: str, min_chars: int) -> None:
@@ -138,11 +116,8 @@ def test_edit_a_message_in_place_keeps_what_follows(chat_page, server):
     page.locator("#chat-box button[aria-label=Submit]").click()
     wait_text(page, "#chat-box", "Tell me about dogs.")
     # the box shows the edit at once; the server writes it a moment later
-    for _ in range(100):
-        chats = [c for c in saved_chats(server) if c["messages"] and "dogs" in c["messages"][0]["content"]]
-        if chats:
-            break
-        page.wait_for_timeout(100)
+    chats = wait_until(lambda: [c for c in saved_chats(server)
+                                if c["messages"] and "dogs" in c["messages"][0]["content"]], "saving the edit")
     assert len(chats) == 1 and len(chats[0]["messages"]) == 2  # the reply after it is still there
     assert chats[0]["messages"][1]["content"][:30] in reply
 
@@ -150,7 +125,6 @@ def test_edit_a_message_in_place_keeps_what_follows(chat_page, server):
 def test_killed_server_keeps_the_chat_and_a_restart_reopens_it(browser, tmp_path):
     import signal
 
-    from harness import make_dirs, start_server, stop_server
 
     model_dir, user_dir = make_dirs(tmp_path)
     srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM)
@@ -222,7 +196,6 @@ def test_character_editor_modes_and_chat_management(chat_page, server):
 
 
 def test_remote_loader_from_the_model_tab_streams_a_chat(browser, tmp_path):
-    from harness import make_dirs, start_server, stop_server
 
     peer_root, ui_root = tmp_path / "peer", tmp_path / "ui"
     peer_root.mkdir()
@@ -237,8 +210,7 @@ def test_remote_loader_from_the_model_tab_streams_a_chat(browser, tmp_path):
         page.locator("#opt-remote_key textarea, #opt-remote_key input").first.press("Tab")
         # the model list comes from the server's /v1/models: pick SmolLM2 from it
         choose(page, "opt-remote_model", SMOLLM)
-        page.locator("#model-load").click()
-        wait_text(page, "#model-status", "on remote")
+        press_load(page, "on remote")
         assert ui.health()["loader"] == "remote"
         open_parameters(page)
         set_number(page, "param-max_tokens", "40")
@@ -254,7 +226,6 @@ def test_remote_loader_from_the_model_tab_streams_a_chat(browser, tmp_path):
 
 def test_long_chat_shows_the_newest_messages_and_edits_the_right_one(browser, tmp_path):
     """A 150-message chat opens with its newest 60 (bench/ui.py: the browser re-renders the whole box per update)."""
-    from harness import make_dirs, start_server, stop_server
 
     from webui.chat.history import ChatStore, Message
     from webui.storage import write_yaml
@@ -278,12 +249,8 @@ def test_long_chat_shows_the_newest_messages_and_edits_the_right_one(browser, tm
         page.locator("#chat-box textarea").first.fill("MSG-0090 edited")
         page.locator("#chat-box button[aria-label=Submit]").click()
         wait_text(page, "#chat-box", "MSG-0090 edited")
-        for _ in range(100):
-            saved = saved_chats(srv)[0]
-            if saved["messages"][90]["content"] == "MSG-0090 edited":
-                break
-            page.wait_for_timeout(100)
-        assert saved["messages"][90]["content"] == "MSG-0090 edited"
+        saved = wait_until(lambda: [c for c in saved_chats(srv) if c["messages"][90]["content"] == "MSG-0090 edited"],
+                           "saving the edit")[0]
         assert saved["messages"][89]["content"] == "MSG-0089" and len(saved["messages"]) == 150
         page.locator("#chat-show-all").click()
         wait_text(page, "#chat-box", "MSG-0000")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-from test_ui import load_smollm, wait_text
+from browserkit import load_smollm, wait_text
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 from harness import make_dirs, start_server, stop_server
-from test_ui import choose, settle, track_requests, wait_text
+from browserkit import choose, press_load, settle, wait_text
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -20,7 +20,6 @@ def open_in(browser, url: str, locale: str):
     context = browser.new_context(locale=locale, viewport={"width": 1300, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(30_000)
-    track_requests(page)
     page.goto(url + "/")
     settle(page)
     return page
@@ -67,8 +66,7 @@ def test_the_guide_hides_while_a_model_is_loaded(browser, server):
         guide = page.locator("#first-run-guide")
         assert guide.is_visible()
         choose(page, "model-dropdown", SMOLLM)
-        page.locator("#model-load").click()
-        wait_text(page, "#model-status", "Loaded")
+        press_load(page)
         guide.wait_for(state="hidden")
         page.reload()
         settle(page)

@@ -8,7 +8,7 @@ import pytest
 from harness import make_dirs, start_server, stop_server
 from hubstub import HubStub
 from playwright.sync_api import expect
-from test_ui import choose, open_parameters, set_number, wait_text, reload
+from browserkit import choose, open_parameters, press_load, reload, set_number, wait_text
 from testdata import GEMMA, SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -61,8 +61,7 @@ def test_info_and_per_model_settings_survive_a_reload(page, server):
     assert page.locator("#opt-n_ctx input[type=number]").input_value() == "1536"
     assert page.locator("#model-template input").input_value() == "ChatML"
     assert page.locator("#model-preset input").input_value() == "Deterministic"
-    page.locator("#model-load").click()
-    wait_text(page, "#model-status", "context 1536 tokens")
+    press_load(page, "context 1536 tokens")
     open_parameters(page)
     expect(page.locator("#preset-dropdown input")).to_have_value("Deterministic")
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from harness import make_dirs, start_server, stop_server
-from test_ui import choose, load_smollm, open_app, open_parameters, set_number, wait_text, reload
+from harness import make_dirs, start_server, stop_server, wait_until
+from browserkit import choose, load_smollm, open_app, open_parameters, reload, set_number, wait_text
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -75,11 +75,9 @@ def test_choices_survive_a_server_restart(browser, tmp_path):
         choose(page, "preset-dropdown", "Chat")
         page.wait_for_function("() => document.querySelector('#param-max_tokens input[type=number]').value === '768'")
         set_number(page, "param-seed", "1234")
-        for _ in range(100):  # the value is saved by a request of its own; wait for it to land
-            text = (user_dir / "settings.yaml").read_text() if (user_dir / "settings.yaml").exists() else ""
-            if "seed: 1234" in text:
-                break
-            page.wait_for_timeout(100)
+        # the value is saved by a request of its own; wait for it to land
+        wait_until(lambda: (user_dir / "settings.yaml").exists()
+                   and "seed: 1234" in (user_dir / "settings.yaml").read_text(), "saving the seed")
         page.close()
     finally:
         stop_server(srv)

@@ -3,120 +3,14 @@ from __future__ import annotations
 
 import random
 import re
-import time
 
 import pytest
+from browserkit import choose, load_smollm, open_notebook, open_parameters, reload, set_number, wait_text
+from harness import wait_until
 from playwright.sync_api import expect
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
-
-
-def choose(page, dropdown_id: str, option: str) -> None:
-    page.locator(f"#{dropdown_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
-def wait_text(page, selector: str, text: str, timeout: float = 60_000) -> None:
-    page.wait_for_function(
-        "([sel, text]) => { const el = document.querySelector(sel); return el && el.innerText.includes(text); }",
-        arg=[selector, text], timeout=timeout)
-
-
-def load_smollm(page) -> None:
-    choose(page, "model-dropdown", SMOLLM)
-    assert page.locator("#loader-dropdown input").input_value() == "llama.cpp"
-    page.locator("#model-load").click()
-    wait_text(page, "#model-status", "Loaded")
-
-
-def set_number(page, elem_id: str, value: str) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    for _ in range(3):
-        box.fill(value)
-        box.press("Tab")
-        # a slider takes the typed number on blur; wait until it has, so a click that follows sends it
-        page.wait_for_function("([id, v]) => { const r = document.querySelector(`#${id} input[type=range]`);"
-                               " return !r || Number(r.value) === Number(v); }", arg=[elem_id, value])
-        # the page's load events may still be filling in saved values: make sure ours stayed
-        page.wait_for_timeout(300)
-        if _same_number(box.input_value(), value):
-            return
-    raise AssertionError(f"#{elem_id} did not keep the value {value}")
-
-
-def _same_number(a: str, b: str) -> bool:
-    try:
-        return float(a) == float(b)
-    except ValueError:
-        return False
-
-
-def track_requests(page) -> None:
-    """Count the page's Gradio calls in flight, so ``settle`` can wait for the page-load events."""
-    pending: set = set()
-    started = [0]
-
-    def on_request(r) -> None:
-        if "/run/predict" in r.url or "/queue/join" in r.url:
-            pending.add(r)
-            started[0] += 1
-
-    page.on("request", on_request)
-    page.on("requestfinished", lambda r: pending.discard(r))
-    page.on("requestfailed", lambda r: pending.discard(r))
-    page._webui_pending = pending
-    page._webui_started = started
-
-
-def settle(page) -> None:
-    """Wait until the UI is up and its page-load events have answered.
-
-    Those fill in the saved values (parameters, chat, notebook); a value typed before
-    they answer would be overwritten by them. The front end sends them a moment after
-    the page shows, so "nothing in flight" counts only after the first has been sent and
-    no new one has started for a while.
-    """
-    page.wait_for_selector("#model-status")
-    pending = getattr(page, "_webui_pending", None)
-    if pending is None:
-        page.wait_for_timeout(1500)
-        return
-    started = page._webui_started
-    quiet_since, last_count = None, -1
-    for _ in range(600):  # at most 30 s
-        if started[0] != last_count or pending:
-            last_count, quiet_since = started[0], None
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif started[0] > 0 and time.monotonic() - quiet_since > 0.5:
-            break
-        page.wait_for_timeout(50)
-    page.wait_for_timeout(100)
-
-
-def reload(page) -> None:
-    page.reload()
-    settle(page)
-
-
-def open_app(browser, url: str):
-    """A new browser page on the app, once the UI is up and its saved values are in."""
-    page = browser.new_page()
-    track_requests(page)
-    page.goto(url + "/")
-    settle(page)
-    return page
-
-
-def open_parameters(page) -> None:
-    page.get_by_role("tab", name="Parameters").click()
-    page.locator("#param-max_tokens").wait_for()
-
-
-def open_notebook(page) -> None:
-    page.get_by_role("tab", name="Notebook").click()
-    page.locator("#notebook-text textarea").wait_for()
 
 
 def test_load_model_then_generate_in_notebook(page, server):
@@ -198,10 +92,7 @@ def test_notebook_text_survives_a_reload(page, server):
     text.fill("Notes that must never be lost: ÄÖÜ 你好")
     text.press_sequentially("!")  # typed like a person would
     saved = server.user_dir / "logs" / "notebook.txt"
-    deadline = 50
-    while deadline and (not saved.exists() or "你好" not in saved.read_text()):
-        page.wait_for_timeout(100)
-        deadline -= 1
+    wait_until(lambda: saved.exists() and saved.read_text().endswith("!"), "saving the notebook")
     assert saved.read_text() == "Notes that must never be lost: ÄÖÜ 你好!"
     reload(page)
     page.get_by_role("tab", name="Notebook").click()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hf_checkpoint import default_checkpoint_dir, ensure_hf_checkpoint  # tests/ is on sys.path
+from hf_checkpoint import default_checkpoint_dir, ensure_hf_checkpoint  # tests/: pytest.ini pythonpath
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+
 from harness import make_dirs, start_server, stop_server
 from testdata import SMOLLM
 
@@ -70,7 +71,8 @@ def test_errors_have_openai_shape(api):
     with pytest.raises(openai.BadRequestError) as too_long:
         client.completions.create(model=SMOLLM, prompt=long_prompt, max_tokens=5)
     assert "2048" in too_long.value.message and too_long.value.code == "context_length_exceeded"
-    raw = httpx.post(srv.url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    raw = httpx.post(srv.url + "/v1/chat/completions", content=b"{not json",
+                     headers={"content-type": "application/json"})
     assert raw.status_code == 400 and set(raw.json()["error"]) == {"message", "type", "param", "code"}
     assert httpx.get(srv.url + "/openapi.json").json()["paths"]["/v1/chat/completions"]
 
@@ -109,7 +111,7 @@ def test_closing_a_stream_cancels_only_that_generation(api):
                                             extra_body=long)
     waiter = threading.Thread(target=second_client)
     seen = 0
-    for event in stream:
+    for _ in stream:
         seen += 1
         if seen == 3:
             waiter.start()  # queued behind the first stream
@@ -153,3 +155,35 @@ def test_two_streaming_clients_both_finish_in_order_and_characters_apply(api):
     r = client.chat.completions.create(model=SMOLLM, messages=[{"role": "user", "content": "Who are you?"}],
                                        max_tokens=5, extra_body={"character": "Tutor", "do_sample": False})
     assert r.usage.prompt_tokens > 40  # the Tutor's description went in as the system prompt
+
+
+def test_a_missing_preset_or_character_is_a_404(api):
+    _, client = api
+    with pytest.raises(openai.NotFoundError) as preset:
+        client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=5,
+                                       extra_body={"preset": "No such preset"})
+    assert preset.value.code == "preset_not_found" and "No such preset" in preset.value.message
+    with pytest.raises(openai.NotFoundError) as character:
+        client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=5,
+                                       extra_body={"character": "Nobody"})
+    assert character.value.code == "character_not_found"
+
+
+def test_a_client_that_leaves_a_non_streaming_request_cancels_its_job(api):
+    """A plain (not streamed) request whose client closes the connection stops generating at once."""
+    import time
+
+    srv, client = api
+    before = httpx.get(srv.url + "/v1/internal/requests").json()["data"]
+    body = {"model": SMOLLM, "prompt": "The history of France", "max_tokens": 2000, "ban_eos_token": True, "seed": 1}
+    with httpx.Client(timeout=httpx.Timeout(10, read=1.0)) as http, pytest.raises(httpx.ReadTimeout):
+        http.post(srv.url + "/v1/completions", json=body)  # 2000 tokens take about 30 s: we leave after 1 s
+    # leaving the block closed the connection
+    deadline = time.monotonic() + 10
+    while (recent := httpx.get(srv.url + "/v1/internal/requests").json()["data"]) == before:
+        assert time.monotonic() < deadline, "the abandoned request was still generating 10 s after its client left"
+        time.sleep(0.1)
+    assert recent[-1]["finish_reason"] == "cancelled" and recent[-1]["completion_tokens"] < 300
+    started = time.monotonic()
+    r = client.completions.create(model=SMOLLM, prompt="Once upon a time", max_tokens=5, seed=1)
+    assert r.usage.completion_tokens == 5 and time.monotonic() - started < 5  # the queue is free

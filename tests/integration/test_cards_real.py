@@ -21,7 +21,9 @@ SECRET = "The password of the lighthouse is PINEAPPLE."
 @pytest.fixture(scope="module")
 def service(smollm_path, tmp_path_factory):
     for gen in smollm_generator(smollm_path, tmp_path_factory, n_ctx=2048):
-        yield ChatService(gen, ChatStore(tmp_path_factory.mktemp("chats")))
+        templates = InstructionTemplateStore(PROJECT_DIR / "instruction-templates")
+        yield ChatService(gen, ChatStore(tmp_path_factory.mktemp("chats")),
+                          lambda loaded: choose_template(loaded.backend.chat_template, None, templates))
 
 
 def test_lorebook_entry_fires_on_a_real_chat(service, tmp_path):
@@ -38,13 +40,15 @@ def test_lorebook_entry_fires_on_a_real_chat(service, tmp_path):
     chat.messages.append(greeting_message(character, "Bob"))
     options = ChatOptions(persona=Persona("Bob"))
 
-    reply = list(service.turn(chat, "send", text="Hello, how are you?", character=character, options=options,
-                              template=template, params=GREEDY))[-1]
-    assert reply and SECRET not in service.last_prompt.text and service.last_prompt.lore.fired == []
+    first = service.turn(chat, "send", text="Hello, how are you?", character=character, options=options,
+                         template=template, params=GREEDY)
+    reply = list(first)[-1]
+    assert reply and SECRET not in first.prompt.text and first.prompt.lore.fired == []
 
-    reply = list(service.turn(chat, "send", text="What is the password of the lighthouse?", character=character,
-                              options=options, template=template, params=GREEDY))[-1]
-    prompt = service.last_prompt
+    second = service.turn(chat, "send", text="What is the password of the lighthouse?", character=character,
+                          options=options, template=template, params=GREEDY)
+    reply = list(second)[-1]
+    prompt = second.prompt
     assert SECRET in prompt.text and "kraken" not in prompt.text
     assert prompt.text.index(SECRET) < prompt.text.index("Aria is a lighthouse keeper.")
     assert "key 'password'" in prompt.lore.summary()

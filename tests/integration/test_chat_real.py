@@ -23,20 +23,20 @@ GREEDY = SamplingParams(do_sample=False, max_tokens=48)
 @pytest.fixture(scope="module")
 def service(smollm_path, tmp_path_factory):
     for gen in smollm_generator(smollm_path, tmp_path_factory, n_ctx=2048):
-        yield ChatService(gen, ChatStore(tmp_path_factory.mktemp("chats")))
+        yield ChatService(gen, ChatStore(tmp_path_factory.mktemp("chats")), model_template)
 
 
-def model_template(service):
+def model_template(loaded):
+    """The model's own chat template (what the app chooses for it), picked on the generation thread."""
     from webui.templates.chat_template import InstructionTemplateStore, choose_template
 
-    backend = service.generator.models.current.backend
-    template, _ = choose_template(backend.chat_template, None, InstructionTemplateStore(PROJECT_DIR / "instruction-templates"))
-    return template
+    return choose_template(loaded.backend.chat_template, None,
+                           InstructionTemplateStore(PROJECT_DIR / "instruction-templates"))
 
 
 def turn(service, chat, action, text="", params=GREEDY, **kw):
     return list(service.turn(chat, action, text=text, character=Character("Assistant", ""),
-                             options=ChatOptions(persona=Persona("User")), template=model_template(service),
+                             options=ChatOptions(persona=Persona("User")),
                              params=params, **kw))
 
 
@@ -51,12 +51,37 @@ def test_second_answer_uses_the_first(service):
     assert saved.messages[3].stats["model"] == SMOLLM and saved.messages[3].stats["tokens"] > 0
 
 
+def test_truncation_length_keeps_the_system_prompt_and_a_stable_prefix(service):
+    """truncation_length (an imported Modelfile's num_ctx sets it) goes through the chat budget.
+
+    The 2048-token context is larger than truncation_length: whole old turns are dropped to fit
+    300 tokens, the system prompt stays first, the loader cuts nothing from the front, and between
+    two drops each prompt starts with the previous one (llama.cpp reuses its cached prefix).
+    """
+    chat = service.store.new("Assistant")
+    options = ChatOptions(system_prompt="RULES: you are a pirate. Always answer like a pirate.",
+                          persona=Persona("User"))
+    params = SamplingParams(do_sample=False, max_tokens=24, truncation_length=300)
+    prompts = []
+    for i in range(10):
+        running = service.turn(chat, "send", text=f"Tell me one fact about the number {i}, please.",
+                               character=Character("Assistant", ""), options=options, params=params)
+        list(running)
+        prompt = running.prompt
+        prompts.append(prompt)
+        assert running.stats.prompt_cut == 0 and running.stats.prompt_tokens == prompt.tokens <= 300
+        assert "RULES: you are a pirate." in prompt.text.split("Tell me one fact")[0]
+    assert prompts[-1].dropped > 0 and prompts[-1].n_ctx == 300
+    stable = [(a, b) for a, b in zip(prompts, prompts[1:]) if a.dropped == b.dropped]
+    assert stable and all(b.text.startswith(a.text) for a, b in stable)
+
+
 def test_stop_mid_stream_leaves_a_valid_file_with_the_partial_reply(service):
     chat = service.store.new("Assistant")
     cancel = threading.Event()
     seen = []
     for text in service.turn(chat, "send", text="Write a long story about a dragon.", character=Character(),
-                             options=ChatOptions(), template=model_template(service),
+                             options=ChatOptions(),
                              params=SamplingParams(max_tokens=400, seed=1), cancel=cancel):
         seen.append(text)
         if len(seen) == 10:
@@ -72,19 +97,21 @@ def test_kill_mid_stream_keeps_a_valid_file_with_the_user_message(smollm_path, t
         import sys
         sys.path.insert(0, {str(PROJECT_DIR)!r})
         from pathlib import Path
-        from webui.chat import Character, ChatOptions, ChatService
-        from webui.generation import Generator
-        from webui.history import ChatStore
-        from webui.loaders import LoadOptions
-        from webui.models import ModelManager
+        from webui.characters.character import Character
+        from webui.chat.prompt import ChatOptions
+        from webui.chat.service import ChatService
+        from webui.generation.scheduler import Generator
+        from webui.chat.history import ChatStore
+        from webui.params import LoadOptions
+        from webui.models.manager import ModelManager
         from webui.params import SamplingParams
-        from webui.templates import ChatTemplate
+        from webui.templates.chat_template import ChatTemplate
         models = ModelManager(Path({str(smollm_path.parent)!r}), LoadOptions(n_ctx=1024))
         models.load({SMOLLM!r})
-        svc = ChatService(Generator(models), ChatStore(Path({str(tmp_path)!r})))
+        tpl = ChatTemplate.compile(models.current.backend.chat_template, "model")
+        svc = ChatService(Generator(models), ChatStore(Path({str(tmp_path)!r})), lambda loaded: (tpl, ""))
         svc.SAVE_EVERY = 0.05
         chat = svc.store.new("Assistant")
-        tpl = ChatTemplate.compile(models.current.backend.chat_template, "model")
         for i, _ in enumerate(svc.turn(chat, "send", text="Tell me a very long story.", character=Character(),
                                        options=ChatOptions(), template=tpl,
                                        params=SamplingParams(max_tokens=2000, seed=1))):

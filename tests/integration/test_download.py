@@ -13,8 +13,8 @@ import pytest
 from hubstub import HubStub, tiny_transformers_folder
 from testdata import PROJECT_DIR, SMOLLM
 
-from webui.downloads.hub import DownloadCancelled, DownloadManager, download, list_files, parse_source
-from webui.errors import DownloadError
+from webui.downloads.hub import DownloadManager, download, list_files, parse_source
+from webui.errors import DownloadCancelled, DownloadError
 from webui.params import LoadOptions
 from webui.models.manager import ModelManager
 

@@ -138,3 +138,11 @@ def test_utf8_text_streams_intact(services):
     job = gen.submit("Translate to French: 'the summer holidays'. In French:", SamplingParams(max_tokens=30, seed=3))
     pieces = [c.text for c in job]
     assert "\ufffd" not in "".join(pieces)
+
+
+def test_raw_text_over_truncation_length_is_cut_from_the_front_and_counted(services):
+    _, gen = services
+    text = "The quick brown fox jumps over the lazy dog. " * 40 + "The capital of France is"
+    job = gen.submit(text, SamplingParams(do_sample=False, max_tokens=3, truncation_length=64))
+    job.result()
+    assert job.stats.prompt_tokens == 64 and job.stats.prompt_cut > 300  # the Notebook shows this as a notice

@@ -7,7 +7,8 @@ import struct
 import pytest
 from testdata import GEMMA, SMOLLM
 
-from webui.models.facts import ModelInfoError, gguf_facts, model_facts
+from webui.errors import ModelInfoError
+from webui.models.facts import gguf_facts, model_facts
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,9 @@ def test_gguf_facts_match_llama_cpp(models_dir, name, arch, quant, ctx, template
     assert facts.file_size == (models_dir / name).stat().st_size
     # RAM estimate: the weights plus a KV cache that grows with the context
     assert facts.file_size < facts.ram_estimate(2048) < facts.ram_estimate(32768)
-    table = facts.markdown(4096)
+    from webui.ui.model_tab import facts_markdown  # the table the Model tab shows
+
+    table = facts_markdown(facts, 4096, "en")
     assert "RAM needed at 4,096 tokens" in table and quant in table
 
 

@@ -2,21 +2,24 @@
 server (which we did not write) and this app's /v1 (our app as its own remote)."""
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 import threading
-import time
-import urllib.request
 
 import pytest
-from harness import _free_port, make_dirs, start_server, stop_server
-from testdata import PARIS_PROMPT, SMOLLM
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
-from webui.errors import ModelLoadError
+from asgi_server import serve
+from harness import make_dirs, start_server, stop_server
+from server_process import free_port, start_llama_cpp_server
+from testdata import PARIS_PROMPT, SMOLLM
+from webui.errors import GenerationError, ModelLoadError
 from webui.generation.scheduler import Generator
-from webui.params import LoadOptions
+from webui.loaders.remote import RemoteBackend
 from webui.models.manager import ModelManager
-from webui.params import SamplingParams
+from webui.params import LoadOptions, SamplingParams
 
 pytestmark = pytest.mark.integration
 GREEDY = SamplingParams(do_sample=False, max_tokens=30)
@@ -25,27 +28,9 @@ GREEDY = SamplingParams(do_sample=False, max_tokens=30)
 @pytest.fixture(scope="module")
 def llama_server(smollm_path, tmp_path_factory):
     """python -m llama_cpp.server on a free port, with an API key."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("peer") / "llama_server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path), "--host",
-                                 "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--api_key", "peer-key"],
-                                stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if proc.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited:\n{log.read_text()}")
-        try:
-            urllib.request.urlopen(url + "/docs", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"llama_cpp.server did not start:\n{log.read_text()}")
-    yield url
-    proc.terminate()
-    proc.wait(15)
+    srv = start_llama_cpp_server(smollm_path, tmp_path_factory.mktemp("peer"), api_key="peer-key")
+    yield srv.url
+    srv.stop()
 
 
 def remote(url: str, key: str = "", model: str = "") -> tuple[ModelManager, Generator]:
@@ -76,7 +61,7 @@ def test_remote_errors_are_clear(llama_server):
     with pytest.raises(ModelLoadError, match="refused the API key"):
         remote(llama_server, "wrong")
     with pytest.raises(ModelLoadError, match="Cannot connect"):
-        remote(f"http://127.0.0.1:{_free_port()}")
+        remote(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ModelLoadError, match="address"):
         remote("not a url")
 
@@ -91,3 +76,80 @@ def test_our_own_api_as_remote(tmp_path):
         models.unload()
     finally:
         stop_server(srv)
+
+
+# What a misbehaving OpenAI-compatible server answers /v1/completions with, by the prompt sent.
+OOM = {"message": "CUDA out of memory while decoding", "type": "server_error", "param": None, "code": 500}
+TEXT = 'data: {"choices": [{"text": "Hel", "finish_reason": null}]}\n\n'
+PEER_ANSWERS: dict[str, tuple[int, str, str]] = {
+    # an OpenAI-shaped error event in the middle of the stream (vLLM, this app)
+    "error event": (200, "text/event-stream", TEXT + f"data: {json.dumps({'error': OOM})}\n\n"),
+    # an error under the SSE event name "error", with CRLF line ends
+    "named error": (200, "text/event-stream",
+                    (TEXT + "event: error\ndata: {\"error\": \"the worker crashed\"}\n\n").replace("\n", "\r\n")),
+    "not json": (200, "text/event-stream", TEXT + "data: <html>502 Bad Gateway</html>\n\n"),
+    "not a stream": (200, "application/json", json.dumps({"choices": [{"text": "Hello"}]})),
+    "refused": (500, "application/json", json.dumps({"error": OOM})),
+    # the happy path, in two chunks split inside an event (the parser must join them)
+    "fine": (200, "text/event-stream", TEXT + 'data: {"choices": [{"text": "lo", "finish_reason": "length"}]}\n\n'
+             "data: [DONE]\n\n"),
+}
+
+
+async def _completions(request: Request) -> Response:
+    status, kind, body = PEER_ANSWERS[(await request.json())["prompt"]]
+    if kind != "text/event-stream":
+        return Response(body, status_code=status, media_type=kind)
+    half = len(body) // 2
+
+    async def parts():
+        yield body[:half]
+        yield body[half:]
+
+    return StreamingResponse(parts(), status_code=status, media_type=kind)
+
+
+@pytest.fixture(scope="module")
+def peer():
+    """A real HTTP server (uvicorn, loopback) speaking OpenAI's completions, badly on purpose."""
+    app = Starlette(routes=[
+        Route("/v1/models", lambda request: JSONResponse({"data": [{"id": "peer-model"}]})),
+        Route("/v1/completions", _completions, methods=["POST"]),
+    ])
+    with serve(app) as url:
+        yield url
+
+
+def _generate(url: str, prompt: str) -> str:
+    backend = RemoteBackend.load(None, LoadOptions(remote_url=url))
+    try:
+        return "".join(c.text for c in backend.stream(prompt, SamplingParams(max_tokens=5), threading.Event()))
+    finally:
+        backend.close()
+
+
+def test_remote_reads_the_stream_with_an_sse_parser(peer):
+    assert _generate(peer, "fine") == "Hello"
+
+
+@pytest.mark.parametrize("prompt,message", [
+    ("error event", r"stopped with an error: CUDA out of memory while decoding"),
+    ("named error", r"stopped with an error: the worker crashed"),
+    ("not json", r"sent an event that is not JSON: '<html>502 Bad Gateway</html>'"),
+    ("not a stream", r"did not answer with an event stream: .*application/json"),
+    ("refused", r"answered 500: CUDA out of memory while decoding"),
+])
+def test_a_servers_error_is_a_generation_error_with_its_message(peer, prompt, message):
+    with pytest.raises(GenerationError, match=message):
+        _generate(peer, prompt)
+
+
+def test_a_servers_error_event_reaches_the_caller_of_a_job(peer):
+    models, gen = remote(peer)
+    try:
+        job = gen.submit("error event", SamplingParams(max_tokens=5))
+        with pytest.raises(GenerationError, match="CUDA out of memory"):
+            job.result()
+        assert job.text == "Hel"  # what came before the error was delivered
+    finally:
+        models.unload()

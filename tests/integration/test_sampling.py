@@ -6,7 +6,8 @@ import pytest
 from harness import smollm_generator
 from testdata import PARIS_PROMPT, PROJECT_DIR, SMOLLM
 
-from webui.loaders.llama_sampling import GrammarError, build_sampler
+from webui.errors import GrammarError
+from webui.loaders.llama_sampling import build_sampler
 from webui.params import SamplingParams
 from webui.presets import PresetStore
 

@@ -6,7 +6,8 @@ import sys
 import time
 
 import pytest
-from harness import _free_port, make_dirs, start_server, stop_server
+from harness import make_dirs, start_server, stop_server
+from server_process import free_port
 from testdata import GEMMA, PROJECT_DIR, SMOLLM
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ def test_model_flag_uses_saved_per_model_settings_and_flags_win(tmp_path):
 
 def test_model_menu_lists_models_and_loads_the_pick(tmp_path):
     model_dir, user_dir = make_dirs(tmp_path)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "server.py", "--model-menu", "--model-dir", str(model_dir),
                              "--user-data-dir", str(user_dir), "--listen-port", str(port), "--ctx-size", "512"],
                             cwd=PROJECT_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -59,7 +60,7 @@ def test_model_menu_lists_models_and_loads_the_pick(tmp_path):
 
 def test_model_menu_without_terminal_input_starts_without_a_model(tmp_path):
     model_dir, user_dir = make_dirs(tmp_path)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "server.py", "--model-menu", "--model-dir", str(model_dir),
                              "--user-data-dir", str(user_dir), "--listen-port", str(port)],
                             cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

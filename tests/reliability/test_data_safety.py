@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from webui.errors import WebUIError
+from webui.errors import SettingsError
 from webui.services import Services
 from webui.settings import Settings
 
@@ -74,7 +74,7 @@ def test_damaged_chats_are_listed_by_name_and_never_overwritten(old_user_dir):
     assert {"old-minimal", "tgwui", "damaged", "wrong-shape"} <= set(by_id)
     for bad in ("damaged", "wrong-shape"):
         assert by_id[bad].unreadable and f"{bad}.json" in by_id[bad].title
-        with pytest.raises(WebUIError, match="left as it is"):
+        with pytest.raises(SettingsError, match="left as it is"):
             services.chats.load("Assistant", bad)
     assert [i.unreadable is None for i in infos] == sorted((i.unreadable is None for i in infos), reverse=True)
     assert services.chats.load("Assistant", "old-minimal").messages[0].content == "old question"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hubstub import HubStub
 
-from webui.errors import WebUIError
+from webui.errors import DownloadError, InvalidNameError
 from webui.params import SamplingParams
 from webui.services import Services
 from webui.settings import Settings
@@ -48,9 +48,10 @@ def world(tmp_path):
 
 
 def refused(call) -> None:
+    """``call`` refuses its name as a name (not by failing later, e.g. on a file that is not there)."""
     try:
         result = call()
-    except WebUIError:
+    except InvalidNameError:
         return
     pytest.fail(f"accepted a hostile name and returned {result!r}")
 
@@ -114,11 +115,11 @@ def test_download_targets_from_a_hostile_hub_stay_inside(world, smollm_path, mon
     try:
         hub.add_repo("evil/traversal", {"config.json": b"{}", "../../../escaped.safetensors": b"x" * 10,
                                         "model.safetensors": b"y" * 10})
-        with pytest.raises(WebUIError):
+        with pytest.raises(DownloadError, match="Refusing the file '../../../escaped.safetensors'"):
             listing = list_files(parse_source("evil/traversal"))
             download(listing, listing.choices[0], world.models.model_dir)
         for text in ("../evil", "evil/../../x", "a/b/c/d", "..\\x/y"):
-            with pytest.raises(WebUIError):
+            with pytest.raises(DownloadError, match="is not a repository name"):
                 parse_source(text)
         # a leading slash is only a repository name's decoration: the target is one folder inside models/
         assert folder_name(parse_source("/etc/passwd")) == "etc_passwd"
@@ -128,7 +129,7 @@ def test_download_targets_from_a_hostile_hub_stay_inside(world, smollm_path, mon
 
 
 def test_api_names_refused_with_400_not_500(world):
-    """The /v1 body fields that name files (preset, character) and the model loader."""
+    """The /v1 body fields that name files (the model to load, a character): refused as names, 400."""
     from fastapi.testclient import TestClient
 
     from webui.app import create_app
@@ -137,5 +138,8 @@ def test_api_names_refused_with_400_not_500(world):
     client = TestClient(create_app(world))
     for name in ("../secret", "/etc/passwd", "..\\secret", "\uff0e\uff0e\uff0fsecret"):
         r = client.post("/v1/internal/model/load", json={"model_name": name})
-        assert r.status_code in (400, 404), r.text
+        assert (r.status_code, r.json()["error"]["code"]) == (400, InvalidNameError.code), r.text
         assert "SECRET" not in r.text
+        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                      "mode": "chat", "character": name})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, InvalidNameError.code), r.text

@@ -6,15 +6,15 @@ import shutil
 
 import pytest
 import yaml
-from cardkit import V1, b64, lorebook, png, png_card, v2_card, v3_card
 from PIL import Image
 
+from cardkit import V1, b64, lorebook, png, png_card, v2_card, v3_card
 from webui.characters.cards import MAX_CARD_BYTES, card_png, read_card
 from webui.characters.character import Character
+from webui.characters.lorebook import MAX_ENTRIES
 from webui.characters.store import CharacterStore
 from webui.chat.service import greeting_message
 from webui.errors import CardError
-from webui.characters.lorebook import MAX_ENTRIES
 from webui.settings import PROJECT_DIR
 
 
@@ -235,3 +235,51 @@ def test_card_png_of_a_character_without_picture(tmp_path):
     data = card_png(Character(name="Plain", greeting="hi"))
     character, picture, warnings = read_card("plain.png", data)
     assert character.greeting == "hi" and picture is not None and warnings == []
+
+
+def nested_card_text(depth: int) -> str:
+    """A V2 card whose ``extensions`` nest ``depth`` objects deep (written as text: json.dumps would overflow)."""
+    head = json.dumps(v2_card(extensions={}))
+    nested = '{"a": ' * depth + "{}" + "}" * depth
+    return head.replace('"extensions": {}', f'"extensions": {nested}')
+
+
+def store_files(store):
+    return {p.name: p.read_bytes() for p in store.folder.iterdir()} if store.folder.exists() else {}
+
+
+@pytest.mark.parametrize("depth", [300, 5000])
+@pytest.mark.parametrize("fmt", ["json", "png", "yaml"])
+def test_deeply_nested_card_is_refused_clearly(store, tmp_path, depth, fmt):
+    store.save("Kept", Character(name="Kept", greeting="hi"))
+    before = store_files(store)
+    text = nested_card_text(depth)
+    if fmt == "json":
+        upload = write(tmp_path, "deep.json", text.encode())
+    elif fmt == "png":
+        upload = write(tmp_path, "deep.png", png(text={"chara": base64.b64encode(text.encode()).decode()}))
+    else:  # JSON is YAML too (flow style): the YAML path gets the same card
+        upload = write(tmp_path, "deep.yaml", text.encode())
+    with pytest.raises(CardError, match="nested too deeply") as info:
+        store.import_file(upload)
+    assert info.value.code == "invalid_card" and not isinstance(info.value.__cause__, RecursionError)
+    assert store_files(store) == before and store.names() == ["Assistant", "Kept"]
+
+
+def test_deep_yaml_in_block_style_and_cards_of_usual_depth(store, tmp_path):
+    block = "name: Deep\ncontext: x\nextensions:\n" + "".join("  " * (i + 1) + "a:\n" for i in range(300)) + \
+            "  " * 301 + "b: 1\n"
+    with pytest.raises(CardError, match="nested too deeply"):
+        store.import_file(write(tmp_path, "block.yaml", block.encode()))
+    # a card nested like real ones (a lorebook entry's own extensions) still imports
+    result = store.import_file(write(tmp_path, "ok.json", nested_card_text(30).encode()))
+    assert store.load(result.file_name).extensions["a"]["a"]["a"] is not None
+
+
+def test_yaml_aliases_that_repeat_a_list_a_billion_times_are_refused(store, tmp_path):
+    text = "name: Laughs\ncontext: x\nl0: &l0 [" + ", ".join(["lol"] * 100) + "]\n"
+    for i in range(1, 9):
+        text += f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 100) + "]\n"
+    with pytest.raises(CardError, match="more than .* values"):
+        store.import_file(write(tmp_path, "laughs.yaml", text.encode()))
+    assert not store.folder.exists()

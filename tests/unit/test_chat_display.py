@@ -44,13 +44,7 @@ def test_offset_reads_gradio_message_objects_too():
     assert shown_offset(100, shown) == (100 - DISPLAY_WINDOW, True)
 
 
-def test_window_size_comes_from_the_settings():
-    from webui.ui import chat_tab
-
-    try:
-        chat_tab.configure_window(0)  # settings.yaml chat_window: 0 shows every message
-        assert len(to_display(chat_of(500), "en")) == 500
-        chat_tab.configure_window(10)
-        assert len(to_display(chat_of(500), "en")) == 11
-    finally:
-        chat_tab.configure_window(DISPLAY_WINDOW)
+def test_window_size_is_passed_in():
+    # build_chat_tab passes settings.yaml's chat_window (0: all) - no module-level setting
+    assert len(to_display(chat_of(500), "en", window=None)) == 500
+    assert len(to_display(chat_of(500), "en", window=10)) == 11

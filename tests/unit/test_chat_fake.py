@@ -4,7 +4,6 @@ import json
 import pytest
 from fakes import FakeBackend
 
-from webui import loaders
 from webui.chat.prompt import Character, ChatOptions, Persona, build_prompt, render
 from webui.chat.service import ChatService, edit_message, remove_last, switch_version
 from webui.errors import PromptTooLongError, WebUIError
@@ -22,27 +21,30 @@ class ChatML:
 
 
 @pytest.fixture
-def service(tmp_path, monkeypatch):
-    monkeypatch.setitem(loaders.LOADERS, "fake", FakeBackend)
-    FakeBackend.gate = None
+def service(tmp_path, loaders):
     d = tmp_path / "models"
     d.mkdir()
     (d / "m.gguf").write_bytes(b"GGUF")
-    models = ModelManager(d, LoadOptions(n_ctx=4000))
+    models = ModelManager(d, LoadOptions(n_ctx=4000), loaders=loaders)
     models.load("m.gguf", "fake")
-    return ChatService(Generator(models), ChatStore(tmp_path / "chats"))
+    return ChatService(Generator(models), ChatStore(tmp_path / "chats"), lambda loaded: (ChatML(), ""))
+
+
+def start(service, chat, action, text="", **kw):
+    kw.setdefault("character", Character("Bot", "You are {{char}}, talking to {{user}}."))
+    kw.setdefault("options", ChatOptions(persona=Persona("Ada")))
+    kw.setdefault("params", SamplingParams(max_tokens=3))
+    return service.turn(chat, action, text=text, **kw)
 
 
 def run(service, chat, action, text="", **kw):
-    kw.setdefault("character", Character("Bot", "You are {{char}}, talking to {{user}}."))
-    kw.setdefault("options", ChatOptions(persona=Persona("Ada")))
-    return list(service.turn(chat, action, text=text, template=ChatML(), params=SamplingParams(max_tokens=3),
-                             **kw))
+    return list(start(service, chat, action, text, **kw))
 
 
 def test_send_saves_user_message_and_reply_with_stats(service):
     chat = service.store.new("Bot")
-    outs = run(service, chat, "send", "Hello there")
+    turn = start(service, chat, "send", "Hello there")
+    outs = list(turn)
     assert outs[-1].strip() == "0 1 2"
     saved = service.store.load("Bot", chat.id)
     assert [m.role for m in saved.messages] == ["user", "assistant"]
@@ -50,7 +52,7 @@ def test_send_saves_user_message_and_reply_with_stats(service):
     assert saved.title == "Hello there"
     raw = json.loads((service.store.folder / "Bot" / f"{chat.id}.json").read_text())
     assert raw["internal"] == [["Hello there", "0 1 2"]] and raw["visible"] == raw["internal"]
-    prompt = service.last_prompt.text
+    prompt = turn.prompt.text  # the prompt travels on the turn (the model's template, chosen on the worker)
     assert "You are Bot, talking to Ada." in prompt and prompt.endswith("<|im_start|>assistant\n")
 
 
@@ -77,9 +79,10 @@ def test_impersonate_does_not_touch_the_chat(service):
     chat = service.store.new("Bot")
     run(service, chat, "send", "Hi")
     before = [m.content for m in chat.messages]
-    out = run(service, chat, "impersonate")
+    turn = start(service, chat, "impersonate")
+    out = list(turn)
     assert out and [m.content for m in chat.messages] == before
-    assert service.last_prompt.text.endswith("\nAda:")
+    assert turn.prompt.text.endswith("\nAda:")
 
 
 def test_chat_and_chat_instruct_modes():
@@ -168,7 +171,8 @@ def test_a_template_that_refuses_system_messages_gets_the_system_text_in_the_fir
 
 
 def test_display_and_markdown_export():
-    from webui.ui.chat_tab import to_display, to_markdown
+    from webui.chat.export import chat_markdown
+    from webui.ui.chat_tab import to_display
 
     reply = Message("assistant", "Paris.", stats={"tokens": 3, "tokens_per_second": 50.0, "ttft": 0.1,
                                                   "model": "m.gguf", "seed": 4})
@@ -179,5 +183,5 @@ def test_display_and_markdown_export():
     assert shown[0] == {"role": "user", "content": "Capital of France?"}
     assert shown[1]["content"].startswith("Paris!") and "version 2 of 2" in shown[1]["content"]
     assert "40.0 tokens/s" in shown[1]["content"] and "seed 5" in shown[1]["content"]
-    md = to_markdown(chat, "Bot", "Ada")
+    md = chat_markdown(chat, "Bot", "Ada")
     assert md.startswith("# Capitals") and "**Ada:**\n\nCapital of France?" in md and "**Bot:**\n\nParis!" in md

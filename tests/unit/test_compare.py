@@ -7,9 +7,9 @@ import pytest
 from fakes import FakeBackend
 from pydantic import ValidationError
 
-from webui import loaders
-from webui.compare import (COLUMNS, CompareError, Comparison, RunConfig, RunResult, parse_values, sweep_configs, to_csv,
+from webui.compare import (COLUMNS, Comparison, RunConfig, RunResult, parse_values, sweep_configs, to_csv,
                            to_markdown, with_fixed_seeds, write_exports)
+from webui.errors import CompareError
 from webui.params import LoadOptions
 from webui.models.model_settings import ModelSettings
 from webui.services import Services
@@ -17,15 +17,14 @@ from webui.settings import Settings
 
 
 @pytest.fixture
-def services(tmp_path, monkeypatch):
-    monkeypatch.setitem(loaders.LOADERS, "fake", FakeBackend)
-    FakeBackend.loads, FakeBackend.gate = [], None
+def services(tmp_path, loaders):
     models = tmp_path / "models"
     models.mkdir()
     for name in ("a.gguf", "b.gguf"):
         (models / name).write_bytes(b"GGUF ok")
     (models / "broken.gguf").write_bytes(b"BAD")
-    return Services.build(Settings(user_data_dir=tmp_path / "user", model_dir=models, load=LoadOptions(n_ctx=4096)))
+    return Services.build(Settings(user_data_dir=tmp_path / "user", model_dir=models, load=LoadOptions(n_ctx=4096)),
+                          loaders=loaders)
 
 
 def cfg(model: str, **kw) -> RunConfig:

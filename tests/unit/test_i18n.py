@@ -9,14 +9,22 @@ from types import SimpleNamespace
 import pytest
 from gradio.i18n import I18nData
 
+import webui.catalogue
 from webui.errors import DownloadError, ModelLoadError, NoModelLoadedError, PromptTooLongError, WebUIError
-from webui.params import LoadOptions
-from webui.params import SamplingParams
+from webui.params import LoadOptions, SamplingParams
 from webui.ui import i18n
 from webui.ui.common import error_text
-import webui.catalogue
-from webui.ui.i18n import (LANGUAGES, LOCALES_DIR, accept_language, catalogue, gradio_i18n, normalise,
-                           request_language, t, tr)
+from webui.ui.i18n import (
+    LANGUAGES,
+    LOCALES_DIR,
+    accept_language,
+    catalogue,
+    gradio_i18n,
+    normalise,
+    request_language,
+    t,
+    tr,
+)
 from webui.ui.parameters_tab import GROUPS
 
 WEBUI = Path(i18n.__file__).resolve().parents[1]
@@ -140,16 +148,39 @@ def test_request_language_prefers_the_forced_one():
     assert request_language(None, None) == "en"
 
 
-def test_page_language_reads_gradios_request(monkeypatch):
+def test_page_language_reads_gradios_request():
     from gradio.context import LocalContext
 
     token = LocalContext.request.set(SimpleNamespace(headers={"accept-language": "zh-CN"}))
     try:
         assert i18n.page_language() == "zh"
-        monkeypatch.setattr(i18n, "_forced", "ru")
-        assert i18n.page_language() == "ru"
     finally:
         LocalContext.request.reset(token)
+
+
+def test_forced_language_travels_with_the_ui_not_a_global():
+    """--language is state of the UI being served (its Blocks' i18n), so two UIs keep their own."""
+    import gradio as gr
+    from gradio.context import LocalContext
+
+    assert not hasattr(i18n, "_forced") and not hasattr(i18n, "force_language")
+    with gr.Blocks() as ru_ui:
+        ru_ui.i18n_instance = gradio_i18n("ru")
+        assert i18n.page_language() == "ru"  # while the tabs are built (their build-time text)
+    with gr.Blocks() as auto_ui:
+        auto_ui.i18n_instance = gradio_i18n("auto")
+    assert i18n.forced_language(ru_ui) == "ru" and i18n.forced_language(auto_ui) is None
+    zh_browser = SimpleNamespace(headers={"accept-language": "zh-CN"})
+    request_token = LocalContext.request.set(zh_browser)
+    try:
+        for ui, expected in ((ru_ui, "ru"), (auto_ui, "zh"), (None, "zh")):
+            token = LocalContext.blocks.set(ui)
+            try:
+                assert i18n.page_language() == expected  # in an event handler of that UI
+            finally:
+                LocalContext.blocks.reset(token)
+    finally:
+        LocalContext.request.reset(request_token)
 
 
 def test_gradio_i18n_all_languages_or_the_forced_one():
@@ -202,7 +233,7 @@ def test_errors_in_the_pages_language():
     # a message with notes added after it: English unchanged, the notes translated too
     failed = ModelLoadError("Loading a.gguf failed: ValueError: boom", key="error.load_failed", name="a.gguf",
                             detail="ValueError: boom")
-    failed.add_note("b.gguf is loaded again.", "error.note_restored", name="b.gguf")
+    failed.add_sentence("b.gguf is loaded again.", "error.note_restored", name="b.gguf")
     assert error_text(failed, "en") == "Loading a.gguf failed: ValueError: boom b.gguf is loaded again."
     assert error_text(failed, "ru") == "Не удалось загрузить a.gguf: ValueError: boom b.gguf снова загружена."
     # an error without its own translation: a translated headline, then the English details
@@ -220,9 +251,9 @@ def test_first_run_guide_names_the_starter_command(lang):
 
 
 def test_template_and_truncation_notes_are_english_strings_that_translate(tmp_path):
+    from testdata import PROJECT_DIR
     from webui.catalogue import Keyed, in_language
     from webui.chat.prompt import Prompt
-    from testdata import PROJECT_DIR
     from webui.templates.chat_template import InstructionTemplateStore, choose_template
 
     store = InstructionTemplateStore(PROJECT_DIR / "instruction-templates")
@@ -248,3 +279,40 @@ def test_download_labels_translate_with_the_ram_hint_inside():
     label = Keyed(f"Q4_K_M · m.gguf · 100 MB · {fits}", "download.choice_gguf", quant="Q4_K_M", name="m.gguf",
                   size="100 MB", ram=fits)
     assert in_language(label, "ru") == "Q4_K_M · m.gguf · 100 MB · ОЗУ ≈ 410.0 MB (поместится)"
+
+
+def test_build_ui_hands_the_settings_language_to_its_blocks(user_dir):
+    from webui.services import Services
+    from webui.settings import Settings
+    from webui.ui import build_ui
+
+    demo = build_ui(Services.build(Settings(user_data_dir=user_dir, language="ru")))
+    assert i18n.forced_language(demo) == "ru"
+    assert demo.i18n_instance.translations_dict["en"]["tab.model"] == "Модель"
+    assert i18n.forced_language(build_ui(Services.build(Settings(user_data_dir=user_dir)))) is None
+
+
+def test_a_served_event_reads_the_language_of_its_own_ui():
+    """Through Gradio's real routes (queued and not): --language of the UI that serves the event wins."""
+    import fastapi
+    import gradio as gr
+    from fastapi.testclient import TestClient
+
+    def served_language(forced: str) -> list[str]:
+        with gr.Blocks() as demo:
+            demo.i18n_instance = gradio_i18n(forced)
+            out, button = gr.Textbox(), gr.Button()
+            # no request parameter: the handlers of the tabs call page_language() just so
+            button.click(lambda: i18n.page_language(), None, out, api_name="queued")
+            button.click(lambda: i18n.page_language(), None, out, api_name="direct", queue=False)
+        app = gr.mount_gradio_app(fastapi.FastAPI(), demo, path="", i18n=demo.i18n_instance)
+        answers = []
+        with TestClient(app) as client:
+            for name in ("queued", "direct"):
+                event = client.post(f"/gradio_api/call/{name}", json={"data": []},
+                                    headers={"accept-language": "zh-CN"}).json()["event_id"]
+                answers.append(client.get(f"/gradio_api/call/{name}/{event}").text.strip().splitlines()[-1])
+        return answers
+
+    assert served_language("ru") == ['data: ["ru"]'] * 2
+    assert served_language("auto") == ['data: ["zh"]'] * 2

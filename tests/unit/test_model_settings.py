@@ -123,16 +123,13 @@ def test_delete_refuses_paths_outside(models, tmp_path):
     assert (tmp_path / "victim.gguf").exists()
 
 
-def test_services_load_model_applies_saved_loader_options_and_preset(tmp_path, monkeypatch):
+def test_services_load_model_applies_saved_loader_options_and_preset(tmp_path, loaders):
     from fakes import FakeBackend
-    from webui.loaders import LOADERS
     from webui.services import Services
-
-    monkeypatch.setitem(LOADERS, "fake", FakeBackend)
     user = tmp_path / "user"
     (user / "models").mkdir(parents=True)
     (user / "models" / "m.bin").write_bytes(b"weights")
-    services = Services.build(Settings(user_data_dir=user), user / "settings.yaml")
+    services = Services.build(Settings(user_data_dir=user), user / "settings.yaml", loaders=loaders)
     services.models.save_model_settings("m.bin", ModelSettings(loader="fake", options={"n_ctx": 333},
                                                                 instruction_template="Alpaca", preset="Deterministic"))
     loaded = services.load_model("m.bin", explicit={})

@@ -4,7 +4,6 @@ import threading
 import pytest
 from fakes import FakeBackend
 
-from webui import loaders
 from webui.errors import InvalidNameError, ModelLoadError, ModelNotFoundError, NoModelLoadedError
 from webui.generation.scheduler import Generator
 from webui.params import LoadOptions
@@ -13,10 +12,7 @@ from webui.params import SamplingParams
 
 
 @pytest.fixture
-def fake_models(tmp_path, monkeypatch):
-    monkeypatch.setitem(loaders.LOADERS, "fake", FakeBackend)
-    FakeBackend.loads = []
-    FakeBackend.gate = None
+def fake_models(tmp_path, loaders):
     d = tmp_path / "models"
     d.mkdir()
     (d / "a.gguf").write_bytes(b"GGUF ok")
@@ -29,7 +25,7 @@ def fake_models(tmp_path, monkeypatch):
     hf = d / "hf-model"
     hf.mkdir()
     (hf / "config.json").write_text("{}")
-    return ModelManager(d, LoadOptions(n_ctx=64))
+    return ModelManager(d, LoadOptions(n_ctx=64), loaders=loaders)
 
 
 def test_list_models_shows_models_only(fake_models):
@@ -83,7 +79,6 @@ def test_fifo_order_and_cancel_isolation(fake_models):
     jobs[1].cancel.set()  # only the second user presses Stop
     gate.set()
     results = [j.result() for j in jobs]
-    FakeBackend.gate = None
     assert results[0] == "0 1 2 " and results[2] == "0 1 2 "
     assert results[1] == ""
     assert [j.stats.finish_reason for j in jobs] == ["length", "cancelled", "length"]

@@ -6,11 +6,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from testdata import PROJECT_DIR
 
+from testdata import PROJECT_DIR
+from webui.errors import ConversationRejectedError, InvalidNameError, SettingsError, TemplateError, UnsafeTemplateError
 from webui.templates import chat_template as templates
-from webui.errors import InvalidNameError, SettingsError
-from webui.templates.chat_template import (FALLBACK_TEMPLATE_NAME, ChatTemplate, InstructionTemplateStore, RenderLimits, TemplateError, choose_template)
+from webui.templates.chat_template import (
+    FALLBACK_TEMPLATE_NAME,
+    ChatTemplate,
+    InstructionTemplateStore,
+    RenderLimits,
+    choose_template,
+)
 
 CONVERSATION = [
     {"role": "system", "content": "You are terse."},
@@ -105,7 +111,7 @@ def test_hugging_face_helpers():
 def test_raise_exception_rejects_the_conversation():
     source = ("{% if messages[0]['role'] != 'user' %}"
               "{{ raise_exception('Conversation must start with the user') }}{% endif %}")
-    with pytest.raises(TemplateError, match="Conversation must start with the user") as info:
+    with pytest.raises(ConversationRejectedError, match="Conversation must start with the user") as info:
         render(source)
     assert info.value.code == "conversation_rejected" and info.value.status_code == 400
     assert render(source, CONVERSATION[1:2]) == ""
@@ -114,7 +120,7 @@ def test_raise_exception_rejects_the_conversation():
 def test_syntax_error_names_the_template_and_line():
     with pytest.raises(TemplateError, match=r"'broken' has a syntax error on line 2") as info:
         ChatTemplate.compile("{% for m in messages %}\n{{ m['content'] }\n{% endfor %}", "broken")
-    assert info.value.code == "invalid_template"
+    assert type(info.value) is TemplateError and info.value.code == "invalid_template"
     with pytest.raises(TemplateError, match="empty"):
         ChatTemplate.compile("  ", "blank")
 
@@ -122,7 +128,7 @@ def test_syntax_error_names_the_template_and_line():
 def test_runtime_error_names_the_line():
     with pytest.raises(TemplateError, match=r"failed on line 2: ZeroDivisionError") as info:
         render("ok\n{{ 1 // 0 }}")
-    assert info.value.code == "invalid_template"
+    assert type(info.value) is TemplateError and info.value.code == "invalid_template"
 
 
 def test_renders_from_many_threads_at_once():
@@ -196,7 +202,7 @@ UNSAFE = {
 
 @pytest.mark.parametrize("source", UNSAFE.values(), ids=UNSAFE.keys())
 def test_hostile_template_is_stopped(source):
-    with pytest.raises(TemplateError, match="unsafe template") as info:
+    with pytest.raises(UnsafeTemplateError, match="unsafe template") as info:
         render(source, limits=SMALL)
     assert info.value.code == "unsafe_template"
 
@@ -204,7 +210,7 @@ def test_hostile_template_is_stopped(source):
 @pytest.mark.parametrize("source", ["{% for i in range(10**9) %}{% endfor %}", "{{ 'a' * 10**9 }}",
                                     "{{ ''.__class__.__mro__ }}"])
 def test_hostile_template_is_stopped_with_default_limits(source):
-    with pytest.raises(TemplateError, match="unsafe template"):
+    with pytest.raises(UnsafeTemplateError, match="unsafe template"):
         render(source)
 
 

@@ -13,7 +13,8 @@ which is what SillyTavern itself writes.
 
 Everything is bounded before it is decoded: the file size, the text chunk size (also after
 decompression), the picture's pixel count (read from the header, before any pixel is decoded),
-and the lorebook's entry count (see :mod:`webui.lorebook`).
+the nesting depth (checked on the text before it is parsed, and on the parsed data before
+any recursive code sees it) and the lorebook's entry count (see :mod:`webui.lorebook`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import base64
 import binascii
 import io
 import json
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -38,6 +40,10 @@ MAX_CARD_TEXT = 8 * 2**20
 MAX_PICTURE_PIXELS = 4096 * 4096
 #: The stored picture is scaled down to fit this (it is shown as a small avatar).
 PICTURE_SIDE = 1024
+#: Deepest nesting of objects and lists in a card. Real cards stay near 10 (a lorebook entry's own
+#: extensions); hundreds of levels would overflow the recursive code that handles a card later
+#: (pydantic, the YAML and JSON writers, the page), so such a file is refused up front.
+MAX_CARD_DEPTH = 100
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Text-chunk keywords holding a card, most preferred first.
 CARD_KEYWORDS = ("ccv3", "chara")
@@ -139,16 +145,66 @@ def _decode_payload(keyword: str, text: str) -> dict[str, Any]:
     return _parse_json(raw, f"the '{keyword}' card data in the PNG")
 
 
+# ----- nesting depth ---------------------------------------------------------------------------
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _too_deep() -> CardError:
+    return CardError(f"The card is nested too deeply to be a character card (more than {MAX_CARD_DEPTH} levels).",
+                     key="error.card_too_deep", limit=MAX_CARD_DEPTH)
+
+
+def _check_json_text_depth(text: str) -> None:
+    """Refuse JSON text nested deeper than MAX_CARD_DEPTH, counted without parsing it (strings skipped)."""
+    depth = 0
+    for bracket in _JSON_BRACKETS.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_CARD_DEPTH:
+            raise _too_deep()
+
+
+def _check_yaml_text_depth(text: str) -> None:
+    """The same for YAML, from the parser's event stream (which keeps its own stack, no recursion)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when built
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CARD_DEPTH:
+                raise _too_deep()
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def check_depth(value: Any) -> None:
+    """Refuse parsed card data nested deeper than MAX_CARD_DEPTH (walked with a list, not recursion).
+
+    The walk is bounded too: YAML aliases can make a small file hold the same list a billion
+    times over, more values than a card of the accepted size can have.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_CARD_DEPTH:
+            raise _too_deep()
+        children = list(item.values() if isinstance(item, dict) else item)
+        seen += len(children)
+        if seen > MAX_CARD_TEXT:
+            raise CardError(f"The card holds more than {MAX_CARD_TEXT:,} values; it cannot be a character card.")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
 def _parse_json(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(raw.decode("utf-8-sig"))
+        text = raw.decode("utf-8-sig")
+        _check_json_text_depth(text)
+        data = json.loads(text)
     except UnicodeDecodeError:
         raise CardError(f"{what[0].upper()}{what[1:]} is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
         raise CardError(f"{what[0].upper()}{what[1:]} is not valid JSON: {exc.msg} "
                         f"(line {exc.lineno}, column {exc.colno}).") from None
-    except RecursionError:
-        raise CardError(f"{what[0].upper()}{what[1:]} is nested too deeply.") from None
     if not isinstance(data, dict):
         raise CardError(f"{what[0].upper()}{what[1:]} is not a character card (not a JSON object).")
     return data
@@ -166,10 +222,9 @@ def clean_picture(raw: bytes) -> tuple[bytes | None, str | None]:
                 return None, (f"The picture is {width}x{height} pixels, more than this app accepts; "
                               "the character was imported without it.")
             im.thumbnail((PICTURE_SIDE, PICTURE_SIDE))
-            if im.mode not in ("RGB", "RGBA", "L", "LA", "P"):
-                im = im.convert("RGBA")
+            picture = im.convert("RGBA") if im.mode not in ("RGB", "RGBA", "L", "LA", "P") else im
             out = io.BytesIO()
-            im.save(out, format="PNG")
+            picture.save(out, format="PNG")
             return out.getvalue(), None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         return None, f"The card's picture could not be read ({exc}); the character was imported without it."
@@ -192,6 +247,7 @@ def _picture_for_export(character: Character) -> Any:
 # ----- cards <-> characters -------------------------------------------------------------------
 def character_from_card(card: dict[str, Any], default_name: str, source: str) -> tuple[Character, list[str]]:
     """A Character from a card's JSON object (any supported variant) and warnings about it."""
+    check_depth(card)  # before pydantic, YAML or JSON writers recurse into it
     warnings: list[str] = []
     spec = card.get("spec")
     if spec in ("chara_card_v2", "chara_card_v3"):
@@ -319,7 +375,9 @@ def read_card(file_name: str, raw: bytes) -> tuple[Character, bytes | None, list
         return character, None, warnings
     if Path(file_name).suffix.lower() in (".yaml", ".yml"):
         try:
-            data = yaml.safe_load(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+            _check_yaml_text_depth(text)
+            data = yaml.safe_load(text)
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise CardError(f"{file_name} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):

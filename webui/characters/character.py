@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from webui.errors import CardError, SettingsError
 from webui.characters.lorebook import Lorebook
+from webui.errors import CardError, SettingsError
 
 if TYPE_CHECKING:
     pass

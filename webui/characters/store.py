@@ -6,14 +6,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from webui.errors import CardError, SettingsError, WebUIError
-from webui.storage import TEMP_SUFFIX, atomic_write_bytes, read_yaml, safe_name, write_yaml
+from webui.errors import CardError, CharacterNotFoundError
+from webui.storage import YamlFolder, atomic_write_bytes, safe_name
 
 if TYPE_CHECKING:
     from webui.params import SamplingParams
 
-from webui.characters.character import (DEFAULT_CHARACTER, PICTURE_SUFFIXES, Character,
-                                        character_from_mapping, character_to_mapping)
+from webui.characters.character import (
+    DEFAULT_CHARACTER,
+    PICTURE_SUFFIXES,
+    Character,
+    character_from_mapping,
+    character_to_mapping,
+)
 
 
 @dataclass
@@ -33,30 +38,16 @@ class ImportResult:
     model: str | None = None
 
 
-class CharacterStore:
-    """The characters folder. Names go through ``safe_name``; writes are atomic."""
+class CharacterStore(YamlFolder):
+    """The characters folder: ``NAME.yaml`` files, their pictures, and cards dropped in by hand."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+    what = "character name"
 
-    def path(self, name: str) -> Path:
-        return self.folder / f"{safe_name(name, what='character name')}.yaml"
-
-    def is_valid(self, name: str) -> bool:
-        try:
-            self.path(name)
-        except WebUIError:
-            return False
-        return True
-
-    def _files(self, pattern: str) -> list[Path]:
-        if not self.folder.is_dir():
-            return []
-        return [p for p in self.folder.glob(pattern)
-                if p.is_file() and not p.name.startswith(".") and not p.name.endswith(TEMP_SUFFIX)]
+    def missing(self, name: str) -> CharacterNotFoundError:
+        return CharacterNotFoundError(f"There is no character called {name!r}.")
 
     def names(self) -> list[str]:
-        found = {DEFAULT_CHARACTER} | {p.stem for p in self._files("*.yaml")}
+        found = {DEFAULT_CHARACTER} | {p.stem for p in self.files()}
         found |= {p.stem for p in self._dropped_cards() if p.stem not in found}
         return sorted(found, key=str.lower)
 
@@ -64,15 +55,15 @@ class CharacterStore:
         """Card files put into the folder by hand that have no YAML file (yet)."""
         from webui.characters.cards import png_has_card
 
-        yamls = {p.stem for p in self._files("*.yaml")}
-        cards = [p for p in self._files("*.json") if p.stem not in yamls]
-        cards += [p for p in self._files("*.png") if p.stem not in yamls and png_has_card(p)]
+        yamls = {p.stem for p in self.files()}
+        cards = [p for p in self.files("*.json") if p.stem not in yamls]
+        cards += [p for p in self.files("*.png") if p.stem not in yamls and png_has_card(p)]
         return [p for p in cards if self.is_valid(p.stem)]
 
     def _dropped_card(self, name: str) -> Path | None:
         from webui.characters.cards import png_has_card
 
-        stem = safe_name(name, what="character name")
+        stem = self.path(name).stem
         json_card, png_card = self.folder / f"{stem}.json", self.folder / f"{stem}.png"
         if json_card.is_file():
             return json_card
@@ -85,16 +76,16 @@ class CharacterStore:
                 return Character()
             card = self._dropped_card(name)
             if card is None:
-                raise SettingsError(f"There is no character called {name!r}.")
+                raise self.missing(name)
             from webui.characters.cards import read_bounded, read_card
 
             character, _, _ = read_card(card.name, read_bounded(card))
             character.picture = self.picture_of(name)
             return character
-        return character_from_mapping(read_yaml(path), name, path.name, self.picture_of(name))
+        return character_from_mapping(self.read(name), name, path.name, self.picture_of(name))
 
     def picture_of(self, name: str) -> Path | None:
-        stem = safe_name(name, what="character name")
+        stem = self.path(name).stem
         for suffix in PICTURE_SUFFIXES:
             p = self.folder / f"{stem}{suffix}"
             if p.is_file():
@@ -103,8 +94,7 @@ class CharacterStore:
 
     def save(self, file_name: str, character: Character, picture: bytes | None = None,
              picture_suffix: str = ".png") -> Path:
-        path = self.path(file_name)
-        write_yaml(path, character_to_mapping(character))
+        path = self.write(file_name, character_to_mapping(character))
         if picture is not None:
             suffix = picture_suffix.lower() if picture_suffix.lower() in PICTURE_SUFFIXES else ".png"
             for old in PICTURE_SUFFIXES:
@@ -113,12 +103,10 @@ class CharacterStore:
         return path
 
     def delete(self, name: str) -> None:
-        path = self.path(name)
-        if not path.is_file():
-            raise SettingsError(f"There is no character called {name!r}.")
-        path.unlink()
+        super().delete(name)
+        stem = self.path(name).stem
         for suffix in PICTURE_SUFFIXES:
-            (self.folder / f"{path.stem}{suffix}").unlink(missing_ok=True)
+            (self.folder / f"{stem}{suffix}").unlink(missing_ok=True)
 
     # ----- interop ---------------------------------------------------------------------------
     def free_file_name(self, wanted: str, fallback: str = "Imported character") -> tuple[str, str | None]:
@@ -173,3 +161,22 @@ class CharacterStore:
         if fmt == "png":
             return card_png(character)
         raise CardError(f"Unknown card format {fmt!r}: use png or json.")
+
+    def export_files(self, name: str, folder: Path, params: SamplingParams | None,
+                     model: str | None) -> list[Path]:
+        """Write the character into ``folder`` as a PNG card, a JSON card and a Modelfile, in that order.
+
+        The Modelfile carries ``params`` and names ``model`` in FROM (unless the character came from
+        a Modelfile with its own FROM). Everything is made before anything is written, so a
+        character that cannot be exported leaves the folder as it was.
+        """
+        from webui.characters.modelfile import export_modelfile
+
+        stem = safe_name(name, what="character name")
+        files = {f"{stem}.png": self.export_card(name, "png"), f"{stem}.json": self.export_card(name, "json"),
+                 f"{stem}.Modelfile": export_modelfile(self.load(name), params, model).encode("utf-8")}
+        paths = []
+        for file_name, data in files.items():
+            atomic_write_bytes(Path(folder) / file_name, data)
+            paths.append(Path(folder) / file_name)
+        return paths

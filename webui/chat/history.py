@@ -8,22 +8,27 @@ pairs (exported by text-generation-webui) loads too.
 """
 from __future__ import annotations
 
+import copy
 import json
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from webui.errors import SettingsError, WebUIError
+from webui.errors import BranchRangeError, ChatNotFoundError, SettingsError, WebUIError
 from webui.storage import TEMP_SUFFIX, atomic_write_text, safe_name
 
 Role = Literal["system", "user", "assistant"]
+#: Told after the store wrote a chat (the chat) or deleted one (None): (character, chat id, chat).
+ChatListener = Callable[[str, str, "Chat | None"], None]
 
 
-class ChatNotFoundError(WebUIError):
-    status_code = 404
-    code = "chat_not_found"
+def is_chat_file(name: str) -> bool:
+    """Whether a file name in a character's folder is a chat (hidden files and temp files are not)."""
+    return name.endswith(".json") and not name.startswith(".") and not name.endswith(TEMP_SUFFIX)
 
 
 @dataclass
@@ -120,10 +125,20 @@ class ChatStore:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self._listeners: list[ChatListener] = []
+        # A write and the listeners' view of it happen together: two saves of one chat at once
+        # (a streaming reply and an edit) cannot leave a listener with the older one.
+        self._lock = threading.RLock()
 
-    def _path(self, character: str, chat_id: str) -> Path:
-        return (self.folder / safe_name(character, what="character name")
-                / f"{safe_name(chat_id, what='chat id')}.json")
+    def add_listener(self, listener: ChatListener) -> None:
+        """Call ``listener`` after every save and delete (e.g. to keep a search index up to date)."""
+        self._listeners.append(listener)
+
+    def character_folder(self, character: str) -> Path:
+        return self.folder / safe_name(character, what="character name")
+
+    def path_of(self, character: str, chat_id: str) -> Path:
+        return self.character_folder(character) / f"{safe_name(chat_id, what='chat id')}.json"
 
     def new(self, character: str, mode: str = "instruct") -> Chat:
         chat_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
@@ -131,11 +146,14 @@ class ChatStore:
 
     def save(self, chat: Chat) -> None:
         chat.updated = time.time()
-        atomic_write_text(self._path(chat.character, chat.id), json.dumps(chat.to_json(), ensure_ascii=False,
-                                                                          indent=1))
+        text = json.dumps(chat.to_json(), ensure_ascii=False, indent=1)
+        with self._lock:
+            atomic_write_text(self.path_of(chat.character, chat.id), text)
+            for listener in self._listeners:
+                listener(chat.character, chat.id, chat)
 
     def load(self, character: str, chat_id: str) -> Chat:
-        path = self._path(character, chat_id)
+        path = self.path_of(character, chat_id)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -151,10 +169,10 @@ class ChatStore:
                                 "it was left as it is.") from exc
 
     def list(self, character: str) -> list[ChatInfo]:
-        folder = self.folder / safe_name(character, what="character name")
+        folder = self.character_folder(character)
         infos, damaged = [], []
         for path in folder.glob("*.json") if folder.is_dir() else []:
-            if path.name.startswith(".") or path.name.endswith(TEMP_SUFFIX):
+            if not is_chat_file(path.name):
                 continue
             try:
                 chat = self.load(character, path.stem)
@@ -182,10 +200,30 @@ class ChatStore:
         return chat
 
     def delete(self, character: str, chat_id: str) -> None:
-        path = self._path(character, chat_id)
-        if not path.exists():
-            raise ChatNotFoundError(f"There is no chat {chat_id!r} for {character!r}.")
-        path.unlink()
+        path = self.path_of(character, chat_id)
+        with self._lock:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                raise ChatNotFoundError(f"There is no chat {chat_id!r} for {character!r}.") from None
+            for listener in self._listeners:
+                listener(character, chat_id, None)
+
+    def branch(self, chat: Chat, at: int | None = None) -> Chat:
+        """A new chat, saved, with a copy of the first ``at`` messages of ``chat`` (all when None).
+
+        The copied messages keep their versions and stats; the title says it is a branch.
+        :class:`BranchRangeError` for a number outside 1..len(messages).
+        """
+        n = len(chat.messages) if at is None else at
+        if not 1 <= n <= len(chat.messages):
+            raise BranchRangeError(f"Pick a message number from 1 to {len(chat.messages)}.", key="chat.branch_range",
+                                   n=len(chat.messages))
+        branch = self.new(chat.character, chat.mode)
+        branch.messages = copy.deepcopy(chat.messages[:n])
+        branch.title = f"{chat.title} (branch)"
+        self.save(branch)
+        return branch
 
     def import_file(self, character: str, raw: bytes) -> Chat:
         """Import a chat JSON file (ours or text-generation-webui's) as a new chat."""

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from webui.catalogue import Keyed
 from webui.characters.character import Character
-from webui.errors import PromptTooLongError, WebUIError
+from webui.errors import ConversationRejectedError, PromptTooLongError
 from webui.chat.history import Chat, Message
 from webui.characters.lorebook import MAX_SCAN_DEPTH, NOTHING, Activation, activate
 
@@ -36,7 +36,7 @@ DEFAULT_CHAT_INSTRUCT = ('Continue the chat dialogue below. Write a single reply
 
 
 class Template(Protocol):
-    def render(self, messages: list[dict], *, add_generation_prompt: bool = True, **extra: object) -> str: ...
+    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str: ...
 
 
 @dataclass
@@ -64,6 +64,12 @@ class Prompt:
     dropped: int
     #: The lorebook entries that fired for this prompt.
     lore: Activation = field(default_factory=lambda: NOTHING)
+    #: The context the prompt was fitted into: the model's, or ``truncation_length`` when smaller.
+    n_ctx: int = 0
+    #: True when the token count is an estimate (a server without a tokenize endpoint).
+    tokens_estimated: bool = False
+    #: Which chat template made the prompt, and why (a ``Keyed`` line for the UI).
+    template_note: str = ""
 
     @property
     def note(self) -> str:
@@ -133,8 +139,8 @@ def _render_folding_system(template: Template, msgs: list[dict]) -> str:
     """Render; a template that refuses system messages gets the system text in the first user turn."""
     try:
         return template.render(msgs, add_generation_prompt=True)
-    except WebUIError as exc:
-        if getattr(exc, "code", "") != "conversation_rejected" or not msgs or msgs[0]["role"] != "system":
+    except ConversationRejectedError:
+        if not msgs or msgs[0]["role"] != "system":
             raise
         system, rest = msgs[0]["content"], msgs[1:]
         for i, m in enumerate(rest):
@@ -142,6 +148,15 @@ def _render_folding_system(template: Template, msgs: list[dict]) -> str:
                 rest = [*rest[:i], {"role": "user", "content": f"{system}\n\n{m['content']}"}, *rest[i + 1:]]
                 break
         return template.render(rest, add_generation_prompt=True)
+
+
+def context_limit(n_ctx: int, truncation_length: int) -> int:
+    """The context a chat prompt must fit: the model's, or ``truncation_length`` when that is smaller.
+
+    A chat prompt is never cut from the front by the loader (that would drop the system prompt
+    and move the prefix every turn); ``truncation_length`` shrinks the budget of whole turns instead.
+    """
+    return min(n_ctx, truncation_length) if truncation_length > 0 else n_ctx
 
 
 def build_prompt(chat: Chat, history: list[Message], character: Character, options: ChatOptions,
@@ -165,7 +180,7 @@ def build_prompt(chat: Chat, history: list[Message], character: Character, optio
         n = len(tokenize(text))
         if n <= budget:
             chat.context_start = start
-            return Prompt(text, stops, n, start, lore)
+            return Prompt(text, stops, n, start, lore, n_ctx=n_ctx)
         nxt = _next_turn(history, start + max(2, (len(history) - start) // 4))
         if nxt is None or nxt > _last_user_index(history):
             raise PromptTooLongError(n, n_ctx)

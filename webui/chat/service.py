@@ -1,107 +1,177 @@
-"""ChatService: one chat turn (edit the chat, prepare the prompt on the worker, stream, save)."""
+"""ChatService: one chat turn (edit the chat, prepare the prompt on the worker, stream, save).
+
+A turn is a job of the generation queue whose prepare step renders the chat for the model that
+will answer it, on the generation thread: the template is that model's (or the one chosen for
+it), the budget is its context, the tokens are counted by its tokenizer. What the preparation
+found (prompt, token count, dropped turns, lorebook entries, template note) comes back on the
+:class:`Turn`, never on the service, so two people chatting at once each see their own.
+"""
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Literal
 
 from webui.characters.character import Character
-from webui.errors import WebUIError
-from webui.generation.scheduler import Generator, GenerationStats
 from webui.chat.history import Chat, ChatStore, Message
+from webui.chat.prompt import ChatOptions, Persona, Prompt, Template, build_prompt, context_limit
+from webui.errors import NoModelLoadedError, WebUIError
+from webui.generation.scheduler import GenerationJob, GenerationStats, Generator, Prepared
+from webui.models.manager import LoadedModel
 from webui.params import SamplingParams
 
-from webui.chat.prompt import ChatOptions, Persona, Template, build_prompt
-
-
 Action = Literal["send", "regenerate", "continue", "impersonate"]
+#: The chat template for a loaded model, and the note saying which and why.
+TemplateChooser = Callable[[LoadedModel], tuple[Template, str]]
+
+
+class Turn:
+    """One running chat turn. Iterate it for the reply text as it grows (the whole text each time).
+
+    ``prompt`` (what was sent: text, tokens, dropped turns, fired lore, template note) is set once
+    the generation thread has prepared it; ``stats`` once the reply has ended.
+    """
+
+    def __init__(self, service: ChatService, chat: Chat, action: Action, job: GenerationJob, reply: Message,
+                 prefix: str, undo: Callable[[], None]) -> None:
+        self.chat = chat
+        self.action = action
+        self.job = job
+        self._service = service
+        self._reply = reply
+        self._prefix = prefix
+        self._undo = undo
+        self.text = prefix
+
+    @property
+    def prompt(self) -> Prompt | None:
+        prepared = self.job.prepared
+        return prepared.detail if prepared is not None else None
+
+    @property
+    def stats(self) -> GenerationStats | None:
+        return self.job.stats
+
+    def __iter__(self) -> Iterator[str]:
+        store, chat, reply, prefix = self._service.store, self.chat, self._reply, self._prefix
+        writes_chat = self.action != "impersonate"
+        generated = ""
+        last_save = time.monotonic()
+        try:
+            for chunk in self.job:
+                if not chunk.text:
+                    continue
+                generated += chunk.text
+                # "Name: text" puts a space after the colon; the reply itself starts at the text.
+                self.text = prefix + (generated if prefix else generated.lstrip())
+                if writes_chat:
+                    reply.set_text(self.text)
+                    if time.monotonic() - last_save > self._service.SAVE_EVERY:
+                        store.save(chat)
+                        last_save = time.monotonic()
+                yield self.text
+        finally:
+            if writes_chat:
+                if self.job.prepared is None and not generated:
+                    # The turn never ran (no model, a prompt that cannot fit...): leave no empty reply.
+                    self._undo()
+                else:
+                    reply.set_text(self.text.rstrip())
+                    if self.job.stats is not None:
+                        reply.stats = stats_dict(self.job.stats)
+                store.save(chat)
+
+    def result(self) -> str:
+        """Run to the end and return the reply."""
+        for _ in self:
+            pass
+        return self.text
 
 
 class ChatService:
-    """Runs chat turns: edits the chat, builds the prompt, streams the reply, saves as it goes."""
+    """Runs chat turns: edits the chat, queues a job that prepares its prompt, streams, saves as it goes."""
 
     #: Seconds between saves while a reply streams (the user message is saved at once).
     SAVE_EVERY = 1.0
 
-    def __init__(self, generator: Generator, store: ChatStore) -> None:
+    def __init__(self, generator: Generator, store: ChatStore, choose_template: TemplateChooser) -> None:
         self.generator = generator
         self.store = store
+        self.choose_template = choose_template
 
     def turn(self, chat: Chat, action: Action, *, text: str = "", character: Character, options: ChatOptions,
-             template: Template, params: SamplingParams, cancel: threading.Event | None = None,
-             reply_prefix: str = "") -> Iterator[str]:
-        """Do one action and stream the reply text as it grows (the whole reply each time).
+             params: SamplingParams, template: Template | None = None, cancel: threading.Event | None = None,
+             reply_prefix: str = "") -> Turn:
+        """Start one action; iterate the returned :class:`Turn` to stream the reply.
 
         ``send`` adds ``text`` as a user message first (saved before anything is generated);
         ``regenerate`` writes a new version of the last reply (older versions are kept);
         ``continue`` extends the last reply; ``impersonate`` writes the user's next message
-        and returns it without adding it to the chat.
+        and returns it without adding it to the chat. ``template`` None: the template chosen
+        for the model that answers (its own, or the one saved for it).
         """
+        if action == "send" and not text.strip():
+            raise WebUIError("Type a message first.")
+        last = chat.messages[-1] if chat.messages else None
+        if action in ("regenerate", "continue") and (last is None or last.role != "assistant"):
+            raise WebUIError("There is no reply to regenerate or continue yet.")
+        if self.generator.models.current is None:
+            # Checked again on the generation thread; here so that a turn that cannot run changes nothing.
+            raise NoModelLoadedError()
+        undo: Callable[[], None] = lambda: None  # noqa: E731
         if action == "send":
-            if not text.strip():
-                raise WebUIError("Type a message first.")
             chat.messages.append(Message("user", text))
             if chat.title == "New chat":
                 chat.title = text.strip().splitlines()[0][:60]
             self.store.save(chat)
-        last = chat.messages[-1] if chat.messages else None
-        if action in ("regenerate", "continue") and (last is None or last.role != "assistant"):
-            raise WebUIError("There is no reply to regenerate or continue yet.")
-        if action in ("send",) or (action == "regenerate" and last is None):
+        if action == "send" or (action == "regenerate" and last is None):
             reply = Message("assistant", reply_prefix)
             history = list(chat.messages)
             chat.messages.append(reply)
             prefix = reply_prefix
+
+            def undo() -> None:
+                if chat.messages and chat.messages[-1] is reply:
+                    chat.messages.pop()
         elif action == "regenerate":
             assert last is not None
+            previous = last.active
             last.add_version(reply_prefix)
             reply, history, prefix = last, chat.messages[:-1], reply_prefix
+
+            def undo() -> None:
+                if len(reply.versions) > 1 and reply.active == len(reply.versions) - 1:
+                    reply.versions.pop()
+                    reply.select(previous)
         elif action == "continue":
             assert last is not None
             reply, history, prefix = last, chat.messages[:-1], last.content
         else:  # impersonate: the model writes as the user
             reply, history, prefix = Message("user", reply_prefix), list(chat.messages), reply_prefix
-        current = self.generator.models.current
-        if current is None:
-            from webui.errors import NoModelLoadedError
-
-            raise NoModelLoadedError()
-        backend = current.backend
         if action == "impersonate":
-            swapped = Character(options.persona.name, options.persona.description)
+            speaker = Character(options.persona.name, options.persona.description)
             persona = Persona(character.name, character.fill(character.context, options.persona.name))
-            opts = ChatOptions("chat", "", persona, options.chat_instruct_command)
-            prompt = build_prompt(chat, history, swapped, opts, template, n_ctx=backend.n_ctx,
-                                  max_new_tokens=params.max_tokens, tokenize=backend.tokenize, reply_prefix=prefix)
+            options = ChatOptions("chat", "", persona, options.chat_instruct_command)
         else:
-            prompt = build_prompt(chat, history, character, options, template, n_ctx=backend.n_ctx,
-                                  max_new_tokens=params.max_tokens, tokenize=backend.tokenize, reply_prefix=prefix)
-        params = params.model_copy(update={"stop": [*params.stop, *prompt.stop]})
-        job = self.generator.submit(prompt.text, params, cancel)
-        self.last_prompt = prompt
-        generated = ""
-        shown = prefix
-        last_save = time.monotonic()
-        try:
-            for chunk in job:
-                if not chunk.text:
-                    continue
-                generated += chunk.text
-                # "Name: text" puts a space after the colon; the reply itself starts at the text.
-                shown = prefix + (generated if prefix else generated.lstrip())
-                if action != "impersonate":
-                    reply.set_text(shown)
-                    if time.monotonic() - last_save > self.SAVE_EVERY:
-                        self.store.save(chat)
-                        last_save = time.monotonic()
-                yield shown
-        finally:
-            if action != "impersonate":
-                reply.set_text(shown.rstrip())
-                if job.stats is not None:
-                    reply.stats = stats_dict(job.stats)
-                self.store.save(chat)
+            speaker = character
+
+        def prepare(loaded: LoadedModel, run_params: SamplingParams) -> Prepared:
+            backend = loaded.backend
+            if template is None:
+                chosen, note = self.choose_template(loaded)
+            else:
+                chosen, note = template, ""
+            prompt = build_prompt(chat, history, speaker, options, chosen,
+                                  n_ctx=context_limit(backend.n_ctx, run_params.truncation_length),
+                                  max_new_tokens=run_params.max_tokens, tokenize=backend.tokenize,
+                                  reply_prefix=prefix)
+            prompt = replace(prompt, tokens_estimated=backend.tokens_estimated, template_note=note)
+            return Prepared(prompt.text, stop=prompt.stop, tokens=prompt.tokens, front_cut=False, detail=prompt)
+
+        job = self.generator.submit(params=params, cancel=cancel, prepare=prepare)
+        return Turn(self, chat, action, job, reply, prefix, undo)
 
 
 def stats_dict(stats: GenerationStats) -> dict:

@@ -22,7 +22,6 @@ downloading a 5 GB file on a laptop needs:
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import logging
 import os
 import re
@@ -43,9 +42,9 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers, get_session
 
 from webui.catalogue import Keyed
-from webui.errors import DownloadError, InvalidNameError
+from webui.errors import DownloadCancelled, DownloadError, InvalidNameError
+from webui.storage import safe_name, sha256_file
 from webui.units import human_size
-from webui.storage import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +251,9 @@ def plan_choices(source: Source, files: list[RemoteFile], allow_pickle: bool = F
             target = safe_name(base[:-5] if split else base, what="model name")
             choices.append(Choice(key, label, tuple(group), target, split))
         choices.sort(key=lambda c: c.size)
-        note = Keyed("Pick one quantisation: smaller files are faster and need less RAM; Q4_K_M is a good default.",
-                     "download.note_pick")
-        return Listing(source, files, "gguf", choices, note)
+        return Listing(source, files, "gguf", choices,
+                       Keyed("Pick one quantisation: smaller files are faster and need less RAM; Q4_K_M is a good "
+                             "default.", "download.note_pick"))
     weights = [f for f in files if _matches(f.path, SAFE_WEIGHTS)]
     pickles = [f for f in files if _matches(f.path, PICKLE_WEIGHTS)]
     configs = [f for f in files if _matches(f.path, CONFIG_PATTERNS)]
@@ -347,10 +346,6 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60} s"
     return f"{seconds // 3600} h {seconds // 60 % 60} min"
-
-
-class DownloadCancelled(DownloadError):
-    code = "download_cancelled"
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -456,7 +451,6 @@ def download(listing: Listing, choice: Choice, models_dir: Path, *, token: str |
     models_dir = Path(models_dir)
     report = report or (lambda p: None)
     cancel = cancel or threading.Event()
-    source = listing.source
     final = models_dir / choice.target
     if final.exists():
         raise DownloadError(f"{choice.target} is already in the models folder. Delete it first to download it again.")
@@ -512,20 +506,22 @@ def _fetch_all(listing: Listing, choice: Choice, stage: Path, progress: Progress
             resume = 0
         try:
             with open(part, "ab") as out:
-                http_get(meta.location or url, out, resume_size=resume, headers=headers, expected_size=size,
+                http_get(meta.location or url, out, resume_size=resume, headers=headers,
                          displayed_filename=f.path, tqdm_class=bar)
                 out.flush()
                 os.fsync(out.fileno())
         except DownloadCancelled:
             raise
         except Exception as exc:
-            if isinstance(exc, OSError) and "Consistency check failed" in str(exc):
-                part.unlink(missing_ok=True)
-                raise DownloadError(f"{f.path}: the server sent a different number of bytes than it announced. "
-                                    "The partial file was removed; try again.") from exc
             raise _explain(exc, source) from exc
+        # The size is checked here rather than by http_get (whose error is a plain OSError told apart
+        # only by its wording).
+        if size is not None and part.stat().st_size != size:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{f.path}: the server sent a different number of bytes than it announced. "
+                                "The partial file was removed; try again.")
         if expected:
-            got = _sha256_file(part)
+            got = sha256_file(part)
             if got != expected:
                 part.unlink(missing_ok=True)
                 raise DownloadError(f"{f.path}: checksum mismatch (sha256 {got[:12]}…, the hub says "
@@ -546,14 +542,6 @@ def _remove_empty_dirs(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----- background jobs for the UI ------------------------------------------------------

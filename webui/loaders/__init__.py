@@ -1,29 +1,46 @@
-"""Loader registry: which ``Backend`` runs which model, chosen by name or inferred from the path."""
+"""Loader registry: which ``Backend`` runs which model, chosen by name or inferred from the path.
+
+The registry is built once (:func:`default_registry`) and handed to the ``ModelManager``; tests
+build one with their own loaders in it instead of patching a global table.
+"""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from webui.errors import ModelLoadError, UnknownLoaderError
-from webui.loaders.base import Backend, Chunk
-from webui.params import LoadOptions
+from webui.loaders.base import Backend, Capabilities, Chunk
 from webui.loaders.llamacpp import LlamaCppBackend
 from webui.loaders.remote import RemoteBackend
 from webui.loaders.transformers import TransformersBackend, is_hf_folder
 
-LOADERS: dict[str, type[Backend]] = {
-    LlamaCppBackend.name: LlamaCppBackend,
-    TransformersBackend.name: TransformersBackend,
-    RemoteBackend.name: RemoteBackend,
-}
-
-__all__ = ["Backend", "Chunk", "LoadOptions", "LOADERS", "get_loader", "infer_loader"]
+__all__ = ["Backend", "Capabilities", "Chunk", "LoaderRegistry", "default_registry", "infer_loader"]
 
 
-def get_loader(name: str) -> type[Backend]:
-    try:
-        return LOADERS[name]
-    except KeyError:
-        raise UnknownLoaderError(f"Unknown loader {name!r}. Choose one of: {', '.join(LOADERS)}.") from None
+class LoaderRegistry:
+    """The loaders an app can use, by their registry names."""
+
+    def __init__(self, loaders: Iterable[type[Backend]]) -> None:
+        self._by_name = {cls.name: cls for cls in loaders}
+
+    def get(self, name: str) -> type[Backend]:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownLoaderError(f"Unknown loader {name!r}. Choose one of: {', '.join(self._by_name)}.") from None
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+
+def default_registry() -> LoaderRegistry:
+    return LoaderRegistry([LlamaCppBackend, TransformersBackend, RemoteBackend])
 
 
 def infer_loader(path: Path) -> str:

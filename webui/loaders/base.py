@@ -2,19 +2,19 @@
 
 A :class:`Backend` is a loaded model. The rest of the app talks to it only
 through this interface; what a loader can or cannot do is declared in class
-attributes (``supported_params``, ``option_fields``), never discovered by
-checking class names.
+attributes (``capabilities``, ``supported_params``, ``option_fields``), never
+discovered by checking class or loader names.
 """
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-
+from webui.errors import ModelLoadError
 from webui.params import LoadOptions, SamplingParams
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -29,15 +29,28 @@ class Chunk:
     finish_reason: FinishReason | None = None
     #: Set on the last chunk: how many tokens the prompt had.
     prompt_tokens: int | None = None
+    #: Set on the last chunk: tokens cut from the start of the prompt (``truncation_length``).
+    prompt_cut: int = 0
 
 
-@dataclass
-class ModelInfo:
-    """What a loaded backend says about itself."""
+@dataclass(frozen=True)
+class Capabilities:
+    """What a loader can do. Code outside ``loaders/`` asks this; it never branches on a loader's name."""
 
-    n_ctx: int
-    chat_template: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    #: The model is a file or folder in the models folder: its RAM need is checked before loading,
+    #: settings are saved per model, and it is loaded again from its path. False: a server's model.
+    local_files: bool = True
+    #: ``tokenize`` counts exactly (False: it may only estimate; ``Backend.tokens_estimated`` says
+    #: whether it had to).
+    exact_tokens: bool = True
+    #: The output can be constrained by a GBNF grammar (``grammar_string``).
+    grammar: bool = False
+    #: Tool calls, images and token probabilities (none yet; declared so callers can ask).
+    tools: bool = False
+    images: bool = False
+    logprobs: bool = False
+    #: Sequences it decodes at the same time.
+    parallel_sequences: int = 1
 
 
 class Backend(ABC):
@@ -49,16 +62,21 @@ class Backend(ABC):
     supported_params: ClassVar[frozenset[str]]
     #: ``LoadOptions`` fields this loader reads; the Model tab shows only these.
     option_fields: ClassVar[tuple[str, ...]]
+    #: What it can do (see :class:`Capabilities`).
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
-    path: Path
+    #: The model's file or folder; None when it is not on this machine (``capabilities.local_files``).
+    path: Path | None
     n_ctx: int
     chat_template: str | None
     metadata: dict[str, Any]
     #: True when ``tokenize`` only estimates (a remote server without a tokenize endpoint).
     tokens_estimated: bool = False
+    #: The model name a server serves, for a model that is not a local file.
+    served_name: str | None = None
 
     @classmethod
-    def check(cls, path: Path, options: LoadOptions) -> None:
+    def check(cls, path: Path | None, options: LoadOptions) -> None:  # noqa: B027 (optional hook)
         """Cheap checks before the current model is unloaded (wrong format, missing files).
 
         Raise ``ModelLoadError`` so an obviously bad file never costs the user the
@@ -67,8 +85,8 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, path: Path, options: LoadOptions) -> Backend:
-        """Load the model at ``path`` or raise ``ModelLoadError`` with a clear message."""
+    def load(cls, path: Path | None, options: LoadOptions) -> Backend:
+        """Load the model at ``path`` (None for a server's model) or raise ``ModelLoadError``."""
 
     @abstractmethod
     def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
@@ -87,6 +105,13 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Free the model's memory. The backend is unusable afterwards."""
+
+
+def local_path(path: Path | None) -> Path:
+    """The model's file or folder, for loaders that read one (``Capabilities.local_files``)."""
+    if path is None:
+        raise ModelLoadError("This loader needs a model file or folder: pick one in the models folder.")
+    return Path(path)
 
 
 def find_stop(text: str, stops: list[str]) -> int:
@@ -143,12 +168,12 @@ class StopStringFilter:
         self.sent, self.pending_tokens = visible, 0
         return chunk
 
-    def finish(self, reason: FinishReason, prompt_tokens: int, tail: str = "") -> Chunk:
+    def finish(self, reason: FinishReason, prompt_tokens: int, tail: str = "", prompt_cut: int = 0) -> Chunk:
         """The last chunk: whatever was held back (plus ``tail``) unless a stop string ended it."""
         if not self.stopped:
             self.text += tail
         chunk = Chunk(self.text[self.sent:], n_tokens=self.pending_tokens, finish_reason=reason,
-                      prompt_tokens=prompt_tokens)
+                      prompt_tokens=prompt_tokens, prompt_cut=prompt_cut)
         self.sent, self.pending_tokens = len(self.text), 0
         return chunk
 

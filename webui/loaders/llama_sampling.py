@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from webui.errors import WebUIError
+from webui.errors import GrammarError
 from webui.params import SamplingParams
-
-
-class GrammarError(WebUIError):
-    code = "invalid_grammar"
 
 
 def eog_tokens(llm: Any) -> list[int]:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from webui.errors import ModelLoadError, PromptTooLongError
-from webui.params import SamplingParams
-from webui.loaders.base import Backend, Chunk, FinishReason, StopStringFilter, truncate_prompt
-from webui.params import LoadOptions
+from webui.loaders.base import (Backend, Capabilities, Chunk, FinishReason, StopStringFilter, local_path,
+                               truncate_prompt)
 from webui.loaders.llama_sampling import build_sampler, eog_tokens
+from webui.params import LoadOptions, SamplingParams
 
 GGUF_MAGIC = b"GGUF"
 
@@ -76,6 +76,7 @@ class LlamaCppBackend(Backend):
     })
     option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "n_gpu_layers", "n_batch", "use_mmap",
                                                  "use_mlock")
+    capabilities: ClassVar[Capabilities] = Capabilities(grammar=True)
 
     def __init__(self, llm: Any, path: Path) -> None:
         self._llm = llm
@@ -88,12 +89,12 @@ class LlamaCppBackend(Backend):
         self._is_eog = eog_set.__contains__
 
     @classmethod
-    def check(cls, path: Path, options: LoadOptions) -> None:
-        check_gguf_file(Path(path))
+    def check(cls, path: Path | None, options: LoadOptions) -> None:
+        check_gguf_file(local_path(path))
 
     @classmethod
-    def load(cls, path: Path, options: LoadOptions) -> LlamaCppBackend:
-        path = Path(path)
+    def load(cls, path: Path | None, options: LoadOptions) -> LlamaCppBackend:
+        path = local_path(path)
         check_gguf_file(path)
         try:
             Llama = _llama_class()
@@ -126,7 +127,8 @@ class LlamaCppBackend(Backend):
 
     def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
         llm = self._llm
-        prompt_tokens = truncate_prompt(self.tokenize(prompt), params.truncation_length, llm.token_bos())
+        whole = self.tokenize(prompt)
+        prompt_tokens = truncate_prompt(whole, params.truncation_length, llm.token_bos())
         if len(prompt_tokens) >= self.n_ctx:
             raise PromptTooLongError(len(prompt_tokens), self.n_ctx)
         room = self.n_ctx - len(prompt_tokens)
@@ -160,7 +162,8 @@ class LlamaCppBackend(Backend):
         finally:
             tokens.close()
             llm.sampling = None
-        yield out.finish(finish, len(prompt_tokens), tail=decoder.decode(b"", final=True))
+        yield out.finish(finish, len(prompt_tokens), tail=decoder.decode(b"", final=True),
+                         prompt_cut=len(whole) - len(prompt_tokens))
 
     def _prefill(self, prompt_tokens: list[int]) -> None:
         """Have the KV cache hold all prompt tokens but the last, reusing the cached prefix.
@@ -174,7 +177,7 @@ class LlamaCppBackend(Backend):
         llm = self._llm
         cached = llm.n_tokens
         common = 0
-        for a, b in zip(llm._input_ids[:cached], prompt_tokens[:-1]):
+        for a, b in zip(llm._input_ids[:cached], prompt_tokens[:-1], strict=False):
             if a != b:
                 break
             common += 1

@@ -7,28 +7,39 @@ has one, and are estimated (about 4 characters a token) and marked so when not.
 """
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+from httpx_sse import SSEError, connect_sse
 
 from webui.errors import GenerationError, ModelLoadError
-from webui.params import SamplingParams
-from webui.loaders.base import Backend, Chunk, FinishReason, StopStringFilter
-from webui.params import LoadOptions
+from webui.loaders.base import Backend, Capabilities, Chunk, FinishReason, StopStringFilter
+from webui.params import LoadOptions, SamplingParams
 
 TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
 
 def _explain(exc: Exception, url: str) -> str:
+    if isinstance(exc, SSEError):  # an httpx error too: test it first
+        return f"{url} did not answer with an event stream: {exc}"
     if isinstance(exc, httpx.ConnectError):
         return f"Cannot connect to {url}: the connection was refused or the host is unknown. Is the server running?"
     if isinstance(exc, httpx.TimeoutException):
         return f"{url} did not answer in time."
     return f"{url}: {exc}"
+
+
+def _server_error(body: Any) -> str | None:
+    """The message of an OpenAI-shaped error (``{"error": {"message": ...}}`` or ``{"error": "..."}``)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not error:
+        return None
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or error.get("code") or error)
+    return str(error)
 
 
 def list_remote_models(url: str, key: str = "") -> list[str]:
@@ -53,12 +64,16 @@ class RemoteBackend(Backend):
         "frequency_penalty", "seed", "do_sample", "stop",
     })
     option_fields: ClassVar[tuple[str, ...]] = ("remote_url", "remote_key", "remote_model", "n_ctx")
+    # A server's model: nothing on this machine to check the RAM of or to save settings for, and
+    # token counts are exact only where the server has a tokenize endpoint.
+    capabilities: ClassVar[Capabilities] = Capabilities(local_files=False, exact_tokens=False)
 
     def __init__(self, client: httpx.Client, url: str, model: str, n_ctx: int, chat_template: str | None) -> None:
         self._client = client
         self.url = url
         self.model = model
-        self.path = Path(model)
+        self.path = None
+        self.served_name = model
         self.n_ctx = n_ctx
         self.chat_template = chat_template
         self.metadata = {"remote.url": url, "remote.model": model}
@@ -66,12 +81,12 @@ class RemoteBackend(Backend):
         self._tokenize_path: str | None = None
 
     @classmethod
-    def check(cls, path: Path, options: LoadOptions) -> None:
+    def check(cls, path: Path | None, options: LoadOptions) -> None:
         if not options.remote_url.startswith(("http://", "https://")):
             raise ModelLoadError("Give the remote server's address, e.g. http://127.0.0.1:5000 (remote URL).")
 
     @classmethod
-    def load(cls, path: Path, options: LoadOptions) -> RemoteBackend:
+    def load(cls, path: Path | None, options: LoadOptions) -> RemoteBackend:
         cls.check(path, options)
         url = options.remote_url.rstrip("/").removesuffix("/v1")
         headers = {"Authorization": f"Bearer {options.remote_key}"} if options.remote_key else {}
@@ -130,21 +145,34 @@ class RemoteBackend(Backend):
         out = StopStringFilter(params.stop)
         finish: FinishReason = "stop"
         try:
-            with self._client.stream("POST", "/v1/completions", json=self._body(prompt, params)) as r:
+            with connect_sse(self._client, "POST", "/v1/completions", json=self._body(prompt, params)) as source:
+                r = source.response
                 if r.status_code != 200:
                     r.read()
-                    raise GenerationError(f"{self.url} answered {r.status_code}: {r.text[:300]}")
-                for line in r.iter_lines():
+                    try:
+                        told = _server_error(r.json())
+                    except ValueError:
+                        told = None
+                    raise GenerationError(f"{self.url} answered {r.status_code}: {told or r.text[:300]}")
+                for sse in source.iter_sse():
                     if cancel.is_set():
                         finish = "cancelled"
                         break  # leaving the block closes the connection: the server stops too
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                    if sse.data == "[DONE]":
                         break
-                    event = json.loads(data)
-                    choice = (event.get("choices") or [{}])[0]
+                    if not sse.data:
+                        continue
+                    try:
+                        event = sse.json()
+                    except ValueError:
+                        raise GenerationError(f"{self.url} sent an event that is not JSON: {sse.data[:200]!r}"
+                                              ) from None
+                    # A server that fails mid-stream (out of memory, a crashed worker) says so in an
+                    # event of OpenAI's error shape, or under the SSE event name "error".
+                    told = _server_error(event)
+                    if told is not None or sse.event == "error":
+                        raise GenerationError(f"{self.url} stopped with an error: {told or sse.data[:300]}")
+                    choice = (event.get("choices") or [{}])[0] if isinstance(event, dict) else {}
                     chunk = out.feed(choice.get("text") or "", 1)
                     if choice.get("finish_reason") == "length":
                         finish = "length"

@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from webui.errors import GenerationError, ModelLoadError, PromptTooLongError
-from webui.params import SamplingParams
-from webui.loaders.base import Backend, Chunk, FinishReason, StopStringFilter, truncate_prompt
-from webui.params import LoadOptions
-
+from webui.loaders.base import Backend, Chunk, FinishReason, StopStringFilter, local_path, truncate_prompt
+from webui.params import LoadOptions, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +173,15 @@ class TransformersBackend(Backend):
 
     #: Keep the KV cache between generations (switched off only to measure the difference).
     reuse_cache: ClassVar[bool] = True
+    path: Path  # always a local folder (capabilities.local_files)
 
     @classmethod
-    def check(cls, path: Path, options: LoadOptions) -> None:
-        check_hf_folder(Path(path), trust_remote_code=options.trust_remote_code)
+    def check(cls, path: Path | None, options: LoadOptions) -> None:
+        check_hf_folder(local_path(path), trust_remote_code=options.trust_remote_code)
 
     @classmethod
-    def load(cls, path: Path, options: LoadOptions) -> TransformersBackend:
-        path = Path(path)
+    def load(cls, path: Path | None, options: LoadOptions) -> TransformersBackend:
+        path = local_path(path)
         config = check_hf_folder(path, trust_remote_code=options.trust_remote_code)
         try:
             import torch
@@ -245,6 +244,7 @@ class TransformersBackend(Backend):
         from transformers import StoppingCriteriaList
 
         ids = self._tok(prompt, return_tensors="pt", add_special_tokens=True)
+        whole_len = int(ids["input_ids"].shape[-1])
         if params.truncation_length and ids["input_ids"].shape[-1] > params.truncation_length:
             kept = truncate_prompt(ids["input_ids"][0].tolist(), params.truncation_length, self._tok.bos_token_id)
             ids = {"input_ids": torch.tensor([kept]), "attention_mask": torch.ones(1, len(kept), dtype=torch.long)}
@@ -316,7 +316,7 @@ class TransformersBackend(Backend):
             finish = "cancelled"
         else:
             finish = "stop"  # another criterion of the model's generation config ended it
-        yield out.finish(finish, prompt_len)
+        yield out.finish(finish, prompt_len, prompt_cut=whole_len - prompt_len)
 
     def _cache_for(self, prompt_ids: list[int]) -> Any:
         """The KV cache to continue from, cut back to the prefix it shares with ``prompt_ids``."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
 
-from webui.errors import ModelLoadError
+from webui.errors import ModelInfoError
 
 GGUF_MAGIC = b"GGUF"
 MAX_KV = 100_000
@@ -36,10 +36,6 @@ _SCALAR = {
     GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i", GGUFValueType.FLOAT32: "<f", GGUFValueType.BOOL: "<?",
     GGUFValueType.UINT64: "<Q", GGUFValueType.INT64: "<q", GGUFValueType.FLOAT64: "<d",
 }
-
-
-class ModelInfoError(ModelLoadError):
-    code = "invalid_model_file"
 
 
 @dataclass
@@ -82,32 +78,6 @@ class ModelFacts:
             kv = self.kv_cache_bytes(ctx, int(self.load_bytes_per_param or 4))
             buffers = 300_000_000  # torch and transformers themselves
         return int(weights + kv + buffers)
-
-    def summary(self, n_ctx: int | None = None) -> list[tuple[str, str]]:
-        from webui.units import human_size
-
-        ctx = n_ctx or self.context_length
-        rows = [("Format", self.format), ("Architecture", self.architecture or "unknown"),
-                ("Parameters", _count(self.parameters)), ("Quantisation", self.quantization or "unknown"),
-                ("Trained context", f"{self.context_length:,} tokens" if self.context_length else "unknown"),
-                ("Chat template", "yes (in the file)" if self.has_chat_template else
-                 "no: a base model, or pick an instruction template in the Chat tab"),
-                ("Size on disk", human_size(self.file_size)),
-                (f"RAM needed at {ctx:,} tokens" if ctx else "RAM needed", f"about {human_size(self.ram_estimate(n_ctx))}")]
-        return rows
-
-    def markdown(self, n_ctx: int | None = None) -> str:
-        lines = [f"**{self.name}**", "", "| | |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in self.summary(n_ctx)]
-        return "\n".join(lines)
-
-
-def _count(n: int | None) -> str:
-    if not n:
-        return "unknown"
-    if n >= 1e9:
-        return f"{n / 1e9:.1f} B"
-    return f"{n / 1e6:.0f} M"
 
 
 def model_facts(path: Path) -> ModelFacts:
@@ -265,10 +235,6 @@ def _file_type_name(file_type: Any, tensor_types: dict[str, int]) -> str | None:
 
 
 # ----- transformers folders ------------------------------------------------------------------
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-
-
 def hf_facts(folder: Path, load_dtype: str = "auto", device: str = "cpu") -> ModelFacts:
     folder = Path(folder)
     try:
@@ -277,8 +243,8 @@ def hf_facts(folder: Path, load_dtype: str = "auto", device: str = "cpu") -> Mod
         raise ModelInfoError(f"{folder.name}/config.json cannot be read: {exc}") from exc
     if not isinstance(config, dict):
         raise ModelInfoError(f"{folder.name}/config.json is not a JSON object.")
-    text_cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    params, dtypes = 0, {}
+    text_cfg: dict[str, Any] = config["text_config"] if isinstance(config.get("text_config"), dict) else config
+    params, dtypes = 0, dict[str, int]()
     for st in sorted(folder.glob("*.safetensors")):
         for dtype, n in _safetensors_counts(st).items():
             dtypes[dtype] = dtypes.get(dtype, 0) + n

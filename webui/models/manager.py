@@ -7,6 +7,9 @@ previous one is loaded again, so a bad file never leaves the user with nothing.
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,18 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import os
-import re
-import shutil
-
 from pydantic import ValidationError
 
-from webui.errors import (InvalidNameError, ModelLoadError, ModelNotFoundError, NoModelLoadedError, SettingsError, WebUIError)
-from webui.loaders import Backend, get_loader, infer_loader
-from webui.params import LoadOptions
+from webui.errors import (
+    InvalidNameError,
+    ModelLoadError,
+    ModelNotFoundError,
+    NoModelLoadedError,
+    SettingsError,
+    WebUIError,
+)
+from webui.loaders import Backend, LoaderRegistry, default_registry, infer_loader
 from webui.loaders.transformers import is_hf_folder
-from webui.models.model_settings import MODEL_SETTINGS_FILE, ModelSettings
 from webui.models.facts import ModelFacts, model_facts
+from webui.models.model_settings import MODEL_SETTINGS_FILE, ModelSettings
+from webui.params import LoadOptions
 from webui.storage import TEMP_SUFFIX, read_yaml, safe_name, write_yaml
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,8 @@ class LoadedModel:
     backend: Backend
     load_seconds: float
     loaded_at: float = field(default_factory=time.time)
+    #: Where it was loaded from (None: a server's model, see ``Capabilities.local_files``).
+    path: Path | None = None
 
     def describe(self) -> str:
         return (f"{self.name} on {self.loader}: context {self.backend.n_ctx} tokens, "
@@ -78,9 +86,11 @@ class ModelManager:
     """Lists models in ``model_dir`` and owns the one loaded ``Backend``."""
 
     def __init__(self, model_dir: Path, default_options: LoadOptions | None = None,
-                 available_memory: Callable[[], int] | None = None) -> None:
+                 available_memory: Callable[[], int] | None = None, loaders: LoaderRegistry | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.default_options = default_options or LoadOptions()
+        #: The loaders this manager may use (built once; tests pass their own).
+        self.loaders = loaders or default_registry()
         #: Bytes of RAM (plus free swap) a new model may use; injectable for tests.
         self.available_memory = available_memory or _available_memory
         # Held while a model is in use (a generation) or being swapped, so a load
@@ -168,7 +178,7 @@ class ModelManager:
         """Store ``settings`` for ``name`` in the models folder, keeping every other entry of the file."""
         name = safe_name(name, what="model name")
         if settings.loader:
-            get_loader(settings.loader)
+            self.loaders.get(settings.loader)
         data = self._read_settings_file()  # a file that does not parse is never overwritten
         data[name] = settings.to_entry()
         write_yaml(self.settings_file, data)
@@ -263,16 +273,18 @@ class ModelManager:
         elif isinstance(options, dict):
             options = self.default_options.model_copy(update=options)
             options = LoadOptions.model_validate(options.model_dump())
-        if loader == "remote":
-            # A remote model is not a file: its name is the model the server is asked for.
-            path = Path(options.remote_model or "remote")
-        else:
+        path: Path | None
+        if loader is None:
             path = self.path_of(name)
-        loader = loader or infer_loader(path)
-        backend_cls = get_loader(loader)
+            loader = infer_loader(path)
+            backend_cls = self.loaders.get(loader)
+        else:
+            backend_cls = self.loaders.get(loader)
+            # A server's model is not a file: its name is the model the server is asked for.
+            path = self.path_of(name) if backend_cls.capabilities.local_files else None
         report = progress or (lambda fraction, text: None)
         backend_cls.check(path, options)  # a wrong file fails here, before the loaded model is freed
-        if loader != "remote":
+        if path is not None:
             self.check_memory(name, path, options)  # so does a context too big for this machine's RAM
         with self._lock:
             previous = self._current
@@ -292,9 +304,9 @@ class ModelManager:
                 raise self._with_restore_note(
                     ModelLoadError(f"Loading {name} failed: {type(exc).__name__}: {exc}", key="error.load_failed",
                                    name=name, detail=f"{type(exc).__name__}: {exc}"), previous) from exc
-            if loader == "remote":
-                name = str(backend.path)  # the model the server actually serves
-            self._current = LoadedModel(name, loader, options, backend, time.perf_counter() - start)
+            if backend.served_name:
+                name = backend.served_name  # the model the server actually serves
+            self._current = LoadedModel(name, loader, options, backend, time.perf_counter() - start, path=path)
             report(1.0, "Loaded")
             log.info("Loaded %s", self._current.describe())
             return self._current
@@ -317,9 +329,9 @@ class ModelManager:
         need = facts.ram_estimate(options.n_ctx)
         free = self.available_memory()
         current = self._current
-        if current is not None and current.loader != "remote":
+        if current is not None and current.path is not None:
             try:
-                free += model_facts(current.backend.path).ram_estimate(current.options.n_ctx)
+                free += model_facts(current.path).ram_estimate(current.options.n_ctx)
             except (WebUIError, OSError):
                 pass
         if need > free:
@@ -358,20 +370,19 @@ class ModelManager:
             return
         report(0.5, f"Load failed; loading {previous.name} again")
         try:
-            backend = type(previous.backend).load(previous.backend.path, previous.options)
-            # (a remote backend's path is only its model name; load() reads the options)
+            backend = type(previous.backend).load(previous.path, previous.options)
         except Exception:
             log.exception("Could not reload %s after a failed load", previous.name)
             return
         self._current = LoadedModel(previous.name, previous.loader, previous.options, backend,
-                                    previous.load_seconds)
+                                    previous.load_seconds, path=previous.path)
 
     def _with_restore_note(self, exc: WebUIError, previous: LoadedModel | None) -> WebUIError:
         if previous is None:
             return exc
         if self._current is not None and self._current.name == previous.name:
-            exc.add_note(f"{previous.name} is loaded again.", "error.note_restored", name=previous.name)
+            exc.add_sentence(f"{previous.name} is loaded again.", "error.note_restored", name=previous.name)
         else:
-            exc.add_note(f"{previous.name} could not be loaded again either; no model is loaded.",
+            exc.add_sentence(f"{previous.name} could not be loaded again either; no model is loaded.",
                          "error.note_not_restored", name=previous.name)
         return exc

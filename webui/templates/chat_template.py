@@ -26,40 +26,33 @@ caller does not.
 from __future__ import annotations
 
 import functools
-
 import sys
-from pathlib import Path
+from collections.abc import Generator
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import SecurityError
 
 from webui.catalogue import Keyed
-from webui.errors import SettingsError, WebUIError
-from webui.storage import TEMP_SUFFIX, read_yaml, safe_name
-from webui.templates.sandbox import (_BUDGET, RenderLimits, _Budget, _GuardedEnvironment, _LimitExceeded, _plain, _Rejected, _size, _template_line)
+from webui.errors import ConversationRejectedError, SettingsError, TemplateError, UnsafeTemplateError
+from webui.storage import YamlFolder
+from webui.templates.sandbox import (
+    _BUDGET,
+    RenderLimits,
+    _Budget,
+    _GuardedEnvironment,
+    _LimitExceeded,
+    _plain,
+    _Rejected,
+    _size,
+    _template_line,
+)
 
 FALLBACK_TEMPLATE_NAME = "ChatML"
 #: The one key of a text-generation-webui instruction template file.
 TEMPLATE_KEY = "instruction_template"
 #: Real templates are a few KB (the longest tool-calling ones about 20 KB).
 MAX_SOURCE_CHARS = 200_000
-
-
-class TemplateError(WebUIError):
-    """A chat template that cannot be compiled or rendered.
-
-    ``code`` is ``unsafe_template`` (the sandbox or the work budget stopped it),
-    ``invalid_template`` (syntax or runtime error) or ``conversation_rejected``
-    (the template called ``raise_exception``, e.g. "roles must alternate").
-    """
-
-    status_code = 400
-    code = "invalid_template"
-
-    def __init__(self, message: str, code: str = "invalid_template") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class ChatTemplate:
@@ -101,7 +94,7 @@ class ChatTemplate:
         token = _BUDGET.set(budget)
         pieces: list[str] = []
         total = 0
-        stream = self._template.generate(data)
+        stream: Generator[str, None, None] = self._template.generate(data)  # type: ignore[assignment]
         try:
             for piece in stream:
                 total += len(piece)
@@ -109,17 +102,17 @@ class ChatTemplate:
                     raise _LimitExceeded(f"its output is longer than {budget.max_output:,} characters")
                 pieces.append(piece)
         except _Rejected as exc:
-            raise TemplateError(f"The chat template {self.name!r} rejected this conversation: {exc.message}",
-                                code="conversation_rejected") from exc
+            raise ConversationRejectedError(
+                f"The chat template {self.name!r} rejected this conversation: {exc.message}") from exc
         except SecurityError as exc:
-            raise TemplateError(f"Chat template {self.name!r} is an unsafe template and was stopped: {exc}.",
-                                code="unsafe_template") from exc
+            raise UnsafeTemplateError(
+                f"Chat template {self.name!r} is an unsafe template and was stopped: {exc}.") from exc
         except RecursionError as exc:
-            raise TemplateError(f"Chat template {self.name!r} is an unsafe template and was stopped: "
-                                "it recurses too deeply.", code="unsafe_template") from exc
+            raise UnsafeTemplateError(f"Chat template {self.name!r} is an unsafe template and was stopped: "
+                                      "it recurses too deeply.") from exc
         except MemoryError as exc:
-            raise TemplateError(f"Chat template {self.name!r} is an unsafe template and was stopped: "
-                                "it needs too much memory.", code="unsafe_template") from exc
+            raise UnsafeTemplateError(f"Chat template {self.name!r} is an unsafe template and was stopped: "
+                                      "it needs too much memory.") from exc
         except Exception as exc:  # any error of the template's own code: converted, not swallowed
             line = _template_line(exc)
             where = f" on line {line}" if line else ""
@@ -133,30 +126,21 @@ class ChatTemplate:
 
 # -- instruction templates and the choice of template ----------------------------------------------
 
-class InstructionTemplateStore:
+class InstructionTemplateStore(YamlFolder):
     """The ``instruction-templates`` folder: ``NAME.yaml`` files holding one key,
     ``instruction_template``, the Jinja text (text-generation-webui's format)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+    what = "instruction template name"
 
-    def path(self, name: str) -> Path:
-        return self.folder / f"{safe_name(name, what='instruction template name')}.yaml"
-
-    def names(self) -> list[str]:
-        if not self.folder.is_dir():
-            return []
-        return sorted((p.stem for p in self.folder.glob("*.yaml")
-                       if not p.name.startswith(".") and not p.name.endswith(TEMP_SUFFIX)), key=str.lower)
+    def missing(self, name: str) -> SettingsError:
+        return SettingsError(f"There is no instruction template called {name!r} "
+                             f"(no {self.path(name).name} in {self.folder}).")
 
     def load(self, name: str) -> ChatTemplate:
-        path = self.path(name)
-        if not path.is_file():
-            raise SettingsError(f"There is no instruction template called {name!r} (no {path.name} in {self.folder}).")
-        source = read_yaml(path).get(TEMPLATE_KEY)
+        source = self.read(name).get(TEMPLATE_KEY)
         if not isinstance(source, str) or not source.strip():
-            raise SettingsError(f"{path.name} has no {TEMPLATE_KEY!r} key holding the Jinja template text. "
-                                "Templates in text-generation-webui's older format (user/bot/turn_template) "
+            raise SettingsError(f"{self.path(name).name} has no {TEMPLATE_KEY!r} key holding the Jinja template "
+                                "text. Templates in text-generation-webui's older format (user/bot/turn_template) "
                                 "are not supported.")
         return ChatTemplate.compile(source, name)
 
@@ -175,13 +159,11 @@ def _check_renders(template: ChatTemplate) -> None:
     A template may reject one of them on purpose (``raise_exception``, e.g. no
     system role), but not all of them, and it may never fail or be unsafe.
     """
-    rejections: list[TemplateError] = []
+    rejections: list[ConversationRejectedError] = []
     for probe in _PROBES:
         try:
             template.render(probe)
-        except TemplateError as exc:
-            if exc.code != "conversation_rejected":
-                raise
+        except ConversationRejectedError as exc:
             rejections.append(exc)
     if len(rejections) == len(_PROBES):
         raise rejections[-1]
@@ -210,7 +192,7 @@ def choose_template(model_template: str | None, override: str | None,
                       "template.note_none", name=FALLBACK_TEMPLATE_NAME))
     template, exc = _model_template(model_template)
     if exc is not None:
-        kind = "unsafe" if exc.code == "unsafe_template" else "unusable"
+        kind = "unsafe" if isinstance(exc, UnsafeTemplateError) else "unusable"
         return (store.load(FALLBACK_TEMPLATE_NAME),
                 Keyed(f"The model's chat template is {kind} ({exc.message}); "
                       f"using instruction template {FALLBACK_TEMPLATE_NAME} instead.",

@@ -11,11 +11,11 @@ import math
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import jinja2
 from jinja2 import nodes
@@ -318,7 +318,7 @@ class _GenerationTag(Extension):
 
 # -- the environment -------------------------------------------------------------------------------
 
-def _env_call(method: str, *args: nodes.Expr, lineno: int) -> nodes.Call:
+def _env_call(method: str, *args: nodes.Node, lineno: int) -> nodes.Call:
     return nodes.Call(nodes.EnvironmentAttribute(method, lineno=lineno), list(args), [], None, None, lineno=lineno)
 
 

@@ -6,9 +6,9 @@ from typing import Any
 import gradio as gr
 
 from webui.services import Services
-from webui.ui.i18n import force_language, gradio_i18n, t
 from webui.ui.chat_tab import build_chat_tab
 from webui.ui.compare_tab import build_compare_tab
+from webui.ui.i18n import gradio_i18n, t
 from webui.ui.model_tab import build_model_tab, guide_visible, status_text
 from webui.ui.notebook_tab import build_notebook_tab, token_count_text
 from webui.ui.parameters_tab import build_parameters_tab, interactivity, loader_note
@@ -33,6 +33,20 @@ KEYBOARD_JS = """
 """
 
 
+def mark_when_answered(events: list[Any], key: str) -> None:
+    """Each time all of ``events`` have answered, count one more in ``<body data-KEY>`` (camelCase key).
+
+    The page's own signal that what those events fill in is on screen, e.g. ``data-webui-ready="1"``
+    once the page-load events have filled in the saved values: whatever drives the page (the browser
+    tests) waits for it before typing, instead of guessing from a quiet network. The events answer in
+    any order (they run side by side); ``.then`` also follows a failed one.
+    """
+    js = (f"() => {{ const d = document.body.dataset, n = (+d.{key}Answers || 0) + 1; d.{key}Answers = n;"
+          f" if (n % {len(events)} === 0) d.{key} = n / {len(events)}; }}")
+    for event in events:
+        event.then(None, None, None, js=js, queue=False, show_progress="hidden")
+
+
 def mount_ui(app: Any, services: Services) -> Any:
     """Build the UI and mount it at the root of the FastAPI ``app`` (Gradio stays inside webui/ui)."""
     demo = build_ui(services)
@@ -43,12 +57,13 @@ def mount_ui(app: Any, services: Services) -> Any:
     return gr.mount_gradio_app(app, demo, path="", server_name=settings.host, server_port=settings.listen_port,
                                js=KEYBOARD_JS, footer_links=["gradio", "settings"], auth=credentials or None,
                                max_file_size=int(settings.max_upload_mb * 1024 * 1024),
-                               i18n=gradio_i18n(settings.language))
+                               i18n=demo.i18n_instance)
 
 
 def build_ui(services: Services) -> gr.Blocks:
-    force_language(services.settings.language)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        # First: the tabs' build-time text and every event handler read --language from here (page_language).
+        demo.i18n_instance = gradio_i18n(services.settings.language)
         gr.Markdown(t("app.title_md"))
         with gr.Tabs():
             with gr.Tab(t("tab.model"), id="model"):
@@ -65,19 +80,25 @@ def build_ui(services: Services) -> gr.Blocks:
         chat["wire"](params["components"])
         # Parameters the loaded model's loader cannot use are greyed out, after every load and on page load.
         loader_outputs = [params["note"], *params["components"]]
-        for event in (model["loaded"], model["unloaded"]):
-            event.then(lambda: [loader_note(services), *interactivity(services)], None, loader_outputs, queue=False)
-            event.then(chat["model_changed"], None, chat["model_changed_outputs"], queue=False)
+        def after_model_change(event: Any) -> list[Any]:
+            return [event.then(lambda: [loader_note(services), *interactivity(services)], None, loader_outputs,
+                               queue=False),
+                    event.then(chat["model_changed"], None, chat["model_changed_outputs"], queue=False)]
+
         # A model's saved settings may switch the preset: show the values now in use.
-        model["loaded"].then(params["current_state"], None, params["state_outputs"], queue=False)
+        mark_when_answered([*after_model_change(model["loaded"]),
+                            model["loaded"].then(params["current_state"], None, params["state_outputs"],
+                                                 queue=False)], "webuiModelLoads")
+        after_model_change(model["unloaded"])
         # A page opened after a load (or after --model at start) shows the real state.
         def on_page_load() -> list:
             saved = services.load_notebook()
             return [status_text(services), guide_visible(services), saved, token_count_text(services, saved),
                     loader_note(services), *interactivity(services)]
 
-        demo.load(on_page_load, None, [model["status"], model["guide"], notebook["text"], notebook["tokens"],
-                                       *loader_outputs], queue=False)
-        demo.load(params["current_state"], None, params["state_outputs"], queue=False)
-        demo.load(chat["page_load"], None, chat["page_load_outputs"], queue=False)
+        mark_when_answered([
+            demo.load(on_page_load, None, [model["status"], model["guide"], notebook["text"], notebook["tokens"],
+                                           *loader_outputs], queue=False),
+            demo.load(params["current_state"], None, params["state_outputs"], queue=False),
+            demo.load(chat["page_load"], None, chat["page_load_outputs"], queue=False)], "webuiReady")
     return demo

@@ -13,7 +13,7 @@ import gradio as gr
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from webui.errors import WebUIError
+from webui.errors import SaveError, WebUIError
 from webui.ui.i18n import DEFAULT, catalogue, normalise, page_language, t, tr
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,18 @@ def _as_gr_error(exc: Exception) -> gr.Error:
         return gr.Error(error_text(exc, lang))
     log.exception("Unexpected error in a UI handler")
     return gr.Error(tr("error.unexpected", lang, kind=type(exc).__name__, detail=str(exc)))
+
+
+def save_or_warn(save: Callable[[], object], lang: str | None = None) -> bool:
+    """Run ``save``; a :class:`SaveError` is shown as a warning and the action it belongs to
+    still counts (a ``gr.Error`` would end the handler, and a running generation, over a file
+    that could not be written). False if it failed."""
+    try:
+        save()
+    except SaveError as exc:
+        gr.Warning(error_text(exc, lang or page_language()))
+        return False
+    return True
 
 
 def ui_errors(fn: Callable) -> Callable:
@@ -99,8 +111,13 @@ def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
     return lo, hi
 
 
+def field_bounds(model: type[BaseModel], name: str) -> tuple[float | None, float | None]:
+    """The ``ge``/``le`` range of a pydantic field (the one place a range is written down)."""
+    return _bounds(model.model_fields[name])
+
+
 def field_component(model: type[BaseModel], name: str, value: Any = None, *, i18n_prefix: str,
-                    elem_prefix: str = "", slider_max: float | None = None, **kwargs: Any) -> gr.components.Component:
+                    elem_prefix: str = "", **kwargs: Any) -> gr.components.Component:
     """A component for one pydantic field: its range and default come from the model.
 
     Label and info are the catalogue's ``<i18n_prefix>.<name>.label`` and ``.info`` (in English: the
@@ -117,9 +134,9 @@ def field_component(model: type[BaseModel], name: str, value: Any = None, *, i18
         return gr.Dropdown(choices=list(typing.get_args(annotation)), value=value, **common)
     if annotation in (int, float):
         lo, hi = _bounds(info)
-        if slider_max is not None:
-            hi = slider_max
-        step = (info.json_schema_extra or {}).get("ui_step") if isinstance(info.json_schema_extra, dict) else None
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        hi = extra.get("ui_max", hi)  # type: ignore[assignment]
+        step = float(extra["ui_step"]) if "ui_step" in extra else None  # type: ignore[arg-type]
         if lo is not None and hi is not None and hi - lo <= 100_000:
             return gr.Slider(minimum=lo, maximum=hi, value=value, step=step or (1 if annotation is int else 0.01),
                              **common)

@@ -6,16 +6,31 @@ and writes the Markdown and CSV files the download buttons hand out.
 """
 from __future__ import annotations
 
-import threading
 from contextlib import closing
 from typing import Any
 
 import gradio as gr
 from pydantic import ValidationError
 
-from webui.compare import (COLUMN_KEYS, COLUMNS, DEFAULT_SEED, MAX_RUNS, SWEEPABLE, CompareError, Comparison, RunConfig, RunResult, parse_values, sweep_configs, table_rows, write_exports)
+from webui.compare import (
+    COLUMN_KEYS,
+    COLUMNS,
+    COMPARE_MAX_TOKENS,
+    DEFAULT_SEED,
+    MAX_RUNS,
+    SWEEPABLE,
+    Comparison,
+    RunConfig,
+    RunResult,
+    parse_values,
+    sweep_configs,
+    table_rows,
+    write_exports,
+)
+from webui.errors import CompareError
+from webui.params import SamplingParams
 from webui.services import Services
-from webui.ui.common import Frames, ui_errors
+from webui.ui.common import Frames, field_bounds, ui_errors
 from webui.ui.i18n import request_language, t, tr
 
 #: Configuration rows (model + preset) shown in the tab.
@@ -29,10 +44,10 @@ def configs_from(mode: str, models: list[str], presets: list[str], seed: float |
                  sweep_param: str, sweep_values: str, lang: str) -> list[RunConfig]:
     """The rows of the tab as configurations: every used row, or row 1 swept over one parameter."""
     seed_value = DEFAULT_SEED if seed is None else int(seed)
-    common = {"params": {"max_tokens": int(max_tokens or 128)}, "seed": seed_value}
+    common = {"params": {"max_tokens": int(max_tokens or COMPARE_MAX_TOKENS)}, "seed": seed_value}
     try:
         if mode == "models":
-            configs = [RunConfig(model=m, preset=p or None, **common) for m, p in zip(models, presets) if m]
+            configs = [RunConfig(model=m, preset=p or None, **common) for m, p in zip(models, presets, strict=True) if m]
         else:
             if not models[0]:
                 raise CompareError(tr("compare.pick_model", lang, n=1))
@@ -82,7 +97,6 @@ def _defaults(services: Services) -> tuple[list[str], list[str]]:
 
 def build_compare_tab(services: Services) -> dict[str, Any]:
     comparison = Comparison(services)
-    cancels: dict[str, threading.Event] = {}
     start_models, start_presets = _defaults(services)
 
     def model_choices() -> list[tuple[str, str]]:
@@ -102,9 +116,11 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
                              (t("compare.mode.sweep"), "sweep")], value="models", label=t("compare.mode"),
                             elem_id="compare-mode")
             with gr.Row():
-                seed = gr.Number(value=DEFAULT_SEED, precision=0, minimum=-1, label=t("compare.seed"),
-                                 info=t("compare.seed_info"), elem_id="compare-seed")
-                max_tokens = gr.Number(value=128, precision=0, minimum=1, maximum=32768,
+                seed_lo, seed_hi = field_bounds(SamplingParams, "seed")
+                seed = gr.Number(value=DEFAULT_SEED, precision=0, minimum=seed_lo, maximum=seed_hi,
+                                 label=t("compare.seed"), info=t("compare.seed_info"), elem_id="compare-seed")
+                tokens_lo, tokens_hi = field_bounds(SamplingParams, "max_tokens")
+                max_tokens = gr.Number(value=COMPARE_MAX_TOKENS, precision=0, minimum=tokens_lo, maximum=tokens_hi,
                                        label=t("compare.max_tokens"), elem_id="compare-max-tokens")
     with gr.Row():
         gr.Markdown(t("compare.configs_md"))
@@ -139,10 +155,11 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
                          headers=list(COLUMNS), max_height=400,
                          column_widths=["3%", "16%", "7%", "7%", "13%", "7%", "6%", "6%", "6%", "6%", "6%", "17%"])
     with gr.Row():
-        download_md = gr.DownloadButton(t("compare.download_md"), elem_id="compare-download-md", size="sm",
-                                        interactive=False)
-        download_csv = gr.DownloadButton(t("compare.download_csv"), elem_id="compare-download-csv", size="sm",
-                                         interactive=False)
+        # (Gradio takes an I18nData label at run time; its type hints say str)
+        download_md = gr.DownloadButton(t("compare.download_md"), elem_id="compare-download-md",  # type: ignore[arg-type]
+                                        size="sm", interactive=False)
+        download_csv = gr.DownloadButton(t("compare.download_csv"), elem_id="compare-download-csv",  # type: ignore[arg-type]
+                                         size="sm", interactive=False)
 
     outputs = [status, *columns, *answers, *stats, table, download_md, download_csv]
 
@@ -166,33 +183,31 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
                     *(lines[i] if i < len(configs) else "" for i in shown), table_value(results, lang), *files]
 
         session = request.session_hash or "anonymous"
-        cancel = cancels[session] = threading.Event()
+        cancel = services.cancels.start(session)
         try:
             yield view((gr.update(value=None, interactive=False), gr.update(value=None, interactive=False)))
             frames = Frames(0.1)
             with closing(comparison.run(prompt_v, system_v, configs, cancel=cancel)) as events:
                 for event in events:
-                    if event.kind == "partial":
+                    if event.kind == "partial" and event.index is not None:
                         texts[event.index] = event.text
                         if not frames.due():
                             continue
-                    elif event.kind == "result":
-                        results.append(event.result)
-                        texts[event.index], lines[event.index] = event.result.text, stats_text(event.result, lang)
+                    elif event.kind == "result" and event.result is not None:
+                        result = event.result
+                        results.append(result)
+                        texts[result.index], lines[result.index] = result.text, stats_text(result, lang)
                     else:
                         line = tr(event.key, lang, **event.fields)
                     yield view()
         finally:
-            if cancels.get(session) is cancel:
-                del cancels[session]
+            services.cancels.end(session, cancel)
         md, csv = write_exports(results, services.export_dir, prompt_v, system_v,
                                 tuple(tr(k, lang) for k in COLUMN_KEYS))
         yield view((gr.update(value=str(md), interactive=True), gr.update(value=str(csv), interactive=True)))
 
     def on_stop(request: gr.Request) -> None:
-        cancel = cancels.get(request.session_hash or "anonymous")
-        if cancel is not None:
-            cancel.set()
+        services.cancels.stop(request.session_hash or "anonymous")
 
     inputs = [prompt, system, mode, seed, max_tokens, sweep_param, sweep_values, *model_dds, *preset_dds]
     run.click(on_run, inputs, outputs, concurrency_limit=None, show_progress="hidden")

@@ -9,10 +9,10 @@ import gradio as gr
 
 from webui.catalogue import in_language
 from webui.downloads.hub import DownloadJob, Listing, duration, list_files, parse_source
-from webui.units import human_size
 from webui.services import Services
 from webui.ui.common import error_text, ui_errors
 from webui.ui.i18n import page_language, t, tr
+from webui.units import human_size
 
 POLL_SECONDS = 0.5
 

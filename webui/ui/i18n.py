@@ -24,7 +24,7 @@ from gradio.i18n import I18nData  # not exported as gr.I18nData by every Gradio 
 from webui.catalogue import DEFAULT, LANGUAGES, LOCALES_DIR, catalogue, normalise, text
 
 __all__ = ["DEFAULT", "LANGUAGES", "LOCALES_DIR", "catalogue", "normalise", "t", "tr", "accept_language",
-           "request_language", "force_language", "page_language", "gradio_i18n"]
+           "request_language", "forced_language", "page_language", "gradio_i18n", "UiI18n"]
 
 # Locale codes Gradio's front end may pick from the browser (its own list), plus the bare
 # languages. With --language every one of them gets the chosen catalogue, so the page is in that
@@ -70,15 +70,37 @@ def request_language(request: gr.Request | None, forced: str | None) -> str:
     return accept_language(headers.get("accept-language"))
 
 
-# The language forced by --language ("auto": none), recorded by ``build_ui``. One process serves
-# one UI, so this is set once, before any page is served.
-_forced: str | None = None
+class UiI18n(gr.I18n):
+    """Gradio's translations for one UI, and the language ``--language`` forces on it (None: each browser's).
+
+    ``build_ui`` hangs it on its Blocks as ``i18n_instance`` (where Gradio keeps a mounted app's
+    translations), so the forced language travels with the app that serves the page: no module
+    global, and two UIs in one process (tests) keep their own.
+    """
+
+    def __init__(self, forced: str | None) -> None:
+        self.forced = normalise(forced) if forced and forced != "auto" else None
+        if self.forced:
+            chosen = catalogue(self.forced)
+            super().__init__(**{code: chosen for code in _GRADIO_LOCALES})
+        else:
+            super().__init__(**{code: catalogue(code) for code in LANGUAGES})
 
 
-def force_language(forced: str | None) -> None:
-    """Record ``--language`` for :func:`page_language`."""
-    global _forced
-    _forced = forced
+def gradio_i18n(forced: str | None) -> UiI18n:
+    """The ``gr.I18n`` handed to Gradio: every language, or only the forced one under every locale code."""
+    return UiI18n(forced)
+
+
+def forced_language(blocks: gr.Blocks | None = None) -> str | None:
+    """The language forced on ``blocks``; by default on the UI whose event is being handled (Gradio
+    keeps it in a context variable) or, while a UI is being built, on that one."""
+    if blocks is None:
+        from gradio.context import Context, LocalContext
+
+        blocks = LocalContext.blocks.get(None) or Context.root_block
+    i18n = getattr(blocks, "i18n_instance", None)
+    return i18n.forced if isinstance(i18n, UiI18n) else None
 
 
 def page_language(request: gr.Request | None = None) -> str:
@@ -87,12 +109,4 @@ def page_language(request: gr.Request | None = None) -> str:
         from gradio.context import LocalContext
 
         request = LocalContext.request.get(None)
-    return request_language(request, _forced)
-
-
-def gradio_i18n(forced: str | None) -> gr.I18n:
-    """The ``gr.I18n`` handed to Gradio: every language, or only the forced one under every locale code."""
-    if forced and forced != "auto":
-        chosen = catalogue(normalise(forced))
-        return gr.I18n(**{code: chosen for code in _GRADIO_LOCALES})
-    return gr.I18n(**{code: catalogue(code) for code in LANGUAGES})
+    return request_language(request, forced_language())

@@ -9,17 +9,16 @@ from typing import Any
 
 import gradio as gr
 
-from webui.units import human_size
 from webui.errors import WebUIError
-from webui.loaders import LOADERS
-from webui.params import LoadOptions
 from webui.loaders.remote import list_remote_models
 from webui.models.facts import ModelFacts
 from webui.models.model_settings import ModelSettings
+from webui.params import LoadOptions
 from webui.services import Services
-from webui.ui.common import error_text, field_component, ui_errors
+from webui.ui.common import error_text, field_component, save_or_warn, ui_errors
 from webui.ui.download_panel import build_download_panel
 from webui.ui.i18n import DEFAULT, page_language, t, tr
+from webui.units import human_size
 
 MODEL_TEMPLATE = "(the model's own)"
 KEEP_PRESET = "(keep the current preset)"
@@ -42,7 +41,7 @@ def guide_visible(services: Services) -> Any:
 
 
 def facts_markdown(facts: ModelFacts, n_ctx: int | None, lang: str) -> str:
-    """``ModelFacts.markdown`` in the page's language."""
+    """The model's facts as a Markdown table, in the page's language."""
     unknown = tr("model.fact_unknown", lang)
     ctx = n_ctx or facts.context_length
     params = facts.parameters
@@ -61,8 +60,14 @@ def facts_markdown(facts: ModelFacts, n_ctx: int | None, lang: str) -> str:
     return "\n".join(lines)
 
 
-def _option_visibility(loader: str | None) -> list[Any]:
-    fields = LOADERS[loader].option_fields if loader in LOADERS else ()
+def _option_fields(services: Services, loader: str | None, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The load options ``loader`` reads (its own declaration; ``default`` for no or an unknown loader)."""
+    registry = services.models.loaders
+    return registry.get(loader).option_fields if loader is not None and loader in registry else default
+
+
+def _option_visibility(services: Services, loader: str | None) -> list[Any]:
+    fields = _option_fields(services, loader)
     return [gr.update(visible=name in fields) for name in OPTION_NAMES]
 
 
@@ -96,7 +101,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         model_dd = gr.Dropdown(choices=names, value=initial, label=t("model.model"), elem_id="model-dropdown",
                                info=t("model.model_info") + f" {models.model_dir}", scale=4)
         refresh = gr.Button(t("model.refresh"), elem_id="model-refresh", scale=0, min_width=100)
-        loader_dd = gr.Dropdown(choices=list(LOADERS), value=initial_loader, label=t("model.loader"),
+        loader_dd = gr.Dropdown(choices=services.models.loaders.names(), value=initial_loader, label=t("model.loader"),
                                 elem_id="loader-dropdown", info=t("model.loader_info"), scale=2)
     with gr.Row():
         load_btn = gr.Button(t("model.load"), variant="primary", elem_id="model-load")
@@ -105,22 +110,21 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     guide = gr.Markdown(t("model.guide"), elem_id="first-run-guide", visible=current is None)
     info = gr.Markdown(info_text(services, initial, options.n_ctx), elem_id="model-info")
     with gr.Accordion(t("model.loader_options"), open=True):
-        visible = LOADERS[initial_loader].option_fields if initial_loader in LOADERS else ()
-        option_components = []
+        visible = _option_fields(services, initial_loader)
+        option_components: list[Any] = []
         with gr.Row():
             for name in OPTION_NAMES:
                 if name == "remote_model":
                     # typed, or picked from the server's /v1/models (listed when the URL or key is entered)
                     value = getattr(options, name)
-                    comp = gr.Dropdown(choices=[value] if value else [], value=value or None, allow_custom_value=True,
+                    comp: Any = gr.Dropdown(choices=[value] if value else [], value=value or None, allow_custom_value=True,
                                        label=t("opt.remote_model.label"), elem_id="opt-remote_model",
                                        visible=name in visible, info=t("opt.remote_model.info"))
                 else:
                     extra = {"type": "password"} if name == "remote_key" else {}
                     comp = field_component(LoadOptions, name, getattr(options, name), i18n_prefix="opt",
                                            elem_prefix="opt-",
-                                           visible=name in visible,
-                                           slider_max=131072 if name == "n_ctx" else None, **extra)
+                                           visible=name in visible, **extra)
                 option_components.append(comp)
 
     saved = _saved_settings(services, initial)
@@ -157,10 +161,10 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         except WebUIError as exc:
             saved, note = ModelSettings(), f"⚠ {error_text(exc, lang)} {tr('model.using_defaults', lang)}"
         try:
-            loader = saved.loader if saved.loader in LOADERS else models.infer_loader(name)
+            loader = saved.loader if saved.loader in models.loaders else models.infer_loader(name)
         except WebUIError:
             loader = None
-        fields = LOADERS[loader].option_fields if loader in LOADERS else ()
+        fields = _option_fields(services, loader)
         updates = [gr.update(visible=n in fields, **({"value": saved.options[n]} if n in saved.options else {}))
                    for n in OPTION_NAMES]
         if saved.to_entry() and not note:
@@ -176,8 +180,8 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         lang = page_language()
         if not name:
             raise gr.Error(tr("model.pick_first", lang))
-        fields = LOADERS[loader].option_fields if loader in LOADERS else ()
-        chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values) if k in fields}
+        fields = _option_fields(services, loader)
+        chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values, strict=True) if k in fields}
         LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
         entry = ModelSettings(loader=loader, options=chosen,
                               instruction_template=None if template in (None, MODEL_TEMPLATE) else template,
@@ -206,23 +210,24 @@ def build_model_tab(services: Services) -> dict[str, Any]:
 
     @ui_errors
     def on_load(name: str | None, loader: str | None, progress: gr.Progress = gr.Progress(), *values: Any) -> str:
-        if not name and loader != "remote":
+        local = loader is None or loader not in models.loaders or models.loaders.get(loader).capabilities.local_files
+        if not name and local:
             raise gr.Error(tr("model.pick_first_load", page_language()))
-        fields = LOADERS[loader].option_fields if loader in LOADERS else OPTION_NAMES
-        chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values) if k in fields}
+        fields = _option_fields(services, loader, OPTION_NAMES)
+        chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values, strict=True) if k in fields}
         opts = LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
         lang = page_language()
         loaded = services.load_model(name or "", loader or None, opts,
                                      progress=lambda f, text: progress(f, desc=text if lang == DEFAULT else
                                                                   tr("model.loading", lang, name=name or loader)))
-        services.remember(model=loaded.name, loader=loaded.loader, load=loaded.options)
+        save_or_warn(lambda: services.remember(model=loaded.name, loader=loaded.loader, load=loaded.options), lang)
         return status_text(services)
 
     def on_unload() -> str:
         models.unload()
         return status_text(services)
 
-    by_name = dict(zip(OPTION_NAMES, option_components))
+    by_name: dict[str, Any] = dict(zip(OPTION_NAMES, option_components, strict=True))
 
     def on_remote_address(url: str, key: str, current: str | None) -> Any:
         """Offer the server's models as soon as its address (and key) are typed; Load reports errors."""
@@ -255,7 +260,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                                 concurrency_id="model-load")
     deleted.then(lambda name, n: info_text(services, name, n), [model_dd, by_name["n_ctx"]], info, queue=False)
     build_download_panel(services, model_dd)
-    loader_dd.input(lambda loader: _option_visibility(loader), loader_dd, option_components, queue=False)
+    loader_dd.input(lambda loader: _option_visibility(services, loader), loader_dd, option_components, queue=False)
     loaded = load_btn.click(on_load, [model_dd, loader_dd, *option_components], status, concurrency_limit=1,
                             concurrency_id="model-load")
     unloaded = unload_btn.click(on_unload, None, status, concurrency_id="model-load")

@@ -1,42 +1,17 @@
 """Notebook tab: free-form text. The whole box is the prompt; the model's text is appended to it."""
 from __future__ import annotations
 
-import threading
+import functools
 import time
 from typing import Any
 
 import gradio as gr
 
-from webui.generation.scheduler import GenerationJob, GenerationStats
+from webui.generation.scheduler import GenerationStats
 from webui.services import Services
-from webui.ui.common import Frames, ui_errors
+from webui.ui.common import Frames, save_or_warn, ui_errors
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import params_from_values
-
-
-class SessionJobs:
-    """The running job of each browser session, so Stop cancels that session's job only."""
-
-    def __init__(self) -> None:
-        self._jobs: dict[str, GenerationJob] = {}
-        self._lock = threading.Lock()
-
-    def start(self, session: str, job: GenerationJob) -> None:
-        with self._lock:
-            self._jobs[session] = job
-
-    def stop(self, session: str) -> bool:
-        with self._lock:
-            job = self._jobs.get(session)
-        if job is None or job.finished:
-            return False
-        job.cancel.set()
-        return True
-
-    def end(self, session: str, job: GenerationJob) -> None:
-        with self._lock:
-            if self._jobs.get(session) is job:
-                del self._jobs[session]
 
 
 def token_count_text(services: Services, text: str, lang: str | None = None) -> str:
@@ -59,13 +34,15 @@ def stats_text(stats: GenerationStats | None, lang: str) -> str:
     ttft = f"{stats.ttft_seconds:.2f} s" if stats.ttft_seconds is not None else "-"
     reason_key = f"notebook.reason_{stats.finish_reason}"
     reason = tr(reason_key, lang) if stats.finish_reason in ("stop", "length", "cancelled") else stats.finish_reason
-    return tr("notebook.stats", lang, tokens=stats.completion_tokens, speed=f"{stats.tokens_per_second:.1f}",
+    line = tr("notebook.stats", lang, tokens=stats.completion_tokens, speed=f"{stats.tokens_per_second:.1f}",
               ttft=ttft, prompt=stats.prompt_tokens, reason=reason, seed=stats.seed)
+    if stats.prompt_cut:  # raw text longer than truncation_length lost its start: say so
+        line += " ⚠ " + tr("notebook.prompt_cut", lang, n=stats.prompt_cut)
+    return line
 
 
 def build_notebook_tab(services: Services) -> dict[str, Any]:
     """Lay out the tab; call the returned ``wire(param_components)`` once the Parameters tab exists."""
-    jobs = SessionJobs()
     with gr.Row():
         with gr.Column():
             text = gr.Textbox(lines=22, max_lines=60, label=t("notebook.text"), elem_id="notebook-text",
@@ -87,11 +64,15 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         lang = page_language(request)
         params = params_from_values(values)
         prompt = current_text or ""
-        job = services.generator.submit(prompt, params)
-        jobs.start(session, job)
+        cancel = services.cancels.start(session)
+        try:
+            job = services.generator.submit(prompt, params, cancel)
+        except BaseException:
+            services.cancels.end(session, cancel)
+            raise
         waiting = services.generator.waiting()
         out = prompt
-        services.save_notebook(prompt)
+        saving = save_or_warn(lambda: services.save_notebook(prompt), lang)  # after a failure: warn once, not every 2 s
         generating = tr("notebook.generating", lang)
         yield out, (tr("notebook.waiting", lang, n=waiting) if waiting else generating), prompt
         last_save = time.monotonic()
@@ -100,18 +81,18 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
             for chunk in job:
                 if chunk.text:
                     out += chunk.text
-                    if time.monotonic() - last_save > 2.0:  # keep what is written so far, cheaply
-                        services.save_notebook(out)
+                    if saving and time.monotonic() - last_save > 2.0:  # keep what is written so far, cheaply
+                        saving = save_or_warn(functools.partial(services.save_notebook, out), lang)
                         last_save = time.monotonic()
                     if frames.due():  # the whole text is sent after the loop in any case
                         yield out, generating, prompt
         finally:
-            jobs.end(session, job)
-            services.save_notebook(out)
+            services.cancels.end(session, cancel)
+            save_or_warn(lambda: services.save_notebook(out), lang)  # the final text: worth a second warning
         yield out, stats_text(job.stats, lang), prompt
 
     def on_stop(request: gr.Request) -> None:
-        jobs.stop(request.session_hash or "anonymous")
+        services.cancels.stop(request.session_hash or "anonymous")
 
     def wire(param_components: list[Any]) -> None:
         inputs = [text, *param_components]
@@ -122,12 +103,12 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
     stop.click(on_stop, None, None, queue=False)
     def on_undo(prev: str, cur: str) -> tuple[str, str]:
         restored = prev or cur
-        services.save_notebook(restored)
+        save_or_warn(lambda: services.save_notebook(restored))
         return restored, ""
 
     undo.click(on_undo, [before, text], [text, before], queue=False)
     def on_edit(t: str) -> str:
-        services.save_notebook(t)
+        save_or_warn(lambda: services.save_notebook(t))
         return token_count_text(services, t)
 
     text.input(on_edit, text, tokens, queue=False, show_progress="hidden", trigger_mode="always_last")

@@ -8,10 +8,9 @@ from typing import Any
 import gradio as gr
 from pydantic import ValidationError
 
-from webui.loaders import LOADERS
 from webui.params import SAMPLING_FIELDS, SamplingParams
 from webui.services import Services
-from webui.ui.common import field_component, ui_errors
+from webui.ui.common import field_component, save_or_warn, ui_errors
 from webui.ui.i18n import page_language, t, tr
 
 #: How the fields are laid out; every ``SamplingParams`` field appears exactly once.
@@ -42,7 +41,7 @@ def to_component_value(name: str, value: Any) -> Any:
 def params_from_values(values: typing.Sequence[Any]) -> SamplingParams:
     """Build ``SamplingParams`` from the components' values, in ``ORDER``."""
     data: dict[str, Any] = {}
-    for name, value in zip(ORDER, values):
+    for name, value in zip(ORDER, values, strict=True):
         if SamplingParams.model_fields[name].annotation is int and isinstance(value, float):
             value = int(value)
         data[name] = value
@@ -62,7 +61,7 @@ def interactivity(services: Services) -> list[Any]:
     current = services.models.current
     if current is None:
         return [gr.update(interactive=True) for _ in ORDER]
-    supported = LOADERS[current.loader].supported_params
+    supported = current.backend.supported_params
     return [gr.update(interactive=name in supported) for name in ORDER]
 
 
@@ -71,7 +70,7 @@ def loader_note(services: Services, lang: str | None = None) -> str:
     current = services.models.current
     if current is None:
         return tr("params.note_none", lang)
-    unsupported = [n for n in ORDER if n not in LOADERS[current.loader].supported_params]
+    unsupported = [n for n in ORDER if n not in current.backend.supported_params]
     if not unsupported:
         return tr("params.note_all", lang, loader=current.loader)
     return tr("params.note_some", lang, loader=current.loader, names=", ".join(unsupported))
@@ -111,33 +110,32 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
                             grammar_file = gr.Dropdown(choices=services.grammar_names(), value=None,
                                                        label=t("params.grammar_file"), elem_id="param-grammar-file",
                                                        info=t("params.grammar_file_info") + f" {services.grammars_dir}")
-                            comp = gr.Textbox(value=value, lines=4, label=t(f"param.{name}.label"),
+                            comp: Any = gr.Textbox(value=value, lines=4, label=t(f"param.{name}.label"),
                                               elem_id="param-grammar_string", info=t(f"param.{name}.info"))
                         elif _is_list(name):
                             comp = gr.Textbox(value=value, label=t(f"param.{name}.label"), elem_id=f"param-{name}",
                                               info=t(f"param.{name}.info"))
                         else:
                             comp = field_component(SamplingParams, name, value, i18n_prefix="param",
-                                                   elem_prefix="param-",
-                                                   slider_max=8192 if name == "max_tokens" else None)
+                                                   elem_prefix="param-")
                         components[name] = comp
             if title == "Repetition":
                 column = gr.Column()
-    param_list = [components[name] for name in ORDER]
+    param_list: list[Any] = [components[name] for name in ORDER]
 
     def remember_values(*values: Any) -> None:
         try:
             params = params_from_values(values)
         except gr.Error:
             return  # half-typed value; it is saved once it is valid
-        services.remember(params=params.non_default())
+        save_or_warn(lambda: services.remember(params=params.non_default()))
 
     @ui_errors
     def load_preset(name: str | None) -> list[Any]:
         if not name:
             return [gr.update() for _ in ORDER] + [gr.update(), "", {}]
         preset = store.load(name)
-        services.remember(preset=name, params=preset.params.non_default())
+        save_or_warn(lambda: services.remember(preset=name, params=preset.params.non_default()))
         warning = f"⚠ {preset.warning}" if preset.warning else tr("params.loaded", page_language(), name=name)
         return [*values_of(preset.params), name, warning, preset.unknown]
 
@@ -148,7 +146,7 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
             raise gr.Error(tr("params.name_first", page_language()))
         params = params_from_values(values)
         store.save(name, params, unknown if name == current else None)
-        services.remember(preset=name, params=params.non_default())
+        save_or_warn(lambda: services.remember(preset=name, params=params.non_default()))
         return [gr.update(choices=store.names(), value=name), tr("params.saved", page_language(), name=name)]
 
     def ask_delete(name: str | None) -> list[Any]:
@@ -163,7 +161,7 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
             store.delete(name)
         names = store.names()
         fallback = "Default" if "Default" in names else None
-        services.remember(preset=fallback)
+        save_or_warn(lambda: services.remember(preset=fallback))
         return [gr.update(visible=False), gr.update(choices=names, value=fallback),
                 tr("params.deleted", page_language(), name=name)]
 
@@ -187,8 +185,8 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
     cancel.click(lambda: gr.update(visible=False), None, confirm_row, queue=False)
     confirm.click(do_delete, preset_dd, [confirm_row, preset_dd, message], show_progress="hidden")
     grammar_file.input(pick_grammar, grammar_file, components["grammar_string"], show_progress="hidden")
-    for comp in param_list:
-        comp.input(remember_values, param_list, None, queue=False, show_progress="hidden",
-                   trigger_mode="always_last")
+    for component in param_list:
+        component.input(remember_values, param_list, None, queue=False, show_progress="hidden",
+                        trigger_mode="always_last")
     return {"components": param_list, "note": note, "preset": preset_dd, "current_state": current_state,
             "state_outputs": [preset_dd, name_box, *param_list]}

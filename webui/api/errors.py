@@ -1,0 +1,42 @@
+"""OpenAI-shaped errors for the API: ``{"error": {"message", "type", "param", "code"}}``.
+
+The one place a typed :class:`~webui.errors.WebUIError` becomes an API error, whether it is
+answered as an HTTP error (before a response has started) or sent as the last event of a
+stream that has (see ``webui.api.streaming``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from webui.errors import WebUIError
+
+
+def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None,
+               param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_of(exc: WebUIError) -> dict[str, Any]:
+    """The body of ``exc`` in OpenAI's shape (a server error for a 5xx, a request error otherwise)."""
+    kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+    return error_body(exc.message, kind, exc.code)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """OpenAI-shaped errors for /v1 (the UI's own routes are left alone)."""
+
+    @app.exception_handler(WebUIError)
+    async def _webui_error(request: Request, exc: WebUIError) -> JSONResponse:
+        return JSONResponse(error_of(exc), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}" for e in exc.errors())
+        return JSONResponse(error_body(f"Invalid request: {problems}", code="invalid_value", param=param),
+                            status_code=400)

@@ -1,0 +1,141 @@
+"""The Chat tab's chats list: search, new, delete, rename, branch, download and upload.
+
+Thin over the services: the list and the search come from the chat index
+(``webui/chat/search.py``), branching from ``ChatStore.branch``, downloads from
+``webui/chat/export.py``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from webui.chat.export import ExportKind, export_chat
+from webui.chat.history import Chat
+from webui.services import Services
+from webui.ui.chat_page import ChatPage
+from webui.ui.common import ui_errors
+from webui.ui.i18n import t
+
+
+def chat_choices(services: Services, character: str, search: str = "") -> list[tuple[str, str]]:
+    """The chats list's (label, chat id) pairs, newest first; only matches when ``search`` is given."""
+    return [(f"{i.title} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(i.updated))}", i.id)
+            for i in services.chat_index.search(character, search)]
+
+
+class HistoryPanel:
+    """The "Chats" accordion. Built where it stands in the layout; :meth:`wire` once the tab is built."""
+
+    def __init__(self, services: Services, page: ChatPage) -> None:
+        self.services = services
+        self.page = page
+        with gr.Accordion(t("chat.chats"), open=True):
+            self.search = gr.Textbox(label=t("chat.search"), elem_id="chat-search", max_lines=1)
+            self.chats_dd = gr.Dropdown(choices=[], label=t("chat.past_chats"), elem_id="chat-list")
+            with gr.Row():
+                self.new_chat = gr.Button(t("chat.new_chat"), elem_id="chat-new", size="sm")
+                self.delete_chat = gr.Button(t("common.delete"), variant="stop", elem_id="chat-delete", size="sm")
+            with gr.Row(visible=False) as self.confirm_row:
+                self.confirm_delete = gr.Button(t("chat.delete_confirm"), variant="stop",
+                                                elem_id="chat-delete-confirm", size="sm")
+                self.cancel_delete = gr.Button(t("common.cancel"), size="sm")
+            with gr.Row():
+                self.title = gr.Textbox(label=t("chat.title"), elem_id="chat-title", max_lines=1, scale=3)
+                self.rename = gr.Button(t("chat.rename"), elem_id="chat-rename", size="sm", scale=1)
+            self.branch_at = gr.Number(value=None, label=t("chat.branch_at"), precision=0, elem_id="chat-branch-at",
+                                       info=t("chat.branch_at_info"))
+            self.branch = gr.Button(t("chat.branch"), elem_id="chat-branch", size="sm")
+            with gr.Row():
+                self.download_json = gr.DownloadButton(t("chat.download_json"), elem_id="chat-download-json",
+                                                       size="sm")
+                self.download_md = gr.DownloadButton(t("chat.download_md"), elem_id="chat-download-md", size="sm")
+            self.upload = gr.UploadButton(t("chat.upload_json"), file_types=[".json"], elem_id="chat-upload",
+                                          size="sm")
+        #: What :meth:`show` fills in: the chat box, the open chat, the list and the title (set by wire).
+        self.outputs: list[Any] = []
+
+    # --- what the other parts of the tab use ----------------------------------------------------
+    def choices(self, character: str, search: str = "") -> list[tuple[str, str]]:
+        return chat_choices(self.services, character, search)
+
+    def listed(self, character: str, chat_id: str | None) -> Any:
+        """The list, with ``chat_id`` picked if it is in it."""
+        choices = self.choices(character)
+        return gr.update(choices=choices, value=chat_id if any(v == chat_id for _, v in choices) else None)
+
+    def listed_ok(self, character: str, chat_id: str) -> bool:
+        return any(v == chat_id for _, v in self.choices(character))
+
+    def show(self, chat: Chat) -> list[Any]:
+        """Open ``chat`` on the page: values for :attr:`outputs`."""
+        return [self.page.display(chat), self.page.remember_open(chat), self.listed(chat.character, chat.id),
+                chat.title]
+
+    # --- events ---------------------------------------------------------------------------------
+    def wire(self, *, chatbot: Any, current: Any, character_dd: Any, user_name: Any) -> None:
+        services, page = self.services, self.page
+        list_outs = self.outputs = [chatbot, current, self.chats_dd, self.title]
+        show = self.show
+
+        @ui_errors
+        def on_new(character: str) -> list[Any]:
+            return show(page.fresh_chat(character))
+
+        @ui_errors
+        def on_pick(chat_id: str | None, character: str) -> list[Any]:
+            if not chat_id:
+                return [gr.update()] * 4
+            return show(services.chats.load(character, chat_id))
+
+        self.new_chat.click(on_new, character_dd, list_outs, queue=False)
+        self.chats_dd.input(on_pick, [self.chats_dd, character_dd], list_outs, queue=False)
+        self.search.input(lambda q, c: gr.update(choices=self.choices(c, q)), [self.search, character_dd],
+                          self.chats_dd, queue=False, trigger_mode="always_last")
+
+        @ui_errors
+        def on_rename(state: Any, character: str, new_title: str) -> list[Any]:
+            chat = page.open_chat(state, character)
+            chat = services.chats.rename(character, chat.id, new_title)
+            return show(chat)
+
+        self.rename.click(on_rename, [current, character_dd, self.title], list_outs, queue=False)
+        self.delete_chat.click(lambda: gr.update(visible=True), None, self.confirm_row, queue=False)
+        self.cancel_delete.click(lambda: gr.update(visible=False), None, self.confirm_row, queue=False)
+
+        @ui_errors
+        def on_delete(state: Any, character: str) -> list[Any]:
+            if state and state[0] == character:
+                services.chats.delete(character, state[1])
+            chat = services.chats.newest(character) or page.fresh_chat(character)
+            return [gr.update(visible=False), *show(chat)]
+
+        self.confirm_delete.click(on_delete, [current, character_dd], [self.confirm_row, *list_outs], queue=False)
+
+        @ui_errors
+        def on_branch(state: Any, character: str, at: float | None) -> list[Any]:
+            chat = page.open_chat(state, character)
+            return show(services.chats.branch(chat, int(at) if at else None))  # empty (or 0): all messages
+
+        self.branch.click(on_branch, [current, character_dd, self.branch_at], list_outs, queue=False)
+
+        @ui_errors
+        def on_download(state: Any, character: str, name: str, kind: ExportKind) -> str:
+            chat = page.open_chat(state, character)
+            character_name = services.characters.load(character).name if kind == "md" else character
+            return str(export_chat(chat, services.export_dir, kind, character_name=character_name,
+                                   user_name=name or "You"))
+
+        self.download_json.click(lambda s, c, n: on_download(s, c, n, "json"), [current, character_dd, user_name],
+                                 self.download_json, queue=False)
+        self.download_md.click(lambda s, c, n: on_download(s, c, n, "md"), [current, character_dd, user_name],
+                               self.download_md, queue=False)
+
+        @ui_errors
+        def on_upload(file: Any, character: str) -> list[Any]:
+            raw = Path(file if isinstance(file, str) else file.name).read_bytes()
+            return show(services.chats.import_file(character, raw))
+
+        self.upload.upload(on_upload, [self.upload, character_dd], list_outs)
