@@ -26,9 +26,9 @@ import threading
 from pathlib import Path
 
 from webui.downloads.hub import Listing, Progress, download, list_files, parse_source, quant_of
-from webui.units import human_size
-from webui.errors import WebUIError
 from webui.downloads.starter import STARTERS, install
+from webui.errors import WebUIError
+from webui.units import human_size
 
 PROJECT_DIR = Path(__file__).resolve().parent
 

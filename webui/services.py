@@ -8,21 +8,21 @@ from pathlib import Path
 from typing import Any
 
 from webui.characters.store import CharacterStore, ImportResult
-from webui.chat.service import ChatService
-from webui.errors import SaveError, SettingsError, WebUIError
 from webui.chat.history import ChatStore
+from webui.chat.prompt import Template
 from webui.chat.search import ChatIndex
-from webui.templates.chat_template import ChatTemplate, InstructionTemplateStore, choose_template
+from webui.chat.service import ChatService
 from webui.downloads.hub import DownloadManager
+from webui.errors import SaveError, SettingsError, WebUIError
 from webui.generation.cancel import Cancels
-from webui.loaders import LoaderRegistry
 from webui.generation.scheduler import Generator
-from webui.params import LoadOptions
+from webui.loaders import LoaderRegistry
 from webui.models.manager import LoadedModel, ModelManager, Progress
-from webui.params import SamplingParams
+from webui.params import LoadOptions, SamplingParams
 from webui.presets import PresetStore
 from webui.settings import PROJECT_DIR, Settings, remember
 from webui.storage import atomic_write_text
+from webui.templates.chat_template import ChatTemplate, InstructionTemplateStore, choose_template
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Services:
         def template_for(loaded: LoadedModel) -> tuple[ChatTemplate, str]:
             # Runs on the generation thread, for the model that is about to answer.
             return choose_template(loaded.backend.chat_template, template_override(settings, models, loaded.name),
-                                   templates)
+                                   templates, loaded.backend.metadata)
 
         return cls(settings=settings, models=models, generator=generator, presets=PresetStore(presets_dir),
                    settings_path=Path(settings_path) if settings_path else user_dir / "settings.yaml",
@@ -104,7 +104,7 @@ class Services:
         """Instruction template chosen for a model: in the Chat tab, else saved in its per-model settings."""
         return template_override(self.settings, self.models, model_name)
 
-    def template_for(self, loaded: LoadedModel) -> tuple[ChatTemplate, str]:
+    def template_for(self, loaded: LoadedModel) -> tuple[Template, str]:
         """The chat template ``loaded`` uses (its own, or the one chosen for it) and a note saying why."""
         return self.chat_service.choose_template(loaded)
 
@@ -113,8 +113,9 @@ class Services:
         """Where chat downloads are written before the browser fetches them."""
         return Path(self.settings.user_data_dir) / "logs" / "exports"
 
-    def choose_template(self, model_template: str | None, override: str | None) -> tuple[ChatTemplate, str]:
-        return choose_template(model_template, override, self.instruction_templates)
+    def choose_template(self, model_template: str | None, override: str | None,
+                        metadata: dict[str, Any] | None = None) -> tuple[ChatTemplate, str]:
+        return choose_template(model_template, override, self.instruction_templates, metadata)
 
     def import_character(self, path: Path, original_name: str | None = None) -> ImportResult:
         """Import a card, character file or Modelfile into characters/.

@@ -15,6 +15,8 @@ from webui.params import SamplingParams
 
 
 class ChatML:
+    stop_strings = ["<|im_end|>\n<|im_start|>user", "<|im_end|>"]
+
     def render(self, messages, *, add_generation_prompt=True, **extra):
         text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
         return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")

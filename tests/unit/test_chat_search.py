@@ -250,3 +250,19 @@ def test_a_failing_index_never_fails_a_save(store, tmp_path, caplog):
 
     with pytest.raises(ChatIndexError):
         index.search("Bot", "words")
+
+
+def test_the_chats_list_and_its_search_box_use_the_index(user_dir):
+    from webui.services import Services
+    from webui.settings import Settings
+    from webui.ui.chat_history_panel import chat_choices
+
+    services = Services.build(Settings(user_data_dir=user_dir))
+    assert services.chat_index.db_path == user_dir / "logs" / "chats" / ".index.sqlite"
+    older = saved(services.chats, "Weather talk", "Is it raining?", character="Assistant")
+    newer = saved(services.chats, "Рецепты", "Как испечь хлеб?", character="Assistant")
+    assert [v for _, v in chat_choices(services, "Assistant")] == [newer.id, older.id]
+    assert [v for _, v in chat_choices(services, "Assistant", "ХЛЕБ")] == [newer.id]
+    assert [v for _, v in chat_choices(services, "Assistant", "rain")] == [older.id]
+    assert chat_choices(services, "Assistant", "rain")[0][0].startswith("Weather talk · ")
+    assert services.chat_index.db_path.is_file()

@@ -258,8 +258,9 @@ def test_template_and_truncation_notes_are_english_strings_that_translate(tmp_pa
 
     store = InstructionTemplateStore(PROJECT_DIR / "instruction-templates")
     _, note = choose_template(None, None, store)
-    assert note == "The model has no chat template; using instruction template ChatML."  # API/tests see English
-    assert isinstance(note, Keyed) and in_language(note, "ru").startswith("У модели нет шаблона чата")
+    assert note.startswith("Base model: not trained to chat")  # API/tests see English
+    assert note.endswith("Using instruction template ChatML.")
+    assert isinstance(note, Keyed) and in_language(note, "ru").startswith("Базовая модель")
     _, own = choose_template("{{ messages[0]['content'] }}", None, store)
     assert in_language(own, "zh") == "正在使用模型自带的聊天模板。"
     _, bad = choose_template("{{ ''.__class__.__mro__ }}", None, store)

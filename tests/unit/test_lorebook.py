@@ -71,6 +71,8 @@ def test_world_info_mapping_and_string_keys_load():
 
 
 class ChatML:
+    stop_strings = ["<|im_end|>"]
+
     def render(self, messages, *, add_generation_prompt=True, **extra):
         text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
         return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")

@@ -23,6 +23,8 @@ from webui.params import LoadOptions, SamplingParams
 class NamedTemplate:
     """A template that writes which model it was rendered for, so a test can see who prepared a prompt."""
 
+    stop_strings: list[str] = []
+
     def __init__(self, model: str) -> None:
         self.model = model
 

@@ -237,7 +237,32 @@ def test_choose_the_models_own_template(shipped):
 def test_choose_fallback_without_a_model_template(shipped, model_template):
     template, note = choose_template(model_template, None, shipped)
     assert template.name == FALLBACK_TEMPLATE_NAME == "ChatML"
-    assert note == "The model has no chat template; using instruction template ChatML."
+    assert note == ("Base model: not trained to chat - use the Notebook or pick a template. "
+                    "Using instruction template ChatML.")
+
+
+@pytest.mark.parametrize(("metadata", "expected"), [
+    ({"general.architecture": "gemma3", "general.basename": "gemma-3"}, "Gemma"),
+    ({"general.architecture": "llama", "general.basename": "Meta-Llama-3.1"}, "Llama-3"),
+    ({"general.architecture": "llama", "general.basename": "Llama-2"}, "ChatML"),
+    ({"general.architecture": "llama", "general.name": "Llama-3.2-1B"}, "Llama-3"),
+    ({"model_type": "mistral"}, "Mistral"),
+    ({"general.architecture": "unknownarch"}, "ChatML"),
+])
+def test_a_base_model_falls_back_to_its_familys_template(shipped, metadata, expected):
+    template, note = choose_template(None, None, shipped, metadata)
+    assert template.name == expected and note.startswith("Base model: not trained to chat")
+
+
+@pytest.mark.parametrize(("name", "stops"), [
+    ("ChatML", ["<|im_end|>\n<|im_start|>user", "<|im_end|>"]),
+    ("Gemma", ["<end_of_turn>\n<start_of_turn>user", "<end_of_turn>"]),
+    ("Llama-3", ["<|eot_id|><|start_header_id|>user<|end_header_id|>", "<|eot_id|>"]),
+    ("Alpaca", ["### Instruction:"]),
+])
+def test_turn_markers_of_a_template_are_its_stop_strings(shipped, name, stops):
+    # a base model writes these as text and then invents the user's turn: they must end the reply
+    assert shipped.load(name).stop_strings == stops
 
 
 def test_choose_fallback_for_an_unsafe_model_template(shipped):

@@ -138,7 +138,7 @@ def create_api(services: Services) -> APIRouter:
         def prepare(loaded: LoadedModel, params: SamplingParams) -> Prepared:
             # On the generation thread, with the template of the model that answers.
             template, _ = services.template_for(loaded)
-            return Prepared(template.render(messages, add_generation_prompt=True))
+            return Prepared(template.render(messages, add_generation_prompt=True), stop=list(template.stop_strings))
 
         return await respond(request, req, prepare, _Reply(chat=True))
 

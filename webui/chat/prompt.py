@@ -25,9 +25,9 @@ from typing import Any, Literal, Protocol
 
 from webui.catalogue import Keyed
 from webui.characters.character import Character
-from webui.errors import ConversationRejectedError, PromptTooLongError
-from webui.chat.history import Chat, Message
 from webui.characters.lorebook import MAX_SCAN_DEPTH, NOTHING, Activation, activate
+from webui.chat.history import Chat, Message
+from webui.errors import ConversationRejectedError, PromptTooLongError
 
 Mode = Literal["instruct", "chat", "chat-instruct"]
 MODES: tuple[str, ...] = ("instruct", "chat", "chat-instruct")
@@ -36,6 +36,10 @@ DEFAULT_CHAT_INSTRUCT = ('Continue the chat dialogue below. Write a single reply
 
 
 class Template(Protocol):
+    @property
+    def stop_strings(self) -> list[str]:
+        """What ends the assistant's turn in this template (stop strings for a model not trained on it)."""
+
     def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str: ...
 
 
@@ -110,7 +114,7 @@ def render(messages: list[Message], character: Character, options: ChatOptions, 
         after = character.fill(character.post_history_instructions, user).strip()
         if after:
             _add_after_history(msgs, after)
-        return _render_folding_system(template, msgs) + reply_prefix, []
+        return _render_folding_system(template, msgs) + reply_prefix, list(template.stop_strings)
     stops = [f"\n{user}:", f"\n{char}:"]
     if options.mode == "chat":
         # The System prompt box is not used in chat mode (as before); a card's own system prompt is.
@@ -121,7 +125,7 @@ def render(messages: list[Message], character: Character, options: ChatOptions, 
     system = character.system_prompt_with(options.system_prompt, user).strip()
     msgs = [{"role": "system", "content": s} for s in [system] if s]
     msgs.append({"role": "user", "content": command})
-    return _render_folding_system(template, msgs) + reply_prefix, stops
+    return _render_folding_system(template, msgs) + reply_prefix, [*stops, *template.stop_strings]
 
 
 def _add_after_history(msgs: list[dict], text: str) -> None:

@@ -75,8 +75,8 @@ class Backend(ABC):
     #: The model name a server serves, for a model that is not a local file.
     served_name: str | None = None
 
-    @classmethod
-    def check(cls, path: Path | None, options: LoadOptions) -> None:  # noqa: B027 (optional hook)
+    @classmethod  # noqa: B027 (an optional hook: most loaders check nothing before loading)
+    def check(cls, path: Path | None, options: LoadOptions) -> None:
         """Cheap checks before the current model is unloaded (wrong format, missing files).
 
         Raise ``ModelLoadError`` so an obviously bad file never costs the user the

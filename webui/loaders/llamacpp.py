@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from webui.errors import ModelLoadError, PromptTooLongError
-from webui.loaders.base import (Backend, Capabilities, Chunk, FinishReason, StopStringFilter, local_path,
-                               truncate_prompt)
+from webui.loaders.base import Backend, Capabilities, Chunk, FinishReason, StopStringFilter, local_path, truncate_prompt
 from webui.loaders.llama_sampling import build_sampler, eog_tokens
 from webui.params import LoadOptions, SamplingParams
 

@@ -26,6 +26,7 @@ caller does not.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Generator
 from typing import Any
@@ -84,6 +85,17 @@ class ChatTemplate:
         except jinja2.TemplateError as exc:
             raise TemplateError(f"Chat template {name!r} cannot be compiled: {exc}") from exc
         return cls(name, source, template, limits)
+
+    @functools.cached_property
+    def stop_strings(self) -> list[str]:
+        """The markers that end the assistant's turn and start the user's, as stop strings.
+
+        A model that was not trained on this template (a base model, or a template picked by
+        hand) writes them as plain text - ``<|im_end|>``, ``<|im_start|>user`` - and goes on
+        inventing the user's side. They are read off the template itself: what it puts between
+        an assistant message and the next user message.
+        """
+        return _turn_markers(self)
 
     def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True,
                bos_token: str = "", eos_token: str = "", **extra: Any) -> str:
@@ -153,6 +165,50 @@ _PROBES: tuple[list[dict[str, str]], ...] = (
 )
 
 
+_REPLY, _NEXT = "QQREPLYQQ", "QQNEXTQQ"
+#: A marker worth stopping on by itself: a tag such as <|im_end|>, <end_of_turn>, [/INST] or </s>.
+_TAG = re.compile(r"^(<\|[^|\s]+\|>|<[^<>\s]+>|\[/?[A-Z_]+\])")
+
+
+def _turn_markers(template: ChatTemplate) -> list[str]:
+    """Stop strings for the end of an assistant turn (see ``ChatTemplate.stop_strings``)."""
+    conversation = [{"role": "user", "content": "QQFIRSTQQ"}, {"role": "assistant", "content": _REPLY},
+                    {"role": "user", "content": _NEXT}]
+    try:
+        text = template.render(conversation, add_generation_prompt=False)
+    except TemplateError:
+        return []
+    start, end = text.find(_REPLY), text.find(_NEXT)
+    if start < 0 or end < start:
+        return []
+    between = text[start + len(_REPLY):end].strip()
+    if not between:
+        return []
+    stops = [between]
+    tag = _TAG.match(between)
+    if tag and tag.group(0) != between:
+        stops.append(tag.group(0))  # the end-of-turn tag alone, for when the model stops there
+    return stops
+
+
+#: Instruction template to fall back on for a model without a chat template, by the family its
+#: metadata names (GGUF ``general.architecture``/``general.basename``, transformers ``model_type``).
+FAMILY_TEMPLATES: tuple[tuple[str, str], ...] = (
+    ("gemma", "Gemma"), ("llama-3", "Llama-3"), ("llama3", "Llama-3"), ("mistral", "Mistral"),
+    ("mixtral", "Mistral"), ("qwen", "ChatML"), ("smollm", "ChatML"), ("vicuna", "Vicuna"), ("alpaca", "Alpaca"),
+)
+
+
+def family_template(metadata: dict[str, Any]) -> str | None:
+    """The instruction template of the model family ``metadata`` names, if we know it."""
+    names = " ".join(str(metadata.get(key) or "") for key in (
+        "general.basename", "general.name", "general.architecture", "model_type")).lower()
+    for needle, template in FAMILY_TEMPLATES:
+        if needle in names:
+            return template
+    return None
+
+
 def _check_renders(template: ChatTemplate) -> None:
     """Raise :class:`TemplateError` unless ``template`` renders the probe conversations.
 
@@ -181,15 +237,22 @@ def _model_template(source: str) -> tuple[ChatTemplate | None, TemplateError | N
 
 
 def choose_template(model_template: str | None, override: str | None,
-                    store: InstructionTemplateStore) -> tuple[ChatTemplate, str]:
-    """The template to use for a model, and a one-line note for the UI saying which and why."""
+                    store: InstructionTemplateStore, metadata: dict[str, Any] | None = None) -> tuple[ChatTemplate, str]:
+    """The template to use for a model, and a one-line note for the UI saying which and why.
+
+    A model without a chat template is a base model: it was not trained to chat. It gets its
+    family's instruction template when ``metadata`` names a family we know, else ChatML, and
+    the note says so (the Chat and Model tabs show it).
+    """
     if override:
         return store.load(override), Keyed(f"Using instruction template {override} (override).",
                                             "template.note_override", name=override)
     if not model_template or not model_template.strip():
-        return (store.load(FALLBACK_TEMPLATE_NAME),
-                Keyed(f"The model has no chat template; using instruction template {FALLBACK_TEMPLATE_NAME}.",
-                      "template.note_none", name=FALLBACK_TEMPLATE_NAME))
+        family = family_template(metadata or {})
+        name = family if family and family in store.names() else FALLBACK_TEMPLATE_NAME
+        return (store.load(name),
+                Keyed(f"Base model: not trained to chat - use the Notebook or pick a template. "
+                      f"Using instruction template {name}.", "template.note_base", name=name))
     template, exc = _model_template(model_template)
     if exc is not None:
         kind = "unsafe" if isinstance(exc, UnsafeTemplateError) else "unusable"

@@ -6,15 +6,15 @@ The chats list lives in ``chat_history_panel``, the character picker, cards and 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gradio as gr
 
 from webui.catalogue import in_language
 from webui.characters.character import DEFAULT_CHARACTER
 from webui.chat.history import Message
-from webui.chat.prompt import MODES, ChatOptions, Persona, Prompt
-from webui.chat.service import edit_message, remove_last, switch_version
+from webui.chat.prompt import MODES, ChatOptions, Mode, Persona, Prompt
+from webui.chat.service import Action, edit_message, remove_last, switch_version
 from webui.errors import WebUIError
 from webui.services import Services
 from webui.ui.character_panel import CharacterPanel, notes_text
@@ -91,23 +91,25 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     # ------------------------------------------------------------------------------------------
     def options_of(mode_v: str, system: str, name: str, bio: str) -> ChatOptions:
-        return ChatOptions(mode=mode_v, system_prompt=system or "", persona=Persona(name or "You", bio or ""))
+        mode = cast(Mode, mode_v if mode_v in MODES else "instruct")
+        return ChatOptions(mode=mode, system_prompt=system or "", persona=Persona(name or "You", bio or ""))
 
     def template_for(choice: str | None) -> tuple[Any, str]:
         """The template the dropdown's choice gives the loaded model (for the prompt view and the note)."""
         loaded = services.models.current
         override = None if not choice or choice == MODEL_TEMPLATE else choice
-        template, note = services.choose_template(loaded.backend.chat_template if loaded else None, override)
+        template, note = services.choose_template(loaded.backend.chat_template if loaded else None, override,
+                                                  loaded.backend.metadata if loaded else None)
         return template, in_language(note, page_language())
 
     @ui_errors
-    def act(action: str, request: gr.Request, state: Any, text: str, character: str, mode_v: str, system: str,
+    def act(action: Action, request: gr.Request, state: Any, text: str, character: str, mode_v: str, system: str,
             name: str, bio: str, tpl: str, prefix: str, *values: Any) -> Any:
         params = params_from_values(values)
         lang = page_language(request)
         chat = open_chat(state, character)
         state = remember_open(chat)
-        note = gr.update()
+        note: Any = gr.update()
         with services.cancels.scope(request.session_hash or "anonymous") as cancel:
             turn = services.chat_service.turn(chat, action, text=text, character=characters.load(character),
                                               options=options_of(mode_v, system, name, bio), params=params,

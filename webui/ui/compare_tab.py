@@ -155,11 +155,10 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
                          headers=list(COLUMNS), max_height=400,
                          column_widths=["3%", "16%", "7%", "7%", "13%", "7%", "6%", "6%", "6%", "6%", "6%", "17%"])
     with gr.Row():
-        # (Gradio takes an I18nData label at run time; its type hints say str)
-        download_md = gr.DownloadButton(t("compare.download_md"), elem_id="compare-download-md",  # type: ignore[arg-type]
-                                        size="sm", interactive=False)
-        download_csv = gr.DownloadButton(t("compare.download_csv"), elem_id="compare-download-csv",  # type: ignore[arg-type]
-                                         size="sm", interactive=False)
+        download_md = gr.DownloadButton(t("compare.download_md"), elem_id="compare-download-md", size="sm",
+                                        interactive=False)
+        download_csv = gr.DownloadButton(t("compare.download_csv"), elem_id="compare-download-csv", size="sm",
+                                         interactive=False)
 
     outputs = [status, *columns, *answers, *stats, table, download_md, download_csv]
 

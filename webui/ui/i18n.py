@@ -34,8 +34,12 @@ _GRADIO_LOCALES = ("ar", "ca", "ckb", "de", "en", "es", "et", "eu", "fa", "fi", 
                    "uz", "zh-CN", "zh-TW", "zh")
 
 
-def t(key: str) -> I18nData:
-    """A translatable static text for a component (label, value of a Markdown, button text)."""
+def t(key: str) -> Any:
+    """A translatable static text for a component (label, value of a Markdown, button text).
+
+    Typed ``Any``: Gradio takes an ``I18nData`` wherever a label or value string goes, but its
+    type hints say ``str``.
+    """
     return I18nData(key)
 
 
