@@ -167,6 +167,13 @@ class ChatNotFoundError(WebUIError):
     code = "chat_not_found"
 
 
+class MessageNotFoundError(WebUIError):
+    """A message number that the chat does not have (an edit, a version switch)."""
+
+    status_code = 404
+    code = "message_not_found"
+
+
 class BranchRangeError(WebUIError):
     """A chat branched at a message number it does not have."""
 

@@ -6,7 +6,7 @@ import pytest
 from harness import smollm_generator
 from testdata import PARIS_PROMPT, PROJECT_DIR, SMOLLM
 
-from webui.errors import GrammarError
+from webui.errors import GrammarError, PromptTooLongError
 from webui.loaders.llama_sampling import build_sampler
 from webui.params import SamplingParams
 from webui.presets import PresetStore
@@ -106,7 +106,7 @@ def test_skip_special_tokens_off_shows_them(gen):
 
 def test_truncation_length_keeps_the_end_of_a_long_prompt(gen):
     long_prompt = "filler " * 1500 + "\nThe capital of France is"
-    with pytest.raises(Exception, match="context"):
+    with pytest.raises(PromptTooLongError):
         gen.generate(long_prompt, GREEDY)
     text, stats = gen.generate(long_prompt, GREEDY.model_copy(update={"truncation_length": 200, "max_tokens": 8}))
     assert stats.prompt_tokens == 200

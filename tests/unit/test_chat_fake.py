@@ -6,7 +6,7 @@ from fakes import FakeBackend
 
 from webui.chat.prompt import Character, ChatOptions, Persona, build_prompt, render
 from webui.chat.service import ChatService, edit_message, remove_last, switch_version
-from webui.errors import PromptTooLongError, WebUIError
+from webui.errors import InvalidNameError, MessageNotFoundError, PromptTooLongError, WebUIError
 from webui.generation.scheduler import Generator
 from webui.chat.history import Chat, ChatStore, Message
 from webui.params import LoadOptions
@@ -73,7 +73,7 @@ def test_regenerate_keeps_versions_continue_extends_edit_and_remove(service):
     assert chat.messages[0].content == "Hi (edited)" and len(chat.messages) == 4
     assert remove_last(chat) == "Second"
     assert len(chat.messages) == 2
-    with pytest.raises(WebUIError):
+    with pytest.raises(MessageNotFoundError):
         edit_message(chat, 9, "x")
 
 
@@ -136,7 +136,7 @@ def test_store_lists_renames_deletes_imports_and_lists_damaged_files_last(tmp_pa
     store.delete("Bot", chat.id)
     assert [i.id for i in store.list("Bot")] == [imported.id, "broken"]
     assert store.newest("Bot").id == imported.id
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidNameError):
         store.load("../etc", "passwd")
 
 

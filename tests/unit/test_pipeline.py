@@ -14,6 +14,7 @@ from webui.characters.character import Character
 from webui.chat.history import ChatStore, Message
 from webui.chat.prompt import ChatOptions
 from webui.chat.service import ChatService
+from webui.errors import PromptTooLongError
 from webui.generation.cancel import Cancels
 from webui.generation.scheduler import Generator
 from webui.models.manager import ModelManager
@@ -127,7 +128,7 @@ def test_a_turn_that_cannot_run_leaves_no_empty_reply(service, models):
     list(service.turn(chat, "send", text="Hi", character=Character("Bot"), options=ChatOptions(),
                       params=SamplingParams(max_tokens=2)))
     huge = "y" * 1000  # cannot fit the 400-token context whatever is dropped
-    with pytest.raises(Exception, match="context"):
+    with pytest.raises(PromptTooLongError):
         list(service.turn(chat, "send", text=huge, character=Character("Bot"), options=ChatOptions(),
                           params=SamplingParams(max_tokens=2)))
     saved = service.store.load("Bot", chat.id)

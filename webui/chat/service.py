@@ -17,7 +17,7 @@ from typing import Literal
 from webui.characters.character import Character
 from webui.chat.history import Chat, ChatStore, Message
 from webui.chat.prompt import ChatOptions, Persona, Prompt, Template, build_prompt, context_limit
-from webui.errors import NoModelLoadedError, WebUIError
+from webui.errors import MessageNotFoundError, NoModelLoadedError, WebUIError
 from webui.generation.scheduler import GenerationJob, GenerationStats, Generator, Prepared
 from webui.models.manager import LoadedModel
 from webui.params import SamplingParams
@@ -205,14 +205,14 @@ def remove_last(chat: Chat) -> str:
 def edit_message(chat: Chat, index: int, text: str) -> None:
     """Change one message in place; the messages after it stay."""
     if not 0 <= index < len(chat.messages):
-        raise WebUIError(f"There is no message number {index + 1} in this chat.")
+        raise MessageNotFoundError(f"There is no message number {index + 1} in this chat.")
     chat.messages[index].set_text(text)
 
 
 def switch_version(chat: Chat, index: int, delta: int) -> Message:
     """Show the previous (-1) or next (+1) version of a regenerated reply."""
     if not 0 <= index < len(chat.messages):
-        raise WebUIError(f"There is no message number {index + 1} in this chat.")
+        raise MessageNotFoundError(f"There is no message number {index + 1} in this chat.")
     message = chat.messages[index]
     message.select(message.active + delta)
     return message
