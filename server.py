@@ -7,6 +7,7 @@ which gives it its ``settings.yaml`` key, its ``WEBUI_*`` environment variable a
     python server.py --model SmolLM2-135M-Instruct.Q4_1.gguf
     python server.py --help
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,10 @@ def read_options(argv: list[str] | None, environ: Mapping[str, str]) -> tuple[di
 def model_menu(names: list[str], model_dir: Path) -> str | None:
     """Print the models with numbers and read the user's pick from the terminal (text-generation-webui's menu)."""
     if not names:
-        print(f"No models in {model_dir}. Download one in the Model tab, or run: python download-model.py --starter",
-              flush=True)
+        print(
+            f"No models in {model_dir}. Download one in the Model tab, or run: python download-model.py --starter",
+            flush=True,
+        )
         return None
     print(f"Models in {model_dir}:")
     for i, name in enumerate(names, 1):
@@ -61,8 +64,10 @@ def model_menu(names: list[str], model_dir: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     overrides, launch = read_options(argv, os.environ)
-    logging.basicConfig(level=logging.DEBUG if launch.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if launch.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # Private and offline: no usage analytics from Gradio or the hub client.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -9,6 +9,7 @@ The benchmarks run as scripts (``python bench/streaming.py``), so Python puts on
 the project (``webui``) and ``tests/`` (the server helpers and the transformers
 checkpoint the tests use too): the one place the benchmarks set up their path.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,14 @@ def median(values: Iterable[float]) -> float:
 def machine() -> dict[str, Any]:
     import psutil
 
-    return {"cpus": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
-            "ram_gb": round(psutil.virtual_memory().total / 1e9, 1), "python": platform.python_version(),
-            "platform": platform.platform(), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpus": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def versions() -> dict[str, str]:
@@ -64,8 +70,13 @@ def versions() -> dict[str, str]:
 def write_results(name: str, data: dict[str, Any], out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir or RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
-            "versions": versions(), **data}
+    data = {
+        "benchmark": name,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "versions": versions(),
+        **data,
+    }
     path = out_dir / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -90,8 +101,14 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def start_our_server(model: Path, workdir: Path, n_ctx: int = 2048, threads: int = 0, loader: str | None = None,
-                     extra: tuple[str, ...] = ()) -> ServerProcess:
+def start_our_server(
+    model: Path,
+    workdir: Path,
+    n_ctx: int = 2048,
+    threads: int = 0,
+    loader: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> ServerProcess:
     """server.py with the API, ``model`` loaded (its folder is the models folder)."""
     user = Path(tempfile.mkdtemp(prefix="user-", dir=workdir))
     args = ["--model", str(model), "--user-data-dir", str(user), "--ctx-size", str(n_ctx), "--api"]
@@ -106,8 +123,7 @@ def start_peer_server(model: Path, workdir: Path, n_ctx: int = 2048, threads: in
     """llama-cpp-python's own OpenAI-compatible server on the same model (as many threads as ours)."""
     import psutil
 
-    return start_llama_cpp_server(model, workdir, n_ctx=n_ctx,
-                                  threads=threads or psutil.cpu_count(logical=False) or 1)
+    return start_llama_cpp_server(model, workdir, n_ctx=n_ctx, threads=threads or psutil.cpu_count(logical=False) or 1)
 
 
 @contextmanager
@@ -125,8 +141,14 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 1e6
 
 
-def plot_lines(path: Path, title: str, xlabel: str, ylabel: str, series: dict[str, tuple[list, list]],
-               hline: tuple[float, str] | None = None) -> Path:
+def plot_lines(
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    series: dict[str, tuple[list, list]],
+    hline: tuple[float, str] | None = None,
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,8 +179,10 @@ def plot_bars(path: Path, title: str, ylabel: str, groups: dict[str, dict[str, f
     import matplotlib.pyplot as plt
 
     labels = list(groups)
-    bars = sorted({b for g in groups.values() for b in g}, key=lambda b: list(next(iter(groups.values()))).index(b)
-                  if b in next(iter(groups.values())) else 99)
+    bars = sorted(
+        {b for g in groups.values() for b in g},
+        key=lambda b: list(next(iter(groups.values()))).index(b) if b in next(iter(groups.values())) else 99,
+    )
     width = 0.8 / max(len(bars), 1)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for i, b in enumerate(bars):

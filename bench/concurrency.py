@@ -12,6 +12,7 @@ error; they are served in the order they arrived (FIFO); the one that hung up
 is cancelled without touching the others; aggregate tokens/s (all tokens over
 the wall time) at least 0.9 x one client alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,24 @@ def stream_one(url: str, i: int, tokens: int, out: dict, hang_up_after: int | No
     from openai import OpenAI
 
     client = OpenAI(base_url=url + "/v1", api_key="none", timeout=600, max_retries=0)
-    rec = out[i] = {"client": i, "start": time.perf_counter(), "first": None, "end": None, "pieces": 0,
-                    "error": None, "hung_up": False}
+    rec = out[i] = {
+        "client": i,
+        "start": time.perf_counter(),
+        "first": None,
+        "end": None,
+        "pieces": 0,
+        "error": None,
+        "hung_up": False,
+    }
     try:
         stream = client.chat.completions.create(
-            model="any", messages=[{"role": "user", "content": f"Client {i}: tell me a long story about a fox."}],
-            max_tokens=tokens, temperature=0, stream=True, extra_body={"ban_eos_token": True})
+            model="any",
+            messages=[{"role": "user", "content": f"Client {i}: tell me a long story about a fox."}],
+            max_tokens=tokens,
+            temperature=0,
+            stream=True,
+            extra_body={"ban_eos_token": True},
+        )
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 rec["first"] = rec["first"] or time.perf_counter()
@@ -76,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             quitter = args.clients // 2
             threads = []
             for i in range(args.clients):
-                t = threading.Thread(target=stream_one, args=(srv.url, i, args.tokens, results,
-                                                              3 if i == quitter else None))
+                t = threading.Thread(
+                    target=stream_one, args=(srv.url, i, args.tokens, results, 3 if i == quitter else None)
+                )
                 t.start()
                 threads.append(t)
                 time.sleep(0.05)
@@ -93,19 +107,58 @@ def main(argv: list[str] | None = None) -> int:
     errors = [r["error"] for r in results.values() if r["error"]]
     complete = all(r["pieces"] > 0 and r["error"] is None for r in finished)
     reasons = [s["finish_reason"] for s in stats]
-    summary = {"clients": args.clients, "tokens_each": args.tokens, "single_tokens_per_s": single,
-               "aggregate_tokens_per_s": aggregate, "ratio": aggregate / single, "target": 0.9,
-               "met": aggregate / single >= 0.9 and fifo and complete and not errors,
-               "fifo": fifo, "all_finished": complete, "errors": errors, "finish_reasons": reasons,
-               "cancelled": reasons.count("cancelled"), "length": reasons.count("length")}
-    rows = [{"client": r["client"], "pieces": r["pieces"], "queued s": (r["first"] or r["end"]) - r["start"],
-             "total s": r["end"] - r["start"], "hung up": r["hung_up"], "error": r["error"] or ""}
-            for _, r in sorted(results.items())]
+    summary = {
+        "clients": args.clients,
+        "tokens_each": args.tokens,
+        "single_tokens_per_s": single,
+        "aggregate_tokens_per_s": aggregate,
+        "ratio": aggregate / single,
+        "target": 0.9,
+        "met": aggregate / single >= 0.9 and fifo and complete and not errors,
+        "fifo": fifo,
+        "all_finished": complete,
+        "errors": errors,
+        "finish_reasons": reasons,
+        "cancelled": reasons.count("cancelled"),
+        "length": reasons.count("length"),
+    }
+    rows = [
+        {
+            "client": r["client"],
+            "pieces": r["pieces"],
+            "queued s": (r["first"] or r["end"]) - r["start"],
+            "total s": r["end"] - r["start"],
+            "hung up": r["hung_up"],
+            "error": r["error"] or "",
+        }
+        for _, r in sorted(results.items())
+    ]
     print_table(rows, ["client", "pieces", "queued s", "total s", "hung up", "error"], "Clients")
-    print_table([summary], ["clients", "single_tokens_per_s", "aggregate_tokens_per_s", "ratio", "fifo",
-                            "all_finished", "cancelled", "length", "met"], "Summary")
-    write_results("concurrency", {"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
-                                  "clients": rows, "single_runs": singles}, args.out)
+    print_table(
+        [summary],
+        [
+            "clients",
+            "single_tokens_per_s",
+            "aggregate_tokens_per_s",
+            "ratio",
+            "fifo",
+            "all_finished",
+            "cancelled",
+            "length",
+            "met",
+        ],
+        "Summary",
+    )
+    write_results(
+        "concurrency",
+        {
+            "settings": {k: str(v) for k, v in vars(args).items()},
+            "summary": summary,
+            "clients": rows,
+            "single_runs": singles,
+        },
+        args.out,
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ Reads JSON lines ``{"prompt": ..., "tokens": N, "eog": [...]}`` on stdin and ans
 ``{"ttft": s, "pieces": n, "span": s}``. Each path gets its own process and loads and decodes
 on one thread, so neither measures the other's llama.cpp threads (see bench/results/threads.txt).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,20 @@ def main() -> int:
         llm = Llama(str(model), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
 
         def run(req: dict):
-            return (c["choices"][0]["text"] for c in llm.create_completion(
-                req["prompt"], max_tokens=req["tokens"], temperature=0.0, stream=True,
-                logit_bias={int(t): float("-inf") for t in req["eog"]}))
+            return (
+                c["choices"][0]["text"]
+                for c in llm.create_completion(
+                    req["prompt"],
+                    max_tokens=req["tokens"],
+                    temperature=0.0,
+                    stream=True,
+                    logit_bias={int(t): float("-inf") for t in req["eog"]},
+                )
+            )
     else:
         from webui.generation.scheduler import Generator
-        from webui.params import LoadOptions
         from webui.models.manager import ModelManager
-        from webui.params import SamplingParams
+        from webui.params import LoadOptions, SamplingParams
 
         models = ModelManager(model.parent, LoadOptions(n_ctx=n_ctx, threads=threads))
         gen = Generator(models)
@@ -41,6 +48,7 @@ def main() -> int:
         def run(req: dict):
             params = SamplingParams(max_tokens=req["tokens"], temperature=0, ban_eos_token=True, seed=1)
             return (c.text for c in gen.submit(req["prompt"], params))
+
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         req = json.loads(line)
@@ -54,8 +62,16 @@ def main() -> int:
             first = first or now
             last = now
             n += 1
-        print(json.dumps({"ttft": (first - start) if first else None, "pieces": n,
-                          "span": (last - first) if first and last else 0.0}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "ttft": (first - start) if first else None,
+                    "pieces": n,
+                    "span": (last - first) if first and last else 0.0,
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

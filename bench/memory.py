@@ -12,6 +12,7 @@
    last load of the same model under 50 MB.
 3. Unload returns memory: RSS after ``/v1/internal/model/unload``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import GEMMA, IMG_DIR, MODELS_DIR, SMOLLM, plot_lines, print_table, rss_mb, servers, start_our_server, \
-    write_results
+from common import (
+    GEMMA,
+    IMG_DIR,
+    MODELS_DIR,
+    SMOLLM,
+    plot_lines,
+    print_table,
+    rss_mb,
+    servers,
+    start_our_server,
+    write_results,
+)
 
 BARE = textwrap.dedent("""
     import sys, psutil
@@ -53,8 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     from webui.loaders.llamacpp import default_threads
 
     threads = default_threads()
-    bare = float(subprocess.run([sys.executable, "-c", BARE, str(MODELS_DIR / SMOLLM), str(args.n_ctx), str(threads)],
-                                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    bare = float(
+        subprocess.run(
+            [sys.executable, "-c", BARE, str(MODELS_DIR / SMOLLM), str(args.n_ctx), str(threads)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         srv = start_our_server(MODELS_DIR / SMOLLM, Path(tmp), n_ctx=args.n_ctx, threads=threads)
         with servers(srv):
@@ -79,24 +98,38 @@ def main(argv: list[str] | None = None) -> int:
         same = [r["rss_mb"] for r in loads if r["model"] == name]
         if len(same) >= 2:
             growth[name] = same[-1] - same[0]
-    summary = {"bare_llama_rss_mb": bare, "server_rss_mb": ours, "overhead_mb": ours - bare,
-               "overhead_target_mb": 400, "growth_mb": growth, "growth_target_mb": 50,
-               "rss_before_unload_mb": before_unload, "rss_after_unload_mb": after_unload,
-               "unload_freed_mb": before_unload - after_unload,
-               "met": ours - bare < 400 and all(g < 50 for g in growth.values())}
-    print_table([{"what": "bare Llama process", "MB": bare}, {"what": "server.py (UI + API + model)", "MB": ours},
-                 {"what": "overhead", "MB": ours - bare},
-                 *({"what": f"growth over {args.switches} loads: {k}", "MB": v} for k, v in growth.items()),
-                 {"what": "freed by unload", "MB": before_unload - after_unload}], ["what", "MB"], "Memory (RSS)")
-    write_results("memory", {"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
-                             "loads": loads}, args.out)
+    summary = {
+        "bare_llama_rss_mb": bare,
+        "server_rss_mb": ours,
+        "overhead_mb": ours - bare,
+        "overhead_target_mb": 400,
+        "growth_mb": growth,
+        "growth_target_mb": 50,
+        "rss_before_unload_mb": before_unload,
+        "rss_after_unload_mb": after_unload,
+        "unload_freed_mb": before_unload - after_unload,
+        "met": ours - bare < 400 and all(g < 50 for g in growth.values()),
+    }
+    print_table(
+        [
+            {"what": "bare Llama process", "MB": bare},
+            {"what": "server.py (UI + API + model)", "MB": ours},
+            {"what": "overhead", "MB": ours - bare},
+            *({"what": f"growth over {args.switches} loads: {k}", "MB": v} for k, v in growth.items()),
+            {"what": "freed by unload", "MB": before_unload - after_unload},
+        ],
+        ["what", "MB"],
+        "Memory (RSS)",
+    )
+    write_results(
+        "memory", {"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "loads": loads}, args.out
+    )
     if not args.no_plots and loads:
         series = {}
         for name in (SMOLLM, GEMMA):
             pts = [r for r in loads if r["model"] == name]
             series[name.split(".")[0]] = ([r["load"] for r in pts], [r["rss_mb"] for r in pts])
-        plot_lines(IMG_DIR / "memory-loads.png", "Server RSS after each model load", "load number", "RSS (MB)",
-                   series)
+        plot_lines(IMG_DIR / "memory-loads.png", "Server RSS after each model load", "load number", "RSS (MB)", series)
     return 0
 
 

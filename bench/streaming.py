@@ -18,6 +18,7 @@ The paths take turns within each repetition; medians over the repetitions.
 Tokens/s counts generated tokens after the first over the time after the first;
 TTFT is request start to first text.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,19 @@ import threading
 import time
 from pathlib import Path
 
-from common import (GEMMA, MODELS_DIR, IMG_DIR, SMOLLM, median, plot_bars, print_table, servers, start_our_server,
-                    start_peer_server, write_results)
+from common import (
+    GEMMA,
+    IMG_DIR,
+    MODELS_DIR,
+    SMOLLM,
+    median,
+    plot_bars,
+    print_table,
+    servers,
+    start_our_server,
+    start_peer_server,
+    write_results,
+)
 
 SYSTEM = "You are a helpful assistant who writes long, detailed answers."
 QUESTION = "[run {i}] Describe, step by step, how a bicycle works, covering the frame, wheels, gears and brakes."
@@ -72,9 +84,19 @@ class Engine:
         import subprocess
         import sys
 
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("engine_worker.py")), mode,
-                                      str(path), str(n_ctx), str(threads)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("engine_worker.py")),
+                mode,
+                str(path),
+                str(n_ctx),
+                str(threads),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert json.loads(self.proc.stdout.readline())["ready"]
 
     def run(self, prompt: str, tokens: int, eog: list[int]) -> tuple:
@@ -100,7 +122,7 @@ def bench_gguf(name: str, reps: int, n_tokens: int, workdir: Path, n_ctx: int) -
     facts = gguf_facts(path)
     eog = eog_ids(path)
     template = facts.metadata.get("tokenizer.chat_template")
-    render = (ChatTemplate.compile(template, name).render if template else None)
+    render = ChatTemplate.compile(template, name).render if template else None
 
     def prompt_of(i: int) -> str:
         msgs = messages(i)
@@ -126,12 +148,24 @@ def bench_gguf(name: str, reps: int, n_tokens: int, workdir: Path, n_ctx: int) -
 
         def chat(client, i: int, **extra):
             if render is None:
-                return timed(lambda: (c.choices[0].text for c in client.completions.create(
-                    model=name, prompt=prompt_of(i), max_tokens=n_tokens, temperature=0, stream=True, **extra)
-                    if c.choices))
-            return timed(lambda: (c.choices[0].delta.content for c in client.chat.completions.create(
-                model=name, messages=messages(i), max_tokens=n_tokens, temperature=0, stream=True, **extra)
-                if c.choices))
+                return timed(
+                    lambda: (
+                        c.choices[0].text
+                        for c in client.completions.create(
+                            model=name, prompt=prompt_of(i), max_tokens=n_tokens, temperature=0, stream=True, **extra
+                        )
+                        if c.choices
+                    )
+                )
+            return timed(
+                lambda: (
+                    c.choices[0].delta.content
+                    for c in client.chat.completions.create(
+                        model=name, messages=messages(i), max_tokens=n_tokens, temperature=0, stream=True, **extra
+                    )
+                    if c.choices
+                )
+            )
 
         paths = {
             "raw": run_raw,
@@ -169,8 +203,12 @@ def summarise(model: str, runs: dict[str, list[tuple]], n_tokens: int) -> dict:
     for key, samples in runs.items():
         ttfts = [s[0] for s in samples if s[0] is not None]
         rates = [rate(n_tokens, s[2]) for s in samples if s[0] is not None]
-        out["paths"][key] = {"ttft_s": median(ttfts), "tokens_per_s": median(rates), "samples": len(samples),
-                             "pieces": [s[1] for s in samples]}
+        out["paths"][key] = {
+            "ttft_s": median(ttfts),
+            "tokens_per_s": median(rates),
+            "samples": len(samples),
+            "pieces": [s[1] for s in samples],
+        }
     return out
 
 
@@ -179,10 +217,9 @@ def bench_transformers(reps: int, n_tokens: int, checkpoint: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
 
     from webui.generation.scheduler import Generator
-    from webui.params import LoadOptions
     from webui.loaders.llamacpp import default_threads
     from webui.models.manager import ModelManager
-    from webui.params import SamplingParams
+    from webui.params import LoadOptions, SamplingParams
     from webui.templates.chat_template import ChatTemplate
 
     torch.set_num_threads(default_threads())
@@ -201,8 +238,14 @@ def bench_transformers(reps: int, n_tokens: int, checkpoint: Path) -> dict:
     def run_raw(i: int):
         ids = tok(prompt_of(i), return_tensors="pt")
         streamer = TextIteratorStreamer(tok, skip_prompt=True)
-        kwargs = dict(**ids, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False, streamer=streamer,
-                      pad_token_id=tok.eos_token_id)
+        kwargs = dict(
+            **ids,
+            max_new_tokens=n_tokens,
+            min_new_tokens=n_tokens,
+            do_sample=False,
+            streamer=streamer,
+            pad_token_id=tok.eos_token_id,
+        )
 
         def work():
             with torch.inference_mode():
@@ -231,7 +274,7 @@ def bench_transformers(reps: int, n_tokens: int, checkpoint: Path) -> dict:
         warm(-1)
     runs = {k: [] for k in paths}
     for i in range(reps):
-        for key in (list(paths) if i % 2 == 0 else list(reversed(paths))):
+        for key in list(paths) if i % 2 == 0 else list(reversed(paths)):
             runs[key].append(paths[key](i))
     models.unload()
     # TextIteratorStreamer yields words (several tokens); rates use the token count, which is fixed.
@@ -253,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         for key in wanted:
             if key in ("smollm", "gemma"):
                 print(f"\n== {key}: {args.reps} repetitions of {args.tokens} tokens ==", flush=True)
-                results.append(bench_gguf(SMOLLM if key == "smollm" else GEMMA, args.reps, args.tokens, Path(tmp),
-                                          args.n_ctx))
+                results.append(
+                    bench_gguf(SMOLLM if key == "smollm" else GEMMA, args.reps, args.tokens, Path(tmp), args.n_ctx)
+                )
             elif key == "hf":
                 from hf_checkpoint import default_checkpoint_dir, ensure_hf_checkpoint
 
@@ -266,29 +310,47 @@ def main(argv: list[str] | None = None) -> int:
         paths = r["paths"]
         base = paths.get("raw") or paths.get("hf raw")
         for key, v in paths.items():
-            rows.append({"model": r["model"], "path": key, "tokens/s": v["tokens_per_s"], "TTFT s": v["ttft_s"],
-                         "x raw tokens/s": v["tokens_per_s"] / base["tokens_per_s"],
-                         "x raw TTFT": v["ttft_s"] / base["ttft_s"]})
-        checks = [("ours/raw", "ours", "raw"), ("api/raw", "api", "raw"), ("api/peer", "api", "peer"),
-                  ("hf ours/raw", "hf ours", "hf raw")]
+            rows.append(
+                {
+                    "model": r["model"],
+                    "path": key,
+                    "tokens/s": v["tokens_per_s"],
+                    "TTFT s": v["ttft_s"],
+                    "x raw tokens/s": v["tokens_per_s"] / base["tokens_per_s"],
+                    "x raw TTFT": v["ttft_s"] / base["ttft_s"],
+                }
+            )
+        checks = [
+            ("ours/raw", "ours", "raw"),
+            ("api/raw", "api", "raw"),
+            ("api/peer", "api", "peer"),
+            ("hf ours/raw", "hf ours", "hf raw"),
+        ]
         for label, a, b in checks:
             if a in paths and b in paths:
                 ratio = paths[a]["tokens_per_s"] / paths[b]["tokens_per_s"]
                 ttft_ratio = paths[a]["ttft_s"] / paths[b]["ttft_s"]
-                ratios.append({"model": r["model"], "ratio": label, "tokens/s ratio": ratio,
-                               "target": TARGETS[label], "met": ratio >= TARGETS[label],
-                               "TTFT ratio": ttft_ratio})
+                ratios.append(
+                    {
+                        "model": r["model"],
+                        "ratio": label,
+                        "tokens/s ratio": ratio,
+                        "target": TARGETS[label],
+                        "met": ratio >= TARGETS[label],
+                        "TTFT ratio": ttft_ratio,
+                    }
+                )
     print_table(rows, ["model", "path", "tokens/s", "TTFT s", "x raw tokens/s", "x raw TTFT"], "Medians")
     print_table(ratios, ["model", "ratio", "tokens/s ratio", "target", "met", "TTFT ratio"], "Targets")
-    write_results("streaming", {"settings": vars(args) | {"out": str(args.out)}, "results": results,
-                                "ratios": ratios}, args.out)
+    write_results(
+        "streaming", {"settings": vars(args) | {"out": str(args.out)}, "results": results, "ratios": ratios}, args.out
+    )
     if not args.no_plots and results:
-        groups = {r["model"].split(".")[0][:22]: {k: v["tokens_per_s"] for k, v in r["paths"].items()}
-                  for r in results}
-        plot_bars(IMG_DIR / "streaming-tokens.png", "Generation speed by path (higher is better)", "tokens/s",
-                  groups)
-        groups = {r["model"].split(".")[0][:22]: {k: v["ttft_s"] * 1000 for k, v in r["paths"].items()}
-                  for r in results}
+        groups = {r["model"].split(".")[0][:22]: {k: v["tokens_per_s"] for k, v in r["paths"].items()} for r in results}
+        plot_bars(IMG_DIR / "streaming-tokens.png", "Generation speed by path (higher is better)", "tokens/s", groups)
+        groups = {
+            r["model"].split(".")[0][:22]: {k: v["ttft_s"] * 1000 for k, v in r["paths"].items()} for r in results
+        }
         plot_bars(IMG_DIR / "streaming-ttft.png", "Time to first token by path (lower is better)", "ms", groups)
     return 0
 

@@ -4,6 +4,7 @@
 ``SlowBackend`` takes 10 ms a token, so a client can leave in the middle of a request.
 Both are ``FakeBackend`` underneath: register them in the ``LoaderRegistry`` the test builds.
 """
+
 from __future__ import annotations
 
 import threading

@@ -4,6 +4,7 @@ For tests that need a real HTTP server (real sockets, real disconnects, the real
 client) around an app built in the test: this app over a scripted backend, or a small
 misbehaving OpenAI-compatible peer for the remote loader.
 """
+
 from __future__ import annotations
 
 import threading
@@ -21,8 +22,11 @@ from server_process import free_port
 def serve(app: Any, timeout: float = 30) -> Iterator[str]:
     """Serve ``app`` for the block's duration; yields its base URL (``http://127.0.0.1:PORT``)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-                                          timeout_graceful_shutdown=5))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
+        )
+    )
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ chat template) are on screen. A value typed before those answer would be overwri
 
 (Import from here in any browser test module; ``tests/`` is on the import path.)
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,7 +42,9 @@ def choose(page: Any, dropdown_id: str, option: str) -> None:
 def wait_text(page: Any, selector: str, text: str, timeout: float = 60_000) -> None:
     page.wait_for_function(
         "([sel, text]) => { const el = document.querySelector(sel); return el && el.innerText.includes(text); }",
-        arg=[selector, text], timeout=timeout)
+        arg=[selector, text],
+        timeout=timeout,
+    )
 
 
 def press_load(page: Any, status: str = "Loaded") -> None:
@@ -64,8 +67,11 @@ def set_number(page: Any, elem_id: str, value: str) -> None:
     box.fill(value)
     box.press("Tab")
     # a slider takes the typed number on blur; wait until it has, so a click that follows sends it
-    page.wait_for_function("([id, v]) => { const r = document.querySelector(`#${id} input[type=range]`);"
-                           " return !r || Number(r.value) === Number(v); }", arg=[elem_id, value])
+    page.wait_for_function(
+        "([id, v]) => { const r = document.querySelector(`#${id} input[type=range]`);"
+        " return !r || Number(r.value) === Number(v); }",
+        arg=[elem_id, value],
+    )
     assert float(box.input_value()) == float(value), f"#{elem_id} did not keep the value {value}"
 
 
@@ -104,6 +110,8 @@ def wait_for_complete_reply(page: Any) -> None:
     (A reply is bounded by its max_tokens, not by time: on a busy machine SmolLM2 has been seen to
     run at one token a second, so this waits longer than the page's default 30 s.)
     """
-    page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-                           " return b.length > 0 && b[b.length - 1].innerText.includes('tokens/s'); }",
-                           timeout=180_000)
+    page.wait_for_function(
+        "() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+        " return b.length > 0 && b[b.length - 1].innerText.includes('tokens/s'); }",
+        timeout=180_000,
+    )

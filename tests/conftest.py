@@ -3,11 +3,13 @@
 The models come from ``python download-model.py --starter all`` (run_tests.sh does
 it). A missing model is a failure with instructions, never a silent skip.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
 from testdata import GEMMA, MODELS_DIR, SMOLLM
 
 

@@ -3,6 +3,7 @@
 Every feature also has a test on a real model; this fake only makes the
 queueing, cancel and error paths quick and deterministic to test.
 """
+
 from __future__ import annotations
 
 import threading
@@ -12,8 +13,7 @@ from typing import ClassVar
 
 from webui.errors import ModelLoadError
 from webui.loaders.base import Backend, Chunk
-from webui.params import LoadOptions
-from webui.params import SamplingParams
+from webui.params import LoadOptions, SamplingParams
 
 
 class FakeBackend(Backend):

@@ -4,6 +4,7 @@ bench/ shares), waiting for what a server writes, and SmolLM2 behind a Generator
 (Import from here, not from a conftest.py: ``tests/`` is not a package, so conftest
 modules shadow each other under the one name ``conftest``.)
 """
+
 from __future__ import annotations
 
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+
 from server_process import ServerProcess, start_webui
 from testdata import GEMMA, MODELS_DIR, SMOLLM
 
@@ -29,8 +31,15 @@ class Server(ServerProcess):
 
 def start_server(root: Path, model_dir: Path, user_dir: Path, *extra: str, ctx_size: int | None = 2048) -> Server:
     """Start server.py (log in ``root``) and wait until it answers; fails with its log if it does not."""
-    proc = start_webui(root, "--model-dir", str(model_dir), "--user-data-dir", str(user_dir),
-                       *(["--ctx-size", str(ctx_size)] if ctx_size else []), *extra)
+    proc = start_webui(
+        root,
+        "--model-dir",
+        str(model_dir),
+        "--user-data-dir",
+        str(user_dir),
+        *(["--ctx-size", str(ctx_size)] if ctx_size else []),
+        *extra,
+    )
     return Server(proc.url, proc.process, proc.log, model_dir, user_dir)
 
 
@@ -64,8 +73,8 @@ def make_dirs(root: Path) -> tuple[Path, Path]:
 def smollm_generator(smollm_path: Path, tmp_path_factory, n_ctx: int):
     """Yield a Generator over SmolLM2 loaded with ``n_ctx`` (for module fixtures: ``yield from``)."""
     from webui.generation.scheduler import Generator
-    from webui.params import LoadOptions
     from webui.models.manager import ModelManager
+    from webui.params import LoadOptions
 
     d = tmp_path_factory.mktemp("models")
     (d / SMOLLM).symlink_to(smollm_path)

@@ -13,6 +13,7 @@ The folder lives outside the repository (``$WEBUI_TEST_CACHE`` or
 
 Run it by hand with ``python tests/hf_checkpoint.py [GGUF] [OUT_DIR]``.
 """
+
 from __future__ import annotations
 
 import os

@@ -14,6 +14,7 @@ once per file), ``corrupt`` (serve bytes that do not match the listed sha256),
 ``delay`` (seconds per 64 KB chunk, so a download can be watched and cancelled).
 Every request is recorded in ``requests`` (method, path, Range, Authorization).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -83,7 +84,8 @@ class HubStub:
     def add_repo(self, repo_id: str, files: dict[str, Path | bytes], gated_token: str | None = None) -> None:
         self.repos[repo_id] = StubRepo(
             {p: StubFile(data_path=v) if isinstance(v, Path) else StubFile(data=v) for p, v in files.items()},
-            gated_token)
+            gated_token,
+        )
 
     def start(self) -> HubStub:
         stub = self
@@ -114,8 +116,9 @@ class HubStub:
     def _handle(self, h: BaseHTTPRequestHandler, head: bool) -> None:
         parsed = urlparse(h.path)
         path = unquote(parsed.path)
-        self.requests.append({"method": h.command, "path": path, "range": h.headers.get("Range"),
-                              "auth": h.headers.get("Authorization")})
+        self.requests.append(
+            {"method": h.command, "path": path, "range": h.headers.get("Range"), "auth": h.headers.get("Authorization")}
+        )
         parts = [p for p in path.split("/") if p]
         try:
             if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
@@ -158,8 +161,12 @@ class HubStub:
     def _tree(self, h: BaseHTTPRequestHandler, repo: StubRepo) -> None:
         entries = []
         for path, f in sorted(repo.files.items()):
-            entry: dict[str, Any] = {"type": "file", "oid": hashlib.sha1(path.encode()).hexdigest(),
-                                     "size": f.size(), "path": path}
+            entry: dict[str, Any] = {
+                "type": "file",
+                "oid": hashlib.sha1(path.encode()).hexdigest(),
+                "size": f.size(),
+                "path": path,
+            }
             if f.size() >= LFS_THRESHOLD:
                 entry["lfs"] = {"oid": f.sha256(), "size": f.size(), "pointerSize": 134}
             entries.append(entry)
@@ -226,9 +233,17 @@ def tiny_transformers_folder(dest: Path, gguf_path: Path) -> Path:
         return dest
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = LlamaForCausalLM(config)
     model.save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)

@@ -5,6 +5,7 @@ talk to). Started, awaited and stopped one way for the tests and for ``bench/``.
 Free of pytest and of ``webui``: a server that does not come up raises
 :class:`ServerDidNotStart` with the end of its log, which a test shows as its failure.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,9 @@ def _start(args: Sequence[str], log: Path, url: str, probe: str, timeout: float)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise ServerDidNotStart(f"{' '.join(args[:4])} ... exited with {proc.returncode}:\n"
-                                    f"{log.read_text()[-4000:]}")
+            raise ServerDidNotStart(
+                f"{' '.join(args[:4])} ... exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
+            )
         try:
             with urllib.request.urlopen(url + probe, timeout=5):
                 return ServerProcess(url, proc, log)
@@ -71,28 +73,45 @@ def _start(args: Sequence[str], log: Path, url: str, probe: str, timeout: float)
             if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait(5)
-                raise ServerDidNotStart(f"{url} did not answer within {timeout:.0f} s:\n"
-                                        f"{log.read_text()[-4000:]}") from None
+                raise ServerDidNotStart(
+                    f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-4000:]}"
+                ) from None
             time.sleep(0.3)
 
 
 def start_webui(log_dir: Path, *args: str, timeout: float = 180) -> ServerProcess:
     """``server.py *args`` on a free port (log ``server-PORT.log`` in ``log_dir``), once it answers."""
     port = free_port()
-    return _start([sys.executable, str(PROJECT_DIR / "server.py"), "--listen-port", str(port), *args],
-                  Path(log_dir) / f"server-{port}.log", f"http://127.0.0.1:{port}", "/healthz", timeout)
+    return _start(
+        [sys.executable, str(PROJECT_DIR / "server.py"), "--listen-port", str(port), *args],
+        Path(log_dir) / f"server-{port}.log",
+        f"http://127.0.0.1:{port}",
+        "/healthz",
+        timeout,
+    )
 
 
-def start_llama_cpp_server(model: Path, log_dir: Path, *, n_ctx: int = 2048, threads: int = 0,
-                           api_key: str = "", timeout: float = 180) -> ServerProcess:
+def start_llama_cpp_server(
+    model: Path, log_dir: Path, *, n_ctx: int = 2048, threads: int = 0, api_key: str = "", timeout: float = 180
+) -> ServerProcess:
     """``python -m llama_cpp.server`` on ``model`` and a free port, once it answers."""
     port = free_port()
-    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-            "--port", str(port), "--n_ctx", str(n_ctx)]
+    args = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+    ]
     if threads:
         args += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
     if api_key:
         args += ["--api_key", api_key]
     # /docs answers without the key
-    return _start(args, Path(log_dir) / f"llama-cpp-server-{port}.log", f"http://127.0.0.1:{port}", "/docs",
-                  timeout)
+    return _start(args, Path(log_dir) / f"llama-cpp-server-{port}.log", f"http://127.0.0.1:{port}", "/docs", timeout)

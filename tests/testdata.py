@@ -3,6 +3,7 @@
 (Test modules import from here, not from ``conftest``: ``tests/`` is not a
 package, so several conftest.py files would shadow one another.)
 """
+
 from __future__ import annotations
 
 import os

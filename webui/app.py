@@ -1,4 +1,5 @@
 """The ASGI app: FastAPI at the root with the Gradio UI mounted on it (the API joins under /v1)."""
+
 from __future__ import annotations
 
 import fastapi
@@ -14,10 +15,14 @@ def create_app(services: Services) -> fastapi.FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
         current = services.models.current
-        return {"ok": True, "model": current.name if current else None,
-                "loader": current.loader if current else None,
-                "n_ctx": current.backend.n_ctx if current else None,
-                "generating": services.generator.active is not None, "waiting": services.generator.waiting()}
+        return {
+            "ok": True,
+            "model": current.name if current else None,
+            "loader": current.loader if current else None,
+            "n_ctx": current.backend.n_ctx if current else None,
+            "generating": services.generator.active is not None,
+            "waiting": services.generator.waiting(),
+        }
 
     if services.settings.api or services.settings.api_key:
         from webui.api import create_api, install_error_handlers
@@ -26,6 +31,9 @@ def create_app(services: Services) -> fastapi.FastAPI:
         app.include_router(create_api(services), prefix="/v1")
 
     settings = services.settings
-    app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_body_mb * 1_048_576),
-                       upload_bytes=int(settings.max_upload_mb * 1_048_576))
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=int(settings.max_body_mb * 1_048_576),
+        upload_bytes=int(settings.max_upload_mb * 1_048_576),
+    )
     return mount_ui(app, services)

@@ -5,6 +5,7 @@ One mechanism at the edge instead of a size check in each route: a body whose
 read; a body without one (chunked) is counted as it arrives and cut off at the
 limit, so a hostile client can never make the server buffer more than the limit.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,9 +85,18 @@ async def _too_large(send: Send, limit: int) -> None:
 
 
 async def _reply(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                 "code": code}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    body = json.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -3,6 +3,7 @@
 ``webui/ui/i18n.py`` hands them to Gradio and picks the page's language; modules outside the UI
 (the comparison's status lines and table headings) read their English text here.
 """
+
 from __future__ import annotations
 
 import functools
@@ -71,6 +72,7 @@ class Keyed(str):
 def in_language(value: str, lang: str | None) -> str:
     """``value`` in ``lang`` when it is :class:`Keyed`, else as it is."""
     if isinstance(value, Keyed):
-        return text(value.key, lang, **{k: in_language(v, lang) if isinstance(v, Keyed) else v
-                                        for k, v in value.fields.items()})
+        return text(
+            value.key, lang, **{k: in_language(v, lang) if isinstance(v, Keyed) else v for k, v in value.fields.items()}
+        )
     return str(value)

@@ -15,6 +15,7 @@ seed it used.
 Status lines are events with a catalogue key (``webui/locales/<lang>/compare.yaml``): the UI
 shows them in the page's language, ``Event.message`` in English (logs, tests).
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,8 +55,9 @@ COMPARE_MAX_TOKENS = 128
 #: Most runs in one comparison (the Compare tab has this many answer columns).
 MAX_RUNS = 6
 #: Fields a sweep may vary: the numbers and switches (lists and grammars are not a "value").
-SWEEPABLE: tuple[str, ...] = tuple(name for name, info in SamplingParams.model_fields.items()
-                                   if info.annotation in (int, float, bool))
+SWEEPABLE: tuple[str, ...] = tuple(
+    name for name, info in SamplingParams.model_fields.items() if info.annotation in (int, float, bool)
+)
 
 
 def _problems(exc: ValidationError) -> str:
@@ -165,8 +167,9 @@ def sweep_configs(base: RunConfig, param_name: str, values: list[Any]) -> list[R
     """``base`` once per value of one sampling parameter, each value checked against its range."""
     name = ACCEPTED_KEYS.get((param_name or "").strip())
     if name is None or name not in SWEEPABLE:
-        raise CompareError(f"{param_name!r} is not a parameter that can be swept. Choose one of: "
-                           f"{', '.join(SWEEPABLE)}.")
+        raise CompareError(
+            f"{param_name!r} is not a parameter that can be swept. Choose one of: {', '.join(SWEEPABLE)}."
+        )
     if not values:
         raise CompareError(f"Give the values of {name} to try, separated by commas (e.g. 0.2, 0.7, 1.2).")
     if len(values) > MAX_RUNS:
@@ -206,20 +209,34 @@ class Comparison:
         base = self.services.presets.load(config.preset).params if config.preset else SamplingParams()
         return SamplingParams.model_validate({**base.model_dump(), **config.params, "seed": config.seed})
 
-    def sweep(self, prompt: str, system_prompt: str, base_config: RunConfig, param_name: str, values: list[Any],
-              progress_callback: Callable[[Event], None] | None = None,
-              cancel: threading.Event | None = None) -> Iterator[Event]:
-        return self.run(prompt, system_prompt, sweep_configs(base_config, param_name, values),
-                        progress_callback, cancel)
+    def sweep(
+        self,
+        prompt: str,
+        system_prompt: str,
+        base_config: RunConfig,
+        param_name: str,
+        values: list[Any],
+        progress_callback: Callable[[Event], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        return self.run(
+            prompt, system_prompt, sweep_configs(base_config, param_name, values), progress_callback, cancel
+        )
 
-    def run_all(self, prompt: str, system_prompt: str, configs: list[RunConfig],
-                cancel: threading.Event | None = None) -> list[RunResult]:
+    def run_all(
+        self, prompt: str, system_prompt: str, configs: list[RunConfig], cancel: threading.Event | None = None
+    ) -> list[RunResult]:
         """Run to the end and return the results (for callers that do not stream)."""
         return [e.result for e in self.run(prompt, system_prompt, configs, cancel=cancel) if e.result is not None]
 
-    def run(self, prompt: str, system_prompt: str, configs: list[RunConfig],
-            progress_callback: Callable[[Event], None] | None = None,
-            cancel: threading.Event | None = None) -> Generator[Event, None, None]:
+    def run(
+        self,
+        prompt: str,
+        system_prompt: str,
+        configs: list[RunConfig],
+        progress_callback: Callable[[Event], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generator[Event, None, None]:
         """Run every configuration in turn, yielding events; one ``result`` event per configuration.
 
         A run that fails (a missing model, a preset that does not exist...) records its error
@@ -252,8 +269,14 @@ class Comparison:
         finally:
             self._lock.release()
 
-    def _run_locked(self, prompt: str, system_prompt: str, configs: list[RunConfig],
-                    emit: Callable[[Event], Event], cancel: threading.Event) -> Iterator[Event]:
+    def _run_locked(
+        self,
+        prompt: str,
+        system_prompt: str,
+        configs: list[RunConfig],
+        emit: Callable[[Event], Event],
+        cancel: threading.Event,
+    ) -> Iterator[Event]:
         services = self.services
         before = services.models.current
         # A model's saved preset is applied by load_model; the comparison must not change the user's choice.
@@ -264,8 +287,9 @@ class Comparison:
         try:
             for i, config in enumerate(configs):
                 if cancel.is_set():
-                    result = RunResult(index=i, config=config, finish_reason="cancelled",
-                                       error="Not run: the comparison was stopped.")
+                    result = RunResult(
+                        index=i, config=config, finish_reason="cancelled", error="Not run: the comparison was stopped."
+                    )
                 else:
                     result = yield from self._run_one(i, len(configs), config, prompt, system_prompt, emit, cancel)
                 results.append(result)
@@ -274,30 +298,56 @@ class Comparison:
             restored = True
             ok = sum(r.ok for r in results)
             key = "compare.status.stopped" if cancel.is_set() else "compare.status.done"
-            yield emit(Event("status", key, {"ok": ok, "total": len(results),
-                                             "seconds": f"{time.perf_counter() - started:.1f}"}))
+            yield emit(
+                Event(
+                    "status", key, {"ok": ok, "total": len(results), "seconds": f"{time.perf_counter() - started:.1f}"}
+                )
+            )
         finally:
             if not restored:  # an error, or the consumer went away: nobody to tell, but restore all the same
                 for _ in self._restore(before, choice, emit):
                     pass
 
-    def _run_one(self, i: int, total: int, config: RunConfig, prompt: str, system_prompt: str,
-                 emit: Callable[[Event], Event], cancel: threading.Event) -> Generator[Event, None, RunResult]:
+    def _run_one(
+        self,
+        i: int,
+        total: int,
+        config: RunConfig,
+        prompt: str,
+        system_prompt: str,
+        emit: Callable[[Event], Event],
+        cancel: threading.Event,
+    ) -> Generator[Event, None, RunResult]:
         services = self.services
         result = RunResult(index=i, config=config)
         try:
             params = self.params_for(config)
             loaded = services.models.current
             if loaded is None or loaded.name != config.model or config.loader not in (None, loaded.loader):
-                yield emit(Event("status", "compare.status.switching",
-                                 {"model": config.model, "n": i + 1, "total": total}, index=i))
+                yield emit(
+                    Event(
+                        "status",
+                        "compare.status.switching",
+                        {"model": config.model, "n": i + 1, "total": total},
+                        index=i,
+                    )
+                )
                 t0 = time.perf_counter()
                 loaded = services.load_model(config.model, config.loader)
                 result.load_seconds = round(time.perf_counter() - t0, 2)
-            yield emit(Event("status", "compare.status.run",
-                             {"n": i + 1, "total": total, "title": config.title(), "seed": params.seed}, index=i))
-            job = services.generator.submit(params=params, cancel=cancel,
-                                            prepare=lambda model, run: self._prepare(model, run, prompt, system_prompt))
+            yield emit(
+                Event(
+                    "status",
+                    "compare.status.run",
+                    {"n": i + 1, "total": total, "title": config.title(), "seed": params.seed},
+                    index=i,
+                )
+            )
+            job = services.generator.submit(
+                params=params,
+                cancel=cancel,
+                prepare=lambda model, run: self._prepare(model, run, prompt, system_prompt),
+            )
             text = ""
             for chunk in job:
                 if chunk.text:
@@ -305,33 +355,51 @@ class Comparison:
                     yield Event("partial", index=i, text=text.lstrip())
             stats = job.stats
             assert stats is not None
-            shared = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.as_dict().items()
-                      if k in RunResult.model_fields}
-            result = result.model_copy(update={
-                **shared, "text": text.strip(), "n_ctx": loaded.backend.n_ctx,
-                "model_description": f"{loaded.name} on {loaded.loader}, context {loaded.backend.n_ctx} tokens",
-                "changed_params": {k: v for k, v in params.non_default().items() if k != "seed"}})
+            shared = {
+                k: round(v, 3) if isinstance(v, float) else v
+                for k, v in stats.as_dict().items()
+                if k in RunResult.model_fields
+            }
+            result = result.model_copy(
+                update={
+                    **shared,
+                    "text": text.strip(),
+                    "n_ctx": loaded.backend.n_ctx,
+                    "model_description": f"{loaded.name} on {loaded.loader}, context {loaded.backend.n_ctx} tokens",
+                    "changed_params": {k: v for k, v in params.non_default().items() if k != "seed"},
+                }
+            )
         except WebUIError as exc:
             result.error = exc.message
         except Exception as exc:  # one run's bug must not lose the others, nor the user's model
             log.exception("Run %d of a comparison failed", i + 1)
             result.error = f"{type(exc).__name__}: {exc}"
         if result.error:
-            yield emit(Event("status", "compare.status.run_failed",
-                             {"n": i + 1, "total": total, "error": result.error}, index=i))
+            yield emit(
+                Event(
+                    "status", "compare.status.run_failed", {"n": i + 1, "total": total, "error": result.error}, index=i
+                )
+            )
         return result
 
     def _prepare(self, loaded: LoadedModel, params: SamplingParams, prompt: str, system_prompt: str) -> Prepared:
         """The prompt the Chat tab would send for a first message in instruct mode, made for ``loaded``."""
         template, _ = self.services.template_for(loaded)
-        built = build_prompt(Chat(id="compare", character=DEFAULT_CHARACTER), [Message("user", prompt)],
-                             Character(), ChatOptions(mode="instruct", system_prompt=system_prompt or ""),
-                             template, n_ctx=context_limit(loaded.backend.n_ctx, params.truncation_length),
-                             max_new_tokens=params.max_tokens, tokenize=loaded.backend.tokenize)
+        built = build_prompt(
+            Chat(id="compare", character=DEFAULT_CHARACTER),
+            [Message("user", prompt)],
+            Character(),
+            ChatOptions(mode="instruct", system_prompt=system_prompt or ""),
+            template,
+            n_ctx=context_limit(loaded.backend.n_ctx, params.truncation_length),
+            max_new_tokens=params.max_tokens,
+            tokenize=loaded.backend.tokenize,
+        )
         return Prepared(built.text, stop=built.stop, tokens=built.tokens, front_cut=False, detail=built)
 
-    def _restore(self, before: LoadedModel | None, choice: tuple[str | None, dict[str, Any]],
-                 emit: Callable[[Event], Event]) -> Iterator[Event]:
+    def _restore(
+        self, before: LoadedModel | None, choice: tuple[str | None, dict[str, Any]], emit: Callable[[Event], Event]
+    ) -> Iterator[Event]:
         services = self.services
         try:
             current = services.models.current
@@ -344,8 +412,13 @@ class Comparison:
         except Exception as exc:
             message = exc.message if isinstance(exc, WebUIError) else f"{type(exc).__name__}: {exc}"
             log.error("Could not load %s again after a comparison: %s", before.name if before else "-", message)
-            yield emit(Event("status", "compare.status.restore_failed",
-                             {"model": before.name if before else "-", "error": message}))
+            yield emit(
+                Event(
+                    "status",
+                    "compare.status.restore_failed",
+                    {"model": before.name if before else "-", "error": message},
+                )
+            )
         finally:
             if (services.settings.preset, services.settings.params) != choice:
                 try:
@@ -356,9 +429,23 @@ class Comparison:
 
 # ----- exports ----------------------------------------------------------------------------------
 #: The table's columns, as catalogue keys (the UI shows them in the page's language).
-COLUMN_KEYS: tuple[str, ...] = tuple(f"compare.col.{c}" for c in (
-    "index", "model", "loader", "preset", "changed", "seed", "prompt_tokens", "completion_tokens", "tps", "ttft",
-    "finish", "answer"))
+COLUMN_KEYS: tuple[str, ...] = tuple(
+    f"compare.col.{c}"
+    for c in (
+        "index",
+        "model",
+        "loader",
+        "preset",
+        "changed",
+        "seed",
+        "prompt_tokens",
+        "completion_tokens",
+        "tps",
+        "ttft",
+        "finish",
+        "answer",
+    )
+)
 COLUMNS: tuple[str, ...] = tuple(english(k) for k in COLUMN_KEYS)
 
 
@@ -367,10 +454,22 @@ def table_rows(results: list[RunResult]) -> list[list[Any]]:
     rows = []
     for r in results:
         finish = f"error: {r.error}" if r.error else r.finish_reason
-        rows.append([r.index + 1, r.model or r.config.model, r.loader or r.config.loader or "",
-                     r.config.preset or "Default", r.changed_text(), r.seed if r.seed is not None else r.config.seed,
-                     r.prompt_tokens, r.completion_tokens, r.tokens_per_second,
-                     r.ttft_seconds if r.ttft_seconds is not None else "", finish, r.text])
+        rows.append(
+            [
+                r.index + 1,
+                r.model or r.config.model,
+                r.loader or r.config.loader or "",
+                r.config.preset or "Default",
+                r.changed_text(),
+                r.seed if r.seed is not None else r.config.seed,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.tokens_per_second,
+                r.ttft_seconds if r.ttft_seconds is not None else "",
+                finish,
+                r.text,
+            ]
+        )
     return rows
 
 
@@ -386,8 +485,9 @@ def _cell(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
 
 
-def to_markdown(results: list[RunResult], prompt: str = "", system_prompt: str = "",
-                headers: tuple[str, ...] = COLUMNS) -> str:
+def to_markdown(
+    results: list[RunResult], prompt: str = "", system_prompt: str = "", headers: tuple[str, ...] = COLUMNS
+) -> str:
     """A report section: the prompt, then a table with one row per run (answers included)."""
     lines = ["# Comparison", ""]
     if system_prompt.strip():
@@ -399,8 +499,13 @@ def to_markdown(results: list[RunResult], prompt: str = "", system_prompt: str =
     return "\n".join(lines) + "\n"
 
 
-def write_exports(results: list[RunResult], folder: Path, prompt: str = "", system_prompt: str = "",
-                  headers: tuple[str, ...] = COLUMNS) -> tuple[Path, Path]:
+def write_exports(
+    results: list[RunResult],
+    folder: Path,
+    prompt: str = "",
+    system_prompt: str = "",
+    headers: tuple[str, ...] = COLUMNS,
+) -> tuple[Path, Path]:
     """The runs as ``compare-<time>.md`` and ``.csv`` in ``folder`` (for the download buttons)."""
     # (a random tail: two pages finishing in the same second never share a file)
     stem = time.strftime("compare-%Y%m%d-%H%M%S-") + secrets.token_hex(2)

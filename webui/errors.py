@@ -8,6 +8,7 @@ The message is English. An error the UI shows often also carries a catalogue
 ``key`` and the ``fields`` of its text, so the UI can show it in the page's
 language (``webui/ui/i18n.py``); this module knows nothing of languages.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -79,7 +80,10 @@ class PromptTooLongError(WebUIError):
         super().__init__(
             f"The prompt is {prompt_tokens} tokens long but the model's context is {n_ctx} tokens. "
             "Shorten the text or load the model with a larger context (--ctx-size).",
-            key="error.prompt_too_long", prompt_tokens=prompt_tokens, n_ctx=n_ctx)
+            key="error.prompt_too_long",
+            prompt_tokens=prompt_tokens,
+            n_ctx=n_ctx,
+        )
         self.prompt_tokens = prompt_tokens
         self.n_ctx = n_ctx
 
@@ -110,9 +114,12 @@ class RequestTooLargeError(WebUIError):
     code = "request_too_large"
 
     def __init__(self, limit_bytes: int) -> None:
-        super().__init__(f"The request is larger than this server accepts ({limit_bytes / 1_048_576:g} MB). "
-                         "Send less text (a prompt that long would not fit a model's context anyway).",
-                         key="error.request_too_large", mb=f"{limit_bytes / 1_048_576:g}")
+        super().__init__(
+            f"The request is larger than this server accepts ({limit_bytes / 1_048_576:g} MB). "
+            "Send less text (a prompt that long would not fit a model's context anyway).",
+            key="error.request_too_large",
+            mb=f"{limit_bytes / 1_048_576:g}",
+        )
         self.limit_bytes = limit_bytes
 
 

@@ -6,6 +6,7 @@ text-generation-webui writes in its presets (``max_new_tokens``,
 Parameters tab, preset files and API request bodies are all built from this
 class, so a default or a range is written down exactly once.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,16 +15,24 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 
-def _field(default: Any, description: str, *, ui_step: float | None = None, ui_max: float | None = None,
-           aliases: tuple[str, ...] = (), **kwargs: Any) -> Any:
+def _field(
+    default: Any,
+    description: str,
+    *,
+    ui_step: float | None = None,
+    ui_max: float | None = None,
+    aliases: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> Any:
     """A field with its range; ``ui_step``/``ui_max``: a slider's step, and its end when the allowed
     range is too wide to slide through (the number box beside a slider still takes up to ``le``)."""
     extra: dict[str, Any] = {"ui_step": ui_step} if ui_step is not None else {}
     if ui_max is not None:
         extra["ui_max"] = ui_max
     validation_alias = AliasChoices(*aliases) if aliases else None
-    return Field(default, description=description, validation_alias=validation_alias,
-                 json_schema_extra=extra or None, **kwargs)
+    return Field(
+        default, description=description, validation_alias=validation_alias, json_schema_extra=extra or None, **kwargs
+    )
 
 
 class SamplingParams(BaseModel):
@@ -32,81 +41,158 @@ class SamplingParams(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid", validate_assignment=True)
 
     max_tokens: int = _field(
-        512, "Most tokens to generate for one reply. Raise it for long answers; the reply stops earlier "
-        "if the model ends it.", ge=1, le=32768, ui_step=1, ui_max=8192, aliases=("max_tokens", "max_new_tokens"))
+        512,
+        "Most tokens to generate for one reply. Raise it for long answers; the reply stops earlier "
+        "if the model ends it.",
+        ge=1,
+        le=32768,
+        ui_step=1,
+        ui_max=8192,
+        aliases=("max_tokens", "max_new_tokens"),
+    )
     temperature: float = _field(
-        0.7, "Randomness. Lower (0.1-0.5) for facts and code, higher (0.8-1.2) for creative text; "
-        "0 always picks the most likely token.", ge=0.0, le=5.0, ui_step=0.01)
+        0.7,
+        "Randomness. Lower (0.1-0.5) for facts and code, higher (0.8-1.2) for creative text; "
+        "0 always picks the most likely token.",
+        ge=0.0,
+        le=5.0,
+        ui_step=0.01,
+    )
     top_p: float = _field(
-        0.9, "Nucleus sampling: keep the smallest set of tokens whose probabilities add up to this. "
-        "1 disables it; lower it for safer, more focused text.", ge=0.0, le=1.0, ui_step=0.01)
+        0.9,
+        "Nucleus sampling: keep the smallest set of tokens whose probabilities add up to this. "
+        "1 disables it; lower it for safer, more focused text.",
+        ge=0.0,
+        le=1.0,
+        ui_step=0.01,
+    )
     top_k: int = _field(
-        40, "Keep only the K most likely tokens. 0 disables it; 20-50 is a common range.",
-        ge=0, le=1000, ui_step=1)
+        40, "Keep only the K most likely tokens. 0 disables it; 20-50 is a common range.", ge=0, le=1000, ui_step=1
+    )
     min_p: float = _field(
-        0.05, "Drop tokens whose probability is below this fraction of the best token's. "
-        "0 disables it; 0.05-0.1 removes nonsense while keeping variety.", ge=0.0, le=1.0, ui_step=0.01)
+        0.05,
+        "Drop tokens whose probability is below this fraction of the best token's. "
+        "0 disables it; 0.05-0.1 removes nonsense while keeping variety.",
+        ge=0.0,
+        le=1.0,
+        ui_step=0.01,
+    )
     typical_p: float = _field(
-        1.0, "Locally typical sampling. 1 disables it; values like 0.9 keep tokens of 'typical' surprise.",
-        ge=0.0, le=1.0, ui_step=0.01)
+        1.0,
+        "Locally typical sampling. 1 disables it; values like 0.9 keep tokens of 'typical' surprise.",
+        ge=0.0,
+        le=1.0,
+        ui_step=0.01,
+    )
     repeat_penalty: float = _field(
-        1.0, "Penalty for repeating recent tokens. 1 disables it; 1.05-1.2 reduces loops, too high "
-        "harms grammar.", ge=0.0, le=5.0, ui_step=0.01, aliases=("repeat_penalty", "repetition_penalty"))
+        1.0,
+        "Penalty for repeating recent tokens. 1 disables it; 1.05-1.2 reduces loops, too high harms grammar.",
+        ge=0.0,
+        le=5.0,
+        ui_step=0.01,
+        aliases=("repeat_penalty", "repetition_penalty"),
+    )
     presence_penalty: float = _field(
-        0.0, "Flat penalty for any token already in the text; raise it to push the model to new topics.",
-        ge=-2.0, le=2.0, ui_step=0.05)
+        0.0,
+        "Flat penalty for any token already in the text; raise it to push the model to new topics.",
+        ge=-2.0,
+        le=2.0,
+        ui_step=0.05,
+    )
     frequency_penalty: float = _field(
-        0.0, "Penalty growing with how often a token already appeared; raise it against repeated words.",
-        ge=-2.0, le=2.0, ui_step=0.05)
+        0.0,
+        "Penalty growing with how often a token already appeared; raise it against repeated words.",
+        ge=-2.0,
+        le=2.0,
+        ui_step=0.05,
+    )
     mirostat_mode: int = _field(
-        0, "Mirostat adaptive sampling (0 off, 1 or 2 on). When on, it replaces top_k/top_p/min_p and "
-        "steers towards the target surprise tau.", ge=0, le=2, ui_step=1)
+        0,
+        "Mirostat adaptive sampling (0 off, 1 or 2 on). When on, it replaces top_k/top_p/min_p and "
+        "steers towards the target surprise tau.",
+        ge=0,
+        le=2,
+        ui_step=1,
+    )
     mirostat_tau: float = _field(
-        5.0, "Mirostat target surprise: lower is more focused, higher more varied.", ge=0.0, le=20.0,
-        ui_step=0.01)
-    mirostat_eta: float = _field(
-        0.1, "Mirostat learning rate: how fast it adapts.", ge=0.0, le=1.0, ui_step=0.01)
+        5.0, "Mirostat target surprise: lower is more focused, higher more varied.", ge=0.0, le=20.0, ui_step=0.01
+    )
+    mirostat_eta: float = _field(0.1, "Mirostat learning rate: how fast it adapts.", ge=0.0, le=1.0, ui_step=0.01)
     seed: int = _field(
-        -1, "Random seed. -1 picks a new one each time (the one used is shown after generating); "
-        "set a number to get the same text again.", ge=-1, le=2**32 - 1, ui_step=1)
+        -1,
+        "Random seed. -1 picks a new one each time (the one used is shown after generating); "
+        "set a number to get the same text again.",
+        ge=-1,
+        le=2**32 - 1,
+        ui_step=1,
+    )
     do_sample: bool = _field(
-        True, "Sample from the distribution. Off means greedy decoding: always the most likely token, "
-        "the same text every time.")
+        True,
+        "Sample from the distribution. Off means greedy decoding: always the most likely token, "
+        "the same text every time.",
+    )
     stop: list[str] = _field(
-        [], "Custom stopping strings: generation ends when one appears (it is not included in the output).",
-        aliases=("stop", "stopping_strings", "custom_stopping_strings"))
+        [],
+        "Custom stopping strings: generation ends when one appears (it is not included in the output).",
+        aliases=("stop", "stopping_strings", "custom_stopping_strings"),
+    )
     repeat_last_n: int = _field(
-        64, "Penalty range: how many recent tokens the repeat, presence and frequency penalties look at. "
-        "-1 = the whole context, 0 = none.", ge=-1, le=32768, ui_step=1,
-        aliases=("repeat_last_n", "repetition_penalty_range"))
+        64,
+        "Penalty range: how many recent tokens the repeat, presence and frequency penalties look at. "
+        "-1 = the whole context, 0 = none.",
+        ge=-1,
+        le=32768,
+        ui_step=1,
+        aliases=("repeat_last_n", "repetition_penalty_range"),
+    )
     dry_multiplier: float = _field(
-        0.0, "DRY (Don't Repeat Yourself) strength: penalises continuing a sequence that already appeared. "
-        "0 disables it; 0.8 is a good start against loops in long texts.", ge=0.0, le=5.0, ui_step=0.01)
+        0.0,
+        "DRY (Don't Repeat Yourself) strength: penalises continuing a sequence that already appeared. "
+        "0 disables it; 0.8 is a good start against loops in long texts.",
+        ge=0.0,
+        le=5.0,
+        ui_step=0.01,
+    )
     dry_base: float = _field(
-        1.75, "DRY: how fast the penalty grows with the length of the repeated sequence.", ge=1.0, le=4.0,
-        ui_step=0.01)
+        1.75, "DRY: how fast the penalty grows with the length of the repeated sequence.", ge=1.0, le=4.0, ui_step=0.01
+    )
     dry_allowed_length: int = _field(
-        2, "DRY: repeated sequences up to this many tokens are not penalised.", ge=1, le=20, ui_step=1)
+        2, "DRY: repeated sequences up to this many tokens are not penalised.", ge=1, le=20, ui_step=1
+    )
     dry_penalty_last_n: int = _field(
-        -1, "DRY: how many recent tokens to scan for repeats. -1 = the whole context.", ge=-1, le=32768,
-        ui_step=1)
+        -1, "DRY: how many recent tokens to scan for repeats. -1 = the whole context.", ge=-1, le=32768, ui_step=1
+    )
     dry_sequence_breakers: list[str] = _field(
-        ["\n", ":", "\"", "*"], "DRY: strings that end a sequence (repeats are not tracked across them).")
+        ["\n", ":", '"', "*"], "DRY: strings that end a sequence (repeats are not tracked across them)."
+    )
     xtc_probability: float = _field(
-        0.0, "XTC (Exclude Top Choices): chance per token to remove the most likely tokens, for more creative "
-        "text. 0 disables it; try 0.5.", ge=0.0, le=1.0, ui_step=0.01)
+        0.0,
+        "XTC (Exclude Top Choices): chance per token to remove the most likely tokens, for more creative "
+        "text. 0 disables it; try 0.5.",
+        ge=0.0,
+        le=1.0,
+        ui_step=0.01,
+    )
     xtc_threshold: float = _field(
-        0.1, "XTC: tokens above this probability are candidates for removal (all but the least likely of "
-        "them). Higher removes fewer.", ge=0.0, le=0.5, ui_step=0.01)
-    ban_eos_token: bool = _field(
-        False, "Never let the model end its reply: it always writes until the token limit.")
-    skip_special_tokens: bool = _field(
-        True, "Hide special tokens (like <|im_end|>) in the output. Untick to see them.")
+        0.1,
+        "XTC: tokens above this probability are candidates for removal (all but the least likely of "
+        "them). Higher removes fewer.",
+        ge=0.0,
+        le=0.5,
+        ui_step=0.01,
+    )
+    ban_eos_token: bool = _field(False, "Never let the model end its reply: it always writes until the token limit.")
+    skip_special_tokens: bool = _field(True, "Hide special tokens (like <|im_end|>) in the output. Untick to see them.")
     grammar_string: str = _field(
-        "", "GBNF grammar that the output must follow (llama.cpp), e.g. to force JSON. Empty = free text.")
+        "", "GBNF grammar that the output must follow (llama.cpp), e.g. to force JSON. Empty = free text."
+    )
     truncation_length: int = _field(
-        0, "Longest prompt in tokens: older text beyond it is cut from the start. 0 = the model's context "
-        "size.", ge=0, le=1_048_576, ui_step=1)
+        0,
+        "Longest prompt in tokens: older text beyond it is cut from the start. 0 = the model's context size.",
+        ge=0,
+        le=1_048_576,
+        ui_step=1,
+    )
 
     @field_validator("stop", "dry_sequence_breakers", mode="before")
     @classmethod
@@ -145,25 +231,44 @@ class LoadOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    n_ctx: int = Field(4096, ge=0, le=1_048_576, json_schema_extra={"ui_max": 131072},
-                       description="Context size in tokens (prompt + reply). 0 uses the length the model "
-                                   "was trained for. Larger needs more RAM.")
+    n_ctx: int = Field(
+        4096,
+        ge=0,
+        le=1_048_576,
+        json_schema_extra={"ui_max": 131072},
+        description="Context size in tokens (prompt + reply). 0 uses the length the model "
+        "was trained for. Larger needs more RAM.",
+    )
     threads: int = Field(0, ge=0, le=512, description="CPU threads for generation. 0 picks the number of cores.")
-    n_gpu_layers: int = Field(0, ge=-1, le=1000,
-                              description="Layers to offload to the GPU (-1 = all). Needs a GPU build of "
-                                          "llama-cpp-python; 0 runs on the CPU only.")
+    n_gpu_layers: int = Field(
+        0,
+        ge=-1,
+        le=1000,
+        description="Layers to offload to the GPU (-1 = all). Needs a GPU build of "
+        "llama-cpp-python; 0 runs on the CPU only.",
+    )
     n_batch: int = Field(512, ge=1, le=65536, description="Prompt tokens processed per batch.")
-    use_mmap: bool = Field(True, description="Map the model file into memory instead of reading it all "
-                                             "(faster loads, shares pages between processes).")
+    use_mmap: bool = Field(
+        True,
+        description="Map the model file into memory instead of reading it all "
+        "(faster loads, shares pages between processes).",
+    )
     use_mlock: bool = Field(False, description="Lock the model in RAM so the OS never swaps it out.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weight precision for transformers. auto: float32 on CPU, float16 on GPU.")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps|auto)$",
-                        description="Where transformers runs the model: cpu, cuda, cuda:N, mps or auto.")
-    remote_url: str = Field("", description="remote: address of an OpenAI-compatible server, e.g. "
-                                             "http://127.0.0.1:5000 (Tabby, llama.cpp server, vLLM, LM Studio...).")
+        "auto", description="Weight precision for transformers. auto: float32 on CPU, float16 on GPU."
+    )
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?|mps|auto)$",
+        description="Where transformers runs the model: cpu, cuda, cuda:N, mps or auto.",
+    )
+    remote_url: str = Field(
+        "",
+        description="remote: address of an OpenAI-compatible server, e.g. "
+        "http://127.0.0.1:5000 (Tabby, llama.cpp server, vLLM, LM Studio...).",
+    )
     remote_key: str = Field("", description="remote: its API key, if it needs one.")
     remote_model: str = Field("", description="remote: the model name to ask for (empty: the first it lists).")
     trust_remote_code: bool = Field(
-        False, description="Allow a transformers model folder to run its own Python code. Only for "
-                           "models you trust.")
+        False, description="Allow a transformers model folder to run its own Python code. Only for models you trust."
+    )

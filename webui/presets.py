@@ -5,6 +5,7 @@ text-generation-webui load with the same meaning (its key names are aliases
 of ours); keys we do not know are reported, never fatal, and written back
 unchanged when the preset is saved again.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,8 +46,10 @@ class Preset:
     def warning(self) -> str | None:
         if not self.unknown:
             return None
-        return (f"Preset {self.name!r} has settings this app does not use: {', '.join(sorted(self.unknown))}. "
-                "They are ignored, and kept in the file when you save it.")
+        return (
+            f"Preset {self.name!r} has settings this app does not use: {', '.join(sorted(self.unknown))}. "
+            "They are ignored, and kept in the file when you save it."
+        )
 
 
 def parse_preset(name: str, data: dict[str, Any]) -> Preset:

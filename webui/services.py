@@ -1,4 +1,5 @@
 """The services one running app is made of, built once and passed to the UI and the API."""
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,9 @@ class Services:
     cancels: Cancels
 
     @classmethod
-    def build(cls, settings: Settings, settings_path: Path | None = None,
-              loaders: LoaderRegistry | None = None) -> Services:
+    def build(
+        cls, settings: Settings, settings_path: Path | None = None, loaders: LoaderRegistry | None = None
+    ) -> Services:
         user_dir = Path(settings.user_data_dir)
         for folder in SHIPPED_FOLDERS:
             target = user_dir / folder
@@ -64,18 +66,36 @@ class Services:
 
         def template_for(loaded: LoadedModel) -> tuple[ChatTemplate, str]:
             # Runs on the generation thread, for the model that is about to answer.
-            return choose_template(loaded.backend.chat_template, template_override(settings, models, loaded.name),
-                                   templates, loaded.backend.metadata)
+            return choose_template(
+                loaded.backend.chat_template,
+                template_override(settings, models, loaded.name),
+                templates,
+                loaded.backend.metadata,
+            )
 
-        return cls(settings=settings, models=models, generator=generator, presets=PresetStore(presets_dir),
-                   settings_path=Path(settings_path) if settings_path else user_dir / "settings.yaml",
-                   chats=chats, chat_index=ChatIndex(chats.folder / ".index.sqlite", chats),
-                   characters=CharacterStore(user_dir / "characters"),
-                   instruction_templates=templates, chat_service=ChatService(generator, chats, template_for),
-                   downloads=DownloadManager(settings.models_path), cancels=Cancels())
+        return cls(
+            settings=settings,
+            models=models,
+            generator=generator,
+            presets=PresetStore(presets_dir),
+            settings_path=Path(settings_path) if settings_path else user_dir / "settings.yaml",
+            chats=chats,
+            chat_index=ChatIndex(chats.folder / ".index.sqlite", chats),
+            characters=CharacterStore(user_dir / "characters"),
+            instruction_templates=templates,
+            chat_service=ChatService(generator, chats, template_for),
+            downloads=DownloadManager(settings.models_path),
+            cancels=Cancels(),
+        )
 
-    def load_model(self, name: str, loader: str | None = None, options: LoadOptions | None = None,
-                   progress: Progress | None = None, explicit: dict[str, Any] | None = None) -> LoadedModel:
+    def load_model(
+        self,
+        name: str,
+        loader: str | None = None,
+        options: LoadOptions | None = None,
+        progress: Progress | None = None,
+        explicit: dict[str, Any] | None = None,
+    ) -> LoadedModel:
         """Load ``name`` with its saved per-model settings, and apply the preset saved for it.
 
         ``options`` given (the Model tab sends every field): used as they are. Otherwise
@@ -113,8 +133,9 @@ class Services:
         """Where chat downloads are written before the browser fetches them."""
         return Path(self.settings.user_data_dir) / "logs" / "exports"
 
-    def choose_template(self, model_template: str | None, override: str | None,
-                        metadata: dict[str, Any] | None = None) -> tuple[ChatTemplate, str]:
+    def choose_template(
+        self, model_template: str | None, override: str | None, metadata: dict[str, Any] | None = None
+    ) -> tuple[ChatTemplate, str]:
         return choose_template(model_template, override, self.instruction_templates, metadata)
 
     def import_character(self, path: Path, original_name: str | None = None) -> ImportResult:
@@ -175,9 +196,13 @@ class Services:
             atomic_write_text(self.notebook_path, text or "")
         except OSError as exc:
             detail = exc.strerror or str(exc)
-            raise SaveError(f"Could not save the notebook to {self.notebook_path}: {detail}. "
-                            "Your text stays in the box; copy it somewhere safe.",
-                            key="error.save_notebook", path=str(self.notebook_path), detail=detail) from exc
+            raise SaveError(
+                f"Could not save the notebook to {self.notebook_path}: {detail}. "
+                "Your text stays in the box; copy it somewhere safe.",
+                key="error.save_notebook",
+                path=str(self.notebook_path),
+                detail=detail,
+            ) from exc
 
     def initial_params(self) -> SamplingParams:
         """The sampling values to start with: the saved ones, else the defaults."""
@@ -199,9 +224,13 @@ class Services:
             remember(self.settings_path, **updates)
         except (SettingsError, OSError) as exc:
             detail = exc.message if isinstance(exc, SettingsError) else (exc.strerror or str(exc))
-            raise SaveError(f"Could not save your settings to {self.settings_path}: {detail}. "
-                            "They hold until the app is restarted.",
-                            key="error.save_settings", path=str(self.settings_path), detail=detail) from exc
+            raise SaveError(
+                f"Could not save your settings to {self.settings_path}: {detail}. "
+                "They hold until the app is restarted.",
+                key="error.save_settings",
+                path=str(self.settings_path),
+                detail=detail,
+            ) from exc
 
 
 def template_override(settings: Settings, models: ModelManager, model_name: str) -> str | None:

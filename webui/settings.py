@@ -8,6 +8,7 @@ flags the same way. ``server.py`` parses the command line with :func:`build_pars
 :class:`Settings` from, lowest first: defaults < ``settings.yaml`` < environment < command line,
 and passes it to everything that needs it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,16 +35,18 @@ MODEL, SERVER = "model", "server"
 ENV_PREFIX = "WEBUI_"
 
 
-def cli(*flags: str, group: str = SERVER, choices: tuple[str, ...] = (),
-        env_fallbacks: tuple[str, ...] = ()) -> dict[str, Any]:
+def cli(
+    *flags: str, group: str = SERVER, choices: tuple[str, ...] = (), env_fallbacks: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """``json_schema_extra`` of a field whose flag is not just ``--field-name`` in the server group.
 
     ``flags``: the option strings (default ``--field-name``; a bool also gets ``--no-...``);
     ``choices``: the values the flag accepts when the type does not say (a ``Literal`` does);
     ``env_fallbacks``: older environment variables read when ``WEBUI_<FIELD>`` is not set.
     """
-    return {"cli": {"flags": list(flags), "group": group, "choices": list(choices),
-                    "env_fallbacks": list(env_fallbacks)}}
+    return {
+        "cli": {"flags": list(flags), "group": group, "choices": list(choices), "env_fallbacks": list(env_fallbacks)}
+    }
 
 
 #: ``json_schema_extra`` of a setting that is no flag and no environment variable: state the UI
@@ -54,50 +57,91 @@ NOT_A_FLAG: dict[str, Any] = {"cli": None}
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=True)
 
-    user_data_dir: Path = Field(PROJECT_DIR, description="Folder with models/, presets/, characters/, logs/ "
-                                                         "(created and filled with the shipped files if new).")
-    model_dir: Path | None = Field(None, description="Folder that holds the models. Default: models/ in the user "
-                                                     "data folder.", json_schema_extra=cli(group=MODEL))
-    listen: bool = Field(False, description="Accept connections from other machines on your network (binds "
-                                            "0.0.0.0). Off: only this machine (127.0.0.1).")
-    listen_host: str | None = Field(None, description="Address to bind, e.g. 192.168.1.5 (instead of the one "
-                                                      "--listen picks).")
+    user_data_dir: Path = Field(
+        PROJECT_DIR,
+        description="Folder with models/, presets/, characters/, logs/ "
+        "(created and filled with the shipped files if new).",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="Folder that holds the models. Default: models/ in the user data folder.",
+        json_schema_extra=cli(group=MODEL),
+    )
+    listen: bool = Field(
+        False,
+        description="Accept connections from other machines on your network (binds "
+        "0.0.0.0). Off: only this machine (127.0.0.1).",
+    )
+    listen_host: str | None = Field(
+        None, description="Address to bind, e.g. 192.168.1.5 (instead of the one --listen picks)."
+    )
     listen_port: int = Field(7860, ge=0, le=65535, description="Port of the web UI (and of the API under /v1).")
     auto_launch: bool = Field(False, description="Open the UI in the browser at start.")
     api: bool = Field(False, description="Also serve the OpenAI-compatible API under /v1 on the same port.")
-    api_key: str | None = Field(None, description="Require 'Authorization: Bearer KEY' on every /v1 request "
-                                                  "(implies --api).")
-    gradio_auth: str | None = Field(None, description="Ask for a log-in before the web UI opens: 'user:password' "
-                                                      "(several: 'u1:p1,u2:p2'). Use it with --listen.")
-    gradio_auth_path: Path | None = Field(None, description="File of 'user:password' lines (or comma-separated) "
-                                                            "for the web UI log-in.")
-    max_body_mb: float = Field(8.0, gt=0, description="Largest request body (MB) the server accepts; larger ones "
-                                                      "get 413. File uploads in the UI may be up to "
-                                                      "max_upload_mb.")
-    chat_window: int = Field(60, ge=0, le=100_000, description="Messages the chat box shows (the newest; older "
-                                                                "ones behind 'Show all messages'). 0: all.")
+    api_key: str | None = Field(
+        None, description="Require 'Authorization: Bearer KEY' on every /v1 request (implies --api)."
+    )
+    gradio_auth: str | None = Field(
+        None,
+        description="Ask for a log-in before the web UI opens: 'user:password' "
+        "(several: 'u1:p1,u2:p2'). Use it with --listen.",
+    )
+    gradio_auth_path: Path | None = Field(
+        None, description="File of 'user:password' lines (or comma-separated) for the web UI log-in."
+    )
+    max_body_mb: float = Field(
+        8.0,
+        gt=0,
+        description="Largest request body (MB) the server accepts; larger ones "
+        "get 413. File uploads in the UI may be up to "
+        "max_upload_mb.",
+    )
+    chat_window: int = Field(
+        60,
+        ge=0,
+        le=100_000,
+        description="Messages the chat box shows (the newest; older ones behind 'Show all messages'). 0: all.",
+    )
     language: Literal["auto", "en", "ru", "zh"] = Field(
-        "auto", description="Language of the web UI: en, ru, zh, or auto (each browser's own language).")
+        "auto", description="Language of the web UI: en, ru, zh, or auto (each browser's own language)."
+    )
     max_upload_mb: float = Field(200.0, gt=0, description="Largest file (MB) the UI accepts as an upload.")
-    model: str | None = Field(None, description="Model to load at start: a name in the models folder (a .gguf "
-                                                "file or a model folder), or a path to one. Without it the UI "
-                                                "starts with no model.", json_schema_extra=cli(group=MODEL))
-    loader: str | None = Field(None, description="Loader to use. Default: chosen from the model (.gguf -> "
-                                                 "llama.cpp, folder -> transformers).",
-                               json_schema_extra=cli(group=MODEL, choices=("llama.cpp", "transformers")))
-    load: LoadOptions = Field(default_factory=LoadOptions, json_schema_extra=NOT_A_FLAG,
-                              description="Options for loading models (n_ctx, threads...); each is a flag "
-                                          "too (LOAD_CLI).")
-    preset: str | None = Field("Default", description="Sampling preset chosen in the Parameters tab.",
-                               json_schema_extra=NOT_A_FLAG)
-    params: dict[str, Any] = Field(default_factory=dict, json_schema_extra=NOT_A_FLAG,
-                                   description="Sampling values that differ from the defaults (Parameters tab).")
-    template_overrides: dict[str, str] = Field(default_factory=dict, json_schema_extra=NOT_A_FLAG,
-                                               description="Instruction template chosen per model (Chat tab).")
-    chat_character: str | None = Field(None, description="Character of the chat that was open last.",
-                                       json_schema_extra=NOT_A_FLAG)
-    chat_id: str | None = Field(None, description="The chat that was open last (restored on reload/restart).",
-                                json_schema_extra=NOT_A_FLAG)
+    model: str | None = Field(
+        None,
+        description="Model to load at start: a name in the models folder (a .gguf "
+        "file or a model folder), or a path to one. Without it the UI "
+        "starts with no model.",
+        json_schema_extra=cli(group=MODEL),
+    )
+    loader: str | None = Field(
+        None,
+        description="Loader to use. Default: chosen from the model (.gguf -> llama.cpp, folder -> transformers).",
+        json_schema_extra=cli(group=MODEL, choices=("llama.cpp", "transformers")),
+    )
+    load: LoadOptions = Field(
+        default_factory=LoadOptions,
+        json_schema_extra=NOT_A_FLAG,
+        description="Options for loading models (n_ctx, threads...); each is a flag too (LOAD_CLI).",
+    )
+    preset: str | None = Field(
+        "Default", description="Sampling preset chosen in the Parameters tab.", json_schema_extra=NOT_A_FLAG
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        json_schema_extra=NOT_A_FLAG,
+        description="Sampling values that differ from the defaults (Parameters tab).",
+    )
+    template_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra=NOT_A_FLAG,
+        description="Instruction template chosen per model (Chat tab).",
+    )
+    chat_character: str | None = Field(
+        None, description="Character of the chat that was open last.", json_schema_extra=NOT_A_FLAG
+    )
+    chat_id: str | None = Field(
+        None, description="The chat that was open last (restored on reload/restart).", json_schema_extra=NOT_A_FLAG
+    )
 
     @property
     def models_path(self) -> Path:
@@ -139,11 +183,13 @@ class Settings(BaseModel):
             warnings.append(
                 f"WARNING: the web UI listens on {where} WITHOUT A PASSWORD: every machine on your network can "
                 "use it, read your chats and characters, load and delete models. Add --gradio-auth user:password "
-                "(or --gradio-auth-path FILE), or drop --listen.")
+                "(or --gradio-auth-path FILE), or drop --listen."
+            )
         if (self.api or self.api_key) and not self.api_key:
             warnings.append(
                 f"WARNING: the API on {where}/v1 has NO API KEY: every machine on your network can use it. "
-                "Add --api-key KEY.")
+                "Add --api-key KEY."
+            )
         return warnings
 
     @classmethod
@@ -180,15 +226,16 @@ def parse_credentials(text: str, source: str) -> list[tuple[str, str]]:
                 continue
             user, sep, password = entry.partition(":")
             if not sep or not user.strip() or not password:
-                raise SettingsError(f"{source}: line {number} has an entry that is not 'user:password' "
-                                    "(not shown: it may hold a password).")
+                raise SettingsError(
+                    f"{source}: line {number} has an entry that is not 'user:password' "
+                    "(not shown: it may hold a password)."
+                )
             pairs.append((user.strip(), password))
     return pairs
 
 
 #: The keys the app itself writes back to the settings file (what the user chose in the UI).
-REMEMBERED_KEYS = ("model", "loader", "load", "preset", "params", "chat_character", "chat_id",
-                   "template_overrides")
+REMEMBERED_KEYS = ("model", "loader", "load", "preset", "params", "chat_character", "chat_id", "template_overrides")
 
 
 def remember(path: Path, **updates: Any) -> None:
@@ -213,15 +260,17 @@ def remember(path: Path, **updates: Any) -> None:
 
 #: Flags of the load options (``webui/params.py``) that are not just ``--field-name`` in the model
 #: group: text-generation-webui's names, so its command lines work here unchanged.
-LOAD_CLI: Mapping[str, dict[str, Any]] = types.MappingProxyType({
-    "n_ctx": cli("--ctx-size", "--n-ctx", group=MODEL),
-    "n_gpu_layers": cli("--gpu-layers", "--n-gpu-layers", group=MODEL),
-    "use_mmap": cli("--mmap", group=MODEL),  # gives --no-mmap
-    "use_mlock": cli("--mlock", group=MODEL),
-    # text-generation-webui's Tabby variables
-    "remote_url": cli(group=MODEL, env_fallbacks=("tabby_url",)),
-    "remote_key": cli(group=MODEL, env_fallbacks=("tabby_key",)),
-})
+LOAD_CLI: Mapping[str, dict[str, Any]] = types.MappingProxyType(
+    {
+        "n_ctx": cli("--ctx-size", "--n-ctx", group=MODEL),
+        "n_gpu_layers": cli("--gpu-layers", "--n-gpu-layers", group=MODEL),
+        "use_mmap": cli("--mmap", group=MODEL),  # gives --no-mmap
+        "use_mlock": cli("--mlock", group=MODEL),
+        # text-generation-webui's Tabby variables
+        "remote_url": cli(group=MODEL, env_fallbacks=("tabby_url",)),
+        "remote_key": cli(group=MODEL, env_fallbacks=("tabby_key",)),
+    }
+)
 
 
 class LaunchOptions(BaseModel):
@@ -229,13 +278,21 @@ class LaunchOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    settings: Path | None = Field(None, description="Settings YAML file to read. Default: settings.yaml in the "
-                                                    "user data folder, if present.")
-    default_model: str | None = Field(None, description="Model to load when neither --model nor the saved "
-                                                        "settings name one (start.sh passes the starter model "
-                                                        "here).", json_schema_extra=cli(group=MODEL))
-    model_menu: bool = Field(False, description="At start, list the models in the terminal and pick one by number.",
-                             json_schema_extra=cli(group=MODEL))
+    settings: Path | None = Field(
+        None, description="Settings YAML file to read. Default: settings.yaml in the user data folder, if present."
+    )
+    default_model: str | None = Field(
+        None,
+        description="Model to load when neither --model nor the saved "
+        "settings name one (start.sh passes the starter model "
+        "here).",
+        json_schema_extra=cli(group=MODEL),
+    )
+    model_menu: bool = Field(
+        False,
+        description="At start, list the models in the terminal and pick one by number.",
+        json_schema_extra=cli(group=MODEL),
+    )
     verbose: bool = Field(False, description="Log more detail.")
 
     def settings_file(self, overrides: Mapping[str, Any]) -> Path:
@@ -246,8 +303,11 @@ class LaunchOptions(BaseModel):
 
 
 #: The models whose fields are options, and the prefix of their ``dest`` (``load.n_ctx``).
-_SCOPES: tuple[tuple[str, type[BaseModel]], ...] = (("settings", Settings), ("launch", LaunchOptions),
-                                                    ("load", LoadOptions))
+_SCOPES: tuple[tuple[str, type[BaseModel]], ...] = (
+    ("settings", Settings),
+    ("launch", LaunchOptions),
+    ("load", LoadOptions),
+)
 
 
 @dataclass(frozen=True)
@@ -279,8 +339,9 @@ class Option:
     def convert(self, raw: str) -> Any:
         """``raw`` (typed or from the environment) as the field's type, checked against its limits."""
         try:  # exactly as the model checks the field: type, limits, validators
-            checked = self.owner.__pydantic_validator__.validate_assignment(self.owner.model_construct(), self.name,
-                                                                            raw)
+            checked = self.owner.__pydantic_validator__.validate_assignment(
+                self.owner.model_construct(), self.name, raw
+            )
             value = getattr(checked, self.name)
         except ValidationError as exc:
             raise ValueError("; ".join(err["msg"] for err in exc.errors())) from exc
@@ -327,8 +388,10 @@ def options() -> list[Option]:
             if get_origin(kind) is Literal:
                 choices = tuple(str(v) for v in get_args(kind))
             elif kind not in (bool, int, float, str, Path):
-                raise TypeError(f"{model.__name__}.{name} ({field.annotation}) cannot be a command-line flag; "
-                                "mark it NOT_A_FLAG or give it a plain type")
+                raise TypeError(
+                    f"{model.__name__}.{name} ({field.annotation}) cannot be a command-line flag; "
+                    "mark it NOT_A_FLAG or give it a plain type"
+                )
             flags = tuple(spec.get("flags") or ("--" + name.replace("_", "-"),))
             env = (ENV_PREFIX + name.upper(), *spec.get("env_fallbacks", ()))
             group = spec.get("group", MODEL if scope == "load" else SERVER)
@@ -352,10 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Local LLM web UI: load a model on this machine and write or chat with it in the browser.",
         epilog="Every option is also a key of settings.yaml (the name with underscores; load options such as "
-               "n_ctx under 'load:'; not the launch options --settings, --default-model, --model-menu, "
-               "--verbose) and an environment variable (shown with each option). Lowest first: defaults, "
-               "settings.yaml, environment, command line.",
-        argument_default=argparse.SUPPRESS)
+        "n_ctx under 'load:'; not the launch options --settings, --default-model, --model-menu, "
+        "--verbose) and an environment variable (shown with each option). Lowest first: defaults, "
+        "settings.yaml, environment, command line.",
+        argument_default=argparse.SUPPRESS,
+    )
     groups = {MODEL: parser.add_argument_group("model"), SERVER: parser.add_argument_group("server")}
     for option in options():
         kwargs: dict[str, Any] = {"dest": option.dest, "help": option.help_text()}

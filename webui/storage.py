@@ -7,6 +7,7 @@ leaves either the old file or the new one, never half of one. :class:`YamlFolder
 is the one folder-of-``NAME.yaml`` store that presets, characters and
 instruction templates build on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,10 @@ from webui.errors import InvalidNameError, SettingsError, WebUIError
 
 MAX_NAME_LENGTH = 120
 _WINDOWS_RESERVED = {
-    "CON", "PRN", "AUX", "NUL",
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
     *(f"COM{i}" for i in range(1, 10)),
     *(f"LPT{i}" for i in range(1, 10)),
 }
@@ -152,8 +156,11 @@ class YamlFolder:
         """The folder's files matching ``pattern`` (hidden files and temp files left out)."""
         if not self.folder.is_dir():
             return []
-        return [p for p in self.folder.glob(pattern)
-                if p.is_file() and not p.name.startswith(".") and not p.name.endswith(TEMP_SUFFIX)]
+        return [
+            p
+            for p in self.folder.glob(pattern)
+            if p.is_file() and not p.name.startswith(".") and not p.name.endswith(TEMP_SUFFIX)
+        ]
 
     def names(self) -> list[str]:
         return sorted({p.stem for p in self.files()}, key=str.lower)

@@ -1,4 +1,5 @@
 """Sizes for people: bytes as KB/MB/GB."""
+
 from __future__ import annotations
 
 

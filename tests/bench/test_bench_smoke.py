@@ -1,4 +1,5 @@
 """Each benchmark runs end to end at tiny sizes, so the commands keep working (no timing is asserted)."""
+
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from testdata import PROJECT_DIR
 
 pytestmark = pytest.mark.integration
@@ -15,8 +17,14 @@ pytestmark = pytest.mark.integration
 def run_bench(script: str, tmp_path, *args: str) -> dict:
     out = tmp_path / "results"
     env = {**os.environ, "BENCH_IMG_DIR": str(tmp_path / "img")}
-    proc = subprocess.run([sys.executable, str(PROJECT_DIR / "bench" / script), "--out", str(out), *args],
-                          cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "bench" / script), "--out", str(out), *args],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     name = script.removesuffix(".py")
     return json.loads((out / f"{name}.json").read_text())
@@ -32,8 +40,20 @@ def test_streaming(tmp_path):
 
 
 def test_long_chat(tmp_path):
-    data = run_bench("long_chat.py", tmp_path, "--loaders", "llama.cpp,transformers", "--turns", "3",
-                     "--overflow-turns", "12", "--overflow-n-ctx", "512", "--reply-tokens", "8")
+    data = run_bench(
+        "long_chat.py",
+        tmp_path,
+        "--loaders",
+        "llama.cpp,transformers",
+        "--turns",
+        "3",
+        "--overflow-turns",
+        "12",
+        "--overflow-n-ctx",
+        "512",
+        "--reply-tokens",
+        "8",
+    )
     assert [r["turn"] for r in data["runs"]["llama.cpp"]] == [1, 2, 3]
     assert [r["turn"] for r in data["runs"]["raw llama-cpp-python"]] == [1, 2, 3]  # the same prompts, raw
     assert len(data["runs"]["transformers"]) == 3

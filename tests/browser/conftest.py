@@ -1,17 +1,26 @@
 """Browser-test harness: the real server.py on a free port, driven in Debian Chromium by Playwright."""
+
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 
 import pytest
+
 from browserkit import settle
 from harness import Server, make_dirs, start_server, stop_server
 from testdata import PROJECT_DIR
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 ARTIFACTS = PROJECT_DIR / "test-artifacts"
 
 
@@ -29,8 +38,10 @@ def server(tmp_path_factory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def browser():
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}. Run ./run_tests.sh (it installs Debian's chromium) "
-                    "or set CHROMIUM=/path/to/chromium.")
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}. Run ./run_tests.sh (it installs Debian's chromium) "
+            "or set CHROMIUM=/path/to/chromium."
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -1,12 +1,14 @@
 """Character cards in the Chat tab, in Chromium: upload a PNG card, chat starts with its greeting."""
+
 from __future__ import annotations
 
 import base64
 import json
 
 import pytest
-from cardkit import png_card, v2_card
+
 from browserkit import bot_texts, load_smollm, open_chat, open_parameters, send, set_number, wait_text
+from cardkit import png_card, v2_card
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -80,14 +82,17 @@ def test_export_png_card_downloads_a_card(page, server):
 
     with Image.open(path) as im:
         data = json.loads(base64.b64decode(im.info["chara"]))
-    assert data["spec"] == "chara_card_v2" and data["data"]["name"] == page.locator(
-        "#chat-character input").input_value()
+    assert (
+        data["spec"] == "chara_card_v2" and data["data"]["name"] == page.locator("#chat-character input").input_value()
+    )
 
 
 def test_upload_modelfile_sets_character_and_parameters(page, server, tmp_path):
     modelfile = tmp_path / "Modelfile"
-    modelfile.write_text('FROM mistral\nSYSTEM "You are a Shakespearean assistant..."\nPARAMETER temperature 0.35\n'
-                         'TEMPLATE """[Q] {{.Input}} [A] {{.Output}}"""\n')
+    modelfile.write_text(
+        'FROM mistral\nSYSTEM "You are a Shakespearean assistant..."\nPARAMETER temperature 0.35\n'
+        'TEMPLATE """[Q] {{.Input}} [A] {{.Output}}"""\n'
+    )
     open_chat(page)
     open_import(page)
     upload(page, modelfile)
@@ -97,5 +102,6 @@ def test_upload_modelfile_sets_character_and_parameters(page, server, tmp_path):
     page.wait_for_function("() => document.querySelector('#chat-character input').value === 'mistral'")
     assert (server.user_dir / "presets" / "mistral.yaml").is_file()
     open_parameters(page)
-    page.wait_for_function("() => Number(document.querySelector('#param-temperature input[type=number]').value)"
-                           " === 0.35")
+    page.wait_for_function(
+        "() => Number(document.querySelector('#param-temperature input[type=number]').value) === 0.35"
+    )

@@ -1,11 +1,25 @@
 """The Chat tab as a person uses it, on real SmolLM2 in Chromium."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-from browserkit import (bot_texts, choose, load_smollm, open_app, open_chat, open_parameters, press_load, reload, send,
-                        set_number, wait_for_complete_reply, wait_text)
+
+from browserkit import (
+    bot_texts,
+    choose,
+    load_smollm,
+    open_app,
+    open_chat,
+    open_parameters,
+    press_load,
+    reload,
+    send,
+    set_number,
+    wait_for_complete_reply,
+    wait_text,
+)
 from harness import make_dirs, start_server, stop_server, wait_until
 from testdata import SMOLLM
 
@@ -23,8 +37,11 @@ def start_long_reply(page, prompt: str, max_tokens: str, min_chars: int) -> None
     box = page.locator("#chat-input textarea")
     box.fill(prompt)
     box.press("Enter")
-    page.wait_for_function("(n) => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-                           " return b.length > 0 && b[b.length - 1].innerText.length > n; }", arg=min_chars)
+    page.wait_for_function(
+        "(n) => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+        " return b.length > 0 && b[b.length - 1].innerText.length > n; }",
+        arg=min_chars,
+    )
 
 
 def saved_chats(server) -> list[dict]:
@@ -59,8 +76,10 @@ def test_send_regenerate_versions_edit_and_reload(chat_page, server):
     open_chat(page)
     page.locator("#chat-regenerate").click()
     # the stats line (ending with the seed) comes when the new version is complete
-    page.wait_for_function("() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-                           " return b.length > 0 && b[b.length - 1].innerText.trim().endsWith('seed 7'); }")
+    page.wait_for_function(
+        "() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+        " return b.length > 0 && b[b.length - 1].innerText.trim().endsWith('seed 7'); }"
+    )
     assert "version 2 of 2" in bot_texts(page)[-1]
     page.locator("#chat-prev-version").click()
     wait_text(page, "#chat-box", "version 1 of 2")
@@ -116,15 +135,16 @@ def test_edit_a_message_in_place_keeps_what_follows(chat_page, server):
     page.locator("#chat-box button[aria-label=Submit]").click()
     wait_text(page, "#chat-box", "Tell me about dogs.")
     # the box shows the edit at once; the server writes it a moment later
-    chats = wait_until(lambda: [c for c in saved_chats(server)
-                                if c["messages"] and "dogs" in c["messages"][0]["content"]], "saving the edit")
+    chats = wait_until(
+        lambda: [c for c in saved_chats(server) if c["messages"] and "dogs" in c["messages"][0]["content"]],
+        "saving the edit",
+    )
     assert len(chats) == 1 and len(chats[0]["messages"]) == 2  # the reply after it is still there
     assert chats[0]["messages"][1]["content"][:30] in reply
 
 
 def test_killed_server_keeps_the_chat_and_a_restart_reopens_it(browser, tmp_path):
     import signal
-
 
     model_dir, user_dir = make_dirs(tmp_path)
     srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM)
@@ -172,9 +192,11 @@ def test_character_editor_modes_and_chat_management(chat_page, server):
     send(page, "Where is the treasure?")
     before = bot_texts(page)[-1]
     page.locator("#chat-continue").click()
-    page.wait_for_function("(t) => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-                           " return b[b.length - 1].innerText !== t && b[b.length - 1].innerText.includes('tokens/s'); }",
-                           arg=before)
+    page.wait_for_function(
+        "(t) => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+        " return b[b.length - 1].innerText !== t && b[b.length - 1].innerText.includes('tokens/s'); }",
+        arg=before,
+    )
     page.locator("#chat-impersonate").click()
     page.wait_for_function("() => document.querySelector('#chat-input textarea').value.length > 0")
     page.locator("#chat-input textarea").fill("")
@@ -249,8 +271,10 @@ def test_long_chat_shows_the_newest_messages_and_edits_the_right_one(browser, tm
         page.locator("#chat-box textarea").first.fill("MSG-0090 edited")
         page.locator("#chat-box button[aria-label=Submit]").click()
         wait_text(page, "#chat-box", "MSG-0090 edited")
-        saved = wait_until(lambda: [c for c in saved_chats(srv) if c["messages"][90]["content"] == "MSG-0090 edited"],
-                           "saving the edit")[0]
+        saved = wait_until(
+            lambda: [c for c in saved_chats(srv) if c["messages"][90]["content"] == "MSG-0090 edited"],
+            "saving the edit",
+        )[0]
         assert saved["messages"][89]["content"] == "MSG-0089" and len(saved["messages"]) == 150
         page.locator("#chat-show-all").click()
         wait_text(page, "#chat-box", "MSG-0000")

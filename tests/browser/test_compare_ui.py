@@ -1,4 +1,5 @@
 """The Compare tab as a student uses it: two presets on SmolLM2, answers side by side, a CSV for the report."""
+
 from __future__ import annotations
 
 import csv
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
+
 from browserkit import load_smollm, wait_text
 from testdata import SMOLLM
 

@@ -1,9 +1,11 @@
 """The UI in English, Russian and Chinese: by the browser's language, or forced with --language."""
+
 from __future__ import annotations
 
 import pytest
-from harness import make_dirs, start_server, stop_server
+
 from browserkit import choose, press_load, settle, wait_text
+from harness import make_dirs, start_server, stop_server
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser

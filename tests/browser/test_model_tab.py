@@ -1,14 +1,15 @@
 """Model tab in a real browser: model info, per-model settings, hub download with progress, import, delete."""
+
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
+from playwright.sync_api import expect
+
+from browserkit import choose, open_parameters, press_load, reload, set_number, wait_text
 from harness import make_dirs, start_server, stop_server
 from hubstub import HubStub
-from playwright.sync_api import expect
-from browserkit import choose, open_parameters, press_load, reload, set_number, wait_text
 from testdata import GEMMA, SMOLLM
 
 pytestmark = pytest.mark.browser

@@ -1,10 +1,12 @@
 """Parameters tab: presets saved from the UI, settings that survive a reload and a restart."""
+
 from __future__ import annotations
 
 import pytest
 import yaml
-from harness import make_dirs, start_server, stop_server, wait_until
+
 from browserkit import choose, load_smollm, open_app, open_parameters, reload, set_number, wait_text
+from harness import make_dirs, start_server, stop_server, wait_until
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -12,8 +14,9 @@ pytestmark = pytest.mark.browser
 
 def wait_value(page, selector: str, value: str) -> None:
     """Wait until an input shows ``value`` (page-load events fill the inputs a moment after the page)."""
-    page.wait_for_function("([sel, v]) => { const el = document.querySelector(sel); return el && el.value === v; }",
-                           arg=[selector, value])
+    page.wait_for_function(
+        "([sel, v]) => { const el = document.querySelector(sel); return el && el.value === v; }", arg=[selector, value]
+    )
 
 
 def number(page, elem_id: str) -> float:
@@ -76,8 +79,10 @@ def test_choices_survive_a_server_restart(browser, tmp_path):
         page.wait_for_function("() => document.querySelector('#param-max_tokens input[type=number]').value === '768'")
         set_number(page, "param-seed", "1234")
         # the value is saved by a request of its own; wait for it to land
-        wait_until(lambda: (user_dir / "settings.yaml").exists()
-                   and "seed: 1234" in (user_dir / "settings.yaml").read_text(), "saving the seed")
+        wait_until(
+            lambda: (user_dir / "settings.yaml").exists() and "seed: 1234" in (user_dir / "settings.yaml").read_text(),
+            "saving the seed",
+        )
         page.close()
     finally:
         stop_server(srv)

@@ -1,13 +1,15 @@
 """The UI as a person uses it: load a model in the Model tab, write in the Notebook tab."""
+
 from __future__ import annotations
 
 import random
 import re
 
 import pytest
+from playwright.sync_api import expect
+
 from browserkit import choose, load_smollm, open_notebook, open_parameters, reload, set_number, wait_text
 from harness import wait_until
-from playwright.sync_api import expect
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -35,8 +37,7 @@ def test_load_model_then_generate_in_notebook(page, server):
     stats = page.locator("#notebook-stats").inner_text()
     assert "first token" in stats and "seed" in stats
     # The count is filled in by a follow-up event after the generation ends: wait for it, do not read at once.
-    expect(page.locator("#notebook-tokens")).to_have_text(re.compile(r"Tokens: \d+ / 2048 context"),
-                                                         timeout=30_000)
+    expect(page.locator("#notebook-tokens")).to_have_text(re.compile(r"Tokens: \d+ / 2048 context"), timeout=30_000)
 
     page.locator("#notebook-undo").click()
     page.wait_for_function("(p) => document.querySelector('#notebook-text textarea').value === p", arg=prompt)
@@ -55,8 +56,9 @@ def test_stop_keeps_partial_text_and_the_app_keeps_working(page, server):
     prompt = "Write a very long story about a dragon who learns to cook.\n"
     text.fill(prompt)
     page.locator("#notebook-generate").click()
-    page.wait_for_function("(n) => document.querySelector('#notebook-text textarea').value.length > n + 40",
-                           arg=len(prompt))
+    page.wait_for_function(
+        "(n) => document.querySelector('#notebook-text textarea').value.length > n + 40", arg=len(prompt)
+    )
     page.locator("#notebook-stop").click()
     wait_text(page, "#notebook-stats", "stopped")
     partial = text.input_value()
@@ -65,8 +67,9 @@ def test_stop_keeps_partial_text_and_the_app_keeps_working(page, server):
     # Escape stops too (keyboard-first), and a new generation after a stop works.
     page.locator("#notebook-generate").click()
     wait_text(page, "#notebook-stats", "Generating")
-    page.wait_for_function("(n) => document.querySelector('#notebook-text textarea').value.length > n + 20",
-                           arg=len(partial))
+    page.wait_for_function(
+        "(n) => document.querySelector('#notebook-text textarea').value.length > n + 20", arg=len(partial)
+    )
     page.keyboard.press("Escape")
     wait_text(page, "#notebook-stats", "stopped")
     assert server.health()["model"] == SMOLLM

@@ -1,9 +1,11 @@
 """Fixtures of the integration tests: the transformers checkpoint made from the SmolLM2 GGUF."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
 from hf_checkpoint import default_checkpoint_dir, ensure_hf_checkpoint  # tests/: pytest.ini pythonpath
 
 
@@ -15,4 +17,3 @@ def hf_checkpoint(smollm_path: Path) -> Path:
     ``~/.cache/localllm-webui/test-models``, then reused by every later run.
     """
     return ensure_hf_checkpoint(smollm_path, default_checkpoint_dir())
-

@@ -1,4 +1,5 @@
 """The OpenAI-compatible API, driven by the real ``openai`` client against a real server.py."""
+
 from __future__ import annotations
 
 import httpx
@@ -38,8 +39,9 @@ def test_chat_completion_answers_with_usage(api):
 def test_streaming_chat_and_completion_length(api):
     _, client = api
     parts, finish = [], None
-    for event in client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=40,
-                                                stream=True, extra_body={"do_sample": False}):
+    for event in client.chat.completions.create(
+        model=SMOLLM, messages=QUESTION, max_tokens=40, stream=True, extra_body={"do_sample": False}
+    ):
         if event.choices and event.choices[0].delta.content:
             parts.append(event.choices[0].delta.content)
         if event.choices and event.choices[0].finish_reason:
@@ -51,14 +53,26 @@ def test_streaming_chat_and_completion_length(api):
 
 def test_sampling_fields_and_presets_are_accepted(api):
     _, client = api
-    greedy = client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=30,
-                                            extra_body={"do_sample": False})
-    preset = client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=30,
-                                            extra_body={"preset": "Deterministic"})
+    greedy = client.chat.completions.create(
+        model=SMOLLM, messages=QUESTION, max_tokens=30, extra_body={"do_sample": False}
+    )
+    preset = client.chat.completions.create(
+        model=SMOLLM, messages=QUESTION, max_tokens=30, extra_body={"preset": "Deterministic"}
+    )
     assert greedy.choices[0].message.content == preset.choices[0].message.content
-    r = client.completions.create(model=SMOLLM, prompt="List: a, b,", max_tokens=8,
-                                  extra_body={"min_p": 0.1, "top_k": 5, "repeat_penalty": 1.1, "dry_multiplier": 0.8,
-                                              "xtc_probability": 0.2, "seed": 3})
+    r = client.completions.create(
+        model=SMOLLM,
+        prompt="List: a, b,",
+        max_tokens=8,
+        extra_body={
+            "min_p": 0.1,
+            "top_k": 5,
+            "repeat_penalty": 1.1,
+            "dry_multiplier": 0.8,
+            "xtc_probability": 0.2,
+            "seed": 3,
+        },
+    )
     assert r.usage.completion_tokens > 0
 
 
@@ -71,8 +85,9 @@ def test_errors_have_openai_shape(api):
     with pytest.raises(openai.BadRequestError) as too_long:
         client.completions.create(model=SMOLLM, prompt=long_prompt, max_tokens=5)
     assert "2048" in too_long.value.message and too_long.value.code == "context_length_exceeded"
-    raw = httpx.post(srv.url + "/v1/chat/completions", content=b"{not json",
-                     headers={"content-type": "application/json"})
+    raw = httpx.post(
+        srv.url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert raw.status_code == 400 and set(raw.json()["error"]) == {"message", "type", "param", "code"}
     assert httpx.get(srv.url + "/openapi.json").json()["paths"]["/v1/chat/completions"]
 
@@ -88,8 +103,12 @@ def test_api_key_is_required_when_set(tmp_path):
         with pytest.raises(openai.InternalServerError) as none_loaded:
             client.chat.completions.create(model="x", messages=QUESTION)
         assert none_loaded.value.status_code == 503 and "No model is loaded" in none_loaded.value.message
-        loaded = httpx.post(srv.url + "/v1/internal/model/load", json={"model_name": SMOLLM},
-                            headers={"Authorization": "Bearer s3cret"}, timeout=120)
+        loaded = httpx.post(
+            srv.url + "/v1/internal/model/load",
+            json={"model_name": SMOLLM},
+            headers={"Authorization": "Bearer s3cret"},
+            timeout=120,
+        )
         assert loaded.json()["model"] == SMOLLM
         assert client.chat.completions.create(model="x", messages=QUESTION, max_tokens=3).usage.completion_tokens
     finally:
@@ -107,8 +126,9 @@ def test_closing_a_stream_cancels_only_that_generation(api):
         r = client.completions.create(model=SMOLLM, prompt="The history of France", max_tokens=60, extra_body=long)
         other["finish"], other["tokens"] = r.choices[0].finish_reason, r.usage.completion_tokens
 
-    stream = client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=1500, stream=True,
-                                            extra_body=long)
+    stream = client.chat.completions.create(
+        model=SMOLLM, messages=QUESTION, max_tokens=1500, stream=True, extra_body=long
+    )
     waiter = threading.Thread(target=second_client)
     seen = 0
     for _ in stream:
@@ -134,8 +154,9 @@ def test_two_streaming_clients_both_finish_in_order_and_characters_apply(api):
     finished: list[str] = []
 
     def run(tag: str, prompt: str) -> None:
-        for event in client.completions.create(model=SMOLLM, prompt=prompt, max_tokens=25, stream=True,
-                                               extra_body={"ban_eos_token": True, "seed": 2}):
+        for event in client.completions.create(
+            model=SMOLLM, prompt=prompt, max_tokens=25, stream=True, extra_body={"ban_eos_token": True, "seed": 2}
+        ):
             if event.choices and event.choices[0].text:
                 results[tag].append(event.choices[0].text)
         finished.append(tag)
@@ -152,20 +173,26 @@ def test_two_streaming_clients_both_finish_in_order_and_characters_apply(api):
     assert finished == ["a", "b"]  # first come, first served
     recent = httpx.get(srv.url + "/v1/internal/requests").json()["data"][-2:]
     assert [r["completion_tokens"] for r in recent] == [25, 25]  # both ran in full
-    r = client.chat.completions.create(model=SMOLLM, messages=[{"role": "user", "content": "Who are you?"}],
-                                       max_tokens=5, extra_body={"character": "Tutor", "do_sample": False})
+    r = client.chat.completions.create(
+        model=SMOLLM,
+        messages=[{"role": "user", "content": "Who are you?"}],
+        max_tokens=5,
+        extra_body={"character": "Tutor", "do_sample": False},
+    )
     assert r.usage.prompt_tokens > 40  # the Tutor's description went in as the system prompt
 
 
 def test_a_missing_preset_or_character_is_a_404(api):
     _, client = api
     with pytest.raises(openai.NotFoundError) as preset:
-        client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=5,
-                                       extra_body={"preset": "No such preset"})
+        client.chat.completions.create(
+            model=SMOLLM, messages=QUESTION, max_tokens=5, extra_body={"preset": "No such preset"}
+        )
     assert preset.value.code == "preset_not_found" and "No such preset" in preset.value.message
     with pytest.raises(openai.NotFoundError) as character:
-        client.chat.completions.create(model=SMOLLM, messages=QUESTION, max_tokens=5,
-                                       extra_body={"character": "Nobody"})
+        client.chat.completions.create(
+            model=SMOLLM, messages=QUESTION, max_tokens=5, extra_body={"character": "Nobody"}
+        )
     assert character.value.code == "character_not_found"
 
 

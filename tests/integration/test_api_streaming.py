@@ -6,6 +6,7 @@ The failure is scripted (``FailingBackend``: three tokens, then an error), as no
 on demand; everything between it and the client is the real app. (Disconnects with SmolLM2 are in
 test_api.py.)
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """Chat turns on the real SmolLM2: memory across turns, Stop and a kill never lose the history."""
+
 import json
 import signal
 import subprocess
@@ -6,14 +7,15 @@ import sys
 import textwrap
 import threading
 import time
+from itertools import pairwise
 
 import pytest
+
 from harness import smollm_generator
 from testdata import PROJECT_DIR, SMOLLM
-
+from webui.chat.history import ChatStore
 from webui.chat.prompt import Character, ChatOptions, Persona
 from webui.chat.service import ChatService
-from webui.chat.history import ChatStore
 from webui.params import SamplingParams
 
 pytestmark = pytest.mark.integration
@@ -30,14 +32,23 @@ def model_template(loaded):
     """The model's own chat template (what the app chooses for it), picked on the generation thread."""
     from webui.templates.chat_template import InstructionTemplateStore, choose_template
 
-    return choose_template(loaded.backend.chat_template, None,
-                           InstructionTemplateStore(PROJECT_DIR / "instruction-templates"))
+    return choose_template(
+        loaded.backend.chat_template, None, InstructionTemplateStore(PROJECT_DIR / "instruction-templates")
+    )
 
 
 def turn(service, chat, action, text="", params=GREEDY, **kw):
-    return list(service.turn(chat, action, text=text, character=Character("Assistant", ""),
-                             options=ChatOptions(persona=Persona("User")),
-                             params=params, **kw))
+    return list(
+        service.turn(
+            chat,
+            action,
+            text=text,
+            character=Character("Assistant", ""),
+            options=ChatOptions(persona=Persona("User")),
+            params=params,
+            **kw,
+        )
+    )
 
 
 def test_second_answer_uses_the_first(service):
@@ -59,20 +70,27 @@ def test_truncation_length_keeps_the_system_prompt_and_a_stable_prefix(service):
     two drops each prompt starts with the previous one (llama.cpp reuses its cached prefix).
     """
     chat = service.store.new("Assistant")
-    options = ChatOptions(system_prompt="RULES: you are a pirate. Always answer like a pirate.",
-                          persona=Persona("User"))
+    options = ChatOptions(
+        system_prompt="RULES: you are a pirate. Always answer like a pirate.", persona=Persona("User")
+    )
     params = SamplingParams(do_sample=False, max_tokens=24, truncation_length=300)
     prompts = []
     for i in range(10):
-        running = service.turn(chat, "send", text=f"Tell me one fact about the number {i}, please.",
-                               character=Character("Assistant", ""), options=options, params=params)
+        running = service.turn(
+            chat,
+            "send",
+            text=f"Tell me one fact about the number {i}, please.",
+            character=Character("Assistant", ""),
+            options=options,
+            params=params,
+        )
         list(running)
         prompt = running.prompt
         prompts.append(prompt)
         assert running.stats.prompt_cut == 0 and running.stats.prompt_tokens == prompt.tokens <= 300
         assert "RULES: you are a pirate." in prompt.text.split("Tell me one fact")[0]
     assert prompts[-1].dropped > 0 and prompts[-1].n_ctx == 300
-    stable = [(a, b) for a, b in zip(prompts, prompts[1:]) if a.dropped == b.dropped]
+    stable = [(a, b) for a, b in pairwise(prompts) if a.dropped == b.dropped]
     assert stable and all(b.text.startswith(a.text) for a, b in stable)
 
 
@@ -80,9 +98,15 @@ def test_stop_mid_stream_leaves_a_valid_file_with_the_partial_reply(service):
     chat = service.store.new("Assistant")
     cancel = threading.Event()
     seen = []
-    for text in service.turn(chat, "send", text="Write a long story about a dragon.", character=Character(),
-                             options=ChatOptions(),
-                             params=SamplingParams(max_tokens=400, seed=1), cancel=cancel):
+    for text in service.turn(
+        chat,
+        "send",
+        text="Write a long story about a dragon.",
+        character=Character(),
+        options=ChatOptions(),
+        params=SamplingParams(max_tokens=400, seed=1),
+        cancel=cancel,
+    ):
         seen.append(text)
         if len(seen) == 10:
             cancel.set()

@@ -1,11 +1,12 @@
 """Compare and parameter sweep on the real SmolLM2 and gemma-3-270m."""
+
 import csv
 import io
 import time
 
 import pytest
-from testdata import GEMMA, SMOLLM
 
+from testdata import GEMMA, SMOLLM
 from webui.compare import Comparison, RunConfig, to_csv, to_markdown, write_exports
 from webui.params import LoadOptions
 from webui.services import Services

@@ -1,22 +1,23 @@
 """Downloads through the real huggingface_hub client from a stand-in hub on loopback (HF_ENDPOINT)."""
+
 from __future__ import annotations
 
 import hashlib
 import os
 import subprocess
 import sys
-import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+
 from hubstub import HubStub, tiny_transformers_folder
 from testdata import PROJECT_DIR, SMOLLM
-
 from webui.downloads.hub import DownloadManager, download, list_files, parse_source
-from webui.errors import DownloadCancelled, DownloadError
-from webui.params import LoadOptions
+from webui.errors import DownloadError
 from webui.models.manager import ModelManager
+from webui.params import LoadOptions
 
 pytestmark = pytest.mark.integration
 GGUF_REPO = "test/SmolLM2-135M-Instruct-GGUF"
@@ -34,8 +35,14 @@ def tiny_folder(smollm_path, tmp_path_factory) -> Path:
 @pytest.fixture
 def hub(smollm_path, tiny_folder, monkeypatch):
     stub = HubStub().start()
-    stub.add_repo(GGUF_REPO, {SMOLLM: smollm_path, "SmolLM2-135M-Instruct.Q2_K.gguf": b"GGUF" + b"\0" * 60_000,
-                              "README.md": b"# SmolLM2 GGUF\n"})
+    stub.add_repo(
+        GGUF_REPO,
+        {
+            SMOLLM: smollm_path,
+            "SmolLM2-135M-Instruct.Q2_K.gguf": b"GGUF" + b"\0" * 60_000,
+            "README.md": b"# SmolLM2 GGUF\n",
+        },
+    )
     files = {p.name: p for p in tiny_folder.iterdir() if p.is_file()}
     files["pytorch_model.bin"] = b"not really a pickle"
     stub.add_repo(HF_REPO, files)
@@ -64,7 +71,7 @@ def test_list_pick_and_download_resumes_after_dropped_connection(hub, tmp_path, 
     ranges = [r["range"] for r in hub.requests if r["method"] == "GET" and r["range"]]
     assert ranges and int(ranges[0][6:].split("-")[0]) > 0  # the second request asked only for the rest
     assert len(events) > 3 and events[-1] == (98_362_432, 98_362_432)
-    assert all(a[0] <= b[0] for a, b in zip(events, events[1:]))
+    assert all(a[0] <= b[0] for a, b in pairwise(events))
     assert models.list_models() == [SMOLLM]
     assert not (tmp_path / ".downloads").exists()
     facts = models.facts(SMOLLM)
@@ -141,8 +148,7 @@ def test_disk_full_is_refused_before_writing(hub, tmp_path, monkeypatch):
     listing = list_files(parse_source(GGUF_REPO))
     choice = next(c for c in listing.choices if c.key == SMOLLM)
     real = shutil_mod.disk_usage
-    monkeypatch.setattr("webui.downloads.hub.shutil.disk_usage",
-                        lambda p: real(p)._replace(free=10_000_000))
+    monkeypatch.setattr("webui.downloads.hub.shutil.disk_usage", lambda p: real(p)._replace(free=10_000_000))
     with pytest.raises(DownloadError, match="Not enough disk space"):
         download(listing, choice, tmp_path)
     assert not list(tmp_path.rglob("*.gguf*"))
@@ -171,15 +177,33 @@ def test_pickle_only_repo_is_refused_unless_allowed(hub, tmp_path):
 
 def test_command_line_download_with_terminal_progress(hub, tmp_path):
     env = {**os.environ, "HF_ENDPOINT": hub.url}
-    out = subprocess.run([sys.executable, "download-model.py", GGUF_REPO, "--list"], cwd=PROJECT_DIR, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "download-model.py", GGUF_REPO, "--list"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert SMOLLM in out.stdout and "Q4_1" in out.stdout and "98.4 MB" in out.stdout
-    out = subprocess.run([sys.executable, "download-model.py", GGUF_REPO, "--quant", "Q4_1", "--model-dir",
-                          str(tmp_path)], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "download-model.py", GGUF_REPO, "--quant", "Q4_1", "--model-dir", str(tmp_path)],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "[####" in out.stdout and "100%" in out.stdout and "verified" in out.stdout
     assert (tmp_path / SMOLLM).stat().st_size == 98_362_432
-    out = subprocess.run([sys.executable, "download-model.py", "test/nothing-here", "--model-dir", str(tmp_path)],
-                         cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "download-model.py", "test/nothing-here", "--model-dir", str(tmp_path)],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1 and "not found" in out.stderr

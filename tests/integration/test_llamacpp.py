@@ -1,18 +1,17 @@
 """The llama.cpp loader on the real starter GGUFs, through the services the UI and API use."""
+
 import random
-import shutil
 import threading
 
 import pytest
-from testdata import GEMMA, PARIS_PROMPT, SMOLLM
 
+from testdata import GEMMA, PARIS_PROMPT, SMOLLM
 from webui.errors import ModelLoadError, PromptTooLongError
 from webui.generation.scheduler import Generator
-from webui.params import LoadOptions
 from webui.loaders import infer_loader
 from webui.loaders.llamacpp import LlamaCppBackend
 from webui.models.manager import ModelManager
-from webui.params import SamplingParams
+from webui.params import LoadOptions, SamplingParams
 
 pytestmark = pytest.mark.integration
 GREEDY = SamplingParams(do_sample=False, max_tokens=40)
@@ -78,7 +77,7 @@ def test_cancel_stops_a_stream_early(services):
     _, gen = services
     job = gen.submit("Write a very long story about a dragon.\n", SamplingParams(max_tokens=1500, seed=1))
     seen = 0
-    for chunk in job:
+    for _chunk in job:
         seen += 1
         if seen == 5:
             job.cancel.set()
@@ -97,8 +96,13 @@ def test_prompt_longer_than_context_is_a_clear_error(services):
 def test_reply_is_capped_at_the_context_end(smollm_path):
     backend = LlamaCppBackend.load(smollm_path, LoadOptions(n_ctx=64))
     try:
-        chunks = list(backend.stream("Count: 1, 2, 3,", SamplingParams(max_tokens=500, seed=1, min_p=0.0,
-                                                                      repeat_penalty=1.0), threading.Event()))
+        chunks = list(
+            backend.stream(
+                "Count: 1, 2, 3,",
+                SamplingParams(max_tokens=500, seed=1, min_p=0.0, repeat_penalty=1.0),
+                threading.Event(),
+            )
+        )
         total = sum(c.n_tokens for c in chunks)
         # llama.cpp rounds small contexts up (to 256 here); the cap follows the real size
         assert backend.n_ctx < 500
@@ -108,11 +112,14 @@ def test_reply_is_capped_at_the_context_end(smollm_path):
         backend.close()
 
 
-@pytest.mark.parametrize("name, message", [
-    ("garbage.gguf", "not a GGUF model file"),
-    ("truncated.gguf", "truncated or corrupt"),
-    ("folder.gguf", "folder"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("garbage.gguf", "not a GGUF model file"),
+        ("truncated.gguf", "truncated or corrupt"),
+        ("folder.gguf", "folder"),
+    ],
+)
 def test_broken_files_give_clear_errors_and_keep_the_loaded_model(services, name, message):
     models, gen = services
     with pytest.raises(ModelLoadError, match=message):

@@ -1,25 +1,29 @@
 """Model facts read from the files agree with what the loaders report after a real load."""
+
 from __future__ import annotations
 
 import json
 import struct
 
 import pytest
-from testdata import GEMMA, SMOLLM
 
+from testdata import GEMMA, SMOLLM
 from webui.errors import ModelInfoError
 from webui.models.facts import gguf_facts, model_facts
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("name, arch, quant, ctx, template", [
-    (SMOLLM, "llama", "Q4_1", 8192, True),
-    (GEMMA, "gemma3", "Q4_K_M", 32768, False),
-])
+@pytest.mark.parametrize(
+    "name, arch, quant, ctx, template",
+    [
+        (SMOLLM, "llama", "Q4_1", 8192, True),
+        (GEMMA, "gemma3", "Q4_K_M", 32768, False),
+    ],
+)
 def test_gguf_facts_match_llama_cpp(models_dir, name, arch, quant, ctx, template):
-    from llama_cpp import Llama
     from gguf import LlamaFileType
+    from llama_cpp import Llama
 
     facts = model_facts(models_dir / name)
     assert (facts.format, facts.architecture, facts.quantization) == ("GGUF", arch, quant)
@@ -73,15 +77,18 @@ def _kv_string(key: str, value: str) -> bytes:
     return struct.pack("<Q", len(k)) + k + struct.pack("<I", 8) + struct.pack("<Q", len(v)) + v
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "only 0 bytes"),
-    (b"PK\x03\x04" + b"\0" * 100, "not a GGUF"),
-    (_gguf_header(b"", 10**12), "claims"),
-    (_gguf_header(_kv_string("general.architecture", "llama")[:-3], 1), "truncated"),
-    (_gguf_header(struct.pack("<Q", 4) + b"abcd" + struct.pack("<I", 99), 1), "unknown metadata value type"),
-    # an array that claims 2**60 strings: refused before any is read
-    (_gguf_header(struct.pack("<Q", 1) + b"a" + struct.pack("<IIQ", 9, 8, 2**60), 1), "truncated"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "only 0 bytes"),
+        (b"PK\x03\x04" + b"\0" * 100, "not a GGUF"),
+        (_gguf_header(b"", 10**12), "claims"),
+        (_gguf_header(_kv_string("general.architecture", "llama")[:-3], 1), "truncated"),
+        (_gguf_header(struct.pack("<Q", 4) + b"abcd" + struct.pack("<I", 99), 1), "unknown metadata value type"),
+        # an array that claims 2**60 strings: refused before any is read
+        (_gguf_header(struct.pack("<Q", 1) + b"a" + struct.pack("<IIQ", 9, 8, 2**60), 1), "truncated"),
+    ],
+)
 def test_hostile_or_broken_gguf_headers_fail_fast_with_a_message(tmp_path, content, message):
     path = tmp_path / "bad.gguf"
     path.write_bytes(content)

@@ -1,5 +1,6 @@
 """The remote loader against real OpenAI-compatible servers on loopback: llama-cpp-python's own
 server (which we did not write) and this app's /v1 (our app as its own remote)."""
+
 from __future__ import annotations
 
 import json
@@ -85,14 +86,20 @@ PEER_ANSWERS: dict[str, tuple[int, str, str]] = {
     # an OpenAI-shaped error event in the middle of the stream (vLLM, this app)
     "error event": (200, "text/event-stream", TEXT + f"data: {json.dumps({'error': OOM})}\n\n"),
     # an error under the SSE event name "error", with CRLF line ends
-    "named error": (200, "text/event-stream",
-                    (TEXT + "event: error\ndata: {\"error\": \"the worker crashed\"}\n\n").replace("\n", "\r\n")),
+    "named error": (
+        200,
+        "text/event-stream",
+        (TEXT + 'event: error\ndata: {"error": "the worker crashed"}\n\n').replace("\n", "\r\n"),
+    ),
     "not json": (200, "text/event-stream", TEXT + "data: <html>502 Bad Gateway</html>\n\n"),
     "not a stream": (200, "application/json", json.dumps({"choices": [{"text": "Hello"}]})),
     "refused": (500, "application/json", json.dumps({"error": OOM})),
     # the happy path, in two chunks split inside an event (the parser must join them)
-    "fine": (200, "text/event-stream", TEXT + 'data: {"choices": [{"text": "lo", "finish_reason": "length"}]}\n\n'
-             "data: [DONE]\n\n"),
+    "fine": (
+        200,
+        "text/event-stream",
+        TEXT + 'data: {"choices": [{"text": "lo", "finish_reason": "length"}]}\n\ndata: [DONE]\n\n',
+    ),
 }
 
 
@@ -112,10 +119,12 @@ async def _completions(request: Request) -> Response:
 @pytest.fixture(scope="module")
 def peer():
     """A real HTTP server (uvicorn, loopback) speaking OpenAI's completions, badly on purpose."""
-    app = Starlette(routes=[
-        Route("/v1/models", lambda request: JSONResponse({"data": [{"id": "peer-model"}]})),
-        Route("/v1/completions", _completions, methods=["POST"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/v1/models", lambda request: JSONResponse({"data": [{"id": "peer-model"}]})),
+            Route("/v1/completions", _completions, methods=["POST"]),
+        ]
+    )
     with serve(app) as url:
         yield url
 
@@ -132,13 +141,16 @@ def test_remote_reads_the_stream_with_an_sse_parser(peer):
     assert _generate(peer, "fine") == "Hello"
 
 
-@pytest.mark.parametrize("prompt,message", [
-    ("error event", r"stopped with an error: CUDA out of memory while decoding"),
-    ("named error", r"stopped with an error: the worker crashed"),
-    ("not json", r"sent an event that is not JSON: '<html>502 Bad Gateway</html>'"),
-    ("not a stream", r"did not answer with an event stream: .*application/json"),
-    ("refused", r"answered 500: CUDA out of memory while decoding"),
-])
+@pytest.mark.parametrize(
+    "prompt,message",
+    [
+        ("error event", r"stopped with an error: CUDA out of memory while decoding"),
+        ("named error", r"stopped with an error: the worker crashed"),
+        ("not json", r"sent an event that is not JSON: '<html>502 Bad Gateway</html>'"),
+        ("not a stream", r"did not answer with an event stream: .*application/json"),
+        ("refused", r"answered 500: CUDA out of memory while decoding"),
+    ],
+)
 def test_a_servers_error_is_a_generation_error_with_its_message(peer, prompt, message):
     with pytest.raises(GenerationError, match=message):
         _generate(peer, prompt)

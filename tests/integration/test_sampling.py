@@ -1,11 +1,10 @@
 """Every sampling parameter reaches llama.cpp, and each family changes what the model writes."""
-import threading
 
 import llama_cpp
 import pytest
-from harness import smollm_generator
-from testdata import PARIS_PROMPT, PROJECT_DIR, SMOLLM
 
+from harness import smollm_generator
+from testdata import PARIS_PROMPT, PROJECT_DIR
 from webui.errors import GrammarError, PromptTooLongError
 from webui.loaders.llama_sampling import build_sampler
 from webui.params import SamplingParams
@@ -24,17 +23,41 @@ def chain_names(gen, params):
     backend = gen.models.current.backend
     chain = build_sampler(backend._llm, params, backend.n_ctx, backend._eog)
     n = llama_cpp.llama_sampler_chain_n(chain.sampler)
-    return [llama_cpp.llama_sampler_name(llama_cpp.llama_sampler_chain_get(chain.sampler, i)).decode().lstrip("?")
-            for i in range(n)]
+    return [
+        llama_cpp.llama_sampler_name(llama_cpp.llama_sampler_chain_get(chain.sampler, i)).decode().lstrip("?")
+        for i in range(n)
+    ]
 
 
 def test_each_sampler_family_is_in_the_llama_chain(gen):
-    assert chain_names(gen, SamplingParams(seed=1)) == ["penalties", "top-k", "typical", "top-p", "min-p", "temp",
-                                                       "dist"]
-    full = chain_names(gen, SamplingParams(seed=1, dry_multiplier=0.8, xtc_probability=0.5, ban_eos_token=True,
-                                           grammar_string='root ::= "a"'))
-    assert full == ["logit-bias", "penalties", "dry", "grammar", "top-k", "typical", "top-p", "min-p", "xtc",
-                    "temp", "dist"]
+    assert chain_names(gen, SamplingParams(seed=1)) == [
+        "penalties",
+        "top-k",
+        "typical",
+        "top-p",
+        "min-p",
+        "temp",
+        "dist",
+    ]
+    full = chain_names(
+        gen,
+        SamplingParams(
+            seed=1, dry_multiplier=0.8, xtc_probability=0.5, ban_eos_token=True, grammar_string='root ::= "a"'
+        ),
+    )
+    assert full == [
+        "logit-bias",
+        "penalties",
+        "dry",
+        "grammar",
+        "top-k",
+        "typical",
+        "top-p",
+        "min-p",
+        "xtc",
+        "temp",
+        "dist",
+    ]
     assert chain_names(gen, SamplingParams(do_sample=False)) == ["penalties", "greedy"]
     assert chain_names(gen, SamplingParams(seed=1, mirostat_mode=2))[-1] == "mirostat-v2"
 
@@ -45,9 +68,21 @@ def test_the_backend_receives_the_params_of_the_request(gen, monkeypatch):
 
     real = mod.build_sampler
     monkeypatch.setattr(mod, "build_sampler", lambda llm, p, n, eog: seen.append(p) or real(llm, p, n, eog))
-    params = SamplingParams(seed=7, temperature=0.3, top_k=11, top_p=0.5, min_p=0.2, typical_p=0.9,
-                            repeat_penalty=1.1, repeat_last_n=32, presence_penalty=0.1, frequency_penalty=0.2,
-                            dry_multiplier=0.5, xtc_probability=0.1, max_tokens=3)
+    params = SamplingParams(
+        seed=7,
+        temperature=0.3,
+        top_k=11,
+        top_p=0.5,
+        min_p=0.2,
+        typical_p=0.9,
+        repeat_penalty=1.1,
+        repeat_last_n=32,
+        presence_penalty=0.1,
+        frequency_penalty=0.2,
+        dry_multiplier=0.5,
+        xtc_probability=0.1,
+        max_tokens=3,
+    )
     gen.generate("Hello", params)
     assert seen == [params]
 

@@ -1,4 +1,5 @@
 """server.py at start: --model uses the model's saved settings; --model-menu picks by number."""
+
 from __future__ import annotations
 
 import subprocess
@@ -6,6 +7,7 @@ import sys
 import time
 
 import pytest
+
 from harness import make_dirs, start_server, stop_server
 from server_process import free_port
 from testdata import GEMMA, PROJECT_DIR, SMOLLM
@@ -15,7 +17,9 @@ pytestmark = pytest.mark.integration
 
 def test_model_flag_uses_saved_per_model_settings_and_flags_win(tmp_path):
     model_dir, user_dir = make_dirs(tmp_path)
-    (model_dir / "config-user.yaml").write_text(f"{SMOLLM}:\n  loader: llama.cpp\n  n_ctx: 1536\n  preset: Deterministic\n")
+    (model_dir / "config-user.yaml").write_text(
+        f"{SMOLLM}:\n  loader: llama.cpp\n  n_ctx: 1536\n  preset: Deterministic\n"
+    )
     srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM, ctx_size=None)
     try:
         health = srv.health()
@@ -33,10 +37,26 @@ def test_model_flag_uses_saved_per_model_settings_and_flags_win(tmp_path):
 def test_model_menu_lists_models_and_loads_the_pick(tmp_path):
     model_dir, user_dir = make_dirs(tmp_path)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "server.py", "--model-menu", "--model-dir", str(model_dir),
-                             "--user-data-dir", str(user_dir), "--listen-port", str(port), "--ctx-size", "512"],
-                            cwd=PROJECT_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "server.py",
+            "--model-menu",
+            "--model-dir",
+            str(model_dir),
+            "--user-data-dir",
+            str(user_dir),
+            "--listen-port",
+            str(port),
+            "--ctx-size",
+            "512",
+        ],
+        cwd=PROJECT_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         proc.stdin.write("7\n2\n")  # 7 is out of range: asked again
         proc.stdin.flush()
@@ -61,10 +81,24 @@ def test_model_menu_lists_models_and_loads_the_pick(tmp_path):
 def test_model_menu_without_terminal_input_starts_without_a_model(tmp_path):
     model_dir, user_dir = make_dirs(tmp_path)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "server.py", "--model-menu", "--model-dir", str(model_dir),
-                             "--user-data-dir", str(user_dir), "--listen-port", str(port)],
-                            cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "server.py",
+            "--model-menu",
+            "--model-dir",
+            str(model_dir),
+            "--user-data-dir",
+            str(user_dir),
+            "--listen-port",
+            str(port),
+        ],
+        cwd=PROJECT_DIR,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out = ""
         while "Running on" not in out:

@@ -1,26 +1,33 @@
 """Chat templates of the real test models: our sandboxed render matches transformers'."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from testdata import GEMMA, MODELS_DIR, PROJECT_DIR, SMOLLM
 
+from testdata import GEMMA, MODELS_DIR, PROJECT_DIR, SMOLLM
 from webui.templates.chat_template import ChatTemplate, InstructionTemplateStore, choose_template
 
 pytestmark = pytest.mark.integration
 
 CONVERSATIONS = {
     "user only": [{"role": "user", "content": "What is the capital of France?"}],
-    "system and user": [{"role": "system", "content": "You are a geography teacher."},
-                        {"role": "user", "content": "What is the capital of France?"}],
-    "several turns": [{"role": "system", "content": "Answer briefly."},
-                      {"role": "user", "content": "Hi"},
-                      {"role": "assistant", "content": "Hello! How can I help?"},
-                      {"role": "user", "content": "Name a prime number.\nJust one."}],
-    "no system, several turns": [{"role": "user", "content": "Bonjour"},
-                                 {"role": "assistant", "content": "Bonjour ! 😊"},
-                                 {"role": "user", "content": "<b>tags</b> & \"quotes\" {{ not jinja }}"}],
+    "system and user": [
+        {"role": "system", "content": "You are a geography teacher."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ],
+    "several turns": [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Name a prime number.\nJust one."},
+    ],
+    "no system, several turns": [
+        {"role": "user", "content": "Bonjour"},
+        {"role": "assistant", "content": "Bonjour ! 😊"},
+        {"role": "user", "content": '<b>tags</b> & "quotes" {{ not jinja }}'},
+    ],
 }
 
 
@@ -61,8 +68,11 @@ def test_the_gguf_and_the_checkpoint_carry_the_same_template(smollm_template, to
 @pytest.mark.parametrize("messages", CONVERSATIONS.values(), ids=CONVERSATIONS.keys())
 def test_smollm_template_renders_like_transformers(smollm_template, tokenizer, messages, add_generation_prompt):
     ours = ChatTemplate.compile(smollm_template, "SmolLM2").render(
-        messages, add_generation_prompt=add_generation_prompt,
-        bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token)
+        messages,
+        add_generation_prompt=add_generation_prompt,
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+    )
     theirs = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     assert ours == theirs
 
@@ -71,8 +81,9 @@ def test_smollm_uses_its_own_template(smollm_template, tokenizer, store):
     template, note = choose_template(smollm_template, None, store)
     assert note == "Using the model's own chat template."
     messages = CONVERSATIONS["user only"]
-    assert template.render(messages) == tokenizer.apply_chat_template(messages, tokenize=False,
-                                                                      add_generation_prompt=True)
+    assert template.render(messages) == tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    )
 
 
 def test_gemma_base_model_has_no_template_and_falls_back(gemma_path, store):
@@ -82,4 +93,5 @@ def test_gemma_base_model_has_no_template_and_falls_back(gemma_path, store):
     assert template.name == "ChatML"
     assert note == "The model has no chat template; using instruction template ChatML."
     assert template.render(CONVERSATIONS["user only"]) == (
-        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    )

@@ -4,28 +4,30 @@ Everything runs through the services the UI and the API use: a ``ModelManager``
 over the checkpoint's parent folder and a ``Generator`` in front of it. The
 model is loaded once for the module; replies are kept short.
 """
+
 from __future__ import annotations
 
 import json
 import threading
 
 import pytest
-from testdata import PARIS_PROMPT
 
+from testdata import PARIS_PROMPT
 from webui.errors import ModelLoadError
-from webui.generation.scheduler import Generator, GenerationStats
-from webui.params import LoadOptions
+from webui.generation.scheduler import GenerationStats, Generator
 from webui.loaders import infer_loader
 from webui.loaders.transformers import TransformersBackend
 from webui.models.manager import ModelManager
-from webui.params import SamplingParams
+from webui.params import LoadOptions, SamplingParams
 from webui.templates.chat_template import ChatTemplate
 
 pytestmark = pytest.mark.integration
 
 GREEDY = SamplingParams(do_sample=False, max_tokens=40)
-STORY_PROMPT = ("<|im_start|>user\nWrite a long story about a dragon who learns to bake bread. "
-                "Describe every step in detail.<|im_end|>\n<|im_start|>assistant\n")
+STORY_PROMPT = (
+    "<|im_start|>user\nWrite a long story about a dragon who learns to bake bread. "
+    "Describe every step in detail.<|im_end|>\n<|im_start|>assistant\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_stop_string_ends_generation_and_is_not_included(generator, greedy):
     stop = "Paris"
     text, stats = run_job(generator, PARIS_PROMPT, GREEDY.model_copy(update={"stop": [stop]}))
     assert stop not in text
-    assert text == full_text[:full_text.index(stop)]
+    assert text == full_text[: full_text.index(stop)]
     assert stats.finish_reason == "stop"
     assert stats.completion_tokens < full_stats.completion_tokens
 
@@ -200,18 +202,20 @@ def test_ban_eos_skip_special_and_truncation_on_transformers(generator, greedy):
     assert free.finish_reason == "stop"
     text, banned = generator.generate(PARIS_PROMPT, GREEDY.model_copy(update={"ban_eos_token": True}))
     assert banned.finish_reason == "length" and banned.completion_tokens == GREEDY.max_tokens
-    shown, _ = generator.generate(PARIS_PROMPT + "The capital of France is Paris.<|im_end|>\n",
-                                  GREEDY.model_copy(update={"max_tokens": 4, "ban_eos_token": True,
-                                                            "skip_special_tokens": False}))
+    shown, _ = generator.generate(
+        PARIS_PROMPT + "The capital of France is Paris.<|im_end|>\n",
+        GREEDY.model_copy(update={"max_tokens": 4, "ban_eos_token": True, "skip_special_tokens": False}),
+    )
     assert "<|im_start|>" in shown
-    _, cut = generator.generate("filler " * 400 + "The capital of France is",
-                                GREEDY.model_copy(update={"max_tokens": 4, "truncation_length": 100}))
+    _, cut = generator.generate(
+        "filler " * 400 + "The capital of France is",
+        GREEDY.model_copy(update={"max_tokens": 4, "truncation_length": 100}),
+    )
     assert cut.prompt_tokens == 100
 
 
 def test_deterministic_preset_is_greedy_on_transformers(generator, greedy):
     from testdata import PROJECT_DIR
-
     from webui.presets import PresetStore
 
     params = PresetStore(PROJECT_DIR / "presets").load("Deterministic").params

@@ -4,6 +4,7 @@ Sizes: CI runs small ones; ``WEBUI_RELIABILITY_FULL=1`` runs the full ones recor
 docs/reliability.md; each can also be set on its own (``WEBUI_FUZZ_CASES``, ``WEBUI_KILLS``,
 ``WEBUI_LOAD_CLIENTS``, ``WEBUI_LOAD_REQUESTS``).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def gradio_client(url: str, **kwargs: Any) -> Any:
 def endpoint_args(client: Any, api_name: str, **values: Any) -> dict[str, Any]:
     """Every parameter of a UI endpoint: its default from the page, text boxes empty, ``values`` on top."""
     info = client.view_api(return_format="dict", print_info=False)["named_endpoints"][api_name]
-    args = {p["parameter_name"]: (p["parameter_default"] if p["parameter_has_default"] else "")
-            for p in info["parameters"]}
+    args = {
+        p["parameter_name"]: (p["parameter_default"] if p["parameter_has_default"] else "") for p in info["parameters"]
+    }
     args.update(values)
     return args
 

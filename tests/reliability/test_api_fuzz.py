@@ -6,6 +6,7 @@ so the generation endpoints answer quickly. No case may get a 5xx (503 "no model
 the fuzzer may unload it by loading a bad model... which it cannot: a failed load keeps the
 model) or hang, and the server must serve a normal request afterwards.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ from collections import Counter
 
 import pytest
 import requests
-from harness import make_dirs, start_server, stop_server
 from reltools import scale
+
+from harness import make_dirs, start_server, stop_server
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.integration
@@ -27,8 +29,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
-    srv = start_server(root, *make_dirs(root), "--model", SMOLLM, "--api-key", KEY, "--threads", "1",
-                       ctx_size=512)
+    srv = start_server(root, *make_dirs(root), "--model", SMOLLM, "--api-key", KEY, "--threads", "1", ctx_size=512)
     yield srv
     stop_server(srv)
 
@@ -41,8 +42,7 @@ def test_fuzz_v1_from_our_openapi(api):
 
     schema = schemathesis.openapi.from_url(api.url + "/openapi.json")
     # Unloading takes no input to fuzz, and the server must keep its model for the other cases.
-    operations = [op for op in (r.ok() for r in schema.get_all_operations())
-                  if not op.path.endswith("/model/unload")]
+    operations = [op for op in (r.ok() for r in schema.get_all_operations()) if not op.path.endswith("/model/unload")]
     assert {op.path for op in operations} >= {"/v1/chat/completions", "/v1/completions", "/v1/models"}
     per_run = max(1, CASES // (2 * sum(op.method.lower() == "post" for op in operations)))
     tally: Counter[str] = Counter()
@@ -51,9 +51,15 @@ def test_fuzz_v1_from_our_openapi(api):
 
     for op in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
             @given(case=op.as_strategy(generation_mode=mode))
-            @settings(max_examples=per_run, deadline=None, database=None, phases=[Phase.generate],
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=per_run,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             def run(case) -> None:
                 if isinstance(case.body, dict) and "max_tokens" in case.body or op.path.endswith("completions"):
                     if isinstance(case.body, dict):
@@ -69,8 +75,10 @@ def test_fuzz_v1_from_our_openapi(api):
                 took = time.monotonic() - start
                 tally[f"{op.method.upper()} {op.path} {response.status_code}"] += 1
                 if response.status_code >= 500 or took > 60:
-                    failures.append(f"{op.method} {op.path} -> {response.status_code} in {took:.1f}s for "
-                                    f"{json.dumps(case.body, default=str)[:300]}: {response.text[:300]}")
+                    failures.append(
+                        f"{op.method} {op.path} -> {response.status_code} in {took:.1f}s for "
+                        f"{json.dumps(case.body, default=str)[:300]}: {response.text[:300]}"
+                    )
 
             try:
                 run()
@@ -81,8 +89,12 @@ def test_fuzz_v1_from_our_openapi(api):
     assert not failures, "\n".join(failures[:20])
     assert total >= CASES * 0.8
     # still serving, with the model loaded
-    r = requests.post(api.url + "/v1/completions", headers=AUTH, timeout=60,
-                      json={"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0})
+    r = requests.post(
+        api.url + "/v1/completions",
+        headers=AUTH,
+        timeout=60,
+        json={"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0},
+    )
     assert r.status_code == 200, r.text
     assert api.health()["model"] == SMOLLM
 
@@ -90,11 +102,13 @@ def test_fuzz_v1_from_our_openapi(api):
 def test_huge_bodies_refused_fast(api):
     prompt = "word " * 2_000_000  # 10 MB
     for path in ("/v1/completions", "/v1/chat/completions", "/gradio_api/queue/join"):
-        body = (json.dumps({"prompt": prompt}) if "chat" not in path
-                else json.dumps({"messages": [{"role": "user", "content": prompt}]})).encode()
+        body = (
+            json.dumps({"prompt": prompt})
+            if "chat" not in path
+            else json.dumps({"messages": [{"role": "user", "content": prompt}]})
+        ).encode()
         start = time.monotonic()
-        r = requests.post(api.url + path, data=body, headers={**AUTH, "Content-Type": "application/json"},
-                          timeout=30)
+        r = requests.post(api.url + path, data=body, headers={**AUTH, "Content-Type": "application/json"}, timeout=30)
         assert r.status_code == 413, (path, r.status_code, r.text[:200])
         assert time.monotonic() - start < 10
         assert "larger than this server accepts" in r.json()["error"]["message"]
@@ -106,6 +120,5 @@ def test_huge_bodies_refused_fast(api):
     start = time.monotonic()
     r = requests.post(api.url + "/v1/completions", data=chunks(), headers=AUTH, timeout=30)
     assert r.status_code == 413 and time.monotonic() - start < 10
-    ok = requests.post(api.url + "/v1/completions", headers=AUTH, timeout=60,
-                       json={"prompt": "Hello", "max_tokens": 1})
+    ok = requests.post(api.url + "/v1/completions", headers=AUTH, timeout=60, json={"prompt": "Hello", "max_tokens": 1})
     assert ok.status_code == 200

@@ -6,6 +6,7 @@ Gradio endpoints (gradio_client, as the browser does), kills the process at a ra
 half-written is listed, and every chat that began streaming holds the user's message.
 ``WEBUI_KILLS`` sets the number of kills (CI: 4, one of each; full run: 50); ``WEBUI_KILL_SEED`` the seed.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reltools import endpoint_args, gradio_client, listed_names, scale, unparsable_files
+
 from harness import make_dirs, start_server
 from hubstub import HubStub
-from reltools import endpoint_args, gradio_client, listed_names, scale, unparsable_files
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.integration
@@ -47,8 +49,7 @@ class Round:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def chat(self, client: Any) -> None:
-        job = client.submit(api_name="/handler", **endpoint_args(client, "/handler", param_1=self.message,
-                                                                 param_9=64))
+        job = client.submit(api_name="/handler", **endpoint_args(client, "/handler", param_1=self.message, param_9=64))
         for out in job:
             box = out[0] or []
             if box and box[-1].get("role") == "assistant":
@@ -56,18 +57,27 @@ class Round:
 
     def preset(self, client: Any) -> None:
         while True:
-            client.predict(api_name="/save_preset", **endpoint_args(
-                client, "/save_preset", name=f"Crash {self.rng.randrange(3)}",
-                param_4=round(self.rng.uniform(0.1, 1.9), 2)))
+            client.predict(
+                api_name="/save_preset",
+                **endpoint_args(
+                    client,
+                    "/save_preset",
+                    name=f"Crash {self.rng.randrange(3)}",
+                    param_4=round(self.rng.uniform(0.1, 1.9), 2),
+                ),
+            )
 
     def settings(self, client: Any) -> None:
         while True:
-            client.predict(api_name="/remember_values", **endpoint_args(
-                client, "/remember_values", param_1=round(self.rng.uniform(0.1, 1.9), 2)))
+            client.predict(
+                api_name="/remember_values",
+                **endpoint_args(client, "/remember_values", param_1=round(self.rng.uniform(0.1, 1.9), 2)),
+            )
 
     def download(self, client: Any) -> None:
-        _, _, choices, _ = client.predict(api_name="/on_list", **endpoint_args(
-            client, "/on_list", text=f"test/crash-{self.n}"))
+        _, _, choices, _ = client.predict(
+            api_name="/on_list", **endpoint_args(client, "/on_list", text=f"test/crash-{self.n}")
+        )
         key = choices["choices"][0][1]
         for _ in client.submit(api_name="/on_start", **endpoint_args(client, "/on_start", key=key)):
             pass
@@ -96,8 +106,9 @@ def check_after_restart(user_dir: Path, model_dir: Path, rounds: list[Round]) ->
         assert users and users[0] in sent, f"chat {chat_id} lost its user message: {data['messages']}"
     for r in rounds:
         if r.activity == "chat" and r.streamed:
-            assert any(r.message in [m["content"] for m in c["messages"]] for c in chats.values()), \
+            assert any(r.message in [m["content"] for m in c["messages"]] for c in chats.values()), (
                 f"the reply to {r.message!r} was streaming when killed, but the chat with it is gone"
+            )
 
 
 def test_sigkill_during_chat_preset_download_and_autosave(tmp_path, monkeypatch, smollm_path):
@@ -129,6 +140,5 @@ def test_sigkill_during_chat_preset_download_and_autosave(tmp_path, monkeypatch,
         srv.process.wait(15)
     finally:
         hub.stop()
-    print(f"kills: {len(rounds)} {tally}; chats that were streaming when killed: "
-          f"{sum(r.streamed for r in rounds)}")
+    print(f"kills: {len(rounds)} {tally}; chats that were streaming when killed: {sum(r.streamed for r in rounds)}")
     assert len(rounds) == KILLS

@@ -1,4 +1,5 @@
 """User data across an upgrade: older-format files load, nothing shipped overwrites the user's, damaged chats shown."""
+
 from __future__ import annotations
 
 import json
@@ -18,19 +19,34 @@ def old_user_dir(tmp_path):
     (u / "presets" / "Default.yaml").write_text("temperature: 0.33\n")  # the user's edit of a shipped preset
     (u / "presets" / "Old tgwui.yaml").write_text(
         "do_sample: true\ntemperature: 0.7\ntop_p: 0.9\ntop_k: 20\nrepetition_penalty: 1.15\n"
-        "max_new_tokens: 300\ntypical_p: 1\ntfs: 1\nepsilon_cutoff: 0\nmirostat_mode: 0\n")
+        "max_new_tokens: 300\ntypical_p: 1\ntfs: 1\nepsilon_cutoff: 0\nmirostat_mode: 0\n"
+    )
     (u / "characters").mkdir()
     (u / "characters" / "Old Bot.yaml").write_text(
-        "name: Old Bot\ngreeting: Hello {{user}}!\ncontext: '{{char}} is a bot from 2023.'\n")
-    (u / "characters" / "V1 card.json").write_text(json.dumps(
-        {"name": "Card One", "description": "an old card", "personality": "calm", "scenario": "a room",
-         "first_mes": "Hi", "mes_example": "<START>\n{{user}}: hi\n{{char}}: hello"}))
+        "name: Old Bot\ngreeting: Hello {{user}}!\ncontext: '{{char}} is a bot from 2023.'\n"
+    )
+    (u / "characters" / "V1 card.json").write_text(
+        json.dumps(
+            {
+                "name": "Card One",
+                "description": "an old card",
+                "personality": "calm",
+                "scenario": "a room",
+                "first_mes": "Hi",
+                "mes_example": "<START>\n{{user}}: hi\n{{char}}: hello",
+            }
+        )
+    )
     chats = u / "logs" / "chats" / "Assistant"
     chats.mkdir(parents=True)
-    (chats / "old-minimal.json").write_text(json.dumps(
-        {"messages": [{"role": "user", "content": "old question"}, {"role": "assistant", "content": "old answer"}]}))
-    (chats / "tgwui.json").write_text(json.dumps(
-        {"internal": [["<|BEGIN-VISIBLE-CHAT|>", "Greeting"], ["Hi", "Hello"]], "visible": []}))
+    (chats / "old-minimal.json").write_text(
+        json.dumps(
+            {"messages": [{"role": "user", "content": "old question"}, {"role": "assistant", "content": "old answer"}]}
+        )
+    )
+    (chats / "tgwui.json").write_text(
+        json.dumps({"internal": [["<|BEGIN-VISIBLE-CHAT|>", "Greeting"], ["Hi", "Hello"]], "visible": []})
+    )
     (chats / "damaged.json").write_text('{"messages": [{"role": "user", "content": "cut off by a cra')
     (chats / "wrong-shape.json").write_text('{"messages": [1, 2, 3]}')
     (u / "settings.yaml").write_text("preset: Old tgwui\nchat_style: cai-chat\nmode: chat\nlisten_port: 7860\n")

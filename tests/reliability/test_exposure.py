@@ -1,4 +1,5 @@
 """Who can reach what: loopback by default, loud warnings, UI log-in, API key, Gradio's file route."""
+
 from __future__ import annotations
 
 import io
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from harness import make_dirs, start_server, stop_server
 from reltools import gradio_client
 
+from harness import make_dirs, start_server, stop_server
 from webui.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -50,8 +51,9 @@ def guarded(tmp_path_factory):
     (user_dir / "settings.yaml").write_text("preset: Default\n")
     auth_file = root / "users.txt"
     auth_file.write_text("# who may log in\nbob:pass:with:colons\n")
-    srv = start_server(root, model_dir, user_dir, "--api-key", KEY, "--gradio-auth", "alice:pw1",
-                       "--gradio-auth-path", str(auth_file))
+    srv = start_server(
+        root, model_dir, user_dir, "--api-key", KEY, "--gradio-auth", "alice:pw1", "--gradio-auth-path", str(auth_file)
+    )
     yield srv
     stop_server(srv)
 
@@ -90,11 +92,24 @@ def test_api_key_guards_v1(guarded):
 def test_file_route_serves_nothing_outside_what_the_ui_hands_out(guarded):
     cookie = login(guarded.url, "alice", "pw1")
     user, models = guarded.user_dir, guarded.model_dir
-    targets = ["/etc/passwd", str(user / "settings.yaml"), str(user / "characters" / "Pic.yaml"),
-               str(user / "characters" / "Pic.png"), str(next(models.iterdir()).resolve()), str(models),
-               "../../../../etc/passwd", "..%2F..%2F..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd",
-               "/tmp/gradio/../../etc/passwd", "....//....//etc/passwd", "file:///etc/passwd",
-               "http://127.0.0.1:1/", guarded.url + "/healthz", "/proc/self/environ", str(Path.home() / ".bashrc")]
+    targets = [
+        "/etc/passwd",
+        str(user / "settings.yaml"),
+        str(user / "characters" / "Pic.yaml"),
+        str(user / "characters" / "Pic.png"),
+        str(next(models.iterdir()).resolve()),
+        str(models),
+        "../../../../etc/passwd",
+        "..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "%2Fetc%2Fpasswd",
+        "/tmp/gradio/../../etc/passwd",
+        "....//....//etc/passwd",
+        "file:///etc/passwd",
+        "http://127.0.0.1:1/",
+        guarded.url + "/healthz",
+        "/proc/self/environ",
+        str(Path.home() / ".bashrc"),
+    ]
     for target in targets:
         code = status(f"{guarded.url}/gradio_api/file={target}", cookie=cookie)
         assert code in (403, 404), f"{target} answered {code}"
@@ -120,19 +135,22 @@ def test_listen_without_protection_warns_loudly(tmp_path):
     assert "NO API KEY" in log
 
 
-@pytest.mark.parametrize("over, expected", [
-    ({}, []),
-    ({"listen": True}, ["WITHOUT A PASSWORD"]),
-    ({"listen": True, "api": True}, ["WITHOUT A PASSWORD", "NO API KEY"]),
-    ({"listen": True, "api": True, "gradio_auth": "a:b"}, ["NO API KEY"]),
-    ({"listen": True, "api_key": "k", "gradio_auth": "a:b"}, []),
-    ({"listen_host": "192.168.1.5", "gradio_auth": "a:b"}, []),
-    ({"listen_host": "192.168.1.5"}, ["WITHOUT A PASSWORD"]),
-])
+@pytest.mark.parametrize(
+    "over, expected",
+    [
+        ({}, []),
+        ({"listen": True}, ["WITHOUT A PASSWORD"]),
+        ({"listen": True, "api": True}, ["WITHOUT A PASSWORD", "NO API KEY"]),
+        ({"listen": True, "api": True, "gradio_auth": "a:b"}, ["NO API KEY"]),
+        ({"listen": True, "api_key": "k", "gradio_auth": "a:b"}, []),
+        ({"listen_host": "192.168.1.5", "gradio_auth": "a:b"}, []),
+        ({"listen_host": "192.168.1.5"}, ["WITHOUT A PASSWORD"]),
+    ],
+)
 def test_warning_rules(over, expected):
     warnings = Settings(**over).exposure_warnings()
     assert len(warnings) == len(expected)
-    for w, e in zip(warnings, expected):
+    for w, e in zip(warnings, expected, strict=True):
         assert e in w
 
 
@@ -144,7 +162,18 @@ def test_bad_login_file_stops_the_start(tmp_path):
 
     bad = tmp_path / "users.txt"
     bad.write_text("just-a-password-no-user\n")
-    out = subprocess.run([sys.executable, str(PROJECT_DIR / "server.py"), "--user-data-dir", str(tmp_path),
-                          "--gradio-auth-path", str(bad)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_DIR / "server.py"),
+            "--user-data-dir",
+            str(tmp_path),
+            "--gradio-auth-path",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "not 'user:password'" in out.stderr
     assert "just-a-password" not in out.stderr

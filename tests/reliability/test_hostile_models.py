@@ -2,6 +2,7 @@
 
 The hostile GGUFs are built here with the ``gguf`` package (the same writer llama.cpp's tools use).
 """
+
 from __future__ import annotations
 
 import json
@@ -9,14 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from testdata import SMOLLM
 
+from testdata import SMOLLM
 from webui.errors import ModelLoadError
-from webui.params import LoadOptions
 from webui.models.facts import model_facts
 from webui.models.manager import ModelManager
-from webui.templates.chat_template import FALLBACK_TEMPLATE_NAME, InstructionTemplateStore, choose_template
+from webui.params import LoadOptions
 from webui.settings import PROJECT_DIR
+from webui.templates.chat_template import FALLBACK_TEMPLATE_NAME, InstructionTemplateStore, choose_template
 
 ESCAPES = {
     "class_mro": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
@@ -29,7 +30,7 @@ ESCAPES = {
     "nested_loops": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
     "string_mul": "{{ 'A' * 10**10 }}",
     "string_mul_loop": "{% set s = namespace(v='x') %}{% for i in range(60) %}{% set s.v = s.v ~ s.v %}{% endfor %}"
-                       "{{ s.v }}",
+    "{{ s.v }}",
     "big_int": "{{ 9 ** 9999999 }}",
     "format_width": "{{ '%99999999999s' % 'x' }}",
     "recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
@@ -122,13 +123,16 @@ def manager(tmp_path_factory, smollm_path):
     models.unload()
 
 
-@pytest.mark.parametrize("name, loader, says", [
-    ("truncated.gguf", None, "truncated or corrupt"),
-    ("random.gguf", None, "not a GGUF model file"),
-    ("folder.gguf", None, "folder"),
-    ("pickle-only", "transformers", "pickle"),
-    ("remote-code", "transformers", "trust remote code"),
-])
+@pytest.mark.parametrize(
+    "name, loader, says",
+    [
+        ("truncated.gguf", None, "truncated or corrupt"),
+        ("random.gguf", None, "not a GGUF model file"),
+        ("folder.gguf", None, "folder"),
+        ("pickle-only", "transformers", "pickle"),
+        ("remote-code", "transformers", "trust remote code"),
+    ],
+)
 def test_bad_model_refused_and_the_loaded_one_kept(manager, name, loader, says):
     with pytest.raises(ModelLoadError) as err:
         manager.load(name, loader)

@@ -4,25 +4,46 @@ Each entry point must refuse the name with a typed error (or, for an import, pic
 name of its own), and nothing may be read or written outside the user-data folder: a
 secret file next to it is never returned, and the tree outside is byte-for-byte the same.
 """
+
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pytest
-from hubstub import HubStub
 
+from hubstub import HubStub
 from webui.errors import DownloadError, InvalidNameError
 from webui.params import SamplingParams
 from webui.services import Services
 from webui.settings import Settings
 
 HOSTILE = [
-    "../secret", "../../etc/passwd", "..", ".", "/etc/passwd", "/tmp/x", "a/../../secret", "..\\secret",
-    "C:\\Windows\\win.ini", "ok\x00.yaml", "x" * 300, "CON", "nul.txt", "com1", "LPT9.yaml",
+    "../secret",
+    "../../etc/passwd",
+    "..",
+    ".",
+    "/etc/passwd",
+    "/tmp/x",
+    "a/../../secret",
+    "..\\secret",
+    "C:\\Windows\\win.ini",
+    "ok\x00.yaml",
+    "x" * 300,
+    "CON",
+    "nul.txt",
+    "com1",
+    "LPT9.yaml",
     "\uff0e\uff0e\uff0fsecret",  # full-width "../"
     "\u2024\u2024/secret",  # one-dot leaders
-    "..\u2215secret", "na\nme", " ", "", ".hidden", "trailing.", "a:b", "q?", "star*",
+    "..\u2215secret",
+    "na\nme",
+    " ",
+    "",
+    ".hidden",
+    "trailing.",
+    "a:b",
+    "q?",
+    "star*",
 ]
 IDS = [repr(n)[:24] for n in HOSTILE]
 
@@ -39,8 +60,11 @@ def world(tmp_path):
     services = Services.build(Settings(user_data_dir=user), user / "settings.yaml")
 
     def outside() -> dict[str, str]:
-        return {str(p.relative_to(tmp_path)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in tmp_path.rglob("*") if p.is_file() and user not in p.parents}
+        return {
+            str(p.relative_to(tmp_path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in tmp_path.rglob("*")
+            if p.is_file() and user not in p.parents
+        }
 
     before = outside()
     yield services
@@ -100,8 +124,15 @@ def test_uploaded_card_with_hostile_name_lands_inside(world):
     upload = world.characters.folder.parent / "incoming" / "upload.json"
     upload.parent.mkdir()
     for hostile in ("../../evil", "/etc/evil", "CON", "..", "x" * 400):
-        upload.write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0",
-                                      "data": {"name": hostile, "description": "d", "first_mes": "hi"}}))
+        upload.write_text(
+            json.dumps(
+                {
+                    "spec": "chara_card_v2",
+                    "spec_version": "2.0",
+                    "data": {"name": hostile, "description": "d", "first_mes": "hi"},
+                }
+            )
+        )
         result = world.characters.import_file(upload, original_name=f"{hostile}.json")
         path = world.characters.path(result.file_name)
         assert path.parent == world.characters.folder and path.is_file()
@@ -113,8 +144,10 @@ def test_download_targets_from_a_hostile_hub_stay_inside(world, smollm_path, mon
     hub = HubStub().start()
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     try:
-        hub.add_repo("evil/traversal", {"config.json": b"{}", "../../../escaped.safetensors": b"x" * 10,
-                                        "model.safetensors": b"y" * 10})
+        hub.add_repo(
+            "evil/traversal",
+            {"config.json": b"{}", "../../../escaped.safetensors": b"x" * 10, "model.safetensors": b"y" * 10},
+        )
         with pytest.raises(DownloadError, match="Refusing the file '../../../escaped.safetensors'"):
             listing = list_files(parse_source("evil/traversal"))
             download(listing, listing.choices[0], world.models.model_dir)
@@ -140,6 +173,8 @@ def test_api_names_refused_with_400_not_500(world):
         r = client.post("/v1/internal/model/load", json={"model_name": name})
         assert (r.status_code, r.json()["error"]["code"]) == (400, InvalidNameError.code), r.text
         assert "SECRET" not in r.text
-        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
-                                                      "mode": "chat", "character": name})
+        r = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "mode": "chat", "character": name},
+        )
         assert (r.status_code, r.json()["error"]["code"]) == (400, InvalidNameError.code), r.text

@@ -1,9 +1,10 @@
 """Unit-test fixtures: the scripted FakeBackend, in a loader registry handed to what the test builds."""
+
 from __future__ import annotations
 
 import pytest
-from fakes import FakeBackend
 
+from fakes import FakeBackend
 from webui.loaders import LoaderRegistry, default_registry
 
 

@@ -5,6 +5,7 @@ away, streaming or not (even while its job waits in the queue), cancels its job;
 names the model that ran the job. (tests/integration/test_api_streaming.py does the same with
 real HTTP clients and, where it matters, SmolLM2.)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,13 +37,16 @@ def build(tmp_path, loaders: LoaderRegistry, loader: str) -> Services:
 
 def sse_data(text: str) -> list[str]:
     """The ``data:`` payloads of an event stream, in order."""
-    return [line[len("data: "):] for line in text.split("\n") if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
 
 
-@pytest.mark.parametrize("route,body", [
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
-    ("/v1/completions", {"prompt": "Once"}),
-])
+@pytest.mark.parametrize(
+    "route,body",
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+        ("/v1/completions", {"prompt": "Once"}),
+    ],
+)
 def test_a_mid_stream_failure_ends_the_stream_with_an_openai_error_event(tmp_path, loaders, route, body):
     client = TestClient(api_only_app(build(tmp_path, loaders, "failing")))
     r = client.post(route, json={**body, "stream": True, "max_tokens": 10})
@@ -51,11 +55,11 @@ def test_a_mid_stream_failure_ends_the_stream_with_an_openai_error_event(tmp_pat
     events = sse_data(r.text)
     assert "[DONE]" not in events  # the stream did not finish: it failed
     *chunks, last = [json.loads(e) for e in events]
-    text = "".join((c["choices"][0].get("delta") or {}).get("content") or c["choices"][0].get("text") or ""
-                   for c in chunks)
+    text = "".join(
+        (c["choices"][0].get("delta") or {}).get("content") or c["choices"][0].get("text") or "" for c in chunks
+    )
     assert text == "0 1 2 "  # what was generated before the failure reached the client
-    assert last == {"error": {"message": FAILURE, "type": "server_error",
-                              "param": None, "code": "generation_failed"}}
+    assert last == {"error": {"message": FAILURE, "type": "server_error", "param": None, "code": "generation_failed"}}
 
 
 def test_the_answer_names_the_model_that_ran_the_job(tmp_path, loaders):
@@ -81,8 +85,10 @@ def test_the_answer_names_the_model_that_ran_the_job(tmp_path, loaders):
     load = threading.Thread(target=services.load_model, args=("b.gguf", "fake"))
     load.start()
     wait_for(lambda: services.generator.waiting() == 1)  # the load waits its turn
-    later = [threading.Thread(target=post, args=("second",)),
-             threading.Thread(target=post, args=("third",), kwargs={"stream": True})]
+    later = [
+        threading.Thread(target=post, args=("second",)),
+        threading.Thread(target=post, args=("third",), kwargs={"stream": True}),
+    ]
     for t in later:
         t.start()
     wait_for(lambda: services.generator.waiting() == 3)  # both asked while a.gguf was still the current model
@@ -97,11 +103,24 @@ def test_the_answer_names_the_model_that_ran_the_job(tmp_path, loaders):
 async def _call_and_leave(app, path: str, body: dict, leave_after: float) -> list[dict]:
     """Send ``body`` to ``app`` over plain ASGI; the client disconnects ``leave_after`` seconds in."""
     raw = json.dumps(body).encode()
-    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-             "query_string": b"", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 7860),
-             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                         (b"content-length", str(len(raw)).encode())]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 7860),
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(raw)).encode()),
+        ],
+    }
     sent: list[dict] = []
     messages = [{"type": "http.request", "body": raw, "more_body": False}]
 
@@ -136,8 +155,9 @@ def test_a_stream_whose_client_leaves_while_queued_is_cancelled_in_the_queue(tmp
     ahead = services.generator.submit("ahead", SamplingParams(max_tokens=3))
     release = threading.Timer(1.0, gate.set)  # the job ahead ends after the client below has left
     release.start()
-    asyncio.run(_call_and_leave(app, "/v1/completions", {"prompt": "Once", "max_tokens": 50, "stream": True},
-                                leave_after=0.3))
+    asyncio.run(
+        _call_and_leave(app, "/v1/completions", {"prompt": "Once", "max_tokens": 50, "stream": True}, leave_after=0.3)
+    )
     release.join()
     assert ahead.result() == "0 1 2 "
     stats = services.generator.recent[-1]

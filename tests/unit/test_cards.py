@@ -1,4 +1,5 @@
 """TavernAI / SillyTavern cards: every variant imports, exports round-trip, bad cards are refused cleanly."""
+
 import base64
 import io
 import json
@@ -90,16 +91,25 @@ def test_broken_ccv3_falls_back_to_chara_with_a_warning(store, tmp_path):
 
 
 def test_pygmalion_json_and_textgen_yaml_import(store, tmp_path):
-    pyg = {"char_name": "Pip", "char_persona": "{{char}} is a parrot.", "world_scenario": "A ship.",
-           "example_dialogue": "{{user}}: Hi\n{{char}}: Squawk!", "char_greeting": "Ahoy!"}
+    pyg = {
+        "char_name": "Pip",
+        "char_persona": "{{char}} is a parrot.",
+        "world_scenario": "A ship.",
+        "example_dialogue": "{{user}}: Hi\n{{char}}: Squawk!",
+        "char_greeting": "Ahoy!",
+    }
     ch = store.load(store.import_file(write(tmp_path, "pip.json", json.dumps(pyg).encode())).file_name)
     assert (ch.name, ch.context, ch.scenario, ch.greeting) == ("Pip", "{{char}} is a parrot.", "A ship.", "Ahoy!")
     assert ch.examples.endswith("Squawk!")
     tutor = (PROJECT_DIR / "characters" / "Tutor.yaml").read_bytes()
     ch = store.load(store.import_file(write(tmp_path, "Tutor.yaml", tutor)).file_name)
     original = yaml.safe_load(tutor)
-    assert (ch.name, ch.greeting, ch.context, ch.examples) == (original["name"], original["greeting"],
-                                                              original["context"], original["examples"])
+    assert (ch.name, ch.greeting, ch.context, ch.examples) == (
+        original["name"],
+        original["greeting"],
+        original["context"],
+        original["examples"],
+    )
     tg_json = {"name": "Nia", "greeting": "Hello", "context": "{{char}} helps."}
     ch = store.load(store.import_file(write(tmp_path, "nia.json", json.dumps(tg_json).encode())).file_name)
     assert (ch.name, ch.greeting, ch.context) == ("Nia", "Hello", "{{char}} helps.")
@@ -115,7 +125,8 @@ def test_old_yaml_files_load_and_save_unchanged(store):
 
 def comparable(ch: Character) -> dict:
     return {k: v for k, v in ch.__dict__.items() if k != "picture"} | {
-        "character_book": ch.character_book.to_json() if ch.character_book else None}
+        "character_book": ch.character_book.to_json() if ch.character_book else None
+    }
 
 
 @pytest.mark.parametrize("fmt", ["png", "json"])
@@ -134,10 +145,22 @@ def test_exported_json_is_a_complete_v2_card(store, tmp_path):
     store.save("Zed", Character(name="Zed", context="desc", greeting="hi"))
     card = json.loads(store.export_card("Zed", "json"))
     assert card["spec"] == "chara_card_v2" and card["spec_version"] == "2.0"
-    required = {"name": str, "description": str, "personality": str, "scenario": str, "first_mes": str,
-                "mes_example": str, "creator_notes": str, "system_prompt": str, "post_history_instructions": str,
-                "alternate_greetings": list, "tags": list, "creator": str, "character_version": str,
-                "extensions": dict}
+    required = {
+        "name": str,
+        "description": str,
+        "personality": str,
+        "scenario": str,
+        "first_mes": str,
+        "mes_example": str,
+        "creator_notes": str,
+        "system_prompt": str,
+        "post_history_instructions": str,
+        "alternate_greetings": list,
+        "tags": list,
+        "creator": str,
+        "character_version": str,
+        "extensions": dict,
+    }
     for key, kind in required.items():
         assert isinstance(card["data"][key], kind), key
     assert card["name"] == "Zed" and card["first_mes"] == "hi"  # V1 fields too, as SillyTavern writes them
@@ -267,8 +290,12 @@ def test_deeply_nested_card_is_refused_clearly(store, tmp_path, depth, fmt):
 
 
 def test_deep_yaml_in_block_style_and_cards_of_usual_depth(store, tmp_path):
-    block = "name: Deep\ncontext: x\nextensions:\n" + "".join("  " * (i + 1) + "a:\n" for i in range(300)) + \
-            "  " * 301 + "b: 1\n"
+    block = (
+        "name: Deep\ncontext: x\nextensions:\n"
+        + "".join("  " * (i + 1) + "a:\n" for i in range(300))
+        + "  " * 301
+        + "b: 1\n"
+    )
     with pytest.raises(CardError, match="nested too deeply"):
         store.import_file(write(tmp_path, "block.yaml", block.encode()))
     # a card nested like real ones (a lorebook entry's own extensions) still imports

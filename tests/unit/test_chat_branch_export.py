@@ -1,4 +1,5 @@
 """Chat features that used to live in the Chat tab's closures: branch, Markdown/JSON export, card export files."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,17 @@ from webui.params import SamplingParams
 def conversation(store: ChatStore) -> Chat:
     chat = store.new("Bot", mode="chat")
     chat.title = "Treasure hunt"
-    reply = Message("assistant", "Go north.", stats={"tokens": 3, "tokens_per_second": 9.0, "ttft": 0.1,
-                                                     "model": "m", "seed": 1})
+    reply = Message(
+        "assistant", "Go north.", stats={"tokens": 3, "tokens_per_second": 9.0, "ttft": 0.1, "model": "m", "seed": 1}
+    )
     reply.add_version("Go south.")
-    chat.messages = [Message("system", "Be a guide."), Message("user", "Where?"), reply,
-                     Message("user", "And then?"), Message("assistant", "Dig.")]
+    chat.messages = [
+        Message("system", "Be a guide."),
+        Message("user", "Where?"),
+        reply,
+        Message("user", "And then?"),
+        Message("assistant", "Dig."),
+    ]
     store.save(chat)
     return chat
 

@@ -1,4 +1,5 @@
 """The chat box shows a window of the newest messages; a clicked message maps back to the chat."""
+
 from __future__ import annotations
 
 from webui.chat.history import Chat, Message
@@ -7,8 +8,9 @@ from webui.ui.chat_tab import DISPLAY_WINDOW, shown_offset, to_display
 
 def chat_of(n: int) -> Chat:
     chat = Chat(id="c", character="Assistant")
-    chat.messages = [Message("system", "sys")] + [Message("user" if i % 2 == 0 else "assistant", f"m{i}")
-                                                  for i in range(n)]
+    chat.messages = [Message("system", "sys")] + [
+        Message("user" if i % 2 == 0 else "assistant", f"m{i}") for i in range(n)
+    ]
     return chat
 
 

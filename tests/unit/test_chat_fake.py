@@ -1,17 +1,16 @@
 """Chat turns, history files and truncation on the scripted FakeBackend (fast)."""
+
 import json
 
 import pytest
-from fakes import FakeBackend
 
+from webui.chat.history import Chat, ChatStore, Message
 from webui.chat.prompt import Character, ChatOptions, Persona, build_prompt, render
 from webui.chat.service import ChatService, edit_message, remove_last, switch_version
-from webui.errors import InvalidNameError, MessageNotFoundError, PromptTooLongError, WebUIError
+from webui.errors import InvalidNameError, MessageNotFoundError, PromptTooLongError
 from webui.generation.scheduler import Generator
-from webui.chat.history import Chat, ChatStore, Message
-from webui.params import LoadOptions
 from webui.models.manager import ModelManager
-from webui.params import SamplingParams
+from webui.params import LoadOptions, SamplingParams
 
 
 class ChatML:
@@ -116,8 +115,16 @@ def test_truncation_drops_whole_old_turns_in_steps_and_keeps_the_system_prompt()
     p2 = build_prompt(chat, history2, ch, opts, ChatML(), n_ctx=2000, max_new_tokens=200, tokenize=tokenize)
     assert chat.context_start == start and p2.text.startswith(p.text[:-30])
     with pytest.raises(PromptTooLongError):
-        build_prompt(Chat("y", "Bot"), [Message("user", "z" * 5000)], ch, opts, ChatML(), n_ctx=2000,
-                     max_new_tokens=200, tokenize=tokenize)
+        build_prompt(
+            Chat("y", "Bot"),
+            [Message("user", "z" * 5000)],
+            ch,
+            opts,
+            ChatML(),
+            n_ctx=2000,
+            max_new_tokens=200,
+            tokenize=tokenize,
+        )
 
 
 def test_store_lists_renames_deletes_imports_and_lists_damaged_files_last(tmp_path):
@@ -131,8 +138,11 @@ def test_store_lists_renames_deletes_imports_and_lists_damaged_files_last(tmp_pa
     assert store.load("Bot", chat.id).title == "Renamed"
     ooba = {"internal": [["<|BEGIN-VISIBLE-CHAT|>", "Greeting"], ["Hi", "Hello"]], "visible": []}
     imported = store.import_file("Bot", json.dumps(ooba).encode())
-    assert [(m.role, m.content) for m in imported.messages] == [("assistant", "Greeting"), ("user", "Hi"),
-                                                                ("assistant", "Hello")]
+    assert [(m.role, m.content) for m in imported.messages] == [
+        ("assistant", "Greeting"),
+        ("user", "Hi"),
+        ("assistant", "Hello"),
+    ]
     store.delete("Bot", chat.id)
     assert [i.id for i in store.list("Bot")] == [imported.id, "broken"]
     assert store.newest("Bot").id == imported.id
@@ -146,8 +156,17 @@ def test_characters_store_round_trip_examples_picture_and_bad_names(tmp_path):
     from webui.errors import InvalidNameError
 
     store = CharacterStore(tmp_path)
-    store.save("Tutor", Character(name="Tutor", greeting="Hi {{user}}", context="{{char}} teaches {{user}}.",
-                                  examples="{{user}}: 1+1?\n{{char}}: 2"), picture=b"\x89PNG fake", picture_suffix=".png")
+    store.save(
+        "Tutor",
+        Character(
+            name="Tutor",
+            greeting="Hi {{user}}",
+            context="{{char}} teaches {{user}}.",
+            examples="{{user}}: 1+1?\n{{char}}: 2",
+        ),
+        picture=b"\x89PNG fake",
+        picture_suffix=".png",
+    )
     ch = store.load("Tutor")
     assert ch.fill(ch.greeting, "Ada") == "Hi Ada"
     assert ch.system_text("Ada") == "Tutor teaches Ada.\n\nExamples of how the conversation goes:\nAda: 1+1?\nTutor: 2"
@@ -167,7 +186,9 @@ def test_a_template_that_refuses_system_messages_gets_the_system_text_in_the_fir
 
     strict = ChatTemplate.compile(
         "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
-        "[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}", "strict")
+        "[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}",
+        "strict",
+    )
     text, _ = render([Message("user", "Hi")], Character("Bot", "Be brief."), ChatOptions(), strict)
     assert text == "[user] Be brief.\n\nHi\n"
 
@@ -176,8 +197,9 @@ def test_display_and_markdown_export():
     from webui.chat.export import chat_markdown
     from webui.ui.chat_tab import to_display
 
-    reply = Message("assistant", "Paris.", stats={"tokens": 3, "tokens_per_second": 50.0, "ttft": 0.1,
-                                                  "model": "m.gguf", "seed": 4})
+    reply = Message(
+        "assistant", "Paris.", stats={"tokens": 3, "tokens_per_second": 50.0, "ttft": 0.1, "model": "m.gguf", "seed": 4}
+    )
     reply.add_version("Paris!")
     reply.stats = {"tokens": 2, "tokens_per_second": 40.0, "ttft": 0.2, "model": "m.gguf", "seed": 5}
     chat = Chat("x", "Bot", title="Capitals", messages=[Message("user", "Capital of France?"), reply])

@@ -1,4 +1,5 @@
 """Chat search over the SQLite FTS5 index derived from the chat files (webui/chat/search.py)."""
+
 from __future__ import annotations
 
 import json
@@ -50,14 +51,14 @@ def test_finds_by_title_and_by_message_text_in_any_script(store, index):
     paris = saved(store, "Trip to France", "What is the capital of France?", "Paris.")
     russian = saved(store, "Столицы", "Какая столица России?", "Москва — столица России.")
     chinese = saved(store, "中文聊天", "中国的首都是哪里？", "北京是中国的首都。")
-    assert found(index, "trip") == [paris.id]                # title, case-insensitive
-    assert found(index, "CAPITAL of") == [paris.id]          # message text, substring with a space
-    assert found(index, "москв") == [russian.id]             # Russian, case folded, a prefix
-    assert found(index, "СТОЛИЦ") == [russian.id]            # title and text both match: listed once
-    assert found(index, "首都") == [chinese.id]               # two characters: the short-query path
-    assert found(index, "北京是") == [chinese.id]             # three: the trigram path
-    assert found(index, "聊天") == [chinese.id]               # a title in Chinese
-    assert found(index, "p") == [paris.id]                   # one letter
+    assert found(index, "trip") == [paris.id]  # title, case-insensitive
+    assert found(index, "CAPITAL of") == [paris.id]  # message text, substring with a space
+    assert found(index, "москв") == [russian.id]  # Russian, case folded, a prefix
+    assert found(index, "СТОЛИЦ") == [russian.id]  # title and text both match: listed once
+    assert found(index, "首都") == [chinese.id]  # two characters: the short-query path
+    assert found(index, "北京是") == [chinese.id]  # three: the trigram path
+    assert found(index, "聊天") == [chinese.id]  # a title in Chinese
+    assert found(index, "p") == [paris.id]  # one letter
     assert found(index, "nothing like this") == []
     assert set(found(index, "")) == {paris.id, russian.id, chinese.id}
 
@@ -158,11 +159,13 @@ def test_a_broken_chat_file_is_skipped_by_search_and_listed_unreadable(store, in
     assert all(i.unreadable for i in listed[1:])
     assert {i.id: i.title for i in listed if i.unreadable}["broken"] == "⚠ unreadable chat file broken.json"
     # The same view as the store's own listing
-    assert {(i.id, i.title, i.unreadable is None) for i in listed} == \
-        {(i.id, i.title, i.unreadable is None) for i in store.list("Bot")}
+    assert {(i.id, i.title, i.unreadable is None) for i in listed} == {
+        (i.id, i.title, i.unreadable is None) for i in store.list("Bot")
+    }
     # Repaired by hand: read again and found
-    (folder / "broken.json").write_text(json.dumps({"title": "Fixed", "messages": [
-        {"role": "user", "content": "hello again"}]}), encoding="utf-8")
+    (folder / "broken.json").write_text(
+        json.dumps({"title": "Fixed", "messages": [{"role": "user", "content": "hello again"}]}), encoding="utf-8"
+    )
     assert set(found(index, "hello")) == {good.id, "broken"}
 
 
@@ -179,8 +182,12 @@ def test_two_thousand_chats_are_read_once_then_searches_read_no_file(tmp_path, m
     folder.mkdir(parents=True)
     # Written straight to disk (as chats made before the index existed): the index must read them.
     for n in range(2000):
-        chat = Chat(f"c{n:04d}", "Bot", title=f"Chat number {n}",
-                    messages=[Message("user", f"question {n} about topic{n % 7}"), Message("assistant", "answer")])
+        chat = Chat(
+            f"c{n:04d}",
+            "Bot",
+            title=f"Chat number {n}",
+            messages=[Message("user", f"question {n} about topic{n % 7}"), Message("assistant", "answer")],
+        )
         (folder / f"{chat.id}.json").write_text(json.dumps(chat.to_json()), encoding="utf-8")
     index = ChatIndex(store.folder / ".index.sqlite", store)
     assert len(found(index, "")) == 2000

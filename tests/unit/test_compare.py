@@ -1,17 +1,27 @@
 """Compare and parameter sweep on the scripted FakeBackend: configurations, errors, restore, exports."""
+
 import csv
 import io
 import threading
 
 import pytest
-from fakes import FakeBackend
 from pydantic import ValidationError
 
-from webui.compare import (COLUMNS, Comparison, RunConfig, RunResult, parse_values, sweep_configs, to_csv,
-                           to_markdown, with_fixed_seeds, write_exports)
+from webui.compare import (
+    COLUMNS,
+    Comparison,
+    RunConfig,
+    RunResult,
+    parse_values,
+    sweep_configs,
+    to_csv,
+    to_markdown,
+    with_fixed_seeds,
+    write_exports,
+)
 from webui.errors import CompareError
-from webui.params import LoadOptions
 from webui.models.model_settings import ModelSettings
+from webui.params import LoadOptions
 from webui.services import Services
 from webui.settings import Settings
 
@@ -23,8 +33,9 @@ def services(tmp_path, loaders):
     for name in ("a.gguf", "b.gguf"):
         (models / name).write_bytes(b"GGUF ok")
     (models / "broken.gguf").write_bytes(b"BAD")
-    return Services.build(Settings(user_data_dir=tmp_path / "user", model_dir=models, load=LoadOptions(n_ctx=4096)),
-                          loaders=loaders)
+    return Services.build(
+        Settings(user_data_dir=tmp_path / "user", model_dir=models, load=LoadOptions(n_ctx=4096)), loaders=loaders
+    )
 
 
 def cfg(model: str, **kw) -> RunConfig:
@@ -42,14 +53,17 @@ def test_sweep_varies_one_parameter_and_keeps_the_rest():
     assert [c.seed for c in sweep_configs(base, "seed", ["1", "2"])] == [1, 2]
 
 
-@pytest.mark.parametrize("param, values, message", [
-    ("temprature", ["0.2"], "not a parameter that can be swept.*temperature"),
-    ("stop", ["x"], "not a parameter that can be swept"),
-    ("temperature", ["0.2", "7"], r"temperature = 7: .*less than or equal to 5"),
-    ("top_k", ["0.5"], "top_k = 0.5: .*integer"),
-    ("temperature", [], "Give the values"),
-    ("temperature", ["0.1"] * 7, "At most 6"),
-])
+@pytest.mark.parametrize(
+    "param, values, message",
+    [
+        ("temprature", ["0.2"], "not a parameter that can be swept.*temperature"),
+        ("stop", ["x"], "not a parameter that can be swept"),
+        ("temperature", ["0.2", "7"], r"temperature = 7: .*less than or equal to 5"),
+        ("top_k", ["0.5"], "top_k = 0.5: .*integer"),
+        ("temperature", [], "Give the values"),
+        ("temperature", ["0.1"] * 7, "At most 6"),
+    ],
+)
 def test_sweep_refuses_what_it_cannot_run(param, values, message):
     with pytest.raises(CompareError, match=message):
         sweep_configs(cfg("a.gguf"), param, values)
@@ -65,8 +79,9 @@ def test_run_config_checks_its_parameters():
 
 
 def test_a_random_seed_is_drawn_once_for_the_whole_comparison():
-    configs = with_fixed_seeds([cfg("a.gguf", seed=-1), cfg("b.gguf", seed=-1), cfg("a.gguf", seed=5)],
-                               draw=lambda: 1234)
+    configs = with_fixed_seeds(
+        [cfg("a.gguf", seed=-1), cfg("b.gguf", seed=-1), cfg("a.gguf", seed=5)], draw=lambda: 1234
+    )
     assert [c.seed for c in configs] == [1234, 1234, 5]
 
 
@@ -160,8 +175,9 @@ def test_bad_requests_are_refused_before_anything_runs(services):
 
 def test_exports_contain_every_run(services, tmp_path):
     services.load_model("a.gguf", "fake")
-    results = Comparison(services).run_all("Say | hi", "Sys", [cfg("a.gguf"), cfg("missing.gguf"),
-                                                               cfg("a.gguf", preset="Creative", seed=9)])
+    results = Comparison(services).run_all(
+        "Say | hi", "Sys", [cfg("a.gguf"), cfg("missing.gguf"), cfg("a.gguf", preset="Creative", seed=9)]
+    )
     results[2].text = "line one\nline | two"
     rows = list(csv.reader(io.StringIO(to_csv(results))))
     assert rows[0] == list(COLUMNS) and len(rows) == 4
@@ -182,7 +198,9 @@ def test_the_tabs_rows_become_configurations():
     models, presets = ["a.gguf", "", "b.gguf", ""], ["Chat", "Creative", "", ""]
     by_model = configs_from("models", models, presets, 7, 64, "temperature", "", "en")
     assert [(c.model, c.preset, c.seed, c.params) for c in by_model] == [
-        ("a.gguf", "Chat", 7, {"max_tokens": 64}), ("b.gguf", None, 7, {"max_tokens": 64})]
+        ("a.gguf", "Chat", 7, {"max_tokens": 64}),
+        ("b.gguf", None, 7, {"max_tokens": 64}),
+    ]
     by_preset = configs_from("presets", models, presets, None, 64, "temperature", "", "en")
     assert [(c.model, c.preset, c.seed) for c in by_preset] == [("a.gguf", "Chat", 42), ("a.gguf", "Creative", 42)]
     swept = configs_from("sweep", models, presets, 1, 64, "top_k", "10, 40", "en")
@@ -193,8 +211,19 @@ def test_the_tabs_rows_become_configurations():
         configs_from("models", [""] * 4, presets, 1, 64, "temperature", "", "en")
     with pytest.raises(CompareError, match="top_p"):
         configs_from("sweep", models, presets, 1, 64, "top_p", "0.5, 2", "en")
-    ok = RunResult(index=0, config=by_model[0], text="x", completion_tokens=5, tokens_per_second=12.34,
-                   ttft_seconds=0.2, finish_reason="length", seed=7, model="a.gguf", loader="fake", n_ctx=64)
+    ok = RunResult(
+        index=0,
+        config=by_model[0],
+        text="x",
+        completion_tokens=5,
+        tokens_per_second=12.34,
+        ttft_seconds=0.2,
+        finish_reason="length",
+        seed=7,
+        model="a.gguf",
+        loader="fake",
+        n_ctx=64,
+    )
     assert "seed 7" in stats_text(ok, "en") and "reached the token limit" in stats_text(ok, "en")
     assert "seed 7" in stats_text(ok, "ru") and "достигнут лимит токенов" in stats_text(ok, "ru")
     failed = RunResult(index=1, config=by_model[1], error="No model called 'b.gguf'")

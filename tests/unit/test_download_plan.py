@@ -1,20 +1,36 @@
 """Reading what the user typed, and grouping a repository's files into downloads (no network)."""
+
 from __future__ import annotations
 
 import pytest
 
-from webui.downloads.hub import RemoteFile, Source, parse_source, plan_choices, quant_of, _safe_relpath
+from webui.downloads.hub import RemoteFile, Source, _safe_relpath, parse_source, plan_choices, quant_of
 from webui.errors import DownloadError
 
 
-@pytest.mark.parametrize("text, repo, rev, file, endpoint", [
-    ("bartowski/SmolLM2-GGUF", "bartowski/SmolLM2-GGUF", "main", None, None),
-    ("bartowski/SmolLM2-GGUF:dev", "bartowski/SmolLM2-GGUF", "dev", None, None),
-    ("https://huggingface.co/bartowski/SmolLM2-GGUF", "bartowski/SmolLM2-GGUF", "main", None, "https://huggingface.co"),
-    ("https://huggingface.co/bartowski/SmolLM2-GGUF/tree/v2", "bartowski/SmolLM2-GGUF", "v2", None, "https://huggingface.co"),
-    ("https://hf-mirror.com/a/b/blob/main/m-Q4_K_M.gguf", "a/b", "main", "m-Q4_K_M.gguf", "https://hf-mirror.com"),
-    ("https://huggingface.co/a/b/resolve/main/sub/m.gguf?download=true", "a/b", "main", "sub/m.gguf", None),
-])
+@pytest.mark.parametrize(
+    "text, repo, rev, file, endpoint",
+    [
+        ("bartowski/SmolLM2-GGUF", "bartowski/SmolLM2-GGUF", "main", None, None),
+        ("bartowski/SmolLM2-GGUF:dev", "bartowski/SmolLM2-GGUF", "dev", None, None),
+        (
+            "https://huggingface.co/bartowski/SmolLM2-GGUF",
+            "bartowski/SmolLM2-GGUF",
+            "main",
+            None,
+            "https://huggingface.co",
+        ),
+        (
+            "https://huggingface.co/bartowski/SmolLM2-GGUF/tree/v2",
+            "bartowski/SmolLM2-GGUF",
+            "v2",
+            None,
+            "https://huggingface.co",
+        ),
+        ("https://hf-mirror.com/a/b/blob/main/m-Q4_K_M.gguf", "a/b", "main", "m-Q4_K_M.gguf", "https://hf-mirror.com"),
+        ("https://huggingface.co/a/b/resolve/main/sub/m.gguf?download=true", "a/b", "main", "sub/m.gguf", None),
+    ],
+)
 def test_parse_source(text, repo, rev, file, endpoint):
     s = parse_source(text)
     assert (s.repo_id, s.revision, s.filename) == (repo, rev, file)
@@ -47,8 +63,13 @@ def test_quant_names():
 
 
 def test_gguf_repo_choices_sorted_by_size_with_split_models_grouped():
-    files = [RemoteFile("m-Q8_0.gguf", 8_000), RemoteFile("m-Q2_K.gguf", 2_000), RemoteFile("README.md", 10),
-             RemoteFile("m-F16-00002-of-00002.gguf", 9_000), RemoteFile("m-F16-00001-of-00002.gguf", 9_000)]
+    files = [
+        RemoteFile("m-Q8_0.gguf", 8_000),
+        RemoteFile("m-Q2_K.gguf", 2_000),
+        RemoteFile("README.md", 10),
+        RemoteFile("m-F16-00002-of-00002.gguf", 9_000),
+        RemoteFile("m-F16-00001-of-00002.gguf", 9_000),
+    ]
     listing = plan_choices(Source("a/b"), files)
     assert listing.kind == "gguf"
     assert [c.key for c in listing.choices] == ["m-Q2_K.gguf", "m-Q8_0.gguf", "m-F16.gguf"]
@@ -58,13 +79,27 @@ def test_gguf_repo_choices_sorted_by_size_with_split_models_grouped():
 
 
 def test_transformers_repo_takes_safetensors_config_tokenizer_not_pickle():
-    files = [RemoteFile(p, 10) for p in ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json",
-                                          "tokenizer_config.json", "README.md", "onnx/model.onnx")]
+    files = [
+        RemoteFile(p, 10)
+        for p in (
+            "config.json",
+            "model.safetensors",
+            "pytorch_model.bin",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "README.md",
+            "onnx/model.onnx",
+        )
+    ]
     listing = plan_choices(Source("org/model"), files)
     (choice,) = listing.choices
     assert listing.kind == "transformers" and choice.is_folder and choice.target == "org_model"
-    assert sorted(f.path for f in choice.files) == ["config.json", "model.safetensors", "tokenizer.json",
-                                                     "tokenizer_config.json"]
+    assert sorted(f.path for f in choice.files) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
 
 
 def test_pickle_only_repo_needs_consent():

@@ -1,4 +1,5 @@
 """UI streaming is paced to frames: fewer updates than tokens, never the last one lost."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """The UI's languages: catalogue parity, language choice, and every key the code uses existing."""
+
 from __future__ import annotations
 
 import re
@@ -64,9 +65,14 @@ def test_translations_are_translated():
     which keep llama.cpp's names: "dry multiplier", "xtc threshold")."""
     english = own_keys("en")
     for lang in ("ru", "zh"):
-        same = [k for k, v in own_keys(lang).items()
-                if v == english[k] and len(v) > 12 and not re.fullmatch(r"(param|opt)\.\w+\.label", k)
-                and re.search(r"[A-Za-z]", re.sub(r"\{\w+\}", "", v))]  # "{quant} · {size}": nothing to translate
+        same = [
+            k
+            for k, v in own_keys(lang).items()
+            if v == english[k]
+            and len(v) > 12
+            and not re.fullmatch(r"(param|opt)\.\w+\.label", k)
+            and re.search(r"[A-Za-z]", re.sub(r"\{\w+\}", "", v))
+        ]  # "{quant} · {size}": nothing to translate
         assert same == [], f"{lang}: still English: {same}"
 
 
@@ -231,8 +237,9 @@ def test_errors_in_the_pages_language():
     too_long = PromptTooLongError(5000, 2048)
     assert "5000" in error_text(too_long, "zh") and "2048" in error_text(too_long, "zh")
     # a message with notes added after it: English unchanged, the notes translated too
-    failed = ModelLoadError("Loading a.gguf failed: ValueError: boom", key="error.load_failed", name="a.gguf",
-                            detail="ValueError: boom")
+    failed = ModelLoadError(
+        "Loading a.gguf failed: ValueError: boom", key="error.load_failed", name="a.gguf", detail="ValueError: boom"
+    )
     failed.add_sentence("b.gguf is loaded again.", "error.note_restored", name="b.gguf")
     assert error_text(failed, "en") == "Loading a.gguf failed: ValueError: boom b.gguf is loaded again."
     assert error_text(failed, "ru") == "Не удалось загрузить a.gguf: ValueError: boom b.gguf снова загружена."
@@ -277,8 +284,14 @@ def test_download_labels_translate_with_the_ram_hint_inside():
     fits, too_big = ram_hint(100_000_000, 16 * 10**9), ram_hint(10 * 10**9, 8 * 10**9)
     assert fits == "RAM ≈ 410.0 MB (fits)" and in_language(fits, "ru") == "ОЗУ ≈ 410.0 MB (поместится)"
     assert "超过本机" in in_language(too_big, "zh")
-    label = Keyed(f"Q4_K_M · m.gguf · 100 MB · {fits}", "download.choice_gguf", quant="Q4_K_M", name="m.gguf",
-                  size="100 MB", ram=fits)
+    label = Keyed(
+        f"Q4_K_M · m.gguf · 100 MB · {fits}",
+        "download.choice_gguf",
+        quant="Q4_K_M",
+        name="m.gguf",
+        size="100 MB",
+        ram=fits,
+    )
     assert in_language(label, "ru") == "Q4_K_M · m.gguf · 100 MB · ОЗУ ≈ 410.0 MB (поместится)"
 
 
@@ -310,8 +323,9 @@ def test_a_served_event_reads_the_language_of_its_own_ui():
         answers = []
         with TestClient(app) as client:
             for name in ("queued", "direct"):
-                event = client.post(f"/gradio_api/call/{name}", json={"data": []},
-                                    headers={"accept-language": "zh-CN"}).json()["event_id"]
+                event = client.post(
+                    f"/gradio_api/call/{name}", json={"data": []}, headers={"accept-language": "zh-CN"}
+                ).json()["event_id"]
                 answers.append(client.get(f"/gradio_api/call/{name}/{event}").text.strip().splitlines()[-1])
         return answers
 

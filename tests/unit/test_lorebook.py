@@ -1,11 +1,12 @@
 """Lorebook entries: which fire, in what order, within what budget, and where they land in the prompt."""
-import pytest
-from cardkit import lorebook
 
+import pytest
+
+from cardkit import lorebook
 from webui.characters.character import Character
-from webui.chat.prompt import ChatOptions, Persona, build_prompt, render
-from webui.chat.history import Chat, Message
 from webui.characters.lorebook import Lorebook, activate
+from webui.chat.history import Chat, Message
+from webui.chat.prompt import ChatOptions, Persona, build_prompt, render
 
 
 def book(*entries, **kw) -> Lorebook:
@@ -18,10 +19,14 @@ def fired(b: Lorebook, *messages: str, budget: int = 10_000) -> list[str]:
 
 
 def test_keys_case_whole_words_constant_disabled():
-    b = book({"keys": ["Kraken"], "content": "K"}, {"keys": ["cat"], "content": "C"},
-             {"keys": ["Moon"], "content": "M", "case_sensitive": True},
-             {"keys": ["never"], "content": "D", "enabled": False}, {"keys": [], "content": "A", "constant": True},
-             {"keys": ["C++"], "content": "P"})
+    b = book(
+        {"keys": ["Kraken"], "content": "K"},
+        {"keys": ["cat"], "content": "C"},
+        {"keys": ["Moon"], "content": "M", "case_sensitive": True},
+        {"keys": ["never"], "content": "D", "enabled": False},
+        {"keys": [], "content": "A", "constant": True},
+        {"keys": ["C++"], "content": "P"},
+    )
     assert fired(b, "the KRAKEN wakes") == ["K", "A"]
     assert fired(b, "a category of things") == ["A"]  # "cat" is not a whole word here
     assert fired(b, "my cat, never mind") == ["C", "A"]
@@ -48,9 +53,12 @@ def test_selective_entries_need_a_secondary_key():
 
 
 def test_insertion_order_and_token_budget():
-    b = book({"keys": ["a"], "content": "one two three", "insertion_order": 30, "priority": 1},
-             {"keys": ["b"], "content": "four five", "insertion_order": 10, "priority": 5},
-             {"keys": ["c"], "content": "six", "insertion_order": 20, "priority": 9}, token_budget=4)
+    b = book(
+        {"keys": ["a"], "content": "one two three", "insertion_order": 30, "priority": 1},
+        {"keys": ["b"], "content": "four five", "insertion_order": 10, "priority": 5},
+        {"keys": ["c"], "content": "six", "insertion_order": 20, "priority": 9},
+        token_budget=4,
+    )
     act = activate(b, ["a b c"], count_tokens=lambda t: len(t.split()), default_budget=999)
     # budget 4: the most important (c, then b) fit; a (priority 1) is left out; kept ones by insertion_order
     assert [f.entry.content for f in act.fired] == ["four five", "six"]
@@ -79,22 +87,39 @@ class ChatML:
 
 
 def card_character() -> Character:
-    return Character(name="Aria", context="Aria keeps the lighthouse.", system_prompt="Card rules. {{original}}",
-                     post_history_instructions="Answer as {{char}}, briefly.", creator_notes="SECRET NOTES",
-                     character_book=book({"keys": ["kraken"], "content": "The kraken sleeps.", "insertion_order": 1},
-                                         {"keys": ["storm"], "content": "Storms come at night.",
-                                          "position": "after_char"}))
+    return Character(
+        name="Aria",
+        context="Aria keeps the lighthouse.",
+        system_prompt="Card rules. {{original}}",
+        post_history_instructions="Answer as {{char}}, briefly.",
+        creator_notes="SECRET NOTES",
+        character_book=book(
+            {"keys": ["kraken"], "content": "The kraken sleeps.", "insertion_order": 1},
+            {"keys": ["storm"], "content": "Storms come at night.", "position": "after_char"},
+        ),
+    )
 
 
 @pytest.mark.parametrize("mode", ["instruct", "chat", "chat-instruct"])
 def test_prompt_has_fired_entries_around_the_character_and_post_history_last(mode):
     chat = Chat(id="c", character="Aria")
     history = [Message("user", "Tell me about the kraken and the storm.")]
-    prompt = build_prompt(chat, history, card_character(), ChatOptions(mode=mode, system_prompt="Global."),
-                          ChatML(), n_ctx=4000, max_new_tokens=100, tokenize=lambda t: t.split())
+    prompt = build_prompt(
+        chat,
+        history,
+        card_character(),
+        ChatOptions(mode=mode, system_prompt="Global."),
+        ChatML(),
+        n_ctx=4000,
+        max_new_tokens=100,
+        tokenize=lambda t: t.split(),
+    )
     text = prompt.text
-    assert text.index("The kraken sleeps.") < text.index("Aria keeps the lighthouse.") < text.index(
-        "Storms come at night.")
+    assert (
+        text.index("The kraken sleeps.")
+        < text.index("Aria keeps the lighthouse.")
+        < text.index("Storms come at night.")
+    )
     assert text.index("Tell me about the kraken") < text.index("Answer as Aria, briefly.")
     assert "SECRET NOTES" not in text
     assert [f.entry.content for f in prompt.lore.fired] == ["The kraken sleeps.", "Storms come at night."]
@@ -107,13 +132,25 @@ def test_no_lorebook_entries_without_keys_in_the_chat_and_default_system_prompt(
     chat = Chat(id="c", character="Aria")
     character = card_character()
     character.system_prompt = ""
-    prompt = build_prompt(chat, [Message("user", "Hello")], character, ChatOptions(system_prompt="Global."),
-                          ChatML(), n_ctx=4000, max_new_tokens=100, tokenize=lambda t: t.split())
+    prompt = build_prompt(
+        chat,
+        [Message("user", "Hello")],
+        character,
+        ChatOptions(system_prompt="Global."),
+        ChatML(),
+        n_ctx=4000,
+        max_new_tokens=100,
+        tokenize=lambda t: t.split(),
+    )
     assert "kraken" not in prompt.text and prompt.lore.fired == [] and prompt.lore.summary() == ""
     assert "Global." in prompt.text
 
 
 def test_post_history_goes_after_the_last_user_message_in_instruct_mode():
-    text, _ = render([Message("user", "Hi"), Message("assistant", "Hello"), Message("user", "Go on")],
-                     card_character(), ChatOptions(persona=Persona("Bob")), ChatML())
+    text, _ = render(
+        [Message("user", "Hi"), Message("assistant", "Hello"), Message("user", "Go on")],
+        card_character(),
+        ChatOptions(persona=Persona("Bob")),
+        ChatML(),
+    )
     assert text.endswith("Go on\n\nAnswer as Aria, briefly.<|im_end|>\n<|im_start|>assistant\n")

@@ -1,4 +1,5 @@
 """Per-model settings in models/config-user.yaml, and importing/deleting models."""
+
 from __future__ import annotations
 
 import os
@@ -6,9 +7,9 @@ import os
 import pytest
 
 from webui.errors import InvalidNameError, ModelLoadError, ModelNotFoundError, SettingsError
-from webui.params import LoadOptions
-from webui.models.model_settings import MODEL_SETTINGS_FILE, ModelSettings
 from webui.models.manager import ModelManager
+from webui.models.model_settings import MODEL_SETTINGS_FILE, ModelSettings
+from webui.params import LoadOptions
 from webui.settings import Settings
 
 GGUF_BYTES = b"GGUF" + b"\0" * 64
@@ -25,8 +26,15 @@ def models(tmp_path):
 
 def test_round_trip_keeps_other_entries(models):
     models.settings_file.write_text("# hand-written\nother.gguf:\n  n_ctx: 512\n")
-    models.save_model_settings("a.gguf", ModelSettings(loader="llama.cpp", options={"n_ctx": 2048, "threads": 2},
-                                                        instruction_template="ChatML", preset="Deterministic"))
+    models.save_model_settings(
+        "a.gguf",
+        ModelSettings(
+            loader="llama.cpp",
+            options={"n_ctx": 2048, "threads": 2},
+            instruction_template="ChatML",
+            preset="Deterministic",
+        ),
+    )
     saved = models.model_settings("a.gguf")
     assert saved.loader == "llama.cpp" and saved.options == {"n_ctx": 2048, "threads": 2}
     assert (saved.instruction_template, saved.preset) == ("ChatML", "Deterministic")
@@ -37,8 +45,9 @@ def test_round_trip_keeps_other_entries(models):
 
 
 def test_text_generation_webui_patterns_and_aliases(models):
-    models.settings_file.write_text(".*q4_k_m.*$:\n  ctx_size: 1024\n  gpu_layers: 5\n"
-                                    "b-Q4_K_M.gguf:\n  threads: 3\n  no_mmap: true\n")
+    models.settings_file.write_text(
+        ".*q4_k_m.*$:\n  ctx_size: 1024\n  gpu_layers: 5\nb-Q4_K_M.gguf:\n  threads: 3\n  no_mmap: true\n"
+    )
     saved = models.model_settings("b-Q4_K_M.gguf")
     assert saved.options == {"n_ctx": 1024, "n_gpu_layers": 5, "threads": 3, "use_mmap": False}
     assert models.model_settings("a.gguf").options == {}
@@ -92,10 +101,13 @@ def test_import_link_and_copy_then_delete(models, tmp_path):
     assert not (models.model_dir / "copied-model").exists() and (folder / "config.json").is_file()
 
 
-@pytest.mark.parametrize("bad, error", [
-    ("/no/such/file.gguf", ModelNotFoundError),
-    ("", ModelNotFoundError),
-])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        ("/no/such/file.gguf", ModelNotFoundError),
+        ("", ModelNotFoundError),
+    ],
+)
 def test_import_refuses_bad_paths(models, bad, error):
     with pytest.raises(error):
         models.import_model(bad)
@@ -124,14 +136,16 @@ def test_delete_refuses_paths_outside(models, tmp_path):
 
 
 def test_services_load_model_applies_saved_loader_options_and_preset(tmp_path, loaders):
-    from fakes import FakeBackend
     from webui.services import Services
+
     user = tmp_path / "user"
     (user / "models").mkdir(parents=True)
     (user / "models" / "m.bin").write_bytes(b"weights")
     services = Services.build(Settings(user_data_dir=user), user / "settings.yaml", loaders=loaders)
-    services.models.save_model_settings("m.bin", ModelSettings(loader="fake", options={"n_ctx": 333},
-                                                                instruction_template="Alpaca", preset="Deterministic"))
+    services.models.save_model_settings(
+        "m.bin",
+        ModelSettings(loader="fake", options={"n_ctx": 333}, instruction_template="Alpaca", preset="Deterministic"),
+    )
     loaded = services.load_model("m.bin", explicit={})
     assert loaded.loader == "fake" and loaded.backend.n_ctx == 333
     assert services.settings.preset == "Deterministic"

@@ -1,8 +1,15 @@
 """Ollama Modelfiles: import (character + preset + model), warnings for the rest, export round trip."""
+
 import pytest
 
+from webui.characters.modelfile import (
+    export_modelfile,
+    looks_like_modelfile,
+    match_model,
+    modelfile_character,
+    parse_modelfile,
+)
 from webui.errors import CardError
-from webui.characters.modelfile import (export_modelfile, looks_like_modelfile, match_model, modelfile_character, parse_modelfile)
 from webui.params import SamplingParams
 from webui.services import Services
 from webui.settings import Settings
@@ -59,16 +66,23 @@ def test_every_kind_of_line():
     assert (params.truncation_length, params.max_tokens, params.seed, params.mirostat_mode) == (4096, 200, 42, 2)
     assert params.stop == ["<|im_end|>", "User:"]
     text = "\n".join(warnings)
-    for expected in ("num_ctx 4096", "num_gpu is a loading option", "tfs_z is not supported",
-                     "temperature hot", "role 'tool'", "ADAPTER is not supported", "LICENSE is not supported",
-                     "'FOO' is not a Modelfile instruction"):
+    for expected in (
+        "num_ctx 4096",
+        "num_gpu is a loading option",
+        "tfs_z is not supported",
+        "temperature hot",
+        "role 'tool'",
+        "ADAPTER is not supported",
+        "LICENSE is not supported",
+        "'FOO' is not a Modelfile instruction",
+    ):
         assert expected in text, expected
 
 
 def test_quoting_and_errors():
     mf = parse_modelfile('SYSTEM "say \\"hi\\"\\nthen stop"\nPARAMETER stop """\nUser:"""')
     assert mf.system == 'say "hi"\nthen stop' and mf.parameters == [("stop", "User:")]
-    with pytest.raises(CardError, match='never closed'):
+    with pytest.raises(CardError, match="never closed"):
         parse_modelfile('SYSTEM """never closed\nPARAMETER temperature 1')
     assert parse_modelfile("").model is None
 
@@ -101,8 +115,13 @@ def test_export_then_import_gives_the_same_character_and_values():
 def test_export_of_a_card_character():
     from webui.characters.character import Character
 
-    ch = Character(name="Aria", context="{{char}} keeps the lighthouse.", personality="calm",
-                   examples="<START>\n{{user}}: Lit?\n{{char}}: Always.", system_prompt="Be {{char}}.")
+    ch = Character(
+        name="Aria",
+        context="{{char}} keeps the lighthouse.",
+        personality="calm",
+        examples="<START>\n{{user}}: Lit?\n{{char}}: Always.",
+        system_prompt="Be {{char}}.",
+    )
     text = export_modelfile(ch, SamplingParams(do_sample=False, stop=["\nUser:"]), "smol.gguf")
     assert "FROM smol.gguf" in text and "PARAMETER temperature 0.0" in text
     assert 'PARAMETER stop "\\nUser:"' in text

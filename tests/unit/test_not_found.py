@@ -1,4 +1,5 @@
 """A preset or character that is not there is a typed "not found" (HTTP 404 in the API), not a bad request."""
+
 from __future__ import annotations
 
 import fastapi
@@ -49,8 +50,7 @@ def test_the_three_yaml_folders_share_one_listing(tmp_path):
 def client(tmp_path, loaders):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "m.gguf").write_bytes(b"GGUF ok")
-    services = Services.build(Settings(user_data_dir=tmp_path, api=True), tmp_path / "settings.yaml",
-                              loaders=loaders)
+    services = Services.build(Settings(user_data_dir=tmp_path, api=True), tmp_path / "settings.yaml", loaders=loaders)
     services.load_model("m.gguf", "fake")
     app = fastapi.FastAPI()  # the /v1 routes as webui.app mounts them, without building the whole UI
     install_error_handlers(app)

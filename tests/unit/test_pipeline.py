@@ -2,14 +2,16 @@
 
 Fast tests on the scripted FakeBackend; tests/integration/test_chat_real.py has the same on SmolLM2.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from itertools import pairwise
 
 import pytest
-from fakes import FakeBackend
 
+from fakes import FakeBackend
 from webui.characters.character import Character
 from webui.chat.history import ChatStore, Message
 from webui.chat.prompt import ChatOptions
@@ -47,8 +49,11 @@ def models(tmp_path, loaders):
 
 @pytest.fixture
 def service(models, tmp_path):
-    return ChatService(Generator(models), ChatStore(tmp_path / "chats"), lambda loaded: (NamedTemplate(loaded.name),
-                                                                                         f"template of {loaded.name}"))
+    return ChatService(
+        Generator(models),
+        ChatStore(tmp_path / "chats"),
+        lambda loaded: (NamedTemplate(loaded.name), f"template of {loaded.name}"),
+    )
 
 
 def wait_until(condition, timeout=5.0):
@@ -67,8 +72,14 @@ def test_a_load_queued_before_the_turn_runs_gets_a_prompt_for_the_new_model(serv
     switch.start()  # a model switch waits behind the running request
     wait_until(lambda: gen.waiting() == 1)
     chat = service.store.new("Bot")
-    turn = service.turn(chat, "send", text="Hello", character=Character("Bot"), options=ChatOptions(),
-                        params=SamplingParams(max_tokens=3))  # sent while a.gguf is still loaded
+    turn = service.turn(
+        chat,
+        "send",
+        text="Hello",
+        character=Character("Bot"),
+        options=ChatOptions(),
+        params=SamplingParams(max_tokens=3),
+    )  # sent while a.gguf is still loaded
     FakeBackend.gate.set()
     reply = list(turn)[-1]
     switch.join(5)
@@ -83,10 +94,12 @@ def test_two_people_chatting_at_once_each_get_their_own_prompt_and_meter(service
     for i in range(40):  # far more than the 400-character context: old turns must be dropped
         long_chat.messages += [Message("user", f"question {i} " * 3), Message("assistant", f"answer {i} " * 3)]
     params = SamplingParams(max_tokens=2)
-    first = service.turn(short_chat, "send", text="Hi", character=Character("Bot"), options=ChatOptions(),
-                         params=params)
-    second = service.turn(long_chat, "send", text="And now?", character=Character("Bot"), options=ChatOptions(),
-                          params=params)
+    first = service.turn(
+        short_chat, "send", text="Hi", character=Character("Bot"), options=ChatOptions(), params=params
+    )
+    second = service.turn(
+        long_chat, "send", text="And now?", character=Character("Bot"), options=ChatOptions(), params=params
+    )
     done = threading.Thread(target=lambda: list(second))
     done.start()
     FakeBackend.gate.set()
@@ -104,8 +117,9 @@ def test_truncation_length_shrinks_the_chat_budget_instead_of_cutting_the_prompt
     params = SamplingParams(max_tokens=2, truncation_length=200)  # the context (400) is larger
     prompts = []
     for i in range(8):
-        turn = service.turn(chat, "send", text=f"message number {i} " * 2, character=Character("Bot"),
-                            options=options, params=params)
+        turn = service.turn(
+            chat, "send", text=f"message number {i} " * 2, character=Character("Bot"), options=options, params=params
+        )
         list(turn)
         prompts.append(turn.prompt)
         assert turn.stats.prompt_cut == 0  # the loader never cut it from the front
@@ -113,7 +127,7 @@ def test_truncation_length_shrinks_the_chat_budget_instead_of_cutting_the_prompt
         assert turn.prompt.text.startswith("<for a.gguf>\n[system] RULES: answer in French.")
     assert prompts[-1].dropped > 0 and prompts[-1].n_ctx == 200
     # between two drops the next prompt starts with the whole previous one (the KV cache prefix is reused)
-    stable = [(a, b) for a, b in zip(prompts, prompts[1:]) if a.dropped == b.dropped]
+    stable = [(a, b) for a, b in pairwise(prompts) if a.dropped == b.dropped]
     assert stable and all(b.text.startswith(a.text) for a, b in stable)
 
 
@@ -125,12 +139,28 @@ def test_raw_text_longer_than_truncation_length_is_cut_from_the_front_with_a_cou
 
 def test_a_turn_that_cannot_run_leaves_no_empty_reply(service, models):
     chat = service.store.new("Bot")
-    list(service.turn(chat, "send", text="Hi", character=Character("Bot"), options=ChatOptions(),
-                      params=SamplingParams(max_tokens=2)))
+    list(
+        service.turn(
+            chat,
+            "send",
+            text="Hi",
+            character=Character("Bot"),
+            options=ChatOptions(),
+            params=SamplingParams(max_tokens=2),
+        )
+    )
     huge = "y" * 1000  # cannot fit the 400-token context whatever is dropped
     with pytest.raises(PromptTooLongError):
-        list(service.turn(chat, "send", text=huge, character=Character("Bot"), options=ChatOptions(),
-                          params=SamplingParams(max_tokens=2)))
+        list(
+            service.turn(
+                chat,
+                "send",
+                text=huge,
+                character=Character("Bot"),
+                options=ChatOptions(),
+                params=SamplingParams(max_tokens=2),
+            )
+        )
     saved = service.store.load("Bot", chat.id)
     assert [m.role for m in saved.messages] == ["user", "assistant", "user"]  # the message, no empty reply
 

@@ -1,9 +1,10 @@
 """Preset files: shipped presets, text-generation-webui compatibility, round trips, bad input."""
+
 import shutil
 
 import pytest
-from testdata import PROJECT_DIR
 
+from testdata import PROJECT_DIR
 from webui.errors import InvalidNameError, SettingsError
 from webui.params import SamplingParams
 from webui.presets import PresetStore
@@ -45,7 +46,13 @@ def test_text_generation_webui_preset_loads_with_the_same_meaning(store):
     (store.folder / "ooba.yaml").write_text(OOBA_PRESET)
     p = store.load("ooba").params
     assert (p.do_sample, p.top_p, p.top_k, p.temperature, p.repeat_penalty, p.typical_p) == (
-        True, 0.95, 50, 1.0, 1.2, 1.0)
+        True,
+        0.95,
+        50,
+        1.0,
+        1.2,
+        1.0,
+    )
 
 
 def test_unknown_keys_warn_and_survive_a_save(store):

@@ -1,4 +1,5 @@
 """A notebook or settings save that fails is a typed error the page shows, never only a log line."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,9 @@ from webui.ui.common import save_or_warn
 
 @pytest.fixture
 def services(tmp_path, loaders):
-    return Services.build(Settings(user_data_dir=tmp_path / "user"), tmp_path / "user" / "settings.yaml",
-                          loaders=loaders)
+    return Services.build(
+        Settings(user_data_dir=tmp_path / "user"), tmp_path / "user" / "settings.yaml", loaders=loaders
+    )
 
 
 def test_notebook_that_cannot_be_written_raises_save_error(services):

@@ -1,4 +1,5 @@
 """The command line and the environment, derived from the settings models: one field, one setting."""
+
 from __future__ import annotations
 
 import re
@@ -17,15 +18,44 @@ from webui.params import LoadOptions
 from webui.settings import NOT_A_FLAG, LaunchOptions, Settings, build_parser, options, split_values, values_from_env
 
 #: Every flag server.py had before it was derived from the models (text-generation-webui's names).
-LEGACY_FLAGS = ["--model", "--default-model", "--model-menu", "--loader", "--model-dir", "--ctx-size", "--n-ctx",
-                "--threads", "--gpu-layers", "--n-gpu-layers", "--n-batch", "--no-mmap", "--mlock", "--remote-url",
-                "--remote-key", "--remote-model", "--dtype", "--device", "--trust-remote-code", "--listen",
-                "--listen-host", "--listen-port", "--api", "--api-key", "--gradio-auth", "--gradio-auth-path",
-                "--auto-launch", "--settings", "--user-data-dir", "--language", "--verbose"]
+LEGACY_FLAGS = [
+    "--model",
+    "--default-model",
+    "--model-menu",
+    "--loader",
+    "--model-dir",
+    "--ctx-size",
+    "--n-ctx",
+    "--threads",
+    "--gpu-layers",
+    "--n-gpu-layers",
+    "--n-batch",
+    "--no-mmap",
+    "--mlock",
+    "--remote-url",
+    "--remote-key",
+    "--remote-model",
+    "--dtype",
+    "--device",
+    "--trust-remote-code",
+    "--listen",
+    "--listen-host",
+    "--listen-port",
+    "--api",
+    "--api-key",
+    "--gradio-auth",
+    "--gradio-auth-path",
+    "--auto-launch",
+    "--settings",
+    "--user-data-dir",
+    "--language",
+    "--verbose",
+]
 
 
-def start(argv: list[str], env: dict[str, str] | None = None, settings_file: Path | None = None
-          ) -> tuple[Settings, dict, LaunchOptions]:
+def start(
+    argv: list[str], env: dict[str, str] | None = None, settings_file: Path | None = None
+) -> tuple[Settings, dict, LaunchOptions]:
     """What server.main builds from ``argv`` and ``env``: the settings, the overrides, the launch options."""
     overrides, launch = server.read_options(argv, env or {})
     return Settings.from_file(settings_file, overrides), overrides, launch
@@ -36,8 +66,9 @@ def squash(text: str) -> str:
 
 
 def test_help_lists_every_flag_with_its_field_description():
-    out = subprocess.run([sys.executable, str(PROJECT_DIR / "server.py"), "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "server.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for flag in LEGACY_FLAGS:
         assert re.search(rf"{flag}\b", out), flag
     for option in options():
@@ -80,23 +111,78 @@ def test_a_field_that_cannot_be_a_flag_must_be_marked(monkeypatch):
 
 def test_legacy_flags_keep_their_meaning(tmp_path):
     auth = tmp_path / "auth.txt"
-    argv = ["--model", "x.gguf", "--default-model", "d.gguf", "--model-menu", "--loader", "transformers",
-            "--model-dir", str(tmp_path), "--n-ctx", "2048", "--threads", "3", "--n-gpu-layers", "-1",
-            "--n-batch", "64", "--no-mmap", "--mlock", "--remote-url", "http://h:5000", "--remote-key", "k",
-            "--remote-model", "m", "--dtype", "float16", "--device", "cuda:1", "--trust-remote-code", "--listen",
-            "--listen-host", "10.0.0.2", "--listen-port", "9001", "--api", "--api-key", "s3", "--gradio-auth",
-            "u:p", "--gradio-auth-path", str(auth), "--auto-launch", "--settings", str(tmp_path / "s.yaml"),
-            "--user-data-dir", str(tmp_path), "--language", "ru", "--verbose"]
+    argv = [
+        "--model",
+        "x.gguf",
+        "--default-model",
+        "d.gguf",
+        "--model-menu",
+        "--loader",
+        "transformers",
+        "--model-dir",
+        str(tmp_path),
+        "--n-ctx",
+        "2048",
+        "--threads",
+        "3",
+        "--n-gpu-layers",
+        "-1",
+        "--n-batch",
+        "64",
+        "--no-mmap",
+        "--mlock",
+        "--remote-url",
+        "http://h:5000",
+        "--remote-key",
+        "k",
+        "--remote-model",
+        "m",
+        "--dtype",
+        "float16",
+        "--device",
+        "cuda:1",
+        "--trust-remote-code",
+        "--listen",
+        "--listen-host",
+        "10.0.0.2",
+        "--listen-port",
+        "9001",
+        "--api",
+        "--api-key",
+        "s3",
+        "--gradio-auth",
+        "u:p",
+        "--gradio-auth-path",
+        str(auth),
+        "--auto-launch",
+        "--settings",
+        str(tmp_path / "s.yaml"),
+        "--user-data-dir",
+        str(tmp_path),
+        "--language",
+        "ru",
+        "--verbose",
+    ]
     s, over, launch = start(argv)
     assert (s.model, s.loader, s.model_dir, s.user_data_dir) == ("x.gguf", "transformers", tmp_path, tmp_path)
-    assert over["load"] == {"n_ctx": 2048, "threads": 3, "n_gpu_layers": -1, "n_batch": 64, "use_mmap": False,
-                            "use_mlock": True, "remote_url": "http://h:5000", "remote_key": "k",
-                            "remote_model": "m", "dtype": "float16", "device": "cuda:1", "trust_remote_code": True}
+    assert over["load"] == {
+        "n_ctx": 2048,
+        "threads": 3,
+        "n_gpu_layers": -1,
+        "n_batch": 64,
+        "use_mmap": False,
+        "use_mlock": True,
+        "remote_url": "http://h:5000",
+        "remote_key": "k",
+        "remote_model": "m",
+        "dtype": "float16",
+        "device": "cuda:1",
+        "trust_remote_code": True,
+    }
     assert s.load == LoadOptions(**over["load"])
     assert (s.listen, s.host, s.listen_port, s.api, s.api_key) == (True, "10.0.0.2", 9001, True, "s3")
     assert (s.gradio_auth, s.gradio_auth_path, s.auto_launch, s.language) == ("u:p", auth, True, "ru")
-    assert launch == LaunchOptions(settings=tmp_path / "s.yaml", default_model="d.gguf", model_menu=True,
-                                   verbose=True)
+    assert launch == LaunchOptions(settings=tmp_path / "s.yaml", default_model="d.gguf", model_menu=True, verbose=True)
     assert launch.settings_file(over) == tmp_path / "s.yaml"
     # the other spellings of the same settings
     _, over, _ = start(["--ctx-size", "1024", "--gpu-layers", "7"])
@@ -112,8 +198,14 @@ def test_defaults_bind_localhost_only_and_nothing_is_explicit():
 
 
 def test_bad_values_are_refused_when_parsed(capsys):
-    for argv in (["--listen-port", "70000"], ["--ctx-size", "big"], ["--device", "gpu"], ["--dtype", "int3"],
-                 ["--loader", "remote"], ["--language", "fr"]):
+    for argv in (
+        ["--listen-port", "70000"],
+        ["--ctx-size", "big"],
+        ["--device", "gpu"],
+        ["--dtype", "int3"],
+        ["--loader", "remote"],
+        ["--language", "fr"],
+    ):
         with pytest.raises(SystemExit) as exc:
             server.read_options(argv, {})
         assert exc.value.code == 2, argv
@@ -128,26 +220,42 @@ def test_precedence_defaults_file_env_command_line(tmp_path):
     assert (s.listen_port, s.listen, s.chat_window, s.api) == (9100, True, 5, True)
     assert (s.load.n_ctx, s.load.threads, s.load.n_batch) == (1536, 3, 128)
     assert over["load"] == {"n_ctx": 1536, "n_batch": 128}  # the file's load options are defaults, not explicit
-    s, over, _ = start(["--ctx-size", "2048", "--no-listen", "--no-api", "--listen-port", "9200"], env,
-                       settings_file)
+    s, over, _ = start(["--ctx-size", "2048", "--no-listen", "--no-api", "--listen-port", "9200"], env, settings_file)
     assert (s.listen_port, s.listen, s.api, s.load.n_ctx, s.load.threads) == (9200, False, False, 2048, 3)
     assert over["load"] == {"n_ctx": 2048, "n_batch": 128}
 
 
 def test_environment_variables(tmp_path):
-    env = {"WEBUI_USER_DATA_DIR": str(tmp_path), "WEBUI_USE_MMAP": "false", "WEBUI_LANGUAGE": "zh",
-           "WEBUI_VERBOSE": "yes", "WEBUI_DEFAULT_MODEL": "d.gguf", "WEBUI_MODEL_DIR": "", "WEBUI_MAX_BODY_MB": "2.5"}
+    env = {
+        "WEBUI_USER_DATA_DIR": str(tmp_path),
+        "WEBUI_USE_MMAP": "false",
+        "WEBUI_LANGUAGE": "zh",
+        "WEBUI_VERBOSE": "yes",
+        "WEBUI_DEFAULT_MODEL": "d.gguf",
+        "WEBUI_MODEL_DIR": "",
+        "WEBUI_MAX_BODY_MB": "2.5",
+    }
     s, over, launch = start([], env)
     assert (s.user_data_dir, s.load.use_mmap, s.language, s.max_body_mb, s.model_dir) == (
-        tmp_path, False, "zh", 2.5, None)  # an empty variable counts as unset
+        tmp_path,
+        False,
+        "zh",
+        2.5,
+        None,
+    )  # an empty variable counts as unset
     assert launch.verbose and launch.default_model == "d.gguf"
     assert launch.settings_file(over) == tmp_path / "settings.yaml"
     # text-generation-webui's Tabby variables, under ours; without --model the remote server is the model
     s, over, _ = start([], {"tabby_url": "http://tabby:5000", "tabby_key": "tk"})
     assert (over["load"]["remote_url"], over["load"]["remote_key"], s.loader, s.model) == (
-        "http://tabby:5000", "tk", "remote", "remote")
-    s, over, _ = start(["--remote-model", "qwen"], {"tabby_url": "http://tabby:5000",
-                                                    "WEBUI_REMOTE_URL": "http://ours:5000"})
+        "http://tabby:5000",
+        "tk",
+        "remote",
+        "remote",
+    )
+    s, over, _ = start(
+        ["--remote-model", "qwen"], {"tabby_url": "http://tabby:5000", "WEBUI_REMOTE_URL": "http://ours:5000"}
+    )
     assert (over["load"]["remote_url"], s.model) == ("http://ours:5000", "qwen")
     assert start(["--model", "x.gguf"], {"tabby_url": "http://tabby:5000"})[0].loader is None
 

@@ -1,14 +1,14 @@
 """Model manager and generation queue, on the scripted FakeBackend (fast)."""
+
 import threading
 
 import pytest
-from fakes import FakeBackend
 
+from fakes import FakeBackend
 from webui.errors import InvalidNameError, ModelLoadError, ModelNotFoundError, NoModelLoadedError
 from webui.generation.scheduler import Generator
-from webui.params import LoadOptions
 from webui.models.manager import ModelManager
-from webui.params import SamplingParams
+from webui.params import LoadOptions, SamplingParams
 
 
 @pytest.fixture

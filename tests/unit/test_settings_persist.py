@@ -1,4 +1,5 @@
 """What the user chooses is written to settings.yaml and read back at start; loaders grey out parameters."""
+
 from pathlib import Path
 
 import yaml
@@ -84,12 +85,14 @@ def test_each_setting_is_one_field_in_yaml_env_and_command_line(tmp_path):
             argv.append(option.flags[0] if value else "--no-" + option.flags[0][2:])
         else:
             raw = {"device": "mps", "language": "zh", "loader": "transformers", "dtype": "float16"}.get(
-                option.name, str(tmp_path) if "dir" in option.name or "path" in option.name else "3")
+                option.name, str(tmp_path) if "dir" in option.name or "path" in option.name else "3"
+            )
             value = option.convert(raw)
             argv += [option.flags[-1], raw]
         env[option.env[0]] = str(value)
         (yaml_data["load"] if option.scope == "load" else yaml_data)[option.name] = (
-            str(value) if isinstance(value, Path) else value)
+            str(value) if isinstance(value, Path) else value
+        )
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text(yaml.safe_dump(yaml_data))
     from_yaml = Settings.from_file(settings_file)

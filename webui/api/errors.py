@@ -4,6 +4,7 @@ The one place a typed :class:`~webui.errors.WebUIError` becomes an API error, wh
 answered as an HTTP error (before a response has started) or sent as the last event of a
 stream that has (see ``webui.api.streaming``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,8 +16,9 @@ from fastapi.responses import JSONResponse
 from webui.errors import WebUIError
 
 
-def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None,
-               param: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, type_: str = "invalid_request_error", code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
@@ -38,5 +40,6 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}" for e in exc.errors())
-        return JSONResponse(error_body(f"Invalid request: {problems}", code="invalid_value", param=param),
-                            status_code=400)
+        return JSONResponse(
+            error_body(f"Invalid request: {problems}", code="invalid_value", param=param), status_code=400
+        )

@@ -4,6 +4,7 @@ Request bodies are in ``webui.api.schemas``, errors in ``webui.api.errors``, the
 between a job and its HTTP client (SSE, disconnects) in ``webui.api.streaming``. Each
 request's job registers its cancel in ``services.cancels`` under the response's id.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -42,8 +43,11 @@ class _Reply:
 
     @staticmethod
     def usage(stats: GenerationStats) -> dict[str, int]:
-        return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
-                "total_tokens": stats.prompt_tokens + stats.completion_tokens}
+        return {
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens,
+            "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+        }
 
     @staticmethod
     def finish(stats: GenerationStats) -> str:
@@ -55,18 +59,30 @@ class _Reply:
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice["text"] = text
-        return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
-                "created": self.created, "model": self.model, "choices": [choice], "usage": self.usage(stats)}
+        return {
+            "id": self.id,
+            "object": "chat.completion" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": self.usage(stats),
+        }
 
-    def event(self, delta: dict[str, Any] | str | None, finish: str | None = None,
-              usage: dict[str, int] | None = None) -> str:
+    def event(
+        self, delta: dict[str, Any] | str | None, finish: str | None = None, usage: dict[str, int] | None = None
+    ) -> str:
         """One ``data:`` payload of a stream: ``delta`` is a chat delta or a completion's text."""
         if self.chat:
             choice: dict[str, Any] = {"index": 0, "delta": delta or {}, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": delta or "", "finish_reason": finish}
-        body: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
-                                "created": self.created, "model": self.model, "choices": [choice]}
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
         if usage is not None:
             body["usage"] = usage
         return json.dumps(body, ensure_ascii=False)
@@ -97,9 +113,19 @@ def create_api(services: Services) -> APIRouter:
     def list_models() -> dict[str, Any]:
         current = services.models.current
         names = services.models.list_models()
-        return {"object": "list", "data": [
-            {"id": n, "object": "model", "created": 0, "owned_by": "local",
-             "loaded": bool(current and current.name == n)} for n in names]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": n,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "local",
+                    "loaded": bool(current and current.name == n),
+                }
+                for n in names
+            ],
+        }
 
     @router.post("/internal/model/load")
     def load_model(req: LoadModelRequest) -> dict[str, Any]:
@@ -129,9 +155,14 @@ def create_api(services: Services) -> APIRouter:
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
         messages = [{"role": m.role, "content": m.content or ""} for m in req.messages]
         if not any(m["role"] == "system" for m in messages):
-            system = "\n\n".join(p for p in (
-                (req.system_prompt or "").strip(),
-                services.characters.load(req.character).system_text("User") if req.character else "") if p)
+            system = "\n\n".join(
+                p
+                for p in (
+                    (req.system_prompt or "").strip(),
+                    services.characters.load(req.character).system_text("User") if req.character else "",
+                )
+                if p
+            )
             if system:
                 messages.insert(0, {"role": "system", "content": system})
 
@@ -144,8 +175,7 @@ def create_api(services: Services) -> APIRouter:
 
     async def respond(request: Request, req: GenerationRequest, prompt: str | Prepare, reply: _Reply) -> Any:
         if services.models.current is None:
-            raise NoModelLoadedError("No model is loaded. Load one in the web UI or with POST "
-                                     "/v1/internal/model/load.")
+            raise NoModelLoadedError("No model is loaded. Load one in the web UI or with POST /v1/internal/model/load.")
         params = params_of(req)
         cancel = services.cancels.start(reply.id)
         released = False
@@ -180,8 +210,9 @@ def create_api(services: Services) -> APIRouter:
         current = services.models.current  # the job ended before it reached a model (cancelled in the queue)
         return current.name if current else ""
 
-    async def stream(job: GenerationJob, chunks: Iterator[Chunk], first: Chunk | None,
-                     reply: _Reply) -> AsyncIterator[str]:
+    async def stream(
+        job: GenerationJob, chunks: Iterator[Chunk], first: Chunk | None, reply: _Reply
+    ) -> AsyncIterator[str]:
         try:
             if reply.chat:
                 yield reply.event({"role": "assistant", "content": ""})

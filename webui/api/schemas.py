@@ -4,6 +4,7 @@ A generation request accepts every ``SamplingParams`` field by its own name (sam
 descriptions), plus ``preset`` (a preset file's values, overridden by the fields sent). Fields
 that OpenAI clients send and we do not use (``n``, ``user``, ``logprobs``...) are ignored.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,10 +36,14 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    character: str | None = Field(None, description="A character from characters/: its context becomes the "
-                                                    "system prompt (unless the messages bring their own).")
-    system_prompt: str | None = Field(None, description="A system prompt to send first (unless the messages "
-                                                        "bring their own).")
+    character: str | None = Field(
+        None,
+        description="A character from characters/: its context becomes the "
+        "system prompt (unless the messages bring their own).",
+    )
+    system_prompt: str | None = Field(
+        None, description="A system prompt to send first (unless the messages bring their own)."
+    )
 
 
 class LoadModelRequest(BaseModel):

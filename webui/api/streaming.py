@@ -7,6 +7,7 @@ nothing until the job has ended, so :func:`cancel_on_disconnect` listens for it 
 The job's iteration is blocking (a queue the generation thread fills), so it runs in the
 threadpool, never on the event loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -97,5 +98,6 @@ def event_stream(job: GenerationJob, events: AsyncIterator[str], release: Callab
         job.cancel.set()  # at once, not when the generation thread next hands over a chunk
 
     # "\n" line ends, as OpenAI's own server sends: some hand-written clients split events on "\n\n".
-    return EventSourceResponse(events, sep="\n", client_close_handler_callable=client_gone,
-                               background=BackgroundTask(release))
+    return EventSourceResponse(
+        events, sep="\n", client_close_handler_callable=client_gone, background=BackgroundTask(release)
+    )

@@ -16,6 +16,7 @@ decompression), the picture's pixel count (read from the header, before any pixe
 the nesting depth (checked on the text before it is parsed, and on the parsed data before
 any recursive code sees it) and the lorebook's entry count (see :mod:`webui.lorebook`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -50,22 +51,40 @@ CARD_KEYWORDS = ("ccv3", "chara")
 _TEXT_CHUNKS = (b"tEXt", b"iTXt", b"zTXt")
 _V1_KEYS = ("description", "personality", "scenario", "first_mes", "mes_example")
 #: Card data key -> our character key.
-_CARD_TO_OURS = {"name": "name", "description": "context", "first_mes": "greeting", "mes_example": "examples",
-                 "personality": "personality", "scenario": "scenario", "system_prompt": "system_prompt",
-                 "post_history_instructions": "post_history_instructions",
-                 "alternate_greetings": "alternate_greetings", "creator_notes": "creator_notes", "tags": "tags",
-                 "creator": "creator", "character_version": "character_version", "extensions": "extensions",
-                 "character_book": "character_book"}
-_PYGMALION_TO_OURS = {"char_name": "name", "char_persona": "context", "world_scenario": "scenario",
-                      "example_dialogue": "examples", "char_greeting": "greeting"}
+_CARD_TO_OURS = {
+    "name": "name",
+    "description": "context",
+    "first_mes": "greeting",
+    "mes_example": "examples",
+    "personality": "personality",
+    "scenario": "scenario",
+    "system_prompt": "system_prompt",
+    "post_history_instructions": "post_history_instructions",
+    "alternate_greetings": "alternate_greetings",
+    "creator_notes": "creator_notes",
+    "tags": "tags",
+    "creator": "creator",
+    "character_version": "character_version",
+    "extensions": "extensions",
+    "character_book": "character_book",
+}
+_PYGMALION_TO_OURS = {
+    "char_name": "name",
+    "char_persona": "context",
+    "world_scenario": "scenario",
+    "example_dialogue": "examples",
+    "char_greeting": "greeting",
+}
 
 
 def read_bounded(path: Path, shown: str | None = None) -> bytes:
     """The bytes of ``path``, refusing (before reading) a file too big to be a card."""
     size = Path(path).stat().st_size
     if size > MAX_CARD_BYTES:
-        raise CardError(f"{shown or Path(path).name} is {size / 2**20:.1f} MB; character files up to "
-                        f"{MAX_CARD_BYTES // 2**20} MB are accepted.")
+        raise CardError(
+            f"{shown or Path(path).name} is {size / 2**20:.1f} MB; character files up to "
+            f"{MAX_CARD_BYTES // 2**20} MB are accepted."
+        )
     return Path(path).read_bytes()
 
 
@@ -151,8 +170,11 @@ _JSON_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def _too_deep() -> CardError:
-    return CardError(f"The card is nested too deeply to be a character card (more than {MAX_CARD_DEPTH} levels).",
-                     key="error.card_too_deep", limit=MAX_CARD_DEPTH)
+    return CardError(
+        f"The card is nested too deeply to be a character card (more than {MAX_CARD_DEPTH} levels).",
+        key="error.card_too_deep",
+        limit=MAX_CARD_DEPTH,
+    )
 
 
 def _check_json_text_depth(text: str) -> None:
@@ -203,8 +225,9 @@ def _parse_json(raw: bytes, what: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise CardError(f"{what[0].upper()}{what[1:]} is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
-        raise CardError(f"{what[0].upper()}{what[1:]} is not valid JSON: {exc.msg} "
-                        f"(line {exc.lineno}, column {exc.colno}).") from None
+        raise CardError(
+            f"{what[0].upper()}{what[1:]} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+        ) from None
     if not isinstance(data, dict):
         raise CardError(f"{what[0].upper()}{what[1:]} is not a character card (not a JSON object).")
     return data
@@ -219,8 +242,10 @@ def clean_picture(raw: bytes) -> tuple[bytes | None, str | None]:
         with Image.open(io.BytesIO(raw)) as im:
             width, height = im.size
             if width * height > MAX_PICTURE_PIXELS:
-                return None, (f"The picture is {width}x{height} pixels, more than this app accepts; "
-                              "the character was imported without it.")
+                return None, (
+                    f"The picture is {width}x{height} pixels, more than this app accepts; "
+                    "the character was imported without it."
+                )
             im.thumbnail((PICTURE_SIDE, PICTURE_SIDE))
             picture = im.convert("RGBA") if im.mode not in ("RGB", "RGBA", "L", "LA", "P") else im
             out = io.BytesIO()
@@ -256,8 +281,10 @@ def character_from_card(card: dict[str, Any], default_name: str, source: str) ->
             raise CardError(f"{source}: a {spec} card must have a 'data' object.")
         mapping = _from_card_data(data)
     elif spec is not None:
-        raise CardError(f"{source}: unknown card spec {spec!r} (supported: chara_card_v2, chara_card_v3, "
-                        "and V1 cards without a spec).")
+        raise CardError(
+            f"{source}: unknown card spec {spec!r} (supported: chara_card_v2, chara_card_v3, "
+            "and V1 cards without a spec)."
+        )
     elif any(k in card for k in _PYGMALION_TO_OURS):
         mapping = {ours: card[k] for k, ours in _PYGMALION_TO_OURS.items() if k in card}
         mapping.update({k: v for k, v in card.items() if k not in _PYGMALION_TO_OURS and k not in mapping})
@@ -266,15 +293,18 @@ def character_from_card(card: dict[str, Any], default_name: str, source: str) ->
     elif "context" in card or "greeting" in card:  # text-generation-webui's own keys
         mapping = dict(card)
     else:
-        raise CardError(f"{source} is not a character card: it has none of the keys of a TavernAI card "
-                        "(description, first_mes...) or a text-generation-webui character (context, greeting).")
+        raise CardError(
+            f"{source} is not a character card: it has none of the keys of a TavernAI card "
+            "(description, first_mes...) or a text-generation-webui character (context, greeting)."
+        )
     character = character_from_mapping(mapping, default_name, source)
     book = character.character_book
     if book is not None:
         regex = sum(1 for e in book.entries if getattr(e, "use_regex", False))
         if regex:
-            warnings.append(f"{regex} lorebook entries use regular-expression keys; here their keys are matched "
-                            "as plain text.")
+            warnings.append(
+                f"{regex} lorebook entries use regular-expression keys; here their keys are matched as plain text."
+            )
         if book.recursive_scanning:
             warnings.append("The lorebook asks for recursive scanning; here only the chat messages are scanned.")
     return character, warnings
@@ -293,12 +323,19 @@ def _from_card_data(data: dict[str, Any]) -> dict[str, Any]:
 def card_data(character: Character) -> dict[str, Any]:
     """The V2 ``data`` object of a character."""
     data: dict[str, Any] = {
-        "name": character.name, "description": character.context, "personality": character.personality,
-        "scenario": character.scenario, "first_mes": character.greeting, "mes_example": character.examples,
-        "creator_notes": character.creator_notes, "system_prompt": character.system_prompt,
+        "name": character.name,
+        "description": character.context,
+        "personality": character.personality,
+        "scenario": character.scenario,
+        "first_mes": character.greeting,
+        "mes_example": character.examples,
+        "creator_notes": character.creator_notes,
+        "system_prompt": character.system_prompt,
         "post_history_instructions": character.post_history_instructions,
-        "alternate_greetings": list(character.alternate_greetings), "tags": list(character.tags),
-        "creator": character.creator, "character_version": character.character_version,
+        "alternate_greetings": list(character.alternate_greetings),
+        "tags": list(character.tags),
+        "creator": character.creator,
+        "character_version": character.character_version,
         "extensions": dict(character.extensions),
     }
     if character.character_book is not None:
@@ -344,14 +381,18 @@ def card_png(character: Character) -> bytes:
 def read_card(file_name: str, raw: bytes) -> tuple[Character, bytes | None, list[str]]:
     """Read a card file's bytes: (character, its picture as PNG bytes or None, warnings)."""
     if len(raw) > MAX_CARD_BYTES:
-        raise CardError(f"{file_name} is {len(raw) / 2**20:.1f} MB; character files up to "
-                        f"{MAX_CARD_BYTES // 2**20} MB are accepted.")
+        raise CardError(
+            f"{file_name} is {len(raw) / 2**20:.1f} MB; character files up to "
+            f"{MAX_CARD_BYTES // 2**20} MB are accepted."
+        )
     stem = Path(file_name).stem or "Imported character"
     if raw.startswith(PNG_SIGNATURE):
         chunks = _card_chunks(io.BytesIO(raw), MAX_CARD_TEXT)
         if not chunks:
-            raise CardError(f"{file_name} is a picture without a character card inside (no 'chara' or 'ccv3' "
-                            "text chunk). Export the card from SillyTavern as a PNG card, or upload its JSON.")
+            raise CardError(
+                f"{file_name} is a picture without a character card inside (no 'chara' or 'ccv3' "
+                "text chunk). Export the card from SillyTavern as a PNG card, or upload its JSON."
+            )
         warnings: list[str] = []
         errors: list[CardError] = []
         card = None
@@ -384,5 +425,7 @@ def read_card(file_name: str, raw: bytes) -> tuple[Character, bytes | None, list
             raise CardError(f"{file_name} does not hold a character (a mapping of keys to values).")
         character, warnings = character_from_card(data, stem, file_name)
         return character, None, warnings
-    raise CardError(f"{file_name} is not a character card: expected a PNG card, a JSON card, a "
-                    "text-generation-webui YAML character or an Ollama Modelfile.")
+    raise CardError(
+        f"{file_name} is not a character card: expected a PNG card, a JSON card, a "
+        "text-generation-webui YAML character or an Ollama Modelfile."
+    )

@@ -14,6 +14,7 @@ A card dropped into the folder (``NAME.json``, or a ``NAME.png`` with a card ins
 ``NAME.yaml``) is listed and read directly from that file; saving it in the editor, or
 importing it with the Chat tab's upload, writes ``NAME.yaml``, which then takes precedence.
 """
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,19 @@ DEFAULT_CHARACTER = "Assistant"
 
 
 #: The text fields of a character, in the order they are saved.
-TEXT_FIELDS = ("name", "greeting", "context", "examples", "personality", "scenario", "system_prompt",
-               "post_history_instructions", "creator_notes", "creator", "character_version")
+TEXT_FIELDS = (
+    "name",
+    "greeting",
+    "context",
+    "examples",
+    "personality",
+    "scenario",
+    "system_prompt",
+    "post_history_instructions",
+    "creator_notes",
+    "creator",
+    "character_version",
+)
 _MACRO = re.compile(r"\{\{(char|user|original)\}\}|<(BOT|USER)>", re.IGNORECASE)
 _START = re.compile(r"^\s*<START>\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -72,6 +84,7 @@ class Character:
         def macro(m: re.Match) -> str:
             word = (m.group(1) or m.group(2)).lower()
             return {"char": self.name, "bot": self.name, "user": user}.get(word, original)
+
         return _MACRO.sub(macro, text)
 
     def system_text(self, user: str, *, lore_before: str = "", lore_after: str = "") -> str:
@@ -123,8 +136,9 @@ def _texts(data: dict[str, Any], key: str, source: str) -> list[str]:
     return [str(v) for v in value]
 
 
-def character_from_mapping(data: dict[str, Any], default_name: str, source: str,
-                           picture: Path | None = None) -> Character:
+def character_from_mapping(
+    data: dict[str, Any], default_name: str, source: str, picture: Path | None = None
+) -> Character:
     """A Character from a mapping with our YAML keys (also what a card is converted to)."""
     from pydantic import ValidationError
 
@@ -140,12 +154,19 @@ def character_from_mapping(data: dict[str, Any], default_name: str, source: str,
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise CardError(f"{source}: the lorebook (character_book) is not valid"
-                            f"{' at ' + where if where else ''}: {first['msg']}.") from None
-    return Character(**{**texts, "name": texts["name"].strip() or default_name}, picture=picture,
-                     alternate_greetings=[g for g in _texts(data, "alternate_greetings", source) if g.strip()],
-                     tags=_texts(data, "tags", source), extensions=extensions, character_book=book,
-                     extra={k: v for k, v in data.items() if k not in known} or None)
+            raise CardError(
+                f"{source}: the lorebook (character_book) is not valid"
+                f"{' at ' + where if where else ''}: {first['msg']}."
+            ) from None
+    return Character(
+        **{**texts, "name": texts["name"].strip() or default_name},
+        picture=picture,
+        alternate_greetings=[g for g in _texts(data, "alternate_greetings", source) if g.strip()],
+        tags=_texts(data, "tags", source),
+        extensions=extensions,
+        character_book=book,
+        extra={k: v for k, v in data.items() if k not in known} or None,
+    )
 
 
 def character_to_mapping(character: Character) -> dict[str, Any]:

@@ -11,6 +11,7 @@ description (``position``).
 Matching is linear: the scanned text is built and lower-cased once, and every key is looked up
 once with ``str.find`` (no regular expression per key, no pairwise comparisons).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -143,8 +144,11 @@ class Activation:
         """A short report for the prompt view: which entries fired and why."""
         if not self.fired and not self.left_out:
             return ""
-        lines = [f"- {f.entry.label} ({f.reason}, {f.tokens} tokens, {'after' if f.entry.after_char else 'before'}"
-                 " the character)" for f in self.fired]
+        lines = [
+            f"- {f.entry.label} ({f.reason}, {f.tokens} tokens, {'after' if f.entry.after_char else 'before'}"
+            " the character)"
+            for f in self.fired
+        ]
         lines += [f"- {f.entry.label} ({f.reason}) left out: over the token budget" for f in self.left_out]
         return "Lorebook entries fired:\n" + "\n".join(lines)
 
@@ -180,8 +184,9 @@ def _first_key(keys: Iterable[str], text: str, lowered: str, case_sensitive: boo
     return None
 
 
-def activate(book: Lorebook | None, recent: list[str], *, count_tokens: Callable[[str], int],
-             default_budget: int) -> Activation:
+def activate(
+    book: Lorebook | None, recent: list[str], *, count_tokens: Callable[[str], int], default_budget: int
+) -> Activation:
     """The entries of ``book`` that fire for ``recent`` (the chat's messages, oldest first).
 
     ``count_tokens`` measures an entry (the loaded model's tokenizer, or an estimate);
@@ -216,9 +221,13 @@ def activate(book: Lorebook | None, recent: list[str], *, count_tokens: Callable
         return NOTHING
     budget = default_budget if book.token_budget is None else book.token_budget
     # The most important first when deciding what fits; constant entries before keyed ones.
-    by_importance = sorted(fired, key=lambda f: (not f.entry.constant,
-                                                 -(f.entry.priority if f.entry.priority is not None
-                                                   else f.entry.insertion_order)))
+    by_importance = sorted(
+        fired,
+        key=lambda f: (
+            not f.entry.constant,
+            -(f.entry.priority if f.entry.priority is not None else f.entry.insertion_order),
+        ),
+    )
     kept, left_out, used = [], [], 0
     for f in by_importance:
         f.tokens = count_tokens(f.entry.content.strip())

@@ -7,6 +7,7 @@ file but not used: the model's own chat template or the chosen instruction templ
 the prompt). Values may be bare (to the end of the line), ``"quoted"`` or triple-quoted (three double quotes)
 over several lines. Anything this app cannot use becomes a warning, never a failure.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,15 +24,40 @@ from webui.params import SamplingParams
 MAX_MODELFILE_CHARS = 1 * 2**20
 #: Ollama PARAMETER name -> SamplingParams field.
 PARAMETERS = {
-    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "typical_p": "typical_p",
-    "repeat_penalty": "repeat_penalty", "repeat_last_n": "repeat_last_n", "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty", "seed": "seed", "num_predict": "max_tokens",
-    "mirostat": "mirostat_mode", "mirostat_tau": "mirostat_tau", "mirostat_eta": "mirostat_eta", "stop": "stop",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "typical_p": "typical_p",
+    "repeat_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "seed": "seed",
+    "num_predict": "max_tokens",
+    "mirostat": "mirostat_mode",
+    "mirostat_tau": "mirostat_tau",
+    "mirostat_eta": "mirostat_eta",
+    "stop": "stop",
     "num_ctx": "truncation_length",
 }
 #: Ollama options about loading and hardware, which have their own place here (the Model tab).
-LOAD_OPTIONS = {"num_gpu", "num_thread", "num_batch", "main_gpu", "use_mmap", "use_mlock", "numa", "low_vram",
-                "f16_kv", "vocab_only", "num_gqa", "rope_frequency_base", "rope_frequency_scale", "num_keep"}
+LOAD_OPTIONS = {
+    "num_gpu",
+    "num_thread",
+    "num_batch",
+    "main_gpu",
+    "use_mmap",
+    "use_mlock",
+    "numa",
+    "low_vram",
+    "f16_kv",
+    "vocab_only",
+    "num_gqa",
+    "rope_frequency_base",
+    "rope_frequency_scale",
+    "num_keep",
+}
 COMMANDS = {"FROM", "SYSTEM", "PARAMETER", "TEMPLATE", "MESSAGE", "ADAPTER", "LICENSE", "REQUIRES"}
 _USER, _CHAR = "{{user}}:", "{{char}}:"
 
@@ -85,7 +111,7 @@ class _Reader:
     def rest_of_line(self) -> str:
         end = self.text.find("\n", self.i)
         end = len(self.text) if end < 0 else end
-        value, self.i = self.text[self.i:end], end
+        value, self.i = self.text[self.i : end], end
         return value.strip()
 
     def word(self) -> str:
@@ -101,9 +127,9 @@ class _Reader:
         if t.startswith('"""', start):
             end = t.find('"""', start + 3)
             if end < 0:
-                raise CardError(f"Modelfile line {line}: a \"\"\" value is never closed.")
+                raise CardError(f'Modelfile line {line}: a """ value is never closed.')
             self.i = end + 3
-            return t[start + 3:end].strip("\n")
+            return t[start + 3 : end].strip("\n")
         if t.startswith('"', start):
             out, i = [], start + 1
             while i < len(t):
@@ -154,8 +180,10 @@ def parse_modelfile(text: str) -> Modelfile:
             mf.system = r.value()
         elif command == "TEMPLATE":
             mf.template = r.value()
-            mf.warnings.append("TEMPLATE is kept in the character file but not used: the model's own chat "
-                               "template (or the Instruction template you pick) formats the prompt here.")
+            mf.warnings.append(
+                "TEMPLATE is kept in the character file but not used: the model's own chat "
+                "template (or the Instruction template you pick) formats the prompt here."
+            )
         else:
             r.value()
             mf.warnings.append(f"Line {line}: {command} is not supported here; ignored.")
@@ -178,8 +206,9 @@ def sampling_values(parameters: list[tuple[str, str]]) -> tuple[SamplingParams |
             values.setdefault("stop", []).append(raw)
             continue
         if name == "num_predict" and raw.strip() in ("-1", "-2"):
-            warnings.append(f"PARAMETER num_predict {raw} (no limit) is not supported; the preset keeps the "
-                            "default reply length.")
+            warnings.append(
+                f"PARAMETER num_predict {raw} (no limit) is not supported; the preset keeps the default reply length."
+            )
             continue
         try:
             SamplingParams.model_validate({target: raw})
@@ -188,8 +217,10 @@ def sampling_values(parameters: list[tuple[str, str]]) -> tuple[SamplingParams |
             continue
         values[target] = raw
         if name == "num_ctx":
-            warnings.append(f"PARAMETER num_ctx {raw}: prompts are cut to {raw} tokens (truncation_length); load "
-                            f"the model with that context size in the Model tab to use all of it.")
+            warnings.append(
+                f"PARAMETER num_ctx {raw}: prompts are cut to {raw} tokens (truncation_length); load "
+                f"the model with that context size in the Model tab to use all of it."
+            )
     if not values:
         return None, warnings
     return SamplingParams.model_validate(values), warnings
@@ -208,8 +239,9 @@ def modelfile_character(raw: bytes, name: str) -> tuple[Character, SamplingParam
     context = "\n\n".join([mf.system, *(c for role, c in mf.messages if role == "system")]).strip()
     lines = [f"{_USER if role == 'user' else _CHAR} {content}" for role, content in mf.messages if role != "system"]
     extra = {k: v for k, v in (("modelfile_from", mf.model), ("modelfile_template", mf.template)) if v}
-    character = Character(name=name or "Modelfile character", context=context, examples="\n".join(lines),
-                          extra=extra or None)
+    character = Character(
+        name=name or "Modelfile character", context=context, examples="\n".join(lines), extra=extra or None
+    )
     return character, params, mf.model, [*mf.warnings, *warnings]
 
 
@@ -245,9 +277,9 @@ def _example_messages(examples: str) -> list[tuple[str, str]] | None:
             continue
         lowered = stripped.lower()
         if lowered.startswith(_USER):
-            messages.append(("user", stripped[len(_USER):].strip()))
+            messages.append(("user", stripped[len(_USER) :].strip()))
         elif lowered.startswith(_CHAR):
-            messages.append(("assistant", stripped[len(_CHAR):].strip()))
+            messages.append(("assistant", stripped[len(_CHAR) :].strip()))
         elif messages:
             role, content = messages[-1]
             messages[-1] = (role, f"{content}\n{line}")
@@ -262,16 +294,25 @@ def export_modelfile(character: Character, params: SamplingParams | None, model:
     lines = [f"FROM {extra.get('modelfile_from') or model or 'MODEL'}"]
     if params is not None:
         values: list[tuple[str, Any]] = [
-            ("temperature", 0.0 if params.greedy else params.temperature), ("top_p", params.top_p),
-            ("top_k", params.top_k), ("min_p", params.min_p), ("typical_p", params.typical_p),
-            ("repeat_penalty", params.repeat_penalty), ("repeat_last_n", params.repeat_last_n),
-            ("presence_penalty", params.presence_penalty), ("frequency_penalty", params.frequency_penalty),
-            ("num_predict", params.max_tokens)]
+            ("temperature", 0.0 if params.greedy else params.temperature),
+            ("top_p", params.top_p),
+            ("top_k", params.top_k),
+            ("min_p", params.min_p),
+            ("typical_p", params.typical_p),
+            ("repeat_penalty", params.repeat_penalty),
+            ("repeat_last_n", params.repeat_last_n),
+            ("presence_penalty", params.presence_penalty),
+            ("frequency_penalty", params.frequency_penalty),
+            ("num_predict", params.max_tokens),
+        ]
         if params.seed != -1:
             values.append(("seed", params.seed))
         if params.mirostat_mode:
-            values += [("mirostat", params.mirostat_mode), ("mirostat_tau", params.mirostat_tau),
-                       ("mirostat_eta", params.mirostat_eta)]
+            values += [
+                ("mirostat", params.mirostat_mode),
+                ("mirostat_tau", params.mirostat_tau),
+                ("mirostat_eta", params.mirostat_eta),
+            ]
         if params.truncation_length:
             values.append(("num_ctx", params.truncation_length))
         lines += [f"PARAMETER {k} {v}" for k, v in values]
@@ -283,8 +324,7 @@ def export_modelfile(character: Character, params: SamplingParams | None, model:
     user = "User"
     messages = _example_messages(character.examples) if character.examples.strip() else []
     described = replace(character, examples="" if messages is not None else character.examples)
-    system = "\n\n".join(p for p in (character.system_prompt_with("", user).strip(),
-                                     described.system_text(user)) if p)
+    system = "\n\n".join(p for p in (character.system_prompt_with("", user).strip(), described.system_text(user)) if p)
     if system:
         lines.append(f"SYSTEM {_quote(system)}")
     for role, content in messages or []:

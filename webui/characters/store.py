@@ -1,4 +1,5 @@
 """CharacterStore: the characters folder (YAML files, pictures, imports and exports)."""
+
 from __future__ import annotations
 
 import re
@@ -92,8 +93,9 @@ class CharacterStore(YamlFolder):
                 return p
         return None
 
-    def save(self, file_name: str, character: Character, picture: bytes | None = None,
-             picture_suffix: str = ".png") -> Path:
+    def save(
+        self, file_name: str, character: Character, picture: bytes | None = None, picture_suffix: str = ".png"
+    ) -> Path:
         path = self.write(file_name, character_to_mapping(character))
         if picture is not None:
             suffix = picture_suffix.lower() if picture_suffix.lower() in PICTURE_SUFFIXES else ".png"
@@ -111,6 +113,7 @@ class CharacterStore(YamlFolder):
     # ----- interop ---------------------------------------------------------------------------
     def free_file_name(self, wanted: str, fallback: str = "Imported character") -> tuple[str, str | None]:
         """A file name for an imported character that is safe and not taken, and a note if it changed."""
+
         def clean(text: str) -> str:
             text = re.sub(r'[<>:"/\\|?*\x00-\x1f\x7f]+', " ", text or "")
             return re.sub(r"\s+", " ", text).strip(" .")[:80].strip(" .")
@@ -123,8 +126,11 @@ class CharacterStore(YamlFolder):
         while cleaned.lower() in taken:
             cleaned = f"{base} ({n})"
             n += 1
-        note = None if cleaned == wanted else (f"Saved as {cleaned!r} (the name {wanted!r} is taken or not "
-                                               "usable as a file name).")
+        note = (
+            None
+            if cleaned == wanted
+            else (f"Saved as {cleaned!r} (the name {wanted!r} is taken or not usable as a file name).")
+        )
         return cleaned, note
 
     def import_file(self, path: Path, original_name: str | None = None) -> ImportResult:
@@ -162,8 +168,7 @@ class CharacterStore(YamlFolder):
             return card_png(character)
         raise CardError(f"Unknown card format {fmt!r}: use png or json.")
 
-    def export_files(self, name: str, folder: Path, params: SamplingParams | None,
-                     model: str | None) -> list[Path]:
+    def export_files(self, name: str, folder: Path, params: SamplingParams | None, model: str | None) -> list[Path]:
         """Write the character into ``folder`` as a PNG card, a JSON card and a Modelfile, in that order.
 
         The Modelfile carries ``params`` and names ``model`` in FROM (unless the character came from
@@ -173,8 +178,11 @@ class CharacterStore(YamlFolder):
         from webui.characters.modelfile import export_modelfile
 
         stem = safe_name(name, what="character name")
-        files = {f"{stem}.png": self.export_card(name, "png"), f"{stem}.json": self.export_card(name, "json"),
-                 f"{stem}.Modelfile": export_modelfile(self.load(name), params, model).encode("utf-8")}
+        files = {
+            f"{stem}.png": self.export_card(name, "png"),
+            f"{stem}.json": self.export_card(name, "json"),
+            f"{stem}.Modelfile": export_modelfile(self.load(name), params, model).encode("utf-8"),
+        }
         paths = []
         for file_name, data in files.items():
             atomic_write_bytes(Path(folder) / file_name, data)

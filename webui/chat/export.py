@@ -3,6 +3,7 @@
 The export folder (``logs/exports``) holds what the browser fetches after a download button is
 pressed; files there are written atomically like every other file of the app.
 """
+
 from __future__ import annotations
 
 import json

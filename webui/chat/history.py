@@ -6,6 +6,7 @@ regenerated versions and per-message stats) and, for text-generation-webui
 compatibility, its ``internal``/``visible`` pairs; a file with only those
 pairs (exported by text-generation-webui) loads too.
 """
+
 from __future__ import annotations
 
 import copy
@@ -79,8 +80,9 @@ class Chat:
     @classmethod
     def from_json(cls, data: dict[str, Any], *, chat_id: str, character: str) -> Chat:
         if "messages" in data:
-            messages = [Message(**{k: v for k, v in m.items() if k in Message.__dataclass_fields__})
-                        for m in data["messages"]]
+            messages = [
+                Message(**{k: v for k, v in m.items() if k in Message.__dataclass_fields__}) for m in data["messages"]
+            ]
         elif "internal" in data:  # text-generation-webui's format
             messages = []
             for user, bot in data["internal"]:
@@ -165,8 +167,9 @@ class ChatStore:
         try:
             return Chat.from_json(data, chat_id=chat_id, character=character)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise SettingsError(f"The chat file {path.name} does not hold a valid chat ({exc}); "
-                                "it was left as it is.") from exc
+            raise SettingsError(
+                f"The chat file {path.name} does not hold a valid chat ({exc}); it was left as it is."
+            ) from exc
 
     def list(self, character: str) -> list[ChatInfo]:
         folder = self.character_folder(character)
@@ -179,12 +182,21 @@ class ChatStore:
             except WebUIError as exc:
                 # Listed (after the readable ones) under its file name, so it is not silently hidden;
                 # opening it says why it cannot be read. It is never rewritten or deleted for the user.
-                damaged.append(ChatInfo(path.stem, character, f"⚠ unreadable chat file {path.name}",
-                                        path.stat().st_mtime, 0, unreadable=exc.message))
+                damaged.append(
+                    ChatInfo(
+                        path.stem,
+                        character,
+                        f"⚠ unreadable chat file {path.name}",
+                        path.stat().st_mtime,
+                        0,
+                        unreadable=exc.message,
+                    )
+                )
                 continue
             infos.append(ChatInfo(chat.id, character, chat.title, chat.updated, len(chat.messages)))
-        return (sorted(infos, key=lambda i: i.updated, reverse=True)
-                + sorted(damaged, key=lambda i: i.updated, reverse=True))
+        return sorted(infos, key=lambda i: i.updated, reverse=True) + sorted(
+            damaged, key=lambda i: i.updated, reverse=True
+        )
 
     def newest(self, character: str) -> Chat | None:
         """The most recently updated chat of ``character`` that can be read, or None."""
@@ -217,8 +229,9 @@ class ChatStore:
         """
         n = len(chat.messages) if at is None else at
         if not 1 <= n <= len(chat.messages):
-            raise BranchRangeError(f"Pick a message number from 1 to {len(chat.messages)}.", key="chat.branch_range",
-                                   n=len(chat.messages))
+            raise BranchRangeError(
+                f"Pick a message number from 1 to {len(chat.messages)}.", key="chat.branch_range", n=len(chat.messages)
+            )
         branch = self.new(chat.character, chat.mode)
         branch.messages = copy.deepcopy(chat.messages[:n])
         branch.title = f"{chat.title} (branch)"

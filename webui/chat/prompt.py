@@ -17,6 +17,7 @@ empty), fired lorebook entries go before/after the character's description, and 
 ``post_history_instructions`` go after the history, right before the reply. ``Prompt.lore``
 says which lorebook entries fired, for the prompt view.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -31,8 +32,9 @@ from webui.errors import ConversationRejectedError, PromptTooLongError
 
 Mode = Literal["instruct", "chat", "chat-instruct"]
 MODES: tuple[str, ...] = ("instruct", "chat", "chat-instruct")
-DEFAULT_CHAT_INSTRUCT = ('Continue the chat dialogue below. Write a single reply for the character '
-                         '"<|character|>".\n\n<|prompt|>')
+DEFAULT_CHAT_INSTRUCT = (
+    'Continue the chat dialogue below. Write a single reply for the character "<|character|>".\n\n<|prompt|>'
+)
 
 
 class Template(Protocol):
@@ -79,33 +81,51 @@ class Prompt:
     def note(self) -> str:
         if not self.dropped:
             return ""
-        return Keyed(f"{self.dropped} oldest messages no longer fit in the context and are not sent.",
-                     "chat.note_dropped", n=self.dropped)
+        return Keyed(
+            f"{self.dropped} oldest messages no longer fit in the context and are not sent.",
+            "chat.note_dropped",
+            n=self.dropped,
+        )
 
 
 def _system_text(character: Character, options: ChatOptions, lore: Activation = NOTHING) -> str:
     user = options.persona.name
-    parts = [character.system_prompt_with(options.system_prompt, user).strip(),
-             character.system_text(user, lore_before=lore.text("before"), lore_after=lore.text("after"))]
+    parts = [
+        character.system_prompt_with(options.system_prompt, user).strip(),
+        character.system_text(user, lore_before=lore.text("before"), lore_after=lore.text("after")),
+    ]
     if options.persona.description.strip():
         parts.append(f"{user}: {options.persona.description.strip()}")
     return "\n\n".join(p for p in parts if p)
 
 
-def _transcript(messages: list[Message], character: Character, options: ChatOptions, lore: Activation,
-                system: str) -> str:
+def _transcript(
+    messages: list[Message], character: Character, options: ChatOptions, lore: Activation, system: str
+) -> str:
     """``Name: text`` lines after the character (and ``system`` on top, which may be empty)."""
     user = options.persona.name
     names = {"user": user, "assistant": character.name}
     lines = [f"{names[m.role]}: {m.content}" for m in messages if m.role in names]
-    head = "\n\n".join(p for p in (system.strip(), _system_text(replace(character, system_prompt=""),
-                                                                ChatOptions(persona=options.persona), lore)) if p)
+    head = "\n\n".join(
+        p
+        for p in (
+            system.strip(),
+            _system_text(replace(character, system_prompt=""), ChatOptions(persona=options.persona), lore),
+        )
+        if p
+    )
     after = character.fill(character.post_history_instructions, user).strip()
     return "\n".join(([head] if head else []) + lines + ([after] if after else []))
 
 
-def render(messages: list[Message], character: Character, options: ChatOptions, template: Template,
-           reply_prefix: str = "", lore: Activation = NOTHING) -> tuple[str, list[str]]:
+def render(
+    messages: list[Message],
+    character: Character,
+    options: ChatOptions,
+    template: Template,
+    reply_prefix: str = "",
+    lore: Activation = NOTHING,
+) -> tuple[str, list[str]]:
     """The prompt text and the stop strings for ``messages`` (the kept part of a chat)."""
     user, char = options.persona.name, character.name
     if options.mode == "instruct":
@@ -149,7 +169,7 @@ def _render_folding_system(template: Template, msgs: list[dict]) -> str:
         system, rest = msgs[0]["content"], msgs[1:]
         for i, m in enumerate(rest):
             if m["role"] == "user":
-                rest = [*rest[:i], {"role": "user", "content": f"{system}\n\n{m['content']}"}, *rest[i + 1:]]
+                rest = [*rest[:i], {"role": "user", "content": f"{system}\n\n{m['content']}"}, *rest[i + 1 :]]
                 break
         return template.render(rest, add_generation_prompt=True)
 
@@ -163,9 +183,18 @@ def context_limit(n_ctx: int, truncation_length: int) -> int:
     return min(n_ctx, truncation_length) if truncation_length > 0 else n_ctx
 
 
-def build_prompt(chat: Chat, history: list[Message], character: Character, options: ChatOptions,
-                 template: Template, *, n_ctx: int, max_new_tokens: int, tokenize: Callable[[str], list[int]],
-                 reply_prefix: str = "") -> Prompt:
+def build_prompt(
+    chat: Chat,
+    history: list[Message],
+    character: Character,
+    options: ChatOptions,
+    template: Template,
+    *,
+    n_ctx: int,
+    max_new_tokens: int,
+    tokenize: Callable[[str], list[int]],
+    reply_prefix: str = "",
+) -> Prompt:
     """Render the prompt for ``history`` (the chat's messages up to the reply being written).
 
     When it does not fit in ``n_ctx - max_new_tokens``, the oldest whole turns are dropped
@@ -177,8 +206,12 @@ def build_prompt(chat: Chat, history: list[Message], character: Character, optio
     budget = max(1, n_ctx - min(max_new_tokens, n_ctx // 2))
     start = min(chat.context_start, _last_user_index(history))
     # The lorebook looks at the newest messages only, which truncation never drops.
-    lore = activate(character.character_book, [m.content for m in history[-MAX_SCAN_DEPTH:]],
-                    count_tokens=lambda t: len(tokenize(t)), default_budget=max(64, n_ctx // 4))
+    lore = activate(
+        character.character_book,
+        [m.content for m in history[-MAX_SCAN_DEPTH:]],
+        count_tokens=lambda t: len(tokenize(t)),
+        default_budget=max(64, n_ctx // 4),
+    )
     while True:
         text, stops = render(history[start:], character, options, template, reply_prefix, lore)
         n = len(tokenize(text))

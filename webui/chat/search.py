@@ -16,6 +16,7 @@ substring of 3+ characters, in any script (Russian, Chinese...); shorter queries
 ``LIKE`` over the indexed text (still no chat file read). Texts are case-folded by Python before
 they are indexed, so the folding is the same for every script.
 """
+
 from __future__ import annotations
 
 import logging
@@ -104,17 +105,22 @@ class ChatIndex:
             # chat of the character against the index in turn (0.5 s for 2,000 chats, not 20 ms).
             if len(needle) >= TRIGRAM:
                 phrase = '"' + needle.replace('"', '""') + '"'  # one FTS5 string: no query syntax
-                return db.execute(f"{columns} AND unreadable IS NULL AND id IN "
-                                  "(SELECT rowid FROM chat_text WHERE chat_text MATCH ?)",
-                                  (character, phrase)).fetchall()
+                return db.execute(
+                    f"{columns} AND unreadable IS NULL AND id IN (SELECT rowid FROM chat_text WHERE chat_text MATCH ?)",
+                    (character, phrase),
+                ).fetchall()
             # Too short for a trigram: a scan of the indexed text (still no chat file read).
             pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            return db.execute(f"{columns} AND unreadable IS NULL AND id IN (SELECT rowid FROM chat_text "
-                              "WHERE title LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\')",
-                              (character, pattern, pattern)).fetchall()
+            return db.execute(
+                f"{columns} AND unreadable IS NULL AND id IN (SELECT rowid FROM chat_text "
+                "WHERE title LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\')",
+                (character, pattern, pattern),
+            ).fetchall()
 
-        infos = [ChatInfo(chat_id, character, title, updated, messages, unreadable)
-                 for chat_id, title, updated, messages, unreadable in self._use(run)]
+        infos = [
+            ChatInfo(chat_id, character, title, updated, messages, unreadable)
+            for chat_id, title, updated, messages, unreadable in self._use(run)
+        ]
         readable = sorted((i for i in infos if i.unreadable is None), key=lambda i: i.updated, reverse=True)
         damaged = sorted((i for i in infos if i.unreadable is not None), key=lambda i: i.updated, reverse=True)
         return readable + damaged
@@ -132,13 +138,17 @@ class ChatIndex:
                 for entry in entries:
                     if is_chat_file(entry.name) and entry.is_file():
                         try:
-                            on_disk[entry.name[:-len(".json")]] = FileStamp.of(entry.stat())
+                            on_disk[entry.name[: -len(".json")]] = FileStamp.of(entry.stat())
                         except FileNotFoundError:  # deleted while we looked
                             continue
         except (FileNotFoundError, NotADirectoryError):
             pass  # no chats yet: every indexed one is gone
-        indexed = {chat_id: FileStamp(size, mtime_ns, inode) for chat_id, size, mtime_ns, inode in db.execute(
-            "SELECT chat_id, size, mtime_ns, inode FROM chats WHERE character = ?", (character,))}
+        indexed = {
+            chat_id: FileStamp(size, mtime_ns, inode)
+            for chat_id, size, mtime_ns, inode in db.execute(
+                "SELECT chat_id, size, mtime_ns, inode FROM chats WHERE character = ?", (character,)
+            )
+        }
         for chat_id in indexed.keys() - on_disk.keys():
             self._drop(db, character, chat_id)
         for chat_id, stamp in on_disk.items():
@@ -151,30 +161,62 @@ class ChatIndex:
         except (WebUIError, OSError) as exc:
             # Listed under its file name, as ChatStore.list does; read again once the file changes.
             reason = exc.message if isinstance(exc, WebUIError) else (exc.strerror or str(exc))
-            self._put(db, character, chat_id, stamp, title=f"⚠ unreadable chat file {chat_id}.json",
-                      updated=stamp.mtime_ns / 1e9, messages=0, body="", unreadable=reason)
+            self._put(
+                db,
+                character,
+                chat_id,
+                stamp,
+                title=f"⚠ unreadable chat file {chat_id}.json",
+                updated=stamp.mtime_ns / 1e9,
+                messages=0,
+                body="",
+                unreadable=reason,
+            )
             return
         self._put_chat(db, chat, stamp)
 
     def _put_chat(self, db: sqlite3.Connection, chat: Chat, stamp: FileStamp) -> None:
         body = "\n".join(m.content for m in chat.messages)
-        self._put(db, chat.character, chat.id, stamp, title=chat.title, updated=chat.updated,
-                  messages=len(chat.messages), body=body, unreadable=None)
+        self._put(
+            db,
+            chat.character,
+            chat.id,
+            stamp,
+            title=chat.title,
+            updated=chat.updated,
+            messages=len(chat.messages),
+            body=body,
+            unreadable=None,
+        )
 
     @staticmethod
-    def _put(db: sqlite3.Connection, character: str, chat_id: str, stamp: FileStamp, *, title: str, updated: float,
-             messages: int, body: str, unreadable: str | None) -> None:
-        db.execute("INSERT INTO chats (character, chat_id, size, mtime_ns, inode, title, updated, messages, unreadable)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (character, chat_id) DO UPDATE SET"
-                   " size = excluded.size, mtime_ns = excluded.mtime_ns, inode = excluded.inode,"
-                   " title = excluded.title, updated = excluded.updated, messages = excluded.messages,"
-                   " unreadable = excluded.unreadable",
-                   (character, chat_id, stamp.size, stamp.mtime_ns, stamp.inode, title, updated, messages, unreadable))
-        (rowid,) = db.execute("SELECT id FROM chats WHERE character = ? AND chat_id = ?",
-                              (character, chat_id)).fetchone()
+    def _put(
+        db: sqlite3.Connection,
+        character: str,
+        chat_id: str,
+        stamp: FileStamp,
+        *,
+        title: str,
+        updated: float,
+        messages: int,
+        body: str,
+        unreadable: str | None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO chats (character, chat_id, size, mtime_ns, inode, title, updated, messages, unreadable)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (character, chat_id) DO UPDATE SET"
+            " size = excluded.size, mtime_ns = excluded.mtime_ns, inode = excluded.inode,"
+            " title = excluded.title, updated = excluded.updated, messages = excluded.messages,"
+            " unreadable = excluded.unreadable",
+            (character, chat_id, stamp.size, stamp.mtime_ns, stamp.inode, title, updated, messages, unreadable),
+        )
+        (rowid,) = db.execute(
+            "SELECT id FROM chats WHERE character = ? AND chat_id = ?", (character, chat_id)
+        ).fetchone()
         db.execute("DELETE FROM chat_text WHERE rowid = ?", (rowid,))
-        db.execute("INSERT INTO chat_text (rowid, title, body) VALUES (?, ?, ?)",
-                   (rowid, title.casefold(), body.casefold()))
+        db.execute(
+            "INSERT INTO chat_text (rowid, title, body) VALUES (?, ?, ?)", (rowid, title.casefold(), body.casefold())
+        )
 
     @staticmethod
     def _drop(db: sqlite3.Connection, character: str, chat_id: str) -> None:
@@ -190,6 +232,7 @@ class ChatIndex:
         cannot be written now, the chat is still saved and the next search finds the file changed
         and reads it - so a failure here is logged, never raised into the save.
         """
+
         def run(db: sqlite3.Connection) -> None:
             if chat is None:
                 self._drop(db, character, chat_id)
@@ -234,8 +277,12 @@ class ChatIndex:
 
     def _unavailable(self, exc: Exception) -> ChatIndexError:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return ChatIndexError(f"The chat search index {self.db_path} cannot be used ({detail}).",
-                              key="chat.index_unavailable", path=str(self.db_path), detail=detail)
+        return ChatIndexError(
+            f"The chat search index {self.db_path} cannot be used ({detail}).",
+            key="chat.index_unavailable",
+            path=str(self.db_path),
+            detail=detail,
+        )
 
     def _open(self) -> sqlite3.Connection:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ it), the budget is its context, the tokens are counted by its tokenizer. What th
 found (prompt, token count, dropped turns, lorebook entries, template note) comes back on the
 :class:`Turn`, never on the service, so two people chatting at once each see their own.
 """
+
 from __future__ import annotations
 
 import threading
@@ -34,8 +35,16 @@ class Turn:
     the generation thread has prepared it; ``stats`` once the reply has ended.
     """
 
-    def __init__(self, service: ChatService, chat: Chat, action: Action, job: GenerationJob, reply: Message,
-                 prefix: str, undo: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        service: ChatService,
+        chat: Chat,
+        action: Action,
+        job: GenerationJob,
+        reply: Message,
+        prefix: str,
+        undo: Callable[[], None],
+    ) -> None:
         self.chat = chat
         self.action = action
         self.job = job
@@ -101,9 +110,19 @@ class ChatService:
         self.store = store
         self.choose_template = choose_template
 
-    def turn(self, chat: Chat, action: Action, *, text: str = "", character: Character, options: ChatOptions,
-             params: SamplingParams, template: Template | None = None, cancel: threading.Event | None = None,
-             reply_prefix: str = "") -> Turn:
+    def turn(
+        self,
+        chat: Chat,
+        action: Action,
+        *,
+        text: str = "",
+        character: Character,
+        options: ChatOptions,
+        params: SamplingParams,
+        template: Template | None = None,
+        cancel: threading.Event | None = None,
+        reply_prefix: str = "",
+    ) -> Turn:
         """Start one action; iterate the returned :class:`Turn` to stream the reply.
 
         ``send`` adds ``text`` as a user message first (saved before anything is generated);
@@ -163,10 +182,17 @@ class ChatService:
                 chosen, note = self.choose_template(loaded)
             else:
                 chosen, note = template, ""
-            prompt = build_prompt(chat, history, speaker, options, chosen,
-                                  n_ctx=context_limit(backend.n_ctx, run_params.truncation_length),
-                                  max_new_tokens=run_params.max_tokens, tokenize=backend.tokenize,
-                                  reply_prefix=prefix)
+            prompt = build_prompt(
+                chat,
+                history,
+                speaker,
+                options,
+                chosen,
+                n_ctx=context_limit(backend.n_ctx, run_params.truncation_length),
+                max_new_tokens=run_params.max_tokens,
+                tokenize=backend.tokenize,
+                reply_prefix=prefix,
+            )
             prompt = replace(prompt, tokens_estimated=backend.tokens_estimated, template_note=note)
             return Prepared(prompt.text, stop=prompt.stop, tokens=prompt.tokens, front_cut=False, detail=prompt)
 
@@ -175,9 +201,14 @@ class ChatService:
 
 
 def stats_dict(stats: GenerationStats) -> dict:
-    return {"tokens": stats.completion_tokens, "tokens_per_second": round(stats.tokens_per_second, 1),
-            "ttft": round(stats.ttft_seconds, 3) if stats.ttft_seconds is not None else None,
-            "model": stats.model, "seed": stats.seed, "finish_reason": stats.finish_reason}
+    return {
+        "tokens": stats.completion_tokens,
+        "tokens_per_second": round(stats.tokens_per_second, 1),
+        "ttft": round(stats.ttft_seconds, 3) if stats.ttft_seconds is not None else None,
+        "model": stats.model,
+        "seed": stats.seed,
+        "finish_reason": stats.finish_reason,
+    }
 
 
 def greeting_message(character: Character, user: str) -> Message | None:

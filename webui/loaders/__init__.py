@@ -3,6 +3,7 @@
 The registry is built once (:func:`default_registry`) and handed to the ``ModelManager``; tests
 build one with their own loaders in it instead of patching a global table.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator

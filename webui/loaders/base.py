@@ -5,6 +5,7 @@ through this interface; what a loader can or cannot do is declared in class
 attributes (``capabilities``, ``supported_params``, ``option_fields``), never
 discovered by checking class or loader names.
 """
+
 from __future__ import annotations
 
 import threading
@@ -164,7 +165,7 @@ class StopStringFilter:
         visible = len(self.text) - held_back(self.text, self.stops)
         if visible <= self.sent:
             return None
-        chunk = Chunk(self.text[self.sent:visible], n_tokens=self.pending_tokens)
+        chunk = Chunk(self.text[self.sent : visible], n_tokens=self.pending_tokens)
         self.sent, self.pending_tokens = visible, 0
         return chunk
 
@@ -172,8 +173,13 @@ class StopStringFilter:
         """The last chunk: whatever was held back (plus ``tail``) unless a stop string ended it."""
         if not self.stopped:
             self.text += tail
-        chunk = Chunk(self.text[self.sent:], n_tokens=self.pending_tokens, finish_reason=reason,
-                      prompt_tokens=prompt_tokens, prompt_cut=prompt_cut)
+        chunk = Chunk(
+            self.text[self.sent :],
+            n_tokens=self.pending_tokens,
+            finish_reason=reason,
+            prompt_tokens=prompt_tokens,
+            prompt_cut=prompt_cut,
+        )
         self.sent, self.pending_tokens = len(self.text), 0
         return chunk
 
@@ -183,5 +189,5 @@ def truncate_prompt(tokens: list[int], limit: int, bos: int | None = None) -> li
     if limit <= 0 or len(tokens) <= limit:
         return tokens
     if bos is not None and tokens and tokens[0] == bos and limit > 1:
-        return [bos, *tokens[len(tokens) - limit + 1:]]
-    return tokens[len(tokens) - limit:]
+        return [bos, *tokens[len(tokens) - limit + 1 :]]
+    return tokens[len(tokens) - limit :]

@@ -6,6 +6,7 @@ offer what llama.cpp itself has: DRY, XTC, the penalty range, banning the
 end-of-sequence token and grammars, in llama.cpp's own default order:
 penalties -> DRY -> top-k -> typical -> top-p -> min-p -> XTC -> temperature -> draw.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,10 @@ def _add_grammar(chain: Any, llm: Any, grammar: str) -> None:
 
     sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar.encode("utf-8"), b"root")
     if not sampler:
-        raise GrammarError("The grammar is not valid GBNF (llama.cpp could not parse it). It needs a 'root' rule, "
-                           "e.g.  root ::= \"yes\" | \"no\"")
+        raise GrammarError(
+            "The grammar is not valid GBNF (llama.cpp could not parse it). It needs a 'root' rule, "
+            'e.g.  root ::= "yes" | "no"'
+        )
     llama_cpp.llama_sampler_chain_add(chain.sampler, sampler)
 
 
@@ -44,8 +47,14 @@ def build_sampler(llm: Any, params: SamplingParams, n_ctx: int, eog: list[int]) 
     chain.add_penalties(n_vocab, last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty)
     if params.dry_multiplier > 0:
         dry_last_n = n_ctx if params.dry_penalty_last_n == -1 else params.dry_penalty_last_n
-        chain.add_dry(llm._model, params.dry_multiplier, params.dry_base, params.dry_allowed_length, dry_last_n,
-                      list(params.dry_sequence_breakers))
+        chain.add_dry(
+            llm._model,
+            params.dry_multiplier,
+            params.dry_base,
+            params.dry_allowed_length,
+            dry_last_n,
+            list(params.dry_sequence_breakers),
+        )
     if params.grammar_string.strip():
         _add_grammar(chain, llm, params.grammar_string)
     seed = params.seed & 0xFFFFFFFF

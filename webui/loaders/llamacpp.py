@@ -5,6 +5,7 @@ that we count tokens exactly, decode UTF-8 incrementally (linear, not
 re-detokenising the whole reply each step), check the caller's cancel event
 between tokens and handle stop strings ourselves.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -61,20 +62,47 @@ def check_gguf_file(path: Path) -> None:
         raise ModelLoadError(
             f"{path.name} is not a GGUF model file (it does not start with the GGUF signature; "
             f"{size} bytes). It may be a different format, an HTML error page saved by a failed "
-            "download, or a corrupt file. Download it again.", key="error.not_gguf", name=path.name, size=size)
+            "download, or a corrupt file. Download it again.",
+            key="error.not_gguf",
+            name=path.name,
+            size=size,
+        )
 
 
 class LlamaCppBackend(Backend):
     name: ClassVar[str] = "llama.cpp"
-    supported_params: ClassVar[frozenset[str]] = frozenset({
-        "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
-        "presence_penalty", "frequency_penalty", "mirostat_mode", "mirostat_tau", "mirostat_eta",
-        "seed", "do_sample", "stop", "repeat_last_n", "dry_multiplier", "dry_base", "dry_allowed_length",
-        "dry_penalty_last_n", "dry_sequence_breakers", "xtc_probability", "xtc_threshold", "ban_eos_token",
-        "skip_special_tokens", "grammar_string", "truncation_length",
-    })
-    option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "n_gpu_layers", "n_batch", "use_mmap",
-                                                 "use_mlock")
+    supported_params: ClassVar[frozenset[str]] = frozenset(
+        {
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "typical_p",
+            "repeat_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+            "mirostat_mode",
+            "mirostat_tau",
+            "mirostat_eta",
+            "seed",
+            "do_sample",
+            "stop",
+            "repeat_last_n",
+            "dry_multiplier",
+            "dry_base",
+            "dry_allowed_length",
+            "dry_penalty_last_n",
+            "dry_sequence_breakers",
+            "xtc_probability",
+            "xtc_threshold",
+            "ban_eos_token",
+            "skip_special_tokens",
+            "grammar_string",
+            "truncation_length",
+        }
+    )
+    option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "n_gpu_layers", "n_batch", "use_mmap", "use_mlock")
     capabilities: ClassVar[Capabilities] = Capabilities(grammar=True)
 
     def __init__(self, llm: Any, path: Path) -> None:
@@ -118,7 +146,11 @@ class LlamaCppBackend(Backend):
                 f"llama.cpp could not load {path.name} ({size} bytes): {exc}. "
                 "The file may be truncated or corrupt (download it again), or use an architecture "
                 "this llama.cpp build does not know (update llama-cpp-python).",
-                key="error.llamacpp_failed", name=path.name, size=size, detail=str(exc)) from exc
+                key="error.llamacpp_failed",
+                name=path.name,
+                size=size,
+                detail=str(exc),
+            ) from exc
         return cls(llm, path)
 
     def tokenize(self, text: str) -> list[int]:
@@ -161,8 +193,9 @@ class LlamaCppBackend(Backend):
         finally:
             tokens.close()
             llm.sampling = None
-        yield out.finish(finish, len(prompt_tokens), tail=decoder.decode(b"", final=True),
-                         prompt_cut=len(whole) - len(prompt_tokens))
+        yield out.finish(
+            finish, len(prompt_tokens), tail=decoder.decode(b"", final=True), prompt_cut=len(whole) - len(prompt_tokens)
+        )
 
     def _prefill(self, prompt_tokens: list[int]) -> None:
         """Have the KV cache hold all prompt tokens but the last, reusing the cached prefix.

@@ -5,6 +5,7 @@ For users whose model does not fit their machine. We send the prompt we built
 same as locally. Token counts come from the server's tokenize endpoint when it
 has one, and are estimated (about 4 characters a token) and marked so when not.
 """
+
 from __future__ import annotations
 
 import threading
@@ -59,10 +60,22 @@ def list_remote_models(url: str, key: str = "") -> list[str]:
 
 class RemoteBackend(Backend):
     name: ClassVar[str] = "remote"
-    supported_params: ClassVar[frozenset[str]] = frozenset({
-        "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
-        "frequency_penalty", "seed", "do_sample", "stop",
-    })
+    supported_params: ClassVar[frozenset[str]] = frozenset(
+        {
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "typical_p",
+            "repeat_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+            "seed",
+            "do_sample",
+            "stop",
+        }
+    )
     option_fields: ClassVar[tuple[str, ...]] = ("remote_url", "remote_key", "remote_model", "n_ctx")
     # A server's model: nothing on this machine to check the RAM of or to save settings for, and
     # token counts are exact only where the server has a tokenize endpoint.
@@ -134,11 +147,20 @@ class RemoteBackend(Backend):
 
     def _body(self, prompt: str, params: SamplingParams) -> dict[str, Any]:
         return {
-            "model": self.model, "prompt": prompt, "stream": True, "max_tokens": params.max_tokens,
-            "temperature": 0.0 if params.greedy else params.temperature, "top_p": params.top_p,
-            "top_k": params.top_k, "min_p": params.min_p, "typical_p": params.typical_p,
-            "repeat_penalty": params.repeat_penalty, "presence_penalty": params.presence_penalty,
-            "frequency_penalty": params.frequency_penalty, "seed": params.seed, "stop": params.stop or None,
+            "model": self.model,
+            "prompt": prompt,
+            "stream": True,
+            "max_tokens": params.max_tokens,
+            "temperature": 0.0 if params.greedy else params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            "min_p": params.min_p,
+            "typical_p": params.typical_p,
+            "repeat_penalty": params.repeat_penalty,
+            "presence_penalty": params.presence_penalty,
+            "frequency_penalty": params.frequency_penalty,
+            "seed": params.seed,
+            "stop": params.stop or None,
         }
 
     def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
@@ -165,8 +187,9 @@ class RemoteBackend(Backend):
                     try:
                         event = sse.json()
                     except ValueError:
-                        raise GenerationError(f"{self.url} sent an event that is not JSON: {sse.data[:200]!r}"
-                                              ) from None
+                        raise GenerationError(
+                            f"{self.url} sent an event that is not JSON: {sse.data[:200]!r}"
+                        ) from None
                     # A server that fails mid-stream (out of memory, a crashed worker) says so in an
                     # event of OpenAI's error shape, or under the SSE event name "error".
                     told = _server_error(event)

@@ -6,6 +6,7 @@ stop string late) turns each new token into text at once; a stopping criterion
 ends generation when the caller's cancel event (or our own stop-string event)
 is set.
 """
+
 from __future__ import annotations
 
 import json
@@ -122,11 +123,11 @@ class _TokenStreamer:
             return
         decode = self._tok.decode
         skip = self._skip_special
-        prefix_text = decode(self._ids[self._prefix:self._read], skip_special_tokens=skip)
-        new_text = decode(self._ids[self._prefix:], skip_special_tokens=skip)
+        prefix_text = decode(self._ids[self._prefix : self._read], skip_special_tokens=skip)
+        new_text = decode(self._ids[self._prefix :], skip_special_tokens=skip)
         if not final and (len(new_text) <= len(prefix_text) or new_text.endswith("\ufffd")):
             return  # nothing printable yet (half a character, or a special token)
-        self._queue.put((new_text[len(prefix_text):], self._pending))
+        self._queue.put((new_text[len(prefix_text) :], self._pending))
         self._pending = 0
         self._prefix, self._read = self._read, len(self._ids)
 
@@ -145,10 +146,23 @@ def _as_ids(value: Any) -> set[int]:
 
 class TransformersBackend(Backend):
     name: ClassVar[str] = "transformers"
-    supported_params: ClassVar[frozenset[str]] = frozenset({
-        "max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
-        "seed", "do_sample", "stop", "ban_eos_token", "skip_special_tokens", "truncation_length",
-    })
+    supported_params: ClassVar[frozenset[str]] = frozenset(
+        {
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "typical_p",
+            "repeat_penalty",
+            "seed",
+            "do_sample",
+            "stop",
+            "ban_eos_token",
+            "skip_special_tokens",
+            "truncation_length",
+        }
+    )
     option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "dtype", "device", "trust_remote_code")
 
     def __init__(self, model: Any, tokenizer: Any, path: Path, n_ctx: int, config: dict[str, Any]) -> None:
@@ -161,8 +175,7 @@ class TransformersBackend(Backend):
         # generate() ends at any of the generation config's end-of-sequence ids (a list for
         # models with several end-of-turn tokens) and at the tokenizer's.
         gen_config = getattr(model, "generation_config", None)
-        self._eos_ids = frozenset(_as_ids(getattr(gen_config, "eos_token_id", None))
-                                  | _as_ids(tokenizer.eos_token_id))
+        self._eos_ids = frozenset(_as_ids(getattr(gen_config, "eos_token_id", None)) | _as_ids(tokenizer.eos_token_id))
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         # The KV cache of the last generation and the token ids it holds: the next prompt
         # (a chat's next turn) evaluates only the tokens after the common prefix.
@@ -200,7 +213,10 @@ class TransformersBackend(Backend):
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=options.trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=dtype, trust_remote_code=options.trust_remote_code, use_safetensors=True,
+                path,
+                dtype=dtype,
+                trust_remote_code=options.trust_remote_code,
+                use_safetensors=True,
                 device_map=None if device == "cpu" else device,
             )
         except Exception as exc:  # transformers raises many kinds; all mean "could not load"
@@ -277,14 +293,16 @@ class TransformersBackend(Backend):
                     if cache is not None:
                         self._prefill(cache, prompt_ids, inputs["input_ids"])
                         extra["past_key_values"] = cache
-                    sequences.append(self._model.generate(
-                        **inputs,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Cancel((cancel, stop_event))]),
-                        pad_token_id=self._pad_id,
-                        **extra,
-                        **self._generate_kwargs(params, max_new),
-                    ))
+                    sequences.append(
+                        self._model.generate(
+                            **inputs,
+                            streamer=streamer,
+                            stopping_criteria=StoppingCriteriaList([_Cancel((cancel, stop_event))]),
+                            pad_token_id=self._pad_id,
+                            **extra,
+                            **self._generate_kwargs(params, max_new),
+                        )
+                    )
             except BaseException as exc:  # re-raised in the consumer below
                 failure.append(exc)
                 streamer.abort()
@@ -350,12 +368,17 @@ class TransformersBackend(Backend):
         """
         have = cache.get_seq_length()
         if have < len(prompt_ids) - 1:
-            new = input_ids[:, have:len(prompt_ids) - 1]
+            new = input_ids[:, have : len(prompt_ids) - 1]
             import torch
 
             positions = torch.arange(have, have + new.shape[-1], device=new.device)
-            self._model(input_ids=new, past_key_values=cache, use_cache=True, cache_position=positions,
-                        attention_mask=torch.ones(1, len(prompt_ids) - 1, dtype=torch.long, device=new.device))
+            self._model(
+                input_ids=new,
+                past_key_values=cache,
+                use_cache=True,
+                cache_position=positions,
+                attention_mask=torch.ones(1, len(prompt_ids) - 1, dtype=torch.long, device=new.device),
+            )
 
     def close(self) -> None:
         self._cache, self._cache_ids = None, []

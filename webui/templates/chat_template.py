@@ -23,6 +23,7 @@ code. This module owns:
 themselves when they tokenize the prompt; pass the real token only when the
 caller does not.
 """
+
 from __future__ import annotations
 
 import functools
@@ -79,7 +80,8 @@ class ChatTemplate:
             template = _GuardedEnvironment().from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
-                f"Chat template {name!r} has a syntax error on line {exc.lineno}: {exc.message}") from exc
+                f"Chat template {name!r} has a syntax error on line {exc.lineno}: {exc.message}"
+            ) from exc
         except RecursionError as exc:
             raise TemplateError(f"Chat template {name!r} is nested too deeply to compile.") from exc
         except jinja2.TemplateError as exc:
@@ -97,11 +99,23 @@ class ChatTemplate:
         """
         return _turn_markers(self)
 
-    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True,
-               bos_token: str = "", eos_token: str = "", **extra: Any) -> str:
+    def render(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        bos_token: str = "",
+        eos_token: str = "",
+        **extra: Any,
+    ) -> str:
         """The prompt text for ``messages`` (dicts with ``role`` and ``content``)."""
-        data = {"messages": _plain(messages), "add_generation_prompt": add_generation_prompt,
-                "bos_token": bos_token, "eos_token": eos_token, **{k: _plain(v) for k, v in extra.items()}}
+        data = {
+            "messages": _plain(messages),
+            "add_generation_prompt": add_generation_prompt,
+            "bos_token": bos_token,
+            "eos_token": eos_token,
+            **{k: _plain(v) for k, v in extra.items()},
+        }
         budget = _Budget(self.limits, _size(data, sys.maxsize))
         token = _BUDGET.set(budget)
         pieces: list[str] = []
@@ -115,16 +129,20 @@ class ChatTemplate:
                 pieces.append(piece)
         except _Rejected as exc:
             raise ConversationRejectedError(
-                f"The chat template {self.name!r} rejected this conversation: {exc.message}") from exc
+                f"The chat template {self.name!r} rejected this conversation: {exc.message}"
+            ) from exc
         except SecurityError as exc:
             raise UnsafeTemplateError(
-                f"Chat template {self.name!r} is an unsafe template and was stopped: {exc}.") from exc
+                f"Chat template {self.name!r} is an unsafe template and was stopped: {exc}."
+            ) from exc
         except RecursionError as exc:
-            raise UnsafeTemplateError(f"Chat template {self.name!r} is an unsafe template and was stopped: "
-                                      "it recurses too deeply.") from exc
+            raise UnsafeTemplateError(
+                f"Chat template {self.name!r} is an unsafe template and was stopped: it recurses too deeply."
+            ) from exc
         except MemoryError as exc:
-            raise UnsafeTemplateError(f"Chat template {self.name!r} is an unsafe template and was stopped: "
-                                      "it needs too much memory.") from exc
+            raise UnsafeTemplateError(
+                f"Chat template {self.name!r} is an unsafe template and was stopped: it needs too much memory."
+            ) from exc
         except Exception as exc:  # any error of the template's own code: converted, not swallowed
             line = _template_line(exc)
             where = f" on line {line}" if line else ""
@@ -138,6 +156,7 @@ class ChatTemplate:
 
 # -- instruction templates and the choice of template ----------------------------------------------
 
+
 class InstructionTemplateStore(YamlFolder):
     """The ``instruction-templates`` folder: ``NAME.yaml`` files holding one key,
     ``instruction_template``, the Jinja text (text-generation-webui's format)."""
@@ -145,22 +164,29 @@ class InstructionTemplateStore(YamlFolder):
     what = "instruction template name"
 
     def missing(self, name: str) -> SettingsError:
-        return SettingsError(f"There is no instruction template called {name!r} "
-                             f"(no {self.path(name).name} in {self.folder}).")
+        return SettingsError(
+            f"There is no instruction template called {name!r} (no {self.path(name).name} in {self.folder})."
+        )
 
     def load(self, name: str) -> ChatTemplate:
         source = self.read(name).get(TEMPLATE_KEY)
         if not isinstance(source, str) or not source.strip():
-            raise SettingsError(f"{self.path(name).name} has no {TEMPLATE_KEY!r} key holding the Jinja template "
-                                "text. Templates in text-generation-webui's older format (user/bot/turn_template) "
-                                "are not supported.")
+            raise SettingsError(
+                f"{self.path(name).name} has no {TEMPLATE_KEY!r} key holding the Jinja template "
+                "text. Templates in text-generation-webui's older format (user/bot/turn_template) "
+                "are not supported."
+            )
         return ChatTemplate.compile(source, name)
 
 
 #: Conversations a model's own template must render before we trust it with a chat.
 _PROBES: tuple[list[dict[str, str]], ...] = (
-    [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hello"},
-     {"role": "assistant", "content": "Hi!"}, {"role": "user", "content": "How are you?"}],
+    [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi!"},
+        {"role": "user", "content": "How are you?"},
+    ],
     [{"role": "user", "content": "Hello"}],
 )
 
@@ -172,8 +198,11 @@ _TAG = re.compile(r"^(<\|[^|\s]+\|>|<[^<>\s]+>|\[/?[A-Z_]+\])")
 
 def _turn_markers(template: ChatTemplate) -> list[str]:
     """Stop strings for the end of an assistant turn (see ``ChatTemplate.stop_strings``)."""
-    conversation = [{"role": "user", "content": "QQFIRSTQQ"}, {"role": "assistant", "content": _REPLY},
-                    {"role": "user", "content": _NEXT}]
+    conversation = [
+        {"role": "user", "content": "QQFIRSTQQ"},
+        {"role": "assistant", "content": _REPLY},
+        {"role": "user", "content": _NEXT},
+    ]
     try:
         text = template.render(conversation, add_generation_prompt=False)
     except TemplateError:
@@ -181,7 +210,7 @@ def _turn_markers(template: ChatTemplate) -> list[str]:
     start, end = text.find(_REPLY), text.find(_NEXT)
     if start < 0 or end < start:
         return []
-    between = text[start + len(_REPLY):end].strip()
+    between = text[start + len(_REPLY) : end].strip()
     if not between:
         return []
     stops = [between]
@@ -194,15 +223,24 @@ def _turn_markers(template: ChatTemplate) -> list[str]:
 #: Instruction template to fall back on for a model without a chat template, by the family its
 #: metadata names (GGUF ``general.architecture``/``general.basename``, transformers ``model_type``).
 FAMILY_TEMPLATES: tuple[tuple[str, str], ...] = (
-    ("gemma", "Gemma"), ("llama-3", "Llama-3"), ("llama3", "Llama-3"), ("mistral", "Mistral"),
-    ("mixtral", "Mistral"), ("qwen", "ChatML"), ("smollm", "ChatML"), ("vicuna", "Vicuna"), ("alpaca", "Alpaca"),
+    ("gemma", "Gemma"),
+    ("llama-3", "Llama-3"),
+    ("llama3", "Llama-3"),
+    ("mistral", "Mistral"),
+    ("mixtral", "Mistral"),
+    ("qwen", "ChatML"),
+    ("smollm", "ChatML"),
+    ("vicuna", "Vicuna"),
+    ("alpaca", "Alpaca"),
 )
 
 
 def family_template(metadata: dict[str, Any]) -> str | None:
     """The instruction template of the model family ``metadata`` names, if we know it."""
-    names = " ".join(str(metadata.get(key) or "") for key in (
-        "general.basename", "general.name", "general.architecture", "model_type")).lower()
+    names = " ".join(
+        str(metadata.get(key) or "")
+        for key in ("general.basename", "general.name", "general.architecture", "model_type")
+    ).lower()
     for needle, template in FAMILY_TEMPLATES:
         if needle in names:
             return template
@@ -236,8 +274,12 @@ def _model_template(source: str) -> tuple[ChatTemplate | None, TemplateError | N
     return template, None
 
 
-def choose_template(model_template: str | None, override: str | None,
-                    store: InstructionTemplateStore, metadata: dict[str, Any] | None = None) -> tuple[ChatTemplate, str]:
+def choose_template(
+    model_template: str | None,
+    override: str | None,
+    store: InstructionTemplateStore,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[ChatTemplate, str]:
     """The template to use for a model, and a one-line note for the UI saying which and why.
 
     A model without a chat template is a base model: it was not trained to chat. It gets its
@@ -245,20 +287,33 @@ def choose_template(model_template: str | None, override: str | None,
     the note says so (the Chat and Model tabs show it).
     """
     if override:
-        return store.load(override), Keyed(f"Using instruction template {override} (override).",
-                                            "template.note_override", name=override)
+        return store.load(override), Keyed(
+            f"Using instruction template {override} (override).", "template.note_override", name=override
+        )
     if not model_template or not model_template.strip():
         family = family_template(metadata or {})
         name = family if family and family in store.names() else FALLBACK_TEMPLATE_NAME
-        return (store.load(name),
-                Keyed(f"Base model: not trained to chat - use the Notebook or pick a template. "
-                      f"Using instruction template {name}.", "template.note_base", name=name))
+        return (
+            store.load(name),
+            Keyed(
+                f"Base model: not trained to chat - use the Notebook or pick a template. "
+                f"Using instruction template {name}.",
+                "template.note_base",
+                name=name,
+            ),
+        )
     template, exc = _model_template(model_template)
     if exc is not None:
         kind = "unsafe" if isinstance(exc, UnsafeTemplateError) else "unusable"
-        return (store.load(FALLBACK_TEMPLATE_NAME),
-                Keyed(f"The model's chat template is {kind} ({exc.message}); "
-                      f"using instruction template {FALLBACK_TEMPLATE_NAME} instead.",
-                      f"template.note_{kind}", details=exc.message, name=FALLBACK_TEMPLATE_NAME))
+        return (
+            store.load(FALLBACK_TEMPLATE_NAME),
+            Keyed(
+                f"The model's chat template is {kind} ({exc.message}); "
+                f"using instruction template {FALLBACK_TEMPLATE_NAME} instead.",
+                f"template.note_{kind}",
+                details=exc.message,
+                name=FALLBACK_TEMPLATE_NAME,
+            ),
+        )
     assert template is not None
     return template, Keyed("Using the model's own chat template.", "template.note_own")

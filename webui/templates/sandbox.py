@@ -4,6 +4,7 @@ Split from ``templates.py``: everything here bounds what an untrusted template c
 (attribute access, ``range()``, the size of every value it builds, loop iterations and
 calls, the output length). ``templates.py`` compiles and renders with it.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,9 @@ class RenderLimits:
     """The work one render may do. Sizes grow with the input (``2 *`` its size), so a
     long conversation on a large-context model is never refused."""
 
-    max_range: int = 100_000          # items one range() may have
-    max_steps: int = 1_000_000        # loop iterations + calls + output pieces
-    max_value_size: int = 1_000_000   # chars/items of any value the template builds
+    max_range: int = 100_000  # items one range() may have
+    max_steps: int = 1_000_000  # loop iterations + calls + output pieces
+    max_value_size: int = 1_000_000  # chars/items of any value the template builds
     max_output_chars: int = 2_000_000
     max_int_bits: int = 4096
     max_seconds: float = 5.0
@@ -169,8 +170,14 @@ def _str_method_bound(s: str, method: str, args: tuple, kwargs: dict, limit: int
 
 # -- filters ---------------------------------------------------------------------------------------
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | str | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | str | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
     """Like transformers' ``tojson``: plain ``json.dumps``, no HTML escaping."""
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -196,8 +203,11 @@ def _bound_sum(b: _Budget, value: Any, args: tuple, kwargs: dict) -> tuple[Any, 
 def _bound_tojson(b: _Budget, value: Any, args: tuple, kwargs: dict) -> tuple[Any, tuple, dict]:
     indent = _arg(args, kwargs, 1, "indent", None)
     seps = _arg(args, kwargs, 2, "separators", None) or ()
-    if (isinstance(indent, int) and indent > 16) or (isinstance(indent, str) and len(indent) > 16) \
-            or any(len(str(s)) > 16 for s in seps):
+    if (
+        (isinstance(indent, int) and indent > 16)
+        or (isinstance(indent, str) and len(indent) > 16)
+        or any(len(str(s)) > 16 for s in seps)
+    ):
         raise _LimitExceeded("it asks tojson for an indent or separator longer than 16")
     return value, args, kwargs
 
@@ -206,6 +216,7 @@ def _bounding(bound: Callable[[Any, tuple, dict, int], int]) -> Callable[..., tu
     def check(b: _Budget, value: Any, args: tuple, kwargs: dict) -> tuple[Any, tuple, dict]:
         b.allow(bound(value, args, kwargs, b.max_value))
         return value, args, kwargs
+
     return check
 
 
@@ -214,10 +225,17 @@ _FILTER_BOUNDS: dict[str, Callable[[_Budget, Any, tuple, dict], tuple[Any, tuple
     "sum": _bound_sum,
     "tojson": _bound_tojson,
     "center": _bounding(lambda v, a, k, lim: max(_text_size(v, lim), _arg(a, k, 0, "width", 80))),
-    "indent": _bounding(lambda v, a, k, lim: _text_size(v, lim) + (str(v).count("\n") + 1) * (
-        w if isinstance(w := _arg(a, k, 0, "width", 4), int) else len(str(w)))),
-    "replace": _bounding(lambda v, a, k, lim: _replace_bound(str(v), str(a[0]), str(a[1]), _arg(a, k, 2, "count", None))
-                         if len(a) >= 2 else 0),
+    "indent": _bounding(
+        lambda v, a, k, lim: (
+            _text_size(v, lim)
+            + (str(v).count("\n") + 1) * (w if isinstance(w := _arg(a, k, 0, "width", 4), int) else len(str(w)))
+        )
+    ),
+    "replace": _bounding(
+        lambda v, a, k, lim: (
+            _replace_bound(str(v), str(a[0]), str(a[1]), _arg(a, k, 2, "count", None)) if len(a) >= 2 else 0
+        )
+    ),
     "format": _bounding(lambda v, a, k, lim: _format_bound(str(v), [*a, *k.values()], "*" in str(v), lim)),
     "batch": _bounding(lambda v, a, k, lim: _arg(a, k, 0, "linecount", 0)),
     "slice": _bounding(lambda v, a, k, lim: _arg(a, k, 0, "slices", 0)),
@@ -239,8 +257,9 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         b.step()
         if bound is not None:
             value, args, kwargs = bound(b, value, args, kwargs)
-        lead = {"context": (context,), "eval_context": (context.eval_ctx,),
-                "environment": (context.environment,)}.get(wants or "", ())
+        lead = {"context": (context,), "eval_context": (context.eval_ctx,), "environment": (context.environment,)}.get(
+            wants or "", ()
+        )
         return b.check(func(*lead, value, *args, **kwargs))
 
     guarded.__name__ = getattr(func, "__name__", name)
@@ -248,6 +267,7 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # -- globals ---------------------------------------------------------------------------------------
+
 
 def _raise_exception(message: str) -> None:
     raise _Rejected(str(message))
@@ -318,6 +338,7 @@ class _GenerationTag(Extension):
 
 # -- the environment -------------------------------------------------------------------------------
 
+
 def _env_call(method: str, *args: nodes.Node, lineno: int) -> nodes.Call:
     return nodes.Call(nodes.EnvironmentAttribute(method, lineno=lineno), list(args), [], None, None, lineno=lineno)
 
@@ -360,8 +381,14 @@ class _GuardedEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols, _GenerationTag])
         filters = {**self.filters, "tojson": _tojson}
         self.filters = {name: _guard_filter(name, f) for name, f in filters.items() if name not in _DROPPED_FILTERS}
-        self.globals.update(range=_range, lipsum=_lipsum, dict=_TemplateDict(), namespace=_Namespace,
-                            raise_exception=_raise_exception, strftime_now=_strftime_now)
+        self.globals.update(
+            range=_range,
+            lipsum=_lipsum,
+            dict=_TemplateDict(),
+            namespace=_Namespace,
+            raise_exception=_raise_exception,
+            strftime_now=_strftime_now,
+        )
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = _RouteThroughGuards().visit(super()._parse(source, name, filename))
@@ -401,8 +428,13 @@ class _GuardedEnvironment(ImmutableSandboxedEnvironment):
         elif operator == "+" and isinstance(left, (str, list, tuple)):
             b.allow(_size(left, b.max_value) + _size(right, b.max_value))
         elif operator == "%" and isinstance(left, str):
-            values = list(right.values()) if isinstance(right, dict) else \
-                list(right) if isinstance(right, tuple) else [right]
+            values = (
+                list(right.values())
+                if isinstance(right, dict)
+                else list(right)
+                if isinstance(right, tuple)
+                else [right]
+            )
             b.allow(_format_bound(left, values, "*" in left, b.max_value), "a string")
         return super().call_binop(context, operator, left, right)
 
@@ -431,6 +463,7 @@ class _GuardedEnvironment(ImmutableSandboxedEnvironment):
 
 
 # -- the template ----------------------------------------------------------------------------------
+
 
 def _plain(value: Any) -> Any:
     """A private copy of the data a template sees: dicts, lists and scalars only."""

@@ -1,4 +1,5 @@
 """The Gradio UI. The only package that imports gradio; each tab is a thin layer over the services."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,8 +42,10 @@ def mark_when_answered(events: list[Any], key: str) -> None:
     tests) waits for it before typing, instead of guessing from a quiet network. The events answer in
     any order (they run side by side); ``.then`` also follows a failed one.
     """
-    js = (f"() => {{ const d = document.body.dataset, n = (+d.{key}Answers || 0) + 1; d.{key}Answers = n;"
-          f" if (n % {len(events)} === 0) d.{key} = n / {len(events)}; }}")
+    js = (
+        f"() => {{ const d = document.body.dataset, n = (+d.{key}Answers || 0) + 1; d.{key}Answers = n;"
+        f" if (n % {len(events)} === 0) d.{key} = n / {len(events)}; }}"
+    )
     for event in events:
         event.then(None, None, None, js=js, queue=False, show_progress="hidden")
 
@@ -54,10 +57,18 @@ def mount_ui(app: Any, services: Services) -> Any:
     settings = services.settings
     # Log-in (--gradio-auth / --gradio-auth-path) guards the page, Gradio's API and its file route alike.
     credentials = settings.ui_credentials()
-    return gr.mount_gradio_app(app, demo, path="", server_name=settings.host, server_port=settings.listen_port,
-                               js=KEYBOARD_JS, footer_links=["gradio", "settings"], auth=credentials or None,
-                               max_file_size=int(settings.max_upload_mb * 1024 * 1024),
-                               i18n=demo.i18n_instance)
+    return gr.mount_gradio_app(
+        app,
+        demo,
+        path="",
+        server_name=settings.host,
+        server_port=settings.listen_port,
+        js=KEYBOARD_JS,
+        footer_links=["gradio", "settings"],
+        auth=credentials or None,
+        max_file_size=int(settings.max_upload_mb * 1024 * 1024),
+        i18n=demo.i18n_instance,
+    )
 
 
 def build_ui(services: Services) -> gr.Blocks:
@@ -80,25 +91,48 @@ def build_ui(services: Services) -> gr.Blocks:
         chat["wire"](params["components"])
         # Parameters the loaded model's loader cannot use are greyed out, after every load and on page load.
         loader_outputs = [params["note"], *params["components"]]
+
         def after_model_change(event: Any) -> list[Any]:
-            return [event.then(lambda: [loader_note(services), *interactivity(services)], None, loader_outputs,
-                               queue=False),
-                    event.then(chat["model_changed"], None, chat["model_changed_outputs"], queue=False)]
+            return [
+                event.then(
+                    lambda: [loader_note(services), *interactivity(services)], None, loader_outputs, queue=False
+                ),
+                event.then(chat["model_changed"], None, chat["model_changed_outputs"], queue=False),
+            ]
 
         # A model's saved settings may switch the preset: show the values now in use.
-        mark_when_answered([*after_model_change(model["loaded"]),
-                            model["loaded"].then(params["current_state"], None, params["state_outputs"],
-                                                 queue=False)], "webuiModelLoads")
+        mark_when_answered(
+            [
+                *after_model_change(model["loaded"]),
+                model["loaded"].then(params["current_state"], None, params["state_outputs"], queue=False),
+            ],
+            "webuiModelLoads",
+        )
         after_model_change(model["unloaded"])
+
         # A page opened after a load (or after --model at start) shows the real state.
         def on_page_load() -> list:
             saved = services.load_notebook()
-            return [status_text(services), guide_visible(services), saved, token_count_text(services, saved),
-                    loader_note(services), *interactivity(services)]
+            return [
+                status_text(services),
+                guide_visible(services),
+                saved,
+                token_count_text(services, saved),
+                loader_note(services),
+                *interactivity(services),
+            ]
 
-        mark_when_answered([
-            demo.load(on_page_load, None, [model["status"], model["guide"], notebook["text"], notebook["tokens"],
-                                           *loader_outputs], queue=False),
-            demo.load(params["current_state"], None, params["state_outputs"], queue=False),
-            demo.load(chat["page_load"], None, chat["page_load_outputs"], queue=False)], "webuiReady")
+        mark_when_answered(
+            [
+                demo.load(
+                    on_page_load,
+                    None,
+                    [model["status"], model["guide"], notebook["text"], notebook["tokens"], *loader_outputs],
+                    queue=False,
+                ),
+                demo.load(params["current_state"], None, params["state_outputs"], queue=False),
+                demo.load(chat["page_load"], None, chat["page_load_outputs"], queue=False),
+            ],
+            "webuiReady",
+        )
     return demo

@@ -3,6 +3,7 @@
 Thin over the services: ``services.import_character`` (cards, character files, Modelfiles),
 ``CharacterStore.export_files`` (PNG card, JSON card, Modelfile) and the store's save/delete.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -46,8 +47,12 @@ class CharacterPanel:
         self.outputs: list[Any] = []
 
     def build_picker(self) -> None:
-        self.dropdown = gr.Dropdown(choices=self.services.characters.names(), value=DEFAULT_CHARACTER,
-                                    label=t("chat.character"), elem_id="chat-character")
+        self.dropdown = gr.Dropdown(
+            choices=self.services.characters.names(),
+            value=DEFAULT_CHARACTER,
+            label=t("chat.character"),
+            elem_id="chat-character",
+        )
         self.creator_notes = gr.Markdown("", elem_id="chat-creator-notes")
 
     def build_cards_and_editor(self) -> None:
@@ -57,20 +62,22 @@ class CharacterPanel:
             with gr.Row():
                 self.export_png = gr.DownloadButton(t("chat.export_png"), elem_id="char-export-png", size="sm")
                 self.export_json = gr.DownloadButton(t("chat.export_json"), elem_id="char-export-json", size="sm")
-                self.export_mf = gr.DownloadButton(t("chat.export_modelfile"), elem_id="char-export-modelfile",
-                                                   size="sm")
+                self.export_mf = gr.DownloadButton(
+                    t("chat.export_modelfile"), elem_id="char-export-modelfile", size="sm"
+                )
             self.import_message = gr.Markdown("", elem_id="char-import-message")
         with gr.Accordion(t("chat.editor"), open=False):
             self.ed_file = gr.Textbox(label=t("chat.ed_file"), elem_id="char-file")
             self.ed_name = gr.Textbox(label=t("chat.ed_name"), elem_id="char-name")
             self.ed_greeting = gr.Textbox(label=t("chat.ed_greeting"), lines=2, elem_id="char-greeting")
-            self.ed_context = gr.Textbox(label=t("chat.ed_context"), lines=4, elem_id="char-context",
-                                         info=t("chat.ed_context_info"))
+            self.ed_context = gr.Textbox(
+                label=t("chat.ed_context"), lines=4, elem_id="char-context", info=t("chat.ed_context_info")
+            )
             self.ed_examples = gr.Textbox(label=t("chat.ed_examples"), lines=4, elem_id="char-examples")
-            self.examples_file = gr.UploadButton(t("chat.ed_examples_upload"), file_types=[".txt"], size="sm",
-                                                 elem_id="char-examples-upload")
-            self.ed_picture = gr.Image(label=t("chat.ed_picture"), type="filepath", height=120,
-                                       elem_id="char-picture")
+            self.examples_file = gr.UploadButton(
+                t("chat.ed_examples_upload"), file_types=[".txt"], size="sm", elem_id="char-examples-upload"
+            )
+            self.ed_picture = gr.Image(label=t("chat.ed_picture"), type="filepath", height=120, elem_id="char-picture")
             with gr.Row():
                 self.ed_save = gr.Button(t("chat.ed_save"), variant="primary", elem_id="char-save", size="sm")
                 self.ed_delete = gr.Button(t("chat.ed_delete"), variant="stop", elem_id="char-delete", size="sm")
@@ -87,8 +94,9 @@ class CharacterPanel:
         services = self.services
         loaded = services.models.current
         try:
-            paths = services.characters.export_files(character, services.export_dir, services.initial_params(),
-                                                     loaded.name if loaded else None)
+            paths = services.characters.export_files(
+                character, services.export_dir, services.initial_params(), loaded.name if loaded else None
+            )
         except WebUIError as exc:
             gr.Warning(tr("chat.export_failed", page_language(), error=error_text(exc, page_language())))
             return [None, None, None]
@@ -108,13 +116,23 @@ class CharacterPanel:
             ch = characters.load(character)
             shown = history.show(chat)
             shown[0] = gr.update(value=shown[0], avatar_images=(None, str(ch.picture) if ch.picture else None))
-            return [*shown, "", character, ch.name, ch.greeting,
-                    ch.context, ch.examples, str(ch.picture) if ch.picture else None, notes_text(ch),
-                    *export_files(character)]
+            return [
+                *shown,
+                "",
+                character,
+                ch.name,
+                ch.greeting,
+                ch.context,
+                ch.examples,
+                str(ch.picture) if ch.picture else None,
+                notes_text(ch),
+                *export_files(character),
+            ]
 
         self.on_character = on_character
         self.dropdown.input(on_character, self.dropdown, self.outputs, queue=False).then(
-            lambda: "", None, system_prompt, queue=False)
+            lambda: "", None, system_prompt, queue=False
+        )
 
         @ui_errors
         def on_examples_file(file: Any) -> str:
@@ -127,8 +145,9 @@ class CharacterPanel:
         self.examples_file.upload(on_examples_file, self.examples_file, self.ed_examples)
 
         @ui_errors
-        def on_save_character(file_name: str, name: str, greeting: str, context: str, examples: str,
-                              picture: str | None) -> list[Any]:
+        def on_save_character(
+            file_name: str, name: str, greeting: str, context: str, examples: str, picture: str | None
+        ) -> list[Any]:
             file_name = (file_name or name or "").strip()
             if not file_name:
                 raise WebUIError("Give the character a name first.", key="chat.name_first")
@@ -139,25 +158,31 @@ class CharacterPanel:
                 data, suffix = Path(picture).read_bytes(), Path(picture).suffix or ".png"
             # Fields the editor does not show (a card's lorebook, notes, extensions...) are kept.
             base = characters.load(file_name) if file_name in characters.names() else Character()
-            edited = replace(base, name=name.strip() or file_name, greeting=greeting, context=context,
-                             examples=examples)
+            edited = replace(
+                base, name=name.strip() or file_name, greeting=greeting, context=context, examples=examples
+            )
             characters.save(file_name, edited, picture=data, picture_suffix=suffix)
-            return [gr.update(choices=characters.names(), value=file_name),
-                    tr("chat.saved_character", page_language(), name=file_name),
-                    *export_files(file_name)]
+            return [
+                gr.update(choices=characters.names(), value=file_name),
+                tr("chat.saved_character", page_language(), name=file_name),
+                *export_files(file_name),
+            ]
 
         self.ed_save.click(on_save_character, editor, [self.dropdown, self.char_message, *self.exports], queue=False)
 
         @ui_errors
         def on_delete_character(file_name: str) -> list[Any]:
             characters.delete(file_name)
-            return [gr.update(choices=characters.names(), value=DEFAULT_CHARACTER),
-                    tr("chat.deleted_character", page_language(), name=file_name)]
+            return [
+                gr.update(choices=characters.names(), value=DEFAULT_CHARACTER),
+                tr("chat.deleted_character", page_language(), name=file_name),
+            ]
 
         self.ed_delete.click(on_delete_character, self.ed_file, [self.dropdown, self.char_message], queue=False)
 
-    def wire_import(self, param_components: list[Any], *, model_changed: Callable[[], list[Any]],
-                    model_changed_outputs: list[Any]) -> None:
+    def wire_import(
+        self, param_components: list[Any], *, model_changed: Callable[[], list[Any]], model_changed_outputs: list[Any]
+    ) -> None:
         """Card / character file / Modelfile import: it may also set the Parameters tab and load a model."""
         services = self.services
 
@@ -187,9 +212,16 @@ class CharacterPanel:
                 gr.Warning(warning)
             gr.Info(tr("chat.imported_info", lang, file=result.file_name))
             message = "\n\n".join(lines + [f"⚠ {w}" for w in warnings])
-            return [gr.update(choices=services.characters.names(), value=result.file_name),
-                    *self.on_character(result.file_name), message, *param_updates, *model_changed()]
+            return [
+                gr.update(choices=services.characters.names(), value=result.file_name),
+                *self.on_character(result.file_name),
+                message,
+                *param_updates,
+                *model_changed(),
+            ]
 
-        self.card_upload.upload(on_import, [self.card_upload, *param_components],
-                                [self.dropdown, *self.outputs, self.import_message, *param_components,
-                                 *model_changed_outputs])
+        self.card_upload.upload(
+            on_import,
+            [self.card_upload, *param_components],
+            [self.dropdown, *self.outputs, self.import_message, *param_components, *model_changed_outputs],
+        )

@@ -4,6 +4,7 @@ Thin over the services: the list and the search come from the chat index
 (``webui/chat/search.py``), branching from ``ChatStore.branch``, downloads from
 ``webui/chat/export.py``.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,10 @@ from webui.ui.i18n import t
 
 def chat_choices(services: Services, character: str, search: str = "") -> list[tuple[str, str]]:
     """The chats list's (label, chat id) pairs, newest first; only matches when ``search`` is given."""
-    return [(f"{i.title} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(i.updated))}", i.id)
-            for i in services.chat_index.search(character, search)]
+    return [
+        (f"{i.title} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(i.updated))}", i.id)
+        for i in services.chat_index.search(character, search)
+    ]
 
 
 class HistoryPanel:
@@ -39,21 +42,25 @@ class HistoryPanel:
                 self.new_chat = gr.Button(t("chat.new_chat"), elem_id="chat-new", size="sm")
                 self.delete_chat = gr.Button(t("common.delete"), variant="stop", elem_id="chat-delete", size="sm")
             with gr.Row(visible=False) as self.confirm_row:
-                self.confirm_delete = gr.Button(t("chat.delete_confirm"), variant="stop",
-                                                elem_id="chat-delete-confirm", size="sm")
+                self.confirm_delete = gr.Button(
+                    t("chat.delete_confirm"), variant="stop", elem_id="chat-delete-confirm", size="sm"
+                )
                 self.cancel_delete = gr.Button(t("common.cancel"), size="sm")
             with gr.Row():
                 self.title = gr.Textbox(label=t("chat.title"), elem_id="chat-title", max_lines=1, scale=3)
                 self.rename = gr.Button(t("chat.rename"), elem_id="chat-rename", size="sm", scale=1)
-            self.branch_at = gr.Number(value=None, label=t("chat.branch_at"), precision=0, elem_id="chat-branch-at",
-                                       info=t("chat.branch_at_info"))
+            self.branch_at = gr.Number(
+                value=None,
+                label=t("chat.branch_at"),
+                precision=0,
+                elem_id="chat-branch-at",
+                info=t("chat.branch_at_info"),
+            )
             self.branch = gr.Button(t("chat.branch"), elem_id="chat-branch", size="sm")
             with gr.Row():
-                self.download_json = gr.DownloadButton(t("chat.download_json"), elem_id="chat-download-json",
-                                                       size="sm")
+                self.download_json = gr.DownloadButton(t("chat.download_json"), elem_id="chat-download-json", size="sm")
                 self.download_md = gr.DownloadButton(t("chat.download_md"), elem_id="chat-download-md", size="sm")
-            self.upload = gr.UploadButton(t("chat.upload_json"), file_types=[".json"], elem_id="chat-upload",
-                                          size="sm")
+            self.upload = gr.UploadButton(t("chat.upload_json"), file_types=[".json"], elem_id="chat-upload", size="sm")
         #: What :meth:`show` fills in: the chat box, the open chat, the list and the title (set by wire).
         self.outputs: list[Any] = []
 
@@ -71,8 +78,12 @@ class HistoryPanel:
 
     def show(self, chat: Chat) -> list[Any]:
         """Open ``chat`` on the page: values for :attr:`outputs`."""
-        return [self.page.display(chat), self.page.remember_open(chat), self.listed(chat.character, chat.id),
-                chat.title]
+        return [
+            self.page.display(chat),
+            self.page.remember_open(chat),
+            self.listed(chat.character, chat.id),
+            chat.title,
+        ]
 
     # --- events ---------------------------------------------------------------------------------
     def wire(self, *, chatbot: Any, current: Any, character_dd: Any, user_name: Any) -> None:
@@ -92,8 +103,13 @@ class HistoryPanel:
 
         self.new_chat.click(on_new, character_dd, list_outs, queue=False)
         self.chats_dd.input(on_pick, [self.chats_dd, character_dd], list_outs, queue=False)
-        self.search.input(lambda q, c: gr.update(choices=self.choices(c, q)), [self.search, character_dd],
-                          self.chats_dd, queue=False, trigger_mode="always_last")
+        self.search.input(
+            lambda q, c: gr.update(choices=self.choices(c, q)),
+            [self.search, character_dd],
+            self.chats_dd,
+            queue=False,
+            trigger_mode="always_last",
+        )
 
         @ui_errors
         def on_rename(state: Any, character: str, new_title: str) -> list[Any]:
@@ -125,13 +141,22 @@ class HistoryPanel:
         def on_download(state: Any, character: str, name: str, kind: ExportKind) -> str:
             chat = page.open_chat(state, character)
             character_name = services.characters.load(character).name if kind == "md" else character
-            return str(export_chat(chat, services.export_dir, kind, character_name=character_name,
-                                   user_name=name or "You"))
+            return str(
+                export_chat(chat, services.export_dir, kind, character_name=character_name, user_name=name or "You")
+            )
 
-        self.download_json.click(lambda s, c, n: on_download(s, c, n, "json"), [current, character_dd, user_name],
-                                 self.download_json, queue=False)
-        self.download_md.click(lambda s, c, n: on_download(s, c, n, "md"), [current, character_dd, user_name],
-                               self.download_md, queue=False)
+        self.download_json.click(
+            lambda s, c, n: on_download(s, c, n, "json"),
+            [current, character_dd, user_name],
+            self.download_json,
+            queue=False,
+        )
+        self.download_md.click(
+            lambda s, c, n: on_download(s, c, n, "md"),
+            [current, character_dd, user_name],
+            self.download_md,
+            queue=False,
+        )
 
         @ui_errors
         def on_upload(file: Any, character: str) -> list[Any]:

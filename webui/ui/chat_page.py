@@ -4,6 +4,7 @@ The conversation (``chat_tab``), the chats list (``chat_history_panel``) and the
 (``character_panel``) all show a chat in the same box and act on the same open chat, which each
 browser session keeps in a ``gr.State`` as ``(character, chat id)``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -32,10 +33,13 @@ def stats_line(message: Message, lang: str | None = None) -> str:
     stats = message.stats
     if stats:
         ttft = f"{stats['ttft']:.2f} s" if stats.get("ttft") is not None else "-"
-        parts += [tr("chat.stat_tokens", lang, n=stats["tokens"]),
-                  tr("chat.stat_speed", lang, speed=stats["tokens_per_second"]),
-                  tr("chat.stat_ttft", lang, ttft=ttft), str(stats.get("model", "")),
-                  tr("chat.stat_seed", lang, seed=stats.get("seed", ""))]
+        parts += [
+            tr("chat.stat_tokens", lang, n=stats["tokens"]),
+            tr("chat.stat_speed", lang, speed=stats["tokens_per_second"]),
+            tr("chat.stat_ttft", lang, ttft=ttft),
+            str(stats.get("model", "")),
+            tr("chat.stat_seed", lang, seed=stats.get("seed", "")),
+        ]
     return f"\n\n<sub>{' · '.join(parts)}</sub>" if parts else ""
 
 
@@ -80,8 +84,9 @@ class ChatPage:
         #: How many messages the box shows (settings.yaml chat_window; 0: all).
         self.window = services.settings.chat_window or None
 
-    def display(self, chat: Chat | None, lang: str | None = None, *,
-                all_messages: bool = False) -> list[dict[str, Any]]:
+    def display(
+        self, chat: Chat | None, lang: str | None = None, *, all_messages: bool = False
+    ) -> list[dict[str, Any]]:
         return to_display(chat, lang, None if all_messages else self.window)
 
     def open_chat(self, state: Any, character: str) -> Chat:

@@ -4,6 +4,7 @@ The chats list lives in ``chat_history_panel``, the character picker, cards and 
 ``character_panel``; what all three share (how a chat is shown, the page's open chat) in
 ``chat_page``. ``to_display``, ``shown_offset`` and ``DISPLAY_WINDOW`` are re-exported here.
 """
+
 from __future__ import annotations
 
 from typing import Any, cast
@@ -24,8 +25,16 @@ from webui.ui.common import Frames, error_text, save_or_warn, ui_errors
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import params_from_values
 
-__all__ = ["DISPLAY_WINDOW", "EARLIER_MARK", "MODEL_TEMPLATE", "build_chat_tab", "meter_text", "shown_offset",
-           "stats_line", "to_display"]
+__all__ = [
+    "DISPLAY_WINDOW",
+    "EARLIER_MARK",
+    "MODEL_TEMPLATE",
+    "build_chat_tab",
+    "meter_text",
+    "shown_offset",
+    "stats_line",
+    "to_display",
+]
 
 MODEL_TEMPLATE = "(model's own template)"
 
@@ -45,12 +54,25 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     display, open_chat, remember_open = page.display, page.open_chat, page.remember_open
     with gr.Row():
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label=t("chat.chat"), elem_id="chat-box", height=520, editable="all",
-                                 buttons=["copy", "copy_all"], render_markdown=True, group_consecutive_messages=False)
+            chatbot = gr.Chatbot(
+                label=t("chat.chat"),
+                elem_id="chat-box",
+                height=520,
+                editable="all",
+                buttons=["copy", "copy_all"],
+                render_markdown=True,
+                group_consecutive_messages=False,
+            )
             with gr.Row():
                 # lines=1 (growing to max_lines): Enter sends, Shift+Enter adds a line (Gradio's rule)
-                message = gr.Textbox(lines=1, max_lines=12, show_label=False, elem_id="chat-input", scale=5,
-                                     placeholder=t("chat.placeholder"))
+                message = gr.Textbox(
+                    lines=1,
+                    max_lines=12,
+                    show_label=False,
+                    elem_id="chat-input",
+                    scale=5,
+                    placeholder=t("chat.placeholder"),
+                )
                 send = gr.Button(t("chat.send"), variant="primary", elem_id="chat-send", scale=1, min_width=80)
                 stop = gr.Button(t("common.stop"), variant="stop", elem_id="chat-stop", scale=1, min_width=80)
             with gr.Row():
@@ -61,27 +83,33 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 prev_version = gr.Button(t("chat.prev_version"), elem_id="chat-prev-version", size="sm")
                 next_version = gr.Button(t("chat.next_version"), elem_id="chat-next-version", size="sm")
                 show_all = gr.Button(t("chat.show_all"), elem_id="chat-show-all", size="sm")
-            start_with = gr.Textbox(label=t("chat.start_with"), elem_id="chat-start-with", max_lines=2,
-                                    info=t("chat.start_with_info"))
+            start_with = gr.Textbox(
+                label=t("chat.start_with"), elem_id="chat-start-with", max_lines=2, info=t("chat.start_with_info")
+            )
             meter = gr.Markdown("", elem_id="chat-meter")
             with gr.Accordion(t("chat.show_prompt"), open=False):
                 show_prompt = gr.Button(t("chat.show_prompt_button"), elem_id="chat-show-prompt", size="sm")
                 prompt_view = gr.Code(label=t("chat.rendered_prompt"), elem_id="chat-prompt", language=None, lines=8)
                 lore_view = gr.Markdown("", elem_id="chat-lore")
         with gr.Column(scale=2):
-            mode = gr.Radio(list(MODES), value="instruct", label=t("chat.mode"), elem_id="chat-mode",
-                            info=t("chat.mode_info"))
+            mode = gr.Radio(
+                list(MODES), value="instruct", label=t("chat.mode"), elem_id="chat-mode", info=t("chat.mode_info")
+            )
             people = CharacterPanel(services, page)
             people.build_picker()
             character_dd = people.dropdown
-            system_prompt = gr.Textbox(label=t("chat.system_prompt"), lines=3, elem_id="chat-system",
-                                       info=t("chat.system_prompt_info"))
+            system_prompt = gr.Textbox(
+                label=t("chat.system_prompt"), lines=3, elem_id="chat-system", info=t("chat.system_prompt_info")
+            )
             with gr.Row():
                 user_name = gr.Textbox(value="You", label=t("chat.user_name"), elem_id="chat-user-name")
                 user_bio = gr.Textbox(label=t("chat.user_bio"), elem_id="chat-user-bio", info=t("chat.user_bio_info"))
-            template_dd = gr.Dropdown(choices=[(t("chat.template_own"), MODEL_TEMPLATE),
-                                               *services.instruction_templates.names()],
-                                      value=MODEL_TEMPLATE, label=t("chat.template"), elem_id="chat-template")
+            template_dd = gr.Dropdown(
+                choices=[(t("chat.template_own"), MODEL_TEMPLATE), *services.instruction_templates.names()],
+                value=MODEL_TEMPLATE,
+                label=t("chat.template"),
+                elem_id="chat-template",
+            )
             template_note = gr.Markdown("", elem_id="chat-template-note")
             history = HistoryPanel(services, page)
             people.build_cards_and_editor()
@@ -98,22 +126,42 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         """The template the dropdown's choice gives the loaded model (for the prompt view and the note)."""
         loaded = services.models.current
         override = None if not choice or choice == MODEL_TEMPLATE else choice
-        template, note = services.choose_template(loaded.backend.chat_template if loaded else None, override,
-                                                  loaded.backend.metadata if loaded else None)
+        template, note = services.choose_template(
+            loaded.backend.chat_template if loaded else None, override, loaded.backend.metadata if loaded else None
+        )
         return template, in_language(note, page_language())
 
     @ui_errors
-    def act(action: Action, request: gr.Request, state: Any, text: str, character: str, mode_v: str, system: str,
-            name: str, bio: str, tpl: str, prefix: str, *values: Any) -> Any:
+    def act(
+        action: Action,
+        request: gr.Request,
+        state: Any,
+        text: str,
+        character: str,
+        mode_v: str,
+        system: str,
+        name: str,
+        bio: str,
+        tpl: str,
+        prefix: str,
+        *values: Any,
+    ) -> Any:
         params = params_from_values(values)
         lang = page_language(request)
         chat = open_chat(state, character)
         state = remember_open(chat)
         note: Any = gr.update()
         with services.cancels.scope(request.session_hash or "anonymous") as cancel:
-            turn = services.chat_service.turn(chat, action, text=text, character=characters.load(character),
-                                              options=options_of(mode_v, system, name, bio), params=params,
-                                              cancel=cancel, reply_prefix=prefix or "")
+            turn = services.chat_service.turn(
+                chat,
+                action,
+                text=text,
+                character=characters.load(character),
+                options=options_of(mode_v, system, name, bio),
+                params=params,
+                cancel=cancel,
+                reply_prefix=prefix or "",
+            )
             box = "" if action == "send" else text  # a sent message leaves the input box at once
             if action == "send":  # the message at once, before the reply starts
                 yield display(chat, lang)[:-1], box, state, gr.update(), note
@@ -135,18 +183,38 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     def wire(param_components: list[Any]) -> None:
         param_inputs.extend(param_components)
-        common = [current, message, character_dd, mode, system_prompt, user_name, user_bio, template_dd, start_with,
-                  *param_components]
+        common = [
+            current,
+            message,
+            character_dd,
+            mode,
+            system_prompt,
+            user_name,
+            user_bio,
+            template_dd,
+            start_with,
+            *param_components,
+        ]
         outs = [chatbot, message, current, meter, template_note]
-        for trigger, action in ((send.click, "send"), (message.submit, "send"), (regenerate.click, "regenerate"),
-                                (cont.click, "continue"), (impersonate.click, "impersonate")):
+        for trigger, action in (
+            (send.click, "send"),
+            (message.submit, "send"),
+            (regenerate.click, "regenerate"),
+            (cont.click, "continue"),
+            (impersonate.click, "impersonate"),
+        ):
             trigger(_bind(act, action), common, outs, concurrency_limit=None, show_progress="hidden").then(
-                lambda c, st: [history.listed(c, st[1] if st else None),
-                               services.chats.load(c, st[1]).title if st and history.listed_ok(c, st[1])
-                               else gr.update()],
-                [character_dd, current], [history.chats_dd, history.title], queue=False)
-        people.wire_import(param_components, model_changed=on_model_changed,
-                           model_changed_outputs=[template_dd, template_note])
+                lambda c, st: [
+                    history.listed(c, st[1] if st else None),
+                    services.chats.load(c, st[1]).title if st and history.listed_ok(c, st[1]) else gr.update(),
+                ],
+                [character_dd, current],
+                [history.chats_dd, history.title],
+                queue=False,
+            )
+        people.wire_import(
+            param_components, model_changed=on_model_changed, model_changed_outputs=[template_dd, template_note]
+        )
 
     stop.click(on_stop, None, None, queue=False)
 
@@ -188,12 +256,17 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         return display(chat, all_messages=True) if offset == 0 and not marked else display(chat)
 
     chatbot.edit(on_edit, [current, character_dd, chatbot], chatbot, queue=False)
-    show_all.click(ui_errors(lambda state, character: display(open_chat(state, character), all_messages=True)),
-                   [current, character_dd], chatbot, queue=False)
+    show_all.click(
+        ui_errors(lambda state, character: display(open_chat(state, character), all_messages=True)),
+        [current, character_dd],
+        chatbot,
+        queue=False,
+    )
 
     @ui_errors
-    def on_show_prompt(state: Any, character: str, mode_v: str, system: str, name: str, bio: str, tpl: str,
-                       prefix: str) -> list[str]:
+    def on_show_prompt(
+        state: Any, character: str, mode_v: str, system: str, name: str, bio: str, tpl: str, prefix: str
+    ) -> list[str]:
         from webui.chat.prompt import build_prompt
 
         loaded = services.models.current
@@ -202,9 +275,17 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         chat = open_chat(state, character)
         template, _ = template_for(tpl)
         history_messages = list(chat.messages) + [Message("user", tr("chat.next_message", page_language()))]
-        prompt = build_prompt(chat, history_messages, characters.load(character), options_of(mode_v, system, name, bio),
-                              template, n_ctx=loaded.backend.n_ctx, max_new_tokens=0,
-                              tokenize=loaded.backend.tokenize, reply_prefix=prefix or "")
+        prompt = build_prompt(
+            chat,
+            history_messages,
+            characters.load(character),
+            options_of(mode_v, system, name, bio),
+            template,
+            n_ctx=loaded.backend.n_ctx,
+            max_new_tokens=0,
+            tokenize=loaded.backend.tokenize,
+            reply_prefix=prefix or "",
+        )
         return [prompt.text, prompt.lore.summary()]
 
     def on_template(choice: str | None) -> str:
@@ -220,8 +301,12 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     template_dd.input(ui_errors(on_template), template_dd, template_note, queue=False)
 
-    show_prompt.click(on_show_prompt, [current, character_dd, mode, system_prompt, user_name, user_bio, template_dd,
-                                       start_with], [prompt_view, lore_view], queue=False)
+    show_prompt.click(
+        on_show_prompt,
+        [current, character_dd, mode, system_prompt, user_name, user_bio, template_dd, start_with],
+        [prompt_view, lore_view],
+        queue=False,
+    )
 
     # --- the chats list, the character panel ---------------------------------------------------
     history.wire(chatbot=chatbot, current=current, character_dd=character_dd, user_name=user_name)
@@ -253,8 +338,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             chat = services.chats.newest(character)
         choice, note = on_model_changed()
         picture = characters.picture_of(character) if characters.is_valid(character) else None
-        box = gr.update(value=display(chat) if chat else [],
-                        avatar_images=(None, str(picture) if picture else None))
+        box = gr.update(value=display(chat) if chat else [], avatar_images=(None, str(picture) if picture else None))
         # The list as it is now: characters imported or saved since the app started are in it too.
         picked = gr.update(choices=characters.names(), value=character)
         try:
@@ -262,19 +346,51 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         except WebUIError as exc:
             notes = f"⚠ {error_text(exc, page_language())}"
         if chat is None:
-            return [box, None, gr.update(choices=history.choices(character), value=None), "", picked,
-                    note, choice, notes, *people.export_files(character)]
-        return [box, (character, chat.id), gr.update(choices=history.choices(character), value=chat.id),
-                chat.title, picked, note, choice, notes, *people.export_files(character)]
+            return [
+                box,
+                None,
+                gr.update(choices=history.choices(character), value=None),
+                "",
+                picked,
+                note,
+                choice,
+                notes,
+                *people.export_files(character),
+            ]
+        return [
+            box,
+            (character, chat.id),
+            gr.update(choices=history.choices(character), value=chat.id),
+            chat.title,
+            picked,
+            note,
+            choice,
+            notes,
+            *people.export_files(character),
+        ]
 
-    return {"wire": wire, "page_load": on_page_load, "model_changed": on_model_changed,
-            "model_changed_outputs": [template_dd, template_note],
-            "page_load_outputs": [chatbot, current, history.chats_dd, history.title, character_dd, template_note,
-                                  template_dd, people.creator_notes, *people.exports],
-            "stop": stop}
+    return {
+        "wire": wire,
+        "page_load": on_page_load,
+        "model_changed": on_model_changed,
+        "model_changed_outputs": [template_dd, template_note],
+        "page_load_outputs": [
+            chatbot,
+            current,
+            history.chats_dd,
+            history.title,
+            character_dd,
+            template_note,
+            template_dd,
+            people.creator_notes,
+            *people.exports,
+        ],
+        "stop": stop,
+    }
 
 
 def _bind(fn: Any, action: str) -> Any:
     def handler(request: gr.Request, *args: Any) -> Any:
         yield from fn(action, request, *args)
+
     return handler

@@ -1,4 +1,5 @@
 """Helpers shared by the tabs: error conversion and components built from pydantic fields."""
+
 from __future__ import annotations
 
 import functools
@@ -59,6 +60,7 @@ def save_or_warn(save: Callable[[], object], lang: str | None = None) -> bool:
 def ui_errors(fn: Callable) -> Callable:
     """Turn our typed errors into ``gr.Error`` popups, for plain and generator handlers."""
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -67,6 +69,7 @@ def ui_errors(fn: Callable) -> Callable:
                 raise
             except Exception as exc:
                 raise _as_gr_error(exc) from exc
+
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -77,6 +80,7 @@ def ui_errors(fn: Callable) -> Callable:
             raise
         except Exception as exc:
             raise _as_gr_error(exc) from exc
+
     return wrapper
 
 
@@ -116,8 +120,9 @@ def field_bounds(model: type[BaseModel], name: str) -> tuple[float | None, float
     return _bounds(model.model_fields[name])
 
 
-def field_component(model: type[BaseModel], name: str, value: Any = None, *, i18n_prefix: str,
-                    elem_prefix: str = "", **kwargs: Any) -> gr.components.Component:
+def field_component(
+    model: type[BaseModel], name: str, value: Any = None, *, i18n_prefix: str, elem_prefix: str = "", **kwargs: Any
+) -> gr.components.Component:
     """A component for one pydantic field: its range and default come from the model.
 
     Label and info are the catalogue's ``<i18n_prefix>.<name>.label`` and ``.info`` (in English: the
@@ -125,8 +130,12 @@ def field_component(model: type[BaseModel], name: str, value: Any = None, *, i18
     """
     info = model.model_fields[name]
     value = info.default if value is None else value
-    common = {"label": t(f"{i18n_prefix}.{name}.label"), "info": t(f"{i18n_prefix}.{name}.info"),
-              "elem_id": f"{elem_prefix}{name}" if elem_prefix else None, **kwargs}
+    common = {
+        "label": t(f"{i18n_prefix}.{name}.label"),
+        "info": t(f"{i18n_prefix}.{name}.info"),
+        "elem_id": f"{elem_prefix}{name}" if elem_prefix else None,
+        **kwargs,
+    }
     annotation = info.annotation
     if annotation is bool:
         return gr.Checkbox(value=value, **common)
@@ -138,7 +147,8 @@ def field_component(model: type[BaseModel], name: str, value: Any = None, *, i18
         hi = extra.get("ui_max", hi)  # type: ignore[assignment]
         step = float(extra["ui_step"]) if "ui_step" in extra else None  # type: ignore[arg-type]
         if lo is not None and hi is not None and hi - lo <= 100_000:
-            return gr.Slider(minimum=lo, maximum=hi, value=value, step=step or (1 if annotation is int else 0.01),
-                             **common)
+            return gr.Slider(
+                minimum=lo, maximum=hi, value=value, step=step or (1 if annotation is int else 0.01), **common
+            )
         return gr.Number(value=value, precision=0 if annotation is int else None, minimum=lo, maximum=hi, **common)
     return gr.Textbox(value="" if value is None else str(value), **common)

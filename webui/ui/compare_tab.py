@@ -4,6 +4,7 @@ A thin layer over :class:`webui.compare.Comparison`: it turns the rows of dropdo
 ``RunConfig``s, streams the comparison's events into the answer columns and the status line,
 and writes the Markdown and CSV files the download buttons hand out.
 """
+
 from __future__ import annotations
 
 from contextlib import closing
@@ -40,14 +41,24 @@ UNUSED = ""
 TABLE_EXCERPT = 60
 
 
-def configs_from(mode: str, models: list[str], presets: list[str], seed: float | None, max_tokens: float | None,
-                 sweep_param: str, sweep_values: str, lang: str) -> list[RunConfig]:
+def configs_from(
+    mode: str,
+    models: list[str],
+    presets: list[str],
+    seed: float | None,
+    max_tokens: float | None,
+    sweep_param: str,
+    sweep_values: str,
+    lang: str,
+) -> list[RunConfig]:
     """The rows of the tab as configurations: every used row, or row 1 swept over one parameter."""
     seed_value = DEFAULT_SEED if seed is None else int(seed)
     common = {"params": {"max_tokens": int(max_tokens or COMPARE_MAX_TOKENS)}, "seed": seed_value}
     try:
         if mode == "models":
-            configs = [RunConfig(model=m, preset=p or None, **common) for m, p in zip(models, presets, strict=True) if m]
+            configs = [
+                RunConfig(model=m, preset=p or None, **common) for m, p in zip(models, presets, strict=True) if m
+            ]
         else:
             if not models[0]:
                 raise CompareError(tr("compare.pick_model", lang, n=1))
@@ -68,20 +79,41 @@ def stats_text(result: RunResult, lang: str) -> str:
     if result.error:
         return tr("compare.error", lang, error=result.error)
     ttft = f"{result.ttft_seconds:.2f} s" if result.ttft_seconds is not None else "-"
-    finish = tr(f"compare.finish.{result.finish_reason}", lang) if result.finish_reason in (
-        "stop", "length", "cancelled") else result.finish_reason
-    lines = [tr("compare.stats", lang, tokens=result.completion_tokens, tps=f"{result.tokens_per_second:.1f}",
-                ttft=ttft, prompt=result.prompt_tokens, finish=finish, seed=result.seed),
-             tr("compare.stats_model", lang, model=result.model, loader=result.loader, n_ctx=result.n_ctx,
-                params=result.changed_text())]
+    finish = (
+        tr(f"compare.finish.{result.finish_reason}", lang)
+        if result.finish_reason in ("stop", "length", "cancelled")
+        else result.finish_reason
+    )
+    lines = [
+        tr(
+            "compare.stats",
+            lang,
+            tokens=result.completion_tokens,
+            tps=f"{result.tokens_per_second:.1f}",
+            ttft=ttft,
+            prompt=result.prompt_tokens,
+            finish=finish,
+            seed=result.seed,
+        ),
+        tr(
+            "compare.stats_model",
+            lang,
+            model=result.model,
+            loader=result.loader,
+            n_ctx=result.n_ctx,
+            params=result.changed_text(),
+        ),
+    ]
     if result.load_seconds is not None:
         lines.append(tr("compare.stats_load", lang, seconds=f"{result.load_seconds:.1f}"))
     return "  \n".join(f"<sub>{line}</sub>" for line in lines)
 
 
 def table_value(results: list[RunResult], lang: str) -> dict[str, Any]:
-    rows = [[*row[:-1], row[-1] if len(row[-1]) <= TABLE_EXCERPT else row[-1][:TABLE_EXCERPT] + "…"]
-            for row in table_rows(results)]
+    rows = [
+        [*row[:-1], row[-1] if len(row[-1]) <= TABLE_EXCERPT else row[-1][:TABLE_EXCERPT] + "…"]
+        for row in table_rows(results)
+    ]
     return {"headers": [tr(k, lang) for k in COLUMN_KEYS], "data": rows}
 
 
@@ -108,36 +140,81 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
     gr.Markdown(t("compare.intro_md"))
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = gr.Textbox(label=t("compare.prompt"), lines=4, max_lines=20, elem_id="compare-prompt",
-                                placeholder=t("compare.prompt_placeholder"))
+            prompt = gr.Textbox(
+                label=t("compare.prompt"),
+                lines=4,
+                max_lines=20,
+                elem_id="compare-prompt",
+                placeholder=t("compare.prompt_placeholder"),
+            )
             system = gr.Textbox(label=t("compare.system_prompt"), lines=2, max_lines=10, elem_id="compare-system")
         with gr.Column(scale=2):
-            mode = gr.Radio([(t("compare.mode.models"), "models"), (t("compare.mode.presets"), "presets"),
-                             (t("compare.mode.sweep"), "sweep")], value="models", label=t("compare.mode"),
-                            elem_id="compare-mode")
+            mode = gr.Radio(
+                [
+                    (t("compare.mode.models"), "models"),
+                    (t("compare.mode.presets"), "presets"),
+                    (t("compare.mode.sweep"), "sweep"),
+                ],
+                value="models",
+                label=t("compare.mode"),
+                elem_id="compare-mode",
+            )
             with gr.Row():
                 seed_lo, seed_hi = field_bounds(SamplingParams, "seed")
-                seed = gr.Number(value=DEFAULT_SEED, precision=0, minimum=seed_lo, maximum=seed_hi,
-                                 label=t("compare.seed"), info=t("compare.seed_info"), elem_id="compare-seed")
+                seed = gr.Number(
+                    value=DEFAULT_SEED,
+                    precision=0,
+                    minimum=seed_lo,
+                    maximum=seed_hi,
+                    label=t("compare.seed"),
+                    info=t("compare.seed_info"),
+                    elem_id="compare-seed",
+                )
                 tokens_lo, tokens_hi = field_bounds(SamplingParams, "max_tokens")
-                max_tokens = gr.Number(value=COMPARE_MAX_TOKENS, precision=0, minimum=tokens_lo, maximum=tokens_hi,
-                                       label=t("compare.max_tokens"), elem_id="compare-max-tokens")
+                max_tokens = gr.Number(
+                    value=COMPARE_MAX_TOKENS,
+                    precision=0,
+                    minimum=tokens_lo,
+                    maximum=tokens_hi,
+                    label=t("compare.max_tokens"),
+                    elem_id="compare-max-tokens",
+                )
     with gr.Row():
         gr.Markdown(t("compare.configs_md"))
         refresh = gr.Button(t("compare.refresh"), size="sm", elem_id="compare-refresh", scale=0, min_width=120)
     model_dds, preset_dds, rows = [], [], []
     for i in range(ROWS):
         with gr.Row(visible=True) as row:
-            model_dds.append(gr.Dropdown(choices=model_choices(), value=start_models[i], label=t("compare.model"),
-                                         elem_id=f"compare-model-{i}", scale=3))
-            preset_dds.append(gr.Dropdown(choices=preset_choices(), value=start_presets[i], label=t("compare.preset"),
-                                          elem_id=f"compare-preset-{i}", scale=2))
+            model_dds.append(
+                gr.Dropdown(
+                    choices=model_choices(),
+                    value=start_models[i],
+                    label=t("compare.model"),
+                    elem_id=f"compare-model-{i}",
+                    scale=3,
+                )
+            )
+            preset_dds.append(
+                gr.Dropdown(
+                    choices=preset_choices(),
+                    value=start_presets[i],
+                    label=t("compare.preset"),
+                    elem_id=f"compare-preset-{i}",
+                    scale=2,
+                )
+            )
         rows.append(row)
     with gr.Row(visible=False) as sweep_row:
-        sweep_param = gr.Dropdown(choices=list(SWEEPABLE), value="temperature", label=t("compare.sweep_param"),
-                                  elem_id="compare-sweep-param")
-        sweep_values = gr.Textbox(value="0.2, 0.7, 1.2", label=t("compare.sweep_values"), info=t("compare.sweep_info"),
-                                  elem_id="compare-sweep-values", max_lines=1)
+        sweep_param = gr.Dropdown(
+            choices=list(SWEEPABLE), value="temperature", label=t("compare.sweep_param"), elem_id="compare-sweep-param"
+        )
+        sweep_values = gr.Textbox(
+            value="0.2, 0.7, 1.2",
+            label=t("compare.sweep_values"),
+            info=t("compare.sweep_info"),
+            elem_id="compare-sweep-values",
+            max_lines=1,
+        )
     with gr.Row():
         run = gr.Button(t("compare.run"), variant="primary", elem_id="compare-run")
         stop = gr.Button(t("compare.stop"), variant="stop", elem_id="compare-stop")
@@ -147,27 +224,53 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         for i in range(MAX_RUNS):
             with gr.Column(visible=False, min_width=220) as column:
-                answers.append(gr.Textbox(label=t("compare.answer"), lines=8, max_lines=30, interactive=False,
-                                          buttons=["copy"], elem_id=f"compare-answer-{i}"))
+                answers.append(
+                    gr.Textbox(
+                        label=t("compare.answer"),
+                        lines=8,
+                        max_lines=30,
+                        interactive=False,
+                        buttons=["copy"],
+                        elem_id=f"compare-answer-{i}",
+                    )
+                )
                 stats.append(gr.Markdown("", elem_id=f"compare-stats-{i}"))
             columns.append(column)
-    table = gr.Dataframe(label=t("compare.table"), elem_id="compare-table", interactive=False, wrap=True,
-                         headers=list(COLUMNS), max_height=400,
-                         column_widths=["3%", "16%", "7%", "7%", "13%", "7%", "6%", "6%", "6%", "6%", "6%", "17%"])
+    table = gr.Dataframe(
+        label=t("compare.table"),
+        elem_id="compare-table",
+        interactive=False,
+        wrap=True,
+        headers=list(COLUMNS),
+        max_height=400,
+        column_widths=["3%", "16%", "7%", "7%", "13%", "7%", "6%", "6%", "6%", "6%", "6%", "17%"],
+    )
     with gr.Row():
-        download_md = gr.DownloadButton(t("compare.download_md"), elem_id="compare-download-md", size="sm",
-                                        interactive=False)
-        download_csv = gr.DownloadButton(t("compare.download_csv"), elem_id="compare-download-csv", size="sm",
-                                         interactive=False)
+        download_md = gr.DownloadButton(
+            t("compare.download_md"), elem_id="compare-download-md", size="sm", interactive=False
+        )
+        download_csv = gr.DownloadButton(
+            t("compare.download_csv"), elem_id="compare-download-csv", size="sm", interactive=False
+        )
 
     outputs = [status, *columns, *answers, *stats, table, download_md, download_csv]
 
     @ui_errors
-    def on_run(request: gr.Request, prompt_v: str, system_v: str, mode_v: str, seed_v: float | None,
-               max_tokens_v: float | None, param_v: str, values_v: str, *row_values: str) -> Any:
+    def on_run(
+        request: gr.Request,
+        prompt_v: str,
+        system_v: str,
+        mode_v: str,
+        seed_v: float | None,
+        max_tokens_v: float | None,
+        param_v: str,
+        values_v: str,
+        *row_values: str,
+    ) -> Any:
         lang = request_language(request, services.settings.language)
-        configs = configs_from(mode_v, list(row_values[:ROWS]), list(row_values[ROWS:]), seed_v, max_tokens_v,
-                               param_v, values_v, lang)
+        configs = configs_from(
+            mode_v, list(row_values[:ROWS]), list(row_values[ROWS:]), seed_v, max_tokens_v, param_v, values_v, lang
+        )
         titles = [tr("compare.run_title", lang, n=i + 1, title=c.title()) for i, c in enumerate(configs)]
         texts = [""] * len(configs)
         lines = [""] * len(configs)
@@ -176,10 +279,17 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
 
         def view(files: tuple[Any, Any] = (gr.update(), gr.update())) -> list[Any]:
             shown = range(MAX_RUNS)
-            return [line, *(gr.update(visible=i < len(configs)) for i in shown),
-                    *(gr.update(value=texts[i], label=titles[i]) if i < len(configs) else gr.update(value="")
-                      for i in shown),
-                    *(lines[i] if i < len(configs) else "" for i in shown), table_value(results, lang), *files]
+            return [
+                line,
+                *(gr.update(visible=i < len(configs)) for i in shown),
+                *(
+                    gr.update(value=texts[i], label=titles[i]) if i < len(configs) else gr.update(value="")
+                    for i in shown
+                ),
+                *(lines[i] if i < len(configs) else "" for i in shown),
+                table_value(results, lang),
+                *files,
+            ]
 
         session = request.session_hash or "anonymous"
         cancel = services.cancels.start(session)
@@ -201,8 +311,9 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
                     yield view()
         finally:
             services.cancels.end(session, cancel)
-        md, csv = write_exports(results, services.export_dir, prompt_v, system_v,
-                                tuple(tr(k, lang) for k in COLUMN_KEYS))
+        md, csv = write_exports(
+            results, services.export_dir, prompt_v, system_v, tuple(tr(k, lang) for k in COLUMN_KEYS)
+        )
         yield view((gr.update(value=str(md), interactive=True), gr.update(value=str(csv), interactive=True)))
 
     def on_stop(request: gr.Request) -> None:
@@ -214,9 +325,11 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
 
     def on_mode(mode_v: str) -> list[Any]:
         """Models: every row. Presets: row 1's model, a preset per row. Sweep: row 1 and the values."""
-        return [*(gr.update(visible=mode_v != "sweep" or i == 0) for i in range(ROWS)),
-                *(gr.update(visible=mode_v == "models" or i == 0) for i in range(ROWS)),
-                gr.update(visible=mode_v == "sweep")]
+        return [
+            *(gr.update(visible=mode_v != "sweep" or i == 0) for i in range(ROWS)),
+            *(gr.update(visible=mode_v == "models" or i == 0) for i in range(ROWS)),
+            gr.update(visible=mode_v == "sweep"),
+        ]
 
     mode.change(on_mode, mode, [*rows, *model_dds, sweep_row], queue=False, show_progress="hidden")
 
@@ -227,8 +340,10 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
         known_m, known_p = {v for _, v in model_choices()}, {v for _, v in preset_choices()}
         kept_m = [m if m in known_m else UNUSED for m in models]
         kept_m[0] = kept_m[0] or start_m[0]
-        return [*(gr.update(choices=model_choices(), value=m) for m in kept_m),
-                *(gr.update(choices=preset_choices(), value=p if p in known_p else UNUSED) for p in presets)]
+        return [
+            *(gr.update(choices=model_choices(), value=m) for m in kept_m),
+            *(gr.update(choices=preset_choices(), value=p if p in known_p else UNUSED) for p in presets),
+        ]
 
     refresh.click(on_refresh, [*model_dds, *preset_dds], [*model_dds, *preset_dds], queue=False)
     # Opening the tab refreshes the lists too (a model downloaded or loaded since the page opened).

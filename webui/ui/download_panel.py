@@ -1,4 +1,5 @@
 """Model tab panels that put models into the models folder: hub downloads and import from disk."""
+
 from __future__ import annotations
 
 import html
@@ -24,10 +25,20 @@ def progress_html(job: DownloadJob | None, lang: str | None = None) -> str:
     p = job.progress
     if job.state == "running":
         eta = "" if p.eta is None else tr("download.eta", lang, time=duration(p.eta))
-        text = tr("download.running", lang, name=job.choice.target, done=human_size(p.done),
-                  total=human_size(p.total), percent=f"{p.fraction:.0%}", speed=human_size(p.speed), eta=eta)
-        return (f'<div id="download-progress"><progress value="{p.done}" max="{max(p.total, 1)}" '
-                f'style="width:100%"></progress><div>{html.escape(text)}</div></div>')
+        text = tr(
+            "download.running",
+            lang,
+            name=job.choice.target,
+            done=human_size(p.done),
+            total=human_size(p.total),
+            percent=f"{p.fraction:.0%}",
+            speed=human_size(p.speed),
+            eta=eta,
+        )
+        return (
+            f'<div id="download-progress"><progress value="{p.done}" max="{max(p.total, 1)}" '
+            f'style="width:100%"></progress><div>{html.escape(text)}</div></div>'
+        )
     icon = {"done": "✅", "cancelled": "⏹", "failed": "⚠"}[job.state]
     if job.state == "done":
         message = tr("download.done", lang, name=job.choice.target, size=human_size(job.choice.size))
@@ -44,8 +55,12 @@ def _md_bold(text: str) -> str:
 
 def listing_markdown(listing: Listing, lang: str | None = None) -> str:
     lang = lang or page_language()
-    lines = [tr("download.listing_head", lang, label=listing.source.label, n=len(listing.files)), "",
-             f"| {tr('download.file', lang)} | {tr('download.size', lang)} |", "|---|---:|"]
+    lines = [
+        tr("download.listing_head", lang, label=listing.source.label, n=len(listing.files)),
+        "",
+        f"| {tr('download.file', lang)} | {tr('download.size', lang)} |",
+        "|---|---:|",
+    ]
     lines += [f"| `{f.path}` | {human_size(f.size)} |" for f in listing.files[:200]]
     if len(listing.files) > 200:
         lines.append(f"| {tr('download.more', lang, n=len(listing.files) - 200)} | |")
@@ -60,16 +75,26 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
     with gr.Accordion(t("download.panel"), open=False, elem_id="download-panel"):
         gr.Markdown(t("download.intro"))
         with gr.Row():
-            repo = gr.Textbox(label=t("download.repo"), placeholder="bartowski/SmolLM2-135M-Instruct-GGUF",
-                              elem_id="download-repo", scale=4)
-            token = gr.Textbox(label=t("download.token"), type="password", elem_id="download-token", scale=2,
-                               placeholder=t("download.token_placeholder"))
+            repo = gr.Textbox(
+                label=t("download.repo"),
+                placeholder="bartowski/SmolLM2-135M-Instruct-GGUF",
+                elem_id="download-repo",
+                scale=4,
+            )
+            token = gr.Textbox(
+                label=t("download.token"),
+                type="password",
+                elem_id="download-token",
+                scale=2,
+                placeholder=t("download.token_placeholder"),
+            )
         with gr.Row():
             allow_pickle = gr.Checkbox(False, label=t("download.allow_pickle"), elem_id="download-allow-pickle")
             list_btn = gr.Button(t("download.list"), elem_id="download-list")
         files_md = gr.Markdown("", elem_id="download-files")
-        choice_dd = gr.Dropdown(choices=[], label=t("download.choice"), elem_id="download-choice",
-                                info=t("download.choice_info"))
+        choice_dd = gr.Dropdown(
+            choices=[], label=t("download.choice"), elem_id="download-choice", info=t("download.choice_info")
+        )
         with gr.Row():
             start_btn = gr.Button(t("download.start"), variant="primary", elem_id="download-start")
             cancel_btn = gr.Button(t("download.cancel"), elem_id="download-cancel")
@@ -81,8 +106,13 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
         gr.Markdown(t("import.intro"))
         with gr.Row():
             import_path = gr.Textbox(label=t("import.path"), elem_id="import-path", scale=4)
-            import_mode = gr.Radio([(t("import.link"), "link"), (t("import.copy"), "copy")], value="link",
-                                   label=t("import.how"), elem_id="import-mode", scale=1)
+            import_mode = gr.Radio(
+                [(t("import.link"), "link"), (t("import.copy"), "copy")],
+                value="link",
+                label=t("import.how"),
+                elem_id="import-mode",
+                scale=1,
+            )
             import_btn = gr.Button(t("import.start"), elem_id="import-start", scale=1)
         import_msg = gr.Markdown("", elem_id="import-message")
 
@@ -91,8 +121,12 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
         listing = list_files(parse_source(text), token=tok, allow_pickle=pickle_ok)
         lang = page_language()
         choices = [(in_language(c.label, lang), c.key) for c in listing.choices]
-        return [listing, listing_markdown(listing, lang),
-                gr.update(choices=choices, value=choices[0][1] if len(choices) == 1 else None), ""]
+        return [
+            listing,
+            listing_markdown(listing, lang),
+            gr.update(choices=choices, value=choices[0][1] if len(choices) == 1 else None),
+            "",
+        ]
 
     @ui_errors
     def on_start(listing: Listing | None, key: str | None, tok: str) -> Any:
@@ -124,7 +158,12 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
 
     list_btn.click(on_list, [repo, token, allow_pickle], [listing_state, files_md, choice_dd, status])
     repo.submit(on_list, [repo, token, allow_pickle], [listing_state, files_md, choice_dd, status])
-    start_btn.click(on_start, [listing_state, choice_dd, token], [job_state, status, model_dd], concurrency_limit=4,
-                    concurrency_id="downloads")
+    start_btn.click(
+        on_start,
+        [listing_state, choice_dd, token],
+        [job_state, status, model_dd],
+        concurrency_limit=4,
+        concurrency_id="downloads",
+    )
     cancel_btn.click(on_cancel, job_state, None, queue=False)
     import_btn.click(on_import, [import_path, import_mode], [model_dd, import_msg])

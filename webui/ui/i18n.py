@@ -14,6 +14,7 @@ Two kinds of text:
   :func:`request_language` (``--language``, else the browser's ``Accept-Language``), or
   :func:`page_language` inside an event handler that has no ``request`` parameter.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,15 +24,61 @@ from gradio.i18n import I18nData  # not exported as gr.I18nData by every Gradio 
 
 from webui.catalogue import DEFAULT, LANGUAGES, LOCALES_DIR, catalogue, normalise, text
 
-__all__ = ["DEFAULT", "LANGUAGES", "LOCALES_DIR", "catalogue", "normalise", "t", "tr", "accept_language",
-           "request_language", "forced_language", "page_language", "gradio_i18n", "UiI18n"]
+__all__ = [
+    "DEFAULT",
+    "LANGUAGES",
+    "LOCALES_DIR",
+    "catalogue",
+    "normalise",
+    "t",
+    "tr",
+    "accept_language",
+    "request_language",
+    "forced_language",
+    "page_language",
+    "gradio_i18n",
+    "UiI18n",
+]
 
 # Locale codes Gradio's front end may pick from the browser (its own list), plus the bare
 # languages. With --language every one of them gets the chosen catalogue, so the page is in that
 # language whatever the browser says.
-_GRADIO_LOCALES = ("ar", "ca", "ckb", "de", "en", "es", "et", "eu", "fa", "fi", "fr", "he", "hi", "id", "ja",
-                   "ko", "lt", "nb", "nl", "pl", "pt-BR", "pt", "ro", "ru", "sv", "ta", "th", "tr", "uk", "ur",
-                   "uz", "zh-CN", "zh-TW", "zh")
+_GRADIO_LOCALES = (
+    "ar",
+    "ca",
+    "ckb",
+    "de",
+    "en",
+    "es",
+    "et",
+    "eu",
+    "fa",
+    "fi",
+    "fr",
+    "he",
+    "hi",
+    "id",
+    "ja",
+    "ko",
+    "lt",
+    "nb",
+    "nl",
+    "pl",
+    "pt-BR",
+    "pt",
+    "ro",
+    "ru",
+    "sv",
+    "ta",
+    "th",
+    "tr",
+    "uk",
+    "ur",
+    "uz",
+    "zh-CN",
+    "zh-TW",
+    "zh",
+)
 
 
 def t(key: str) -> Any:

@@ -3,6 +3,7 @@
 Also: per-model settings ("Save settings"), import from anywhere on disk, delete,
 and downloads from the Hugging Face Hub (``download_panel``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,8 +32,14 @@ def status_text(services: Services, lang: str | None = None) -> str:
     current = services.models.current
     if current is None:
         return tr("model.status_none", lang)
-    return tr("model.status_loaded", lang, name=current.name, loader=current.loader, n_ctx=current.backend.n_ctx,
-              seconds=f"{current.load_seconds:.1f}")
+    return tr(
+        "model.status_loaded",
+        lang,
+        name=current.name,
+        loader=current.loader,
+        n_ctx=current.backend.n_ctx,
+        seconds=f"{current.load_seconds:.1f}",
+    )
 
 
 def guide_visible(services: Services) -> Any:
@@ -46,13 +53,21 @@ def facts_markdown(facts: ModelFacts, n_ctx: int | None, lang: str) -> str:
     ctx = n_ctx or facts.context_length
     params = facts.parameters
     count = unknown if not params else f"{params / 1e9:.1f} B" if params >= 1e9 else f"{params / 1e6:.0f} M"
-    rows = [("model.fact_format", facts.format), ("model.fact_architecture", facts.architecture or unknown),
-            ("model.fact_parameters", count), ("model.fact_quantisation", facts.quantization or unknown),
-            ("model.fact_trained_context", tr("model.fact_tokens", lang, n=f"{facts.context_length:,}")
-             if facts.context_length else unknown),
-            ("model.fact_template", tr("model.fact_template_yes" if facts.has_chat_template else "model.fact_template_no",
-                                       lang)),
-            ("model.fact_size", human_size(facts.file_size))]
+    rows = [
+        ("model.fact_format", facts.format),
+        ("model.fact_architecture", facts.architecture or unknown),
+        ("model.fact_parameters", count),
+        ("model.fact_quantisation", facts.quantization or unknown),
+        (
+            "model.fact_trained_context",
+            tr("model.fact_tokens", lang, n=f"{facts.context_length:,}") if facts.context_length else unknown,
+        ),
+        (
+            "model.fact_template",
+            tr("model.fact_template_yes" if facts.has_chat_template else "model.fact_template_no", lang),
+        ),
+        ("model.fact_size", human_size(facts.file_size)),
+    ]
     lines = [f"**{facts.name}**", "", "| | |", "|---|---|"]
     lines += [f"| {tr(key, lang)} | {value} |" for key, value in rows]
     ram = tr("model.fact_ram_at", lang, n=f"{ctx:,}") if ctx else tr("model.fact_ram", lang)
@@ -98,11 +113,23 @@ def build_model_tab(services: Services) -> dict[str, Any]:
 
     with gr.Row():
         # the frontend translates the first part; the folder follows as it is
-        model_dd = gr.Dropdown(choices=names, value=initial, label=t("model.model"), elem_id="model-dropdown",
-                               info=t("model.model_info") + f" {models.model_dir}", scale=4)
+        model_dd = gr.Dropdown(
+            choices=names,
+            value=initial,
+            label=t("model.model"),
+            elem_id="model-dropdown",
+            info=t("model.model_info") + f" {models.model_dir}",
+            scale=4,
+        )
         refresh = gr.Button(t("model.refresh"), elem_id="model-refresh", scale=0, min_width=100)
-        loader_dd = gr.Dropdown(choices=services.models.loaders.names(), value=initial_loader, label=t("model.loader"),
-                                elem_id="loader-dropdown", info=t("model.loader_info"), scale=2)
+        loader_dd = gr.Dropdown(
+            choices=services.models.loaders.names(),
+            value=initial_loader,
+            label=t("model.loader"),
+            elem_id="loader-dropdown",
+            info=t("model.loader_info"),
+            scale=2,
+        )
     with gr.Row():
         load_btn = gr.Button(t("model.load"), variant="primary", elem_id="model-load")
         unload_btn = gr.Button(t("model.unload"), elem_id="model-unload")
@@ -117,26 +144,47 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                 if name == "remote_model":
                     # typed, or picked from the server's /v1/models (listed when the URL or key is entered)
                     value = getattr(options, name)
-                    comp: Any = gr.Dropdown(choices=[value] if value else [], value=value or None, allow_custom_value=True,
-                                       label=t("opt.remote_model.label"), elem_id="opt-remote_model",
-                                       visible=name in visible, info=t("opt.remote_model.info"))
+                    comp: Any = gr.Dropdown(
+                        choices=[value] if value else [],
+                        value=value or None,
+                        allow_custom_value=True,
+                        label=t("opt.remote_model.label"),
+                        elem_id="opt-remote_model",
+                        visible=name in visible,
+                        info=t("opt.remote_model.info"),
+                    )
                 else:
                     extra = {"type": "password"} if name == "remote_key" else {}
-                    comp = field_component(LoadOptions, name, getattr(options, name), i18n_prefix="opt",
-                                           elem_prefix="opt-",
-                                           visible=name in visible, **extra)
+                    comp = field_component(
+                        LoadOptions,
+                        name,
+                        getattr(options, name),
+                        i18n_prefix="opt",
+                        elem_prefix="opt-",
+                        visible=name in visible,
+                        **extra,
+                    )
                 option_components.append(comp)
 
     saved = _saved_settings(services, initial)
     with gr.Accordion(t("model.settings"), open=True):
         with gr.Row():
-            template_dd = gr.Dropdown(choices=[(t("model.template_own"), MODEL_TEMPLATE),
-                                               *services.instruction_templates.names()],
-                                      value=saved.instruction_template or MODEL_TEMPLATE, label=t("model.template"),
-                                      elem_id="model-template", scale=2, info=t("model.template_info"))
-            preset_dd = gr.Dropdown(choices=[(t("model.keep_preset"), KEEP_PRESET), *services.presets.names()],
-                                    value=saved.preset or KEEP_PRESET, label=t("model.preset"), elem_id="model-preset",
-                                    scale=2, info=t("model.preset_info"))
+            template_dd = gr.Dropdown(
+                choices=[(t("model.template_own"), MODEL_TEMPLATE), *services.instruction_templates.names()],
+                value=saved.instruction_template or MODEL_TEMPLATE,
+                label=t("model.template"),
+                elem_id="model-template",
+                scale=2,
+                info=t("model.template_info"),
+            )
+            preset_dd = gr.Dropdown(
+                choices=[(t("model.keep_preset"), KEEP_PRESET), *services.presets.names()],
+                value=saved.preset or KEEP_PRESET,
+                label=t("model.preset"),
+                elem_id="model-preset",
+                scale=2,
+                info=t("model.preset_info"),
+            )
             save_btn = gr.Button(t("model.save_settings"), elem_id="model-save-settings", scale=1)
             delete_btn = gr.Button(t("model.delete"), variant="stop", elem_id="model-delete", scale=1)
         settings_msg = gr.Markdown("", elem_id="model-settings-message")
@@ -165,27 +213,38 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         except WebUIError:
             loader = None
         fields = _option_fields(services, loader)
-        updates = [gr.update(visible=n in fields, **({"value": saved.options[n]} if n in saved.options else {}))
-                   for n in OPTION_NAMES]
+        updates = [
+            gr.update(visible=n in fields, **({"value": saved.options[n]} if n in saved.options else {}))
+            for n in OPTION_NAMES
+        ]
         if saved.to_entry() and not note:
             note = tr("model.applied_settings", lang, name=name)
         ctx = saved.options.get("n_ctx", n_ctx)
-        return [gr.update(value=loader), *updates, info_text(services, name, ctx),
-                gr.update(value=saved.instruction_template or MODEL_TEMPLATE),
-                gr.update(value=saved.preset or KEEP_PRESET), note]
+        return [
+            gr.update(value=loader),
+            *updates,
+            info_text(services, name, ctx),
+            gr.update(value=saved.instruction_template or MODEL_TEMPLATE),
+            gr.update(value=saved.preset or KEEP_PRESET),
+            note,
+        ]
 
     @ui_errors
-    def on_save_settings(name: str | None, loader: str | None, template: str | None, preset: str | None,
-                         *values: Any) -> str:
+    def on_save_settings(
+        name: str | None, loader: str | None, template: str | None, preset: str | None, *values: Any
+    ) -> str:
         lang = page_language()
         if not name:
             raise gr.Error(tr("model.pick_first", lang))
         fields = _option_fields(services, loader)
         chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values, strict=True) if k in fields}
         LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
-        entry = ModelSettings(loader=loader, options=chosen,
-                              instruction_template=None if template in (None, MODEL_TEMPLATE) else template,
-                              preset=None if preset in (None, KEEP_PRESET) else preset)
+        entry = ModelSettings(
+            loader=loader,
+            options=chosen,
+            instruction_template=None if template in (None, MODEL_TEMPLATE) else template,
+            preset=None if preset in (None, KEEP_PRESET) else preset,
+        )
         path = models.save_model_settings(name, entry)
         return tr("model.saved_settings", lang, name=name, path=path)
 
@@ -205,8 +264,12 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         kind = "link" if path.is_symlink() else "file" if path.is_file() else "folder"
         models.delete_model(name)
         names = models.list_models()
-        return [gr.update(visible=False), gr.update(choices=names, value=names[0] if names else None),
-                tr(f"model.deleted_{kind}", page_language(), name=name), status_text(services)]
+        return [
+            gr.update(visible=False),
+            gr.update(choices=names, value=names[0] if names else None),
+            tr(f"model.deleted_{kind}", page_language(), name=name),
+            status_text(services),
+        ]
 
     @ui_errors
     def on_load(name: str | None, loader: str | None, progress: gr.Progress = gr.Progress(), *values: Any) -> str:
@@ -217,9 +280,14 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values, strict=True) if k in fields}
         opts = LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
         lang = page_language()
-        loaded = services.load_model(name or "", loader or None, opts,
-                                     progress=lambda f, text: progress(f, desc=text if lang == DEFAULT else
-                                                                  tr("model.loading", lang, name=name or loader)))
+        loaded = services.load_model(
+            name or "",
+            loader or None,
+            opts,
+            progress=lambda f, text: progress(
+                f, desc=text if lang == DEFAULT else tr("model.loading", lang, name=name or loader)
+            ),
+        )
         save_or_warn(lambda: services.remember(model=loaded.name, loader=loaded.loader, load=loaded.options), lang)
         return status_text(services)
 
@@ -240,35 +308,62 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         return gr.update(choices=names, value=current if current in names else (names[0] if names else current))
 
     for trigger in (by_name["remote_url"].blur, by_name["remote_url"].submit, by_name["remote_key"].blur):
-        trigger(on_remote_address, [by_name["remote_url"], by_name["remote_key"], by_name["remote_model"]],
-                by_name["remote_model"], show_progress="hidden")
+        trigger(
+            on_remote_address,
+            [by_name["remote_url"], by_name["remote_key"], by_name["remote_model"]],
+            by_name["remote_model"],
+            show_progress="hidden",
+        )
     refresh.click(on_refresh, model_dd, model_dd, queue=False)
     select_outputs = [loader_dd, *option_components, info, template_dd, preset_dd, settings_msg]
     # Queued one at a time: picking two models quickly must end showing the second one's facts
     # (reading a big header takes longer, so unqueued answers could arrive out of order).
     # (always_last: a pick made while the previous one is still being answered is never dropped)
-    model_dd.input(on_select, [model_dd, by_name["n_ctx"]], select_outputs, concurrency_limit=1,
-                   concurrency_id="model-select", show_progress="hidden", trigger_mode="always_last")
-    by_name["n_ctx"].input(lambda name, n: info_text(services, name, n), [model_dd, by_name["n_ctx"]], info,
-                           concurrency_limit=1, concurrency_id="model-select", show_progress="hidden",
-                           trigger_mode="always_last")
-    save_btn.click(on_save_settings, [model_dd, loader_dd, template_dd, preset_dd, *option_components], settings_msg,
-                   queue=False)
+    model_dd.input(
+        on_select,
+        [model_dd, by_name["n_ctx"]],
+        select_outputs,
+        concurrency_limit=1,
+        concurrency_id="model-select",
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )
+    by_name["n_ctx"].input(
+        lambda name, n: info_text(services, name, n),
+        [model_dd, by_name["n_ctx"]],
+        info,
+        concurrency_limit=1,
+        concurrency_id="model-select",
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )
+    save_btn.click(
+        on_save_settings, [model_dd, loader_dd, template_dd, preset_dd, *option_components], settings_msg, queue=False
+    )
     delete_btn.click(ask_delete, model_dd, [confirm_row, confirm_text, settings_msg], queue=False)
     cancel_btn.click(lambda: gr.update(visible=False), None, confirm_row, queue=False)
-    deleted = confirm_btn.click(do_delete, model_dd, [confirm_row, model_dd, settings_msg, status],
-                                concurrency_id="model-load")
+    deleted = confirm_btn.click(
+        do_delete, model_dd, [confirm_row, model_dd, settings_msg, status], concurrency_id="model-load"
+    )
     deleted.then(lambda name, n: info_text(services, name, n), [model_dd, by_name["n_ctx"]], info, queue=False)
     build_download_panel(services, model_dd)
     loader_dd.input(lambda loader: _option_visibility(services, loader), loader_dd, option_components, queue=False)
-    loaded = load_btn.click(on_load, [model_dd, loader_dd, *option_components], status, concurrency_limit=1,
-                            concurrency_id="model-load")
+    loaded = load_btn.click(
+        on_load, [model_dd, loader_dd, *option_components], status, concurrency_limit=1, concurrency_id="model-load"
+    )
     unloaded = unload_btn.click(on_unload, None, status, concurrency_id="model-load")
     # After a failed load the previous model may be back (or none): always -> not only on success.
     for event in (loaded, unloaded, deleted):
         event.then(lambda: guide_visible(services), None, guide, queue=False, show_progress="hidden")
-    return {"status": status, "guide": guide, "model": model_dd, "loaded": loaded, "unloaded": unloaded,
-            "info": info, "info_inputs": [model_dd, by_name["n_ctx"]]}
+    return {
+        "status": status,
+        "guide": guide,
+        "model": model_dd,
+        "loaded": loaded,
+        "unloaded": unloaded,
+        "info": info,
+        "info_inputs": [model_dd, by_name["n_ctx"]],
+    }
 
 
 def _typed(key: str, value: Any) -> Any:

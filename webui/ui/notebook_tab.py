@@ -1,4 +1,5 @@
 """Notebook tab: free-form text. The whole box is the prompt; the model's text is appended to it."""
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,16 @@ def stats_text(stats: GenerationStats | None, lang: str) -> str:
     ttft = f"{stats.ttft_seconds:.2f} s" if stats.ttft_seconds is not None else "-"
     reason_key = f"notebook.reason_{stats.finish_reason}"
     reason = tr(reason_key, lang) if stats.finish_reason in ("stop", "length", "cancelled") else stats.finish_reason
-    line = tr("notebook.stats", lang, tokens=stats.completion_tokens, speed=f"{stats.tokens_per_second:.1f}",
-              ttft=ttft, prompt=stats.prompt_tokens, reason=reason, seed=stats.seed)
+    line = tr(
+        "notebook.stats",
+        lang,
+        tokens=stats.completion_tokens,
+        speed=f"{stats.tokens_per_second:.1f}",
+        ttft=ttft,
+        prompt=stats.prompt_tokens,
+        reason=reason,
+        seed=stats.seed,
+    )
     if stats.prompt_cut:  # raw text longer than truncation_length lost its start: say so
         line += " ⚠ " + tr("notebook.prompt_cut", lang, n=stats.prompt_cut)
     return line
@@ -45,8 +54,13 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
     """Lay out the tab; call the returned ``wire(param_components)`` once the Parameters tab exists."""
     with gr.Row():
         with gr.Column():
-            text = gr.Textbox(lines=22, max_lines=60, label=t("notebook.text"), elem_id="notebook-text",
-                              placeholder=t("notebook.placeholder"))
+            text = gr.Textbox(
+                lines=22,
+                max_lines=60,
+                label=t("notebook.text"),
+                elem_id="notebook-text",
+                placeholder=t("notebook.placeholder"),
+            )
             with gr.Row():
                 generate = gr.Button(t("notebook.generate"), variant="primary", elem_id="notebook-generate")
                 stop = gr.Button(t("common.stop"), variant="stop", elem_id="notebook-stop")
@@ -98,15 +112,18 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         inputs = [text, *param_components]
         for btn in (generate, cont):
             btn.click(run, inputs, [text, stats, before], concurrency_limit=None, show_progress="hidden").then(
-                lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden")
+                lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden"
+            )
 
     stop.click(on_stop, None, None, queue=False)
+
     def on_undo(prev: str, cur: str) -> tuple[str, str]:
         restored = prev or cur
         save_or_warn(lambda: services.save_notebook(restored))
         return restored, ""
 
     undo.click(on_undo, [before, text], [text, before], queue=False)
+
     def on_edit(t: str) -> str:
         save_or_warn(lambda: services.save_notebook(t))
         return token_count_text(services, t)

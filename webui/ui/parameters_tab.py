@@ -1,4 +1,5 @@
 """Parameters tab: every sampling parameter (built from ``SamplingParams``) and the presets."""
+
 from __future__ import annotations
 
 import json
@@ -81,11 +82,22 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
     start = services.initial_params()
     start_preset = services.settings.preset if services.settings.preset in store.names() else None
     with gr.Row():
-        preset_dd = gr.Dropdown(choices=store.names(), value=start_preset, label=t("params.preset"),
-                                elem_id="preset-dropdown", info=t("params.preset_info"), scale=3)
+        preset_dd = gr.Dropdown(
+            choices=store.names(),
+            value=start_preset,
+            label=t("params.preset"),
+            elem_id="preset-dropdown",
+            info=t("params.preset_info"),
+            scale=3,
+        )
         restore = gr.Button(t("params.restore"), elem_id="preset-restore", scale=0, min_width=130)
-        name_box = gr.Textbox(value=start_preset or "", label=t("params.preset_name"), elem_id="preset-name", scale=2,
-                              info=t("params.preset_name_info"))
+        name_box = gr.Textbox(
+            value=start_preset or "",
+            label=t("params.preset_name"),
+            elem_id="preset-name",
+            scale=2,
+            info=t("params.preset_name_info"),
+        )
         save = gr.Button(t("common.save"), variant="primary", elem_id="preset-save", scale=0, min_width=120)
         delete = gr.Button(t("common.delete"), variant="stop", elem_id="preset-delete", scale=0, min_width=110)
     with gr.Row(visible=False) as confirm_row:
@@ -107,17 +119,31 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
                         value = to_component_value(name, getattr(start, name))
                         if name == "grammar_string":
                             # the frontend translates the first part; the folder follows as it is
-                            grammar_file = gr.Dropdown(choices=services.grammar_names(), value=None,
-                                                       label=t("params.grammar_file"), elem_id="param-grammar-file",
-                                                       info=t("params.grammar_file_info") + f" {services.grammars_dir}")
-                            comp: Any = gr.Textbox(value=value, lines=4, label=t(f"param.{name}.label"),
-                                              elem_id="param-grammar_string", info=t(f"param.{name}.info"))
+                            grammar_file = gr.Dropdown(
+                                choices=services.grammar_names(),
+                                value=None,
+                                label=t("params.grammar_file"),
+                                elem_id="param-grammar-file",
+                                info=t("params.grammar_file_info") + f" {services.grammars_dir}",
+                            )
+                            comp: Any = gr.Textbox(
+                                value=value,
+                                lines=4,
+                                label=t(f"param.{name}.label"),
+                                elem_id="param-grammar_string",
+                                info=t(f"param.{name}.info"),
+                            )
                         elif _is_list(name):
-                            comp = gr.Textbox(value=value, label=t(f"param.{name}.label"), elem_id=f"param-{name}",
-                                              info=t(f"param.{name}.info"))
+                            comp = gr.Textbox(
+                                value=value,
+                                label=t(f"param.{name}.label"),
+                                elem_id=f"param-{name}",
+                                info=t(f"param.{name}.info"),
+                            )
                         else:
-                            comp = field_component(SamplingParams, name, value, i18n_prefix="param",
-                                                   elem_prefix="param-")
+                            comp = field_component(
+                                SamplingParams, name, value, i18n_prefix="param", elem_prefix="param-"
+                            )
                         components[name] = comp
             if title == "Repetition":
                 column = gr.Column()
@@ -162,8 +188,11 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
         names = store.names()
         fallback = "Default" if "Default" in names else None
         save_or_warn(lambda: services.remember(preset=fallback))
-        return [gr.update(visible=False), gr.update(choices=names, value=fallback),
-                tr("params.deleted", page_language(), name=name)]
+        return [
+            gr.update(visible=False),
+            gr.update(choices=names, value=fallback),
+            tr("params.deleted", page_language(), name=name),
+        ]
 
     @ui_errors
     def pick_grammar(file: str | None) -> Any:
@@ -179,14 +208,21 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
     # Queued (not queue=False) so that errors show as a pop-up message.
     preset_dd.input(load_preset, preset_dd, outputs, show_progress="hidden")
     restore.click(load_preset, preset_dd, outputs, show_progress="hidden")
-    save.click(save_preset, [name_box, preset_dd, unknown_state, *param_list], [preset_dd, message],
-               show_progress="hidden")
+    save.click(
+        save_preset, [name_box, preset_dd, unknown_state, *param_list], [preset_dd, message], show_progress="hidden"
+    )
     delete.click(ask_delete, preset_dd, [confirm_row, confirm_text, message], queue=False)
     cancel.click(lambda: gr.update(visible=False), None, confirm_row, queue=False)
     confirm.click(do_delete, preset_dd, [confirm_row, preset_dd, message], show_progress="hidden")
     grammar_file.input(pick_grammar, grammar_file, components["grammar_string"], show_progress="hidden")
     for component in param_list:
-        component.input(remember_values, param_list, None, queue=False, show_progress="hidden",
-                        trigger_mode="always_last")
-    return {"components": param_list, "note": note, "preset": preset_dd, "current_state": current_state,
-            "state_outputs": [preset_dd, name_box, *param_list]}
+        component.input(
+            remember_values, param_list, None, queue=False, show_progress="hidden", trigger_mode="always_last"
+        )
+    return {
+        "components": param_list,
+        "note": note,
+        "preset": preset_dd,
+        "current_state": current_state,
+        "state_outputs": [preset_dd, name_box, *param_list],
+    }
