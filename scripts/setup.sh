@@ -67,6 +67,10 @@ if [ "$(cat "$REQ_STAMP" 2>/dev/null)" != "$REQ_HASH" ]; then
     [ "$TESTS" = 1 ] && args+=(-r "$ROOT/requirements/test.txt" -r "$ROOT/requirements/lint.txt")
     "${PIP[@]}" install -q "${args[@]}" -c "$ROOT/requirements/constraints.txt"
     echo "$REQ_HASH" > "$REQ_STAMP"
+    if [ "$TESTS" = 1 ]; then
+        # The test set-up installed the runtime packages too: ./start.sh need not run pip again.
+        hash_of "${REQ_FILES[@]:0:3}" > "$VENV/.webui-requirements-0"
+    fi
 fi
 
 # --- llama-cpp-python, built once per version and flag set, then cached as a wheel -------------
