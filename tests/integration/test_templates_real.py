@@ -31,14 +31,18 @@ CONVERSATIONS = {
 }
 
 
-def _gguf_chat_template(path: Path) -> str | None:
+def _gguf_metadata(path: Path) -> dict[str, str]:
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     try:
-        return llm.metadata.get("tokenizer.chat_template")
+        return dict(llm.metadata)
     finally:
         llm.close()
+
+
+def _gguf_chat_template(path: Path) -> str | None:
+    return _gguf_metadata(path).get("tokenizer.chat_template")
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +91,14 @@ def test_smollm_uses_its_own_template(smollm_template, tokenizer, store):
 
 
 def test_gemma_base_model_has_no_template_and_falls_back(gemma_path, store):
-    source = _gguf_chat_template(MODELS_DIR / GEMMA)
-    assert not source
-    template, note = choose_template(source, None, store)
-    assert template.name == "ChatML"
-    assert note == "The model has no chat template; using instruction template ChatML."
+    metadata = _gguf_metadata(MODELS_DIR / GEMMA)
+    assert not metadata.get("tokenizer.chat_template")
+    # without the file's metadata: ChatML; with it, the family's template (gemma3 -> Gemma)
+    template, note = choose_template(None, None, store)
+    assert template.name == "ChatML" and note.startswith("Base model: not trained to chat")
+    family, family_note = choose_template(None, None, store, metadata)
+    assert family.name == "Gemma" and family_note.endswith("Using instruction template Gemma.")
+    assert "<end_of_turn>" in family.stop_strings
     assert template.render(CONVERSATIONS["user only"]) == (
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     )

@@ -9,6 +9,7 @@ real HTTP clients and, where it matters, SmolLM2.)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import threading
 import time
@@ -38,6 +39,16 @@ def build(tmp_path, loaders: LoaderRegistry, loader: str) -> Services:
 def sse_data(text: str) -> list[str]:
     """The ``data:`` payloads of an event stream, in order."""
     return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
+
+
+def run_in_own_loop(coro) -> None:
+    """Run ``coro`` on a new event loop in its own thread.
+
+    (The browser tests' session-wide Playwright keeps an event loop running in the main thread,
+    so ``asyncio.run`` there would refuse when the whole suite runs.)
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
 
 
 @pytest.mark.parametrize(
@@ -141,7 +152,7 @@ def test_a_client_that_leaves_a_non_streaming_request_cancels_its_job(tmp_path, 
     services = build(tmp_path, loaders, "slow")
     app = api_only_app(services)
     started = time.monotonic()
-    asyncio.run(_call_and_leave(app, "/v1/completions", {"prompt": "Once", "max_tokens": 2000}, leave_after=0.3))
+    run_in_own_loop(_call_and_leave(app, "/v1/completions", {"prompt": "Once", "max_tokens": 2000}, leave_after=0.3))
     assert time.monotonic() - started < 5  # 2000 tokens would take 20 s
     stats = services.generator.recent[-1]
     assert stats.finish_reason == "cancelled" and 5 < stats.completion_tokens < 500
@@ -155,7 +166,7 @@ def test_a_stream_whose_client_leaves_while_queued_is_cancelled_in_the_queue(tmp
     ahead = services.generator.submit("ahead", SamplingParams(max_tokens=3))
     release = threading.Timer(1.0, gate.set)  # the job ahead ends after the client below has left
     release.start()
-    asyncio.run(
+    run_in_own_loop(
         _call_and_leave(app, "/v1/completions", {"prompt": "Once", "max_tokens": 50, "stream": True}, leave_after=0.3)
     )
     release.join()
