@@ -2,7 +2,7 @@
 # Set up everything the web UI needs; safe to run again (it skips what is already done).
 #
 #   scripts/setup.sh            runtime: venv, Python packages, llama-cpp-python, starter model
-#   scripts/setup.sh --tests    also: test packages, Debian chromium, both test models
+#   scripts/setup.sh --tests    also: test packages, Debian chromium and a CJK font, both test models
 #
 # Environment:
 #   LLAMA_CMAKE_ARGS  CMake flags for building llama-cpp-python. Default: portable AVX2 CPU build.
@@ -67,10 +67,11 @@ if [ "$(cat "$REQ_STAMP" 2>/dev/null)" != "$REQ_HASH" ]; then
     [ "$TESTS" = 1 ] && args+=(-r "$ROOT/requirements/test.txt" -r "$ROOT/requirements/lint.txt")
     "${PIP[@]}" install -q "${args[@]}" -c "$ROOT/requirements/constraints.txt"
     echo "$REQ_HASH" > "$REQ_STAMP"
-    if [ "$TESTS" = 1 ]; then
-        # The test set-up installed the runtime packages too: ./start.sh need not run pip again.
-        hash_of "${REQ_FILES[@]:0:3}" > "$VENV/.webui-requirements-0"
-    fi
+fi
+if [ "$TESTS" = 1 ]; then
+    # The test packages include the runtime ones: ./start.sh after ./run_tests.sh need not run pip
+    # again (also when the test stamp was written by an older set-up that did not write this one).
+    hash_of "${REQ_FILES[@]:0:3}" > "$VENV/.webui-requirements-0"
 fi
 
 # --- llama-cpp-python, built once per version and flag set, then cached as a wheel -------------
@@ -101,6 +102,10 @@ fi
 # --- test-only system packages -------------------------------------------------------------------
 if [ "$TESTS" = 1 ] && [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
     apt_install chromium
+fi
+# Chinese pages render as boxes without a CJK font (a bare Debian has none); WenQuanYi Zen Hei is small.
+if [ "$TESTS" = 1 ] && [ -z "$(fc-list :lang=zh 2>/dev/null || true)" ]; then
+    apt_install fonts-wqy-zenhei
 fi
 
 # --- models --------------------------------------------------------------------------------------

@@ -105,13 +105,14 @@ def send(page: Any, text: str) -> None:
 
 
 def wait_for_complete_reply(page: Any) -> None:
-    """The stats line under a reply appears only when the reply is complete.
+    """The stats line under the chat box shows a reply's stats once it is complete, and the Send
+    button is back from its "Generating..." state once the turn has ended.
 
     (A reply is bounded by its max_tokens, not by time: on a busy machine SmolLM2 has been seen to
     run at one token a second, so this waits longer than the page's default 30 s.)
     """
     page.wait_for_function(
-        "() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-        " return b.length > 0 && b[b.length - 1].innerText.includes('tokens/s'); }",
+        "() => { const s = document.querySelector('#chat-reply-stats'), b = document.querySelector('#chat-send');"
+        " return s && s.innerText.includes('tokens/s') && b && !b.classList.contains('generating'); }",
         timeout=180_000,
     )

@@ -142,6 +142,17 @@ class Settings(BaseModel):
     chat_id: str | None = Field(
         None, description="The chat that was open last (restored on reload/restart).", json_schema_extra=NOT_A_FLAG
     )
+    chat_setup: dict[str, Any] = Field(
+        default_factory=dict,
+        json_schema_extra=NOT_A_FLAG,
+        description="Mode, system prompt, persona and instruction template last used in the Chat tab "
+        "(a new chat starts with them; each chat keeps its own).",
+    )
+    compare: dict[str, Any] = Field(
+        default_factory=dict,
+        json_schema_extra=NOT_A_FLAG,
+        description="The Compare tab's prompt, system prompt and rows (restored on reload/restart).",
+    )
 
     @property
     def models_path(self) -> Path:
@@ -235,7 +246,18 @@ def parse_credentials(text: str, source: str) -> list[tuple[str, str]]:
 
 
 #: The keys the app itself writes back to the settings file (what the user chose in the UI).
-REMEMBERED_KEYS = ("model", "loader", "load", "preset", "params", "chat_character", "chat_id", "template_overrides")
+REMEMBERED_KEYS = (
+    "model",
+    "loader",
+    "load",
+    "preset",
+    "params",
+    "chat_character",
+    "chat_id",
+    "template_overrides",
+    "chat_setup",
+    "compare",
+)
 
 
 def remember(path: Path, **updates: Any) -> None:

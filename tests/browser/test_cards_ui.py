@@ -6,8 +6,9 @@ import base64
 import json
 
 import pytest
+from playwright.sync_api import expect
 
-from browserkit import bot_texts, load_smollm, open_chat, open_parameters, send, set_number, wait_text
+from browserkit import bot_texts, choose, load_smollm, open_chat, open_parameters, send, set_number, wait_text
 from cardkit import png_card, v2_card
 from testdata import SMOLLM
 
@@ -99,9 +100,34 @@ def test_upload_modelfile_sets_character_and_parameters(page, server, tmp_path):
     wait_text(page, "#char-import-message", "preset")
     message = page.locator("#char-import-message").inner_text()
     assert "TEMPLATE is kept" in message and "FROM mistral: there is no such file" in message
-    page.wait_for_function("() => document.querySelector('#chat-character input').value === 'mistral'")
-    assert (server.user_dir / "presets" / "mistral.yaml").is_file()
+    # A file called just "Modelfile": named after its SYSTEM's first words, not after FROM (a model)
+    name = "Shakespearean assistant"
+    page.wait_for_function("(n) => document.querySelector('#chat-character input').value === n", arg=name)
+    assert (server.user_dir / "presets" / f"{name}.yaml").is_file()
     open_parameters(page)
     page.wait_for_function(
         "() => Number(document.querySelector('#param-temperature input[type=number]').value) === 0.35"
+    )
+    expect(page.locator("#preset-dropdown input")).to_have_value(name)
+
+
+def test_an_imported_modelfile_is_named_after_its_file_and_its_preset_is_shown(page, server, tmp_path):
+    """Issue 16, item 9: "my-tutor.Modelfile" gives the character "my-tutor" (not FROM's "mistral"), and
+    the Parameters tab's preset dropdown and name box show the imported preset, not the old one."""
+    open_parameters(page)
+    choose(page, "preset-dropdown", "Creative")
+    expect(page.locator("#preset-name textarea")).to_have_value("Creative")
+    modelfile = tmp_path / "my-tutor.Modelfile"
+    modelfile.write_text('FROM mistral\nSYSTEM "You are a patient maths tutor."\nPARAMETER temperature 0.25\n')
+    open_chat(page)
+    open_import(page)
+    upload(page, modelfile)
+    wait_text(page, "#char-import-message", "preset")
+    page.wait_for_function("() => document.querySelector('#chat-character input').value === 'my-tutor'")
+    assert (server.user_dir / "characters" / "my-tutor.yaml").is_file()
+    open_parameters(page)
+    expect(page.locator("#preset-dropdown input")).to_have_value("my-tutor")
+    expect(page.locator("#preset-name textarea")).to_have_value("my-tutor")
+    page.wait_for_function(
+        "() => Number(document.querySelector('#param-temperature input[type=number]').value) === 0.25"
     )

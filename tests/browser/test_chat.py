@@ -66,7 +66,9 @@ def test_send_regenerate_versions_edit_and_reload(chat_page, server):
     page = chat_page
     send(page, "What is the capital of France? Answer in one sentence.")
     assert "Paris" in bot_texts(page)[-1]
-    assert "tokens/s" in bot_texts(page)[-1]  # per-message stats under the reply
+    # the last reply's stats in the line under the box (kept out of the message: the edit box, Copy)
+    assert "tokens/s" in page.locator("#chat-reply-stats").inner_text()
+    assert "tokens/s" not in bot_texts(page)[-1]
     assert page.locator("#chat-input textarea").input_value() == ""
 
     # regenerate with sampling on: a second version appears, arrows switch between them
@@ -77,12 +79,12 @@ def test_send_regenerate_versions_edit_and_reload(chat_page, server):
     page.locator("#chat-regenerate").click()
     # the stats line (ending with the seed) comes when the new version is complete
     page.wait_for_function(
-        "() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-        " return b.length > 0 && b[b.length - 1].innerText.trim().endsWith('seed 7'); }"
+        "() => { const s = document.querySelector('#chat-reply-stats');"
+        " return s && s.innerText.trim().endsWith('seed 7'); }"
     )
-    assert "version 2 of 2" in bot_texts(page)[-1]
+    assert "version 2 of 2" in page.locator("#chat-reply-stats").inner_text()
     page.locator("#chat-prev-version").click()
-    wait_text(page, "#chat-box", "version 1 of 2")
+    wait_text(page, "#chat-reply-stats", "version 1 of 2")
     assert "Paris" in bot_texts(page)[-1]
 
     chat = [c for c in saved_chats(server) if c["messages"] and c["messages"][0]["content"].startswith("What is")][0]
@@ -91,7 +93,7 @@ def test_send_regenerate_versions_edit_and_reload(chat_page, server):
     # reload: the open chat comes back as it was
     reload(page)
     open_chat(page)
-    wait_text(page, "#chat-box", "version 1 of 2")
+    wait_text(page, "#chat-reply-stats", "version 1 of 2")
     assert "What is the capital of France? Answer in one sentence." in page.locator("#chat-box").inner_text()
 
 
@@ -190,13 +192,16 @@ def test_character_editor_modes_and_chat_management(chat_page, server):
     wait_text(page, "#chat-box", "Ahoy You!")
     page.get_by_label("chat", exact=True).check()  # chat mode: a transcript with names
     send(page, "Where is the treasure?")
-    before = bot_texts(page)[-1]
+    before = [bot_texts(page)[-1], page.locator("#chat-reply-stats").inner_text()]
     page.locator("#chat-continue").click()
+    # the reply grows, or at least its stats are new (the model may end the reply at once)
     page.wait_for_function(
-        "(t) => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-        " return b[b.length - 1].innerText !== t && b[b.length - 1].innerText.includes('tokens/s'); }",
+        "([t, s]) => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+        " const now = document.querySelector('#chat-reply-stats').innerText;"
+        " return b[b.length - 1].innerText !== t || (now !== s && now.includes('tokens/s')); }",
         arg=before,
     )
+    wait_for_complete_reply(page)
     page.locator("#chat-impersonate").click()
     page.wait_for_function("() => document.querySelector('#chat-input textarea').value.length > 0")
     page.locator("#chat-input textarea").fill("")

@@ -32,6 +32,16 @@ def chain_names(gen, params):
 def test_each_sampler_family_is_in_the_llama_chain(gen):
     assert chain_names(gen, SamplingParams(seed=1)) == [
         "penalties",
+        "dry",  # on by default (against loops)
+        "top-k",
+        "typical",
+        "top-p",
+        "min-p",
+        "temp",
+        "dist",
+    ]
+    assert chain_names(gen, SamplingParams(seed=1, dry_multiplier=0.0)) == [
+        "penalties",
         "top-k",
         "typical",
         "top-p",
@@ -58,7 +68,7 @@ def test_each_sampler_family_is_in_the_llama_chain(gen):
         "temp",
         "dist",
     ]
-    assert chain_names(gen, SamplingParams(do_sample=False)) == ["penalties", "greedy"]
+    assert chain_names(gen, SamplingParams(do_sample=False, dry_multiplier=0.0)) == ["penalties", "greedy"]
     assert chain_names(gen, SamplingParams(seed=1, mirostat_mode=2))[-1] == "mirostat-v2"
 
 
@@ -117,7 +127,10 @@ def test_invalid_grammar_is_a_clear_error_and_the_model_keeps_working(gen):
 
 def test_dry_and_xtc_change_the_text(gen):
     prompt = "List: apple, banana, apple, banana, apple, banana, apple,"
-    base = SamplingParams(seed=5, temperature=0.8, max_tokens=30, top_k=40, min_p=0.0)
+    # plain: no repetition penalty and no DRY (the defaults have both)
+    base = SamplingParams(
+        seed=5, temperature=0.8, max_tokens=30, top_k=40, min_p=0.0, repeat_penalty=1.0, dry_multiplier=0
+    )
     plain, _ = gen.generate(prompt, base)
     again, _ = gen.generate(prompt, base)
     assert plain == again

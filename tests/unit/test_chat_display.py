@@ -50,3 +50,22 @@ def test_window_size_is_passed_in():
     # build_chat_tab passes settings.yaml's chat_window (0: all) - no module-level setting
     assert len(to_display(chat_of(500), "en", window=None)) == 500
     assert len(to_display(chat_of(500), "en", window=10)) == 11
+
+
+def test_stats_and_versions_go_in_the_metadata_not_the_text():
+    # the edit box and Copy show a message's content: a reply's stats stay out of it
+    chat = chat_of(4)
+    reply = chat.messages[-1]
+    reply.stats = {"tokens": 38, "tokens_per_second": 55.1, "ttft": 0.21, "model": "m.gguf", "seed": 7}
+    reply.add_version("m3 again")
+    reply.stats = {"tokens": 12, "tokens_per_second": 50.0, "ttft": 0.2, "model": "m.gguf", "seed": 8}
+    shown = to_display(chat, "en")
+    assert shown[-1]["content"] == "m3 again" and "<sub>" not in shown[-1]["content"]
+    assert (
+        shown[-1]["metadata"]["log"]
+        == "version 2 of 2 · 12 tokens · 50.0 tokens/s · first token 0.20 s · m.gguf · seed 8"
+    )
+    assert "metadata" not in shown[0] and "metadata" not in shown[1]  # a user message, a reply with no stats
+    assert "версия 2 из 2" in to_display(chat, "ru")[-1]["metadata"]["log"]
+    # a shown window still maps back to the chat
+    assert shown_offset(4, to_display(chat, "en", window=2)) == (2, True)

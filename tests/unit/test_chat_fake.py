@@ -205,7 +205,8 @@ def test_display_and_markdown_export():
     chat = Chat("x", "Bot", title="Capitals", messages=[Message("user", "Capital of France?"), reply])
     shown = to_display(chat)
     assert shown[0] == {"role": "user", "content": "Capital of France?"}
-    assert shown[1]["content"].startswith("Paris!") and "version 2 of 2" in shown[1]["content"]
-    assert "40.0 tokens/s" in shown[1]["content"] and "seed 5" in shown[1]["content"]
+    assert shown[1]["content"] == "Paris!"  # the stats are not in the text (the edit box, Copy)
+    stats = shown[1]["metadata"]["log"]
+    assert "version 2 of 2" in stats and "40.0 tokens/s" in stats and "seed 5" in stats
     md = chat_markdown(chat, "Bot", "Ada")
     assert md.startswith("# Capitals") and "**Ada:**\n\nCapital of France?" in md and "**Bot:**\n\nParis!" in md

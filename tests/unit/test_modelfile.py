@@ -50,7 +50,9 @@ FOO bar
 
 def test_the_issue_example_imports():
     character, params, model, warnings = modelfile_character(EXAMPLE.encode(), "Modelfile")
-    assert character.name == "mistral" and character.context == "You are a Shakespearean assistant..."
+    # a file called just "Modelfile": named after its SYSTEM text, not after FROM (a model, not a character)
+    assert character.name == "Shakespearean assistant"
+    assert character.context == "You are a Shakespearean assistant..."
     assert params.temperature == 0.7 and params.model_dump() == SamplingParams(temperature=0.7).model_dump()
     assert model == "mistral"
     assert character.extra["modelfile_template"] == "[Q] {{.Input}} [A] {{.Output}}"
@@ -141,8 +143,37 @@ def test_services_import_saves_a_preset_and_finds_the_model(user_dir):
     upload.parent.mkdir()
     upload.write_text(EXAMPLE)
     result = services.import_character(upload)
-    assert result.file_name == "mistral" and result.model == "mistral.gguf" and result.preset == "mistral"
-    assert services.presets.load("mistral").params.temperature == 0.7
-    assert services.characters.load("mistral").context.startswith("You are a Shakespearean")
+    name = "Shakespearean assistant"
+    assert result.file_name == name and result.model == "mistral.gguf" and result.preset == name
+    assert services.presets.load(name).params.temperature == 0.7
+    assert services.characters.load(name).context.startswith("You are a Shakespearean")
     again = services.import_character(upload)  # never overwrites the first preset or character
-    assert (again.file_name, again.preset) == ("mistral (2)", "mistral (2)")
+    assert (again.file_name, again.preset) == (f"{name} (2)", f"{name} (2)")
+
+
+@pytest.mark.parametrize(
+    ("file_name", "text", "expected"),
+    [
+        ("my-tutor.Modelfile", EXAMPLE, "my-tutor"),
+        ("Modelfile.bard", EXAMPLE, "bard"),
+        ("Study buddy.modelfile", "FROM llama3\n", "Study buddy"),
+        (
+            "Modelfile",
+            'FROM mistral\nSYSTEM """You are a patient maths tutor. Explain step by step."""\n',
+            "Patient maths tutor",
+        ),
+        ("Modelfile", "FROM mistral\nPARAMETER temperature 0.2\n", "Modelfile character"),
+        ("Modelfile.txt", "FROM mistral\n", "Modelfile character"),
+    ],
+)
+def test_an_imported_modelfile_is_named_after_its_file(user_dir, file_name, text, expected):
+    """The name the user gave the file (or the SYSTEM's first words), never FROM's model name."""
+    services = Services.build(Settings(user_data_dir=user_dir))
+    upload = user_dir / "upload" / file_name
+    upload.parent.mkdir()
+    upload.write_text(text)
+    result = services.import_character(upload)
+    assert result.character.name == expected and result.file_name == expected
+    assert services.characters.load(expected).name == expected
+    if result.params is not None:
+        assert result.preset == expected

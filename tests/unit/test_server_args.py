@@ -89,7 +89,16 @@ def test_every_field_is_a_flag_unless_marked():
             assert option.description == field.description and field.description, name
             assert option.env[0] == "WEBUI_" + name.upper()
     marked = {name for name, f in Settings.model_fields.items() if f.json_schema_extra == NOT_A_FLAG}
-    assert marked == {"load", "preset", "params", "template_overrides", "chat_character", "chat_id"}
+    assert marked == {
+        "load",
+        "preset",
+        "params",
+        "template_overrides",
+        "chat_character",
+        "chat_id",
+        "chat_setup",
+        "compare",
+    }
     actions = {a.dest: a for a in build_parser()._actions}
     for option in options():
         assert actions[option.dest].help.startswith(option.description)

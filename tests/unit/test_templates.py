@@ -278,9 +278,17 @@ def test_a_base_model_falls_back_to_its_familys_template(shipped, metadata, expe
 @pytest.mark.parametrize(
     ("name", "stops"),
     [
-        ("ChatML", ["<|im_end|>\n<|im_start|>user", "<|im_end|>"]),
-        ("Gemma", ["<end_of_turn>\n<start_of_turn>user", "<end_of_turn>"]),
-        ("Llama-3", ["<|eot_id|><|start_header_id|>user<|end_header_id|>", "<|eot_id|>"]),
+        ("ChatML", ["<|im_end|>\n<|im_start|>user", "<|im_end|>", "<|im_start|>"]),
+        ("Gemma", ["<end_of_turn>\n<start_of_turn>user", "<end_of_turn>", "<start_of_turn>"]),
+        (
+            "Llama-3",
+            [
+                "<|eot_id|><|start_header_id|>user<|end_header_id|>",
+                "<|eot_id|>",
+                "<|start_header_id|>",
+                "<|end_header_id|>",
+            ],
+        ),
         ("Alpaca", ["### Instruction:"]),
     ],
 )

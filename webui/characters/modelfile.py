@@ -226,22 +226,41 @@ def sampling_values(parameters: list[tuple[str, str]]) -> tuple[SamplingParams |
     return SamplingParams.model_validate(values), warnings
 
 
+def name_from_file(file_name: str) -> str:
+    """The name a user gave their Modelfile: ``my-tutor.Modelfile`` -> ``my-tutor``; ``Modelfile`` -> ""."""
+    parts = [p for p in Path(file_name).name.split(".") if p.lower() not in ("modelfile", "txt", "")]
+    return ".".join(parts).strip()
+
+
+def name_from_system(system: str, words: int = 4) -> str:
+    """A short name from the first words of the SYSTEM text ("You are a patient maths tutor" -> "Patient maths
+    tutor"), for a file called just ``Modelfile``; "" when there is no SYSTEM."""
+    first = system.strip().splitlines()[0] if system.strip() else ""
+    first = re.split(r"[.!?;:,(]", first, maxsplit=1)[0]
+    first = re.sub(r"^\s*(you are|you're|act as|pretend to be)\s+((a|an|the)\s+)?", "", first, flags=re.IGNORECASE)
+    kept = re.findall(r"[\w'-]+", first)[:words]
+    name = " ".join(kept)
+    return name[:1].upper() + name[1:]
+
+
 def modelfile_character(raw: bytes, name: str) -> tuple[Character, SamplingParams | None, str | None, list[str]]:
-    """A Modelfile's bytes -> (character, sampling values, FROM value, warnings)."""
+    """A Modelfile's bytes -> (character, sampling values, FROM value, warnings).
+
+    ``name`` is the file's name: the character is named after it (the user chose it), or, for a
+    file called just ``Modelfile``, after the first words of its SYSTEM text - never after FROM,
+    which names a model (``mistral``), not the character.
+    """
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise CardError("The Modelfile is not UTF-8 text.") from None
     mf = parse_modelfile(text)
     params, warnings = sampling_values(mf.parameters)
-    if name.lower() in ("", "modelfile") and mf.model:
-        name = Path(mf.model.split(":")[0]).stem or name
+    name = name_from_file(name) or name_from_system(mf.system) or "Modelfile character"
     context = "\n\n".join([mf.system, *(c for role, c in mf.messages if role == "system")]).strip()
     lines = [f"{_USER if role == 'user' else _CHAR} {content}" for role, content in mf.messages if role != "system"]
     extra = {k: v for k, v in (("modelfile_from", mf.model), ("modelfile_template", mf.template)) if v}
-    character = Character(
-        name=name or "Modelfile character", context=context, examples="\n".join(lines), extra=extra or None
-    )
+    character = Character(name=name, context=context, examples="\n".join(lines), extra=extra or None)
     return character, params, mf.model, [*mf.warnings, *warnings]
 
 

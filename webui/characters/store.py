@@ -146,7 +146,7 @@ class CharacterStore(YamlFolder):
         raw = read_bounded(Path(path), shown)
         params = model_ref = None
         if looks_like_modelfile(shown, raw):
-            character, params, model_ref, warnings = modelfile_character(raw, Path(shown).stem)
+            character, params, model_ref, warnings = modelfile_character(raw, shown)
             picture = None
         else:
             character, picture, warnings = read_card(shown, raw)

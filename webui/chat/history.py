@@ -5,6 +5,10 @@ leaves the previous complete file. The file holds our message list (with
 regenerated versions and per-message stats) and, for text-generation-webui
 compatibility, its ``internal``/``visible`` pairs; a file with only those
 pairs (exported by text-generation-webui) loads too.
+
+A chat also keeps what it was set up with (mode, system prompt, persona, instruction template:
+:data:`SETUP_FIELDS`), so reopening it - after a reload, a restart, or from the list - brings
+its rules back; a file without them (an older one, text-generation-webui's) gets the defaults.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +27,8 @@ from webui.errors import BranchRangeError, ChatNotFoundError, SettingsError, Web
 from webui.storage import TEMP_SUFFIX, atomic_write_text, safe_name
 
 Role = Literal["system", "user", "assistant"]
+#: The fields of a chat that say how it is set up (restored with the chat, remembered as the last used).
+SETUP_FIELDS = ("mode", "system_prompt", "persona_name", "persona_bio", "instruction_template")
 #: Told after the store wrote a chat (the chat) or deleted one (None): (character, chat id, chat).
 ChatListener = Callable[[str, str, "Chat | None"], None]
 
@@ -71,6 +77,26 @@ class Chat:
     context_start: int = 0
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
+    system_prompt: str = ""
+    #: The user's persona: the name the model calls them and what it is told about them.
+    persona_name: str = "You"
+    persona_bio: str = ""
+    #: Instruction template chosen for this chat: a name, "" for the model's own, None if never recorded.
+    instruction_template: str | None = None
+
+    def setup(self) -> dict[str, Any]:
+        """The chat's set-up (:data:`SETUP_FIELDS`)."""
+        return {k: getattr(self, k) for k in SETUP_FIELDS}
+
+    def apply_setup(self, setup: Mapping[str, Any]) -> bool:
+        """Take the set-up fields of ``setup`` (others, and values of the wrong type, are left out).
+
+        True if any changed."""
+        clean = clean_setup(setup)
+        changed = any(getattr(self, k) != v for k, v in clean.items())
+        for key, value in clean.items():
+            setattr(self, key, value)
+        return changed
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -92,8 +118,20 @@ class Chat:
                     messages.append(Message("assistant", bot))
         else:
             raise SettingsError("This file is not a chat: it has neither 'messages' nor 'internal'.")
-        fields = {k: data[k] for k in ("title", "mode", "context_start", "created", "updated") if k in data}
-        return cls(id=chat_id, character=character, messages=messages, **fields)
+        fields = {k: data[k] for k in ("title", "context_start", "created", "updated") if k in data}
+        chat = cls(id=chat_id, character=character, messages=messages, **fields)
+        chat.apply_setup(data)
+        return chat
+
+
+def clean_setup(setup: Mapping[str, Any]) -> dict[str, Any]:
+    """The set-up fields of ``setup`` that have the right type (a hand-edited file may have others)."""
+    clean = {}
+    for key in SETUP_FIELDS:
+        value = setup.get(key)
+        if isinstance(value, str) or (key == "instruction_template" and value is None and key in setup):
+            clean[key] = value
+    return clean
 
 
 def pairs(messages: list[Message]) -> tuple[list[list[str]], list[list[str]]]:
@@ -146,8 +184,14 @@ class ChatStore:
         chat_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         return Chat(id=chat_id, character=character, mode=mode)
 
-    def save(self, chat: Chat) -> None:
-        chat.updated = time.time()
+    def save(self, chat: Chat, *, touch: bool = True) -> None:
+        """Write ``chat``; ``touch``: it counts as updated now (the list shows the newest first).
+
+        A change of its set-up alone is saved with ``touch=False``: choosing a system prompt does
+        not move an old chat to the top of the list.
+        """
+        if touch:
+            chat.updated = time.time()
         text = json.dumps(chat.to_json(), ensure_ascii=False, indent=1)
         with self._lock:
             atomic_write_text(self.path_of(chat.character, chat.id), text)
@@ -233,6 +277,7 @@ class ChatStore:
                 f"Pick a message number from 1 to {len(chat.messages)}.", key="chat.branch_range", n=len(chat.messages)
             )
         branch = self.new(chat.character, chat.mode)
+        branch.apply_setup(chat.setup())
         branch.messages = copy.deepcopy(chat.messages[:n])
         branch.title = f"{chat.title} (branch)"
         self.save(branch)

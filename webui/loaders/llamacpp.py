@@ -54,7 +54,11 @@ def check_gguf_file(path: Path) -> None:
     if not path.exists():
         raise ModelLoadError(f"Model file not found: {path}", key="error.file_not_found", path=str(path))
     if path.is_dir():
-        raise ModelLoadError(f"{path.name} is a folder, not a GGUF file. A GGUF model is a single .gguf file.")
+        raise ModelLoadError(
+            f"{path.name} is a folder, not a GGUF file. A GGUF model is a single .gguf file.",
+            key="error.gguf_is_folder",
+            name=path.name,
+        )
     size = path.stat().st_size
     with open(path, "rb") as f:
         magic = f.read(4)
@@ -126,7 +130,9 @@ class LlamaCppBackend(Backend):
         try:
             Llama = _llama_class()
         except ImportError as exc:  # pragma: no cover - set-up installs it
-            raise ModelLoadError("llama-cpp-python is not installed. Run ./start.sh to set up.") from exc
+            raise ModelLoadError(
+                "llama-cpp-python is not installed. Run ./start.sh to set up.", key="error.llamacpp_missing"
+            ) from exc
         threads = options.threads or default_threads()
         try:
             llm = Llama(

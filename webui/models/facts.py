@@ -104,7 +104,8 @@ class _Cursor:
     def need(self, n: int) -> None:
         if n < 0 or self.pos + n > self.size:
             raise ModelInfoError(f"{self.name} is truncated or corrupt: its header runs past the end of the file "
-                                 f"(offset {self.pos:,} + {n:,} > {self.size:,} bytes).")
+                                 f"(offset {self.pos:,} + {n:,} > {self.size:,} bytes).", key="error.info_truncated",
+                                 name=self.name, pos=f"{self.pos:,}", n=f"{n:,}", size=f"{self.size:,}")
 
     def unpack(self, fmt: str) -> Any:
         n = struct.calcsize(fmt)
@@ -154,7 +155,8 @@ def gguf_facts(path: Path) -> ModelFacts:
         size = path.stat().st_size
         with open(path, "rb") as f:
             if size < 24:
-                raise ModelInfoError(f"{path.name} is not a GGUF model: the file is only {size} bytes.")
+                raise ModelInfoError(f"{path.name} is not a GGUF model: the file is only {size} bytes.",
+                                     key="error.info_too_small", name=path.name, size=size)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 return _parse_gguf(buf, size, path)
     except OSError as exc:
@@ -164,7 +166,7 @@ def gguf_facts(path: Path) -> ModelFacts:
 def _parse_gguf(buf: Any, size: int, path: Path) -> ModelFacts:
     if bytes(buf[:4]) != GGUF_MAGIC:
         raise ModelInfoError(f"{path.name} is not a GGUF model file (it does not start with 'GGUF'). It may be "
-                             "an incomplete download or a different format.")
+                             "an incomplete download or a different format.", key="error.info_not_gguf", name=path.name)
     cur = _Cursor(buf, size, path.name)
     cur.pos = 4
     version = cur.unpack("<I")

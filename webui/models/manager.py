@@ -171,8 +171,11 @@ class ModelManager:
         try:
             return ModelSettings.from_entry(merged)
         except ValidationError as exc:
-            raise SettingsError(f"The saved settings for {name} in {self.settings_file.name} are invalid: "
-                                f"{exc.errors()[0]['loc'][0] if exc.errors() else ''} {exc.errors()[0]['msg'] if exc.errors() else exc}") from exc
+            first = exc.errors()[0] if exc.errors() else None
+            detail = f"{first['loc'][0] if first['loc'] else ''} {first['msg']}" if first else str(exc)
+            raise SettingsError(f"The saved settings for {name} in {self.settings_file.name} are invalid: {detail}",
+                                key="error.model_settings_invalid", name=name, file=self.settings_file.name,
+                                detail=detail) from exc
 
     def save_model_settings(self, name: str, settings: ModelSettings) -> Path:
         """Store ``settings`` for ``name`` in the models folder, keeping every other entry of the file."""
@@ -200,25 +203,31 @@ class ModelManager:
         """
         src = Path(str(source).strip().strip('"')).expanduser()
         if not str(source).strip():
-            raise ModelNotFoundError("Type the path of a .gguf file or a model folder to import.")
+            raise ModelNotFoundError("Type the path of a .gguf file or a model folder to import.",
+                                     key="error.import_no_path")
         if not src.exists():
-            raise ModelNotFoundError(f"Nothing at {src}: check the path.")
+            raise ModelNotFoundError(f"Nothing at {src}: check the path.", key="error.import_nothing_at", path=str(src))
         shown_name = Path(os.path.abspath(src)).name  # the name the user sees, even for a link
         src = src.resolve()
         if src.is_file():
             if src.suffix.lower() != ".gguf":
-                raise ModelLoadError(f"{src.name} is not a .gguf file. Import a .gguf file or a model folder.")
+                raise ModelLoadError(f"{src.name} is not a .gguf file. Import a .gguf file or a model folder.",
+                                     key="error.import_not_gguf_name", name=src.name)
             with open(src, "rb") as f:
                 if f.read(4) != b"GGUF":
-                    raise ModelLoadError(f"{src.name} is not a GGUF model (it does not start with 'GGUF').")
+                    raise ModelLoadError(f"{src.name} is not a GGUF model (it does not start with 'GGUF').",
+                                         key="error.import_not_gguf", name=src.name)
         elif not (is_hf_folder(src) or any(src.glob("*.gguf"))):
-            raise ModelLoadError(f"{src} is neither a .gguf file nor a model folder (config.json, or .gguf files).")
+            raise ModelLoadError(f"{src} is neither a .gguf file nor a model folder (config.json, or .gguf files).",
+                                 key="error.import_not_model", path=str(src))
         target_name = safe_name(name or shown_name, what="model name")
         target = self.model_dir / target_name
         if target.exists() or target.is_symlink():
-            raise InvalidNameError(f"There is already a model called {target_name} in {self.model_dir}.")
+            raise InvalidNameError(f"There is already a model called {target_name} in {self.model_dir}.",
+                                   key="error.import_exists", name=target_name, folder=str(self.model_dir))
         if src.parent == self.model_dir.resolve() and src.name == target_name:
-            raise InvalidNameError(f"{src.name} is already in the models folder.")
+            raise InvalidNameError(f"{src.name} is already in the models folder.", key="error.import_already_in",
+                                   name=src.name)
         self.model_dir.mkdir(parents=True, exist_ok=True)
         if mode == "link":
             os.symlink(src, target, target_is_directory=src.is_dir())
@@ -232,7 +241,9 @@ class ModelManager:
                 os.replace(tmp, target)
             except OSError as exc:
                 shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-                raise ModelLoadError(f"Copying {src.name} failed: {exc.strerror or exc}. Nothing was imported.") from exc
+                detail = exc.strerror or str(exc)
+                raise ModelLoadError(f"Copying {src.name} failed: {detail}. Nothing was imported.",
+                                     key="error.import_copy_failed", name=src.name, detail=detail) from exc
         else:
             raise ValueError(f"unknown import mode {mode!r}")
         log.info("Imported %s as %s (%s)", src, target, mode)
@@ -242,9 +253,11 @@ class ModelManager:
         """Delete a model from the models folder (an imported link: only the link). Unloads it first."""
         target = self.model_dir / safe_name(name, what="model name")
         if not (target.exists() or target.is_symlink()):
-            raise ModelNotFoundError(f"No model called {name!r} in {self.model_dir}.")
+            raise ModelNotFoundError(f"No model called {name!r} in {self.model_dir}.", key="error.model_missing",
+                                     name=repr(name), folder=str(self.model_dir))
         if target.parent.resolve() != self.model_dir.resolve():
-            raise InvalidNameError(f"{name!r} is not inside the models folder.")
+            raise InvalidNameError(f"{name!r} is not inside the models folder.", key="error.model_outside",
+                                   name=repr(name))
         with self._lock:
             if self._current is not None and self._current.name == target.name:
                 self._close_current()
@@ -339,12 +352,17 @@ class ModelManager:
 
             ctx = options.n_ctx or facts.context_length or 4096
             kv = facts.kv_cache_bytes(ctx)
-            hint = (f" The context alone takes about {human_size(kv)}: load it with a smaller context "
-                    "(Context size / --ctx-size)." if kv > need / 4 else " Close other programs or pick a smaller "
-                                                                            "model or quantisation.")
-            raise ModelLoadError(
+            error = ModelLoadError(
                 f"Not enough memory to load {name} with a context of {ctx:,} tokens: it needs about "
-                f"{human_size(need)} of RAM and this machine has about {human_size(free)} free.{hint}")
+                f"{human_size(need)} of RAM and this machine has about {human_size(free)} free.",
+                key="error.not_enough_memory", name=name, ctx=f"{ctx:,}", need=human_size(need), free=human_size(free))
+            if kv > need / 4:
+                error.add_sentence(f"The context alone takes about {human_size(kv)}: load it with a smaller context "
+                                   "(Context size / --ctx-size).", "error.memory_hint_context", kv=human_size(kv))
+            else:
+                error.add_sentence("Close other programs or pick a smaller model or quantisation.",
+                                   "error.memory_hint_other")
+            raise error
 
     def unload(self) -> None:
         with self._lock:

@@ -193,7 +193,7 @@ _PROBES: tuple[list[dict[str, str]], ...] = (
 
 _REPLY, _NEXT = "QQREPLYQQ", "QQNEXTQQ"
 #: A marker worth stopping on by itself: a tag such as <|im_end|>, <end_of_turn>, [/INST] or </s>.
-_TAG = re.compile(r"^(<\|[^|\s]+\|>|<[^<>\s]+>|\[/?[A-Z_]+\])")
+_TAG = re.compile(r"<\|[^|\s]+\|>|<[^<>\s]+>|\[/?[A-Z_]+\]")
 
 
 def _turn_markers(template: ChatTemplate) -> list[str]:
@@ -213,11 +213,8 @@ def _turn_markers(template: ChatTemplate) -> list[str]:
     between = text[start + len(_REPLY) : end].strip()
     if not between:
         return []
-    stops = [between]
-    tag = _TAG.match(between)
-    if tag and tag.group(0) != between:
-        stops.append(tag.group(0))  # the end-of-turn tag alone, for when the model stops there
-    return stops
+    # Each tag alone too: a model may stop at the end-of-turn tag, or skip it and open the next turn.
+    return [between, *(tag for tag in dict.fromkeys(_TAG.findall(between)) if tag != between)]
 
 
 #: Instruction template to fall back on for a model without a chat template, by the family its

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import gradio as gr
 
 from webui.services import Services
+from webui.ui.api_panel import build_api_tab
 from webui.ui.chat_tab import build_chat_tab
 from webui.ui.compare_tab import build_compare_tab
-from webui.ui.i18n import gradio_i18n, t
+from webui.ui.i18n import LANGUAGES, forced_language, gradio_i18n, t, tr
 from webui.ui.model_tab import build_model_tab, guide_visible, status_text
 from webui.ui.notebook_tab import build_notebook_tab, token_count_text
 from webui.ui.parameters_tab import build_parameters_tab, interactivity, loader_note
 
 TITLE = "Local LLM Web UI"
+
+# Pop-up messages (errors, warnings) at the bottom right: Gradio puts them at the top right, over the
+# Save/Delete buttons of the Model and Parameters tabs, so the button to fix the error was hidden by it.
+CSS = """
+.toast-wrap { top: auto !important; bottom: var(--size-4) !important; }
+"""
 
 KEYBOARD_JS = """
 () => {
@@ -32,6 +40,40 @@ KEYBOARD_JS = """
   });
 }
 """
+
+#: Pop-up kinds whose title the page translates (``toast.<kind>`` in the catalogues).
+TOAST_KINDS = ("error", "warning", "info")
+
+
+def toast_titles_js(forced: str | None) -> str:
+    """JS that shows pop-up titles ("Error", "Warning", "Info") in the page's language.
+
+    Gradio 6.31 takes ``title=`` on ``gr.Error``/``gr.Warning`` (our helpers pass the translated one)
+    but its pop-up shows the kind's English name instead; this puts the translation in its place, in
+    the language the server answers the page in (``--language``, else the browser's first one we have).
+    """
+    titles = {lang: {kind: tr(f"toast.{kind}", lang) for kind in TOAST_KINDS} for lang in LANGUAGES}
+    return f"""
+() => {{
+  const titles = {json.dumps(titles, ensure_ascii=False)};
+  const forced = {json.dumps(forced)};
+  const wanted = (navigator.languages || [navigator.language]).map((l) => (l || '').toLowerCase().split('-')[0]);
+  const own = titles[forced || wanted.find((l) => l in titles) || 'en'];
+  const translate = () => {{
+    for (const el of document.querySelectorAll('.toast-title')) {{
+      const kind = Object.keys(own).find((k) => el.classList.contains(k));
+      const node = el.firstChild;
+      if (kind && node && node.nodeType === Node.TEXT_NODE && node.data.trim() !== own[kind]) node.data = own[kind] + ' ';
+    }}
+  }};
+  new MutationObserver(translate).observe(document.body, {{ childList: true, subtree: true }});
+}}
+"""
+
+
+def page_js(forced: str | None) -> str:
+    """The page's own JS: keyboard shortcuts and translated pop-up titles."""
+    return f"() => {{ ({KEYBOARD_JS.strip()})(); ({toast_titles_js(forced).strip()})(); }}"
 
 
 def mark_when_answered(events: list[Any], key: str) -> None:
@@ -63,7 +105,8 @@ def mount_ui(app: Any, services: Services) -> Any:
         path="",
         server_name=settings.host,
         server_port=settings.listen_port,
-        js=KEYBOARD_JS,
+        js=page_js(forced_language(demo)),
+        css=CSS,
         footer_links=["gradio", "settings"],
         auth=credentials or None,
         max_file_size=int(settings.max_upload_mb * 1024 * 1024),
@@ -86,9 +129,12 @@ def build_ui(services: Services) -> gr.Blocks:
             with gr.Tab(t("tab.parameters"), id="parameters"):
                 params = build_parameters_tab(services)
             with gr.Tab(t("tab.compare"), id="compare"):
-                build_compare_tab(services)
+                compare = build_compare_tab(services)
+            with gr.Tab(t("tab.api"), id="api"):
+                api = build_api_tab(services)
         notebook["wire"](params["components"])
-        chat["wire"](params["components"])
+        # After a Modelfile import the Parameters tab shows the preset its PARAMETER lines became.
+        chat["wire"](params["components"], (params["current_state"], params["state_outputs"]))
         # Parameters the loaded model's loader cannot use are greyed out, after every load and on page load.
         loader_outputs = [params["note"], *params["components"]]
 
@@ -98,6 +144,7 @@ def build_ui(services: Services) -> gr.Blocks:
                     lambda: [loader_note(services), *interactivity(services)], None, loader_outputs, queue=False
                 ),
                 event.then(chat["model_changed"], None, chat["model_changed_outputs"], queue=False),
+                event.then(api["page_load"], None, api["page_load_outputs"], queue=False),
             ]
 
         # A model's saved settings may switch the preset: show the values now in use.
@@ -132,6 +179,10 @@ def build_ui(services: Services) -> gr.Blocks:
                 ),
                 demo.load(params["current_state"], None, params["state_outputs"], queue=False),
                 demo.load(chat["page_load"], None, chat["page_load_outputs"], queue=False),
+                demo.load(compare["page_load"], None, compare["page_load_outputs"], queue=False),
+                # the models on disk now and the one loaded now (the page was built at start), in the page's language
+                demo.load(model["page_load"], None, model["page_load_outputs"], queue=False),
+                demo.load(api["page_load"], None, api["page_load_outputs"], queue=False),
             ],
             "webuiReady",
         )

@@ -2,6 +2,11 @@
 
 Thin over the services: ``services.import_character`` (cards, character files, Modelfiles),
 ``CharacterStore.export_files`` (PNG card, JSON card, Modelfile) and the store's save/delete.
+
+Unsaved edits in the editor are never dropped without a word: picking another character keeps
+them (with a warning toast; "Discard edits" shows the picked one), and reloading or closing the
+page asks the browser's "leave the page?" question. They are not kept across a reload: a kept
+draft would look like the character the chat uses while the chat uses the saved file.
 """
 
 from __future__ import annotations
@@ -18,9 +23,23 @@ from webui.errors import WebUIError
 from webui.services import Services
 from webui.ui.chat_history_panel import HistoryPanel
 from webui.ui.chat_page import ChatPage
-from webui.ui.common import error_text, save_or_warn, ui_errors
+from webui.ui.common import error_text, inform, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import values_of
+
+#: Typing in the editor marks the page as having unsaved edits; the browser asks before a reload or
+#: a close loses them (``beforeunload``, set up once by the first edit).
+MARK_EDITED_JS = """() => {
+  window.webuiUnsavedCharacter = true;
+  if (!window.webuiUnloadGuard) {
+    window.webuiUnloadGuard = true;
+    window.addEventListener('beforeunload', (e) => {
+      if (window.webuiUnsavedCharacter) { e.preventDefault(); e.returnValue = ''; }
+    });
+  }
+}"""
+#: After the server said whether the editor still holds unsaved edits.
+MARK_JS = "(unsaved) => { window.webuiUnsavedCharacter = !!unsaved; }"
 
 
 def notes_text(character: Character, lang: str | None = None) -> str:
@@ -80,9 +99,21 @@ class CharacterPanel:
             self.ed_picture = gr.Image(label=t("chat.ed_picture"), type="filepath", height=120, elem_id="char-picture")
             with gr.Row():
                 self.ed_save = gr.Button(t("chat.ed_save"), variant="primary", elem_id="char-save", size="sm")
+                self.ed_discard = gr.Button(t("chat.ed_discard"), elem_id="char-discard", size="sm")
                 self.ed_delete = gr.Button(t("chat.ed_delete"), variant="stop", elem_id="char-delete", size="sm")
             self.char_message = gr.Markdown("", elem_id="char-message")
         self.exports = [self.export_png, self.export_json, self.export_mf]
+        self.editor: list[Any] = [
+            self.ed_file,
+            self.ed_name,
+            self.ed_greeting,
+            self.ed_context,
+            self.ed_examples,
+            self.ed_picture,
+        ]
+        #: Whether the editor holds edits that are not in a file, for the page's "leave?" guard (a
+        #: component, not a gr.State: the browser reads it).
+        self.editor_unsaved = gr.Checkbox(False, visible="hidden", elem_id="char-unsaved")
 
     # --- what the other parts of the tab use ----------------------------------------------------
     def export_files(self, character: str) -> list[Any]:
@@ -98,40 +129,70 @@ class CharacterPanel:
                 character, services.export_dir, services.initial_params(), loaded.name if loaded else None
             )
         except WebUIError as exc:
-            gr.Warning(tr("chat.export_failed", page_language(), error=error_text(exc, page_language())))
+            warn(tr("chat.export_failed", page_language(), error=error_text(exc, page_language())))
             return [None, None, None]
         return [str(p) for p in paths]
 
+    def editor_values(self, character: str) -> list[Any]:
+        """The editor showing the saved ``character`` (values for :attr:`editor`)."""
+        ch = self.services.characters.load(character)
+        return [character, ch.name, ch.greeting, ch.context, ch.examples, str(ch.picture) if ch.picture else None]
+
+    def unsaved(self, file_name: str, name: str, greeting: str, context: str, examples: str) -> str | None:
+        """The name of the character whose edits the editor holds unsaved, or None if nothing would be lost."""
+        characters = self.services.characters
+        file_name = (file_name or "").strip()
+        edited = (name or "", greeting or "", context or "", examples or "")
+        if file_name in characters.names():
+            try:
+                saved = characters.load(file_name)
+            except WebUIError:  # a broken file: what the editor holds is all there is
+                return file_name
+            return None if (saved.name, saved.greeting, saved.context, saved.examples) == edited else file_name
+        return (file_name or edited[0].strip() or "?") if file_name or any(f.strip() for f in edited) else None
+
     # --- events ---------------------------------------------------------------------------------
-    def wire(self, *, history: HistoryPanel, system_prompt: Any) -> None:
-        """Picking a character (it opens its newest chat), and the editor."""
+    def wire(self, *, history: HistoryPanel) -> None:
+        """Picking a character (it opens its newest chat, with that chat's set-up), and the editor."""
         characters, page = self.services.characters, self.page
-        editor = [self.ed_file, self.ed_name, self.ed_greeting, self.ed_context, self.ed_examples, self.ed_picture]
-        self.outputs = [*history.outputs, system_prompt, *editor, self.creator_notes, *self.exports]
+        editor = self.editor
+        self.outputs = [*history.outputs, *editor, self.creator_notes, *self.exports, self.editor_unsaved]
         export_files = self.export_files
 
         @ui_errors
-        def on_character(character: str) -> list[Any]:
+        def on_character(character: str, *edited: str) -> list[Any]:
+            """Open ``character``'s newest chat; the editor shows it, unless it holds unsaved edits
+            (then they are kept, with a warning)."""
+            kept = self.unsaved(*edited) if edited else None
             chat = self.services.chats.newest(character) or page.fresh_chat(character)
             ch = characters.load(character)
             shown = history.show(chat)
             shown[0] = gr.update(value=shown[0], avatar_images=(None, str(ch.picture) if ch.picture else None))
+            if kept:
+                warn(tr("chat.editor_kept", page_language(), name=kept, picked=character))
             return [
                 *shown,
-                "",
-                character,
-                ch.name,
-                ch.greeting,
-                ch.context,
-                ch.examples,
-                str(ch.picture) if ch.picture else None,
+                *([gr.update()] * len(editor) if kept else self.editor_values(character)),
                 notes_text(ch),
                 *export_files(character),
+                bool(kept),
             ]
 
         self.on_character = on_character
-        self.dropdown.input(on_character, self.dropdown, self.outputs, queue=False).then(
-            lambda: "", None, system_prompt, queue=False
+        # .select, not .input: Gradio 6.31's dropdown sends .input twice per pick (two warnings). Queued:
+        # a warning toast needs the queue's connection to reach the page.
+        self.dropdown.select(on_character, [self.dropdown, *editor[:5]], self.outputs).then(
+            None, self.editor_unsaved, None, js=MARK_JS
+        )
+        for box in editor[:5]:
+            box.input(None, None, None, js=MARK_EDITED_JS)
+
+        @ui_errors
+        def on_discard(character: str) -> list[Any]:
+            return [*self.editor_values(character), False]
+
+        self.ed_discard.click(on_discard, self.dropdown, [*editor, self.editor_unsaved], queue=False).then(
+            None, self.editor_unsaved, None, js=MARK_JS
         )
 
         @ui_errors
@@ -168,7 +229,9 @@ class CharacterPanel:
                 *export_files(file_name),
             ]
 
-        self.ed_save.click(on_save_character, editor, [self.dropdown, self.char_message, *self.exports], queue=False)
+        self.ed_save.click(
+            on_save_character, editor, [self.dropdown, self.char_message, *self.exports], queue=False
+        ).success(None, None, None, js="() => { window.webuiUnsavedCharacter = false; }")
 
         @ui_errors
         def on_delete_character(file_name: str) -> list[Any]:
@@ -181,9 +244,17 @@ class CharacterPanel:
         self.ed_delete.click(on_delete_character, self.ed_file, [self.dropdown, self.char_message], queue=False)
 
     def wire_import(
-        self, param_components: list[Any], *, model_changed: Callable[[], list[Any]], model_changed_outputs: list[Any]
+        self,
+        param_components: list[Any],
+        *,
+        model_changed: Callable[[], list[Any]],
+        model_changed_outputs: list[Any],
+        preset_state: tuple[Callable[[], list[Any]], list[Any]] | None = None,
     ) -> None:
-        """Card / character file / Modelfile import: it may also set the Parameters tab and load a model."""
+        """Card / character file / Modelfile import: it may also set the Parameters tab and load a model.
+
+        ``preset_state``: the Parameters tab's refresh (function, outputs), run after an import so its
+        preset dropdown and name box show the preset a Modelfile's PARAMETER lines were saved as."""
         services = self.services
 
         @ui_errors
@@ -209,8 +280,8 @@ class CharacterPanel:
                 except WebUIError as exc:
                     warnings.append(tr("chat.from_failed", lang, model=result.model, error=error_text(exc, lang)))
             for warning in warnings:
-                gr.Warning(warning)
-            gr.Info(tr("chat.imported_info", lang, file=result.file_name))
+                warn(warning, lang)
+            inform(tr("chat.imported_info", lang, file=result.file_name), lang)
             message = "\n\n".join(lines + [f"⚠ {w}" for w in warnings])
             return [
                 gr.update(choices=services.characters.names(), value=result.file_name),
@@ -220,8 +291,12 @@ class CharacterPanel:
                 *model_changed(),
             ]
 
-        self.card_upload.upload(
+        imported = self.card_upload.upload(
             on_import,
             [self.card_upload, *param_components],
             [self.dropdown, *self.outputs, self.import_message, *param_components, *model_changed_outputs],
         )
+        imported.then(None, self.editor_unsaved, None, js=MARK_JS)
+        if preset_state is not None:
+            refresh, outputs = preset_state
+            imported.then(refresh, None, outputs, queue=False, show_progress="hidden")

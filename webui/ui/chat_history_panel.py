@@ -49,10 +49,12 @@ class HistoryPanel:
             with gr.Row():
                 self.title = gr.Textbox(label=t("chat.title"), elem_id="chat-title", max_lines=1, scale=3)
                 self.rename = gr.Button(t("chat.rename"), elem_id="chat-rename", size="sm", scale=1)
+            # 0 means all messages: Gradio 6.31's number box shows 0 for an empty value (placeholder or not).
             self.branch_at = gr.Number(
-                value=None,
+                value=0,
                 label=t("chat.branch_at"),
                 precision=0,
+                minimum=0,
                 elem_id="chat-branch-at",
                 info=t("chat.branch_at_info"),
             )
@@ -61,7 +63,8 @@ class HistoryPanel:
                 self.download_json = gr.DownloadButton(t("chat.download_json"), elem_id="chat-download-json", size="sm")
                 self.download_md = gr.DownloadButton(t("chat.download_md"), elem_id="chat-download-md", size="sm")
             self.upload = gr.UploadButton(t("chat.upload_json"), file_types=[".json"], elem_id="chat-upload", size="sm")
-        #: What :meth:`show` fills in: the chat box, the open chat, the list and the title (set by wire).
+        #: What :meth:`show` fills in: the chat box, the open chat, the list, the title and the chat's
+        #: set-up inputs (set by wire).
         self.outputs: list[Any] = []
 
     # --- what the other parts of the tab use ----------------------------------------------------
@@ -77,18 +80,20 @@ class HistoryPanel:
         return any(v == chat_id for _, v in self.choices(character))
 
     def show(self, chat: Chat) -> list[Any]:
-        """Open ``chat`` on the page: values for :attr:`outputs`."""
+        """Open ``chat`` on the page, with its set-up: values for :attr:`outputs`."""
         return [
             self.page.display(chat),
             self.page.remember_open(chat),
             self.listed(chat.character, chat.id),
             chat.title,
+            *self.page.setup_values(chat),
         ]
 
     # --- events ---------------------------------------------------------------------------------
-    def wire(self, *, chatbot: Any, current: Any, character_dd: Any, user_name: Any) -> None:
+    def wire(self, *, chatbot: Any, current: Any, character_dd: Any, user_name: Any, setup: list[Any]) -> None:
+        """``setup``: the set-up inputs a chat restores (mode, system prompt, name, about you, template, its note)."""
         services, page = self.services, self.page
-        list_outs = self.outputs = [chatbot, current, self.chats_dd, self.title]
+        list_outs = self.outputs = [chatbot, current, self.chats_dd, self.title, *setup]
         show = self.show
 
         @ui_errors
@@ -98,10 +103,13 @@ class HistoryPanel:
         @ui_errors
         def on_pick(chat_id: str | None, character: str) -> list[Any]:
             if not chat_id:
-                return [gr.update()] * 4
+                return [gr.update()] * len(list_outs)
             return show(services.chats.load(character, chat_id))
 
-        self.new_chat.click(on_new, character_dd, list_outs, queue=False)
+        # The chat box's trash icon starts a new chat too (the old one stays in the list): clearing
+        # only the screen would bring the whole old chat back with the next Send.
+        for new_chat_event in (self.new_chat.click, chatbot.clear):
+            new_chat_event(on_new, character_dd, list_outs, queue=False)
         self.chats_dd.input(on_pick, [self.chats_dd, character_dd], list_outs, queue=False)
         self.search.input(
             lambda q, c: gr.update(choices=self.choices(c, q)),
@@ -133,7 +141,7 @@ class HistoryPanel:
         @ui_errors
         def on_branch(state: Any, character: str, at: float | None) -> list[Any]:
             chat = page.open_chat(state, character)
-            return show(services.chats.branch(chat, int(at) if at else None))  # empty (or 0): all messages
+            return show(services.chats.branch(chat, int(at) if at else None))  # 0 (or empty): all messages
 
         self.branch.click(on_branch, [current, character_dd, self.branch_at], list_outs, queue=False)
 

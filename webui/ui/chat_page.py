@@ -3,17 +3,26 @@
 The conversation (``chat_tab``), the chats list (``chat_history_panel``) and the character panel
 (``character_panel``) all show a chat in the same box and act on the same open chat, which each
 browser session keeps in a ``gr.State`` as ``(character, chat id)``.
+
+A chat carries its set-up (mode, system prompt, persona, instruction template): the Chat tab's
+inputs save it into the open chat as they change, and opening a chat (page load, the list, a
+character switch) puts its set-up back into them; a new chat starts with the last one used.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from webui.chat.history import Chat, Message
+import gradio as gr
+
+from webui.catalogue import in_language
+from webui.chat.history import Chat, Message, clean_setup
+from webui.chat.prompt import MODES
 from webui.chat.service import greeting_message
-from webui.errors import ChatNotFoundError
+from webui.errors import ChatNotFoundError, WebUIError
 from webui.services import Services
-from webui.ui.common import save_or_warn
+from webui.ui.common import error_text, save_or_warn
 from webui.ui.i18n import page_language, tr
 
 #: Messages shown in the chat box by default (settings.yaml ``chat_window``); older ones are one
@@ -22,10 +31,28 @@ from webui.ui.i18n import page_language, tr
 #: (bench/ui.py, docs/performance.md).
 DISPLAY_WINDOW = 60
 EARLIER_MARK = "<!--earlier-->"
+#: The template dropdown's choice for "the model's own chat template" (saved in a chat as "").
+MODEL_TEMPLATE = "(model's own template)"
+
+
+def setup_of(
+    mode: str | None, system: str | None, name: str | None, bio: str | None, template: str | None
+) -> dict[str, Any]:
+    """The Chat tab's set-up inputs as a chat's set-up fields (``Chat.setup``)."""
+    return {
+        "mode": mode if mode in MODES else "instruct",
+        "system_prompt": system or "",
+        "persona_name": name if name is not None else "You",
+        "persona_bio": bio or "",
+        "instruction_template": "" if not template or template == MODEL_TEMPLATE else template,
+    }
 
 
 def stats_line(message: Message, lang: str | None = None) -> str:
-    """The small line under a reply: its stats and, after a Regenerate, which version is shown."""
+    """A reply's stats and, after a Regenerate, which version is shown ("" for none).
+
+    Shown in the line under the chat box for the last reply; kept out of the message's text, so the
+    edit box and Copy hold only the reply."""
     lang = lang or page_language()
     parts = []
     if len(message.versions) > 1:
@@ -40,11 +67,12 @@ def stats_line(message: Message, lang: str | None = None) -> str:
             str(stats.get("model", "")),
             tr("chat.stat_seed", lang, seed=stats.get("seed", "")),
         ]
-    return f"\n\n<sub>{' · '.join(parts)}</sub>" if parts else ""
+    return " · ".join(parts)
 
 
 def to_display(chat: Chat | None, lang: str | None = None, window: int | None = DISPLAY_WINDOW) -> list[dict[str, Any]]:
-    """The chat as gr.Chatbot messages: stats under each reply, version arrows where there are versions.
+    """The chat as gr.Chatbot messages; a reply's :func:`stats_line` goes in its metadata (``log``, not shown
+    in the box: the line under it shows the last reply's).
 
     With ``window``, only the newest ``window`` messages are shown, after a first line saying how
     many earlier ones are hidden; the shown ones are always the newest (a suffix), which is how
@@ -55,11 +83,12 @@ def to_display(chat: Chat | None, lang: str | None = None, window: int | None = 
     lang = lang or page_language()
     visible = [m for m in chat.messages if m.role in ("user", "assistant")]
     hidden = max(0, len(visible) - window) if window else 0
-    out = []
+    out: list[dict[str, Any]] = []
     if hidden:
         out.append({"role": "assistant", "content": EARLIER_MARK + tr("chat.earlier_hidden", lang, n=hidden)})
     for m in visible[hidden:]:
-        out.append({"role": m.role, "content": m.content + (stats_line(m, lang) if m.role == "assistant" else "")})
+        line = stats_line(m, lang) if m.role == "assistant" else ""
+        out.append({"role": m.role, "content": m.content, **({"metadata": {"log": line}} if line else {})})
     return out
 
 
@@ -98,11 +127,14 @@ class ChatPage:
         return self.fresh_chat(character)
 
     def fresh_chat(self, character: str, chat_id: str | None = None) -> Chat:
-        """A new chat (opened by the character's greeting). Not on disk until its first message."""
+        """A new chat (opened by the character's greeting), set up as the last one used.
+
+        Not on disk until its first message."""
         chat = self.services.chats.new(character)
+        chat.apply_setup(self.last_setup())
         if chat_id:
             chat.id = chat_id
-        first = greeting_message(self.services.characters.load(character), "You")
+        first = greeting_message(self.services.characters.load(character), chat.persona_name or "You")
         if first is not None:
             chat.messages.append(first)  # alternate greetings are its other versions
         return chat
@@ -110,3 +142,83 @@ class ChatPage:
     def remember_open(self, chat: Chat) -> tuple[str, str]:
         save_or_warn(lambda: self.services.remember_chat(chat.character, chat.id))
         return (chat.character, chat.id)
+
+    # --- the chat's set-up ----------------------------------------------------------------------
+    def last_setup(self) -> dict[str, Any]:
+        """The set-up used last (settings.yaml ``chat_setup``), what a new chat starts with."""
+        saved = self.services.settings.chat_setup
+        return clean_setup(saved if isinstance(saved, dict) else {})
+
+    def remember_setup(self, setup: dict[str, Any]) -> None:
+        setup = clean_setup(setup)
+        if setup != self.last_setup():
+            save_or_warn(lambda: self.services.remember(chat_setup=setup))
+
+    def keep_setup(self, state: Any, character: str, *values: Any) -> None:
+        """The set-up inputs changed: save them into the open chat, and remember them for new chats.
+
+        A new chat that is not on disk yet takes them with its first message (the turn saves them).
+        """
+        setup = setup_of(*values)
+        self.remember_setup(setup)
+        if not state or state[0] != character:
+            return
+        try:
+            chat = self.services.chats.load(character, state[1])
+        except ChatNotFoundError:
+            return
+        if chat.apply_setup(setup):
+            self.services.chats.save(chat, touch=False)
+
+    def use_setup(self, chat: Chat, *values: Any) -> None:
+        """A turn is sent with these set-up inputs: they go into the chat (saved with the turn)."""
+        setup = setup_of(*values)
+        chat.apply_setup(setup)
+        self.remember_setup(setup)
+
+    def template_for(self, choice: str | None) -> tuple[Any, str]:
+        """The template the dropdown's choice gives the loaded model (for the prompt view and the note)."""
+        loaded = self.services.models.current
+        override = None if not choice or choice == MODEL_TEMPLATE else choice
+        template, note = self.services.choose_template(
+            loaded.backend.chat_template if loaded else None, override, loaded.backend.metadata if loaded else None
+        )
+        return template, in_language(note, page_language())
+
+    def use_template(self, choice: str | None) -> None:
+        """The template dropdown's choice holds for the loaded model (saved per model, as the Chat tab shows it)."""
+        loaded = self.services.models.current
+        if loaded is None:
+            return
+        overrides = dict(self.services.settings.template_overrides)
+        if not choice or choice == MODEL_TEMPLATE:
+            overrides.pop(loaded.name, None)
+        else:
+            overrides[loaded.name] = choice
+        if overrides != self.services.settings.template_overrides:
+            save_or_warn(lambda: self.services.remember(template_overrides=overrides))
+
+    def setup_values(self, chat: Chat | None, otherwise: Callable[[], list[Any]] | None = None) -> list[Any]:
+        """Values for the set-up inputs (mode, system prompt, name, about you, template, its note) showing
+        ``chat``'s set-up (None: the last used). A chat's template choice is put in force for the loaded
+        model; for a chat that never recorded one (an older file) the template and note are ``otherwise()``,
+        else left as they are."""
+        setup = chat.setup() if chat is not None else {**Chat(id="", character="").setup(), **self.last_setup()}
+        mode = setup["mode"] if setup["mode"] in MODES else "instruct"
+        template = self.restore_template(setup["instruction_template"])
+        if template is None:
+            template = tuple(otherwise()) if otherwise else (gr.update(), gr.update())
+        return [mode, setup["system_prompt"], setup["persona_name"], setup["persona_bio"], *template]
+
+    def restore_template(self, template: str | None) -> tuple[str, str] | None:
+        """A chat's template choice put in force (dropdown value, note); None if there is none to restore
+        (never recorded, or a template file that is gone)."""
+        if template is None or (template and template not in self.services.instruction_templates.names()):
+            return None
+        choice = template or MODEL_TEMPLATE
+        self.use_template(choice)
+        try:
+            note = self.template_for(choice)[1] if self.services.models.current else ""
+        except WebUIError as exc:
+            note = error_text(exc, page_language())
+        return choice, note

@@ -7,21 +7,31 @@ The chats list lives in ``chat_history_panel``, the character picker, cards and 
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any, cast
 
 import gradio as gr
 
 from webui.catalogue import in_language
 from webui.characters.character import DEFAULT_CHARACTER
-from webui.chat.history import Message
+from webui.chat.history import Chat, Message
 from webui.chat.prompt import MODES, ChatOptions, Mode, Persona, Prompt
-from webui.chat.service import Action, edit_message, remove_last, switch_version
+from webui.chat.service import Action, Turn, edit_message, remove_last, switch_version
 from webui.errors import WebUIError
 from webui.services import Services
 from webui.ui.character_panel import CharacterPanel, notes_text
 from webui.ui.chat_history_panel import HistoryPanel
-from webui.ui.chat_page import DISPLAY_WINDOW, EARLIER_MARK, ChatPage, shown_offset, stats_line, to_display
-from webui.ui.common import Frames, error_text, save_or_warn, ui_errors
+from webui.ui.chat_page import (
+    DISPLAY_WINDOW,
+    EARLIER_MARK,
+    MODEL_TEMPLATE,
+    ChatPage,
+    shown_offset,
+    stats_line,
+    to_display,
+)
+from webui.ui.common import Frames, error_text, error_toast, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import params_from_values
 
@@ -36,7 +46,26 @@ __all__ = [
     "to_display",
 ]
 
-MODEL_TEMPLATE = "(model's own template)"
+log = logging.getLogger(__name__)
+
+#: Client-side, on every change of the chat box: the line under it shows the stats of the last reply
+#: (``to_display`` keeps them in the message's metadata, out of its text: the edit box, Copy).
+LAST_STATS_JS = """
+(messages) => {
+  const list = messages || [];
+  const last = list[list.length - 1];
+  const text = last && last.role === 'assistant' && last.metadata && last.metadata.log || '';
+  return text ? '<sub>' + text.replace(/&/g, '&amp;').replace(/</g, '&lt;') + '</sub>' : '';
+}
+"""
+
+
+def failure_text(exc: Exception, lang: str) -> str:
+    """What a pop-up says about an error (the words ``ui_errors`` would raise it with)."""
+    if isinstance(exc, WebUIError):
+        return error_text(exc, lang)
+    log.exception("Unexpected error in a chat turn")
+    return tr("error.unexpected", lang, kind=type(exc).__name__, detail=str(exc))
 
 
 def meter_text(prompt: Prompt | None, lang: str) -> str:
@@ -63,6 +92,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 render_markdown=True,
                 group_consecutive_messages=False,
             )
+            reply_stats = gr.Markdown("", elem_id="chat-reply-stats")
             with gr.Row():
                 # lines=1 (growing to max_lines): Enter sends, Shift+Enter adds a line (Gradio's rule)
                 message = gr.Textbox(
@@ -116,22 +146,21 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     # The open chat of this browser session: (character, chat id).
     current = gr.State(None)
+    # The error a chat turn ended with, for the pop-up that follows it (None: none).
+    turn_error = gr.State(None)
 
     # ------------------------------------------------------------------------------------------
     def options_of(mode_v: str, system: str, name: str, bio: str) -> ChatOptions:
         mode = cast(Mode, mode_v if mode_v in MODES else "instruct")
         return ChatOptions(mode=mode, system_prompt=system or "", persona=Persona(name or "You", bio or ""))
 
-    def template_for(choice: str | None) -> tuple[Any, str]:
-        """The template the dropdown's choice gives the loaded model (for the prompt view and the note)."""
-        loaded = services.models.current
-        override = None if not choice or choice == MODEL_TEMPLATE else choice
-        template, note = services.choose_template(
-            loaded.backend.chat_template if loaded else None, override, loaded.backend.metadata if loaded else None
-        )
-        return template, in_language(note, page_language())
+    template_for = page.template_for
 
-    @ui_errors
+    # A page's "is a reply being written?" and the start of its reply are one step, so two quick
+    # Sends (a double click, Enter and the button) cannot both start one.
+    starting = threading.Lock()
+    keep = gr.update()
+
     def act(
         action: Action,
         request: gr.Request,
@@ -146,42 +175,93 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         prefix: str,
         *values: Any,
     ) -> Any:
-        params = params_from_values(values)
+        """Send / Regenerate / Continue / Impersonate, streamed into the chat box.
+
+        The message box is left alone while the reply streams (what the user types meanwhile stays):
+        a Send empties it once at the start, an Impersonate writes into it. It never raises: an error
+        goes out in the last value (``turn_error``) for the next step to show as a pop-up, since a handler
+        that raises puts Gradio's "Error" badge in place of its outputs - here, the whole chat.
+        Outputs: chat box, message box, open chat, meter, template note, Send button, turn_error.
+        """
         lang = page_language(request)
-        chat = open_chat(state, character)
-        state = remember_open(chat)
-        note: Any = gr.update()
-        with services.cancels.scope(request.session_hash or "anonymous") as cancel:
+        session = request.session_hash or "anonymous"
+        with starting:
+            cancel = None if services.cancels.running(session) else services.cancels.start(session)
+        if cancel is None:  # this page is already writing a reply (or a notebook text, a comparison)
+            warn(tr("chat.busy", lang), lang)
+            yield keep, keep, keep, keep, keep, keep, None
+            return
+        view: Any = keep
+        box: Any = keep
+        opened: Any = keep
+        meter: Any = keep
+        note: Any = keep
+        error: str | None = None
+        chat: Chat | None = None
+        turn: Turn | None = None
+        try:
+            chat = open_chat(state, character)
+            page.use_setup(chat, mode_v, system, name, bio, tpl)  # the chat keeps the set-up it is sent with
             turn = services.chat_service.turn(
                 chat,
                 action,
                 text=text,
                 character=characters.load(character),
                 options=options_of(mode_v, system, name, bio),
-                params=params,
+                params=params_from_values(values),
                 cancel=cancel,
                 reply_prefix=prefix or "",
             )
-            box = "" if action == "send" else text  # a sent message leaves the input box at once
-            if action == "send":  # the message at once, before the reply starts
-                yield display(chat, lang)[:-1], box, state, gr.update(), note
+            opened = remember_open(chat)
+            generating = gr.update(value=tr("chat.generating", lang), elem_classes=["generating"])
+            if action == "send":  # the message at once, before the reply starts; the box empties once
+                yield display(chat, lang)[:-1], "", opened, keep, keep, generating, None
+            else:
+                yield display(chat, lang), keep, opened, keep, keep, generating, None
             frames = Frames()
             for partial in turn:
                 if action == "impersonate":
                     box = partial  # the model writes your next message into the input box
                 if frames.due():  # the last text is sent after the loop in any case
-                    yield display(chat, lang), box, state, gr.update(), note
-        prompt = turn.prompt
-        if prompt is not None and prompt.template_note:
-            note = in_language(prompt.template_note, lang)
-        yield display(chat, lang), box, state, meter_text(prompt, lang), note
+                    yield display(chat, lang), box, opened, keep, keep, keep, None
+            view, meter = display(chat, lang), meter_text(turn.prompt, lang)
+            prompt = turn.prompt
+            if prompt is not None and prompt.template_note:
+                note = in_language(prompt.template_note, lang)
+        except Exception as exc:
+            error = failure_text(exc, lang)
+            if turn is not None and chat is not None:
+                if action == "send" and turn.job.prepared is None:
+                    # The model never saw it (unloaded meanwhile...): take the message back into the box,
+                    # so a second Send does not leave it twice in the chat.
+                    box = remove_last(chat) or box
+                    save_or_warn(lambda: services.chats.save(chat), lang)
+                view = display(chat, lang)
+        finally:
+            services.cancels.end(session, cancel)
+        yield view, box, opened, meter, note, keep, error
+
+    def after_turn(request: gr.Request, character: str, state: Any) -> list[Any]:
+        """The chats list and title after a turn, and the Send button back to normal once nothing runs."""
+        lang = page_language(request)
+        idle = not services.cancels.running(request.session_hash or "anonymous")
+        saved = bool(state) and history.listed_ok(character, state[1])
+        return [
+            history.listed(character, state[1] if state else None),
+            services.chats.load(character, state[1]).title if saved else keep,
+            gr.update(value=tr("chat.send", lang), elem_classes=[]) if idle else keep,
+        ]
+
+    def report(error: str | None) -> None:
+        if error:
+            raise error_toast(error)
 
     def on_stop(request: gr.Request) -> None:
         services.cancels.stop(request.session_hash or "anonymous")
 
     param_inputs: list[Any] = []
 
-    def wire(param_components: list[Any]) -> None:
+    def wire(param_components: list[Any], preset_state: tuple[Any, list[Any]] | None = None) -> None:
         param_inputs.extend(param_components)
         common = [
             current,
@@ -195,7 +275,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             start_with,
             *param_components,
         ]
-        outs = [chatbot, message, current, meter, template_note]
+        outs = [chatbot, message, current, meter, template_note, send, turn_error]
         for trigger, action in (
             (send.click, "send"),
             (message.submit, "send"),
@@ -203,20 +283,19 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             (cont.click, "continue"),
             (impersonate.click, "impersonate"),
         ):
+            # .then follows a turn that ended in an error too: Send is back to normal, then the pop-up.
             trigger(_bind(act, action), common, outs, concurrency_limit=None, show_progress="hidden").then(
-                lambda c, st: [
-                    history.listed(c, st[1] if st else None),
-                    services.chats.load(c, st[1]).title if st and history.listed_ok(c, st[1]) else gr.update(),
-                ],
-                [character_dd, current],
-                [history.chats_dd, history.title],
-                queue=False,
-            )
+                after_turn, [character_dd, current], [history.chats_dd, history.title, send], queue=False
+            ).then(report, turn_error, None, concurrency_limit=None, show_progress="hidden")  # queued: a pop-up
         people.wire_import(
-            param_components, model_changed=on_model_changed, model_changed_outputs=[template_dd, template_note]
+            param_components,
+            model_changed=on_model_changed,
+            model_changed_outputs=[template_dd, template_note],
+            preset_state=preset_state,
         )
 
     stop.click(on_stop, None, None, queue=False)
+    chatbot.change(None, chatbot, reply_stats, js=LAST_STATS_JS, queue=False, show_progress="hidden")
 
     @ui_errors
     def on_remove(state: Any, character: str) -> Any:
@@ -249,8 +328,6 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         if marked and index == 0:  # the "earlier messages" line is not a message
             return display(chat)
         value = data.value if isinstance(data.value, str) else str(data.value)
-        # the display adds a stats line under replies; editing keeps only the text above it
-        value = value.split("\n\n<sub>")[0]
         edit_message(chat, visible[offset + index - marked], value)
         services.chats.save(chat)
         return display(chat, all_messages=True) if offset == 0 and not marked else display(chat)
@@ -289,14 +366,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         return [prompt.text, prompt.lore.summary()]
 
     def on_template(choice: str | None) -> str:
-        loaded = services.models.current
-        if loaded is not None:
-            overrides = dict(services.settings.template_overrides)
-            if not choice or choice == MODEL_TEMPLATE:
-                overrides.pop(loaded.name, None)
-            else:
-                overrides[loaded.name] = choice
-            save_or_warn(lambda: services.remember(template_overrides=overrides))
+        page.use_template(choice)
         return template_for(choice)[1]
 
     template_dd.input(ui_errors(on_template), template_dd, template_note, queue=False)
@@ -309,8 +379,26 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     )
 
     # --- the chats list, the character panel ---------------------------------------------------
-    history.wire(chatbot=chatbot, current=current, character_dd=character_dd, user_name=user_name)
-    people.wire(history=history, system_prompt=system_prompt)
+    setup_inputs: list[Any] = [mode, system_prompt, user_name, user_bio, template_dd]
+    history.wire(
+        chatbot=chatbot,
+        current=current,
+        character_dd=character_dd,
+        user_name=user_name,
+        setup=[*setup_inputs, template_note],
+    )
+    people.wire(history=history)
+    # The set-up goes into the open chat as it changes (and is remembered for new chats). A text box
+    # also on blur: a paste or an autofill may change it without an input event reaching Gradio.
+    for trigger in [*(box.input for box in setup_inputs), system_prompt.blur, user_name.blur, user_bio.blur]:
+        trigger(
+            ui_errors(page.keep_setup),
+            [current, character_dd, *setup_inputs],
+            None,
+            queue=False,
+            show_progress="hidden",
+            trigger_mode="always_last",
+        )
 
     def on_model_changed() -> list[Any]:
         """After a load: the instruction template chosen for that model, and the note about it."""
@@ -324,7 +412,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         return [choice, note]
 
     def on_page_load() -> list[Any]:
-        """A reload (or a restart) shows the chat that was open."""
+        """A reload (or a restart) shows the chat that was open, with its set-up, and its character in the editor."""
         character = services.settings.chat_character or DEFAULT_CHARACTER
         if character not in characters.names():
             character = DEFAULT_CHARACTER
@@ -336,15 +424,17 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 chat = None
         if chat is None:
             chat = services.chats.newest(character)
-        choice, note = on_model_changed()
+        *setup, choice, note = page.setup_values(chat, otherwise=on_model_changed)
         picture = characters.picture_of(character) if characters.is_valid(character) else None
         box = gr.update(value=display(chat) if chat else [], avatar_images=(None, str(picture) if picture else None))
         # The list as it is now: characters imported or saved since the app started are in it too.
         picked = gr.update(choices=characters.names(), value=character)
         try:
             notes = notes_text(characters.load(character))
+            editor = [*people.editor_values(character), False]
         except WebUIError as exc:
             notes = f"⚠ {error_text(exc, page_language())}"
+            editor = [gr.update()] * (len(people.editor) + 1)
         if chat is None:
             return [
                 box,
@@ -356,6 +446,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 choice,
                 notes,
                 *people.export_files(character),
+                *setup,
+                *editor,
             ]
         return [
             box,
@@ -367,6 +459,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             choice,
             notes,
             *people.export_files(character),
+            *setup,
+            *editor,
         ]
 
     return {
@@ -384,6 +478,9 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             template_dd,
             people.creator_notes,
             *people.exports,
+            *setup_inputs[:4],
+            *people.editor,
+            people.editor_unsaved,
         ],
         "stop": stop,
     }

@@ -37,12 +37,27 @@ def error_text(exc: WebUIError, lang: str | None) -> str:
     return f"{headline}: {exc.message}"
 
 
+def error_toast(message: str, lang: str | None = None) -> gr.Error:
+    """A ``gr.Error`` (raise it) whose pop-up title is in the page's language too, not only its text."""
+    return gr.Error(message, title=tr("toast.error", lang or page_language()))
+
+
+def warn(message: str, lang: str | None = None) -> None:
+    """A warning pop-up, titled in the page's language."""
+    gr.Warning(message, title=tr("toast.warning", lang or page_language()))
+
+
+def inform(message: str, lang: str | None = None) -> None:
+    """An information pop-up, titled in the page's language."""
+    gr.Info(message, title=tr("toast.info", lang or page_language()))
+
+
 def _as_gr_error(exc: Exception) -> gr.Error:
     lang = page_language()
     if isinstance(exc, WebUIError):
-        return gr.Error(error_text(exc, lang))
+        return error_toast(error_text(exc, lang), lang)
     log.exception("Unexpected error in a UI handler")
-    return gr.Error(tr("error.unexpected", lang, kind=type(exc).__name__, detail=str(exc)))
+    return error_toast(tr("error.unexpected", lang, kind=type(exc).__name__, detail=str(exc)), lang)
 
 
 def save_or_warn(save: Callable[[], object], lang: str | None = None) -> bool:
@@ -52,7 +67,8 @@ def save_or_warn(save: Callable[[], object], lang: str | None = None) -> bool:
     try:
         save()
     except SaveError as exc:
-        gr.Warning(error_text(exc, lang or page_language()))
+        lang = lang or page_language()
+        warn(error_text(exc, lang), lang)
         return False
     return True
 

@@ -3,6 +3,10 @@
 A thin layer over :class:`webui.compare.Comparison`: it turns the rows of dropdowns into
 ``RunConfig``s, streams the comparison's events into the answer columns and the status line,
 and writes the Markdown and CSV files the download buttons hand out.
+
+What the user set up (prompt, system prompt, mode, seed, reply length, the rows, the sweep) is
+remembered as it changes (settings.yaml ``compare``) and put back on every page load, so a reload
+or a restart does not cost the comparison being prepared.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from webui.compare import (
 from webui.errors import CompareError
 from webui.params import SamplingParams
 from webui.services import Services
-from webui.ui.common import Frames, field_bounds, ui_errors
+from webui.ui.common import Frames, field_bounds, save_or_warn, ui_errors
 from webui.ui.i18n import request_language, t, tr
 
 #: Configuration rows (model + preset) shown in the tab.
@@ -125,6 +129,63 @@ def _defaults(services: Services) -> tuple[list[str], list[str]]:
     second = next((n for n in names if n != first), UNUSED)
     preset = services.settings.preset if services.settings.preset in services.presets.names() else UNUSED
     return [first, second] + [UNUSED] * (ROWS - 2), [preset, preset] + [UNUSED] * (ROWS - 2)
+
+
+def saved_setup(
+    prompt: str | None,
+    system: str | None,
+    mode: str | None,
+    seed: float | None,
+    max_tokens: float | None,
+    sweep_param: str | None,
+    sweep_values: str | None,
+    *row_values: str | None,
+) -> dict[str, Any]:
+    """The tab's inputs as remembered in settings.yaml (``compare``)."""
+    return {
+        "prompt": prompt or "",
+        "system": system or "",
+        "mode": mode or "models",
+        "seed": None if seed is None else int(seed),
+        "max_tokens": None if max_tokens is None else int(max_tokens),
+        "sweep_param": sweep_param or "",
+        "sweep_values": sweep_values or "",
+        "models": [v or UNUSED for v in row_values[:ROWS]],
+        "presets": [v or UNUSED for v in row_values[ROWS:]],
+    }
+
+
+def restored_setup(saved: Any, start_models: list[str], start_presets: list[str]) -> dict[str, Any]:
+    """The remembered inputs (a hand-edited file may hold anything: what does not fit gets the start value)."""
+    saved = saved if isinstance(saved, dict) else {}
+
+    def text(key: str, default: str) -> str:
+        value = saved.get(key)
+        return value if isinstance(value, str) else default
+
+    def number(key: str, default: int) -> int:
+        value = saved.get(key)
+        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+    def rows(key: str, default: list[str]) -> list[str]:
+        value = saved.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return default
+        return (value + [UNUSED] * ROWS)[:ROWS]
+
+    mode = text("mode", "models")
+    param = text("sweep_param", "temperature")
+    return {
+        "prompt": text("prompt", ""),
+        "system": text("system", ""),
+        "mode": mode if mode in ("models", "presets", "sweep") else "models",
+        "seed": number("seed", DEFAULT_SEED),
+        "max_tokens": number("max_tokens", COMPARE_MAX_TOKENS),
+        "sweep_param": param if param in SWEEPABLE else "temperature",
+        "sweep_values": text("sweep_values", "0.2, 0.7, 1.2"),
+        "models": rows("models", start_models),
+        "presets": rows("presets", start_presets),
+    }
 
 
 def build_compare_tab(services: Services) -> dict[str, Any]:
@@ -319,9 +380,38 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
     def on_stop(request: gr.Request) -> None:
         services.cancels.stop(request.session_hash or "anonymous")
 
-    inputs = [prompt, system, mode, seed, max_tokens, sweep_param, sweep_values, *model_dds, *preset_dds]
+    inputs: list[Any] = [prompt, system, mode, seed, max_tokens, sweep_param, sweep_values, *model_dds, *preset_dds]
+
+    def on_change(*values: Any) -> None:
+        """Remember the inputs (a reload or a restart puts them back)."""
+        setup = saved_setup(*values)
+        if setup != services.settings.compare:
+            save_or_warn(lambda: services.remember(compare=setup))
+
+    # A text or number box also on blur: a paste or an autofill may change it without an input event.
+    typed: list[Any] = [prompt, system, seed, max_tokens, sweep_values]
+    for trigger in [*(c.input for c in inputs), *(c.blur for c in typed)]:
+        trigger(on_change, inputs, None, queue=False, show_progress="hidden", trigger_mode="always_last")
+    run.click(on_change, inputs, None, queue=False, show_progress="hidden")
     run.click(on_run, inputs, outputs, concurrency_limit=None, show_progress="hidden")
     stop.click(on_stop, None, None, queue=False)
+
+    def on_page_load() -> list[Any]:
+        """The inputs as they were left, with fresh model and preset lists (a choice that is gone is left out)."""
+        start_m, start_p = _defaults(services)
+        setup = restored_setup(services.settings.compare, start_m, start_p)
+        known_m, known_p = {v for _, v in model_choices()}, {v for _, v in preset_choices()}
+        return [
+            setup["prompt"],
+            setup["system"],
+            setup["mode"],
+            setup["seed"],
+            setup["max_tokens"],
+            setup["sweep_param"],
+            setup["sweep_values"],
+            *(gr.update(choices=model_choices(), value=m if m in known_m else UNUSED) for m in setup["models"]),
+            *(gr.update(choices=preset_choices(), value=p if p in known_p else UNUSED) for p in setup["presets"]),
+        ]
 
     def on_mode(mode_v: str) -> list[Any]:
         """Models: every row. Presets: row 1's model, a preset per row. Sweep: row 1 and the values."""
@@ -358,4 +448,4 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
             return table_value([], request_language(request, services.settings.language))
 
         tab.select(on_open_table, table, table, queue=False)
-    return {"run": run, "stop": stop, "status": status}
+    return {"run": run, "stop": stop, "status": status, "page_load": on_page_load, "page_load_outputs": inputs}

@@ -11,7 +11,7 @@ import gradio as gr
 from webui.catalogue import in_language
 from webui.downloads.hub import DownloadJob, Listing, duration, list_files, parse_source
 from webui.services import Services
-from webui.ui.common import error_text, ui_errors
+from webui.ui.common import error_text, error_toast, ui_errors
 from webui.ui.i18n import page_language, t, tr
 from webui.units import human_size
 
@@ -132,10 +132,10 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
     def on_start(listing: Listing | None, key: str | None, tok: str) -> Any:
         lang = page_language()
         if listing is None:
-            raise gr.Error(tr("download.list_first", lang))
+            raise error_toast(tr("download.list_first", lang))
         choice = next((c for c in listing.choices if c.key == key), None)
         if choice is None:
-            raise gr.Error(tr("download.pick_first", lang))
+            raise error_toast(tr("download.pick_first", lang))
         job = downloads.start(listing, choice, tok)
         yield job.id, progress_html(job, lang), gr.update()
         while job.state == "running":

@@ -16,7 +16,7 @@ from webui.models.facts import ModelFacts
 from webui.models.model_settings import ModelSettings
 from webui.params import LoadOptions
 from webui.services import Services
-from webui.ui.common import error_text, field_component, save_or_warn, ui_errors
+from webui.ui.common import error_text, error_toast, field_component, save_or_warn, ui_errors
 from webui.ui.download_panel import build_download_panel
 from webui.ui.i18n import DEFAULT, page_language, t, tr
 from webui.units import human_size
@@ -25,6 +25,8 @@ MODEL_TEMPLATE = "(the model's own)"
 KEEP_PRESET = "(keep the current preset)"
 
 OPTION_NAMES = tuple(LoadOptions.model_fields)
+#: Loader options wrap to about three a row (each slider keeps room for its label, info line and number box).
+OPTION_MIN_WIDTH = 360
 
 
 def status_text(services: Services, lang: str | None = None) -> str:
@@ -32,7 +34,7 @@ def status_text(services: Services, lang: str | None = None) -> str:
     current = services.models.current
     if current is None:
         return tr("model.status_none", lang)
-    return tr(
+    text = tr(
         "model.status_loaded",
         lang,
         name=current.name,
@@ -40,6 +42,11 @@ def status_text(services: Services, lang: str | None = None) -> str:
         n_ctx=current.backend.n_ctx,
         seconds=f"{current.load_seconds:.1f}",
     )
+    backend = current.backend
+    # A local file without a chat template is a base model (a server applies its own template).
+    if backend.capabilities.local_files and not backend.chat_template:
+        text += "\n\n⚠ " + tr("model.status_base", lang)
+    return text
 
 
 def guide_visible(services: Services) -> Any:
@@ -68,7 +75,7 @@ def facts_markdown(facts: ModelFacts, n_ctx: int | None, lang: str) -> str:
         ),
         ("model.fact_size", human_size(facts.file_size)),
     ]
-    lines = [f"**{facts.name}**", "", "| | |", "|---|---|"]
+    lines = [f"| {tr('model.fact_model', lang)} | **{facts.name}** |", "|---|---|"]
     lines += [f"| {tr(key, lang)} | {value} |" for key, value in rows]
     ram = tr("model.fact_ram_at", lang, n=f"{ctx:,}") if ctx else tr("model.fact_ram", lang)
     lines.append(f"| {ram} | {tr('model.fact_about', lang, size=human_size(facts.ram_estimate(n_ctx)))} |")
@@ -152,6 +159,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                         elem_id="opt-remote_model",
                         visible=name in visible,
                         info=t("opt.remote_model.info"),
+                        min_width=OPTION_MIN_WIDTH,
                     )
                 else:
                     extra = {"type": "password"} if name == "remote_key" else {}
@@ -162,6 +170,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                         i18n_prefix="opt",
                         elem_prefix="opt-",
                         visible=name in visible,
+                        min_width=OPTION_MIN_WIDTH,
                         **extra,
                     )
                 option_components.append(comp)
@@ -192,6 +201,52 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             confirm_text = gr.Markdown("")
             confirm_btn = gr.Button(t("model.delete_confirm"), variant="stop", elem_id="model-delete-confirm")
             cancel_btn = gr.Button(t("common.cancel"), elem_id="model-delete-cancel")
+
+    def page_state() -> list[Any]:
+        """What a newly opened page shows (the page itself was built at start, with that moment's state):
+        the models on disk now, the loaded one selected with the loader and options it runs with (else the
+        last one used), its facts in the page's language and the settings saved for it."""
+        lang = page_language()
+        names = models.list_models()
+        loaded = models.current
+        if loaded is not None:
+            selected = loaded.name if loaded.name in names else None  # a server's model is not a file here
+            loader: str | None = loaded.loader
+            opts = loaded.options
+            note = ""
+        else:
+            last = services.settings.model
+            selected = last if last in names else (names[0] if names else None)
+            loader, opts, note = None, models.default_options, ""
+            if selected:
+                try:
+                    loader, opts = models.options_for(selected, models.default_options)
+                except WebUIError as exc:
+                    note = f"⚠ {error_text(exc, lang)} {tr('model.using_defaults', lang)}"
+                try:
+                    loader = loader if loader in models.loaders else models.infer_loader(selected)
+                except WebUIError:
+                    loader = None
+        fields = _option_fields(services, loader)
+        option_updates: list[Any] = []
+        for n in OPTION_NAMES:
+            value = getattr(opts, n)
+            if n == "remote_model":  # a dropdown: its value must be one of its choices
+                option_updates.append(
+                    gr.update(choices=[value] if value else [], value=value or None, visible=n in fields)
+                )
+            else:
+                option_updates.append(gr.update(value=value, visible=n in fields))
+        saved = _saved_settings(services, selected)
+        return [
+            gr.update(choices=names, value=selected),
+            gr.update(value=loader),
+            *option_updates,
+            info_text(services, selected, opts.n_ctx),
+            gr.update(value=saved.instruction_template or MODEL_TEMPLATE),
+            gr.update(value=saved.preset or KEEP_PRESET),
+            note,
+        ]
 
     def on_refresh(selected: str | None) -> Any:
         names = models.list_models()
@@ -235,7 +290,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     ) -> str:
         lang = page_language()
         if not name:
-            raise gr.Error(tr("model.pick_first", lang))
+            raise error_toast(tr("model.pick_first", lang))
         fields = _option_fields(services, loader)
         chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values, strict=True) if k in fields}
         LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
@@ -275,7 +330,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     def on_load(name: str | None, loader: str | None, progress: gr.Progress = gr.Progress(), *values: Any) -> str:
         local = loader is None or loader not in models.loaders or models.loaders.get(loader).capabilities.local_files
         if not name and local:
-            raise gr.Error(tr("model.pick_first_load", page_language()))
+            raise error_toast(tr("model.pick_first_load", page_language()))
         fields = _option_fields(services, loader, OPTION_NAMES)
         chosen = {k: _typed(k, v) for k, v in zip(OPTION_NAMES, values, strict=True) if k in fields}
         opts = LoadOptions.model_validate({**models.default_options.model_dump(), **chosen})
@@ -337,7 +392,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         show_progress="hidden",
         trigger_mode="always_last",
     )
-    save_btn.click(
+    saved_event = save_btn.click(
         on_save_settings, [model_dd, loader_dd, template_dd, preset_dd, *option_components], settings_msg, queue=False
     )
     delete_btn.click(ask_delete, model_dd, [confirm_row, confirm_text, settings_msg], queue=False)
@@ -346,6 +401,9 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         do_delete, model_dd, [confirm_row, model_dd, settings_msg, status], concurrency_id="model-load"
     )
     deleted.then(lambda name, n: info_text(services, name, n), [model_dd, by_name["n_ctx"]], info, queue=False)
+    # A failed action clears the message line: an old "Saved the settings ..." must not stand under its error.
+    for event in (saved_event, deleted):
+        event.failure(lambda: "", None, settings_msg, queue=False, show_progress="hidden")
     build_download_panel(services, model_dd)
     loader_dd.input(lambda loader: _option_visibility(services, loader), loader_dd, option_components, queue=False)
     loaded = load_btn.click(
@@ -356,6 +414,8 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     for event in (loaded, unloaded, deleted):
         event.then(lambda: guide_visible(services), None, guide, queue=False, show_progress="hidden")
     return {
+        "page_load": page_state,
+        "page_load_outputs": [model_dd, *select_outputs],
         "status": status,
         "guide": guide,
         "model": model_dd,

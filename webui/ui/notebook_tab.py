@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui.errors import NoModelLoadedError
 from webui.generation.scheduler import GenerationStats
 from webui.services import Services
 from webui.ui.common import Frames, save_or_warn, ui_errors
@@ -78,13 +79,19 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         lang = page_language(request)
         params = params_from_values(values)
         prompt = current_text or ""
+        if services.models.current is None:
+            # Checked again on the generation thread; here so that the status line does not say
+            # "Generating..." or "Waiting..." for a job that can only fail.
+            raise NoModelLoadedError()
+        # The requests ahead of this one, counted before it joins the queue: counted after, the queue
+        # still holds this very job until the worker picks it up ("Waiting for 1 other request").
+        waiting = services.generator.waiting() + (services.generator.active is not None)
         cancel = services.cancels.start(session)
         try:
             job = services.generator.submit(prompt, params, cancel)
         except BaseException:
             services.cancels.end(session, cancel)
             raise
-        waiting = services.generator.waiting()
         out = prompt
         saving = save_or_warn(lambda: services.save_notebook(prompt), lang)  # after a failure: warn once, not every 2 s
         generating = tr("notebook.generating", lang)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from webui.params import SAMPLING_FIELDS, SamplingParams
 from webui.services import Services
-from webui.ui.common import field_component, save_or_warn, ui_errors
+from webui.ui.common import error_toast, field_component, save_or_warn, ui_errors
 from webui.ui.i18n import page_language, t, tr
 
 #: How the fields are laid out; every ``SamplingParams`` field appears exactly once.
@@ -50,7 +50,7 @@ def params_from_values(values: typing.Sequence[Any]) -> SamplingParams:
         return SamplingParams.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise gr.Error(tr("params.invalid", page_language(), problems=problems)) from exc
+        raise error_toast(tr("params.invalid", page_language(), problems=problems)) from exc
 
 
 def values_of(params: SamplingParams) -> list[Any]:
@@ -169,7 +169,7 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
     def save_preset(name: str, current: str | None, unknown: dict, *values: Any) -> list[Any]:
         name = (name or "").strip()
         if not name:
-            raise gr.Error(tr("params.name_first", page_language()))
+            raise error_toast(tr("params.name_first", page_language()))
         params = params_from_values(values)
         store.save(name, params, unknown if name == current else None)
         save_or_warn(lambda: services.remember(preset=name, params=params.non_default()))
@@ -206,14 +206,19 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
 
     outputs = [*param_list, name_box, message, unknown_state]
     # Queued (not queue=False) so that errors show as a pop-up message.
-    preset_dd.input(load_preset, preset_dd, outputs, show_progress="hidden")
-    restore.click(load_preset, preset_dd, outputs, show_progress="hidden")
-    save.click(
-        save_preset, [name_box, preset_dd, unknown_state, *param_list], [preset_dd, message], show_progress="hidden"
-    )
+    # A failed action clears the message line: an old "Saved preset ..." must not stand under its error.
+    actions = [
+        preset_dd.input(load_preset, preset_dd, outputs, show_progress="hidden"),
+        restore.click(load_preset, preset_dd, outputs, show_progress="hidden"),
+        save.click(
+            save_preset, [name_box, preset_dd, unknown_state, *param_list], [preset_dd, message], show_progress="hidden"
+        ),
+        confirm.click(do_delete, preset_dd, [confirm_row, preset_dd, message], show_progress="hidden"),
+    ]
+    for event in actions:
+        event.failure(lambda: "", None, message, queue=False, show_progress="hidden")
     delete.click(ask_delete, preset_dd, [confirm_row, confirm_text, message], queue=False)
     cancel.click(lambda: gr.update(visible=False), None, confirm_row, queue=False)
-    confirm.click(do_delete, preset_dd, [confirm_row, preset_dd, message], show_progress="hidden")
     grammar_file.input(pick_grammar, grammar_file, components["grammar_string"], show_progress="hidden")
     for component in param_list:
         component.input(
