@@ -13,4 +13,12 @@ echo "[lint] mypy" >&2
 "$BIN/mypy"
 echo "[lint] import-linter" >&2
 "$BIN/lint-imports"
+echo "[lint] unique test module names" >&2
+# pytest imports test modules by their bare name (tests/ has no packages): two test_x.py in
+# different folders stop the whole run at collection.
+dupes="$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d)"
+if [ -n "$dupes" ]; then
+    echo "[lint] test modules with the same name in two folders (rename one): $dupes" >&2
+    exit 1
+fi
 echo "[lint] all passed" >&2
