@@ -28,7 +28,6 @@ per update stops growing once the chat is longer than the box's window (500 vs 1
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import tempfile
 import time
@@ -36,16 +35,8 @@ from pathlib import Path
 
 from common import MODELS_DIR, SMOLLM, median, print_table, servers, start_our_server, write_results
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+from browserkit import CHROMIUM, CHROMIUM_ARGS
+
 WORDS = (
     "the river carried small boats past old mills while children counted clouds and merchants argued "
     "about the price of salt"
@@ -142,15 +133,16 @@ def measure(browser, url: str, n_messages: int, reps: int, server_pid: int) -> d
     first_text = time.perf_counter() - start
     chrome = browser_pids()
     cpu_browser, cpu_server = cpu_seconds(chrome), cpu_seconds([server_pid])
+    # the turn has ended when Send is back from "Generating..." and the stats line shows the reply's figures
     page.wait_for_function(
-        "() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
-        " return b.length && b[b.length-1].innerText.includes('tokens/s'); }",
+        "() => { const s = document.querySelector('#chat-reply-stats'), b = document.querySelector('#chat-send');"
+        " return s && s.innerText.includes('tokens/s') && b && !b.classList.contains('generating'); }",
         timeout=300_000,
     )
     reply_s = time.perf_counter() - start
     cpu_browser, cpu_server = cpu_seconds(chrome) - cpu_browser, cpu_seconds([server_pid]) - cpu_server
-    # The server's own figures for this reply (the stats line under it): the model's decoding speed.
-    stats = page.locator("#chat-box [data-testid=bot]").last.inner_text()
+    # The server's own figures for this reply (the stats line under the box): the model's decoding speed.
+    stats = page.locator("#chat-reply-stats").inner_text()
     tokens = float(re.search(r"(\d+) tokens\b", stats).group(1))
     tps = float(re.search(r"([\d.]+) tokens/s", stats).group(1))
     time.sleep(0.5)
@@ -192,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         # the sizes with the default chat box (newest messages), then the largest with every message
         # shown (chat_window: 0), the way the box was before the window: the same run's baseline
         runs = [(n, None) for n in sizes] + ([(sizes[-1], 0)] if args.all_shown else [])

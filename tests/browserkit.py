@@ -11,9 +11,22 @@ chat template) are on screen. A value typed before those answer would be overwri
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from testdata import SMOLLM
+
+#: Debian's Chromium, and the flags it needs here (without the networking ones it stalls on the closed network).
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def settle(page: Any) -> None:
@@ -116,3 +129,16 @@ def wait_for_complete_reply(page: Any) -> None:
         " return s && s.innerText.includes('tokens/s') && b && !b.classList.contains('generating'); }",
         timeout=180_000,
     )
+
+
+def new_greedy_chat(page: Any, server: Any, max_tokens: int) -> Any:
+    """SmolLM2 loaded, greedy decoding, replies of at most ``max_tokens``, and an empty new chat open."""
+    if server.health()["model"] != SMOLLM:
+        load_smollm(page)
+    open_parameters(page)
+    set_number(page, "param-max_tokens", str(max_tokens))
+    page.locator("#param-do_sample input[type=checkbox]").uncheck()
+    open_chat(page)
+    page.locator("#chat-new").click()
+    page.wait_for_function("() => document.querySelectorAll('#chat-box [data-testid=bot]').length === 0")
+    return page

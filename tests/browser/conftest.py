@@ -7,20 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from browserkit import settle
+from browserkit import CHROMIUM, CHROMIUM_ARGS, settle
 from harness import Server, make_dirs, start_server, stop_server
 from testdata import PROJECT_DIR
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 ARTIFACTS = PROJECT_DIR / "test-artifacts"
 
 

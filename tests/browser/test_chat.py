@@ -9,7 +9,7 @@ import pytest
 from browserkit import (
     bot_texts,
     choose,
-    load_smollm,
+    new_greedy_chat,
     open_app,
     open_chat,
     open_parameters,
@@ -51,15 +51,7 @@ def saved_chats(server) -> list[dict]:
 
 @pytest.fixture
 def chat_page(page, server):
-    if server.health()["model"] != SMOLLM:
-        load_smollm(page)
-    open_parameters(page)
-    set_number(page, "param-max_tokens", "40")
-    page.locator("#param-do_sample input[type=checkbox]").uncheck()
-    open_chat(page)
-    page.locator("#chat-new").click()
-    page.wait_for_function("() => document.querySelectorAll('#chat-box [data-testid=bot]').length === 0")
-    return page
+    return new_greedy_chat(page, server, max_tokens=40)
 
 
 def test_send_regenerate_versions_edit_and_reload(chat_page, server):

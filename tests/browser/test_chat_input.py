@@ -11,7 +11,7 @@ import pytest
 
 from browserkit import (
     bot_texts,
-    load_smollm,
+    new_greedy_chat,
     open_chat,
     open_notebook,
     open_parameters,
@@ -20,7 +20,6 @@ from browserkit import (
     wait_for_complete_reply,
     wait_text,
 )
-from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
 
@@ -74,15 +73,7 @@ def test_no_model_send_is_a_popup_that_changes_nothing(page, server):
 
 @pytest.fixture
 def smollm_chat(page, server):
-    if server.health()["model"] != SMOLLM:
-        load_smollm(page)
-    open_parameters(page)
-    set_number(page, "param-max_tokens", "200")
-    page.locator("#param-do_sample input[type=checkbox]").uncheck()
-    open_chat(page)
-    page.locator("#chat-new").click()
-    page.wait_for_function("() => document.querySelectorAll('#chat-box [data-testid=bot]').length === 0")
-    return page
+    return new_greedy_chat(page, server, max_tokens=200)
 
 
 def test_typing_while_a_reply_streams_stays_and_a_second_send_waits(smollm_chat, server):
