@@ -56,7 +56,7 @@ def page(browser, server, request):
     pg.goto(server.url + "/")
     settle(pg)
     yield pg
-    if getattr(request.node, "failed_call", False):
+    if getattr(request.node, "failed_call", False) and not pg.is_closed():
         ARTIFACTS.mkdir(exist_ok=True)
         pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
         (ARTIFACTS / f"{request.node.name}.server.log").write_text(server.log.read_text())

@@ -216,10 +216,14 @@ def test_switching_character_keeps_unsaved_editor_edits_and_a_reload_asks_first(
     page.locator("#char-discard").click()
     expect(field(page, "char-file")).to_have_value("Tutor")
     assert "Always cite a textbook" not in field(page, "char-context").input_value()
+    # the discard's follow-up marks the editor clean in the page; wait for it, so it cannot land after
+    # the edit below and clear that edit's mark
+    page.wait_for_function("() => window.webuiUnsavedCharacter === false")
 
     # unsaved edits: closing (or reloading) the page asks first
     field(page, "char-greeting").click()
     field(page, "char-greeting").press_sequentially("Hi!")
+    page.wait_for_function("() => window.webuiUnsavedCharacter === true")
     page.on("dialog", lambda dialog: dialog.dismiss())  # "stay on the page"
     with page.expect_event("dialog") as asked:
         page.close(run_before_unload=True)
