@@ -68,7 +68,10 @@ def test_many_clients_cancels_disconnects_ui_chat_and_a_model_switch(tmp_path):
                     out = client.predict(
                         api_name="/handler", **endpoint_args(client, "/handler", param_1=f"UI message {n}", param_9=8)
                     )
-                    ui_outcome.append(out[0][-1]["role"] if out and out[0] else "empty")
+                    if isinstance(out[0], dict):  # the chat box left as it was: the turn failed (pop-up)
+                        ui_outcome.append("unchanged")
+                    else:
+                        ui_outcome.append(out[0][-1]["role"] if out[0] else "empty")
             except Exception as exc:  # noqa: BLE001
                 ui_outcome.append(f"error {type(exc).__name__}: {exc}")
 
@@ -105,8 +108,9 @@ def test_many_clients_cancels_disconnects_ui_chat_and_a_model_switch(tmp_path):
         grown = proc.memory_info().rss - rss_start
         print(f"\nload: {CLIENTS}x{REQUESTS} {dict(tally)}; UI chat: {ui_outcome}; RSS growth {grown / 1e6:.0f} MB")
         assert not problems, problems[:10]
-        # a turn sent while the switch runs may get the clear "No model is loaded" error (see docs)
-        assert ui_outcome and all(o == "assistant" or "No model is loaded" in o for o in ui_outcome), ui_outcome
+        # a turn sent while the switch runs may fail with the clear "No model is loaded" pop-up, which
+        # leaves the chat box as it was (the error goes to the page's pop-up, not to this endpoint)
+        assert ui_outcome and all(o in ("assistant", "unchanged") for o in ui_outcome), ui_outcome
         assert ui_outcome[0] == "assistant" or ui_outcome[-1] == "assistant", ui_outcome
         assert sum(v for k, v in tally.items() if not k.startswith("switch")) == CLIENTS * REQUESTS
         assert grown < 400e6, f"server memory grew by {grown / 1e6:.0f} MB"
