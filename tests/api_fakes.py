@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fakes import FakeBackend
 from webui.api import create_api, install_error_handlers
 from webui.errors import GenerationError
-from webui.loaders.base import Chunk
+from webui.loaders.base import Chunk, StreamExtras
 from webui.params import SamplingParams
 from webui.services import Services
 
@@ -29,7 +29,9 @@ class FailingBackend(FakeBackend):
 
     name: ClassVar[str] = "failing"
 
-    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
+    def stream(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
+    ) -> Iterator[Chunk]:
         for i in range(3):
             yield Chunk(f"{i} ", n_tokens=1)
         raise GenerationError(FAILURE)
@@ -40,7 +42,9 @@ class SlowBackend(FakeBackend):
 
     name: ClassVar[str] = "slow"
 
-    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
+    def stream(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
+    ) -> Iterator[Chunk]:
         for chunk in super().stream(prompt, params, cancel):
             time.sleep(0.01)
             yield chunk

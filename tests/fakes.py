@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from webui.errors import ModelLoadError
-from webui.loaders.base import Backend, Chunk
+from webui.loaders.base import Backend, Chunk, StreamExtras
 from webui.params import LoadOptions, SamplingParams
 
 
@@ -45,7 +45,9 @@ class FakeBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
-    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
+    def stream(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
+    ) -> Iterator[Chunk]:
         self.calls.append((prompt, params))
         cut = max(0, len(prompt) - params.truncation_length) if params.truncation_length else 0
         prompt = prompt[cut:]  # one token a character, cut from the front as the real loaders do

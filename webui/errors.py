@@ -223,3 +223,21 @@ class UnauthorizedError(WebUIError):
 
     def __init__(self) -> None:
         super().__init__("Missing or wrong API key. Send 'Authorization: Bearer <key>' (the key given with --api-key).")
+
+
+class SchemaError(WebUIError):
+    """A JSON schema (a tool's parameters, a ``response_format``) that is invalid or cannot be enforced."""
+
+    code = "invalid_schema"
+
+
+class UnsupportedFeatureError(WebUIError):
+    """A request field that would change the result and that this server or loader cannot honour."""
+
+    code = "unsupported_feature"
+
+
+class InvalidMessagesError(WebUIError):
+    """Messages that do not make a conversation (a ``tool`` message without its call, bad parts)."""
+
+    code = "invalid_messages"

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from webui.errors import EmptyPromptError, GenerationError, WebUIError
-from webui.loaders.base import Chunk
+from webui.loaders.base import Chunk, StreamExtras
 from webui.models.manager import LoadedModel, ModelManager
 from webui.params import SamplingParams
 
@@ -88,6 +88,11 @@ class Prepared:
     front_cut: bool = True
     #: What the preparation wants to hand back to its caller (a chat turn's ``Prompt``).
     detail: Any = None
+    #: A GBNF grammar for this request (a tool call, a JSON schema), used instead of the
+    #: sampling parameters' ``grammar_string``.
+    grammar: str | None = None
+    #: Logprobs, a lazy grammar's triggers, the messages for a chat-only server (see ``StreamExtras``).
+    extras: StreamExtras | None = None
 
 
 #: Makes the prompt for the model that will run the job. Runs on the generation thread.
@@ -282,9 +287,11 @@ class Generator:
                 updates["stop"] = [*params.stop, *prepared.stop]
             if not prepared.front_cut:
                 updates["truncation_length"] = 0
+            if prepared.grammar is not None:
+                updates["grammar_string"] = prepared.grammar
             if updates:
                 params = params.model_copy(update=updates)
-            for chunk in loaded.backend.stream(prepared.prompt, params, job.cancel):
+            for chunk in loaded.backend.stream(prepared.prompt, params, job.cancel, prepared.extras):
                 now = time.perf_counter()
                 if chunk.text:
                     if stats.ttft_seconds is None:

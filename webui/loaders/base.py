@@ -21,6 +21,83 @@ from webui.params import LoadOptions, SamplingParams
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
+@dataclass(frozen=True)
+class TopLogprob:
+    """One candidate token at a position, with its log-probability (natural log)."""
+
+    token: str
+    logprob: float
+    #: The token's UTF-8 bytes (a token may hold part of a character).
+    bytes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated (or, with ``echo``, prompt) token: its log-probability and the top alternatives.
+
+    ``logprob`` is from the model's raw distribution at that position (softmax of the logits at
+    temperature 1, before any sampler), as OpenAI reports it. ``top`` is sorted best first and
+    holds ``StreamExtras.top_logprobs`` entries (it may or may not contain the token itself).
+    A prompt's first token has no distribution: its ``logprob`` is ``None``.
+    """
+
+    token: str
+    logprob: float | None
+    bytes: tuple[int, ...] = ()
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A tool call a server returned already parsed (the remote loader on a chat server).
+
+    Local loaders return text; the API parses tool calls out of it by the template's format.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    #: A piece of the JSON arguments (concatenated over a stream's deltas).
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class ChatPayload:
+    """A request a chat-only server answers itself (``Capabilities.chat_messages``).
+
+    OpenAI-shaped: the messages, and the tools / tool_choice / response_format to pass through
+    as they are. Loaders that take a prompt ignore it (they get the rendered prompt instead).
+    """
+
+    messages: tuple[dict[str, Any], ...]
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    #: Extra top-level body fields for the server (``reasoning_effort``, ``chat_template_kwargs``...).
+    extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StreamExtras:
+    """What a request asks of a generation beyond text and sampling parameters.
+
+    A loader that cannot honour a field raises a ``WebUIError`` saying so (the API checks
+    ``Capabilities`` first, so users get a 400 before anything runs).
+    """
+
+    #: None: no log-probabilities. 0-20: each generated token's logprob plus that many alternatives.
+    top_logprobs: int | None = None
+    #: Also return the prompt's tokens with their logprobs (``/v1/completions`` ``echo``).
+    echo_logprobs: bool = False
+    #: With a grammar (``params.grammar_string``): it applies only from the first match of one of
+    #: these regular expressions in the generated text on (a "lazy" grammar: the model writes
+    #: freely until it starts a tool call, then the call is constrained). Empty: from the start.
+    grammar_triggers: tuple[str, ...] = ()
+    #: For loaders with ``Capabilities.chat_messages``: the request as messages.
+    chat: ChatPayload | None = None
+
+
 @dataclass
 class Chunk:
     """A piece of generated text. The last chunk of a stream carries ``finish_reason``."""
@@ -32,6 +109,16 @@ class Chunk:
     prompt_tokens: int | None = None
     #: Set on the last chunk: tokens cut from the start of the prompt (``truncation_length``).
     prompt_cut: int = 0
+    #: With ``StreamExtras.top_logprobs``: one entry per token whose text is in ``text``.
+    logprobs: list[TokenLogprob] | None = None
+    #: With ``StreamExtras.echo_logprobs``: the prompt's tokens (first chunk only).
+    prompt_logprobs: list[TokenLogprob] | None = None
+    #: Reasoning text a server returned apart from the answer (``reasoning_content``).
+    reasoning: str = ""
+    #: Tool calls a server returned parsed (see :class:`ToolCallDelta`).
+    tool_calls: list[ToolCallDelta] | None = None
+    #: Set on the last chunk by a server that finished with tool calls.
+    finish_tool_calls: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,10 +133,16 @@ class Capabilities:
     exact_tokens: bool = True
     #: The output can be constrained by a GBNF grammar (``grammar_string``).
     grammar: bool = False
-    #: Tool calls, images and token probabilities (none yet; declared so callers can ask).
+    #: The loader honours ``StreamExtras.grammar_triggers`` (a grammar that starts at a trigger).
+    lazy_grammar: bool = False
+    #: Tool calls come back parsed by the server (``Chunk.tool_calls``), not as text to parse.
     tools: bool = False
     images: bool = False
+    #: ``StreamExtras.top_logprobs`` / ``echo_logprobs`` are filled in.
     logprobs: bool = False
+    #: It takes the request as messages (``StreamExtras.chat``) and the server applies its own
+    #: template: tools and ``response_format`` pass through, no prompt is rendered here.
+    chat_messages: bool = False
     #: Sequences it decodes at the same time.
     parallel_sequences: int = 1
 
@@ -90,13 +183,15 @@ class Backend(ABC):
         """Load the model at ``path`` (None for a server's model) or raise ``ModelLoadError``."""
 
     @abstractmethod
-    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
+    def stream(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
+    ) -> Iterator[Chunk]:
         """Generate a continuation of ``prompt``.
 
         Yields text chunks as they are produced; the last chunk has
         ``finish_reason`` set. Checks ``cancel`` between tokens and stops with
         ``finish_reason="cancelled"`` when it is set. ``params.seed`` is never -1
-        here (the generation service picks one).
+        here (the generation service picks one). ``extras``: see :class:`StreamExtras`.
         """
 
     @abstractmethod

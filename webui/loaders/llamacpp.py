@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from webui.errors import ModelLoadError, PromptTooLongError
-from webui.loaders.base import Backend, Capabilities, Chunk, FinishReason, StopStringFilter, local_path, truncate_prompt
+from webui.loaders.base import (
+    Backend,
+    Capabilities,
+    Chunk,
+    FinishReason,
+    StopStringFilter,
+    StreamExtras,
+    local_path,
+    truncate_prompt,
+)
 from webui.loaders.llama_sampling import build_sampler, eog_tokens
 from webui.params import LoadOptions, SamplingParams
 
@@ -162,7 +171,9 @@ class LlamaCppBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
-    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
+    def stream(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
+    ) -> Iterator[Chunk]:
         llm = self._llm
         whole = self.tokenize(prompt)
         prompt_tokens = truncate_prompt(whole, params.truncation_length, llm.token_bos())

@@ -17,7 +17,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from webui.errors import GenerationError, ModelLoadError
-from webui.loaders.base import Backend, Capabilities, Chunk, FinishReason, StopStringFilter
+from webui.loaders.base import Backend, Capabilities, Chunk, FinishReason, StopStringFilter, StreamExtras
 from webui.params import LoadOptions, SamplingParams
 
 TIMEOUT = httpx.Timeout(30.0, read=300.0)
@@ -163,7 +163,9 @@ class RemoteBackend(Backend):
             "stop": params.stop or None,
         }
 
-    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
+    def stream(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
+    ) -> Iterator[Chunk]:
         out = StopStringFilter(params.stop)
         finish: FinishReason = "stop"
         try:

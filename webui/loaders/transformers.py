@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from webui.errors import GenerationError, ModelLoadError, PromptTooLongError
-from webui.loaders.base import Backend, Chunk, FinishReason, StopStringFilter, local_path, truncate_prompt
+from webui.loaders.base import (
+    Backend,
+    Chunk,
+    FinishReason,
+    StopStringFilter,
+    StreamExtras,
+    local_path,
+    truncate_prompt,
+)
 from webui.params import LoadOptions, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -255,7 +263,9 @@ class TransformersBackend(Backend):
             )
         return kwargs
 
-    def stream(self, prompt: str, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
+    def stream(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
+    ) -> Iterator[Chunk]:
         import torch
         from transformers import StoppingCriteriaList
 
