@@ -187,6 +187,11 @@ class SamplingParams(BaseModel):
     grammar_string: str = _field(
         "", "GBNF grammar that the output must follow (llama.cpp), e.g. to force JSON. Empty = free text."
     )
+    json_schema: str = _field(
+        "",
+        "A JSON schema the reply must match (the output is constrained to valid JSON of this schema); "
+        "empty: off. Used instead of the grammar when set.",
+    )
     truncation_length: int = _field(
         0,
         "Longest prompt in tokens: older text beyond it is cut from the start. 0 = the model's context size.",
@@ -270,6 +275,12 @@ class LoadOptions(BaseModel):
     )
     remote_key: str = Field("", description="remote: its API key, if it needs one.")
     remote_model: str = Field("", description="remote: the model name to ask for (empty: the first it lists).")
+    remote_api: Literal["auto", "completions", "chat"] = Field(
+        "auto",
+        description="remote: which API to use. completions: the prompt is built here (templates, modes); "
+        "chat: the server applies its own template (for servers with only /v1/chat/completions); "
+        "auto: completions when the server offers it.",
+    )
     trust_remote_code: bool = Field(
         False, description="Allow a transformers model folder to run its own Python code. Only for models you trust."
     )

@@ -61,7 +61,7 @@ def test_parameters_a_loader_cannot_use_are_disabled(user_dir, tmp_path):
     services.models._current = LoadedModel("x", "any-name", LoadOptions(), LikeTransformers(tmp_path / "x", 64), 0.1)
     updates = dict(zip(ORDER, interactivity(services), strict=True))
     assert updates["dry_multiplier"]["interactive"] is False
-    assert updates["grammar_string"]["interactive"] is False
+    assert updates["mirostat_mode"]["interactive"] is False
     assert updates["temperature"]["interactive"] is True
     assert "dry_multiplier" in loader_note(services)
     services.models._current = LoadedModel("x", "any-name", LoadOptions(), LikeLlamaCpp(tmp_path / "x", 64), 0.1)
@@ -84,9 +84,13 @@ def test_each_setting_is_one_field_in_yaml_env_and_command_line(tmp_path):
             value = not default
             argv.append(option.flags[0] if value else "--no-" + option.flags[0][2:])
         else:
-            raw = {"device": "mps", "language": "zh", "loader": "transformers", "dtype": "float16"}.get(
-                option.name, str(tmp_path) if "dir" in option.name or "path" in option.name else "3"
-            )
+            raw = {
+                "device": "mps",
+                "language": "zh",
+                "loader": "transformers",
+                "dtype": "float16",
+                "remote_api": "chat",
+            }.get(option.name, str(tmp_path) if "dir" in option.name or "path" in option.name else "3")
             value = option.convert(raw)
             argv += [option.flags[-1], raw]
         env[option.env[0]] = str(value)

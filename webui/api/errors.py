@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webui.errors import WebUIError
 
@@ -34,6 +36,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(WebUIError)
     async def _webui_error(request: Request, exc: WebUIError) -> JSONResponse:
         return JSONResponse(error_of(exc), status_code=exc.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        """A 404 / 405 under /v1 in OpenAI's shape (clients read ``error.message``); the UI's as before."""
+        if not request.url.path.startswith("/v1/"):
+            return await http_exception_handler(request, exc)
+        if exc.status_code == 404:
+            message = f"Unknown API route: {request.method} {request.url.path}. See /docs for the routes."
+            body = error_body(message, code="not_found")
+        elif exc.status_code == 405:
+            body = error_body(f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed")
+        else:
+            body = error_body(str(exc.detail), code=str(exc.status_code))
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -16,19 +16,61 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from webui.agents.engine import ChatRequest, Reply, ReplyAssembler, ReplyEvent, chat_prepare, check_request
+from webui.agents.types import ToolChoice, ToolSpec
 from webui.api.errors import error_of
 from webui.api.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest, LoadModelRequest
-from webui.api.streaming import collect, event_stream, first_chunk, rest_of
-from webui.errors import GenerationError, NoModelLoadedError, UnauthorizedError, WebUIError
+from webui.api.streaming import collect_with, event_stream, first_chunk, rest_of
+from webui.errors import (
+    EmptyPromptError,
+    GenerationError,
+    ModelNotFoundError,
+    NoModelLoadedError,
+    PromptTooLongError,
+    SchemaError,
+    UnauthorizedError,
+    UnsupportedFeatureError,
+    WebUIError,
+)
 from webui.generation.scheduler import GenerationJob, GenerationStats, Prepare, Prepared
 from webui.loaders import Chunk
+from webui.loaders.base import StreamExtras, TokenLogprob
 from webui.models.manager import LoadedModel
 from webui.params import SAMPLING_FIELDS, SamplingParams
 from webui.services import Services
 
 log = logging.getLogger(__name__)
+
+
+def _logprob_entry(lp: TokenLogprob) -> dict[str, Any]:
+    return {
+        "token": lp.token,
+        "logprob": lp.logprob,
+        "bytes": list(lp.bytes),
+        "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in lp.top],
+    }
+
+
+def chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's chat shape: ``{"content": [{token, logprob, bytes, top_logprobs}], "refusal": null}``."""
+    return {"content": [_logprob_entry(lp) for lp in entries], "refusal": None}
+
+
+def completion_logprobs(entries: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
+    """The legacy completions shape: parallel lists of tokens, logprobs, top alternatives, text offsets."""
+    offsets, at = [], offset
+    for lp in entries:
+        offsets.append(at)
+        at += len(lp.token)
+    return {
+        "tokens": [lp.token for lp in entries],
+        "token_logprobs": [lp.logprob for lp in entries],
+        "top_logprobs": [{t.token: t.logprob for t in lp.top} if lp.logprob is not None else None for lp in entries],
+        "text_offset": offsets,
+    }
 
 
 class _Reply:
@@ -42,53 +84,53 @@ class _Reply:
         self.model = ""
 
     @staticmethod
-    def usage(stats: GenerationStats) -> dict[str, int]:
-        return {
-            "prompt_tokens": stats.prompt_tokens,
-            "completion_tokens": stats.completion_tokens,
-            "total_tokens": stats.prompt_tokens + stats.completion_tokens,
-        }
+    def usage(stats: list[GenerationStats]) -> dict[str, int]:
+        prompt = stats[0].prompt_tokens if stats else 0
+        completion = sum(s.completion_tokens for s in stats)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     @staticmethod
     def finish(stats: GenerationStats) -> str:
         return "length" if stats.finish_reason == "length" else "stop"
 
-    def whole(self, text: str, stats: GenerationStats) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": self.finish(stats)}
-        if self.chat:
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
+    def body(self, choices: list[dict[str, Any]], stats: list[GenerationStats]) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion" if self.chat else "text_completion",
             "created": self.created,
             "model": self.model,
-            "choices": [choice],
+            "choices": choices,
             "usage": self.usage(stats),
         }
 
-    def event(
-        self, delta: dict[str, Any] | str | None, finish: str | None = None, usage: dict[str, int] | None = None
-    ) -> str:
-        """One ``data:`` payload of a stream: ``delta`` is a chat delta or a completion's text."""
-        if self.chat:
-            choice: dict[str, Any] = {"index": 0, "delta": delta or {}, "finish_reason": finish}
-        else:
-            choice = {"index": 0, "text": delta or "", "finish_reason": finish}
+    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
         body: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk" if self.chat else "text_completion",
             "created": self.created,
             "model": self.model,
-            "choices": [choice],
+            "choices": choices,
         }
         if usage is not None:
             body["usage"] = usage
         return json.dumps(body, ensure_ascii=False)
 
-    def text(self, text: str) -> str:
-        return self.event({"content": text} if self.chat else text)
+    def event(
+        self,
+        delta: dict[str, Any] | str | None,
+        finish: str | None = None,
+        usage: dict[str, int] | None = None,
+        index: int = 0,
+        logprobs: dict[str, Any] | None = None,
+    ) -> str:
+        """One ``data:`` payload of a stream: ``delta`` is a chat delta or a completion's text."""
+        if self.chat:
+            choice: dict[str, Any] = {"index": index, "delta": delta or {}, "finish_reason": finish}
+        else:
+            choice = {"index": index, "text": delta or "", "finish_reason": finish}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
+        return self.chunk([choice], usage)
 
 
 def create_api(services: Services) -> APIRouter:
@@ -104,28 +146,28 @@ def create_api(services: Services) -> APIRouter:
 
     router = APIRouter(dependencies=[Depends(check_key)])
 
-    def params_of(req: GenerationRequest) -> SamplingParams:
+    def params_of(req: GenerationRequest, **updates: Any) -> SamplingParams:
         base = services.presets.load(req.preset).params.model_dump() if req.preset else {}
         sent = {k: getattr(req, k) for k in req.model_fields_set if k in SAMPLING_FIELDS}
-        return SamplingParams.model_validate({**base, **sent})
+        return SamplingParams.model_validate({**base, **sent, **updates})
+
+    def model_entry(name: str, loaded: bool) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "local", "loaded": loaded}
 
     @router.get("/models")
     def list_models() -> dict[str, Any]:
         current = services.models.current
         names = services.models.list_models()
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": n,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "local",
-                    "loaded": bool(current and current.name == n),
-                }
-                for n in names
-            ],
-        }
+        return {"object": "list", "data": [model_entry(n, bool(current and current.name == n)) for n in names]}
+
+    @router.get("/models/{model_id:path}")
+    def get_model(model_id: str) -> dict[str, Any]:
+        current = services.models.current
+        if current is not None and model_id in (current.name, current.backend.served_name):
+            return model_entry(model_id, True)
+        if model_id in services.models.list_models():
+            return model_entry(model_id, False)
+        raise ModelNotFoundError(f"The model {model_id!r} does not exist. GET /v1/models lists the models.")
 
     @router.post("/internal/model/load")
     def load_model(req: LoadModelRequest) -> dict[str, Any]:
@@ -146,14 +188,138 @@ def create_api(services: Services) -> APIRouter:
         """Stats of the last finished generations (UI and API), newest last."""
         return {"data": [s.as_dict() for s in services.generator.recent]}
 
+    def require_model() -> None:
+        if services.models.current is None:
+            raise NoModelLoadedError("No model is loaded. Load one in the web UI or with POST /v1/internal/model/load.")
+
+    def refuse_oversized(texts: list[str]) -> None:
+        """A prompt that cannot fit whatever the tokenizer does is refused here, not after the queue.
+
+        No token is longer than the vocabulary's longest one, so a text of B bytes has at least
+        B / longest tokens: cheap to know, and enough to refuse a multi-megabyte paste at once.
+        """
+        current = services.models.current
+        if current is None:
+            return
+        longest = current.backend.max_token_bytes()
+        if not longest:
+            return
+        size = sum(len(t.encode("utf-8", "replace")) for t in texts)
+        at_least = size // longest
+        if at_least >= current.backend.n_ctx:
+            raise PromptTooLongError(at_least, current.backend.n_ctx)
+
+    def ignored_header(req: GenerationRequest) -> dict[str, str]:
+        ignored = req.ignored_fields()
+        if not ignored:
+            return {}
+        log.info("Request fields not used by this server: %s", ", ".join(ignored))
+        return {"x-webui-ignored-fields": ", ".join(ignored)}
+
     @router.post("/completions")
     async def completions(req: CompletionRequest, request: Request) -> Any:
+        require_model()
         prompt = req.prompt if isinstance(req.prompt, str) else "".join(req.prompt)
-        return await respond(request, req, prompt, _Reply(chat=False))
+        refuse_oversized([prompt])
+        if not prompt:
+            raise EmptyPromptError()
+        top = req.logprobs
+        extras = StreamExtras(top_logprobs=top, echo_logprobs=req.echo and top is not None) if top is not None else None
+
+        def prepare(loaded: LoadedModel, params: SamplingParams) -> Prepared:
+            if extras is not None and not loaded.backend.capabilities.logprobs:
+                raise UnsupportedFeatureError(f"The {loaded.loader} loader cannot return logprobs.")
+            return Prepared(prompt, extras=extras)
+
+        reply = _Reply(chat=False)
+        params = params_of(req)
+        jobs = submit_all(reply, params, req.n, prepare)
+        headers = ignored_header(req)
+        echo = prompt if req.echo else ""
+        if req.stream:
+            return await stream_response(request, reply, jobs, headers, completion_events(reply, jobs, echo, req))
+        choices: list[dict[str, Any]] = []
+        stats: list[GenerationStats] = []
+        try:
+            return await whole_completion(request, reply, jobs, req, echo, headers, choices, stats)
+        finally:
+            release_all(reply, jobs)
+
+    async def whole_completion(
+        request: Request,
+        reply: _Reply,
+        jobs: list[GenerationJob],
+        req: CompletionRequest,
+        echo: str,
+        headers: dict[str, str],
+        choices: list[dict[str, Any]],
+        stats: list[GenerationStats],
+    ) -> Any:
+        top = req.logprobs
+        for i, job in enumerate(jobs):
+            chunks: list[Chunk] = []
+            await run_job(request, jobs, job, chunks.append)
+            assert job.stats is not None
+            choice: dict[str, Any] = {"index": i, "text": echo + job.text, "finish_reason": reply.finish(job.stats)}
+            choice["logprobs"] = None
+            if top is not None:
+                entries = [lp for c in chunks for lp in (c.prompt_logprobs or [])] if req.echo else []
+                entries += [lp for c in chunks for lp in (c.logprobs or [])]
+                choice["logprobs"] = completion_logprobs(entries)
+            choices.append(choice)
+            stats.append(job.stats)
+        reply.model = ran_on(jobs[0])
+        return JSONResponse(reply.body(choices, stats), headers=headers)
 
     @router.post("/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
-        messages = [{"role": m.role, "content": m.content or ""} for m in req.messages]
+        require_model()
+        chat = chat_request_of(req)
+        loose = check_request(chat)
+        refuse_oversized([str(m.get("content") or "") for m in chat.messages])
+        updates = {"max_tokens": req.max_completion_tokens} if req.max_completion_tokens else {}
+        params = params_of(req, **updates)
+        reply = _Reply(chat=True)
+        jobs = submit_all(reply, params, req.n, chat_prepare(services.template_for, chat))
+        headers = ignored_header(req)
+        if loose:
+            # Sent without "strict": shaped by the grammar, these checked only after generation.
+            log.info("Schema constraints not enforced by the grammar: %s", "; ".join(loose))
+            headers["x-webui-not-enforced"] = "; ".join(loose).encode("ascii", "replace").decode("ascii")[:500]
+        if req.stream:
+            return await stream_response(request, reply, jobs, headers, chat_events(reply, jobs, req))
+        try:
+            return await whole_chat(request, reply, jobs, req, headers)
+        finally:
+            release_all(reply, jobs)
+
+    async def whole_chat(
+        request: Request, reply: _Reply, jobs: list[GenerationJob], req: ChatCompletionRequest, headers: dict[str, str]
+    ) -> Any:
+        choices: list[dict[str, Any]] = []
+        stats: list[GenerationStats] = []
+        for i, job in enumerate(jobs):
+            assembler = ReplyAssembler(job)
+            await run_job(request, jobs, job, assembler.feed)
+            assembler.finish()
+            assert job.stats is not None
+            choices.append(chat_choice(i, assembler.reply, req.logprobs))
+            stats.append(job.stats)
+            headers.update(template_header(job))
+        reply.model = ran_on(jobs[0])
+        return JSONResponse(reply.body(choices, stats), headers=headers)
+
+    def chat_request_of(req: ChatCompletionRequest) -> ChatRequest:
+        messages: list[dict[str, Any]] = []
+        for m in req.messages:
+            message: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            if m.tool_calls:
+                message["tool_calls"] = [c.model_dump() for c in m.tool_calls]
+            if m.tool_call_id:
+                message["tool_call_id"] = m.tool_call_id
+            if m.role == "tool" and m.name:
+                message["name"] = m.name
+            messages.append(message)
         if not any(m["role"] == "system" for m in messages):
             system = "\n\n".join(
                 p
@@ -165,44 +331,70 @@ def create_api(services: Services) -> APIRouter:
             )
             if system:
                 messages.insert(0, {"role": "system", "content": system})
+        tools = [
+            ToolSpec(t.function.name, t.function.description, t.function.parameters, bool(t.function.strict))
+            for t in req.tools or []
+        ]
+        thinking = (req.chat_template_kwargs or {}).get("enable_thinking")
+        return ChatRequest(
+            messages=messages,
+            tools=tools,
+            tool_choice=tool_choice_of(req.tool_choice, bool(tools)),
+            parallel_tool_calls=req.parallel_tool_calls,
+            response_format=req.response_format if (req.response_format or {}).get("type") != "text" else None,
+            reasoning="inline" if req.reasoning_format in ("none", "inline") else "split",
+            enable_thinking=bool(thinking) if thinking is not None else None,
+            reasoning_effort=req.reasoning_effort,
+            top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            tool_format=req.tool_format,
+        )
 
-        def prepare(loaded: LoadedModel, params: SamplingParams) -> Prepared:
-            # On the generation thread, with the template of the model that answers.
-            template, _ = services.template_for(loaded)
-            return Prepared(template.render(messages, add_generation_prompt=True), stop=list(template.stop_strings))
+    def submit_all(reply: _Reply, params: SamplingParams, n: int, prepare: Prepare) -> list[GenerationJob]:
+        """``n`` jobs (one per choice), each with its own seed; cancels registered under the reply's id."""
+        jobs = []
+        for i in range(n):
+            seeded = params if params.seed == -1 or i == 0 else params.model_copy(update={"seed": params.seed + i})
+            cancel = services.cancels.start(f"{reply.id}-{i}" if i else reply.id)
+            jobs.append(services.generator.submit(params=seeded, cancel=cancel, prepare=prepare))
+        return jobs
 
-        return await respond(request, req, prepare, _Reply(chat=True))
+    def release_all(reply: _Reply, jobs: list[GenerationJob]) -> None:
+        for i, job in enumerate(jobs):
+            services.cancels.end(f"{reply.id}-{i}" if i else reply.id, job.cancel)
 
-    async def respond(request: Request, req: GenerationRequest, prompt: str | Prepare, reply: _Reply) -> Any:
-        if services.models.current is None:
-            raise NoModelLoadedError("No model is loaded. Load one in the web UI or with POST /v1/internal/model/load.")
-        params = params_of(req)
-        cancel = services.cancels.start(reply.id)
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                services.cancels.end(reply.id, cancel)
-
+    async def run_job(request: Request, jobs: list[GenerationJob], job: GenerationJob, on_chunk: Any) -> None:
         try:
-            if isinstance(prompt, str):
-                job = services.generator.submit(prompt, params, cancel)
-            else:
-                job = services.generator.submit(params=params, cancel=cancel, prepare=prompt)
-            if req.stream:
-                chunks, first = await first_chunk(request, job)
-                reply.model = ran_on(job)
-                return event_stream(job, stream(job, chunks, first, reply), release)
-            text = await collect(request, job)
+            await collect_with(request, job, on_chunk)
         except BaseException:
-            release()
+            for other in jobs:  # the client is gone or the request failed: the other choices too
+                other.cancel.set()
             raise
-        release()
-        assert job.stats is not None
-        reply.model = ran_on(job)
-        return reply.whole(text, job.stats)
+
+    async def stream_response(
+        request: Request, reply: _Reply, jobs: list[GenerationJob], headers: dict[str, str], events: Any
+    ) -> Any:
+        """Wait for the first job's first chunk (so its errors are HTTP errors), then stream the rest."""
+        try:
+            chunks, first = await first_chunk(request, jobs[0])
+        except BaseException:
+            for job in jobs:
+                job.cancel.set()
+            release_all(reply, jobs)
+            raise
+        reply.model = ran_on(jobs[0])
+        headers = {**headers, **template_header(jobs[0])}
+        return event_stream(
+            jobs[0], events(chunks, first), lambda: release_all(reply, jobs), headers=headers, jobs=tuple(jobs[1:])
+        )
+
+    def template_header(job: GenerationJob) -> dict[str, str]:
+        """Say when the model's own template was not used (unsafe, unusable, a base model)."""
+        plan = job.prepared.detail if job.prepared is not None else None
+        note = getattr(plan, "template_note", None)
+        if not note or getattr(note, "key", "") in ("template.note_own", "template.note_override"):
+            return {}
+        log.warning("%s", note)
+        return {"x-webui-template-note": str(note).encode("ascii", "replace").decode("ascii")[:300]}
 
     def ran_on(job: GenerationJob) -> str:
         if job.stats is not None and job.stats.model:
@@ -210,17 +402,44 @@ def create_api(services: Services) -> APIRouter:
         current = services.models.current  # the job ended before it reached a model (cancelled in the queue)
         return current.name if current else ""
 
-    async def stream(
-        job: GenerationJob, chunks: Iterator[Chunk], first: Chunk | None, reply: _Reply
+    def chat_events(reply: _Reply, jobs: list[GenerationJob], req: ChatCompletionRequest) -> Any:
+        def events(chunks: Iterator[Chunk], first: Chunk | None) -> AsyncIterator[str]:
+            return _chat_stream(reply, jobs, req, chunks, first)
+
+        return events
+
+    async def _chat_stream(
+        reply: _Reply,
+        jobs: list[GenerationJob],
+        req: ChatCompletionRequest,
+        chunks: Iterator[Chunk],
+        first: Chunk | None,
     ) -> AsyncIterator[str]:
         try:
-            if reply.chat:
-                yield reply.event({"role": "assistant", "content": ""})
-            if first is not None and first.text:
-                yield reply.text(first.text)
-            async for chunk in rest_of(job, chunks):
-                if chunk.text:
-                    yield reply.text(chunk.text)
+            for i, job in enumerate(jobs):
+                assembler = ReplyAssembler(job)
+                yield reply.event({"role": "assistant", "content": ""}, index=i)
+                started: set[int] = set()
+
+                def deltas(events: list[ReplyEvent], i: int = i, started: set[int] = started) -> Iterator[str]:
+                    for e in events:
+                        yield reply.event(delta_of(e, started), index=i, logprobs=event_logprobs(e, req.logprobs))
+
+                if i == 0:
+                    if first is not None:
+                        for out in deltas(assembler.feed(first)):
+                            yield out
+                    source = rest_of(job, chunks)
+                else:
+                    source = rest_of(job, iter(job))
+                async for chunk in source:
+                    for out in deltas(assembler.feed(chunk)):
+                        yield out
+                for out in deltas(assembler.finish()):
+                    yield out
+                assert job.stats is not None
+                finish = assembler.reply.finish_reason
+                yield reply.event(None, "stop" if finish == "cancelled" else finish, reply.usage([job.stats]), index=i)
         except WebUIError as exc:
             # The response has started (200): the error becomes the stream's last event, in OpenAI's
             # shape, which the openai client raises as an APIError with this message.
@@ -230,9 +449,98 @@ def create_api(services: Services) -> APIRouter:
             log.exception("Streaming %s failed", reply.id)
             yield json.dumps(error_of(GenerationError(f"Streaming failed: {type(exc).__name__}: {exc}")))
             return
-        stats = job.stats
-        assert stats is not None
-        yield reply.event(None, reply.finish(stats), reply.usage(stats))
+        if req.stream_options is not None and req.stream_options.include_usage:
+            yield reply.chunk([], reply.usage([j.stats for j in jobs if j.stats is not None]))
         yield "[DONE]"
 
+    def completion_events(reply: _Reply, jobs: list[GenerationJob], echo: str, req: CompletionRequest) -> Any:
+        async def events(chunks: Iterator[Chunk], first: Chunk | None) -> AsyncIterator[str]:
+            try:
+                for i, job in enumerate(jobs):
+                    offset = 0
+                    if echo:
+                        yield reply.event(echo, index=i)
+                        offset = len(echo)
+
+                    def piece(chunk: Chunk, i: int = i) -> str | None:
+                        nonlocal offset
+                        entries = list(chunk.prompt_logprobs or []) if req.echo else []
+                        entries += chunk.logprobs or []
+                        logprobs = (
+                            completion_logprobs(entries, offset) if req.logprobs is not None and entries else None
+                        )
+                        if not chunk.text and logprobs is None:
+                            return None
+                        offset += len(chunk.text)
+                        return reply.event(chunk.text, index=i, logprobs=logprobs)
+
+                    source = rest_of(job, chunks) if i == 0 else rest_of(job, iter(job))
+                    if i == 0 and first is not None and (out := piece(first)) is not None:
+                        yield out
+                    async for chunk in source:
+                        if (out := piece(chunk)) is not None:
+                            yield out
+                    assert job.stats is not None
+                    yield reply.event(None, reply.finish(job.stats), reply.usage([job.stats]), index=i)
+            except WebUIError as exc:
+                yield json.dumps(error_of(exc))
+                return
+            except Exception as exc:
+                log.exception("Streaming %s failed", reply.id)
+                yield json.dumps(error_of(GenerationError(f"Streaming failed: {type(exc).__name__}: {exc}")))
+                return
+            if req.stream_options is not None and req.stream_options.include_usage:
+                yield reply.chunk([], reply.usage([j.stats for j in jobs if j.stats is not None]))
+            yield "[DONE]"
+
+        return events
+
     return router
+
+
+def tool_choice_of(value: Any, have_tools: bool) -> ToolChoice:
+    if value is None:
+        return ToolChoice("auto" if have_tools else "none")
+    if isinstance(value, str):
+        return ToolChoice(value)  # type: ignore[arg-type]
+    if value.get("type") == "function" and isinstance(value.get("function"), dict) and value["function"].get("name"):
+        return ToolChoice("function", value["function"]["name"])
+    raise SchemaError(
+        'tool_choice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}.'
+    )
+
+
+def delta_of(event: ReplyEvent, started: set[int]) -> dict[str, Any]:
+    if event.kind == "content":
+        return {"content": event.text}
+    if event.kind == "reasoning":
+        return {"reasoning_content": event.text}
+    call: dict[str, Any] = {"index": event.index, "function": {"arguments": event.arguments}}
+    if event.index not in started:
+        started.add(event.index)
+        call["id"] = event.id
+        call["type"] = "function"
+        call["function"]["name"] = event.name
+    return {"tool_calls": [call]}
+
+
+def event_logprobs(event: ReplyEvent, wanted: bool) -> dict[str, Any] | None:
+    if not wanted or event.kind != "content":
+        return None
+    return chat_logprobs(event.logprobs or [])
+
+
+def chat_choice(index: int, answer: Reply, logprobs: bool) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+    if answer.tool_calls:
+        message["content"] = answer.content or None
+        message["tool_calls"] = [c.openai() for c in answer.tool_calls]
+    if answer.reasoning:
+        message["reasoning_content"] = answer.reasoning
+    finish = "stop" if answer.finish_reason == "cancelled" else answer.finish_reason
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": chat_logprobs(answer.logprobs) if logprobs else None,
+        "finish_reason": finish,
+    }

@@ -1,37 +1,157 @@
 """Request bodies of the /v1 API (they are also what /openapi.json publishes).
 
 A generation request accepts every ``SamplingParams`` field by its own name (same ranges and
-descriptions), plus ``preset`` (a preset file's values, overridden by the fields sent). Fields
-that OpenAI clients send and we do not use (``n``, ``user``, ``logprobs``...) are ignored.
+descriptions), plus ``preset`` (a preset file's values, overridden by the fields sent).
+
+Nothing a client sends is dropped without a word: fields we do not know are listed in the
+``x-webui-ignored-fields`` response header (and the log); fields that would change the answer and that
+we cannot honour (``logit_bias``, audio, the legacy ``functions``...) are a 400 naming them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from webui.params import SamplingParams
+
+#: Fields OpenAI clients send that change nothing in the answer (listed in the header, no error).
+HARMLESS_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
+#: Fields that would change the answer and are not supported: a 400 naming the field.
+UNSUPPORTED_FIELDS = {
+    "logit_bias": "logit_bias is not supported",
+    "audio": "audio output is not supported",
+    "modalities": "output modalities other than text are not supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+    "functions": "the legacy 'functions' field is not supported: send 'tools'",
+    "function_call": "the legacy 'function_call' field is not supported: send 'tool_choice'",
+    "suffix": "suffix (fill-in-the-middle) is not supported",
+    "best_of": "best_of is not supported: use n",
+    "verbosity": "verbosity is not supported",
+}
+#: The most choices one request may ask for (each is a generation of its own).
+MAX_CHOICES = 8
+
+
+def lone_surrogate(text: str) -> bool:
+    """A string JSON can carry (``"\\ud800"``) but that is not text (it cannot be encoded as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_text(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        if lone_surrogate(value):
+            raise ValueError(f"{where} holds a lone UTF-16 surrogate (e.g. \\ud800), which is not valid text")
+    elif isinstance(value, dict):
+        for v in value.values():
+            _check_text(v, where)
+    elif isinstance(value, list):
+        for v in value:
+            _check_text(v, where)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
 
 
 class GenerationRequest(SamplingParams):
     """What every generation route takes: sampling fields, a preset, streaming or not."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     model: str | None = Field(None, description="Any name; the loaded model answers.")
     stream: bool = False
     preset: str | None = Field(None, description="Start from this preset's values.")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description=f"How many answers to generate (1-{MAX_CHOICES}).")
+    stream_options: StreamOptions | None = None
+
+    @model_validator(mode="after")
+    def _refuse_unsupported(self) -> GenerationRequest:
+        for name in self.model_extra or {}:
+            if name in UNSUPPORTED_FIELDS and (self.model_extra or {}).get(name) not in (None, 1, [], {}):
+                raise ValueError(f"{name}: {UNSUPPORTED_FIELDS[name]}")
+        return self
+
+    def ignored_fields(self) -> list[str]:
+        """Fields sent that this server does not use (for the response header and the log)."""
+        return sorted(k for k in (self.model_extra or {}) if k not in UNSUPPORTED_FIELDS)
 
 
 class CompletionRequest(GenerationRequest):
     prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=20, description="Logprobs of each token and this many alternatives.")
+    echo: bool = Field(False, description="Return the prompt before the completion (with its logprobs if asked).")
+
+    @field_validator("prompt")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        _check_text(value, "prompt")
+        return value
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallParam(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class ChatMessage(BaseModel):
+    """A message: ``content`` is text or a list of parts (text parts are joined)."""
+
     model_config = ConfigDict(extra="ignore")
-    role: str
-    content: str | None = ""
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = ""
+    name: str | None = None
+    tool_calls: list[ToolCallParam] | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _parts(cls, value: Any) -> Any:
+        _check_text(value, "content")
+        if isinstance(value, list):
+            for i, part in enumerate(value):
+                kind = part.get("type")
+                if kind in ("image_url", "input_image", "image"):
+                    raise ValueError(f"content[{i}] is an image: images are not supported yet (text parts only)")
+                if kind in ("input_audio", "file", "audio"):
+                    raise ValueError(f"content[{i}] is a {kind} part: only text parts are supported")
+                if kind != "text" or not isinstance(part.get("text"), str):
+                    raise ValueError(f"content[{i}] must be a text part: {{'type': 'text', 'text': '...'}}")
+        return value
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p["text"] for p in self.content)
+        return self.content or ""
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class ToolParam(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: FunctionDef
 
 
 class ChatCompletionRequest(GenerationRequest):
@@ -44,6 +164,35 @@ class ChatCompletionRequest(GenerationRequest):
     system_prompt: str | None = Field(
         None, description="A system prompt to send first (unless the messages bring their own)."
     )
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768, description="The same as max_tokens.")
+    tools: list[ToolParam] | None = None
+    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
+    response_format: dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    reasoning_format: Literal["auto", "deepseek", "none", "split", "inline"] = Field(
+        "auto",
+        description="Where a reasoning model's thinking goes: 'auto' / 'deepseek' / 'split' put it in "
+        "reasoning_content; 'none' / 'inline' leave it in content.",
+    )
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="Values for the chat template; enable_thinking (true/false) is the one used."
+    )
+    tool_format: str | None = Field(
+        None, description="Override the tool-call format read from the template (hermes, llama3, mistral...)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.chat_template_kwargs:
+            unknown = sorted(set(self.chat_template_kwargs) - {"enable_thinking"})
+            if unknown:
+                raise ValueError(f"chat_template_kwargs: only enable_thinking is supported, not {', '.join(unknown)}")
+        return self
 
 
 class LoadModelRequest(BaseModel):

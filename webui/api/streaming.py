@@ -61,6 +61,21 @@ async def collect(request: Request, job: GenerationJob) -> str:
                 job.cancel.set()
 
 
+async def collect_with(request: Request, job: GenerationJob, on_chunk: Callable[[Chunk], Any]) -> None:
+    """Run ``job`` to its end, handing each chunk to ``on_chunk`` (in the threadpool); as :func:`collect`."""
+
+    def run() -> None:
+        for chunk in job:
+            on_chunk(chunk)
+
+    async with cancel_on_disconnect(request, job.cancel):
+        try:
+            await run_in_threadpool(run)
+        finally:
+            if not job.finished:
+                job.cancel.set()
+
+
 async def first_chunk(request: Request, job: GenerationJob) -> tuple[Iterator[Chunk], Chunk | None]:
     """Start ``job`` and wait for its first chunk (None: it ended without one), before answering.
 
@@ -88,16 +103,27 @@ async def rest_of(job: GenerationJob, chunks: Iterator[Chunk]) -> AsyncIterator[
             job.cancel.set()
 
 
-def event_stream(job: GenerationJob, events: AsyncIterator[str], release: Callable[[], Any]) -> EventSourceResponse:
+def event_stream(
+    job: GenerationJob,
+    events: AsyncIterator[str],
+    release: Callable[[], Any],
+    headers: dict[str, str] | None = None,
+    jobs: tuple[GenerationJob, ...] = (),
+) -> EventSourceResponse:
     """``events`` (each one ``data:`` payload) as an SSE response that cancels ``job`` if the client goes.
 
     ``release`` runs once the response is over, however it ended (its job's cancel is forgotten).
     """
 
     async def client_gone(message: Any) -> None:
-        job.cancel.set()  # at once, not when the generation thread next hands over a chunk
+        for each in (job, *jobs):
+            each.cancel.set()  # at once, not when the generation thread next hands over a chunk
 
     # "\n" line ends, as OpenAI's own server sends: some hand-written clients split events on "\n\n".
     return EventSourceResponse(
-        events, sep="\n", client_close_handler_callable=client_gone, background=BackgroundTask(release)
+        events,
+        sep="\n",
+        client_close_handler_callable=client_gone,
+        background=BackgroundTask(release),
+        headers=headers,
     )

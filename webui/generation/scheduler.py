@@ -18,6 +18,7 @@ preparation found (prompt, token count, truncation) travels back on the job.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import random
@@ -28,10 +29,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from webui.errors import EmptyPromptError, GenerationError, WebUIError
+from webui.errors import EmptyPromptError, GenerationError, SchemaError, UnsupportedFeatureError, WebUIError
 from webui.loaders.base import Chunk, StreamExtras
 from webui.models.manager import LoadedModel, ModelManager
 from webui.params import SamplingParams
+from webui.structured.gbnf import schema_grammar
+from webui.structured.schema import check_schema
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +292,8 @@ class Generator:
                 updates["truncation_length"] = 0
             if prepared.grammar is not None:
                 updates["grammar_string"] = prepared.grammar
+            elif params.json_schema.strip():
+                updates["grammar_string"] = _json_schema_grammar(params.json_schema, loaded)
             if updates:
                 params = params.model_copy(update=updates)
             for chunk in loaded.backend.stream(prepared.prompt, params, job.cancel, prepared.extras):
@@ -304,3 +309,17 @@ class Generator:
                     stats.prompt_tokens = chunk.prompt_tokens or 0
                     stats.prompt_cut = chunk.prompt_cut
                 job._put(chunk)
+
+
+def _json_schema_grammar(text: str, loaded: LoadedModel) -> str:
+    """The grammar of the ``json_schema`` parameter, refused clearly where it cannot apply."""
+    if not loaded.backend.capabilities.grammar:
+        raise UnsupportedFeatureError(
+            f"The {loaded.loader} loader cannot constrain the output to a JSON schema (no grammar support): "
+            "clear the JSON schema box or use a llama.cpp model."
+        )
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        raise SchemaError(f"json_schema is not valid JSON: {exc}.") from exc
+    return schema_grammar(check_schema(schema, "json_schema"))

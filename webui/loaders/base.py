@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -194,6 +194,11 @@ class Backend(ABC):
         here (the generation service picks one). ``extras``: see :class:`StreamExtras`.
         """
 
+    def max_token_bytes(self) -> int | None:
+        """Bytes in the vocabulary's longest token (None: unknown). A text of B bytes has at least
+        B / this many tokens: a cheap bound that refuses a prompt that cannot fit before it is tokenized."""
+        return None
+
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` as this model sees a prompt (with BOS when the model adds one)."""
@@ -237,30 +242,41 @@ class StopStringFilter:
     Text that could be the start of a stop string is held back until it is
     known not to be, so a stop string never reaches the screen. Token counts
     travel with the text they produced. Shared by every loader.
+
+    With ``logprobs``, each piece's ``TokenLogprob`` entries travel with it too: a chunk
+    carries the entries of the tokens whose text starts in it, and tokens that lie wholly in
+    or after a stop string are dropped with their text.
     """
 
-    def __init__(self, stops: list[str]) -> None:
+    def __init__(self, stops: list[str], logprobs: bool = False) -> None:
         self.stops = [s for s in stops if s]
         self.text = ""
         self.sent = 0
         self.pending_tokens = 0
         self.stopped = False
+        #: (where the token's text starts in ``text``, its entry) for tokens not sent yet.
+        self._logprobs: list[tuple[int, TokenLogprob]] | None = [] if logprobs else None
 
-    def feed(self, piece: str, n_tokens: int = 1) -> Chunk | None:
+    def feed(self, piece: str, n_tokens: int = 1, logprobs: Sequence[TokenLogprob] = ()) -> Chunk | None:
         """Add a piece; return what may be shown now, if anything. Check ``stopped`` after."""
         if self.stopped:
             return None
+        if self._logprobs is not None:
+            start = len(self.text)
+            self._logprobs.extend((start, entry) for entry in logprobs)
         self.text += piece
         self.pending_tokens += n_tokens
         at = find_stop(self.text, self.stops)
         if at >= 0:
             self.text = self.text[:at]
             self.stopped = True
+            if self._logprobs is not None:
+                self._logprobs = [(start, entry) for start, entry in self._logprobs if start < at]
             return None
         visible = len(self.text) - held_back(self.text, self.stops)
         if visible <= self.sent:
             return None
-        chunk = Chunk(self.text[self.sent : visible], n_tokens=self.pending_tokens)
+        chunk = Chunk(self.text[self.sent : visible], n_tokens=self.pending_tokens, logprobs=self._take(visible))
         self.sent, self.pending_tokens = visible, 0
         return chunk
 
@@ -274,9 +290,20 @@ class StopStringFilter:
             finish_reason=reason,
             prompt_tokens=prompt_tokens,
             prompt_cut=prompt_cut,
+            logprobs=self._take(None),
         )
         self.sent, self.pending_tokens = len(self.text), 0
         return chunk
+
+    def _take(self, before: int | None) -> list[TokenLogprob] | None:
+        """Entries of the tokens whose text starts before ``before`` (None: all), removed from the queue."""
+        if self._logprobs is None:
+            return None
+        cut = len(self._logprobs)
+        if before is not None:
+            cut = next((i for i, (start, _) in enumerate(self._logprobs) if start >= before), cut)
+        taken, self._logprobs = self._logprobs[:cut], self._logprobs[cut:]
+        return [entry for _, entry in taken]
 
 
 def truncate_prompt(tokens: list[int], limit: int, bos: int | None = None) -> list[int]:

@@ -1,26 +1,56 @@
 """remote loader: any OpenAI-compatible server (llama.cpp server, Tabby, vLLM, LM Studio, Ollama, this app).
 
-For users whose model does not fit their machine. We send the prompt we built
-(``/v1/completions``, streamed), so the Chat tab's modes and templates work the
-same as locally. Token counts come from the server's tokenize endpoint when it
-has one, and are estimated (about 4 characters a token) and marked so when not.
+For users whose model does not fit their machine. Where the server offers
+``/v1/completions`` we send the prompt we built (streamed), so the Chat tab's modes
+and templates work the same as locally. A server that offers only
+``/v1/chat/completions`` (hosted APIs, some Ollama and vLLM setups) gets the
+request as messages instead (``StreamExtras.chat``): it applies its own template,
+and tools, tool_choice and response_format pass through to it unchanged; raw text
+(the Notebook) is refused there rather than quietly turned into a chat message.
+Token counts come from the server's tokenize endpoint when it has one, and are
+estimated (about 4 characters a token) and marked so when not.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from webui.errors import GenerationError, ModelLoadError
-from webui.loaders.base import Backend, Capabilities, Chunk, FinishReason, StopStringFilter, StreamExtras
+from webui.errors import GenerationError, ModelLoadError, UnsupportedFeatureError
+from webui.loaders.base import (
+    Backend,
+    Capabilities,
+    ChatPayload,
+    Chunk,
+    FinishReason,
+    StopStringFilter,
+    StreamExtras,
+    TokenLogprob,
+    ToolCallDelta,
+    TopLogprob,
+)
 from webui.params import LoadOptions, SamplingParams
 
 TIMEOUT = httpx.Timeout(30.0, read=300.0)
+
+RemoteApi = Literal["completions", "chat"]
+#: The path each API posts to (also what the Model tab shows as the API in use).
+API_PATHS: dict[RemoteApi, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+#: What a server answers for a route it does not have (404; 405 where only the method is known;
+#: 501 from servers that list it as not implemented).
+ABSENT = frozenset({404, 405, 501})
+
+CHAT_ONLY = (
+    "This server only offers chat completions: use the Chat tab or /v1/chat/completions; raw text "
+    "completion (Notebook) needs a server with /v1/completions."
+)
 
 
 def _explain(exc: Exception, url: str) -> str:
@@ -58,6 +88,93 @@ def list_remote_models(url: str, key: str = "") -> list[str]:
     return [m["id"] for m in r.json().get("data", []) if isinstance(m, dict) and m.get("id")]
 
 
+def offers_completions(client: httpx.Client, url: str, model: str) -> bool:
+    """Whether the server has ``/v1/completions``: a one-token request, which any such server answers
+    (a 400 for a body it dislikes still says the route is there) and a chat-only one answers 404."""
+    probe = {"model": model, "prompt": "Hello", "max_tokens": 1, "stream": False}
+    try:
+        r = client.post(API_PATHS["completions"], json=probe)
+    except httpx.HTTPError as exc:
+        raise ModelLoadError(_explain(exc, url)) from exc
+    return r.status_code not in ABSENT
+
+
+def _tool_call_deltas(raw: Any) -> list[ToolCallDelta] | None:
+    """``delta.tool_calls`` as :class:`ToolCallDelta` pieces (None when the event has none)."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    calls = []
+    for position, call in enumerate(raw):
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        arguments = function.get("arguments") or ""
+        if not isinstance(arguments, str):  # a few servers send the arguments as an object
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        index = call.get("index")
+        calls.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) else position,
+                id=call.get("id") or None,
+                name=function.get("name") or None,
+                arguments=arguments,
+            )
+        )
+    return calls or None
+
+
+def _token_bytes(entry: dict[str, Any]) -> tuple[int, ...]:
+    raw = entry.get("bytes")
+    if isinstance(raw, list):
+        return tuple(int(b) for b in raw)
+    return tuple(str(entry.get("token", "")).encode("utf-8"))
+
+
+def _chat_logprobs(raw: Any, top_n: int) -> list[TokenLogprob]:
+    """OpenAI's chat ``choices[].logprobs.content`` as :class:`TokenLogprob` entries, each with the
+    ``top_n`` best alternatives (llama-cpp-python adds the chosen token when it is not among them)."""
+    content = raw.get("content") if isinstance(raw, dict) else None
+    if not isinstance(content, list):
+        return []
+    entries = []
+    for item in content:
+        if not isinstance(item, dict) or "token" not in item:
+            continue
+        top = [
+            TopLogprob(str(t.get("token", "")), float(t.get("logprob", float("-inf"))), _token_bytes(t))
+            for t in item.get("top_logprobs") or []
+            if isinstance(t, dict)
+        ]
+        top.sort(key=lambda t: t.logprob, reverse=True)
+        logprob = item.get("logprob")
+        entries.append(
+            TokenLogprob(
+                str(item["token"]),
+                None if logprob is None else float(logprob),
+                _token_bytes(item),
+                tuple(top[:top_n]),
+            )
+        )
+    return entries
+
+
+def _messages_text(messages: tuple[dict[str, Any], ...]) -> str:
+    """The text in a request's messages, for estimating its size when the server does not say."""
+    parts: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts += [str(p.get("text", "")) for p in content if isinstance(p, dict)]
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict):
+                parts.append(json.dumps(call.get("function", {}), ensure_ascii=False))
+    return "\n".join(p for p in parts if p)
+
+
 class RemoteBackend(Backend):
     name: ClassVar[str] = "remote"
     supported_params: ClassVar[frozenset[str]] = frozenset(
@@ -76,12 +193,24 @@ class RemoteBackend(Backend):
             "stop",
         }
     )
-    option_fields: ClassVar[tuple[str, ...]] = ("remote_url", "remote_key", "remote_model", "n_ctx")
+    option_fields: ClassVar[tuple[str, ...]] = ("remote_url", "remote_key", "remote_model", "remote_api", "n_ctx")
     # A server's model: nothing on this machine to check the RAM of or to save settings for, and
     # token counts are exact only where the server has a tokenize endpoint.
     capabilities: ClassVar[Capabilities] = Capabilities(local_files=False, exact_tokens=False)
+    #: Through the chat API the server applies its own template and parses its own tool calls.
+    chat_capabilities: ClassVar[Capabilities] = Capabilities(
+        local_files=False, exact_tokens=False, tools=True, logprobs=True, chat_messages=True
+    )
 
-    def __init__(self, client: httpx.Client, url: str, model: str, n_ctx: int, chat_template: str | None) -> None:
+    def __init__(
+        self,
+        client: httpx.Client,
+        url: str,
+        model: str,
+        n_ctx: int,
+        chat_template: str | None,
+        api: RemoteApi = "completions",
+    ) -> None:
         self._client = client
         self.url = url
         self.model = model
@@ -89,9 +218,13 @@ class RemoteBackend(Backend):
         self.served_name = model
         self.n_ctx = n_ctx
         self.chat_template = chat_template
-        self.metadata = {"remote.url": url, "remote.model": model}
+        self.api: RemoteApi = api
+        self.metadata = {"remote.url": url, "remote.model": model, "remote.api": API_PATHS[api]}
         self.tokens_estimated = False
         self._tokenize_path: str | None = None
+        if api == "chat":
+            # Per instance: the same loader talks either API, chosen when it loads.
+            self.capabilities = self.chat_capabilities  # type: ignore[misc]
 
     @classmethod
     def check(cls, path: Path | None, options: LoadOptions) -> None:
@@ -105,21 +238,30 @@ class RemoteBackend(Backend):
         headers = {"Authorization": f"Bearer {options.remote_key}"} if options.remote_key else {}
         client = httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT)
         try:
+            return cls._connect(client, url, options)
+        except BaseException:
+            client.close()
+            raise
+
+    @classmethod
+    def _connect(cls, client: httpx.Client, url: str, options: LoadOptions) -> RemoteBackend:
+        try:
             r = client.get("/v1/models")
         except httpx.HTTPError as exc:
-            client.close()
             raise ModelLoadError(_explain(exc, url)) from exc
         if r.status_code in (401, 403):
-            client.close()
             raise ModelLoadError(f"{url} refused the API key ({r.status_code}). Check the remote key.")
         if r.status_code != 200:
-            client.close()
             raise ModelLoadError(f"{url}/v1/models answered {r.status_code}: {r.text[:200]}")
         names = [m.get("id", "") for m in r.json().get("data", []) if isinstance(m, dict)]
         model = options.remote_model or (names[0] if names else "")
         if not model:
-            client.close()
             raise ModelLoadError(f"{url} lists no models; type the model name.")
+        api: RemoteApi
+        if options.remote_api == "auto":
+            api = "completions" if offers_completions(client, url, model) else "chat"
+        else:
+            api = options.remote_api
         template = None
         try:  # llama.cpp's server tells its chat template
             props = client.get("/props")
@@ -127,7 +269,7 @@ class RemoteBackend(Backend):
                 template = props.json().get("chat_template") or None
         except (httpx.HTTPError, ValueError):
             pass
-        return cls(client, url, model, options.n_ctx or 4096, template)
+        return cls(client, url, model, options.n_ctx or 4096, template, api)
 
     def tokenize(self, text: str) -> list[int]:
         candidates = [self._tokenize_path] if self._tokenize_path else ["/extras/tokenize", "/tokenize"]
@@ -145,10 +287,10 @@ class RemoteBackend(Backend):
         self.tokens_estimated = True
         return [0] * max(1, len(text) // 4)
 
-    def _body(self, prompt: str, params: SamplingParams) -> dict[str, Any]:
+    def _sampling(self, params: SamplingParams) -> dict[str, Any]:
+        """The sampling fields of either request body."""
         return {
             "model": self.model,
-            "prompt": prompt,
             "stream": True,
             "max_tokens": params.max_tokens,
             "temperature": 0.0 if params.greedy else params.temperature,
@@ -163,13 +305,35 @@ class RemoteBackend(Backend):
             "stop": params.stop or None,
         }
 
-    def stream(
-        self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
-    ) -> Iterator[Chunk]:
-        out = StopStringFilter(params.stop)
-        finish: FinishReason = "stop"
+    def _chat_body(self, chat: ChatPayload, params: SamplingParams, extras: StreamExtras) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            **self._sampling(params),
+            "messages": list(chat.messages),
+            # the usage event at the end gives the prompt's size as the server's template made it
+            "stream_options": {"include_usage": True},
+        }
+        if chat.tools:
+            body["tools"] = list(chat.tools)
+        if chat.tool_choice is not None:
+            body["tool_choice"] = chat.tool_choice
+        if chat.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = chat.parallel_tool_calls
+        if chat.response_format is not None:
+            body["response_format"] = chat.response_format
+        if extras.top_logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = extras.top_logprobs
+        return {**(chat.extra or {}), **body}  # extra fields add to the request, never replace its own
+
+    def _events(self, path: str, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
+        """The JSON events of a streamed answer, until ``[DONE]``.
+
+        A server's error (an HTTP status, an error event, an event that is not JSON, an answer that
+        is not a stream) is a ``GenerationError`` with the server's own message. Closing this
+        generator closes the connection, which stops the server too.
+        """
         try:
-            with connect_sse(self._client, "POST", "/v1/completions", json=self._body(prompt, params)) as source:
+            with connect_sse(self._client, "POST", path, json=body) as source:
                 r = source.response
                 if r.status_code != 200:
                     r.read()
@@ -179,11 +343,8 @@ class RemoteBackend(Backend):
                         told = None
                     raise GenerationError(f"{self.url} answered {r.status_code}: {told or r.text[:300]}")
                 for sse in source.iter_sse():
-                    if cancel.is_set():
-                        finish = "cancelled"
-                        break  # leaving the block closes the connection: the server stops too
                     if sse.data == "[DONE]":
-                        break
+                        return
                     if not sse.data:
                         continue
                     try:
@@ -197,17 +358,96 @@ class RemoteBackend(Backend):
                     told = _server_error(event)
                     if told is not None or sse.event == "error":
                         raise GenerationError(f"{self.url} stopped with an error: {told or sse.data[:300]}")
-                    choice = (event.get("choices") or [{}])[0] if isinstance(event, dict) else {}
-                    chunk = out.feed(choice.get("text") or "", 1)
-                    if choice.get("finish_reason") == "length":
-                        finish = "length"
-                    if out.stopped:
-                        break
-                    if chunk is not None:
-                        yield chunk
+                    if isinstance(event, dict):
+                        yield event
         except httpx.HTTPError as exc:
             raise GenerationError(_explain(exc, self.url)) from exc
+
+    def stream(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
+    ) -> Iterator[Chunk]:
+        if self.api == "chat":
+            yield from self._stream_chat(params, cancel, extras or StreamExtras())
+            return
+        out = StopStringFilter(params.stop)
+        finish: FinishReason = "stop"
+        with closing(self._events(API_PATHS["completions"], {**self._sampling(params), "prompt": prompt})) as events:
+            for event in events:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break  # closing the events closes the connection: the server stops too
+                choice = (event.get("choices") or [{}])[0]
+                chunk = out.feed(choice.get("text") or "", 1)
+                if choice.get("finish_reason") == "length":
+                    finish = "length"
+                if out.stopped:
+                    break
+                if chunk is not None:
+                    yield chunk
         yield out.finish(finish, len(self.tokenize(prompt)))
+
+    def _stream_chat(self, params: SamplingParams, cancel: threading.Event, extras: StreamExtras) -> Iterator[Chunk]:
+        chat = extras.chat
+        if chat is None:
+            raise UnsupportedFeatureError(CHAT_ONLY)
+        if extras.echo_logprobs:
+            raise UnsupportedFeatureError("The server's chat API does not return the prompt's logprobs (echo).")
+        if params.grammar_string or extras.grammar_triggers:
+            raise UnsupportedFeatureError(
+                "A GBNF grammar cannot be sent through the server's chat API: use response_format with a JSON schema."
+            )
+        out = StopStringFilter(params.stop)
+        finish: FinishReason = "stop"
+        finish_tool_calls = False
+        usage: dict[str, Any] = {}
+        sent_tokens = 0  # tokens of the chunks yielded so far
+        pending: list[TokenLogprob] = []  # logprobs of text the stop filter still holds back
+        top_n = extras.top_logprobs
+        with closing(self._events(API_PATHS["chat"], self._chat_body(chat, params, extras))) as events:
+            for event in events:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if isinstance(event.get("usage"), dict):
+                    usage = event["usage"]
+                choices = event.get("choices") or []
+                choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+                delta = choice.get("delta")
+                if not isinstance(delta, dict):
+                    delta = {}
+                if top_n is not None:
+                    pending += _chat_logprobs(choice.get("logprobs"), top_n)
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                calls = _tool_call_deltas(delta.get("tool_calls"))
+                content = delta.get("content") or ""
+                chunk = out.feed(content, 1) if content else None
+                if out.stopped:
+                    break
+                if chunk is None and (reasoning or calls):
+                    chunk = Chunk("", n_tokens=0 if content else 1)
+                if chunk is not None:
+                    chunk.reasoning = str(reasoning)
+                    chunk.tool_calls = calls
+                    if top_n is not None and chunk.text:
+                        chunk.logprobs, pending = pending, []
+                    sent_tokens += chunk.n_tokens
+                    yield chunk
+                reason = choice.get("finish_reason")
+                if reason == "length":
+                    finish = "length"
+                elif reason in ("tool_calls", "function_call"):
+                    finish_tool_calls = True
+        prompt_tokens = usage.get("prompt_tokens")
+        if not isinstance(prompt_tokens, int):
+            prompt_tokens = len(self.tokenize(_messages_text(chat.messages)))
+        last = out.finish(finish, prompt_tokens)
+        if top_n is not None and pending and last.text:
+            last.logprobs = pending
+        completion_tokens = usage.get("completion_tokens")
+        if isinstance(completion_tokens, int):  # the server's count wins over ours (we count one an event)
+            last.n_tokens = max(0, completion_tokens - sent_tokens)
+        last.finish_tool_calls = finish_tool_calls
+        yield last
 
     def close(self) -> None:
         self._client.close()

@@ -11,7 +11,7 @@ from webui.params import LoadOptions
 #: (text-generation-webui keeps the same idea in ``models/config-user.yaml``; its regex keys are read too).
 MODEL_SETTINGS_FILE = "config-user.yaml"
 #: Load options that are never saved per model: they belong to a server, not to a file (and keys are secrets).
-NOT_PER_MODEL = frozenset({"remote_url", "remote_key", "remote_model"})
+NOT_PER_MODEL = frozenset({"remote_url", "remote_key", "remote_model", "remote_api"})
 #: text-generation-webui's names for the same options.
 OPTION_ALIASES = {"ctx_size": "n_ctx", "max_seq_len": "n_ctx", "gpu_layers": "n_gpu_layers",
                   "n-gpu-layers": "n_gpu_layers", "batch_size": "n_batch", "no_mmap": "use_mmap", "mlock": "use_mlock",

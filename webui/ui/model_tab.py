@@ -34,11 +34,13 @@ def status_text(services: Services, lang: str | None = None) -> str:
     current = services.models.current
     if current is None:
         return tr("model.status_none", lang)
+    # A server's model says which of its APIs answers (the remote loader's /v1/chat/completions or /v1/completions).
+    api = current.backend.metadata.get("remote.api")
     text = tr(
         "model.status_loaded",
         lang,
         name=current.name,
-        loader=current.loader,
+        loader=f"{current.loader} ({api})" if api else current.loader,
         n_ctx=current.backend.n_ctx,
         seconds=f"{current.load_seconds:.1f}",
     )

@@ -22,7 +22,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("DRY", ("dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers")),
     ("XTC", ("xtc_probability", "xtc_threshold")),
     ("Mirostat", ("mirostat_mode", "mirostat_tau", "mirostat_eta")),
-    ("Output", ("stop", "ban_eos_token", "skip_special_tokens", "truncation_length", "grammar_string")),
+    ("Output", ("stop", "ban_eos_token", "skip_special_tokens", "truncation_length", "grammar_string", "json_schema")),
 )
 ORDER: tuple[str, ...] = tuple(name for _, names in GROUPS for name in names)
 assert sorted(ORDER) == sorted(SAMPLING_FIELDS), "every sampling field needs a place in GROUPS"
@@ -131,6 +131,14 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
                                 lines=4,
                                 label=t(f"param.{name}.label"),
                                 elem_id="param-grammar_string",
+                                info=t(f"param.{name}.info"),
+                            )
+                        elif name == "json_schema":
+                            comp = gr.Textbox(
+                                value=value,
+                                lines=4,
+                                label=t(f"param.{name}.label"),
+                                elem_id="param-json_schema",
                                 info=t(f"param.{name}.info"),
                             )
                         elif _is_list(name):
