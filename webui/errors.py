@@ -76,9 +76,10 @@ class NoModelLoadedError(WebUIError):
 class PromptTooLongError(WebUIError):
     code = "context_length_exceeded"
 
-    def __init__(self, prompt_tokens: int, n_ctx: int) -> None:
+    def __init__(self, prompt_tokens: int, n_ctx: int, *, at_least: bool = False) -> None:
+        size = f"at least {prompt_tokens}" if at_least else str(prompt_tokens)
         super().__init__(
-            f"The prompt is {prompt_tokens} tokens long but the model's context is {n_ctx} tokens. "
+            f"The prompt is {size} tokens long but the model's context is {n_ctx} tokens. "
             "Shorten the text or load the model with a larger context (--ctx-size).",
             key="error.prompt_too_long",
             prompt_tokens=prompt_tokens,

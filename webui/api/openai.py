@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webui.agents.engine import ChatRequest, Reply, ReplyAssembler, ReplyEvent, chat_prepare, check_request
 from webui.agents.types import ToolChoice, ToolSpec
@@ -207,7 +208,7 @@ def create_api(services: Services) -> APIRouter:
         size = sum(len(t.encode("utf-8", "replace")) for t in texts)
         at_least = size // longest
         if at_least >= current.backend.n_ctx:
-            raise PromptTooLongError(at_least, current.backend.n_ctx)
+            raise PromptTooLongError(at_least, current.backend.n_ctx, at_least=True)
 
     def ignored_header(req: GenerationRequest) -> dict[str, str]:
         ignored = req.ignored_fields()
@@ -494,6 +495,11 @@ def create_api(services: Services) -> APIRouter:
             yield "[DONE]"
 
         return events
+
+    @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def unknown_route(rest: str) -> None:
+        # Without this the UI mounted at the root would answer FastAPI's {"detail": "Not Found"}.
+        raise StarletteHTTPException(status_code=404)
 
     return router
 

@@ -9,6 +9,8 @@ penalties -> DRY -> top-k -> typical -> top-p -> min-p -> XTC -> temperature -> 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from webui.errors import GrammarError
@@ -23,7 +25,20 @@ def eog_tokens(llm: Any) -> list[int]:
     return [t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
 
 
-def _add_grammar(chain: Any, llm: Any, grammar: str) -> None:
+def _grammar_allows(sampler: Any, token: int) -> bool:
+    """Whether the grammar sampler accepts ``token`` next (asked without changing its state)."""
+    import ctypes
+
+    import llama_cpp
+
+    data = llama_cpp.llama_token_data(token, 0.0, 0.0)
+    array = llama_cpp.llama_token_data_array(data=ctypes.pointer(data), size=1, selected=-1, sorted=False)
+    llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+    return math.isfinite(data.logit)
+
+
+def new_grammar(llm: Any, grammar: str, prefix: Sequence[int] = ()) -> Any:
+    """A llama.cpp grammar sampler that has accepted ``prefix`` (a raw pointer; the caller owns it)."""
     import llama_cpp
 
     sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar.encode("utf-8"), b"root")
@@ -32,11 +47,31 @@ def _add_grammar(chain: Any, llm: Any, grammar: str) -> None:
             "The grammar is not valid GBNF (llama.cpp could not parse it). It needs a 'root' rule, "
             'e.g.  root ::= "yes" | "no"'
         )
-    llama_cpp.llama_sampler_chain_add(chain.sampler, sampler)
+    for token in prefix:
+        # Accepting a token the grammar rejects throws inside llama.cpp (and aborts): ask first.
+        if not _grammar_allows(sampler, token):
+            llama_cpp.llama_sampler_free(sampler)
+            text = llm.detokenize(list(prefix), special=True).decode("utf-8", errors="replace")
+            raise GrammarError(f"The text from the grammar trigger on ({text!r}) does not fit the grammar.")
+        llama_cpp.llama_sampler_accept(sampler, token)
+    return sampler
 
 
-def build_sampler(llm: Any, params: SamplingParams, n_ctx: int, eog: list[int]) -> Any:
-    """A fresh ``LlamaSampler`` chain for one generation with ``params``."""
+def build_sampler(
+    llm: Any,
+    params: SamplingParams,
+    n_ctx: int,
+    eog: list[int],
+    history: Sequence[int] = (),
+    grammar_prefix: Sequence[int] | None = (),
+) -> Any:
+    """A fresh ``LlamaSampler`` chain for one generation with ``params``.
+
+    ``history``: tokens generated so far, for the penalties to remember (a chain made in the
+    middle of a generation, when a lazy grammar starts). ``grammar_prefix``: tokens the grammar
+    must accept before it constrains anything; None leaves the grammar out (until a trigger).
+    """
+    import llama_cpp
     from llama_cpp import _internals
 
     chain = _internals.LlamaSampler()
@@ -55,8 +90,10 @@ def build_sampler(llm: Any, params: SamplingParams, n_ctx: int, eog: list[int]) 
             dry_last_n,
             list(params.dry_sequence_breakers),
         )
-    if params.grammar_string.strip():
-        _add_grammar(chain, llm, params.grammar_string)
+    for token in history:
+        llama_cpp.llama_sampler_accept(chain.sampler, token)
+    if grammar_prefix is not None and params.grammar_string.strip():
+        llama_cpp.llama_sampler_chain_add(chain.sampler, new_grammar(llm, params.grammar_string, grammar_prefix))
     seed = params.seed & 0xFFFFFFFF
     if params.greedy:
         chain.add_greedy()

@@ -23,10 +23,13 @@ from webui.loaders.base import (
     FinishReason,
     StopStringFilter,
     StreamExtras,
+    TokenLogprob,
     local_path,
     truncate_prompt,
 )
-from webui.loaders.llama_sampling import build_sampler, eog_tokens
+from webui.loaders.lazy import LazyTrigger
+from webui.loaders.llama_sampling import build_sampler, eog_tokens, new_grammar
+from webui.loaders.logprobs import LogprobMaker
 from webui.params import LoadOptions, SamplingParams
 
 GGUF_MAGIC = b"GGUF"
@@ -112,11 +115,12 @@ class LlamaCppBackend(Backend):
             "ban_eos_token",
             "skip_special_tokens",
             "grammar_string",
+            "json_schema",
             "truncation_length",
         }
     )
     option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "n_gpu_layers", "n_batch", "use_mmap", "use_mlock")
-    capabilities: ClassVar[Capabilities] = Capabilities(grammar=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(grammar=True, lazy_grammar=True, logprobs=True)
 
     def __init__(self, llm: Any, path: Path) -> None:
         self._llm = llm
@@ -127,6 +131,7 @@ class LlamaCppBackend(Backend):
         self._eog = eog_tokens(llm)
         eog_set = frozenset(self._eog)
         self._is_eog = eog_set.__contains__
+        self._max_token_bytes: int | None = None
 
     @classmethod
     def check(cls, path: Path | None, options: LoadOptions) -> None:
@@ -166,14 +171,26 @@ class LlamaCppBackend(Backend):
                 size=size,
                 detail=str(exc),
             ) from exc
-        return cls(llm, path)
+        backend = cls(llm, path)
+        backend.max_token_bytes()  # measured now, on the loading thread, not in a request's
+        return backend
 
     def tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
+    def max_token_bytes(self) -> int | None:
+        # Read-only on the vocabulary (safe beside a generation); a few hundred ms once, then cached.
+        if self._max_token_bytes is None and self._llm is not None:
+            model = self._llm._model
+            self._max_token_bytes = max(
+                (len(model.token_to_piece(t, special=True)) for t in range(self._llm.n_vocab())), default=0
+            )
+        return self._max_token_bytes or None
+
     def stream(
         self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
     ) -> Iterator[Chunk]:
+        extras = extras or StreamExtras()
         llm = self._llm
         whole = self.tokenize(prompt)
         prompt_tokens = truncate_prompt(whole, params.truncation_length, llm.token_bos())
@@ -182,13 +199,22 @@ class LlamaCppBackend(Backend):
         room = self.n_ctx - len(prompt_tokens)
         max_tokens = min(params.max_tokens, room)
         # Our sampler chain replaces Llama's for this generation (see llama_sampling.py).
-        llm.sampling = lambda: build_sampler(llm, params, self.n_ctx, self._eog)
+        lazy = self._lazy_trigger(params, extras.grammar_triggers)
+        prefix = None if lazy is not None else ()
+        llm.sampling = lambda: build_sampler(llm, params, self.n_ctx, self._eog, grammar_prefix=prefix)
         special = not params.skip_special_tokens
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        out = StopStringFilter(params.stop)
+        top_n = extras.top_logprobs
+        maker = LogprobMaker(top_n or 0, lambda t: llm.detokenize([t], special=special)) if top_n is not None else None
+        out = StopStringFilter(params.stop, logprobs=maker is not None)
         n_generated = 0
+        generated: list[int] = []
         finish: FinishReason = "length"
-        self._prefill(prompt_tokens)
+        echo: list[TokenLogprob] | None = None
+        if extras.echo_logprobs:
+            echo = self._prefill_with_logprobs(prompt_tokens, top_n or 0)
+        else:
+            self._prefill(prompt_tokens)
         tokens = llm.generate(prompt_tokens)
         try:
             for token in tokens:
@@ -199,20 +225,83 @@ class LlamaCppBackend(Backend):
                     finish = "stop"
                     break
                 n_generated += 1
-                chunk = out.feed(decoder.decode(llm.detokenize([token], special=special)))
+                generated.append(token)
+                if lazy is not None and (replay := lazy.feed(token)) is not None:
+                    # The grammar starts here: a chain with it, knowing what was generated so far.
+                    llm._sampler = build_sampler(llm, params, self.n_ctx, self._eog, generated, replay)
+                    lazy = None
+                entries = maker.entries(self._last_logits(), [token]) if maker is not None else ()
+                chunk = out.feed(decoder.decode(llm.detokenize([token], special=special)), 1, entries)
                 if out.stopped:
                     finish = "stop"
                     break
                 if chunk is not None:
+                    if echo is not None:
+                        chunk.prompt_logprobs, echo = echo, None
                     yield chunk
                 if n_generated >= max_tokens:
                     break
         finally:
             tokens.close()
             llm.sampling = None
-        yield out.finish(
+        last = out.finish(
             finish, len(prompt_tokens), tail=decoder.decode(b"", final=True), prompt_cut=len(whole) - len(prompt_tokens)
         )
+        last.prompt_logprobs = echo
+        yield last
+
+    def _lazy_trigger(self, params: SamplingParams, triggers: tuple[str, ...]) -> LazyTrigger | None:
+        """The watcher of a lazy grammar's triggers, or None when the grammar (if any) applies at once."""
+        if not triggers or not params.grammar_string.strip():
+            return None
+        llm = self._llm
+        import llama_cpp
+
+        llama_cpp.llama_sampler_free(new_grammar(llm, params.grammar_string))  # a bad grammar fails now
+        return LazyTrigger(
+            triggers,
+            piece=lambda t: llm.detokenize([t], special=True),
+            tokenize=lambda text: llm.tokenize(text, add_bos=False, special=True),
+        )
+
+    def _last_logits(self) -> Any:
+        """The raw logits the last token was drawn from (a view, valid until the next decode).
+
+        ``generate`` decodes the previous token, samples from the logits of that batch's last
+        position and hands us the token before it decodes again, so this is that distribution.
+        """
+        import llama_cpp
+        import numpy as np
+
+        llm = self._llm
+        pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),))
+
+    def _prefill_with_logprobs(self, prompt_tokens: list[int], top_n: int) -> list[TokenLogprob]:
+        """Like ``_prefill``, but from an empty cache with logits for every position (``echo``).
+
+        The prompt is evaluated in batches of ``n_batch`` positions whose logits are turned
+        into logprobs at once, so memory stays at one batch of logits however long the prompt.
+        """
+        import numpy as np
+
+        llm = self._llm
+        maker = LogprobMaker(top_n, lambda t: llm.detokenize([t], special=True))
+        llm.reset()
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        entries = [maker.first_prompt_entry(prompt_tokens[0])]
+        body = prompt_tokens[:-1]
+        n_vocab = llm.n_vocab()
+        for i in range(0, len(body), llm.n_batch):
+            batch = body[i : i + llm.n_batch]
+            n_past = llm.n_tokens
+            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past : n_past + len(batch)] = batch
+            llm.n_tokens += len(batch)
+            rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), n_vocab))
+            entries += maker.entries(rows, prompt_tokens[i + 1 : i + 1 + len(batch)])
+        return entries
 
     def _prefill(self, prompt_tokens: list[int]) -> None:
         """Have the KV cache hold all prompt tokens but the last, reusing the cached prefix.

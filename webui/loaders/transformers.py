@@ -9,24 +9,30 @@ is set.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from webui.errors import GenerationError, ModelLoadError, PromptTooLongError
+from webui.errors import GenerationError, ModelLoadError, PromptTooLongError, WebUIError
 from webui.loaders.base import (
     Backend,
+    Capabilities,
     Chunk,
     FinishReason,
     StopStringFilter,
     StreamExtras,
+    TokenLogprob,
     local_path,
     truncate_prompt,
 )
+from webui.loaders.hf_grammar import GrammarProcessor, llg_tokenizer, new_matcher
+from webui.loaders.lazy import LazyTrigger
+from webui.loaders.logprobs import LogprobMaker
 from webui.params import LoadOptions, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -89,14 +95,23 @@ class _TokenStreamer:
     pairs. Text is decoded incrementally over a short window of recent tokens
     (so a word's leading space is kept) and held back while it ends in half a
     UTF-8 character. End-of-sequence tokens are noted, not counted, as in the
-    llama.cpp loader.
+    llama.cpp loader. With ``logprobs`` each piece carries its tokens' entries.
     """
 
-    def __init__(self, tokenizer: Any, eos_ids: frozenset[int], skip_special: bool = True) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        eos_ids: frozenset[int],
+        skip_special: bool = True,
+        logprobs: Callable[[int], TokenLogprob | None] | None = None,
+    ) -> None:
         self._tok = tokenizer
         self._skip_special = skip_special
         self._eos_ids = eos_ids
-        self._queue: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
+        #: Called with each new token (EOS too, to stay in step); its entry for the token.
+        self._logprobs = logprobs
+        self._entries: list[TokenLogprob] = []  # of the tokens not yet sent
+        self._queue: queue.SimpleQueue[tuple[str, int, list[TokenLogprob]] | None] = queue.SimpleQueue()
         self._ids: list[int] = []
         self._prefix = 0  # window start: context for decoding, already sent
         self._read = 0  # tokens whose text has been sent
@@ -110,9 +125,12 @@ class _TokenStreamer:
             self._prompt_seen = True
             return
         for token in value.reshape(-1).tolist():
+            entry = self._logprobs(token) if self._logprobs is not None else None
             if token in self._eos_ids:
                 self.eos = True
                 continue
+            if entry is not None:
+                self._entries.append(entry)
             self._ids.append(int(token))
             self._pending += 1
             self.n_tokens += 1
@@ -135,13 +153,28 @@ class _TokenStreamer:
         new_text = decode(self._ids[self._prefix :], skip_special_tokens=skip)
         if not final and (len(new_text) <= len(prefix_text) or new_text.endswith("\ufffd")):
             return  # nothing printable yet (half a character, or a special token)
-        self._queue.put((new_text[len(prefix_text) :], self._pending))
-        self._pending = 0
+        self._queue.put((new_text[len(prefix_text) :], self._pending, self._entries))
+        self._pending, self._entries = 0, []
         self._prefix, self._read = self._read, len(self._ids)
 
-    def __iter__(self) -> Iterator[tuple[str, int]]:
+    def __iter__(self) -> Iterator[tuple[str, int, list[TokenLogprob]]]:
         while (item := self._queue.get()) is not None:
             yield item
+
+
+class _RawLogits:
+    """Forward hook: the last position's logits of each forward pass, before any processor.
+
+    ``generate`` runs the model once per new token and then hands the token to the
+    streamer, so the rows and the streamed tokens come in step.
+    """
+
+    def __init__(self) -> None:
+        self.rows: collections.deque[Any] = collections.deque()
+
+    def __call__(self, module: Any, args: Any, output: Any) -> None:
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        self.rows.append(logits[0, -1].detach().float().cpu())
 
 
 def _as_ids(value: Any) -> set[int]:
@@ -169,15 +202,19 @@ class TransformersBackend(Backend):
             "ban_eos_token",
             "skip_special_tokens",
             "truncation_length",
+            "grammar_string",
+            "json_schema",
         }
     )
     option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "dtype", "device", "trust_remote_code")
+    capabilities: ClassVar[Capabilities] = Capabilities(grammar=True, lazy_grammar=True, logprobs=True)
 
     def __init__(self, model: Any, tokenizer: Any, path: Path, n_ctx: int, config: dict[str, Any]) -> None:
         self._model = model
         self._tok = tokenizer
         self.path = path
         self.n_ctx = n_ctx
+        self._max_token_bytes: int | None = None
         self.chat_template = getattr(tokenizer, "chat_template", None) or None
         self.metadata = {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool))}
         # generate() ends at any of the generation config's end-of-sequence ids (a list for
@@ -191,6 +228,7 @@ class TransformersBackend(Backend):
         self._cache_ids: list[int] = []
         #: Prompt tokens of the last generation that came from the cache instead of being evaluated.
         self.reused_tokens = 0
+        self._llg_tok: Any = None  # llguidance's tokenizer, made at the first grammar
 
     #: Keep the KV cache between generations (switched off only to measure the difference).
     reuse_cache: ClassVar[bool] = True
@@ -238,6 +276,13 @@ class TransformersBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return list(self._tok(text, add_special_tokens=True)["input_ids"])
 
+    def max_token_bytes(self) -> int | None:
+        # The vocabulary's strings as UTF-8: never shorter than the bytes a token stands for (byte-level
+        # BPE writes one byte as one character), so the bound stays safe.
+        if self._max_token_bytes is None:
+            self._max_token_bytes = max((len(t.encode("utf-8")) for t in self._tok.get_vocab()), default=0)
+        return self._max_token_bytes or None
+
     def _generate_kwargs(self, params: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
         # Every value is passed explicitly, so the model's generation_config.json (whose
         # sampling defaults the author chose) never changes what the user asked for. In
@@ -267,7 +312,7 @@ class TransformersBackend(Backend):
         self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
     ) -> Iterator[Chunk]:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         ids = self._tok(prompt, return_tensors="pt", add_special_tokens=True)
         whole_len = int(ids["input_ids"].shape[-1])
@@ -285,24 +330,41 @@ class TransformersBackend(Backend):
         # transformers.set_seed would also reseed Python's and NumPy's global RNGs, from which
         # the generation service draws the next random seed.
         torch.manual_seed(params.seed)
+        extras = extras or StreamExtras()
         stop_event = threading.Event()
-        streamer = _TokenStreamer(self._tok, self._eos_ids, skip_special=params.skip_special_tokens)
-        failure: list[BaseException] = []
         device = self._model.device
         inputs = {k: ids[k].to(device) for k in ("input_ids", "attention_mask") if k in ids}
         prompt_ids = [int(t) for t in inputs["input_ids"][0].tolist()]
+        processors = self._grammar_processors(params, extras.grammar_triggers, prompt_len)
+        raw_logits = _RawLogits() if extras.top_logprobs is not None else None
+        streamer = _TokenStreamer(
+            self._tok,
+            self._eos_ids,
+            skip_special=params.skip_special_tokens,
+            logprobs=self._logprob_source(raw_logits, extras.top_logprobs or 0, params.skip_special_tokens),
+        )
+        failure: list[BaseException] = []
         cache = self._cache_for(prompt_ids)
         self.reused_tokens = cache.get_seq_length() if cache is not None else 0
         self._cache, self._cache_ids = None, []  # until this generation has finished cleanly
+        echo: list[TokenLogprob] | None = None
+        if extras.echo_logprobs:
+            echo, cache = self._echo_logprobs(prompt_ids, inputs["input_ids"], cache, extras.top_logprobs or 0)
+            self.reused_tokens = 0
         sequences: list[Any] = []
 
         def run() -> None:
+            hook = None
             try:
                 with torch.inference_mode():  # grad mode is per thread: set it in the worker
-                    extra = {}
+                    extra: dict[str, Any] = {}
                     if cache is not None:
                         self._prefill(cache, prompt_ids, inputs["input_ids"])
                         extra["past_key_values"] = cache
+                    if processors:
+                        extra["logits_processor"] = LogitsProcessorList(processors)
+                    if raw_logits is not None:
+                        hook = self._model.register_forward_hook(raw_logits)
                     sequences.append(
                         self._model.generate(
                             **inputs,
@@ -316,16 +378,21 @@ class TransformersBackend(Backend):
             except BaseException as exc:  # re-raised in the consumer below
                 failure.append(exc)
                 streamer.abort()
+            finally:
+                if hook is not None:
+                    hook.remove()
 
         worker = threading.Thread(target=run, name="transformers-generate", daemon=True)
         worker.start()
-        out = StopStringFilter(params.stop)
+        out = StopStringFilter(params.stop, logprobs=raw_logits is not None)
         try:
-            for piece, n in streamer:
-                chunk = out.feed(piece, n)
+            for piece, n, entries in streamer:
+                chunk = out.feed(piece, n, entries)
                 if out.stopped:
                     break
                 if chunk is not None:
+                    if echo is not None:
+                        chunk.prompt_logprobs, echo = echo, None
                     yield chunk
         finally:
             stop_event.set()  # ends generation early on a stop string, or when our consumer went away
@@ -334,6 +401,8 @@ class TransformersBackend(Backend):
                 held = cache.get_seq_length()
                 self._cache, self._cache_ids = cache, [int(t) for t in sequences[0][0].tolist()][:held]
         if failure:
+            if isinstance(failure[0], WebUIError):  # a grammar the text cannot follow, said plainly
+                raise failure[0]
             raise GenerationError(f"transformers failed while generating: {failure[0]}") from failure[0]
         finish: FinishReason
         if out.stopped or streamer.eos:
@@ -344,7 +413,70 @@ class TransformersBackend(Backend):
             finish = "cancelled"
         else:
             finish = "stop"  # another criterion of the model's generation config ended it
-        yield out.finish(finish, prompt_len, prompt_cut=whole_len - prompt_len)
+        last = out.finish(finish, prompt_len, prompt_cut=whole_len - prompt_len)
+        last.prompt_logprobs = echo
+        yield last
+
+    def _grammar_processors(
+        self, params: SamplingParams, triggers: tuple[str, ...], prompt_len: int
+    ) -> list[GrammarProcessor]:
+        """The grammar's logits processor, if the request has a grammar (or a JSON schema)."""
+        json_schema = params.json_schema.strip()
+        if not params.grammar_string.strip() and not json_schema:
+            return []
+        if self._llg_tok is None:
+            self._llg_tok = llg_tokenizer(self._tok, self._eos_ids)
+        llg_tok = self._llg_tok
+        matcher = new_matcher(llg_tok, params.grammar_string, json_schema)
+        lazy = None
+        if triggers:
+            lazy = LazyTrigger(triggers, piece=lambda t: llg_tok.decode_bytes([t]), tokenize=llg_tok.tokenize_bytes)
+        return [GrammarProcessor(matcher, prompt_len, lazy)]
+
+    def _logprob_source(
+        self, raw_logits: _RawLogits | None, top_n: int, skip_special: bool
+    ) -> Callable[[int], TokenLogprob | None] | None:
+        """For the streamer: each new token's entry, from the logits ``raw_logits`` recorded."""
+        if raw_logits is None:
+            return None
+        tok = self._tok
+        maker = LogprobMaker(top_n, lambda t: tok.decode([t], skip_special_tokens=skip_special).encode("utf-8"))
+        rows = raw_logits.rows
+
+        def entry(token: int) -> TokenLogprob | None:
+            return maker.entries(rows.popleft().numpy(), [token])[0] if rows else None
+
+        return entry
+
+    def _echo_logprobs(self, prompt_ids: list[int], input_ids: Any, cache: Any, top_n: int) -> tuple[list[Any], Any]:
+        """Logprobs of the prompt's tokens (``echo``), from one pass over all of it but the last token.
+
+        That pass fills a fresh KV cache, which the generation then continues from (returned
+        with the entries), so the prompt is not evaluated twice. Logits are turned into
+        logprobs a block of positions at a time, so memory stays bounded.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        tok = self._tok
+        maker = LogprobMaker(top_n, lambda t: tok.decode([t], skip_special_tokens=False).encode("utf-8"))
+        entries = [maker.first_prompt_entry(prompt_ids[0])]
+        fresh = DynamicCache(config=self._model.config)
+        n = len(prompt_ids) - 1
+        block = 256
+        with torch.inference_mode():
+            for start in range(0, n, block):
+                end = min(n, start + block)
+                logits = self._model(
+                    input_ids=input_ids[:, start:end],
+                    past_key_values=fresh,
+                    use_cache=True,
+                    cache_position=torch.arange(start, end, device=input_ids.device),
+                    attention_mask=torch.ones(1, end, dtype=torch.long, device=input_ids.device),
+                ).logits
+                entries += maker.entries(logits[0].float().cpu().numpy(), prompt_ids[start + 1 : end + 1])
+        # Keep the filled cache only where the generation would have used one.
+        return entries, (fresh if cache is not None else None)
 
     def _cache_for(self, prompt_ids: list[int]) -> Any:
         """The KV cache to continue from, cut back to the prefix it shares with ``prompt_ids``."""
