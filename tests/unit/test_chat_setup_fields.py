@@ -1,4 +1,4 @@
-"""A chat keeps its set-up (mode, system prompt, persona, instruction template) in its file; the
+"""A chat keeps its set-up (mode, system prompt, persona, instruction template, thinking) in its file; the
 Chat tab's page restores it, and a new chat starts with the last one used. The Compare tab's
 inputs are remembered the same way."""
 
@@ -20,6 +20,7 @@ SETUP = {
     "persona_name": "Ada",
     "persona_bio": "A student of physics.",
     "instruction_template": "Alpaca",
+    "thinking": False,
 }
 
 
@@ -51,6 +52,7 @@ def test_older_files_and_text_generation_webui_chats_load_with_defaults(tmp_path
         "persona_name": "You",
         "persona_bio": "",
         "instruction_template": None,  # never recorded: the page leaves the template dropdown as it is
+        "thinking": True,
     }
     assert store.load("Assistant", "tgw").setup() == defaults
     assert store.load("Assistant", "old").setup() == {**defaults, "mode": "chat"}
@@ -60,10 +62,16 @@ def test_a_hand_edited_setup_of_the_wrong_type_is_left_out(tmp_path):
     store = ChatStore(tmp_path)
     folder = store.character_folder("Assistant")
     folder.mkdir(parents=True)
-    bad = {"messages": [], "system_prompt": ["not", "text"], "persona_name": 3, "instruction_template": None}
+    bad = {
+        "messages": [],
+        "system_prompt": ["not", "text"],
+        "persona_name": 3,
+        "instruction_template": None,
+        "thinking": "no",
+    }
     (folder / "bad.json").write_text(json.dumps(bad))
     chat = store.load("Assistant", "bad")
-    assert (chat.system_prompt, chat.persona_name, chat.instruction_template) == ("", "You", None)
+    assert (chat.system_prompt, chat.persona_name, chat.instruction_template, chat.thinking) == ("", "You", None, True)
 
 
 def test_a_setup_change_does_not_move_the_chat_up_the_list(tmp_path):
@@ -94,6 +102,7 @@ def test_setup_of_the_page_inputs():
         "persona_name": "You",
         "persona_bio": "",
         "instruction_template": "",
+        "thinking": True,
     }
 
 
@@ -112,7 +121,7 @@ def test_the_page_saves_the_inputs_into_the_open_chat_and_remembers_them_for_new
     services.chats.save(chat)
     state = page.remember_open(chat)
 
-    page.keep_setup(state, "Assistant", "chat", "Answer in French.", "Ada", "A student of physics.", "Alpaca")
+    page.keep_setup(state, "Assistant", "chat", "Answer in French.", "Ada", "A student of physics.", "Alpaca", False)
     assert services.chats.load("Assistant", chat.id).setup() == SETUP
     saved = yaml.safe_load((tmp_path / "user" / "settings.yaml").read_text())
     assert saved["chat_setup"] == SETUP  # survives a restart
@@ -128,6 +137,7 @@ def test_the_page_saves_the_inputs_into_the_open_chat_and_remembers_them_for_new
         "A student of physics.",
         "Alpaca",
         "",
+        {"__type__": "update", "visible": False, "value": False},  # no model: no Thinking switch
     ]
     # a chat that is not on disk yet: only remembered (its first message saves it with the set-up)
     page.keep_setup(("Assistant", "20990101-000000-abcdef"), "Assistant", "instruct", "Other", "Bo", "", None)
@@ -139,7 +149,7 @@ def test_an_old_chat_leaves_the_template_as_it_is(tmp_path):
     page = page_on(tmp_path)
     old = Chat(id="old", character="Assistant")
     values = page.setup_values(old, otherwise=lambda: ["Vicuna", "note"])
-    assert values == ["instruct", "", "You", "", "Vicuna", "note"]
+    assert values[:6] == ["instruct", "", "You", "", "Vicuna", "note"]
 
 
 def test_the_compare_inputs_round_trip_and_bad_values_get_the_start_values():

@@ -13,12 +13,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webui.agents.formats import ToolFormat, detect_format, format_by_name, template_handles_tools, tools_system_text
-from webui.agents.reasoning import ReasoningSplitter, ReasoningStyle, opens_in_prompt, reasoning_style
+from webui.agents.reasoning import (
+    ReasoningSplitter,
+    ReasoningStyle,
+    closes_in_prompt,
+    opens_in_prompt,
+    reasoning_style,
+    template_has_thinking_switch,
+    thinking_kwargs,
+)
 from webui.agents.types import ParsedReply, ToolCall, ToolChoice, ToolSpec, ToolStreamEvent
 from webui.errors import InvalidMessagesError, SchemaError, UnsupportedFeatureError
 from webui.generation.scheduler import Prepare, Prepared
@@ -71,6 +80,8 @@ class ChatPlan:
     reasoning: ReasoningStyle | None = None
     #: The prompt ends inside an open think block: the output starts as reasoning.
     thinking_open: bool = False
+    #: The prompt closed the think block (thinking off) or a grammar shapes the output: all answer.
+    answered: bool = False
     #: The template was replaced or is not the model's own (a note for the caller's log / header).
     template_note: str | None = None
 
@@ -190,10 +201,12 @@ def chat_prepare(template_for: TemplateFor, req: ChatRequest) -> Prepare:
         extra: dict[str, Any] = {}
         if using_tools and handles:
             extra["tools"] = [t.openai() for t in req.tools]
-        if req.enable_thinking is not None:
-            extra["enable_thinking"] = req.enable_thinking
-        if req.reasoning_effort:
-            extra["reasoning_effort"] = req.reasoning_effort
+        # Thinking "off" for a model that has no switch is already the case; "on", or an effort it
+        # does not read, is an error rather than a silent no-op.
+        thinking = req.enable_thinking
+        if thinking is False and not template_has_thinking_switch(template.source):
+            thinking = None
+        extra.update(thinking_kwargs(template.source, enable_thinking=thinking, reasoning_effort=req.reasoning_effort))
         prompt = template.render(messages, add_generation_prompt=True, **extra)
         grammar, triggers = _grammar_for(req, fmt, lazy=caps.lazy_grammar)
         if grammar is not None and not caps.grammar:
@@ -205,10 +218,13 @@ def chat_prepare(template_for: TemplateFor, req: ChatRequest) -> Prepare:
         style = reasoning_style(template.source) if req.reasoning == "split" else None
         constrained_from_start = grammar is not None and not triggers
         thinking_open = style is not None and not constrained_from_start and opens_in_prompt(style, prompt)
+        answered = style is not None and (constrained_from_start or closes_in_prompt(style, prompt))
         extras = None
         if req.top_logprobs is not None or triggers:
             extras = StreamExtras(top_logprobs=req.top_logprobs, grammar_triggers=triggers)
-        plan = ChatPlan(req, format=fmt, reasoning=style, thinking_open=thinking_open, template_note=note)
+        plan = ChatPlan(
+            req, format=fmt, reasoning=style, thinking_open=thinking_open, answered=answered, template_note=note
+        )
         return Prepared(
             prompt, stop=list(template.stop_strings), front_cut=False, grammar=grammar, extras=extras, detail=plan
         )
@@ -354,7 +370,9 @@ class ReplyAssembler:
             self._plan = plan
             if not plan.remote:
                 if plan.reasoning is not None:
-                    self._splitter = ReasoningSplitter(plan.reasoning, started=plan.thinking_open)
+                    self._splitter = ReasoningSplitter(
+                        plan.reasoning, started=plan.thinking_open, answered=plan.answered
+                    )
                 if plan.format is not None:
                     self._parser = plan.format.stream(plan.request.tools)
         return self._plan
@@ -399,7 +417,12 @@ class ReplyAssembler:
             if content:
                 events += self._content(content)
         if self._parser is not None:
-            events += self._from_parser(self._parser.finish())
+            leftover = self._from_parser(self._parser.finish())
+            if self.job.stats is not None and self.job.stats.finish_reason == "length" and plan.format is not None:
+                # A call cut off by max_tokens is half written markup, not text for the user.
+                triggers = [re.compile(t) for t in plan.format.triggers]
+                leftover = [e for e in leftover if not any(t.search(e.text) for t in triggers)]
+            events += leftover
         events = self._keep(events)
         events += self._release_calls()
         if self._pending_logprobs:
@@ -411,10 +434,12 @@ class ReplyAssembler:
             self.reply.tool_calls = [c for _, c in sorted(self._server_calls.items())]
         if reason == "cancelled":
             self.reply.finish_reason = "cancelled"
+        elif reason == "length":  # cut by max_tokens, whatever came before (a call may be half written)
+            self.reply.finish_reason = "length"
         elif self.reply.tool_calls or self._server_tool_finish:
             self.reply.finish_reason = "tool_calls"
         else:
-            self.reply.finish_reason = "length" if reason == "length" else "stop"
+            self.reply.finish_reason = "stop"
         return events
 
     # -- inside -------------------------------------------------------------------------------------

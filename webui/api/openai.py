@@ -416,6 +416,7 @@ def create_api(services: Services) -> APIRouter:
         chunks: Iterator[Chunk],
         first: Chunk | None,
     ) -> AsyncIterator[str]:
+        usage_chunk = req.stream_options is not None and req.stream_options.include_usage
         try:
             for i, job in enumerate(jobs):
                 assembler = ReplyAssembler(job)
@@ -440,7 +441,10 @@ def create_api(services: Services) -> APIRouter:
                     yield out
                 assert job.stats is not None
                 finish = assembler.reply.finish_reason
-                yield reply.event(None, "stop" if finish == "cancelled" else finish, reply.usage([job.stats]), index=i)
+                # With include_usage only the extra last chunk has usage (OpenAI's rule); without it the
+                # finishing chunk carries it, as this server always did.
+                usage = None if usage_chunk else reply.usage([job.stats])
+                yield reply.event(None, "stop" if finish == "cancelled" else finish, usage, index=i)
         except WebUIError as exc:
             # The response has started (200): the error becomes the stream's last event, in OpenAI's
             # shape, which the openai client raises as an APIError with this message.
@@ -456,6 +460,7 @@ def create_api(services: Services) -> APIRouter:
 
     def completion_events(reply: _Reply, jobs: list[GenerationJob], echo: str, req: CompletionRequest) -> Any:
         async def events(chunks: Iterator[Chunk], first: Chunk | None) -> AsyncIterator[str]:
+            usage_chunk = req.stream_options is not None and req.stream_options.include_usage
             try:
                 for i, job in enumerate(jobs):
                     offset = 0
@@ -482,7 +487,8 @@ def create_api(services: Services) -> APIRouter:
                         if (out := piece(chunk)) is not None:
                             yield out
                     assert job.stats is not None
-                    yield reply.event(None, reply.finish(job.stats), reply.usage([job.stats]), index=i)
+                    usage = None if usage_chunk else reply.usage([job.stats])
+                    yield reply.event(None, reply.finish(job.stats), usage, index=i)
             except WebUIError as exc:
                 yield json.dumps(error_of(exc))
                 return

@@ -2,12 +2,13 @@
 
 Every change is written atomically (temp file + rename), so a crash or a kill
 leaves the previous complete file. The file holds our message list (with
-regenerated versions and per-message stats) and, for text-generation-webui
-compatibility, its ``internal``/``visible`` pairs; a file with only those
-pairs (exported by text-generation-webui) loads too.
+regenerated versions, per-message stats, and a reasoning model's thinking apart
+from the reply) and, for text-generation-webui compatibility, its
+``internal``/``visible`` pairs (replies only); a file with only those pairs
+(exported by text-generation-webui) loads too.
 
-A chat also keeps what it was set up with (mode, system prompt, persona, instruction template:
-:data:`SETUP_FIELDS`), so reopening it - after a reload, a restart, or from the list - brings
+A chat also keeps what it was set up with (mode, system prompt, persona, instruction template,
+thinking on or off: :data:`SETUP_FIELDS`), so reopening it - after a reload, a restart, or from the list - brings
 its rules back; a file without them (an older one, text-generation-webui's) gets the defaults.
 """
 
@@ -28,7 +29,7 @@ from webui.storage import TEMP_SUFFIX, atomic_write_text, safe_name
 
 Role = Literal["system", "user", "assistant"]
 #: The fields of a chat that say how it is set up (restored with the chat, remembered as the last used).
-SETUP_FIELDS = ("mode", "system_prompt", "persona_name", "persona_bio", "instruction_template")
+SETUP_FIELDS = ("mode", "system_prompt", "persona_name", "persona_bio", "instruction_template", "thinking")
 #: Told after the store wrote a chat (the chat) or deleted one (None): (character, chat id, chat).
 ChatListener = Callable[[str, str, "Chat | None"], None]
 
@@ -46,24 +47,46 @@ class Message:
     versions: list[str] = field(default_factory=list)
     active: int = 0
     stats: dict[str, Any] | None = None
+    #: A reasoning model's thinking before this reply (never sent back to the model), and that of
+    #: each version. Left out of the file when there is none (older files load as they are).
+    reasoning: str = ""
+    reasoning_versions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.versions:
             self.versions = [self.content]
+        # One per version (a file from before reasoning was kept has none, or a hand edit too few).
+        self.reasoning_versions = (self.reasoning_versions + [""] * len(self.versions))[: len(self.versions)]
+        if self.reasoning and not self.reasoning_versions[self.active]:
+            self.reasoning_versions[self.active] = self.reasoning
+        self.reasoning = self.reasoning_versions[self.active] if 0 <= self.active < len(self.versions) else ""
 
     def set_text(self, text: str) -> None:
         self.content = text
         self.versions[self.active] = text
 
+    def set_reasoning(self, text: str) -> None:
+        self.reasoning = text
+        self.reasoning_versions[self.active] = text
+
     def add_version(self, text: str = "") -> None:
         self.versions.append(text)
+        self.reasoning_versions.append("")
         self.active = len(self.versions) - 1
         self.content = text
+        self.reasoning = ""
         self.stats = None
 
     def select(self, index: int) -> None:
         self.active = max(0, min(index, len(self.versions) - 1))
         self.content = self.versions[self.active]
+        self.reasoning = self.reasoning_versions[self.active]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not any(self.reasoning_versions):
+            del data["reasoning"], data["reasoning_versions"]
+        return data
 
 
 @dataclass
@@ -83,6 +106,8 @@ class Chat:
     persona_bio: str = ""
     #: Instruction template chosen for this chat: a name, "" for the model's own, None if never recorded.
     instruction_template: str | None = None
+    #: A reasoning model thinks before it answers (passed as ``enable_thinking`` to a template that reads it).
+    thinking: bool = True
 
     def setup(self) -> dict[str, Any]:
         """The chat's set-up (:data:`SETUP_FIELDS`)."""
@@ -100,6 +125,7 @@ class Chat:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["messages"] = [m.to_json() for m in self.messages]
         data["internal"], data["visible"] = pairs(self.messages)
         return data
 
@@ -126,10 +152,13 @@ class Chat:
 
 def clean_setup(setup: Mapping[str, Any]) -> dict[str, Any]:
     """The set-up fields of ``setup`` that have the right type (a hand-edited file may have others)."""
-    clean = {}
+    clean: dict[str, Any] = {}
     for key in SETUP_FIELDS:
         value = setup.get(key)
-        if isinstance(value, str) or (key == "instruction_template" and value is None and key in setup):
+        if key == "thinking":
+            if isinstance(value, bool):
+                clean[key] = value
+        elif isinstance(value, str) or (key == "instruction_template" and value is None and key in setup):
             clean[key] = value
     return clean
 

@@ -16,6 +16,10 @@ A character card adds to this: its ``system_prompt`` replaces the System prompt 
 empty), fired lorebook entries go before/after the character's description, and its
 ``post_history_instructions`` go after the history, right before the reply. ``Prompt.lore``
 says which lorebook entries fired, for the prompt view.
+
+A reasoning model's thinking is kept with its reply (``Message.reasoning``) and never sent back:
+only the replies are. ``ChatOptions.thinking`` reaches templates that read ``enable_thinking``;
+``Prompt.reasoning`` / ``Prompt.thinking_open`` tell the turn how to split the output.
 """
 
 from __future__ import annotations
@@ -24,6 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from webui.agents.reasoning import (
+    THINK,
+    ReasoningStyle,
+    closes_in_prompt,
+    opens_in_prompt,
+    reasoning_style,
+    template_reads,
+)
 from webui.catalogue import Keyed
 from webui.characters.character import Character
 from webui.characters.lorebook import MAX_SCAN_DEPTH, NOTHING, Activation, activate
@@ -42,7 +54,7 @@ class Template(Protocol):
     def stop_strings(self) -> list[str]:
         """What ends the assistant's turn in this template (stop strings for a model not trained on it)."""
 
-    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str: ...
+    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True, **extra: Any) -> str: ...
 
 
 @dataclass
@@ -59,6 +71,9 @@ class ChatOptions:
     system_prompt: str = ""
     persona: Persona = field(default_factory=Persona)
     chat_instruct_command: str = DEFAULT_CHAT_INSTRUCT
+    #: A reasoning model thinks first (True) or not (False), for templates that read ``enable_thinking``;
+    #: None: the template's default.
+    thinking: bool | None = None
 
 
 @dataclass
@@ -76,6 +91,14 @@ class Prompt:
     tokens_estimated: bool = False
     #: Which chat template made the prompt, and why (a ``Keyed`` line for the UI).
     template_note: str = ""
+    #: How the model marks its thinking (read off the template), and whether the prompt (before the
+    #: reply prefix) already opened a thinking block (the output starts as thinking) or ended with a
+    #: closed one (thinking switched off: the output is all answer).
+    reasoning: ReasoningStyle = THINK
+    thinking_open: bool = False
+    thinking_closed: bool = False
+    #: What the reply was made to start with (the turn splits it with the output).
+    reply_prefix: str = ""
 
     @property
     def note(self) -> str:
@@ -134,7 +157,7 @@ def render(
         after = character.fill(character.post_history_instructions, user).strip()
         if after:
             _add_after_history(msgs, after)
-        return _render_folding_system(template, msgs) + reply_prefix, list(template.stop_strings)
+        return _render_folding_system(template, msgs, options) + reply_prefix, list(template.stop_strings)
     stops = [f"\n{user}:", f"\n{char}:"]
     if options.mode == "chat":
         # The System prompt box is not used in chat mode (as before); a card's own system prompt is.
@@ -145,7 +168,7 @@ def render(
     system = character.system_prompt_with(options.system_prompt, user).strip()
     msgs = [{"role": "system", "content": s} for s in [system] if s]
     msgs.append({"role": "user", "content": command})
-    return _render_folding_system(template, msgs) + reply_prefix, [*stops, *template.stop_strings]
+    return _render_folding_system(template, msgs, options) + reply_prefix, [*stops, *template.stop_strings]
 
 
 def _add_after_history(msgs: list[dict], text: str) -> None:
@@ -159,10 +182,19 @@ def _add_after_history(msgs: list[dict], text: str) -> None:
     msgs.append({"role": "user", "content": text})
 
 
-def _render_folding_system(template: Template, msgs: list[dict]) -> str:
+def template_kwargs(template: Template, options: ChatOptions) -> dict[str, Any]:
+    """The extra variables the template is rendered with: ``enable_thinking`` when it reads it and the
+    chat chose (the Chat tab shows its Thinking switch only for such templates)."""
+    if options.thinking is None or not template_reads(getattr(template, "source", None), "enable_thinking"):
+        return {}
+    return {"enable_thinking": options.thinking}
+
+
+def _render_folding_system(template: Template, msgs: list[dict], options: ChatOptions) -> str:
     """Render; a template that refuses system messages gets the system text in the first user turn."""
+    extra = template_kwargs(template, options)
     try:
-        return template.render(msgs, add_generation_prompt=True)
+        return template.render(msgs, add_generation_prompt=True, **extra)
     except ConversationRejectedError:
         if not msgs or msgs[0]["role"] != "system":
             raise
@@ -171,7 +203,7 @@ def _render_folding_system(template: Template, msgs: list[dict]) -> str:
             if m["role"] == "user":
                 rest = [*rest[:i], {"role": "user", "content": f"{system}\n\n{m['content']}"}, *rest[i + 1 :]]
                 break
-        return template.render(rest, add_generation_prompt=True)
+        return template.render(rest, add_generation_prompt=True, **extra)
 
 
 def context_limit(n_ctx: int, truncation_length: int) -> int:
@@ -217,7 +249,20 @@ def build_prompt(
         n = len(tokenize(text))
         if n <= budget:
             chat.context_start = start
-            return Prompt(text, stops, n, start, lore, n_ctx=n_ctx)
+            style = reasoning_style(getattr(template, "source", None)) or THINK
+            rendered = text[: len(text) - len(reply_prefix)] if reply_prefix and text.endswith(reply_prefix) else text
+            return Prompt(
+                text,
+                stops,
+                n,
+                start,
+                lore,
+                n_ctx=n_ctx,
+                reasoning=style,
+                thinking_open=opens_in_prompt(style, rendered),
+                thinking_closed=closes_in_prompt(style, rendered),
+                reply_prefix=reply_prefix,
+            )
         nxt = _next_turn(history, start + max(2, (len(history) - start) // 4))
         if nxt is None or nxt > _last_user_index(history):
             raise PromptTooLongError(n, n_ctx)

@@ -13,13 +13,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal, cast
 
+from webui.agents.reasoning import THINK, ReasoningSplitter
 from webui.characters.character import Character
 from webui.chat.history import Chat, ChatStore, Message
 from webui.chat.prompt import ChatOptions, Persona, Prompt, Template, build_prompt, context_limit
 from webui.errors import MessageNotFoundError, NoModelLoadedError, WebUIError
 from webui.generation.scheduler import GenerationJob, GenerationStats, Generator, Prepared
+from webui.loaders.base import ChatPayload, StreamExtras
 from webui.models.manager import LoadedModel
 from webui.params import SamplingParams
 
@@ -30,6 +32,10 @@ TemplateChooser = Callable[[LoadedModel], tuple[Template, str]]
 
 class Turn:
     """One running chat turn. Iterate it for the reply text as it grows (the whole text each time).
+
+    A reasoning model's thinking is split from the reply as it streams (by the markers of its
+    template): ``text`` and what iterating yields are the reply alone, ``reasoning`` the thinking
+    so far, ``thinking`` whether the model is still in it. Both are saved with the reply, apart.
 
     ``prompt`` (what was sent: text, tokens, dropped turns, fired lore, template note) is set once
     the generation thread has prepared it; ``stats`` once the reply has ended.
@@ -44,6 +50,9 @@ class Turn:
         reply: Message,
         prefix: str,
         undo: Callable[[], None],
+        *,
+        answered: bool = False,
+        reasoning: str = "",
     ) -> None:
         self.chat = chat
         self.action = action
@@ -52,7 +61,11 @@ class Turn:
         self._reply = reply
         self._prefix = prefix
         self._undo = undo
+        # A Continue of a reply whose thinking is done: the new text is all reply, the thinking stays.
+        self._answered = answered
         self.text = prefix
+        self.reasoning = reasoning
+        self.thinking = False
 
     @property
     def prompt(self) -> Prompt | None:
@@ -63,34 +76,71 @@ class Turn:
     def stats(self) -> GenerationStats | None:
         return self.job.stats
 
+    def _splitter(self) -> tuple[ReasoningSplitter, str]:
+        """The splitter for this turn's output, and the reply prefix as the model "wrote" it (fed first)."""
+        prompt = self.prompt
+        if prompt is None:
+            return ReasoningSplitter(THINK, answered=self._answered), self._prefix
+        answered = self._answered or prompt.thinking_closed
+        return ReasoningSplitter(prompt.reasoning, prompt.thinking_open, answered=answered), prompt.reply_prefix
+
     def __iter__(self) -> Iterator[str]:
-        store, chat, reply, prefix = self._service.store, self.chat, self._reply, self._prefix
+        store, chat, reply = self._service.store, self.chat, self._reply
         writes_chat = self.action != "impersonate"
         generated = ""
+        content = ""
+        splitter: ReasoningSplitter | None = None
         last_save = time.monotonic()
+
+        def take(pieces: tuple[str, str]) -> None:
+            nonlocal content
+            self.reasoning += pieces[0]
+            content += pieces[1]
+
+        def begin() -> ReasoningSplitter:
+            # The job is prepared by now: the prompt says how this model marks its thinking.
+            splitter, fed = self._splitter()
+            take(splitter.feed(fed))
+            return splitter
+
         try:
             for chunk in self.job:
-                if not chunk.text:
+                if not chunk.text and not chunk.reasoning:
                     continue
+                splitter = splitter or begin()
                 generated += chunk.text
-                # "Name: text" puts a space after the colon; the reply itself starts at the text.
-                self.text = prefix + (generated if prefix else generated.lstrip())
+                self.reasoning += chunk.reasoning  # a server that split it already
+                take(splitter.feed(chunk.text))
+                self.thinking = splitter.had_reasoning and not splitter.closed
+                self._show(content)
                 if writes_chat:
                     reply.set_text(self.text)
+                    reply.set_reasoning(self.reasoning)
                     if time.monotonic() - last_save > self._service.SAVE_EVERY:
                         store.save(chat)
                         last_save = time.monotonic()
                 yield self.text
+            if splitter is None and self.job.prepared is not None:
+                splitter = begin()  # the model wrote nothing: the reply is its prefix
+            if splitter is not None:
+                take(splitter.finish())
+                self._show(content)
         finally:
+            self.thinking = False
             if writes_chat:
                 if self.job.prepared is None and not generated:
                     # The turn never ran (no model, a prompt that cannot fit...): leave no empty reply.
                     self._undo()
                 else:
                     reply.set_text(self.text.rstrip())
+                    reply.set_reasoning(self.reasoning.strip())
                     if self.job.stats is not None:
                         reply.stats = stats_dict(self.job.stats)
                 store.save(chat)
+
+    def _show(self, content: str) -> None:
+        # "Name: text" puts a space after the colon; the reply itself starts at the text.
+        self.text = content if self._prefix else content.lstrip()
 
     def result(self) -> str:
         """Run to the end and return the reply."""
@@ -140,6 +190,7 @@ class ChatService:
             # Checked again on the generation thread; here so that a turn that cannot run changes nothing.
             raise NoModelLoadedError()
         undo: Callable[[], None] = lambda: None  # noqa: E731
+        answered, kept_reasoning, thinking_prefix = False, "", None
         if action == "send":
             chat.messages.append(Message("user", text))
             if chat.title == "New chat":
@@ -167,6 +218,11 @@ class ChatService:
         elif action == "continue":
             assert last is not None
             reply, history, prefix = last, chat.messages[:-1], last.content
+            if not last.content and last.reasoning:
+                # Cut off while thinking: the model goes on thinking (the prompt ends inside its block).
+                thinking_prefix = last.reasoning
+            else:
+                answered, kept_reasoning = True, last.reasoning
         else:  # impersonate: the model writes as the user
             reply, history, prefix = Message("user", reply_prefix), list(chat.messages), reply_prefix
         if action == "impersonate":
@@ -182,22 +238,39 @@ class ChatService:
                 chosen, note = self.choose_template(loaded)
             else:
                 chosen, note = template, ""
-            prompt = build_prompt(
-                chat,
-                history,
-                speaker,
-                options,
-                chosen,
-                n_ctx=context_limit(backend.n_ctx, run_params.truncation_length),
-                max_new_tokens=run_params.max_tokens,
-                tokenize=backend.tokenize,
-                reply_prefix=prefix,
-            )
+            recorder = None
+            if backend.capabilities.chat_messages:
+                # A chat server applies its own template: it gets the messages ours was rendered from.
+                recorder = _RecordingTemplate(chosen)
+                chosen = cast(Template, recorder)
+
+            def build(reply_prefix: str) -> Prompt:
+                return build_prompt(
+                    chat,
+                    history,
+                    speaker,
+                    options,
+                    chosen,
+                    n_ctx=context_limit(backend.n_ctx, run_params.truncation_length),
+                    max_new_tokens=run_params.max_tokens,
+                    tokenize=backend.tokenize,
+                    reply_prefix=reply_prefix,
+                )
+
+            if thinking_prefix is None:
+                prompt = build(prefix)
+            else:
+                prompt = build(thinking_prefix)
+                if not prompt.thinking_open:  # the template does not open the block: the prefix does
+                    prompt = build(f"{prompt.reasoning.start}\n{thinking_prefix}")
             prompt = replace(prompt, tokens_estimated=backend.tokens_estimated, template_note=note)
-            return Prepared(prompt.text, stop=prompt.stop, tokens=prompt.tokens, front_cut=False, detail=prompt)
+            extras = StreamExtras(chat=ChatPayload(tuple(recorder.messages))) if recorder is not None else None
+            return Prepared(
+                prompt.text, stop=prompt.stop, tokens=prompt.tokens, front_cut=False, detail=prompt, extras=extras
+            )
 
         job = self.generator.submit(params=params, cancel=cancel, prepare=prepare)
-        return Turn(self, chat, action, job, reply, prefix, undo)
+        return Turn(self, chat, action, job, reply, prefix, undo, answered=answered, reasoning=kept_reasoning)
 
 
 def stats_dict(stats: GenerationStats) -> dict:
@@ -247,3 +320,18 @@ def switch_version(chat: Chat, index: int, delta: int) -> Message:
     message = chat.messages[index]
     message.select(message.active + delta)
     return message
+
+
+class _RecordingTemplate:
+    """A template that remembers the messages of its last render (for a server that takes messages)."""
+
+    def __init__(self, template: Template) -> None:
+        self.template = template
+        self.messages: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.template, name)
+
+    def render(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+        self.messages = [dict(m) for m in messages]
+        return self.template.render(messages, **kwargs)

@@ -4,7 +4,7 @@ The conversation (``chat_tab``), the chats list (``chat_history_panel``) and the
 (``character_panel``) all show a chat in the same box and act on the same open chat, which each
 browser session keeps in a ``gr.State`` as ``(character, chat id)``.
 
-A chat carries its set-up (mode, system prompt, persona, instruction template): the Chat tab's
+A chat carries its set-up (mode, system prompt, persona, instruction template, thinking): the Chat tab's
 inputs save it into the open chat as they change, and opening a chat (page load, the list, a
 character switch) puts its set-up back into them; a new chat starts with the last one used.
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui.agents.reasoning import template_reads
 from webui.catalogue import in_language
 from webui.chat.history import Chat, Message, clean_setup
 from webui.chat.prompt import MODES
@@ -36,7 +37,12 @@ MODEL_TEMPLATE = "(model's own template)"
 
 
 def setup_of(
-    mode: str | None, system: str | None, name: str | None, bio: str | None, template: str | None
+    mode: str | None,
+    system: str | None,
+    name: str | None,
+    bio: str | None,
+    template: str | None,
+    thinking: bool | None = True,
 ) -> dict[str, Any]:
     """The Chat tab's set-up inputs as a chat's set-up fields (``Chat.setup``)."""
     return {
@@ -45,6 +51,7 @@ def setup_of(
         "persona_name": name if name is not None else "You",
         "persona_bio": bio or "",
         "instruction_template": "" if not template or template == MODEL_TEMPLATE else template,
+        "thinking": thinking is not False,
     }
 
 
@@ -70,9 +77,22 @@ def stats_line(message: Message, lang: str | None = None) -> str:
     return " · ".join(parts)
 
 
-def to_display(chat: Chat | None, lang: str | None = None, window: int | None = DISPLAY_WINDOW) -> list[dict[str, Any]]:
+def is_thought(entry: Any) -> bool:
+    """A shown entry that is a reply's thinking (a collapsible block above it), not a message."""
+    metadata = entry.get("metadata") if isinstance(entry, dict) else getattr(entry, "metadata", None)
+    title = metadata.get("title") if isinstance(metadata, dict) else getattr(metadata, "title", None)
+    return bool(title)
+
+
+def to_display(
+    chat: Chat | None, lang: str | None = None, window: int | None = DISPLAY_WINDOW, *, thinking: bool = False
+) -> list[dict[str, Any]]:
     """The chat as gr.Chatbot messages; a reply's :func:`stats_line` goes in its metadata (``log``, not shown
     in the box: the line under it shows the last reply's).
+
+    A reply with a reasoning model's thinking has it in a "Thinking" block (a Chatbot thought: an entry
+    with a metadata title) right above it, collapsed; open while the model is still thinking
+    (``thinking``: the last reply's thinking is under way).
 
     With ``window``, only the newest ``window`` messages are shown, after a first line saying how
     many earlier ones are hidden; the shown ones are always the newest (a suffix), which is how
@@ -86,7 +106,17 @@ def to_display(chat: Chat | None, lang: str | None = None, window: int | None = 
     out: list[dict[str, Any]] = []
     if hidden:
         out.append({"role": "assistant", "content": EARLIER_MARK + tr("chat.earlier_hidden", lang, n=hidden)})
-    for m in visible[hidden:]:
+    shown = visible[hidden:]
+    for i, m in enumerate(shown):
+        if m.role == "assistant" and m.reasoning:
+            status = "pending" if thinking and i == len(shown) - 1 else "done"
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": m.reasoning,
+                    "metadata": {"title": tr("chat.thinking", lang), "status": status},
+                }
+            )
         line = stats_line(m, lang) if m.role == "assistant" else ""
         out.append({"role": m.role, "content": m.content, **({"metadata": {"log": line}} if line else {})})
     return out
@@ -98,7 +128,19 @@ def shown_offset(n_visible: int, shown: list[Any] | None) -> tuple[int, bool]:
     first = shown[0] if shown else None
     content = first.get("content") if isinstance(first, dict) else getattr(first, "content", None)
     marked = isinstance(content, str) and content.startswith(EARLIER_MARK)
-    return n_visible - (len(shown) - marked), marked
+    thoughts = sum(1 for entry in shown if is_thought(entry))
+    return n_visible - (len(shown) - marked - thoughts), marked
+
+
+def shown_target(n_visible: int, shown: list[Any] | None, index: int) -> tuple[int, bool] | None:
+    """Which visible message the shown entry ``index`` is, and whether it is its thinking (True) or its
+    text; None for the 'earlier messages' line."""
+    shown = list(shown or [])
+    offset, marked = shown_offset(n_visible, shown)
+    if (marked and index == 0) or not 0 <= index < len(shown):
+        return None
+    before = sum(1 for entry in shown[marked:index] if not is_thought(entry))
+    return offset + before, is_thought(shown[index])
 
 
 class ChatPage:
@@ -114,9 +156,9 @@ class ChatPage:
         self.window = services.settings.chat_window or None
 
     def display(
-        self, chat: Chat | None, lang: str | None = None, *, all_messages: bool = False
+        self, chat: Chat | None, lang: str | None = None, *, all_messages: bool = False, thinking: bool = False
     ) -> list[dict[str, Any]]:
-        return to_display(chat, lang, None if all_messages else self.window)
+        return to_display(chat, lang, None if all_messages else self.window, thinking=thinking)
 
     def open_chat(self, state: Any, character: str) -> Chat:
         if state and state[0] == character:
@@ -198,17 +240,43 @@ class ChatPage:
         if overrides != self.services.settings.template_overrides:
             save_or_warn(lambda: self.services.remember(template_overrides=overrides))
 
+    def thinking_switch(self, choice: str | None, value: Any = None) -> Any:
+        """The Thinking switch: shown only when the template the choice gives the loaded model reads
+        ``enable_thinking`` (``value``: also set it; None leaves it)."""
+        shown = False
+        if self.services.models.current is not None:
+            try:
+                template, _ = self.template_for(choice)
+            except WebUIError:
+                template = None
+            shown = template_reads(getattr(template, "source", None), "enable_thinking")
+        return gr.update(visible=shown) if value is None else gr.update(visible=shown, value=value)
+
     def setup_values(self, chat: Chat | None, otherwise: Callable[[], list[Any]] | None = None) -> list[Any]:
-        """Values for the set-up inputs (mode, system prompt, name, about you, template, its note) showing
-        ``chat``'s set-up (None: the last used). A chat's template choice is put in force for the loaded
-        model; for a chat that never recorded one (an older file) the template and note are ``otherwise()``,
-        else left as they are."""
+        """Values for the set-up inputs (mode, system prompt, name, about you, template, its note, the
+        Thinking switch) showing ``chat``'s set-up (None: the last used). A chat's template choice is put
+        in force for the loaded model; for a chat that never recorded one (an older file) the template
+        and note are ``otherwise()``, else left as they are."""
         setup = chat.setup() if chat is not None else {**Chat(id="", character="").setup(), **self.last_setup()}
         mode = setup["mode"] if setup["mode"] in MODES else "instruct"
         template = self.restore_template(setup["instruction_template"])
         if template is None:
             template = tuple(otherwise()) if otherwise else (gr.update(), gr.update())
-        return [mode, setup["system_prompt"], setup["persona_name"], setup["persona_bio"], *template]
+        choice = template[0] if isinstance(template[0], str) else self.template_choice()
+        return [
+            mode,
+            setup["system_prompt"],
+            setup["persona_name"],
+            setup["persona_bio"],
+            *template,
+            self.thinking_switch(choice, setup["thinking"]),
+        ]
+
+    def template_choice(self) -> str:
+        """The template dropdown's choice in force for the loaded model (its override, or its own)."""
+        loaded = self.services.models.current
+        override = self.services.template_override_for(loaded.name) if loaded else None
+        return override if override and override in self.services.instruction_templates.names() else MODEL_TEMPLATE
 
     def restore_template(self, template: str | None) -> tuple[str, str] | None:
         """A chat's template choice put in force (dropdown value, note); None if there is none to restore

@@ -28,6 +28,7 @@ from webui.ui.chat_page import (
     MODEL_TEMPLATE,
     ChatPage,
     shown_offset,
+    shown_target,
     stats_line,
     to_display,
 )
@@ -141,6 +142,14 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 elem_id="chat-template",
             )
             template_note = gr.Markdown("", elem_id="chat-template-note")
+            # Shown only for a template that reads enable_thinking (page.thinking_switch).
+            thinking = gr.Checkbox(
+                value=True,
+                label=t("chat.thinking_switch"),
+                info=t("chat.thinking_switch_info"),
+                elem_id="chat-thinking",
+                visible=False,
+            )
             history = HistoryPanel(services, page)
             people.build_cards_and_editor()
 
@@ -150,9 +159,10 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     turn_error = gr.State(None)
 
     # ------------------------------------------------------------------------------------------
-    def options_of(mode_v: str, system: str, name: str, bio: str) -> ChatOptions:
+    def options_of(mode_v: str, system: str, name: str, bio: str, think: bool | None = None) -> ChatOptions:
         mode = cast(Mode, mode_v if mode_v in MODES else "instruct")
-        return ChatOptions(mode=mode, system_prompt=system or "", persona=Persona(name or "You", bio or ""))
+        persona = Persona(name or "You", bio or "")
+        return ChatOptions(mode=mode, system_prompt=system or "", persona=persona, thinking=think)
 
     template_for = page.template_for
 
@@ -172,6 +182,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         name: str,
         bio: str,
         tpl: str,
+        think: bool,
         prefix: str,
         *values: Any,
     ) -> Any:
@@ -201,13 +212,14 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         turn: Turn | None = None
         try:
             chat = open_chat(state, character)
-            page.use_setup(chat, mode_v, system, name, bio, tpl)  # the chat keeps the set-up it is sent with
+            # the chat keeps the set-up it is sent with
+            page.use_setup(chat, mode_v, system, name, bio, tpl, think)
             turn = services.chat_service.turn(
                 chat,
                 action,
                 text=text,
                 character=characters.load(character),
-                options=options_of(mode_v, system, name, bio),
+                options=options_of(mode_v, system, name, bio, think is not False),
                 params=params_from_values(values),
                 cancel=cancel,
                 reply_prefix=prefix or "",
@@ -223,7 +235,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 if action == "impersonate":
                     box = partial  # the model writes your next message into the input box
                 if frames.due():  # the last text is sent after the loop in any case
-                    yield display(chat, lang), box, opened, keep, keep, keep, None
+                    yield display(chat, lang, thinking=turn.thinking), box, opened, keep, keep, keep, None
             view, meter = display(chat, lang), meter_text(turn.prompt, lang)
             prompt = turn.prompt
             if prompt is not None and prompt.template_note:
@@ -272,6 +284,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             user_name,
             user_bio,
             template_dd,
+            thinking,
             start_with,
             *param_components,
         ]
@@ -290,7 +303,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         people.wire_import(
             param_components,
             model_changed=on_model_changed,
-            model_changed_outputs=[template_dd, template_note],
+            model_changed_outputs=[template_dd, template_note, thinking],
             preset_state=preset_state,
         )
 
@@ -325,10 +338,15 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         visible = [i for i, m in enumerate(chat.messages) if m.role in ("user", "assistant")]
         offset, marked = shown_offset(len(visible), shown)
         index = data.index if isinstance(data.index, int) else data.index[0]
-        if marked and index == 0:  # the "earlier messages" line is not a message
+        target = shown_target(len(visible), shown, index)
+        if target is None:  # the "earlier messages" line is not a message
             return display(chat)
         value = data.value if isinstance(data.value, str) else str(data.value)
-        edit_message(chat, visible[offset + index - marked], value)
+        number, of_thinking = target
+        if of_thinking:  # a reply's Thinking block: its thinking is edited, the reply stays
+            chat.messages[visible[number]].set_reasoning(value)
+        else:
+            edit_message(chat, visible[number], value)
         services.chats.save(chat)
         return display(chat, all_messages=True) if offset == 0 and not marked else display(chat)
 
@@ -342,7 +360,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     @ui_errors
     def on_show_prompt(
-        state: Any, character: str, mode_v: str, system: str, name: str, bio: str, tpl: str, prefix: str
+        state: Any, character: str, mode_v: str, system: str, name: str, bio: str, tpl: str, think: bool, prefix: str
     ) -> list[str]:
         from webui.chat.prompt import build_prompt
 
@@ -356,7 +374,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             chat,
             history_messages,
             characters.load(character),
-            options_of(mode_v, system, name, bio),
+            options_of(mode_v, system, name, bio, think is not False),
             template,
             n_ctx=loaded.backend.n_ctx,
             max_new_tokens=0,
@@ -365,27 +383,27 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         )
         return [prompt.text, prompt.lore.summary()]
 
-    def on_template(choice: str | None) -> str:
+    def on_template(choice: str | None) -> list[Any]:
         page.use_template(choice)
-        return template_for(choice)[1]
+        return [template_for(choice)[1], page.thinking_switch(choice)]
 
-    template_dd.input(ui_errors(on_template), template_dd, template_note, queue=False)
+    template_dd.input(ui_errors(on_template), template_dd, [template_note, thinking], queue=False)
 
     show_prompt.click(
         on_show_prompt,
-        [current, character_dd, mode, system_prompt, user_name, user_bio, template_dd, start_with],
+        [current, character_dd, mode, system_prompt, user_name, user_bio, template_dd, thinking, start_with],
         [prompt_view, lore_view],
         queue=False,
     )
 
     # --- the chats list, the character panel ---------------------------------------------------
-    setup_inputs: list[Any] = [mode, system_prompt, user_name, user_bio, template_dd]
+    setup_inputs: list[Any] = [mode, system_prompt, user_name, user_bio, template_dd, thinking]
     history.wire(
         chatbot=chatbot,
         current=current,
         character_dd=character_dd,
         user_name=user_name,
-        setup=[*setup_inputs, template_note],
+        setup=[*setup_inputs[:5], template_note, thinking],  # in page.setup_values' order
     )
     people.wire(history=history)
     # The set-up goes into the open chat as it changes (and is remembered for new chats). A text box
@@ -401,15 +419,15 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         )
 
     def on_model_changed() -> list[Any]:
-        """After a load: the instruction template chosen for that model, and the note about it."""
+        """After a load: the instruction template chosen for that model, the note about it, and whether
+        the Thinking switch is shown."""
         loaded = services.models.current
-        override = services.template_override_for(loaded.name) if loaded else None
-        choice = override if override in services.instruction_templates.names() else MODEL_TEMPLATE
+        choice = page.template_choice()
         try:
             note = template_for(choice)[1] if loaded else ""
         except WebUIError as exc:
             note = error_text(exc, page_language())
-        return [choice, note]
+        return [choice, note, page.thinking_switch(choice)]
 
     def on_page_load() -> list[Any]:
         """A reload (or a restart) shows the chat that was open, with its set-up, and its character in the editor."""
@@ -424,7 +442,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 chat = None
         if chat is None:
             chat = services.chats.newest(character)
-        *setup, choice, note = page.setup_values(chat, otherwise=on_model_changed)
+        *setup, choice, note, think = page.setup_values(chat, otherwise=lambda: on_model_changed()[:2])
         picture = characters.picture_of(character) if characters.is_valid(character) else None
         box = gr.update(value=display(chat) if chat else [], avatar_images=(None, str(picture) if picture else None))
         # The list as it is now: characters imported or saved since the app started are in it too.
@@ -447,6 +465,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 notes,
                 *people.export_files(character),
                 *setup,
+                think,
                 *editor,
             ]
         return [
@@ -460,6 +479,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             notes,
             *people.export_files(character),
             *setup,
+            think,
             *editor,
         ]
 
@@ -467,7 +487,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         "wire": wire,
         "page_load": on_page_load,
         "model_changed": on_model_changed,
-        "model_changed_outputs": [template_dd, template_note],
+        "model_changed_outputs": [template_dd, template_note, thinking],
         "page_load_outputs": [
             chatbot,
             current,
@@ -479,6 +499,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             people.creator_notes,
             *people.exports,
             *setup_inputs[:4],
+            thinking,
             *people.editor,
             people.editor_unsaved,
         ],
