@@ -263,7 +263,9 @@ def _grammar_for(req: ChatRequest, fmt: ToolFormat | None, *, lazy: bool) -> tup
     """The grammar of the reply and, for a lazy one, its triggers."""
     if fmt is not None:
         if req.tool_choice.forced:
-            return fmt.grammar(req.tools, req.tool_choice, req.parallel_tool_calls), ()
+            # A named function is one call to it (small models otherwise repeat it until max_tokens).
+            parallel = req.parallel_tool_calls and req.tool_choice.mode != "function"
+            return fmt.grammar(req.tools, req.tool_choice, parallel), ()
         if lazy:  # auto: free text until the model starts a call, then a valid call
             return fmt.grammar(req.tools, req.tool_choice, req.parallel_tool_calls), tuple(fmt.triggers)
         return None, ()
