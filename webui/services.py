@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from webui.agents.formats import detect_format, format_by_name
 from webui.characters.store import CharacterStore, ImportResult
 from webui.chat.history import ChatStore
 from webui.chat.prompt import Template
@@ -128,6 +129,29 @@ class Services:
         """The chat template ``loaded`` uses (its own, or the one chosen for it) and a note saying why."""
         return self.chat_service.choose_template(loaded)
 
+    def tool_format_for(self, loaded: LoadedModel) -> str | None:
+        """The tool-call format saved for ``loaded`` (its per-model settings), or None: the template decides.
+
+        ``chat_prepare`` calls it on the generation thread when a request names no format.
+        """
+        return saved_tool_format(self.models, loaded.name)
+
+    def detected_tool_format(self, model_name: str | None) -> str | None:
+        """The tool-call format read from the chat template the loaded ``model_name`` uses (what "auto" means
+        for it); None when that model is not the loaded one, is a chat server's (it parses its own calls) or
+        its template cannot be read."""
+        loaded = self.models.current
+        if loaded is None or not model_name or loaded.name != model_name or loaded.backend.capabilities.chat_messages:
+            return None
+        try:
+            backend = loaded.backend
+            override = self.template_override_for(loaded.name)
+            template, _ = self.choose_template(backend.chat_template, override, backend.metadata)
+        except WebUIError as exc:
+            log.warning("Cannot read the chat template of %s to find its tool-call format: %s", model_name, exc)
+            return None
+        return detect_format(template.source, loaded.backend.metadata).name
+
     @property
     def export_dir(self) -> Path:
         """Where chat downloads are written before the browser fetches them."""
@@ -242,3 +266,27 @@ def template_override(settings: Settings, models: ModelManager, model_name: str)
         return models.model_settings(model_name).instruction_template
     except WebUIError:
         return None
+
+
+def saved_tool_format(models: ModelManager, model_name: str) -> str | None:
+    """The tool-call format saved for a model, or None (none saved: read it from the template).
+
+    A name no format has (a hand-edited file) is logged and read as None, never an error for a request.
+    """
+    try:
+        name = models.model_settings(model_name).tool_format
+    except WebUIError:
+        return None
+    if name is None:
+        return None
+    try:
+        format_by_name(name)
+    except WebUIError as exc:
+        log.warning(
+            "%s It is saved for %s in %s; reading the format from the chat template instead.",
+            exc.message,
+            model_name,
+            models.settings_file,
+        )
+        return None
+    return name

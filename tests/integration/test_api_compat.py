@@ -142,3 +142,25 @@ def test_a_prompt_that_can_never_fit_is_refused_before_it_is_tokenized(api):
     assert srv.health()["waiting"] == 0
     r = chat(http)  # the server still answers
     assert r.status_code == 200
+
+
+def test_completion_logprobs_and_echo_in_the_legacy_shape(api):
+    _, http = api
+    body = {"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0, "logprobs": 2}
+    r = http.post("/v1/completions", json=body)
+    choice = r.json()["choices"][0]
+    lp = choice["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(lp["text_offset"]) == 3
+    assert "".join(lp["tokens"]) == choice["text"]
+    for token, logprob, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"], strict=True):
+        assert logprob <= 0 and len(top) == 2 and max(top.values()) == pytest.approx(logprob)  # greedy: the best
+        assert top[token] == pytest.approx(logprob)
+    r = http.post("/v1/completions", json={**body, "echo": True})
+    choice = r.json()["choices"][0]
+    lp = choice["logprobs"]
+    assert choice["text"].startswith("The capital of France is")
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None  # the first token has no context
+    assert len(lp["tokens"]) > 3 and lp["text_offset"] == sorted(lp["text_offset"])
+    r = http.post("/v1/completions", json={**body, "echo": True, "logprobs": None})
+    assert r.json()["choices"][0]["text"].startswith("The capital of France is")
+    assert r.json()["choices"][0]["logprobs"] is None

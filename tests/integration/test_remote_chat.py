@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -348,3 +349,41 @@ def test_our_own_api_through_its_chat_route(tmp_path):
         assert chunks[-1].finish_reason in ("stop", "length") and chunks[-1].prompt_tokens
     finally:
         stop_server(srv)
+
+
+def test_a_chat_tab_turn_sends_the_conversation_as_messages(peer, tmp_path):
+    """The Chat tab on a chat-only server: the messages our template would have rendered go to the server
+    (which applies its own template), and its reasoning comes back apart from the answer."""
+    from webui.chat.history import ChatStore
+    from webui.chat.prompt import Character, ChatOptions
+    from webui.chat.service import ChatService
+    from webui.templates.chat_template import InstructionTemplateStore, choose_template
+
+    url, server = peer
+    models = ModelManager("/nonexistent", LoadOptions(remote_url=url))
+    models.load("", "remote")
+    store = InstructionTemplateStore(Path(__file__).resolve().parents[2] / "instruction-templates")
+    service = ChatService(
+        Generator(models),
+        ChatStore(tmp_path / "chats"),
+        lambda loaded: choose_template(loaded.backend.chat_template, None, store, loaded.backend.metadata),
+    )
+    try:
+        chat = service.store.new("Assistant")
+        turn = service.turn(
+            chat,
+            "send",
+            text="think first",
+            character=Character("Assistant", ""),
+            options=ChatOptions(system_prompt="Answer briefly."),
+            params=SamplingParams(max_tokens=20),
+        )
+        shown = list(turn)[-1]  # a turn yields the reply so far
+        sent = server.bodies[-1]["messages"]
+        assert sent[0] == {"role": "system", "content": "Answer briefly."}
+        assert sent[-1] == {"role": "user", "content": "think first"}
+        assert not any("<|im_start|>" in str(m.get("content")) for m in sent)  # messages, not our prompt text
+        assert shown == "Paris." and turn.reasoning == "The user asks about France."
+        assert chat.messages[-1].content == "Paris." and chat.messages[-1].reasoning == "The user asks about France."
+    finally:
+        models.unload()

@@ -97,3 +97,39 @@ def test_auto_lets_the_model_write_text_or_a_valid_call(generator, store):
         assert validate(WEATHER.parameters, json.loads(call.arguments)) == []
     assert reply.content.strip() or reply.tool_calls
     assert "<tool_call>" not in reply.content
+
+
+@pytest.fixture(scope="module")
+def transformers_api(hf_checkpoint, tmp_path_factory):
+    """server.py with the transformers checkpoint, asked through the official openai client."""
+    import openai
+
+    from harness import start_server, stop_server
+
+    root = tmp_path_factory.mktemp("hf-api")
+    user = root / "user"
+    user.mkdir()
+    srv = start_server(root, hf_checkpoint.parent, user, "--api", "--model", hf_checkpoint.name, ctx_size=2048)
+    yield openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+    stop_server(srv)
+
+
+OPENAI_WEATHER = {"type": "function", "function": {"name": WEATHER.name, "parameters": WEATHER.parameters}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_openai_client_gets_a_forced_call_from_the_transformers_loader(transformers_api, stream):
+    force = {"type": "function", "function": {"name": "get_weather"}}
+    body = dict(model="m", messages=ASK, tools=[OPENAI_WEATHER], tool_choice=force, temperature=0, max_tokens=60)
+    if stream:
+        with transformers_api.chat.completions.stream(**body) as events:
+            for _ in events:
+                pass
+            completion = events.get_final_completion()
+    else:
+        completion = transformers_api.chat.completions.create(**body)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert validate(WEATHER.parameters, json.loads(call.function.arguments)) == []

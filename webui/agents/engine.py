@@ -178,8 +178,14 @@ def _check_tool_messages(messages: list[dict[str, Any]]) -> None:
 # -- the prepare step -----------------------------------------------------------------------------------
 
 
-def chat_prepare(template_for: TemplateFor, req: ChatRequest) -> Prepare:
-    """The job's prepare step for ``req``: runs on the generation thread with the model that answers."""
+def chat_prepare(
+    template_for: TemplateFor, req: ChatRequest, tool_format_for: Callable[[LoadedModel], str | None] | None = None
+) -> Prepare:
+    """The job's prepare step for ``req``: runs on the generation thread with the model that answers.
+
+    ``tool_format_for``: the tool-call format chosen for a model (its per-model setting), used when
+    the request names none; else the format is read from the template.
+    """
 
     def prepare(loaded: LoadedModel, params: SamplingParams) -> Prepared:
         backend = loaded.backend
@@ -192,9 +198,8 @@ def chat_prepare(template_for: TemplateFor, req: ChatRequest) -> Prepare:
         template, note = template_for(loaded)
         fmt: ToolFormat | None = None
         if using_tools:
-            fmt = (
-                format_by_name(req.tool_format) if req.tool_format else detect_format(template.source, backend.metadata)
-            )
+            chosen = req.tool_format or (tool_format_for(loaded) if tool_format_for is not None else None)
+            fmt = format_by_name(chosen) if chosen else detect_format(template.source, backend.metadata)
         handles = template_handles_tools(template.source)
         history_format = fmt or detect_format(template.source, backend.metadata)
         messages = messages_for_template(req.messages, history_format, handles, req.tools if using_tools else [])

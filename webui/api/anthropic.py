@@ -318,7 +318,9 @@ def create_messages_api(services: Services) -> APIRouter:
         headers = ignored_header(ignored)
         try:
             job = services.generator.submit(
-                params=params, cancel=cancel, prepare=chat_prepare(services.template_for, chat)
+                params=params,
+                cancel=cancel,
+                prepare=chat_prepare(services.template_for, chat, services.tool_format_for),
             )
             assembler = ReplyAssembler(job)
 
@@ -391,7 +393,7 @@ def create_messages_api(services: Services) -> APIRouter:
         chat, ignored = chat_request_of(body)
         check_request(chat)
         require_model()
-        prepare = chat_prepare(services.template_for, chat)
+        prepare = chat_prepare(services.template_for, chat, services.tool_format_for)
 
         def count() -> int:
             # On the generation thread, between jobs: the tokenizer of the model that would answer.

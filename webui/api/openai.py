@@ -214,7 +214,8 @@ def create_api(services: Services) -> APIRouter:
         ignored = req.ignored_fields()
         if not ignored:
             return {}
-        log.info("Request fields not used by this server: %s", ", ".join(ignored))
+        if req.unknown_fields():
+            log.info("Request fields this server does not know (ignored): %s", ", ".join(req.unknown_fields()))
         return {"x-webui-ignored-fields": ", ".join(ignored)}
 
     @router.post("/completions")
@@ -281,7 +282,7 @@ def create_api(services: Services) -> APIRouter:
         updates = {"max_tokens": req.max_completion_tokens} if req.max_completion_tokens else {}
         params = params_of(req, **updates)
         reply = _Reply(chat=True)
-        jobs = submit_all(reply, params, req.n, chat_prepare(services.template_for, chat))
+        jobs = submit_all(reply, params, req.n, chat_prepare(services.template_for, chat, services.tool_format_for))
         headers = ignored_header(req)
         if loose:
             # Sent without "strict": shaped by the grammar, these checked only after generation.

@@ -80,8 +80,13 @@ class GenerationRequest(SamplingParams):
         return self
 
     def ignored_fields(self) -> list[str]:
-        """Fields sent that this server does not use (for the response header and the log)."""
-        return sorted(k for k in (self.model_extra or {}) if k not in UNSUPPORTED_FIELDS)
+        """Fields sent that this server does not use (for the response header): unknown ones, known
+        harmless ones, and unsupported ones sent empty (``logit_bias: {}`` asks for nothing)."""
+        return sorted(self.model_extra or {})
+
+    def unknown_fields(self) -> list[str]:
+        """Ignored fields that are not known to be harmless (worth a line in the log)."""
+        return [k for k in self.ignored_fields() if k not in HARMLESS_FIELDS and k not in UNSUPPORTED_FIELDS]
 
 
 class CompletionRequest(GenerationRequest):

@@ -19,7 +19,7 @@ OPTION_ALIASES = {"ctx_size": "n_ctx", "max_seq_len": "n_ctx", "gpu_layers": "n_
 
 
 class ModelSettings(BaseModel):
-    """What "Save settings" stores for one model: loader, its options, template and preset."""
+    """What "Save settings" stores for one model: loader, its options, template, preset and tool-call format."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -27,6 +27,9 @@ class ModelSettings(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     instruction_template: str | None = None
     preset: str | None = None
+    #: A tool-call format name (``webui.agents.formats.FORMAT_NAMES``) used instead of the one read from the
+    #: chat template. Kept as written: the name is checked where it is used (an unknown one means "auto").
+    tool_format: str | None = None
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> ModelSettings:
@@ -39,8 +42,10 @@ class ModelSettings(BaseModel):
             if name in LoadOptions.model_fields and name not in NOT_PER_MODEL:
                 options[name] = value
         LoadOptions.model_validate(options)  # bad values fail here, with the field named
+        tool_format = entry.get("tool_format")
         return cls(loader=entry.get("loader"), options=options,
-                   instruction_template=entry.get("instruction_template") or None, preset=entry.get("preset") or None)
+                   instruction_template=entry.get("instruction_template") or None, preset=entry.get("preset") or None,
+                   tool_format=str(tool_format) if tool_format else None)
 
     def to_entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {}
@@ -51,4 +56,6 @@ class ModelSettings(BaseModel):
             entry["instruction_template"] = self.instruction_template
         if self.preset:
             entry["preset"] = self.preset
+        if self.tool_format:
+            entry["tool_format"] = self.tool_format
         return entry

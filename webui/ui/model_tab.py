@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui.agents.formats import FORMAT_NAMES
 from webui.errors import WebUIError
 from webui.loaders.remote import list_remote_models
 from webui.models.facts import ModelFacts
@@ -23,6 +24,8 @@ from webui.units import human_size
 
 MODEL_TEMPLATE = "(the model's own)"
 KEEP_PRESET = "(keep the current preset)"
+#: The tool-call format dropdown's "read it from the chat template" value (saved as no format).
+AUTO_FORMAT = "(auto)"
 
 OPTION_NAMES = tuple(LoadOptions.model_fields)
 #: Loader options wrap to about three a row (each slider keeps room for its label, info line and number box).
@@ -105,6 +108,30 @@ def info_text(services: Services, name: str | None, n_ctx: Any = None) -> str:
     except WebUIError as exc:
         return f"⚠ {error_text(exc, lang)}"
     return facts_markdown(facts, int(n_ctx) if n_ctx else None, lang)
+
+
+def tool_format_choices(services: Services, name: str | None, lang: str) -> list[tuple[str, str]]:
+    """Auto (naming the format read from the template when ``name`` is the loaded model), then every format."""
+    detected = services.detected_tool_format(name)
+    auto = (
+        tr("model.tool_format_auto_detected", lang, name=detected) if detected else tr("model.tool_format_auto", lang)
+    )
+    return [(auto, AUTO_FORMAT), *((fmt, fmt) for fmt in FORMAT_NAMES)]
+
+
+def tool_format_state(services: Services, name: str | None, saved: ModelSettings, lang: str) -> tuple[Any, str]:
+    """The tool-call format dropdown for ``name`` showing its saved choice, and a warning line when the saved
+    name is no format (a hand-edited file): that one shows as Auto, as requests then use the template's."""
+    value, note = AUTO_FORMAT, ""
+    if saved.tool_format in FORMAT_NAMES:
+        value = saved.tool_format
+    elif saved.tool_format:
+        note = "⚠ " + tr("model.tool_format_unknown", lang, name=saved.tool_format, names=", ".join(FORMAT_NAMES))
+    return gr.update(choices=tool_format_choices(services, name, lang), value=value), note
+
+
+def _joined(*notes: str) -> str:
+    return "\n\n".join(note for note in notes if note)
 
 
 def build_model_tab(services: Services) -> dict[str, Any]:
@@ -196,6 +223,14 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                 scale=2,
                 info=t("model.preset_info"),
             )
+            tool_format_dd = gr.Dropdown(
+                choices=[(t("model.tool_format_auto"), AUTO_FORMAT), *((fmt, fmt) for fmt in FORMAT_NAMES)],
+                value=saved.tool_format if saved.tool_format in FORMAT_NAMES else AUTO_FORMAT,
+                label=t("model.tool_format"),
+                elem_id="model-tool-format",
+                scale=2,
+                info=t("model.tool_format_info"),
+            )
             save_btn = gr.Button(t("model.save_settings"), elem_id="model-save-settings", scale=1)
             delete_btn = gr.Button(t("model.delete"), variant="stop", elem_id="model-delete", scale=1)
         settings_msg = gr.Markdown("", elem_id="model-settings-message")
@@ -240,6 +275,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             else:
                 option_updates.append(gr.update(value=value, visible=n in fields))
         saved = _saved_settings(services, selected)
+        tool_format, tool_note = tool_format_state(services, selected, saved, lang)
         return [
             gr.update(choices=names, value=selected),
             gr.update(value=loader),
@@ -247,7 +283,8 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             info_text(services, selected, opts.n_ctx),
             gr.update(value=saved.instruction_template or MODEL_TEMPLATE),
             gr.update(value=saved.preset or KEEP_PRESET),
-            note,
+            tool_format,
+            _joined(note, tool_note),
         ]
 
     def on_refresh(selected: str | None) -> Any:
@@ -258,7 +295,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     def on_select(name: str | None, n_ctx: Any) -> list[Any]:
         """Picking a model shows what it is and applies the settings saved for it."""
         if not name:
-            return [gr.update(), *[gr.update() for _ in OPTION_NAMES], "", gr.update(), gr.update(), ""]
+            return [gr.update(), *[gr.update() for _ in OPTION_NAMES], "", gr.update(), gr.update(), gr.update(), ""]
         lang = page_language()
         try:
             saved = models.model_settings(name)
@@ -277,18 +314,25 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         if saved.to_entry() and not note:
             note = tr("model.applied_settings", lang, name=name)
         ctx = saved.options.get("n_ctx", n_ctx)
+        tool_format, tool_note = tool_format_state(services, name, saved, lang)
         return [
             gr.update(value=loader),
             *updates,
             info_text(services, name, ctx),
             gr.update(value=saved.instruction_template or MODEL_TEMPLATE),
             gr.update(value=saved.preset or KEEP_PRESET),
-            note,
+            tool_format,
+            _joined(note, tool_note),
         ]
 
     @ui_errors
     def on_save_settings(
-        name: str | None, loader: str | None, template: str | None, preset: str | None, *values: Any
+        name: str | None,
+        loader: str | None,
+        template: str | None,
+        preset: str | None,
+        tool_format: str | None,
+        *values: Any,
     ) -> str:
         lang = page_language()
         if not name:
@@ -301,6 +345,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             options=chosen,
             instruction_template=None if template in (None, MODEL_TEMPLATE) else template,
             preset=None if preset in (None, KEEP_PRESET) else preset,
+            tool_format=tool_format if tool_format in FORMAT_NAMES else None,
         )
         path = models.save_model_settings(name, entry)
         return tr("model.saved_settings", lang, name=name, path=path)
@@ -372,7 +417,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             show_progress="hidden",
         )
     refresh.click(on_refresh, model_dd, model_dd, queue=False)
-    select_outputs = [loader_dd, *option_components, info, template_dd, preset_dd, settings_msg]
+    select_outputs = [loader_dd, *option_components, info, template_dd, preset_dd, tool_format_dd, settings_msg]
     # Queued one at a time: picking two models quickly must end showing the second one's facts
     # (reading a big header takes longer, so unqueued answers could arrive out of order).
     # (always_last: a pick made while the previous one is still being answered is never dropped)
@@ -395,7 +440,10 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         trigger_mode="always_last",
     )
     saved_event = save_btn.click(
-        on_save_settings, [model_dd, loader_dd, template_dd, preset_dd, *option_components], settings_msg, queue=False
+        on_save_settings,
+        [model_dd, loader_dd, template_dd, preset_dd, tool_format_dd, *option_components],
+        settings_msg,
+        queue=False,
     )
     delete_btn.click(ask_delete, model_dd, [confirm_row, confirm_text, settings_msg], queue=False)
     cancel_btn.click(lambda: gr.update(visible=False), None, confirm_row, queue=False)
@@ -415,6 +463,15 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     # After a failed load the previous model may be back (or none): always -> not only on success.
     for event in (loaded, unloaded, deleted):
         event.then(lambda: guide_visible(services), None, guide, queue=False, show_progress="hidden")
+
+    def auto_label(name: str | None, value: str | None) -> Any:
+        """The Auto choice names the format read from the template the loaded model now uses."""
+        choices = tool_format_choices(services, name, page_language())
+        return gr.update(choices=choices, value=value if value in FORMAT_NAMES else AUTO_FORMAT)
+
+    # loading, unloading or saving (another instruction template) can change what Auto reads
+    for event in (loaded, unloaded, saved_event):
+        event.then(auto_label, [model_dd, tool_format_dd], tool_format_dd, queue=False, show_progress="hidden")
     return {
         "page_load": page_state,
         "page_load_outputs": [model_dd, *select_outputs],

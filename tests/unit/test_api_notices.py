@@ -1,0 +1,77 @@
+"""What the API says besides the answer: a template it did not use, fields it ignored (fast, on the fake
+loader; the real-server shapes are in tests/integration/test_api_compat.py)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import fastapi
+import pytest
+from fastapi.testclient import TestClient
+
+from fakes import FakeBackend
+from webui.api import create_api, install_error_handlers
+from webui.loaders import LoaderRegistry
+from webui.services import Services
+from webui.settings import Settings
+
+HELLO = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+
+
+class UnsafeTemplateBackend(FakeBackend):
+    """A model whose file carries a chat template that pokes at Python internals."""
+
+    name: ClassVar[str] = "fake-unsafe"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.chat_template = (
+            "{{ ''.__class__.__mro__[1].__subclasses__() }}{% for m in messages %}{{ m.content }}{% endfor %}"
+        )
+
+
+class ChatModelBackend(FakeBackend):
+    name: ClassVar[str] = "fake-chat"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+
+
+def client_for(tmp_path, loaders: LoaderRegistry, loader: str) -> TestClient:
+    (tmp_path / "models").mkdir(parents=True)
+    (tmp_path / "models" / "m.gguf").write_bytes(b"GGUF ok")
+    registry = LoaderRegistry([*(loaders.get(n) for n in loaders), UnsafeTemplateBackend, ChatModelBackend])
+    services = Services.build(Settings(user_data_dir=tmp_path, api=True), tmp_path / "settings.yaml", loaders=registry)
+    services.load_model("m.gguf", loader)
+    app = fastapi.FastAPI()
+    install_error_handlers(app)
+    app.include_router(create_api(services), prefix="/v1")
+    return TestClient(app)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unsafe_model_template_is_replaced_and_the_response_says_so(tmp_path, loaders, caplog, stream):
+    client = client_for(tmp_path, loaders, "fake-unsafe")
+    r = client.post("/v1/chat/completions", json={**HELLO, "stream": stream})
+    assert r.status_code == 200, r.text
+    note = r.headers["x-webui-template-note"]
+    assert "unsafe" in note and "ChatML" in note
+    assert any("unsafe" in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_base_model_is_named_in_the_header_and_a_models_own_template_is_not(tmp_path, loaders):
+    client = client_for(tmp_path, loaders, "fake")  # no chat template: a base model
+    r = client.post("/v1/chat/completions", json=HELLO)
+    assert "Base model" in r.headers["x-webui-template-note"]
+    own = client_for(tmp_path / "own", loaders, "fake-chat")
+    assert "x-webui-template-note" not in own.post("/v1/chat/completions", json=HELLO).headers
+
+
+def test_ignored_fields_are_listed_and_empty_unsupported_ones_too(tmp_path, loaders):
+    client = client_for(tmp_path, loaders, "fake-chat")
+    r = client.post("/v1/chat/completions", json={**HELLO, "user": "u1", "logit_bias": {}, "x_custom": 1})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-webui-ignored-fields"] == "logit_bias, user, x_custom"
+    r = client.post("/v1/chat/completions", json={**HELLO, "logit_bias": {"1": 5}})
+    assert r.status_code == 400 and "logit_bias" in r.json()["error"]["message"]
