@@ -47,13 +47,13 @@ def test_the_notebook_output_matches_the_schema_typed_in_the_box(page, server):
 def test_a_schema_a_grammar_cannot_enforce_is_a_clear_error(page, server):
     if server.health()["model"] != SMOLLM:
         load_smollm(page)
-    bad = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    bad = {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}}
     set_schema(page, json.dumps(bad))
     generate(page)
     toast = page.locator(".toast-body").first
     toast.wait_for()
     message = toast.inner_text()
-    assert "json_schema uses 'minimum' at properties.n" in message and "cannot be enforced" in message
+    assert "json_schema uses 'multipleOf' at properties.n" in message and "cannot be enforced" in message
     assert page.locator("#notebook-text textarea").input_value() == PROMPT  # nothing generated
 
     set_schema(page, "{not json")

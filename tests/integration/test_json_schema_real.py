@@ -47,8 +47,8 @@ def test_a_richer_schema_with_sampling_on(gen):
 
 
 def test_a_schema_the_grammar_cannot_enforce_or_bad_json_is_refused(gen):
-    bad = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}}}
-    with pytest.raises(SchemaError, match=r"json_schema uses 'minimum' at properties\.n"):
+    bad = {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}
+    with pytest.raises(SchemaError, match=r"json_schema uses 'multipleOf' at properties\.n"):
         gen.generate(ASK, SamplingParams(max_tokens=4, json_schema=json.dumps(bad)))
     with pytest.raises(SchemaError, match="json_schema is not valid JSON"):
         gen.generate(ASK, SamplingParams(max_tokens=4, json_schema="{type: object}"))

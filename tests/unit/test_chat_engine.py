@@ -136,12 +136,18 @@ def test_logprobs_travel_with_the_content_they_made():
     assert assembler.reply.finish_reason == "length"
 
 
-def test_a_bound_the_grammar_cannot_enforce_is_refused_only_when_strict():
-    age = {"type": "object", "properties": {"age": {"type": "integer", "minimum": 0}}, "required": ["age"]}
+def test_a_keyword_the_grammar_cannot_enforce_is_refused_only_when_strict():
+    age = {"type": "object", "properties": {"age": {"type": "integer", "multipleOf": 2}}, "required": ["age"]}
     loose = check_request(ChatRequest([USER], tools=[ToolSpec("f", "", age)]))
-    assert loose == ["tools[0].function.parameters: 'minimum' at properties.age"]
-    with pytest.raises(SchemaError, match="'minimum'"):
+    assert loose == ["tools[0].function.parameters: 'multipleOf' at properties.age"]
+    with pytest.raises(SchemaError, match="'multipleOf'"):
         check_request(ChatRequest([USER], tools=[ToolSpec("f", "", age, strict=True)]))
     strict_format = {"type": "json_schema", "json_schema": {"name": "a", "schema": age, "strict": True}}
-    with pytest.raises(SchemaError, match="'minimum'"):
+    with pytest.raises(SchemaError, match="'multipleOf'"):
         check_request(ChatRequest([USER], response_format=strict_format))
+
+
+def test_numeric_bounds_are_enforced_so_strict_schemas_with_them_pass():
+    rating = {"type": "object", "properties": {"stars": {"type": "integer", "minimum": 1, "maximum": 5}}}
+    strict_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": rating, "strict": True}}
+    assert check_request(ChatRequest([USER], response_format=strict_format)) == []

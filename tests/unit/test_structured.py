@@ -20,6 +20,7 @@ from webui.generation.scheduler import Generator
 from webui.models.manager import ModelManager
 from webui.params import LoadOptions, SamplingParams
 from webui.structured.gbnf import GrammarBuilder, json_object_grammar, schema_grammar
+from webui.structured.numbers import integer_bounds
 from webui.structured.schema import MAX_SCHEMA_BYTES, check_schema, grammar_parses, validate
 
 W = "response_format.json_schema.schema"
@@ -54,6 +55,37 @@ def accepts(vocab):
             llama_cpp.llama_sampler_free(sampler)
 
     return run
+
+
+@pytest.fixture
+def language(vocab):
+    """``language(grammar)`` -> a function telling whether the grammar accepts a text (one sampler, reset)."""
+    samplers = []
+
+    def make(grammar: str):
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab._model.vocab, grammar.encode(), b"root")
+        assert sampler, f"llama.cpp could not parse:\n{grammar}"
+        samplers.append(sampler)
+
+        def allowed(token: int) -> bool:
+            data = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 0.0, 0.0))
+            candidates = llama_cpp.llama_token_data_array(data, 1, -1, False)
+            llama_cpp.llama_sampler_apply(sampler, ctypes.byref(candidates))
+            return not math.isinf(data[0].logit)
+
+        def accepts(text: str) -> bool:
+            llama_cpp.llama_sampler_reset(sampler)
+            for token in vocab.tokenize(text.encode(), add_bos=False, special=False):
+                if not allowed(token):
+                    return False
+                llama_cpp.llama_sampler_accept(sampler, token)
+            return allowed(vocab.token_eos())
+
+        return accepts
+
+    yield make
+    for sampler in samplers:
+        llama_cpp.llama_sampler_free(sampler)
 
 
 def refused(schema, *words):
@@ -229,10 +261,6 @@ def test_enforced_keywords_pass_the_check_and_constrain_the_grammar(schema, good
 # Each: a schema using a keyword llama-cpp-python's converter does not enforce, a value breaking it
 # that the converter's grammar lets through, and the words the refusal names.
 UNENFORCED = [
-    ({"type": "integer", "minimum": 5}, "3", ["'minimum'"]),
-    ({"type": "integer", "maximum": 5}, "30", ["'maximum'"]),
-    ({"type": "number", "exclusiveMinimum": 0}, "0", ["'exclusiveMinimum'"]),
-    ({"type": "number", "exclusiveMaximum": 0}, "0", ["'exclusiveMaximum'"]),
     ({"type": "integer", "multipleOf": 2}, "3", ["'multipleOf'"]),
     (
         {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}}},
@@ -327,7 +355,7 @@ def test_refs_are_local_only():
     refused({"$ref": "https://example.com/s.json"}, "https://example.com/s.json", "only references inside")
     refused({"$ref": "#/$defs/Missing"}, "points to nothing")
     refused({"$ref": "#/$defs/A", "type": "object", "$defs": {"A": {"type": "object"}}}, "'type' next to '$ref'")
-    refused({"$ref": "#/$defs/A", "$defs": {"A": {"type": "integer", "maximum": 3}}}, "'maximum'", "at $defs.A")
+    refused({"$ref": "#/$defs/A", "$defs": {"A": {"type": "integer", "multipleOf": 3}}}, "'multipleOf'", "at $defs.A")
 
 
 def test_enum_values_must_match_the_rest_of_their_schema():
@@ -393,3 +421,166 @@ def test_json_schema_is_a_preset_field(tmp_path):
     store = PresetStore(tmp_path)
     store.save("Strict", SamplingParams(json_schema='{"type": "object"}'))
     assert store.load("Strict").params.json_schema == '{"type": "object"}'
+
+
+# --- numeric bounds (the converter ignores them; webui.structured.numbers writes the rule) ----------
+
+INTEGER_RANGES = [
+    {"minimum": 1},
+    {"minimum": 0},
+    {"minimum": -5},
+    {"minimum": 37},
+    {"maximum": 100},
+    {"maximum": -3},
+    {"maximum": 0},
+    {"minimum": 1, "maximum": 5},
+    {"minimum": -10, "maximum": 10},
+    {"minimum": 0, "maximum": 255},
+    {"minimum": 100, "maximum": 999},
+    {"minimum": 37, "maximum": 1234},
+    {"minimum": -1234, "maximum": -37},
+    {"minimum": -99, "maximum": 1000},
+    {"minimum": 7, "maximum": 7},
+    {"minimum": -7, "maximum": -7},
+    {"minimum": 0, "maximum": 0},
+    {"minimum": 123456, "maximum": 98765432101},
+    {"minimum": -(2**63), "maximum": 2**63 - 1},  # int64: the grammar stops at 16 digits
+    {"exclusiveMinimum": 0, "exclusiveMaximum": 10},
+    {"exclusiveMinimum": -1.5, "maximum": 2.7},  # fractional bounds on integers: -1..2
+    {"minimum": 3, "exclusiveMinimum": 5, "maximum": 20, "exclusiveMaximum": 15},  # the tighter of each
+]
+
+
+def _windows(lo: int, hi: int) -> set[int]:
+    near = set()
+    for end in (lo, hi):
+        near |= set(range(end - 30, end + 31))
+    if hi - lo < 400:
+        near |= set(range(lo, hi + 1))
+    edges = {10**k + d for k in range(1, 18) for d in (-1, 0, 1)}
+    return near | edges | {-v for v in edges} | {0, 1, -1, 42, -42, 500, -500}
+
+
+@pytest.mark.parametrize("bounds", INTEGER_RANGES, ids=[json.dumps(b) for b in INTEGER_RANGES])
+def test_a_bounded_integer_grammar_accepts_exactly_the_integers_in_range(bounds, language):
+    schema = {"type": "integer", **bounds}
+    check_schema(schema, W)
+    lo, hi = integer_bounds(schema)
+    assert max(lo, -(10**16)) == lo and hi <= max(10**16 - 1, lo)  # bounded length on an open side
+    accepts = language(schema_grammar(schema))
+    wrong = []
+    for value in sorted(_windows(lo, hi)):
+        inside = lo <= value <= hi
+        if accepts(str(value)) != inside:
+            wrong.append(value)
+        if inside:
+            assert validate(schema, value) == [], value
+    assert wrong == [], f"wrongly {'accepted' if lo <= wrong[0] <= hi else 'refused'}: {wrong[:10]}"
+    # Only JSON spellings: no leading zeros, no plus sign, no negative zero, no fraction or exponent.
+    for text in ["-0", "+1", "1.0", "1e1", "00", "-", ""] + [f"0{v}" for v in (lo, hi) if v > 0]:
+        assert not accepts(text), text
+
+
+def test_bounded_integer_edges_exactly(language):
+    accepts = language(schema_grammar({"type": "integer", "minimum": 1, "maximum": 5}))
+    assert [v for v in range(-20, 40) if accepts(str(v))] == [1, 2, 3, 4, 5]
+    assert accepts("3 ")
+    accepts = language(schema_grammar({"type": "integer", "maximum": -3}))
+    assert accepts("-3") and accepts("-9999999999999999") and not accepts("-2") and not accepts("0")
+    assert not accepts("-10000000000000000")  # 17 digits: past the converter's length too
+
+
+NUMBER_CASES = [
+    (
+        {"maximum": 5},
+        ["5", "5.0", "5.000", "4.9999", "0", "-3.25", "-9999999999999999.5"],
+        ["5.1", "5.0001", "6", "50", "1e1", "-0", "-0.0"],
+    ),
+    (
+        {"minimum": 0.25, "exclusiveMaximum": 1.5},
+        ["0.25", "0.250", "0.3", "1", "1.0", "1.4999", "1.49999999"],
+        ["0.2499", "0.2", "0", "1.5", "1.50", "2", "-0.3"],
+    ),
+    ({"exclusiveMinimum": 0}, ["0.001", "1", "12.5"], ["0", "0.0", "0.000", "-0.001", "-1"]),
+    ({"minimum": -2.5, "maximum": -1}, ["-2.5", "-2.49", "-1", "-1.0", "-2"], ["-2.51", "-3", "-0.99", "0", "1"]),
+    ({"minimum": -1, "maximum": 1}, ["-1", "-0.5", "0", "0.75", "1.00"], ["-1.01", "1.0001", "2", "-2"]),
+    ({"minimum": 1, "maximum": 1}, ["1", "1.0"], ["1.01", "0.99"]),
+    ({"minimum": 0, "maximum": 100}, ["0", "99.99", "100", "37.5"], ["100.01", "101", "-1"]),
+]
+
+
+@pytest.mark.parametrize(("bounds", "good", "bad"), NUMBER_CASES, ids=[json.dumps(c[0]) for c in NUMBER_CASES])
+def test_a_bounded_number_grammar_accepts_the_decimals_in_range(bounds, good, bad, language):
+    schema = {"type": "number", **bounds}
+    check_schema(schema, W)
+    accepts = language(schema_grammar(schema))
+    for text in good:
+        assert accepts(text), text
+        assert validate(schema, json.loads(text)) == [], text
+    for text in bad:
+        assert not accepts(text), text
+
+
+def test_bounded_numbers_match_the_bounds_over_a_grid(language):
+    from decimal import Decimal
+
+    schema = {"type": "number", "exclusiveMinimum": -1.25, "maximum": 2.5}
+    accepts = language(schema_grammar(schema))
+    wrong = []
+    for hundredths in range(-160, 290, 3):
+        value = Decimal(hundredths) / 100
+        for text in {f"{value:.2f}", f"{value:.1f}", f"{value:f}"}:
+            if text.startswith("-") and Decimal(text) == 0:
+                continue
+            if accepts(text) != (Decimal("-1.25") < Decimal(text) <= Decimal("2.5")):
+                wrong.append(text)
+    assert wrong == []
+
+
+def test_an_accepted_decimal_also_passes_the_bound_as_a_float(language):
+    # 1000 - 1e-16 is a different decimal but the same float as 1000: it must not get through.
+    schema = {"type": "number", "exclusiveMaximum": 1000}
+    accepts = language(schema_grammar(schema))
+    assert accepts("999.99") and not accepts("999.9999999999999999")
+    assert validate(schema, json.loads("999.9999999999999999")) != []
+
+
+def test_bounds_are_checked_for_sense_and_placement():
+    refused({"type": "integer", "minimum": 3, "maximum": 2}, "bounds that no integer meets", "at least 3 and at most 2")
+    refused({"type": "integer", "minimum": 1.2, "maximum": 1.8}, "no integer meets")
+    refused({"type": "number", "exclusiveMinimum": 1, "exclusiveMaximum": 1}, "no number meets")
+    refused({"properties": {"n": {"minimum": 1}}}, "'minimum'", 'without "type"', "at properties.n")
+    refused({"type": "integer", "minimum": 1, "anyOf": [{"maximum": 3}]}, "'minimum' next to 'anyOf'")
+    loose: list[str] = []
+    check_schema({"minimum": 1}, W, strict=False, loose=loose)
+    assert loose == [f"{W}: 'minimum' at the top level"]
+    # On the other types a bound constrains nothing; with a type list each type keeps its own.
+    check_schema({"type": "string", "minimum": 1}, W)
+    check_schema({"type": ["integer", "null"], "minimum": 1, "maximum": 3}, W)
+
+
+def test_a_pydantic_model_with_field_bounds_is_enforced(language):
+    from pydantic import BaseModel, Field
+
+    class Rating(BaseModel):
+        stars: int = Field(ge=1, le=5)
+        share: float = Field(gt=0, le=1)
+        bonus: int | None = Field(default=None, ge=-5, lt=0)
+        comment: str
+
+    schema = Rating.model_json_schema()
+    check_schema(schema, W)
+    accepts = language(schema_grammar(schema))
+    assert accepts('{"stars": 4, "share": 0.5, "comment": "ok"}')
+    assert accepts('{"stars": 1, "share": 1.0, "comment": "", "bonus": -5}')
+    assert accepts('{"stars": 5, "share": 1, "comment": "x", "bonus": null}')
+    for bad in [
+        '{"stars": 0, "share": 0.5, "comment": "ok"}',
+        '{"stars": 6, "share": 0.5, "comment": "ok"}',
+        '{"stars": 3, "share": 0, "comment": "ok"}',
+        '{"stars": 3, "share": 1.01, "comment": "ok"}',
+        '{"stars": 3, "share": 0.5, "comment": "ok", "bonus": 0}',
+        '{"stars": 3, "share": 0.5, "comment": "ok", "bonus": -6}',
+    ]:
+        assert not accepts(bad), bad
+        assert validate(schema, json.loads(bad)) != [], bad

@@ -22,7 +22,9 @@ import copy
 import re
 from typing import Any
 
-from llama_cpp.llama_grammar import PRIMITIVE_RULES, BuiltinRule, SchemaConverter
+from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, BuiltinRule, SchemaConverter
+
+from webui.structured.numbers import has_bounds, integer_bounds, integer_rule, number_bounds, number_rule
 
 #: JSON Schema keywords that only annotate: they constrain nothing, so the grammar drops them.
 ANNOTATIONS = frozenset(
@@ -43,7 +45,8 @@ ANNOTATIONS = frozenset(
     }
 )
 
-#: The keywords the converter reads (a schema with none of them matches anything).
+#: The keywords the converter reads (a schema with none of them matches anything). Numeric bounds
+#: (``webui.structured.numbers.BOUNDS``) are read too, by ``_Converter``, on a numeric ``type``.
 CONVERTED = frozenset(
     {
         "type",
@@ -98,6 +101,9 @@ _CLASS_ESCAPES = {
 }
 _METACHARS = "[]()|{}*+?"
 
+# Keywords the converter's dispatch looks at before a schema's ``type``.
+_BEFORE_TYPE = frozenset({"$ref", "anyOf", "oneOf", "const", "enum"})
+
 _RULE_NAME_RE = re.compile(r"[^a-zA-Z0-9-]+")
 _LITERAL_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -121,13 +127,29 @@ def rule_name(text: str) -> str:
 
 
 class _Converter(SchemaConverter):
-    """``SchemaConverter`` with complete literal escaping, strict JSON string characters and
-    ``$ref`` rules named per schema (the original names them after the definition alone)."""
+    """``SchemaConverter`` with complete literal escaping, strict JSON string characters,
+    ``$ref`` rules named per schema (the original names them after the definition alone) and
+    bounded numbers (``webui.structured.numbers``; the original ignores the bounds)."""
 
     def __init__(self) -> None:
         super().__init__(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
         self.prefix = ""
         self._ref_rules: dict[str, str] = {}
+
+    def visit(self, schema: Any, name: str) -> str:
+        if (
+            isinstance(schema, dict)
+            and schema.get("type") in ("integer", "number")
+            and has_bounds(schema)
+            and not (_BEFORE_TYPE & schema.keys())
+        ):
+            if schema["type"] == "integer":
+                body = integer_rule(*integer_bounds(schema))
+            else:
+                body = number_rule(*number_bounds(schema))
+            rule = name + "-" if name in RESERVED_NAMES else name or "root"
+            return str(self._add_rule(rule, f"({body}) space"))
+        return str(super().visit(schema, name))
 
     def _format_literal(self, literal: str) -> str:
         return gbnf_literal(literal)

@@ -9,7 +9,8 @@ What llama-cpp-python's ``SchemaConverter`` enforces, found by building grammars
 against them with llama.cpp (``tests/unit/test_structured.py``): ``type`` (one or a list), ``enum``,
 ``const``, ``properties`` with ``required``, ``additionalProperties`` (without ``properties``, or
 ``false``), ``items``, ``prefixItems``, ``minItems``/``maxItems``, ``minLength``/``maxLength`` (on
-plain strings), ``pattern`` (a regex subset), ``format`` date/time/date-time/uuid, ``anyOf``, ``oneOf``
+plain strings), ``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum`` (on an ``integer``
+or ``number`` type: ``webui.structured.numbers``), ``pattern`` (a regex subset), ``format`` date/time/date-time/uuid, ``anyOf``, ``oneOf``
 (when its alternatives cannot overlap), ``allOf`` (merging object properties) and local ``$ref``.
 Everything in the JSON Schema vocabulary beyond that is refused.
 """
@@ -26,6 +27,7 @@ from jsonschema.exceptions import SchemaError as JsonSchemaError
 
 from webui.errors import SchemaError
 from webui.structured.gbnf import ANNOTATIONS, CONVERTED, MAX_REPEAT, convertible_pattern, schema_grammar
+from webui.structured.numbers import BOUNDS, integer_bounds, number_bounds
 
 #: Largest schema accepted, as JSON text.
 MAX_SCHEMA_BYTES = 64 * 1024
@@ -56,10 +58,6 @@ UNENFORCED = frozenset(
         "maxContains",
         "uniqueItems",
         "multipleOf",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
         "additionalItems",
         "$anchor",
         "$dynamicRef",
@@ -71,7 +69,7 @@ UNENFORCED = frozenset(
 )
 
 #: Every JSON Schema keyword that constrains (other keys are annotations or not JSON Schema at all).
-VOCABULARY = CONVERTED | UNENFORCED | {"$id"}
+VOCABULARY = CONVERTED | UNENFORCED | set(BOUNDS) | {"$id"}
 
 # Keyword values that constrain nothing (``uniqueItems: false``...).
 _NO_OP = {"uniqueItems": False, "minProperties": 0, "minContains": 1}
@@ -182,6 +180,7 @@ class _Walker:
         types = schema.get("type")
         type_set = set(types) if isinstance(types, list) else {types} if types else None
         self.strings(schema, path, type_set)
+        self.numbers(schema, path, type_set)
         self.objects(schema, path, type_set)
         self.arrays(schema, path)
 
@@ -300,6 +299,23 @@ class _Walker:
         if lengths and stringy and ("pattern" in schema or fmt is not None):
             other = "pattern" if "pattern" in schema else "format"
             raise self.unenforced(lengths[0], path, f" next to '{other}' (only the {other} is used)")
+
+    def numbers(self, schema: dict[str, Any], path: str, types: set[str] | None) -> None:
+        bounds = [k for k in BOUNDS if k in schema]
+        if not bounds:
+            return
+        if types is None:
+            # The grammar bounds a number it writes as one; without a type it may write any value.
+            if self.loose is None:
+                raise self.unenforced(bounds[0], path, ' without "type": "integer" or "number"')
+            self.loose.append(f"{self.where}: '{bounds[0]}' at {path or 'the top level'}")
+            return
+        for kind, bounded in (("integer", integer_bounds), ("number", number_bounds)):
+            if kind in types:
+                try:
+                    bounded(schema)
+                except ValueError as exc:
+                    raise self.fail(f"has bounds that no {kind} meets", path, f" ({exc})") from exc
 
     def objects(self, schema: dict[str, Any], path: str, types: set[str] | None) -> None:
         properties = schema.get("properties", {})
