@@ -131,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             webbrowser.open(url)
 
     threading.Thread(target=announce, daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    finally:
+        services.close()  # MCP servers stop with the app
     return 0
 
 

@@ -25,10 +25,14 @@ from webui.presets import PresetStore
 from webui.settings import PROJECT_DIR, Settings, remember
 from webui.storage import atomic_write_text
 from webui.templates.chat_template import ChatTemplate, InstructionTemplateStore, choose_template
+from webui.tools.files import FileTools, ToolContext
+from webui.tools.mcp import McpServers
+from webui.tools.toolbox import ToolBox
+from webui.tools.types import ToolInfo, ToolResult
 
 log = logging.getLogger(__name__)
 
-SHIPPED_FOLDERS = ("presets", "grammars", "characters", "instruction-templates")
+SHIPPED_FOLDERS = ("presets", "grammars", "characters", "instruction-templates", "tools")
 
 
 @dataclass
@@ -48,6 +52,11 @@ class Services:
     downloads: DownloadManager
     #: The cancel events of every page's (and API request's) running generation.
     cancels: Cancels
+    #: The tools the Chat tab offers the model: tool files and MCP servers' tools.
+    tools: ToolBox
+    mcp: McpServers
+    #: What the shipped tools read: the folder read_file may read (settable while running), chat search.
+    tool_context: ToolContext
 
     @classmethod
     def build(
@@ -74,6 +83,18 @@ class Services:
                 loaded.backend.metadata,
             )
 
+        chat_index = ChatIndex(chats.folder / ".index.sqlite", chats)
+        context = ToolContext(
+            allowed_folder=Path(settings.tools_folder) if settings.tools_folder else None,
+            search_chats=lambda query, limit: search_all_chats(chats, chat_index, query, limit),
+        )
+        mcp = McpServers(user_dir / "mcp.json")
+        mcp.start()  # returns at once: each server connects in the background
+        toolbox = ToolBox(
+            [FileTools(user_dir / "tools", context), McpTools(mcp)],
+            timeout=settings.tool_timeout,
+            max_result_chars=settings.tool_result_max_chars,
+        )
         return cls(
             settings=settings,
             models=models,
@@ -81,13 +102,22 @@ class Services:
             presets=PresetStore(presets_dir),
             settings_path=Path(settings_path) if settings_path else user_dir / "settings.yaml",
             chats=chats,
-            chat_index=ChatIndex(chats.folder / ".index.sqlite", chats),
+            chat_index=chat_index,
             characters=CharacterStore(user_dir / "characters"),
             instruction_templates=templates,
-            chat_service=ChatService(generator, chats, template_for),
+            chat_service=ChatService(
+                generator, chats, template_for, lambda loaded: saved_tool_format(models, loaded.name)
+            ),
             downloads=DownloadManager(settings.models_path),
             cancels=Cancels(),
+            tools=toolbox,
+            mcp=mcp,
+            tool_context=context,
         )
+
+    def close(self) -> None:
+        """Stop what runs beside the app (MCP servers); called when the server stops."""
+        self.mcp.stop()
 
     def load_model(
         self,
@@ -290,3 +320,54 @@ def saved_tool_format(models: ModelManager, model_name: str) -> str | None:
         )
         return None
     return name
+
+
+class McpTools:
+    """The tools of every ready MCP server as one provider (servers come and go while the app runs);
+    a server that failed is listed as one entry with its status, so the Chat tab shows why."""
+
+    source = "mcp"
+
+    def __init__(self, servers: McpServers) -> None:
+        self.servers = servers
+
+    def tools(self) -> list[ToolInfo]:
+        listed: list[ToolInfo] = []
+        for provider in self.servers.providers():
+            listed += provider.tools()
+        for status in self.servers.status():
+            if status.state == "failed":
+                listed.append(ToolInfo(f"{status.name} (MCP server)", f"mcp: {status.name}", error=status.message))
+        if self.servers.config_error:
+            listed.append(ToolInfo("mcp.json", "mcp", error=self.servers.config_error))
+        return listed
+
+    def call(self, name: str, arguments: dict[str, Any], cancel: Any, timeout: float) -> ToolResult:
+        for provider in self.servers.providers():
+            if any(t.name == name for t in provider.tools()):
+                return provider.call(name, arguments, cancel, timeout)
+        return ToolResult(f"The MCP server of the tool {name} is not running.", error=True)
+
+    def reload(self) -> None:
+        self.servers.reload()
+
+
+def search_all_chats(chats: ChatStore, index: ChatIndex, query: str, limit: int) -> list[dict[str, Any]]:
+    """The user's chats (every character's) whose text contains ``query``, with the matching line."""
+    needle = query.strip().casefold()
+    found: list[dict[str, Any]] = []
+    if not needle or not chats.folder.is_dir():
+        return found
+    for folder in sorted(p for p in chats.folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for info in index.search(folder.name, query):
+            try:
+                chat = chats.load(folder.name, info.id)
+            except WebUIError:
+                continue
+            line = next((m.content for m in chat.messages if needle in m.content.casefold()), "")
+            at = line.casefold().find(needle)
+            snippet = line[max(0, at - 80) : at + len(needle) + 120].strip() if at >= 0 else ""
+            found.append({"character": folder.name, "chat": info.title, "id": info.id, "text": snippet})
+            if len(found) >= limit:
+                return found
+    return found

@@ -106,6 +106,23 @@ class Settings(BaseModel):
         "auto", description="Language of the web UI: en, ru, zh, or auto (each browser's own language)."
     )
     max_upload_mb: float = Field(200.0, gt=0, description="Largest file (MB) the UI accepts as an upload.")
+    tools_folder: Path | None = Field(
+        None,
+        description="The one folder the chat tools read_file and list_files may read (nothing outside it). "
+        "Unset: those tools refuse.",
+    )
+    tool_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a chat tool call may run before it is stopped with an error."
+    )
+    tool_result_max_chars: int = Field(
+        8000,
+        ge=1,
+        le=1_000_000,
+        description="Longest tool result (characters) given back to the model; longer ones are cut with a notice.",
+    )
+    tools_allow_read_only: bool = Field(
+        False, description="Run read-only chat tools (current_time, read_file...) without asking first."
+    )
     model: str | None = Field(
         None,
         description="Model to load at start: a name in the models folder (a .gguf "

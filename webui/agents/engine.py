@@ -264,16 +264,29 @@ def _prepare_for_server(req: ChatRequest, using_tools: bool) -> Prepared:
     )
 
 
+def call_grammar(
+    fmt: ToolFormat, tools: list[ToolSpec], choice: ToolChoice, parallel: bool, *, lazy: bool
+) -> tuple[str | None, tuple[str, ...]]:
+    """The grammar for tool calls in ``fmt`` and, for a lazy one (``auto``), its triggers.
+
+    Forced (``required`` or a named function): the reply is calls from its first token. ``auto``: free
+    text until the model starts a call, then a valid call - when the loader can apply a grammar from a
+    trigger (``lazy``); otherwise no grammar, and the calls are checked after generation.
+    """
+    if choice.mode == "none" or not tools:
+        return None, ()
+    if choice.forced:
+        # A named function is one call to it (small models otherwise repeat it until max_tokens).
+        return fmt.grammar(tools, choice, parallel and choice.mode != "function"), ()
+    if lazy:
+        return fmt.grammar(tools, choice, parallel), tuple(fmt.triggers)
+    return None, ()
+
+
 def _grammar_for(req: ChatRequest, fmt: ToolFormat | None, *, lazy: bool) -> tuple[str | None, tuple[str, ...]]:
     """The grammar of the reply and, for a lazy one, its triggers."""
     if fmt is not None:
-        if req.tool_choice.forced:
-            # A named function is one call to it (small models otherwise repeat it until max_tokens).
-            parallel = req.parallel_tool_calls and req.tool_choice.mode != "function"
-            return fmt.grammar(req.tools, req.tool_choice, parallel), ()
-        if lazy:  # auto: free text until the model starts a call, then a valid call
-            return fmt.grammar(req.tools, req.tool_choice, req.parallel_tool_calls), tuple(fmt.triggers)
-        return None, ()
+        return call_grammar(fmt, req.tools, req.tool_choice, req.parallel_tool_calls, lazy=lazy)
     rf = req.response_format or {}
     if rf.get("type") == "json_object":
         return json_object_grammar(), ()
@@ -492,7 +505,7 @@ class ReplyAssembler:
         tools = {t.name: t for t in plan.request.tools}
         events: list[ReplyEvent] = []
         for _, call in sorted(self._calls.items()):
-            problem = _call_problem(call, tools)
+            problem = call_problem(call, tools)
             if problem is not None:
                 log.warning("The model wrote a tool call that is not valid (%s): returned as text", problem)
                 text = plan.format.render_call(call) if plan.format is not None else call.arguments
@@ -506,7 +519,8 @@ class ReplyAssembler:
         return events
 
 
-def _call_problem(call: ToolCall, tools: dict[str, ToolSpec]) -> str | None:
+def call_problem(call: ToolCall, tools: dict[str, ToolSpec]) -> str | None:
+    """What is wrong with a call the model wrote (None: it names a tool and its arguments match)."""
     tool = tools.get(call.name)
     if tool is None:
         return f"no tool is named {call.name!r}"

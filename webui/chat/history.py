@@ -27,9 +27,16 @@ from typing import Any, Literal
 from webui.errors import BranchRangeError, ChatNotFoundError, SettingsError, WebUIError
 from webui.storage import TEMP_SUFFIX, atomic_write_text, safe_name
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 #: The fields of a chat that say how it is set up (restored with the chat, remembered as the last used).
 SETUP_FIELDS = ("mode", "system_prompt", "persona_name", "persona_bio", "instruction_template", "thinking")
+#: The chat's tool settings: the tools enabled, those allowed without asking, the round limit, and
+#: "make the model call a tool" (saved with the chat; set from the Chat tab's Tools panel).
+TOOL_FIELDS = ("tools", "tools_always", "tool_rounds", "force_tool")
+#: Rounds of tool calls one reply may take before the model must answer (a chat's default).
+DEFAULT_TOOL_ROUNDS = 8
+#: What the model is told when the user skips a call.
+DECLINED = "The user declined to run this tool call."
 #: Told after the store wrote a chat (the chat) or deleted one (None): (character, chat id, chat).
 ChatListener = Callable[[str, str, "Chat | None"], None]
 
@@ -51,6 +58,14 @@ class Message:
     #: each version. Left out of the file when there is none (older files load as they are).
     reasoning: str = ""
     reasoning_versions: list[str] = field(default_factory=list)
+    #: An assistant message's tool calls, OpenAI-shaped (``id``, ``type``, ``function``: ``name``,
+    #: ``arguments`` as JSON text). Left out of the file when there are none.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: A ``tool`` message: the call it answers, the tool's name, and how it went
+    #: ("done", "error", "skipped").
+    tool_call_id: str = ""
+    name: str = ""
+    status: str = ""
 
     def __post_init__(self) -> None:
         if not self.versions:
@@ -86,7 +101,14 @@ class Message:
         data = asdict(self)
         if not any(self.reasoning_versions):
             del data["reasoning"], data["reasoning_versions"]
+        for key in ("tool_calls", "tool_call_id", "name", "status"):
+            if not data[key]:
+                del data[key]
         return data
+
+    def call_names(self) -> dict[str, str]:
+        """The tool name of each of this message's calls, by call id."""
+        return {c.get("id", ""): (c.get("function") or {}).get("name", "") for c in self.tool_calls}
 
 
 @dataclass
@@ -108,6 +130,33 @@ class Chat:
     instruction_template: str | None = None
     #: A reasoning model thinks before it answers (passed as ``enable_thinking`` to a template that reads it).
     thinking: bool = True
+    #: The tools the model may call in this chat (names in the toolbox), those that run without asking,
+    #: the most rounds of calls one reply may take, and "the next reply must call a tool".
+    tools: list[str] = field(default_factory=list)
+    tools_always: list[str] = field(default_factory=list)
+    tool_rounds: int = DEFAULT_TOOL_ROUNDS
+    force_tool: bool = False
+
+    def pending_calls(self) -> list[dict[str, Any]]:
+        """The last reply's tool calls that have no result yet (waiting for Run / Skip)."""
+        for i in range(len(self.messages) - 1, -1, -1):
+            m = self.messages[i]
+            if m.role == "assistant":
+                answered = {r.tool_call_id for r in self.messages[i + 1 :] if r.role == "tool"}
+                return [c for c in m.tool_calls if c.get("id") not in answered]
+            if m.role != "tool":
+                return []
+        return []
+
+    def tool_rounds_used(self) -> int:
+        """Replies with tool calls since the user last wrote (the rounds of the current answer)."""
+        rounds = 0
+        for m in reversed(self.messages):
+            if m.role == "user":
+                break
+            if m.role == "assistant" and m.tool_calls:
+                rounds += 1
+        return rounds
 
     def setup(self) -> dict[str, Any]:
         """The chat's set-up (:data:`SETUP_FIELDS`)."""
@@ -118,6 +167,18 @@ class Chat:
 
         True if any changed."""
         clean = clean_setup(setup)
+        changed = any(getattr(self, k) != v for k, v in clean.items())
+        for key, value in clean.items():
+            setattr(self, key, value)
+        return changed
+
+    def tool_setup(self) -> dict[str, Any]:
+        """The chat's tool settings (:data:`TOOL_FIELDS`)."""
+        return {k: copy.copy(getattr(self, k)) for k in TOOL_FIELDS}
+
+    def apply_tool_setup(self, setup: Mapping[str, Any]) -> bool:
+        """Take the tool settings of ``setup`` (wrong types left out). True if any changed."""
+        clean = clean_setup(setup, TOOL_FIELDS)
         changed = any(getattr(self, k) != v for k, v in clean.items())
         for key, value in clean.items():
             setattr(self, key, value)
@@ -147,16 +208,23 @@ class Chat:
         fields = {k: data[k] for k in ("title", "context_start", "created", "updated") if k in data}
         chat = cls(id=chat_id, character=character, messages=messages, **fields)
         chat.apply_setup(data)
+        chat.apply_tool_setup(data)
         return chat
 
 
-def clean_setup(setup: Mapping[str, Any]) -> dict[str, Any]:
+def clean_setup(setup: Mapping[str, Any], fields: tuple[str, ...] = SETUP_FIELDS) -> dict[str, Any]:
     """The set-up fields of ``setup`` that have the right type (a hand-edited file may have others)."""
     clean: dict[str, Any] = {}
-    for key in SETUP_FIELDS:
+    for key in fields:
         value = setup.get(key)
-        if key == "thinking":
+        if key in ("thinking", "force_tool"):
             if isinstance(value, bool):
+                clean[key] = value
+        elif key in ("tools", "tools_always"):
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                clean[key] = list(value)
+        elif key == "tool_rounds":
+            if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100:
                 clean[key] = value
         elif isinstance(value, str) or (key == "instruction_template" and value is None and key in setup):
             clean[key] = value
@@ -169,7 +237,7 @@ def pairs(messages: list[Message]) -> tuple[list[list[str]], list[list[str]]]:
     for m in messages:
         if m.role == "user":
             internal.append([m.content, ""])
-        elif m.role == "assistant":
+        elif m.role == "assistant" and (m.content or not m.tool_calls):  # a bare tool call is no reply
             if internal and internal[-1][1] == "":
                 internal[-1][1] = m.content
             else:  # a greeting, or two replies in a row

@@ -18,7 +18,13 @@ empty), fired lorebook entries go before/after the character's description, and 
 says which lorebook entries fired, for the prompt view.
 
 A reasoning model's thinking is kept with its reply (``Message.reasoning``) and never sent back:
-only the replies are. ``ChatOptions.thinking`` reaches templates that read ``enable_thinking``;
+only the replies are.
+
+Tools (instruct mode): ``ChatOptions.tools`` are the tools the model may call and
+``ChatOptions.tool_format`` the format it writes calls in (chosen for the model on the generation
+thread). Earlier calls and their results go to the template through its tool roles when it has
+them, written out as the model writes them otherwise - the same conversion as the API's
+(``webui.agents.engine.messages_for_template``). ``ChatOptions.thinking`` reaches templates that read ``enable_thinking``;
 ``Prompt.reasoning`` / ``Prompt.thinking_open`` tell the turn how to split the output.
 """
 
@@ -28,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from webui.agents.engine import messages_for_template
+from webui.agents.formats import ToolFormat, template_handles_tools
 from webui.agents.reasoning import (
     THINK,
     ReasoningStyle,
@@ -36,6 +44,7 @@ from webui.agents.reasoning import (
     reasoning_style,
     template_reads,
 )
+from webui.agents.types import ToolSpec
 from webui.catalogue import Keyed
 from webui.characters.character import Character
 from webui.characters.lorebook import MAX_SCAN_DEPTH, NOTHING, Activation, activate
@@ -74,6 +83,9 @@ class ChatOptions:
     #: A reasoning model thinks first (True) or not (False), for templates that read ``enable_thinking``;
     #: None: the template's default.
     thinking: bool | None = None
+    #: Tools the model may call in this reply (instruct mode), and the format it writes calls in.
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_format: ToolFormat | None = None
 
 
 @dataclass
@@ -99,6 +111,9 @@ class Prompt:
     thinking_closed: bool = False
     #: What the reply was made to start with (the turn splits it with the output).
     reply_prefix: str = ""
+    #: The tools offered in this prompt and the format their calls are parsed in (None: no tools).
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_format: ToolFormat | None = None
 
     @property
     def note(self) -> str:
@@ -153,10 +168,13 @@ def render(
     user, char = options.persona.name, character.name
     if options.mode == "instruct":
         msgs = [{"role": "system", "content": s} for s in [_system_text(character, options, lore)] if s]
-        msgs += [{"role": m.role, "content": m.content} for m in messages if m.role in ("user", "assistant")]
+        msgs += [_message_dict(m) for m in messages if m.role in ("user", "assistant", "tool")]
         after = character.fill(character.post_history_instructions, user).strip()
         if after:
             _add_after_history(msgs, after)
+        if options.tool_format is not None:
+            handles = template_handles_tools(getattr(template, "source", None))
+            msgs = messages_for_template(msgs, options.tool_format, handles, options.tools)
         return _render_folding_system(template, msgs, options) + reply_prefix, list(template.stop_strings)
     stops = [f"\n{user}:", f"\n{char}:"]
     if options.mode == "chat":
@@ -169,6 +187,16 @@ def render(
     msgs = [{"role": "system", "content": s} for s in [system] if s]
     msgs.append({"role": "user", "content": command})
     return _render_folding_system(template, msgs, options) + reply_prefix, [*stops, *template.stop_strings]
+
+
+def _message_dict(m: Message) -> dict[str, Any]:
+    """A stored message as the OpenAI-shaped dict templates (and the tool conversion) take."""
+    d: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        d["tool_calls"] = [dict(c) for c in m.tool_calls]
+    if m.role == "tool":
+        d["tool_call_id"], d["name"] = m.tool_call_id, m.name
+    return d
 
 
 def _add_after_history(msgs: list[dict], text: str) -> None:
@@ -185,9 +213,13 @@ def _add_after_history(msgs: list[dict], text: str) -> None:
 def template_kwargs(template: Template, options: ChatOptions) -> dict[str, Any]:
     """The extra variables the template is rendered with: ``enable_thinking`` when it reads it and the
     chat chose (the Chat tab shows its Thinking switch only for such templates)."""
-    if options.thinking is None or not template_reads(getattr(template, "source", None), "enable_thinking"):
-        return {}
-    return {"enable_thinking": options.thinking}
+    extra: dict[str, Any] = {}
+    source = getattr(template, "source", None)
+    if options.thinking is not None and template_reads(source, "enable_thinking"):
+        extra["enable_thinking"] = options.thinking
+    if options.tools and options.tool_format is not None and template_handles_tools(source):
+        extra["tools"] = [t.openai() for t in options.tools]
+    return extra
 
 
 def _render_folding_system(template: Template, msgs: list[dict], options: ChatOptions) -> str:
@@ -262,6 +294,8 @@ def build_prompt(
                 thinking_open=opens_in_prompt(style, rendered),
                 thinking_closed=closes_in_prompt(style, rendered),
                 reply_prefix=reply_prefix,
+                tools=list(options.tools) if options.tool_format is not None else [],
+                tool_format=options.tool_format if options.tools else None,
             )
         nxt = _next_turn(history, start + max(2, (len(history) - start) // 4))
         if nxt is None or nxt > _last_user_index(history):

@@ -9,23 +9,28 @@ found (prompt, token count, dropped turns, lorebook entries, template note) come
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Literal, cast
 
+from webui.agents.engine import call_grammar, call_problem
+from webui.agents.formats import ToolFormat, detect_format, format_by_name
 from webui.agents.reasoning import THINK, ReasoningSplitter
+from webui.agents.types import ToolCall, ToolChoice, ToolSpec
 from webui.characters.character import Character
-from webui.chat.history import Chat, ChatStore, Message
+from webui.chat.history import DECLINED, Chat, ChatStore, Message
 from webui.chat.prompt import ChatOptions, Persona, Prompt, Template, build_prompt, context_limit
-from webui.errors import MessageNotFoundError, NoModelLoadedError, WebUIError
+from webui.errors import MessageNotFoundError, NoModelLoadedError, UnsupportedFeatureError, WebUIError
 from webui.generation.scheduler import GenerationJob, GenerationStats, Generator, Prepared
 from webui.loaders.base import ChatPayload, StreamExtras
 from webui.models.manager import LoadedModel
 from webui.params import SamplingParams
+from webui.tools.types import ToolResult
 
-Action = Literal["send", "regenerate", "continue", "impersonate"]
+Action = Literal["send", "regenerate", "continue", "impersonate", "respond"]
 #: The chat template for a loaded model, and the note saying which and why.
 TemplateChooser = Callable[[LoadedModel], tuple[Template, str]]
 
@@ -53,6 +58,7 @@ class Turn:
         *,
         answered: bool = False,
         reasoning: str = "",
+        notice: str = "",
     ) -> None:
         self.chat = chat
         self.action = action
@@ -66,6 +72,10 @@ class Turn:
         self.text = prefix
         self.reasoning = reasoning
         self.thinking = False
+        #: The tool calls this reply made (checked against their tools' schemas), once it has ended.
+        self.tool_calls: list[ToolCall] = []
+        #: A line for the user about this turn (e.g. the round limit of tool calls was reached).
+        self.notice = notice
 
     @property
     def prompt(self) -> Prompt | None:
@@ -92,25 +102,56 @@ class Turn:
         splitter: ReasoningSplitter | None = None
         last_save = time.monotonic()
 
+        parser: Any = None
+        calls: dict[int, ToolCall] = {}
+
         def take(pieces: tuple[str, str]) -> None:
             nonlocal content
             self.reasoning += pieces[0]
-            content += pieces[1]
+            content += _visible(pieces[1])
+
+        def _visible(text: str) -> str:
+            # With tools, the answer goes through the format's parser: calls come out, text stays.
+            if parser is None or not text:
+                return text
+            return "".join(_calls_from(parser.feed(text)))
+
+        def _calls_from(events: list[Any]) -> Iterator[str]:
+            for event in events:
+                if event.content:
+                    yield event.content
+                if event.index is not None:
+                    call = calls.setdefault(event.index, ToolCall(name="", arguments=""))
+                    if event.id and not call.name:
+                        call.id = event.id
+                    call.name += event.name or ""
+                    call.arguments += event.arguments
 
         def begin() -> ReasoningSplitter:
-            # The job is prepared by now: the prompt says how this model marks its thinking.
+            # The job is prepared by now: the prompt says how this model marks its thinking (and
+            # writes its tool calls).
+            nonlocal parser
+            prompt = self.prompt
+            if prompt is not None and prompt.tool_format is not None and prompt.tools:
+                parser = prompt.tool_format.stream(prompt.tools)
             splitter, fed = self._splitter()
             take(splitter.feed(fed))
             return splitter
 
         try:
             for chunk in self.job:
-                if not chunk.text and not chunk.reasoning:
+                if not chunk.text and not chunk.reasoning and not chunk.tool_calls:
                     continue
                 splitter = splitter or begin()
                 generated += chunk.text
                 self.reasoning += chunk.reasoning  # a server that split it already
                 take(splitter.feed(chunk.text))
+                for delta in chunk.tool_calls or []:  # a chat server parsed them itself
+                    call = calls.setdefault(delta.index, ToolCall(name="", arguments=""))
+                    if delta.id and not call.name:
+                        call.id = delta.id
+                    call.name = call.name or (delta.name or "")
+                    call.arguments += delta.arguments
                 self.thinking = splitter.had_reasoning and not splitter.closed
                 self._show(content)
                 if writes_chat:
@@ -124,6 +165,9 @@ class Turn:
                 splitter = begin()  # the model wrote nothing: the reply is its prefix
             if splitter is not None:
                 take(splitter.finish())
+                if parser is not None:
+                    content += "".join(_calls_from(parser.finish()))
+                content += self._keep_calls(calls)
                 self._show(content)
         finally:
             self.thinking = False
@@ -134,9 +178,27 @@ class Turn:
                 else:
                     reply.set_text(self.text.rstrip())
                     reply.set_reasoning(self.reasoning.strip())
+                    if self.action != "continue" or self.tool_calls:
+                        reply.tool_calls = [c.openai() for c in self.tool_calls]
                     if self.job.stats is not None:
                         reply.stats = stats_dict(self.job.stats)
                 store.save(chat)
+
+    def _keep_calls(self, calls: dict[int, ToolCall]) -> str:
+        """Keep the calls that name an offered tool with matching arguments; a wrong one is the text
+        the model wrote (returned, to show), so nothing runs that the user did not see as a call."""
+        prompt = self.prompt
+        tools = {t.name: t for t in (prompt.tools if prompt is not None else [])}
+        text = ""
+        for _, call in sorted(calls.items()):
+            problem = call_problem(call, tools) if tools else None
+            if problem is None:
+                self.tool_calls.append(call)
+            else:
+                fmt = prompt.tool_format if prompt is not None else None
+                text += "\n" + (fmt.render_call(call) if fmt is not None else call.arguments)
+                self.notice = f"The model wrote a tool call that is not valid ({problem}): shown as text."
+        return text
 
     def _show(self, content: str) -> None:
         # "Name: text" puts a space after the colon; the reply itself starts at the text.
@@ -155,10 +217,18 @@ class ChatService:
     #: Seconds between saves while a reply streams (the user message is saved at once).
     SAVE_EVERY = 1.0
 
-    def __init__(self, generator: Generator, store: ChatStore, choose_template: TemplateChooser) -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        store: ChatStore,
+        choose_template: TemplateChooser,
+        tool_format_for: Callable[[LoadedModel], str | None] | None = None,
+    ) -> None:
         self.generator = generator
         self.store = store
         self.choose_template = choose_template
+        #: The tool-call format chosen for a model (its per-model setting; None: read from the template).
+        self.tool_format_for = tool_format_for
 
     def turn(
         self,
@@ -172,20 +242,43 @@ class ChatService:
         template: Template | None = None,
         cancel: threading.Event | None = None,
         reply_prefix: str = "",
+        tools: list[ToolSpec] | None = None,
+        tool_choice: ToolChoice | None = None,
     ) -> Turn:
         """Start one action; iterate the returned :class:`Turn` to stream the reply.
 
         ``send`` adds ``text`` as a user message first (saved before anything is generated);
         ``regenerate`` writes a new version of the last reply (older versions are kept);
         ``continue`` extends the last reply; ``impersonate`` writes the user's next message
-        and returns it without adding it to the chat. ``template`` None: the template chosen
-        for the model that answers (its own, or the one saved for it).
+        and returns it without adding it to the chat; ``respond`` writes a new reply after the
+        results of the last reply's tool calls. ``template`` None: the template chosen for the
+        model that answers (its own, or the one saved for it).
+
+        ``tools``: what the model may call in this reply (instruct mode), with ``tool_choice``
+        (default ``auto``; ``required`` makes it call one). Once the chat's round limit of tool
+        calls is reached the reply is written without tools, and ``Turn.notice`` says so.
         """
         if action == "send" and not text.strip():
             raise WebUIError("Type a message first.")
         last = chat.messages[-1] if chat.messages else None
         if action in ("regenerate", "continue") and (last is None or last.role != "assistant"):
             raise WebUIError("There is no reply to regenerate or continue yet.")
+        if action == "respond" and (last is None or last.role != "tool"):
+            raise WebUIError("There are no tool results to answer.")
+        if chat.pending_calls() and action != "regenerate":
+            raise WebUIError("The model's tool calls are waiting: press Run or Skip on each first.")
+        tools = list(tools or [])
+        choice = tool_choice or ToolChoice("auto")
+        notice = ""
+        if tools and options.mode != "instruct":
+            tools, notice = [], "Tools work in instruct mode only: this reply is written without them."
+        if tools and chat.tool_rounds_used() >= chat.tool_rounds:
+            tools = []
+            notice = (
+                f"The limit of {chat.tool_rounds} rounds of tool calls was reached: the model answers without tools."
+            )
+        if not tools:
+            choice = ToolChoice("none")
         if self.generator.models.current is None:
             # Checked again on the generation thread; here so that a turn that cannot run changes nothing.
             raise NoModelLoadedError()
@@ -196,7 +289,7 @@ class ChatService:
             if chat.title == "New chat":
                 chat.title = text.strip().splitlines()[0][:60]
             self.store.save(chat)
-        if action == "send" or (action == "regenerate" and last is None):
+        if action in ("send", "respond") or (action == "regenerate" and last is None):
             reply = Message("assistant", reply_prefix)
             history = list(chat.messages)
             chat.messages.append(reply)
@@ -207,11 +300,13 @@ class ChatService:
                     chat.messages.pop()
         elif action == "regenerate":
             assert last is not None
-            previous = last.active
+            previous, previous_calls = last.active, last.tool_calls
             last.add_version(reply_prefix)
+            last.tool_calls = []  # the new version makes its own calls
             reply, history, prefix = last, chat.messages[:-1], reply_prefix
 
             def undo() -> None:
+                reply.tool_calls = previous_calls
                 if len(reply.versions) > 1 and reply.active == len(reply.versions) - 1:
                     reply.versions.pop()
                     reply.select(previous)
@@ -238,6 +333,14 @@ class ChatService:
                 chosen, note = self.choose_template(loaded)
             else:
                 chosen, note = template, ""
+            caps = backend.capabilities
+            uses_tools = choice.mode != "none" and bool(tools)
+            has_tool_history = any(m.role == "tool" or m.tool_calls for m in history)
+            fmt: ToolFormat | None = None
+            if (uses_tools or has_tool_history) and not caps.chat_messages:
+                name = self.tool_format_for(loaded) if self.tool_format_for is not None else None
+                fmt = format_by_name(name) if name else detect_format(getattr(chosen, "source", None), backend.metadata)
+            turn_options = replace(options, tools=tools if uses_tools else [], tool_format=fmt)
             recorder = None
             if backend.capabilities.chat_messages:
                 # A chat server applies its own template: it gets the messages ours was rendered from.
@@ -249,7 +352,7 @@ class ChatService:
                     chat,
                     history,
                     speaker,
-                    options,
+                    turn_options,
                     chosen,
                     n_ctx=context_limit(backend.n_ctx, run_params.truncation_length),
                     max_new_tokens=run_params.max_tokens,
@@ -264,13 +367,72 @@ class ChatService:
                 if not prompt.thinking_open:  # the template does not open the block: the prefix does
                     prompt = build(f"{prompt.reasoning.start}\n{thinking_prefix}")
             prompt = replace(prompt, tokens_estimated=backend.tokens_estimated, template_note=note)
-            extras = StreamExtras(chat=ChatPayload(tuple(recorder.messages))) if recorder is not None else None
+            grammar: str | None = None
+            extras: StreamExtras | None = None
+            if recorder is not None:
+                payload = ChatPayload(
+                    tuple(_for_server(m) for m in recorder.messages),
+                    tools=tuple(t.openai() for t in tools) if uses_tools else (),
+                    tool_choice=choice.mode if uses_tools else None,
+                )
+                extras = StreamExtras(chat=payload)
+            elif uses_tools and fmt is not None:
+                # One call a round when one is forced (small models repeat a forced call until max_tokens).
+                grammar, triggers = call_grammar(fmt, tools, choice, not choice.forced, lazy=caps.lazy_grammar)
+                if grammar is not None and not caps.grammar:
+                    raise UnsupportedFeatureError(
+                        f"The {loaded.loader} loader cannot make the model call a tool (no grammar support): "
+                        "switch off 'make the model call a tool'."
+                    )
+                extras = StreamExtras(grammar_triggers=triggers) if triggers else None
             return Prepared(
-                prompt.text, stop=prompt.stop, tokens=prompt.tokens, front_cut=False, detail=prompt, extras=extras
+                prompt.text,
+                stop=prompt.stop,
+                tokens=prompt.tokens,
+                front_cut=False,
+                detail=prompt,
+                grammar=grammar,
+                extras=extras,
             )
 
         job = self.generator.submit(params=params, cancel=cancel, prepare=prepare)
-        return Turn(self, chat, action, job, reply, prefix, undo, answered=answered, reasoning=kept_reasoning)
+        return Turn(
+            self, chat, action, job, reply, prefix, undo, answered=answered, reasoning=kept_reasoning, notice=notice
+        )
+
+    def resolve_call(self, chat: Chat, call_id: str, result: ToolResult | None) -> Message:
+        """Answer one of the last reply's tool calls: its result, or (``None``) the user's Skip.
+
+        The result is saved in the chat at once (a ``tool`` message after the call)."""
+        pending = {c.get("id"): c for c in chat.pending_calls()}
+        call = pending.get(call_id)
+        if call is None:
+            raise WebUIError("That tool call has already been answered, or is not the last reply's.")
+        name = (call.get("function") or {}).get("name", "")
+        if result is None:
+            message = Message("tool", DECLINED, tool_call_id=call_id, name=name, status="skipped")
+        else:
+            status = "error" if result.error else "done"
+            message = Message("tool", result.text, tool_call_id=call_id, name=name, status=status)
+        # Results follow the calls in the order the model made them, whatever order they were answered in.
+        order = [c.get("id") for c in chat.messages[self._last_reply(chat)].tool_calls]
+        at = len(chat.messages)
+        while (
+            at > 0
+            and chat.messages[at - 1].role == "tool"
+            and order.index(chat.messages[at - 1].tool_call_id) > order.index(call_id)
+        ):
+            at -= 1
+        chat.messages.insert(at, message)
+        self.store.save(chat)
+        return message
+
+    @staticmethod
+    def _last_reply(chat: Chat) -> int:
+        for i in range(len(chat.messages) - 1, -1, -1):
+            if chat.messages[i].role == "assistant":
+                return i
+        raise WebUIError("There is no reply with tool calls.")
 
 
 def stats_dict(stats: GenerationStats) -> dict:
@@ -335,3 +497,16 @@ class _RecordingTemplate:
     def render(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
         self.messages = [dict(m) for m in messages]
         return self.template.render(messages, **kwargs)
+
+
+def _for_server(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as a chat server takes it: a call's arguments as JSON text (templates get objects)."""
+    if not message.get("tool_calls"):
+        return message
+    calls = []
+    for call in message["tool_calls"]:
+        function = dict(call.get("function") or {})
+        if not isinstance(function.get("arguments"), str):
+            function["arguments"] = json.dumps(function.get("arguments") or {})
+        calls.append({**call, "function": function})
+    return {**message, "tool_calls": calls}

@@ -1,0 +1,19 @@
+"""Shipped tool: arithmetic without eval (webui/tools/calculator.py does the work)."""
+
+from webui.tools.calculator import evaluate, format_number
+
+# Reads nothing and changes nothing: as safe as a read-only tool.
+READ_ONLY = True
+
+
+def calculate(expression: str) -> str:
+    """Calculate an arithmetic expression exactly, e.g. "(3 + 4) * 12 / 7" or "sqrt(2) * pi".
+
+    Numbers, + - * / // % ** (^ also means power), parentheses, the constants pi, e, tau and the
+    functions abs, round, min, max, sqrt, exp, log, log2, log10, sin, cos, tan, asin, acos, atan,
+    atan2, hypot, degrees, radians, floor, ceil, factorial.
+
+    Args:
+        expression: The arithmetic expression, in Python notation.
+    """
+    return format_number(evaluate(expression))
