@@ -1,12 +1,21 @@
 """Shipped tool: arithmetic without eval (webui/tools/calculator.py does the work)."""
 
+from typing import Annotated
+
+from pydantic import Field
+
 from webui.tools.calculator import evaluate, format_number
 
 # Reads nothing and changes nothing: as safe as a read-only tool.
 READ_ONLY = True
 
 
-def calculate(expression: str) -> str:
+# The characters an expression is made of: in the schema, so the grammar keeps a small model's
+# calls to arithmetic (it cannot write a stray brace or a sentence into the argument).
+Expression = Annotated[str, Field(pattern=r"^[0-9a-z .,+*/%()^-]{1,200}$")]
+
+
+def calculate(expression: Expression) -> str:
     """Calculate an arithmetic expression exactly, e.g. "(3 + 4) * 12 / 7" or "sqrt(2) * pi".
 
     Numbers, + - * / // % ** (^ also means power), parentheses, the constants pi, e, tau and the
