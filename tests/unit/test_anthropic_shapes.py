@@ -390,3 +390,18 @@ def test_a_failure_mid_stream_is_the_streams_last_event(tmp_path, loaders):
     assert r.status_code == 200 and text == "0 1 2 "  # what was generated before the failure reached the client
     assert events[-1] == ("error", {"type": "error", "error": {"type": "api_error", "message": FAILURE}})
     assert "message_stop" not in [n for n, _ in events]
+
+
+def test_a_tool_schema_keyword_the_grammar_leaves_out_is_named_in_a_header(tmp_path, loaders):
+    app, _ = app_for(tmp_path, loaders)
+    tool = {
+        "name": "pick",
+        "description": "Pick an even number.",
+        "input_schema": {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}},
+    }
+    r = TestClient(app).post("/v1/messages", json={**BODY, "tools": [tool], "tool_choice": {"type": "none"}})
+    assert r.status_code == 200, r.text
+    assert "'multipleOf' at properties.n" in r.headers["x-webui-not-enforced"]
+    strict = {**tool, "strict": True}
+    r = TestClient(app).post("/v1/messages", json={**BODY, "tools": [strict]})
+    assert r.status_code == 400 and "multipleOf" in r.json()["error"]["message"]

@@ -300,7 +300,7 @@ def create_messages_api(services: Services) -> APIRouter:
     @router.post("/messages")
     async def messages(body: MessagesRequest, request: Request) -> Response:
         chat, ignored = chat_request_of(body)
-        check_request(chat)
+        loose = check_request(chat)
         preset = services.presets.load(body.preset).params.model_dump() if body.preset else None
         params = params_of(body, preset)
         require_model()
@@ -316,6 +316,9 @@ def create_messages_api(services: Services) -> APIRouter:
                 services.cancels.end(shape.id, cancel)
 
         headers = ignored_header(ignored)
+        if loose:  # schemas sent without strict: shaped by the grammar, these checked only afterwards
+            log.info("Schema constraints not enforced by the grammar: %s", "; ".join(loose))
+            headers["x-webui-not-enforced"] = "; ".join(loose).encode("ascii", "replace").decode("ascii")[:500]
         try:
             job = services.generator.submit(
                 params=params,
