@@ -151,3 +151,20 @@ def test_numeric_bounds_are_enforced_so_strict_schemas_with_them_pass():
     rating = {"type": "object", "properties": {"stars": {"type": "integer", "minimum": 1, "maximum": 5}}}
     strict_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": rating, "strict": True}}
     assert check_request(ChatRequest([USER], response_format=strict_format)) == []
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "json_schema", "json_schema": "a string"},
+        {"type": "json_schema", "json_schema": {"schema": "not a schema"}},
+        {"type": "json_schema", "json_schema": {"schema": {"type": "object"}, "strict": "yes"}},
+        {"type": 3},
+        {},
+    ],
+)
+def test_odd_response_formats_are_clear_errors_not_crashes(response_format):
+    try:
+        check_request(ChatRequest([USER], response_format=response_format))
+    except SchemaError:
+        pass

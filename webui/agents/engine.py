@@ -135,12 +135,16 @@ def check_request(req: ChatRequest) -> list[str]:
     if choice.mode == "required" and not req.tools:
         raise SchemaError("tool_choice is 'required' but no tools were sent.")
     fmt = req.response_format
+    if fmt is not None and not isinstance(fmt, dict):
+        raise SchemaError('response_format must be an object such as {"type": "json_object"}.')
     if fmt is not None:
         kind = fmt.get("type")
         if kind not in ("text", "json_object", "json_schema"):
             raise SchemaError(f"response_format.type {kind!r} is not one of text, json_object, json_schema.")
         if kind == "json_schema":
             spec = fmt.get("json_schema") or {}
+            if not isinstance(spec, dict):
+                raise SchemaError("response_format.json_schema must be an object with a 'schema'.")
             schema = spec.get("schema")
             if schema is None:
                 raise SchemaError("response_format.json_schema.schema is missing.")
