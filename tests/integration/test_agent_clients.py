@@ -327,6 +327,15 @@ def autogen_client(server, **create_args: Any):
     )
 
 
+def run_in_own_loop(coro: Any) -> Any:
+    """Run ``coro`` on a fresh event loop in a thread of its own: in a full run the browser tests'
+    Playwright leaves an event loop running in the main thread, where asyncio.run() refuses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result(timeout=600)
+
+
 def test_autogen_model_client_calls_a_named_tool_and_parses_structured_output(server):
     from autogen_core.models import UserMessage
     from autogen_core.tools import FunctionTool
@@ -350,7 +359,7 @@ def test_autogen_model_client_calls_a_named_tool_and_parses_structured_output(se
             await model_client.close()
         return called, structured
 
-    called, structured = asyncio.run(run())
+    called, structured = run_in_own_loop(run())
     assert called.finish_reason == "function_calls"
     (call,) = called.content
     assert call.name == "get_weather" and call.id
@@ -379,7 +388,7 @@ def test_autogen_agent_runs_its_tool(server):
         finally:
             await model_client.close()
 
-    result = asyncio.run(run())
+    result = run_in_own_loop(run())
     assert len(cities) == 1 and cities[0]
     requests = [m for m in result.messages if isinstance(m, ToolCallRequestEvent)]
     executions = [m for m in result.messages if isinstance(m, ToolCallExecutionEvent)]

@@ -77,7 +77,7 @@ def test_the_backend_receives_the_params_of_the_request(gen, monkeypatch):
     import webui.loaders.llamacpp as mod
 
     real = mod.build_sampler
-    monkeypatch.setattr(mod, "build_sampler", lambda llm, p, n, eog: seen.append(p) or real(llm, p, n, eog))
+    monkeypatch.setattr(mod, "build_sampler", lambda llm, p, n, eog, **kw: seen.append(p) or real(llm, p, n, eog, **kw))
     params = SamplingParams(
         seed=7,
         temperature=0.3,

@@ -405,3 +405,10 @@ def test_a_tool_schema_keyword_the_grammar_leaves_out_is_named_in_a_header(tmp_p
     strict = {**tool, "strict": True}
     r = TestClient(app).post("/v1/messages", json={**BODY, "tools": [strict]})
     assert r.status_code == 400 and "multipleOf" in r.json()["error"]["message"]
+
+
+def test_a_body_that_is_not_json_is_a_400_in_anthropics_shape(tmp_path, loaders):
+    app, _ = app_for(tmp_path, loaders)
+    r = TestClient(app).post("/v1/messages", content=b"PH\xf1s", headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"

@@ -21,11 +21,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from webui.agents.engine import Reply, ReplyAssembler, ReplyEvent, chat_prepare, check_request
 from webui.api.anthropic_schemas import CountTokensRequest, MessagesRequest, chat_request_of, params_of

@@ -275,9 +275,9 @@ def create_api(services: Services) -> APIRouter:
 
     @router.post("/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
-        require_model()
-        chat = chat_request_of(req)
+        chat = chat_request_of(req)  # first: a bad name (character, preset) is a 400 with or without a model
         loose = check_request(chat)
+        require_model()
         refuse_oversized([str(m.get("content") or "") for m in chat.messages])
         updates = {"max_tokens": req.max_completion_tokens} if req.max_completion_tokens else {}
         params = params_of(req, **updates)
