@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 
 from webui.agents.engine import Reply, ReplyAssembler, ReplyEvent, chat_prepare, check_request
 from webui.api.anthropic_schemas import CountTokensRequest, MessagesRequest, chat_request_of, params_of
+from webui.api.errors import header_text
 from webui.api.streaming import collect_with, event_stream, first_chunk, rest_of
 from webui.errors import GenerationError, NoModelLoadedError, UnauthorizedError, WebUIError
 from webui.generation.scheduler import GenerationJob, GenerationStats, Prepared
@@ -290,7 +291,7 @@ def create_messages_api(services: Services) -> APIRouter:
         if not ignored:
             return {}
         log.info("Messages API fields not used by this server: %s", ", ".join(ignored))
-        return {"x-webui-ignored-fields": ", ".join(ignored)}
+        return {"x-webui-ignored-fields": header_text(", ".join(ignored))}
 
     def ran_on(job: GenerationJob) -> str:
         if job.stats is not None and job.stats.model:
@@ -319,7 +320,7 @@ def create_messages_api(services: Services) -> APIRouter:
         headers = ignored_header(ignored)
         if loose:  # schemas sent without strict: shaped by the grammar, these checked only afterwards
             log.info("Schema constraints not enforced by the grammar: %s", "; ".join(loose))
-            headers["x-webui-not-enforced"] = "; ".join(loose).encode("ascii", "replace").decode("ascii")[:500]
+            headers["x-webui-not-enforced"] = header_text("; ".join(loose))
         try:
             job = services.generator.submit(
                 params=params,

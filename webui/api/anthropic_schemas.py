@@ -213,6 +213,8 @@ def chat_request_of(body: CountTokensRequest) -> tuple[ChatRequest, list[str]]:
         fields.check(message, "messages[].", frozenset())
         messages += _openai_messages(message, i, fields)
     messages = _merge_turns(messages)
+    if not any(m["role"] != "system" for m in messages):
+        raise InvalidMessagesError("messages: there is no message to answer (every message is empty).")
     if messages[-1]["role"] == "assistant":
         raise UnsupportedFeatureError(
             "The last message is the assistant's (a prefill, to continue it): that is not supported yet. "

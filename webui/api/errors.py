@@ -18,6 +18,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from webui.errors import WebUIError
 
 
+def header_text(text: str, limit: int = 500) -> str:
+    """``text`` as a response header can carry it: ASCII (other characters escaped), at most ``limit``
+    characters (field names come from the client and may be anything)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii").replace("\r", " ").replace("\n", " ")[:limit]
+
+
 def error_body(
     message: str, type_: str = "invalid_request_error", code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:

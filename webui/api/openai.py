@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webui.agents.engine import ChatRequest, Reply, ReplyAssembler, ReplyEvent, chat_prepare, check_request
 from webui.agents.types import ToolChoice, ToolSpec
-from webui.api.errors import error_of
+from webui.api.errors import error_of, header_text
 from webui.api.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest, LoadModelRequest
 from webui.api.streaming import collect_with, event_stream, first_chunk, rest_of
 from webui.errors import (
@@ -216,7 +216,7 @@ def create_api(services: Services) -> APIRouter:
             return {}
         if req.unknown_fields():
             log.info("Request fields this server does not know (ignored): %s", ", ".join(req.unknown_fields()))
-        return {"x-webui-ignored-fields": ", ".join(ignored)}
+        return {"x-webui-ignored-fields": header_text(", ".join(ignored))}
 
     @router.post("/completions")
     async def completions(req: CompletionRequest, request: Request) -> Any:
@@ -287,7 +287,7 @@ def create_api(services: Services) -> APIRouter:
         if loose:
             # Sent without "strict": shaped by the grammar, these checked only after generation.
             log.info("Schema constraints not enforced by the grammar: %s", "; ".join(loose))
-            headers["x-webui-not-enforced"] = "; ".join(loose).encode("ascii", "replace").decode("ascii")[:500]
+            headers["x-webui-not-enforced"] = header_text("; ".join(loose))
         if req.stream:
             return await stream_response(request, reply, jobs, headers, chat_events(reply, jobs, req))
         try:
@@ -396,7 +396,7 @@ def create_api(services: Services) -> APIRouter:
         if not note or getattr(note, "key", "") in ("template.note_own", "template.note_override"):
             return {}
         log.warning("%s", note)
-        return {"x-webui-template-note": str(note).encode("ascii", "replace").decode("ascii")[:300]}
+        return {"x-webui-template-note": header_text(str(note), 300)}
 
     def ran_on(job: GenerationJob) -> str:
         if job.stats is not None and job.stats.model:
