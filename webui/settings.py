@@ -274,6 +274,8 @@ REMEMBERED_KEYS = (
     "template_overrides",
     "chat_setup",
     "compare",
+    "tools_allow_read_only",
+    "tools_folder",
 )
 
 

@@ -161,3 +161,15 @@ def test_regenerate_replaces_the_calls_and_tool_messages_survive_a_reload(servic
     assert len(chat.messages[-1].versions) == 2
     reloaded = service.store.load("Assistant", chat.id)
     assert reloaded.messages[-1].content == "Just 42." and reloaded.pending_calls() == []
+
+
+def test_a_new_message_starts_with_all_its_rounds(service):
+    ScriptedBackend.script = [CALL_TEXT, "No more tools.", CALL_TEXT]
+    chat = service.store.new("Assistant")
+    chat.tool_rounds = 1
+    first = turn(service, chat, "send", "6*7?")
+    service.resolve_call(chat, first.tool_calls[0].id, ToolResult("42"))
+    limited = turn(service, chat, "respond")
+    assert "limit of 1 round" in limited.notice
+    again = turn(service, chat, "send", "And 6*8?")  # the user wrote: a new answer, a new round budget
+    assert again.tool_calls and not again.notice

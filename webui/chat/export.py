@@ -7,23 +7,51 @@ pressed; files there are written atomically like every other file of the app.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from webui.chat.history import Chat
+from webui.chat.history import Chat, Message
 from webui.storage import atomic_write_text, safe_name
 
 ExportKind = Literal["json", "md"]
 
 
 def chat_markdown(chat: Chat, character_name: str, user_name: str) -> str:
-    """The chat as Markdown: its title, then each user and assistant message under its speaker."""
+    """The chat as Markdown: its title, then each user and assistant message under its speaker; a reply's
+    tool calls follow it, each with its arguments and its result (or that it was skipped or is waiting)."""
     names = {"user": user_name, "assistant": character_name}
+    results = {m.tool_call_id: m for m in chat.messages if m.role == "tool"}
     lines = [f"# {chat.title}", ""]
     for m in chat.messages:
-        if m.role in names:
+        if m.role not in names:
+            continue
+        if m.content or not m.tool_calls:
             lines += [f"**{names[m.role]}:**", "", m.content, ""]
+        for call in m.tool_calls if m.role == "assistant" else []:
+            lines += _call_markdown(call, results.get(str(call.get("id", ""))))
     return "\n".join(lines)
+
+
+def _call_markdown(call: dict[str, Any], result: Message | None) -> list[str]:
+    function = call.get("function") or {}
+    arguments = str(function.get("arguments", "") or "{}")
+    try:
+        arguments = json.dumps(json.loads(arguments), ensure_ascii=False, indent=2)
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    lines = [f"**Tool call: `{function.get('name', '')}`**", "", _fenced(arguments, "json"), ""]
+    if result is None:
+        return [*lines, "*No result (the call was waiting for Run or Skip).*", ""]
+    how = {"skipped": " (skipped)", "error": " (error)"}.get(result.status, "")
+    return [*lines, f"**Result{how}:**", "", _fenced(result.content), ""]
+
+
+def _fenced(text: str, lang: str = "") -> str:
+    """``text`` in a code block whose fence no run of backticks inside it can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text}\n{fence}"
 
 
 def chat_json(chat: Chat) -> str:

@@ -272,7 +272,12 @@ class ChatService:
         notice = ""
         if tools and options.mode != "instruct":
             tools, notice = [], "Tools work in instruct mode only: this reply is written without them."
-        if tools and chat.tool_rounds_used() >= chat.tool_rounds:
+        # Rounds already taken by the reply being written: none for a new message; a regenerated reply's
+        # own calls do not count against it.
+        used = 0 if action == "send" else chat.tool_rounds_used()
+        if action == "regenerate" and last is not None and last.tool_calls:
+            used -= 1
+        if tools and used >= chat.tool_rounds:
             tools = []
             notice = (
                 f"The limit of {chat.tool_rounds} rounds of tool calls was reached: the model answers without tools."

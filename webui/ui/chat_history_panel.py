@@ -8,6 +8,7 @@ Thin over the services: the list and the search come from the chat index
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,10 @@ class HistoryPanel:
                 self.download_json = gr.DownloadButton(t("chat.download_json"), elem_id="chat-download-json", size="sm")
                 self.download_md = gr.DownloadButton(t("chat.download_md"), elem_id="chat-download-md", size="sm")
             self.upload = gr.UploadButton(t("chat.upload_json"), file_types=[".json"], elem_id="chat-upload", size="sm")
-        #: What :meth:`show` fills in: the chat box, the open chat, the list, the title and the chat's
-        #: set-up inputs (set by wire).
+        #: What :meth:`show` fills in: the chat box, the open chat, the list, the title, the chat's
+        #: set-up inputs and its tool settings (set by wire).
         self.outputs: list[Any] = []
+        self._extra_values: Callable[[Chat], list[Any]] = lambda chat: []
 
     # --- what the other parts of the tab use ----------------------------------------------------
     def choices(self, character: str, search: str = "") -> list[tuple[str, str]]:
@@ -87,13 +89,28 @@ class HistoryPanel:
             self.listed(chat.character, chat.id),
             chat.title,
             *self.page.setup_values(chat),
+            *self._extra_values(chat),
         ]
 
     # --- events ---------------------------------------------------------------------------------
-    def wire(self, *, chatbot: Any, current: Any, character_dd: Any, user_name: Any, setup: list[Any]) -> None:
-        """``setup``: the set-up inputs a chat restores (mode, system prompt, name, about you, template, its note)."""
+    def wire(
+        self,
+        *,
+        chatbot: Any,
+        current: Any,
+        character_dd: Any,
+        user_name: Any,
+        setup: list[Any],
+        extra_outputs: list[Any] | None = None,
+        extra_values: Callable[[Chat], list[Any]] | None = None,
+    ) -> None:
+        """``setup``: the set-up inputs a chat restores (mode, system prompt, name, about you, template, its
+        note); ``extra_outputs``: more that opening a chat fills in, with ``extra_values(chat)`` (the Tools
+        panel's tool settings and approval row)."""
         services, page = self.services, self.page
-        list_outs = self.outputs = [chatbot, current, self.chats_dd, self.title, *setup]
+        list_outs = self.outputs = [chatbot, current, self.chats_dd, self.title, *setup, *(extra_outputs or [])]
+        if extra_values is not None:
+            self._extra_values = extra_values
         show = self.show
 
         @ui_errors

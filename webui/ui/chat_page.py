@@ -11,8 +11,10 @@ character switch) puts its set-up back into them; a new chat starts with the las
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
 
@@ -32,6 +34,8 @@ from webui.ui.i18n import page_language, tr
 #: (bench/ui.py, docs/performance.md).
 DISPLAY_WINDOW = 60
 EARLIER_MARK = "<!--earlier-->"
+#: The tool settings a new chat takes from the last one used.
+REMEMBERED_TOOL_FIELDS = ("tools", "tool_rounds")
 #: The template dropdown's choice for "the model's own chat template" (saved in a chat as "").
 MODEL_TEMPLATE = "(model's own template)"
 
@@ -77,11 +81,88 @@ def stats_line(message: Message, lang: str | None = None) -> str:
     return " · ".join(parts)
 
 
-def is_thought(entry: Any) -> bool:
-    """A shown entry that is a reply's thinking (a collapsible block above it), not a message."""
+def _title(entry: Any) -> str:
     metadata = entry.get("metadata") if isinstance(entry, dict) else getattr(entry, "metadata", None)
     title = metadata.get("title") if isinstance(metadata, dict) else getattr(metadata, "title", None)
-    return bool(title)
+    return title if isinstance(title, str) else ""
+
+
+def is_thought(entry: Any) -> bool:
+    """A shown entry that is not a message of its own: a reply's thinking or one of its tool calls
+    (a collapsible block with a metadata title)."""
+    return bool(_title(entry))
+
+
+#: Start of a tool call block's title (then the tool's name).
+TOOL_MARK = "🔧 "
+#: What a shown entry is: a message's text, its thinking, or one of its tool calls.
+EntryKind = Literal["text", "thinking", "tool"]
+
+
+def fenced(text: str, lang: str = "") -> str:
+    """``text`` in a Markdown code block whose fence no run of backticks inside it can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def pretty_arguments(arguments: str) -> str:
+    """A call's arguments as indented JSON (as the model wrote them if they are not JSON)."""
+    try:
+        return json.dumps(json.loads(arguments or "{}"), ensure_ascii=False, indent=2)
+    except (json.JSONDecodeError, RecursionError):
+        return arguments
+
+
+def tool_results(chat: Chat) -> dict[str, Message]:
+    """The ``tool`` messages of ``chat`` by the id of the call they answer."""
+    return {m.tool_call_id: m for m in chat.messages if m.role == "tool" and m.tool_call_id}
+
+
+def tool_block(call: dict[str, Any], result: Message | None, lang: str) -> dict[str, Any]:
+    """One tool call as a collapsible block: its arguments, then its result (pending until it has one)."""
+    function = call.get("function") or {}
+    name = str(function.get("name", ""))
+    body = f"**{tr('chat.tool_arguments', lang)}**\n\n{fenced(pretty_arguments(str(function.get('arguments', ''))), 'json')}"
+    title = TOOL_MARK + name
+    if result is None:
+        title += f" · {tr('chat.tool_waiting', lang)}"
+    else:
+        if result.status == "skipped":
+            title += f" · {tr('chat.tool_skipped', lang)}"
+        elif result.status == "error":
+            title += f" · ⚠ {tr('chat.tool_error', lang)}"
+        body += f"\n\n**{tr('chat.tool_result', lang)}**\n\n{fenced(result.content)}"
+    return {
+        "role": "assistant",
+        "content": body,
+        "metadata": {"title": title, "status": "pending" if result is None else "done"},
+    }
+
+
+def _entries(chat: Chat, shown: list[int], lang: str, thinking: bool) -> list[tuple[int, EntryKind, dict[str, Any]]]:
+    """The box's entries for the messages ``shown`` (indices into ``chat.messages``), each with the
+    message it belongs to and what part of it it is."""
+    results = tool_results(chat) if any(chat.messages[i].tool_calls for i in shown) else {}
+    out: list[tuple[int, EntryKind, dict[str, Any]]] = []
+    for n, i in enumerate(shown):
+        m = chat.messages[i]
+        if m.role == "assistant" and m.reasoning:
+            status = "pending" if thinking and n == len(shown) - 1 else "done"
+            thought = {
+                "role": "assistant",
+                "content": m.reasoning,
+                "metadata": {"title": tr("chat.thinking", lang), "status": status},
+            }
+            out.append((i, "thinking", thought))
+        if m.content or not m.tool_calls:  # a reply that is only tool calls has no text bubble
+            line = stats_line(m, lang) if m.role == "assistant" else ""
+            out.append(
+                (i, "text", {"role": m.role, "content": m.content, **({"metadata": {"log": line}} if line else {})})
+            )
+        for call in m.tool_calls if m.role == "assistant" else []:
+            out.append((i, "tool", tool_block(call, results.get(str(call.get("id", ""))), lang)))
+    return out
 
 
 def to_display(
@@ -92,49 +173,61 @@ def to_display(
 
     A reply with a reasoning model's thinking has it in a "Thinking" block (a Chatbot thought: an entry
     with a metadata title) right above it, collapsed; open while the model is still thinking
-    (``thinking``: the last reply's thinking is under way).
+    (``thinking``: the last reply's thinking is under way). A reply's tool calls follow it, each a
+    collapsed block titled "🔧 <tool>" holding the arguments and then the result (status pending until
+    the result is in; skipped and failed calls say so in the title); the ``tool`` messages themselves
+    are not shown, and a reply that is only calls has no text bubble.
 
     With ``window``, only the newest ``window`` messages are shown, after a first line saying how
     many earlier ones are hidden; the shown ones are always the newest (a suffix), which is how
-    :func:`shown_offset` maps a clicked message back to the chat.
+    :func:`entry_targets` maps a clicked entry back to the chat.
     """
     if chat is None:
         return []
     lang = lang or page_language()
-    visible = [m for m in chat.messages if m.role in ("user", "assistant")]
+    visible = [i for i, m in enumerate(chat.messages) if m.role in ("user", "assistant")]
     hidden = max(0, len(visible) - window) if window else 0
     out: list[dict[str, Any]] = []
     if hidden:
         out.append({"role": "assistant", "content": EARLIER_MARK + tr("chat.earlier_hidden", lang, n=hidden)})
-    shown = visible[hidden:]
-    for i, m in enumerate(shown):
-        if m.role == "assistant" and m.reasoning:
-            status = "pending" if thinking and i == len(shown) - 1 else "done"
-            out.append(
-                {
-                    "role": "assistant",
-                    "content": m.reasoning,
-                    "metadata": {"title": tr("chat.thinking", lang), "status": status},
-                }
-            )
-        line = stats_line(m, lang) if m.role == "assistant" else ""
-        out.append({"role": m.role, "content": m.content, **({"metadata": {"log": line}} if line else {})})
-    return out
+    return out + [entry for _, _, entry in _entries(chat, visible[hidden:], lang, thinking)]
+
+
+def _is_marked(shown: list[Any]) -> bool:
+    first = shown[0] if shown else None
+    content = first.get("content") if isinstance(first, dict) else getattr(first, "content", None)
+    if isinstance(content, list) and content:  # what the page sends back: a list of parts
+        part = content[0]
+        content = part.get("text") if isinstance(part, dict) else getattr(part, "text", None)
+    return isinstance(content, str) and content.startswith(EARLIER_MARK)
+
+
+def entry_targets(chat: Chat, shown: list[Any] | None, lang: str | None = None) -> list[tuple[int, EntryKind] | None]:
+    """For each entry of the box (as the page has it), the chat message it shows (an index into
+    ``chat.messages``) and which part of it; None for the 'earlier messages' line (and for every entry
+    when the box does not match the chat any more)."""
+    shown = list(shown or [])
+    marked = _is_marked(shown)
+    visible = [i for i, m in enumerate(chat.messages) if m.role in ("user", "assistant")]
+    full = [(i, kind) for i, kind, _ in _entries(chat, visible, lang or "en", False)]
+    n = len(shown) - marked
+    if n > len(full):
+        return [None] * len(shown)
+    return [None] * marked + list(full[len(full) - n :])
 
 
 def shown_offset(n_visible: int, shown: list[Any] | None) -> tuple[int, bool]:
-    """(chat index of the first shown message, whether the box starts with the 'earlier' line)."""
+    """(chat index of the first shown message, whether the box starts with the 'earlier' line), for a
+    chat without tool calls (:func:`entry_targets` maps any chat)."""
     shown = list(shown or [])
-    first = shown[0] if shown else None
-    content = first.get("content") if isinstance(first, dict) else getattr(first, "content", None)
-    marked = isinstance(content, str) and content.startswith(EARLIER_MARK)
+    marked = _is_marked(shown)
     thoughts = sum(1 for entry in shown if is_thought(entry))
     return n_visible - (len(shown) - marked - thoughts), marked
 
 
 def shown_target(n_visible: int, shown: list[Any] | None, index: int) -> tuple[int, bool] | None:
     """Which visible message the shown entry ``index`` is, and whether it is its thinking (True) or its
-    text; None for the 'earlier messages' line."""
+    text; None for the 'earlier messages' line (a chat without tool calls: see :func:`entry_targets`)."""
     shown = list(shown or [])
     offset, marked = shown_offset(n_visible, shown)
     if (marked and index == 0) or not 0 <= index < len(shown):
@@ -174,6 +267,7 @@ class ChatPage:
         Not on disk until its first message."""
         chat = self.services.chats.new(character)
         chat.apply_setup(self.last_setup())
+        chat.apply_tool_setup(self.last_tool_setup())
         if chat_id:
             chat.id = chat_id
         first = greeting_message(self.services.characters.load(character), chat.persona_name or "You")
@@ -191,10 +285,24 @@ class ChatPage:
         saved = self.services.settings.chat_setup
         return clean_setup(saved if isinstance(saved, dict) else {})
 
+    def last_tool_setup(self) -> dict[str, Any]:
+        """The tools (and the round limit) of the chat used last: what a new chat starts with (kept in
+        settings.yaml's ``chat_setup`` beside the set-up; "always allow" and the force switch are per chat)."""
+        saved = self.services.settings.chat_setup
+        return clean_setup(saved if isinstance(saved, dict) else {}, REMEMBERED_TOOL_FIELDS)
+
     def remember_setup(self, setup: dict[str, Any]) -> None:
         setup = clean_setup(setup)
         if setup != self.last_setup():
-            save_or_warn(lambda: self.services.remember(chat_setup=setup))
+            merged = {**self.last_tool_setup(), **setup}
+            save_or_warn(lambda: self.services.remember(chat_setup=merged))
+
+    def remember_tools(self, chat: Chat) -> None:
+        """``chat``'s tools and round limit are what the next new chat starts with."""
+        tools = {k: v for k, v in chat.tool_setup().items() if k in REMEMBERED_TOOL_FIELDS}
+        if tools != self.last_tool_setup():
+            merged = {**self.last_setup(), **tools}
+            save_or_warn(lambda: self.services.remember(chat_setup=merged))
 
     def keep_setup(self, state: Any, character: str, *values: Any) -> None:
         """The set-up inputs changed: save them into the open chat, and remember them for new chats.

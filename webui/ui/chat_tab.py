@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import gradio as gr
 
+from webui.agents.types import ToolChoice
 from webui.catalogue import in_language
 from webui.characters.character import DEFAULT_CHARACTER
 from webui.chat.history import Chat, Message
@@ -27,14 +28,15 @@ from webui.ui.chat_page import (
     EARLIER_MARK,
     MODEL_TEMPLATE,
     ChatPage,
+    entry_targets,
     shown_offset,
-    shown_target,
     stats_line,
     to_display,
 )
-from webui.ui.common import Frames, error_text, error_toast, save_or_warn, ui_errors, warn
+from webui.ui.common import Frames, error_text, error_toast, inform, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import params_from_values
+from webui.ui.tools_panel import ToolsPanel, apply_panel, call_parts
 
 __all__ = [
     "DISPLAY_WINDOW",
@@ -48,6 +50,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The approval row's buttons: what ``act`` does with the call it asked about.
+DECISIONS = ("run", "skip", "always")
 
 #: Client-side, on every change of the chat box: the line under it shows the stats of the last reply
 #: (``to_display`` keeps them in the message's metadata, out of its text: the edit box, Copy).
@@ -94,6 +99,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 group_consecutive_messages=False,
             )
             reply_stats = gr.Markdown("", elem_id="chat-reply-stats")
+            tools_panel = ToolsPanel(services, page)
+            tools_panel.build_approval()
             with gr.Row():
                 # lines=1 (growing to max_lines): Enter sends, Shift+Enter adds a line (Gradio's rule)
                 message = gr.Textbox(
@@ -150,6 +157,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 elem_id="chat-thinking",
                 visible=False,
             )
+            tools_panel.build()
             history = HistoryPanel(services, page)
             people.build_cards_and_editor()
 
@@ -172,9 +180,10 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     keep = gr.update()
 
     def act(
-        action: Action,
+        action: str,
         request: gr.Request,
         state: Any,
+        asking: str | None,
         text: str,
         character: str,
         mode_v: str,
@@ -184,15 +193,26 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         tpl: str,
         think: bool,
         prefix: str,
+        tool_names: list[str] | None,
+        force: bool,
+        rounds: float | None,
         *values: Any,
     ) -> Any:
-        """Send / Regenerate / Continue / Impersonate, streamed into the chat box.
+        """Send / Regenerate / Continue / Impersonate, and Run / Skip / Always allow of a tool call,
+        streamed into the chat box.
+
+        After a reply that made tool calls, the calls that may run without asking run at once and the
+        others wait in the approval row (the handler ends there; Run / Skip / Always come back here with
+        the call they answer). Once every call of a reply has its result the model answers them
+        ("respond"), and so on until a reply makes no calls (the chat's round limit ends it too: its
+        notice is shown). Stop ends the loop and a running tool (that call waits again).
 
         The message box is left alone while the reply streams (what the user types meanwhile stays):
         a Send empties it once at the start, an Impersonate writes into it. It never raises: an error
-        goes out in the last value (``turn_error``) for the next step to show as a pop-up, since a handler
-        that raises puts Gradio's "Error" badge in place of its outputs - here, the whole chat.
-        Outputs: chat box, message box, open chat, meter, template note, Send button, turn_error.
+        goes out in ``turn_error`` for the next step to show as a pop-up, since a handler that raises
+        puts Gradio's "Error" badge in place of its outputs - here, the whole chat.
+        Outputs: chat box, message box, open chat, meter, template note, Send button, turn_error, tool
+        notice, and the approval row's four (:attr:`ToolsPanel.approval_outputs`).
         """
         lang = page_language(request)
         session = request.session_hash or "anonymous"
@@ -200,58 +220,139 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             cancel = None if services.cancels.running(session) else services.cancels.start(session)
         if cancel is None:  # this page is already writing a reply (or a notebook text, a comparison)
             warn(tr("chat.busy", lang), lang)
-            yield keep, keep, keep, keep, keep, keep, None
+            yield keep, keep, keep, keep, keep, keep, None, keep, keep, keep, keep, keep
             return
-        view: Any = keep
-        box: Any = keep
-        opened: Any = keep
-        meter: Any = keep
-        note: Any = keep
+        ui: dict[str, Any] = {"box": keep, "opened": keep, "meter": keep, "note": keep, "tool_note": keep}
+        approval: list[Any] = tools_panel.approval_values(None, lang)  # hidden while the turn runs
         error: str | None = None
+        view: Any = keep
         chat: Chat | None = None
         turn: Turn | None = None
+        notices: list[str] = []
+
+        def out(view: Any, send_button: Any = keep) -> tuple[Any, ...]:
+            return (
+                view,
+                ui["box"],
+                ui["opened"],
+                ui["meter"],
+                ui["note"],
+                send_button,
+                None,
+                ui["tool_note"],
+                *approval,
+            )
+
         try:
             chat = open_chat(state, character)
-            # the chat keeps the set-up it is sent with
+            # the chat keeps the set-up (and the Tools panel's values) it is sent with
             page.use_setup(chat, mode_v, system, name, bio, tpl, think)
-            turn = services.chat_service.turn(
-                chat,
-                action,
-                text=text,
-                character=characters.load(character),
-                options=options_of(mode_v, system, name, bio, think is not False),
-                params=params_from_values(values),
-                cancel=cancel,
-                reply_prefix=prefix or "",
-            )
-            opened = remember_open(chat)
+            apply_panel(chat, tools_panel.usable(), tool_names, force, rounds)
+            page.remember_tools(chat)
+            specs = services.tools.specs(chat.tools)
+            speaker = characters.load(character)
+            options = options_of(mode_v, system, name, bio, think is not False)
+            params = params_from_values(values)
+
+            def start(kind: Action) -> Turn:
+                # "make the model call a tool" holds for what the user asks, never for answering results
+                forced = chat.force_tool and bool(specs) and kind in ("send", "regenerate")
+                return services.chat_service.turn(
+                    chat,
+                    kind,
+                    text=text if kind == "send" else "",
+                    character=speaker,
+                    options=options,
+                    params=params,
+                    cancel=cancel,
+                    reply_prefix=(prefix or "") if kind != "respond" else "",
+                    tools=specs if kind != "impersonate" else [],
+                    tool_choice=ToolChoice("required") if forced else None,
+                )
+
+            def stream(turn: Turn, kind: Action) -> Any:
+                frames = Frames()
+                for partial in turn:
+                    if kind == "impersonate":
+                        ui["box"] = partial  # the model writes your next message into the input box
+                    if frames.due():  # the last text is sent after the loop in any case
+                        yield out(display(chat, lang, thinking=turn.thinking))
+                ui["meter"] = meter_text(turn.prompt, lang)
+                prompt = turn.prompt
+                if prompt is not None and prompt.template_note:
+                    ui["note"] = in_language(prompt.template_note, lang)
+                if turn.notice:
+                    notices.append(turn.notice)
+                    ui["tool_note"] = "\n\n".join(f"ⓘ {n}" for n in notices)
+                    inform(turn.notice, lang)
+
             generating = gr.update(value=tr("chat.generating", lang), elem_classes=["generating"])
-            if action == "send":  # the message at once, before the reply starts; the box empties once
-                yield display(chat, lang)[:-1], "", opened, keep, keep, generating, None
+            decision = (action, asking) if action in DECISIONS else None
+            ui["tool_note"] = ""
+            if decision is not None:
+                if asking not in {c.get("id") for c in chat.pending_calls()}:
+                    raise WebUIError("That tool call has already been answered.", key="chat.tool_gone")
+                ui["opened"] = remember_open(chat)
             else:
-                yield display(chat, lang), keep, opened, keep, keep, generating, None
-            frames = Frames()
-            for partial in turn:
-                if action == "impersonate":
-                    box = partial  # the model writes your next message into the input box
-                if frames.due():  # the last text is sent after the loop in any case
-                    yield display(chat, lang, thinking=turn.thinking), box, opened, keep, keep, keep, None
-            view, meter = display(chat, lang), meter_text(turn.prompt, lang)
-            prompt = turn.prompt
-            if prompt is not None and prompt.template_note:
-                note = in_language(prompt.template_note, lang)
+                kind = cast(Action, action)
+                if kind == "continue" and chat.messages and chat.messages[-1].role == "tool":
+                    kind = "respond"  # stopped after the results: Continue lets the model answer them
+                turn = start(kind)
+                ui["opened"] = remember_open(chat)
+                if kind == "send":  # the message at once, before the reply starts; the box empties once
+                    ui["box"] = ""
+                    yield out(display(chat, lang)[:-1], generating)
+                    ui["box"] = keep
+                else:
+                    yield out(display(chat, lang), generating)
+                yield from stream(turn, kind)
+            while action != "impersonate" and not cancel.is_set():
+                pending = chat.pending_calls()
+                if pending:
+                    call_id, tool, arguments = call_parts(pending[0])
+                    if decision is not None and decision[1] == call_id:
+                        verdict = decision[0]
+                    elif tools_panel.may_run(chat, tool):
+                        verdict = "run"
+                    else:
+                        break  # it waits for the user (the approval row)
+                    decision = None
+                    if verdict == "always":
+                        if tool not in chat.tools_always:
+                            chat.tools_always.append(tool)
+                            services.chats.save(chat, touch=False)
+                        verdict = "run"
+                    if verdict == "skip":
+                        services.chat_service.resolve_call(chat, call_id, None)
+                    else:
+                        yield out(display(chat, lang), generating)
+                        result = services.tools.run(tool, arguments, cancel)
+                        if cancel.is_set():
+                            break  # stopped: the call waits again for Run or Skip
+                        services.chat_service.resolve_call(chat, call_id, result)
+                    yield out(display(chat, lang))
+                    continue
+                if not chat.messages or chat.messages[-1].role != "tool":
+                    break  # a reply without calls: the answer
+                turn = start("respond")
+                yield out(display(chat, lang), generating)
+                yield from stream(turn, "respond")
+            view = display(chat, lang)
         except Exception as exc:
             error = failure_text(exc, lang)
             if turn is not None and chat is not None:
-                if action == "send" and turn.job.prepared is None:
+                if action == "send" and turn.action == "send" and turn.job.prepared is None:
                     # The model never saw it (unloaded meanwhile...): take the message back into the box,
                     # so a second Send does not leave it twice in the chat.
-                    box = remove_last(chat) or box
+                    ui["box"] = remove_last(chat) or ui["box"]
                     save_or_warn(lambda: services.chats.save(chat), lang)
                 view = display(chat, lang)
         finally:
             services.cancels.end(session, cancel)
-        yield view, box, opened, meter, note, keep, error
+        if chat is not None:
+            pending = chat.pending_calls()
+            approval[:] = tools_panel.approval_values(pending[0] if pending else None, lang)
+        yield (*out(view)[:6], error, *out(view)[7:])
 
     def after_turn(request: gr.Request, character: str, state: Any) -> list[Any]:
         """The chats list and title after a turn, and the Send button back to normal once nothing runs."""
@@ -286,15 +387,32 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             template_dd,
             thinking,
             start_with,
+            tools_panel.tools,
+            tools_panel.force,
+            tools_panel.rounds,
             *param_components,
         ]
-        outs = [chatbot, message, current, meter, template_note, send, turn_error]
+        common.insert(1, tools_panel.asking)
+        outs = [
+            chatbot,
+            message,
+            current,
+            meter,
+            template_note,
+            send,
+            turn_error,
+            tools_panel.note,
+            *tools_panel.approval_outputs,
+        ]
         for trigger, action in (
             (send.click, "send"),
             (message.submit, "send"),
             (regenerate.click, "regenerate"),
             (cont.click, "continue"),
             (impersonate.click, "impersonate"),
+            (tools_panel.run.click, "run"),
+            (tools_panel.skip.click, "skip"),
+            (tools_panel.always.click, "always"),
         ):
             # .then follows a turn that ended in an error too: Send is back to normal, then the pop-up.
             trigger(_bind(act, action), common, outs, concurrency_limit=None, show_progress="hidden").then(
@@ -313,11 +431,13 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     @ui_errors
     def on_remove(state: Any, character: str) -> Any:
         chat = open_chat(state, character)
-        text = remove_last(chat)
+        text = remove_exchange(chat)
         services.chats.save(chat)
-        return display(chat), text, remember_open(chat)
+        return display(chat), text, remember_open(chat), *tools_panel.approval_values(None, page_language())
 
-    remove.click(on_remove, [current, character_dd], [chatbot, message, current], queue=False)
+    remove.click(
+        on_remove, [current, character_dd], [chatbot, message, current, *tools_panel.approval_outputs], queue=False
+    )
 
     @ui_errors
     def on_version(delta: int, state: Any, character: str) -> Any:
@@ -335,20 +455,20 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     @ui_errors
     def on_edit(state: Any, character: str, shown: Any, data: gr.EditData) -> Any:
         chat = open_chat(state, character)
-        visible = [i for i, m in enumerate(chat.messages) if m.role in ("user", "assistant")]
-        offset, marked = shown_offset(len(visible), shown)
+        targets = entry_targets(chat, shown)
+        whole = not (targets and targets[0] is None) and len(targets) == len(display(chat, all_messages=True))
         index = data.index if isinstance(data.index, int) else data.index[0]
-        target = shown_target(len(visible), shown, index)
-        if target is None:  # the "earlier messages" line is not a message
-            return display(chat)
+        target = targets[index] if 0 <= index < len(targets) else None
+        if target is None or target[1] == "tool":  # the "earlier messages" line, a tool call's block
+            return display(chat, all_messages=whole)
         value = data.value if isinstance(data.value, str) else str(data.value)
-        number, of_thinking = target
-        if of_thinking:  # a reply's Thinking block: its thinking is edited, the reply stays
-            chat.messages[visible[number]].set_reasoning(value)
+        number, part = target
+        if part == "thinking":  # a reply's Thinking block: its thinking is edited, the reply stays
+            chat.messages[number].set_reasoning(value)
         else:
-            edit_message(chat, visible[number], value)
+            edit_message(chat, number, value)
         services.chats.save(chat)
-        return display(chat, all_messages=True) if offset == 0 and not marked else display(chat)
+        return display(chat, all_messages=whole)
 
     chatbot.edit(on_edit, [current, character_dd, chatbot], chatbot, queue=False)
     show_all.click(
@@ -404,7 +524,10 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         character_dd=character_dd,
         user_name=user_name,
         setup=[*setup_inputs[:5], template_note, thinking],  # in page.setup_values' order
+        extra_outputs=tools_panel.chat_outputs,
+        extra_values=lambda chat: tools_panel.chat_values(chat),
     )
+    tools_panel.wire(current=current, character_dd=character_dd, mode=mode)
     people.wire(history=history)
     # The set-up goes into the open chat as it changes (and is remembered for new chats). A text box
     # also on blur: a paste or an autofill may change it without an input event reaching Gradio.
@@ -453,6 +576,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         except WebUIError as exc:
             notes = f"⚠ {error_text(exc, page_language())}"
             editor = [gr.update()] * (len(people.editor) + 1)
+        tools = [*tools_panel.chat_values(chat), *tools_panel.page_values()]
         if chat is None:
             return [
                 box,
@@ -467,6 +591,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 *setup,
                 think,
                 *editor,
+                *tools,
             ]
         return [
             box,
@@ -481,6 +606,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             *setup,
             think,
             *editor,
+            *tools,
         ]
 
     return {
@@ -502,9 +628,28 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             thinking,
             *people.editor,
             people.editor_unsaved,
+            *tools_panel.chat_outputs,
+            *tools_panel.page_outputs,
         ],
         "stop": stop,
     }
+
+
+def remove_exchange(chat: Chat) -> str:
+    """Remove the last exchange: the last reply and the user message before it, or, when tools were
+    used, the user message and everything after it (replies, calls and results). The removed user text."""
+    last_user = next((i for i in range(len(chat.messages) - 1, -1, -1) if chat.messages[i].role == "user"), None)
+    tail = chat.messages[last_user if last_user is not None else 0 :]
+    if not any(m.role == "tool" or m.tool_calls for m in tail):
+        return remove_last(chat)
+    if last_user is None:  # a greeting's calls (a hand-made file): the calls and results go
+        while chat.messages and (chat.messages[-1].role == "tool" or chat.messages[-1].tool_calls):
+            chat.messages.pop()
+        return ""
+    text = chat.messages[last_user].content
+    del chat.messages[last_user:]
+    chat.context_start = min(chat.context_start, max(0, len(chat.messages) - 1))
+    return text
 
 
 def _bind(fn: Any, action: str) -> Any:
