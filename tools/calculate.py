@@ -12,7 +12,7 @@ READ_ONLY = True
 
 # The characters an expression is made of: in the schema, so the grammar keeps a small model's
 # calls to arithmetic (it cannot write a stray brace or a sentence into the argument).
-Expression = Annotated[str, Field(pattern=r"^[0-9a-z .,+*/%()^-]{1,200}$")]
+Expression = Annotated[str, Field(pattern=r"^[0-9a-z(-][0-9a-z .,+*/%()^-]{0,199}$")]
 
 
 def calculate(expression: Expression) -> str:
