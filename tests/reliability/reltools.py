@@ -28,13 +28,34 @@ def gradio_client(url: str, **kwargs: Any) -> Any:
 
 
 def endpoint_args(client: Any, api_name: str, **values: Any) -> dict[str, Any]:
-    """Every parameter of a UI endpoint: its default from the page, text boxes empty, ``values`` on top."""
+    """Every parameter of a UI endpoint: its default from the page, text boxes empty, ``values`` on top.
+
+    A name in ``values`` that the endpoint does not have is an error here (the UI's inputs changed:
+    the test must follow), not a request that quietly fails."""
     info = client.view_api(return_format="dict", print_info=False)["named_endpoints"][api_name]
     args = {
         p["parameter_name"]: (p["parameter_default"] if p["parameter_has_default"] else "") for p in info["parameters"]
     }
+    unknown = sorted(set(values) - set(args))
+    if unknown:
+        raise KeyError(f"{api_name} has no parameter {unknown}; it has {sorted(args)}")
     args.update(values)
     return args
+
+
+def _label_key(parameter: dict[str, Any]) -> str:
+    label = parameter.get("label")
+    return label.get("key", "") if isinstance(label, dict) else str(label or "")
+
+
+def chat_send_args(client: Any, message: str, max_tokens: int) -> dict[str, Any]:
+    """The Chat tab's Send endpoint (``/handler``) with ``message`` and ``max_tokens``, found by the
+    inputs' labels (the message box is the input right before the Character dropdown)."""
+    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/handler"]["parameters"]
+    keys = [_label_key(p) for p in params]
+    text = params[keys.index("chat.character") - 1]["parameter_name"]
+    tokens = params[keys.index("param.max_tokens.label")]["parameter_name"]
+    return endpoint_args(client, "/handler", **{text: message, tokens: max_tokens})
 
 
 def data_files(user_dir: Path) -> list[Path]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reltools import endpoint_args, gradio_client, listed_names, scale, unparsable_files
+from reltools import chat_send_args, endpoint_args, gradio_client, listed_names, scale, unparsable_files
 
 from harness import make_dirs, start_server
 from hubstub import HubStub
@@ -49,7 +49,7 @@ class Round:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def chat(self, client: Any) -> None:
-        job = client.submit(api_name="/handler", **endpoint_args(client, "/handler", param_1=self.message, param_9=64))
+        job = client.submit(api_name="/handler", **chat_send_args(client, self.message, 64))
         for out in job:
             box = out[0] or []
             if box and box[-1].get("role") == "assistant":

@@ -15,7 +15,7 @@ from collections import Counter
 import psutil
 import pytest
 import requests
-from reltools import endpoint_args, gradio_client, scale
+from reltools import chat_send_args, gradio_client, scale
 
 from harness import make_dirs, start_server, stop_server
 from testdata import GEMMA, SMOLLM
@@ -65,9 +65,7 @@ def test_many_clients_cancels_disconnects_ui_chat_and_a_model_switch(tmp_path):
             try:
                 client = gradio_client(srv.url)
                 for n in range(3):
-                    out = client.predict(
-                        api_name="/handler", **endpoint_args(client, "/handler", param_1=f"UI message {n}", param_9=8)
-                    )
+                    out = client.predict(api_name="/handler", **chat_send_args(client, f"UI message {n}", 8))
                     if isinstance(out[0], dict):  # the chat box left as it was: the turn failed (pop-up)
                         ui_outcome.append("unchanged")
                     else:

@@ -75,3 +75,10 @@ def test_ignored_fields_are_listed_and_empty_unsupported_ones_too(tmp_path, load
     assert r.headers["x-webui-ignored-fields"] == "logit_bias, user, x_custom"
     r = client.post("/v1/chat/completions", json={**HELLO, "logit_bias": {"1": 5}})
     assert r.status_code == 400 and "logit_bias" in r.json()["error"]["message"]
+
+
+def test_a_field_name_with_control_characters_is_escaped_in_the_header(tmp_path, loaders):
+    client = client_for(tmp_path, loaders, "fake-chat")
+    r = client.post("/v1/chat/completions", json={**HELLO, "a\u0000b\r\nc\u00e9": 1})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-webui-ignored-fields"] == "a\\x00b\\x0d\\x0ac\\xe9"

@@ -21,7 +21,9 @@ from webui.errors import WebUIError
 def header_text(text: str, limit: int = 500) -> str:
     """``text`` as a response header can carry it: ASCII (other characters escaped), at most ``limit``
     characters (field names come from the client and may be anything)."""
-    return text.encode("ascii", "backslashreplace").decode("ascii").replace("\r", " ").replace("\n", " ")[:limit]
+    escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+    # Control characters (a NUL, a line break) would end or break the header: escaped too.
+    return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in escaped)[:limit]
 
 
 def error_body(
