@@ -28,7 +28,7 @@ from webui.agents.reasoning import (
     template_has_thinking_switch,
     thinking_kwargs,
 )
-from webui.agents.types import ParsedReply, ToolCall, ToolChoice, ToolSpec, ToolStreamEvent
+from webui.agents.types import CallCollector, ToolCall, ToolChoice, ToolSpec, ToolStreamEvent
 from webui.errors import InvalidMessagesError, SchemaError, UnsupportedFeatureError
 from webui.generation.scheduler import Prepare, Prepared
 from webui.loaders.base import ChatPayload, Chunk, StreamExtras, TokenLogprob
@@ -379,8 +379,8 @@ class ReplyAssembler:
         self._plan: ChatPlan | None = None
         self._splitter: ReasoningSplitter | None = None
         self._parser: Any = None
-        self._calls: dict[int, ToolCall] = {}
-        self._server_calls: dict[int, ToolCall] = {}
+        self._calls = CallCollector()
+        self._server_calls = CallCollector()
         self._server_tool_finish = False
         self._pending_logprobs: list[TokenLogprob] = []
 
@@ -409,13 +409,7 @@ class ReplyAssembler:
         if chunk.text:
             events += self._text(chunk.text)
         for delta in chunk.tool_calls or []:
-            known = delta.index in self._server_calls
-            call = self._server_calls.setdefault(delta.index, ToolCall(name="", arguments=""))
-            if delta.id and not known:
-                call.id = delta.id
-            if delta.name and not call.name:  # some servers repeat the id and name in every piece
-                call.name = delta.name
-            call.arguments += delta.arguments
+            self._server_calls.add(delta.index, delta.id, delta.name, delta.arguments)
             events.append(
                 ReplyEvent("tool_call", index=delta.index, id=delta.id, name=delta.name, arguments=delta.arguments)
             )
@@ -455,7 +449,7 @@ class ReplyAssembler:
         stats = self.job.stats
         reason = stats.finish_reason if stats is not None else "stop"
         if plan.remote:
-            self.reply.tool_calls = [c for _, c in sorted(self._server_calls.items())]
+            self.reply.tool_calls = self._server_calls.calls()
         if reason == "cancelled":
             self.reply.finish_reason = "cancelled"
         elif reason == "length":  # cut by max_tokens, whatever came before (a call may be half written)
@@ -486,13 +480,7 @@ class ReplyAssembler:
             if item.content:
                 events.append(ReplyEvent("content", item.content))
             if item.index is not None:
-                call = self._calls.get(item.index)
-                if call is None:
-                    call = self._calls[item.index] = ToolCall(name="", arguments="")
-                    if item.id:
-                        call.id = item.id
-                call.name += item.name or ""
-                call.arguments += item.arguments
+                self._calls.add(item.index, item.id, item.name, item.arguments)
         return events
 
     def _keep(self, events: list[ReplyEvent]) -> list[ReplyEvent]:
@@ -508,7 +496,7 @@ class ReplyAssembler:
         plan = self.plan
         tools = {t.name: t for t in plan.request.tools}
         events: list[ReplyEvent] = []
-        for _, call in sorted(self._calls.items()):
+        for call in self._calls.calls():
             problem = call_problem(call, tools)
             if problem is not None:
                 log.warning("The model wrote a tool call that is not valid (%s): returned as text", problem)
@@ -539,8 +527,3 @@ def call_problem(call: ToolCall, tools: dict[str, ToolSpec]) -> str | None:
         return "; ".join(problems[:3])
     call.arguments = json.dumps(value, ensure_ascii=False)
     return None
-
-
-def parse_whole(fmt: ToolFormat, text: str) -> ParsedReply:
-    """A whole output split by ``fmt`` (for callers that do not stream)."""
-    return fmt.parse(text)

@@ -83,3 +83,28 @@ class ToolStreamEvent:
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+
+
+class CallCollector:
+    """Tool calls put together from their pieces, by index: a parser's events or a server's deltas.
+
+    The first piece of a call brings its id and name (a server may repeat them in every piece: only
+    the first counts); the argument text is the pieces joined.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, ToolCall] = {}
+
+    def add(self, index: int, id: str | None, name: str | None, arguments: str) -> None:
+        call = self._calls.get(index)
+        if call is None:
+            call = self._calls[index] = ToolCall(name=name or "", arguments="")
+            if id:
+                call.id = id
+        elif name and not call.name:
+            call.name = name
+        call.arguments += arguments
+
+    def calls(self) -> list[ToolCall]:
+        """The calls in index order."""
+        return [c for _, c in sorted(self._calls.items())]

@@ -408,7 +408,7 @@ def create_api(services: Services) -> APIRouter:
         def events(chunks: Iterator[Chunk], first: Chunk | None) -> AsyncIterator[str]:
             return _chat_stream(reply, jobs, req, chunks, first)
 
-        return events
+        return finished(events, reply, jobs, req)
 
     async def _chat_stream(
         reply: _Reply,
@@ -417,35 +417,86 @@ def create_api(services: Services) -> APIRouter:
         chunks: Iterator[Chunk],
         first: Chunk | None,
     ) -> AsyncIterator[str]:
-        usage_chunk = req.stream_options is not None and req.stream_options.include_usage
-        try:
-            for i, job in enumerate(jobs):
-                assembler = ReplyAssembler(job)
-                yield reply.event({"role": "assistant", "content": ""}, index=i)
-                started: set[int] = set()
+        usage_chunk = wants_usage_chunk(req)
+        for i, job in enumerate(jobs):
+            assembler = ReplyAssembler(job)
+            yield reply.event({"role": "assistant", "content": ""}, index=i)
+            started: set[int] = set()
 
-                def deltas(events: list[ReplyEvent], i: int = i, started: set[int] = started) -> Iterator[str]:
-                    for e in events:
-                        yield reply.event(delta_of(e, started), index=i, logprobs=event_logprobs(e, req.logprobs))
+            def deltas(events: list[ReplyEvent], i: int = i, started: set[int] = started) -> Iterator[str]:
+                for e in events:
+                    yield reply.event(delta_of(e, started), index=i, logprobs=event_logprobs(e, req.logprobs))
 
-                if i == 0:
-                    if first is not None:
-                        for out in deltas(assembler.feed(first)):
-                            yield out
-                    source = rest_of(job, chunks)
-                else:
-                    source = rest_of(job, iter(job))
-                async for chunk in source:
-                    for out in deltas(assembler.feed(chunk)):
+            if i == 0:
+                if first is not None:
+                    for out in deltas(assembler.feed(first)):
                         yield out
-                for out in deltas(assembler.finish()):
+                source = rest_of(job, chunks)
+            else:
+                source = rest_of(job, iter(job))
+            async for chunk in source:
+                for out in deltas(assembler.feed(chunk)):
                     yield out
+            for out in deltas(assembler.finish()):
+                yield out
+            assert job.stats is not None
+            finish = assembler.reply.finish_reason
+            # With include_usage only the extra last chunk has usage (OpenAI's rule); without it the
+            # finishing chunk carries it, as this server always did.
+            usage = None if usage_chunk else reply.usage([job.stats])
+            yield reply.event(None, "stop" if finish == "cancelled" else finish, usage, index=i)
+
+    def completion_events(reply: _Reply, jobs: list[GenerationJob], echo: str, req: CompletionRequest) -> Any:
+        async def events(chunks: Iterator[Chunk], first: Chunk | None) -> AsyncIterator[str]:
+            usage_chunk = wants_usage_chunk(req)
+            for i, job in enumerate(jobs):
+                offset = 0
+                if echo:
+                    yield reply.event(echo, index=i)
+                    offset = len(echo)
+
+                def piece(chunk: Chunk, i: int = i) -> str | None:
+                    nonlocal offset
+                    entries = list(chunk.prompt_logprobs or []) if req.echo else []
+                    entries += chunk.logprobs or []
+                    logprobs = completion_logprobs(entries, offset) if req.logprobs is not None and entries else None
+                    if not chunk.text and logprobs is None:
+                        return None
+                    offset += len(chunk.text)
+                    return reply.event(chunk.text, index=i, logprobs=logprobs)
+
+                source = rest_of(job, chunks) if i == 0 else rest_of(job, iter(job))
+                if i == 0 and first is not None and (out := piece(first)) is not None:
+                    yield out
+                async for chunk in source:
+                    if (out := piece(chunk)) is not None:
+                        yield out
                 assert job.stats is not None
-                finish = assembler.reply.finish_reason
-                # With include_usage only the extra last chunk has usage (OpenAI's rule); without it the
-                # finishing chunk carries it, as this server always did.
                 usage = None if usage_chunk else reply.usage([job.stats])
-                yield reply.event(None, "stop" if finish == "cancelled" else finish, usage, index=i)
+                yield reply.event(None, reply.finish(job.stats), usage, index=i)
+
+        return finished(events, reply, jobs, req)
+
+    @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def unknown_route(rest: str) -> None:
+        # Without this the UI mounted at the root would answer FastAPI's {"detail": "Not Found"}.
+        raise StarletteHTTPException(status_code=404)
+
+    return router
+
+
+def wants_usage_chunk(req: GenerationRequest) -> bool:
+    return req.stream_options is not None and req.stream_options.include_usage
+
+
+def finished(events: Any, reply: _Reply, jobs: list[GenerationJob], req: GenerationRequest) -> Any:
+    """``events`` (a stream's choices) made a whole stream: an error as its last event, the usage chunk
+    when asked for (``stream_options.include_usage``), then ``[DONE]``."""
+
+    async def stream(chunks: Iterator[Chunk], first: Chunk | None) -> AsyncIterator[str]:
+        try:
+            async for out in events(chunks, first):
+                yield out
         except WebUIError as exc:
             # The response has started (200): the error becomes the stream's last event, in OpenAI's
             # shape, which the openai client raises as an APIError with this message.
@@ -455,60 +506,11 @@ def create_api(services: Services) -> APIRouter:
             log.exception("Streaming %s failed", reply.id)
             yield json.dumps(error_of(GenerationError(f"Streaming failed: {type(exc).__name__}: {exc}")))
             return
-        if req.stream_options is not None and req.stream_options.include_usage:
+        if wants_usage_chunk(req):
             yield reply.chunk([], reply.usage([j.stats for j in jobs if j.stats is not None]))
         yield "[DONE]"
 
-    def completion_events(reply: _Reply, jobs: list[GenerationJob], echo: str, req: CompletionRequest) -> Any:
-        async def events(chunks: Iterator[Chunk], first: Chunk | None) -> AsyncIterator[str]:
-            usage_chunk = req.stream_options is not None and req.stream_options.include_usage
-            try:
-                for i, job in enumerate(jobs):
-                    offset = 0
-                    if echo:
-                        yield reply.event(echo, index=i)
-                        offset = len(echo)
-
-                    def piece(chunk: Chunk, i: int = i) -> str | None:
-                        nonlocal offset
-                        entries = list(chunk.prompt_logprobs or []) if req.echo else []
-                        entries += chunk.logprobs or []
-                        logprobs = (
-                            completion_logprobs(entries, offset) if req.logprobs is not None and entries else None
-                        )
-                        if not chunk.text and logprobs is None:
-                            return None
-                        offset += len(chunk.text)
-                        return reply.event(chunk.text, index=i, logprobs=logprobs)
-
-                    source = rest_of(job, chunks) if i == 0 else rest_of(job, iter(job))
-                    if i == 0 and first is not None and (out := piece(first)) is not None:
-                        yield out
-                    async for chunk in source:
-                        if (out := piece(chunk)) is not None:
-                            yield out
-                    assert job.stats is not None
-                    usage = None if usage_chunk else reply.usage([job.stats])
-                    yield reply.event(None, reply.finish(job.stats), usage, index=i)
-            except WebUIError as exc:
-                yield json.dumps(error_of(exc))
-                return
-            except Exception as exc:
-                log.exception("Streaming %s failed", reply.id)
-                yield json.dumps(error_of(GenerationError(f"Streaming failed: {type(exc).__name__}: {exc}")))
-                return
-            if req.stream_options is not None and req.stream_options.include_usage:
-                yield reply.chunk([], reply.usage([j.stats for j in jobs if j.stats is not None]))
-            yield "[DONE]"
-
-        return events
-
-    @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-    def unknown_route(rest: str) -> None:
-        # Without this the UI mounted at the root would answer FastAPI's {"detail": "Not Found"}.
-        raise StarletteHTTPException(status_code=404)
-
-    return router
+    return stream
 
 
 def tool_choice_of(value: Any, have_tools: bool) -> ToolChoice:

@@ -19,7 +19,7 @@ from typing import Any, Literal, cast
 from webui.agents.engine import call_grammar, call_problem
 from webui.agents.formats import ToolFormat, detect_format, format_by_name
 from webui.agents.reasoning import THINK, ReasoningSplitter
-from webui.agents.types import ToolCall, ToolChoice, ToolSpec
+from webui.agents.types import CallCollector, ToolCall, ToolChoice, ToolSpec
 from webui.characters.character import Character
 from webui.chat.history import DECLINED, Chat, ChatStore, Message
 from webui.chat.prompt import ChatOptions, Persona, Prompt, Template, build_prompt, context_limit
@@ -103,7 +103,7 @@ class Turn:
         last_save = time.monotonic()
 
         parser: Any = None
-        calls: dict[int, ToolCall] = {}
+        calls = CallCollector()
 
         def take(pieces: tuple[str, str]) -> None:
             nonlocal content
@@ -121,11 +121,7 @@ class Turn:
                 if event.content:
                     yield event.content
                 if event.index is not None:
-                    call = calls.setdefault(event.index, ToolCall(name="", arguments=""))
-                    if event.id and not call.name:
-                        call.id = event.id
-                    call.name += event.name or ""
-                    call.arguments += event.arguments
+                    calls.add(event.index, event.id, event.name, event.arguments)
 
         def begin() -> ReasoningSplitter:
             # The job is prepared by now: the prompt says how this model marks its thinking (and
@@ -147,11 +143,7 @@ class Turn:
                 self.reasoning += chunk.reasoning  # a server that split it already
                 take(splitter.feed(chunk.text))
                 for delta in chunk.tool_calls or []:  # a chat server parsed them itself
-                    call = calls.setdefault(delta.index, ToolCall(name="", arguments=""))
-                    if delta.id and not call.name:
-                        call.id = delta.id
-                    call.name = call.name or (delta.name or "")
-                    call.arguments += delta.arguments
+                    calls.add(delta.index, delta.id, delta.name, delta.arguments)
                 self.thinking = splitter.had_reasoning and not splitter.closed
                 self._show(content)
                 if writes_chat:
@@ -184,13 +176,13 @@ class Turn:
                         reply.stats = stats_dict(self.job.stats)
                 store.save(chat)
 
-    def _keep_calls(self, calls: dict[int, ToolCall]) -> str:
+    def _keep_calls(self, calls: CallCollector) -> str:
         """Keep the calls that name an offered tool with matching arguments; a wrong one is the text
         the model wrote (returned, to show), so nothing runs that the user did not see as a call."""
         prompt = self.prompt
         tools = {t.name: t for t in (prompt.tools if prompt is not None else [])}
         text = ""
-        for _, call in sorted(calls.items()):
+        for call in calls.calls():
             problem = call_problem(call, tools) if tools else None
             if problem is None:
                 self.tool_calls.append(call)
