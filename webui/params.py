@@ -260,6 +260,12 @@ class LoadOptions(BaseModel):
         "(faster loads, shares pages between processes).",
     )
     use_mlock: bool = Field(False, description="Lock the model in RAM so the OS never swaps it out.")
+    mmproj: str = Field(
+        "",
+        max_length=4096,
+        description="llama.cpp vision: the projector file (mmproj*.gguf) loaded with the model, as a name in "
+        "the model's folder or the models folder. Empty: the one next to the model, if any; 'none': no vision.",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weight precision for transformers. auto: float32 on CPU, float16 on GPU."
     )

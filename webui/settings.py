@@ -123,6 +123,11 @@ class Settings(BaseModel):
     tools_allow_read_only: bool = Field(
         False, description="Run read-only chat tools (current_time, read_file...) without asking first."
     )
+    allow_image_urls: bool = Field(
+        False,
+        description="Let the API fetch http(s) image URLs in image_url parts (public addresses only). "
+        "Off: only data: URLs are taken, and the server never fetches anything.",
+    )
     model: str | None = Field(
         None,
         description="Model to load at start: a name in the models folder (a .gguf "

@@ -148,8 +148,8 @@ def test_thinking_output_config_and_sampling_fields():
     [
         (
             {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64"}}]}]},
-            UnsupportedFeatureError,
-            "messages[0].content[0] is an image: images are not supported yet",
+            InvalidMessagesError,
+            "messages[0].content[0].source: base64 images need media_type and data",
         ),
         (
             {
@@ -374,7 +374,7 @@ def test_errors_are_anthropic_shaped_on_these_routes_only(tmp_path, loaders):
     refused = client.post("/v1/messages", json=image, headers=key).json()
     assert (
         refused["error"]["type"] == "invalid_request_error"
-        and "images are not supported" in refused["error"]["message"]
+        and "type must be 'base64' or 'url'" in refused["error"]["message"]
     )
     openai_shape = client.post(
         "/v1/chat/completions", json={"messages": []}, headers={"Authorization": "Bearer s3cret"}

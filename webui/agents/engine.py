@@ -29,6 +29,9 @@ from webui.agents.reasoning import (
     thinking_kwargs,
 )
 from webui.agents.types import CallCollector, ToolCall, ToolChoice, ToolSpec, ToolStreamEvent
+from webui.attachments.images import read_image
+from webui.attachments.types import IMAGE_MARKER, ImageInput
+from webui.attachments.urls import fetch_image_url
 from webui.errors import InvalidMessagesError, SchemaError, UnsupportedFeatureError
 from webui.generation.scheduler import Prepare, Prepared
 from webui.loaders.base import ChatPayload, Chunk, StreamExtras, TokenLogprob
@@ -67,6 +70,56 @@ class ChatRequest:
     top_logprobs: int | None = None
     #: A tool-call format name that overrides the one read from the template (see ``formats.FORMAT_NAMES``).
     tool_format: str | None = None
+    #: The images of the messages, in order: each is an ``IMAGE_MARKER`` in a message's content. The edge
+    #: collects their URLs (``image_urls``); :func:`load_images` turns them into checked ``images``.
+    image_urls: list[str] = field(default_factory=list)
+    images: list[ImageInput] = field(default_factory=list)
+
+
+def load_images(req: ChatRequest, *, allow_fetch: bool) -> None:
+    """Decode and check the request's images (data URLs; http(s) only when ``allow_fetch``).
+
+    Blocking (a fetch, image decoding): the API runs it in a worker thread. ``AttachmentError``
+    (a 400) names the image that cannot be used.
+    """
+    req.images = [
+        read_image(f"image {i + 1}", fetch_image_url(url, allow_fetch=allow_fetch))
+        for i, url in enumerate(req.image_urls)
+    ]
+
+
+def with_image_parts(messages: list[dict[str, Any]], images: list[ImageInput]) -> list[dict[str, Any]]:
+    """Messages for a chat server: each image marker in a text becomes an ``image_url`` part (a data
+    URL), in order."""
+    if not images:
+        return messages
+    queue = list(images)
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        content = m.get("content")
+        if not isinstance(content, str) or IMAGE_MARKER not in content:
+            out.append(m)
+            continue
+        parts: list[dict[str, Any]] = []
+        pieces = content.split(IMAGE_MARKER)
+        for i, piece in enumerate(pieces):
+            if piece.strip():
+                parts.append({"type": "text", "text": piece.strip("\n")})
+            if i < len(pieces) - 1 and queue:
+                parts.append({"type": "image_url", "image_url": {"url": queue.pop(0).data_url()}})
+        out.append({**m, "content": parts})
+    return out
+
+
+def no_vision_error(model: str, n: int) -> UnsupportedFeatureError:
+    return UnsupportedFeatureError(
+        f"The loaded model ({model}) cannot see images, and the request has {n}: load a vision model "
+        "(a GGUF with its mmproj projector, or a transformers vision model), or a chat server that takes "
+        "images, or send text only.",
+        key="attach.no_vision_request",
+        model=model,
+        n=n,
+    )
 
 
 @dataclass
@@ -196,6 +249,10 @@ def chat_prepare(
         caps = backend.capabilities
         if req.top_logprobs is not None and not caps.logprobs:
             raise UnsupportedFeatureError(f"The {loaded.loader} loader cannot return logprobs.")
+        if len(req.images) != len(req.image_urls):
+            raise UnsupportedFeatureError("The request's images were not loaded (internal error: load_images).")
+        if req.images and not caps.images:
+            raise no_vision_error(loaded.name, len(req.images))
         using_tools = bool(req.tools) and req.tool_choice.mode != "none"
         if caps.chat_messages:
             return _prepare_for_server(req, using_tools)
@@ -229,8 +286,8 @@ def chat_prepare(
         thinking_open = style is not None and not constrained_from_start and opens_in_prompt(style, prompt)
         answered = style is not None and (constrained_from_start or closes_in_prompt(style, prompt))
         extras = None
-        if req.top_logprobs is not None or triggers:
-            extras = StreamExtras(top_logprobs=req.top_logprobs, grammar_triggers=triggers)
+        if req.top_logprobs is not None or triggers or req.images:
+            extras = StreamExtras(top_logprobs=req.top_logprobs, grammar_triggers=triggers, images=tuple(req.images))
         plan = ChatPlan(
             req, format=fmt, reasoning=style, thinking_open=thinking_open, answered=answered, template_note=note
         )
@@ -252,7 +309,7 @@ def _prepare_for_server(req: ChatRequest, using_tools: bool) -> Prepared:
     if req.enable_thinking is not None:
         extra["chat_template_kwargs"] = {"enable_thinking": req.enable_thinking}
     payload = ChatPayload(
-        messages=tuple(req.messages),
+        messages=tuple(with_image_parts(req.messages, req.images)),
         tools=tuple(t.openai() for t in req.tools),
         tool_choice=choice,
         parallel_tool_calls=req.parallel_tool_calls if req.tools else None,

@@ -28,10 +28,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from webui.agents.engine import Reply, ReplyAssembler, ReplyEvent, chat_prepare, check_request
+from webui.agents.engine import Reply, ReplyAssembler, ReplyEvent, chat_prepare, check_request, load_images
 from webui.api.anthropic_schemas import CountTokensRequest, MessagesRequest, chat_request_of, params_of
 from webui.api.errors import header_text
 from webui.api.streaming import collect_with, event_stream, first_chunk, rest_of
+from webui.attachments.types import IMAGE_MARKER
 from webui.errors import GenerationError, NoModelLoadedError, UnauthorizedError, WebUIError
 from webui.generation.scheduler import GenerationJob, GenerationStats, Prepared
 from webui.loaders.base import Chunk, find_stop, held_back
@@ -306,6 +307,8 @@ def create_messages_api(services: Services) -> APIRouter:
         preset = services.presets.load(body.preset).params.model_dump() if body.preset else None
         params = params_of(body, preset)
         require_model()
+        if chat.image_urls:
+            await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)
         show_thinking = body.thinking is None or body.thinking.display != "omitted"
         shape = MessageShape(body.stop_sequences, show_thinking)
         cancel = services.cancels.start(shape.id)
@@ -398,6 +401,8 @@ def create_messages_api(services: Services) -> APIRouter:
         chat, ignored = chat_request_of(body)
         check_request(chat)
         require_model()
+        if chat.image_urls:
+            await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)
         prepare = chat_prepare(services.template_for, chat, services.tool_format_for)
 
         def count() -> int:
@@ -406,7 +411,13 @@ def create_messages_api(services: Services) -> APIRouter:
                 prepared = prepare(loaded, SamplingParams())
                 if prepared.tokens is not None:
                     return prepared.tokens
-                return len(loaded.backend.tokenize(_prompt_text(prepared)))
+                backend = loaded.backend
+                n = len(backend.tokenize(_prompt_text(prepared)))
+                if chat.images and not backend.capabilities.chat_messages:
+                    # Each image takes its own tokens in place of its marker.
+                    marker = len(backend.tokenize(IMAGE_MARKER)) - len(backend.tokenize(""))
+                    n += sum(backend.image_tokens(image) - marker for image in chat.images)
+                return n
 
         n = await run_in_threadpool(services.generator.call, count)
         return JSONResponse({"input_tokens": n}, headers=ignored_header(ignored))

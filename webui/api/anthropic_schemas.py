@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from webui.agents.engine import ChatRequest
 from webui.agents.types import ToolChoice, ToolSpec
+from webui.attachments.types import IMAGE_MARKER
 from webui.errors import InvalidMessagesError, SchemaError, UnsupportedFeatureError
 from webui.params import SamplingParams
 
@@ -67,6 +68,8 @@ class TextBlock(_Open):
 
 class ImageBlock(_Open):
     type: Literal["image"]
+    #: ``{"type": "base64", "media_type": ..., "data": ...}`` or ``{"type": "url", "url": ...}``.
+    source: dict[str, Any] | None = None
 
 
 class DocumentBlock(_Open):
@@ -209,9 +212,10 @@ def chat_request_of(body: CountTokensRequest) -> tuple[ChatRequest, list[str]]:
         system = "\n\n".join(b.text for b in system)
     if system:
         messages.append({"role": "system", "content": system})
+    urls: list[str] = []
     for i, message in enumerate(body.messages):
         fields.check(message, "messages[].", frozenset())
-        messages += _openai_messages(message, i, fields)
+        messages += _openai_messages(message, i, fields, urls)
     messages = _merge_turns(messages)
     if not any(m["role"] != "system" for m in messages):
         raise InvalidMessagesError("messages: there is no message to answer (every message is empty).")
@@ -222,7 +226,9 @@ def chat_request_of(body: CountTokensRequest) -> tuple[ChatRequest, list[str]]:
         )
     tools = [_tool_spec(tool, i, fields) for i, tool in enumerate(body.tools)]
     choice, parallel = _tool_choice(body.tool_choice, fields)
-    request = ChatRequest(messages=messages, tools=tools, tool_choice=choice, parallel_tool_calls=parallel)
+    request = ChatRequest(
+        messages=messages, tools=tools, tool_choice=choice, parallel_tool_calls=parallel, image_urls=urls
+    )
     if body.thinking is not None:
         fields.check(body.thinking, "thinking.", frozenset())
         request.enable_thinking = {"enabled": True, "disabled": False}.get(body.thinking.type)
@@ -250,10 +256,14 @@ def chat_request_of(body: CountTokensRequest) -> tuple[ChatRequest, list[str]]:
     return request, fields.ignored
 
 
-def _openai_messages(message: Message, i: int, fields: _Fields) -> list[dict[str, Any]]:
-    """One Anthropic message as OpenAI-shaped messages (a user's tool results become ``tool`` messages)."""
+def _openai_messages(message: Message, i: int, fields: _Fields, urls: list[str]) -> list[dict[str, Any]]:
+    """One Anthropic message as OpenAI-shaped messages (a user's tool results become ``tool`` messages).
+
+    An image block becomes an ``IMAGE_MARKER`` in the text and its URL (a data URL for base64) goes
+    to ``urls``, in order.
+    """
     if isinstance(message.content, str):
-        return [{"role": message.role, "content": message.content}]
+        return [{"role": message.role, "content": message.content.replace(IMAGE_MARKER, "<_media_>")}]
     out: list[dict[str, Any]] = []
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -268,9 +278,17 @@ def _openai_messages(message: Message, i: int, fields: _Fields) -> list[dict[str
         where = f"messages[{i}].content[{j}]"
         fields.check(block, "messages[].content[].", HARMLESS_BLOCK_FIELDS)
         if isinstance(block, TextBlock):
-            texts.append(block.text)
-        elif isinstance(block, ImageBlock | DocumentBlock):
-            raise UnsupportedFeatureError(f"{where} is an {block.type}: images are not supported yet (text only).")
+            texts.append(block.text.replace(IMAGE_MARKER, "<_media_>"))
+        elif isinstance(block, ImageBlock):
+            if message.role != "user":
+                raise InvalidMessagesError(f"{where}: an image block belongs in a user message.")
+            urls.append(_image_source(block, where))
+            texts.append(IMAGE_MARKER)
+        elif isinstance(block, DocumentBlock):
+            raise UnsupportedFeatureError(
+                f"{where} is a document block: send the document's text in a text block "
+                "(the Chat tab reads PDF and Word files)."
+            )
         elif isinstance(block, ThinkingBlock):
             if message.role == "assistant" and block.thinking:
                 thinking.append(block.thinking)
@@ -295,6 +313,22 @@ def _openai_messages(message: Message, i: int, fields: _Fields) -> list[dict[str
     if thinking:
         reply["reasoning_content"] = "\n\n".join(thinking)
     return [reply]
+
+
+def _image_source(block: ImageBlock, where: str) -> str:
+    """An image block's source as a URL: ``base64`` -> a data URL; ``url`` as it is."""
+    source = block.source
+    if not isinstance(source, dict):
+        raise InvalidMessagesError(f"{where}: an image block needs a source (type base64 or url).")
+    kind = source.get("type")
+    if kind == "base64":
+        media, data = source.get("media_type"), source.get("data")
+        if not isinstance(media, str) or not isinstance(data, str):
+            raise InvalidMessagesError(f"{where}.source: base64 images need media_type and data (strings).")
+        return f"data:{media};base64,{data}"
+    if kind == "url" and isinstance(source.get("url"), str):
+        return str(source["url"])
+    raise InvalidMessagesError(f"{where}.source: type must be 'base64' or 'url' (with its fields).")
 
 
 def _result_text(block: ToolResultBlock, where: str, fields: _Fields) -> str:

@@ -18,9 +18,18 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from webui.agents.engine import ChatRequest, Reply, ReplyAssembler, ReplyEvent, chat_prepare, check_request
+from webui.agents.engine import (
+    ChatRequest,
+    Reply,
+    ReplyAssembler,
+    ReplyEvent,
+    chat_prepare,
+    check_request,
+    load_images,
+)
 from webui.agents.types import ToolChoice, ToolSpec
 from webui.api.errors import error_of, header_text
 from webui.api.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest, LoadModelRequest
@@ -28,6 +37,7 @@ from webui.api.streaming import collect_with, event_stream, first_chunk, rest_of
 from webui.errors import (
     EmptyPromptError,
     GenerationError,
+    InvalidMessagesError,
     ModelNotFoundError,
     NoModelLoadedError,
     PromptTooLongError,
@@ -279,6 +289,8 @@ def create_api(services: Services) -> APIRouter:
         loose = check_request(chat)
         require_model()
         refuse_oversized([str(m.get("content") or "") for m in chat.messages])
+        if chat.image_urls:
+            await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)
         updates = {"max_tokens": req.max_completion_tokens} if req.max_completion_tokens else {}
         params = params_of(req, **updates)
         reply = _Reply(chat=True)
@@ -313,8 +325,13 @@ def create_api(services: Services) -> APIRouter:
 
     def chat_request_of(req: ChatCompletionRequest) -> ChatRequest:
         messages: list[dict[str, Any]] = []
+        urls: list[str] = []
         for m in req.messages:
-            message: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            content, images = m.content_and_images()
+            if images and m.role != "user":
+                raise InvalidMessagesError(f"Images go in user messages (a {m.role} message has one).")
+            urls += images
+            message: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": content}
             if m.tool_calls:
                 message["tool_calls"] = [c.model_dump() for c in m.tool_calls]
             if m.tool_call_id:
@@ -349,6 +366,7 @@ def create_api(services: Services) -> APIRouter:
             reasoning_effort=req.reasoning_effort,
             top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
             tool_format=req.tool_format,
+            image_urls=urls,
         )
 
     def submit_all(reply: _Reply, params: SamplingParams, n: int, prepare: Prepare) -> list[GenerationJob]:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from webui.attachments.types import IMAGE_MARKER
 from webui.params import SamplingParams
 
 #: Fields OpenAI clients send that change nothing in the answer (listed in the header, no error).
@@ -115,7 +116,7 @@ class ToolCallParam(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """A message: ``content`` is text or a list of parts (text parts are joined)."""
+    """A message: ``content`` is text or a list of parts (text parts joined; image parts become markers)."""
 
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -131,18 +132,47 @@ class ChatMessage(BaseModel):
         if isinstance(value, list):
             for i, part in enumerate(value):
                 kind = part.get("type")
-                if kind in ("image_url", "input_image", "image"):
-                    raise ValueError(f"content[{i}] is an image: images are not supported yet (text parts only)")
-                if kind in ("input_audio", "file", "audio"):
-                    raise ValueError(f"content[{i}] is a {kind} part: only text parts are supported")
+                if kind in ("image_url", "input_image"):
+                    if _image_url(part) is None:
+                        raise ValueError(
+                            f"content[{i}] is an image part without a URL: "
+                            "{'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,...'}}"
+                        )
+                    continue
+                if kind in ("input_audio", "file", "audio", "image"):
+                    raise ValueError(f"content[{i}] is a {kind} part: only text and image_url parts are supported")
                 if kind != "text" or not isinstance(part.get("text"), str):
                     raise ValueError(f"content[{i}] must be a text part: {{'type': 'text', 'text': '...'}}")
         return value
 
     def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(p["text"] for p in self.content)
-        return self.content or ""
+        return self.content_and_images()[0]
+
+    def content_and_images(self) -> tuple[str, list[str]]:
+        """The text, with an ``IMAGE_MARKER`` where each image part is, and the images' URLs in order."""
+        if not isinstance(self.content, list):
+            return (self.content or "").replace(IMAGE_MARKER, "<_media_>"), []
+        pieces: list[str] = []
+        urls: list[str] = []
+        for part in self.content:
+            url = _image_url(part)
+            if url is not None:
+                urls.append(url)
+                pieces.append(IMAGE_MARKER + "\n")
+            else:
+                # Text that happens to hold the marker must not take an image's place.
+                pieces.append(str(part.get("text", "")).replace(IMAGE_MARKER, "<_media_>"))
+        return "".join(pieces), urls
+
+
+def _image_url(part: dict[str, Any]) -> str | None:
+    """The URL of an image part (``image_url``: ``{"url": ...}`` or a string; ``input_image`` likewise)."""
+    if part.get("type") not in ("image_url", "input_image"):
+        return None
+    value = part.get("image_url")
+    if isinstance(value, dict):
+        value = value.get("url")
+    return value if isinstance(value, str) and value else None
 
 
 class FunctionDef(BaseModel):

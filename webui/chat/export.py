@@ -6,15 +6,21 @@ pressed; files there are written atomically like every other file of the app.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
+from webui.chat.attachments import AttachmentFiles
 from webui.chat.history import Chat, Message
-from webui.storage import atomic_write_text, safe_name
+from webui.storage import atomic_write_bytes, atomic_write_text, safe_name
 
-ExportKind = Literal["json", "md"]
+ExportKind = Literal["json", "md", "zip"]
+#: In a zip export: the chat file and the folder of its attached files.
+ZIP_CHAT = "chat.json"
+ZIP_FILES = "files/"
 
 
 def chat_markdown(chat: Chat, character_name: str, user_name: str) -> str:
@@ -26,8 +32,11 @@ def chat_markdown(chat: Chat, character_name: str, user_name: str) -> str:
     for m in chat.messages:
         if m.role not in names:
             continue
-        if m.content or not m.tool_calls:
-            lines += [f"**{names[m.role]}:**", "", m.content, ""]
+        if m.content or not m.tool_calls or m.attachments:
+            lines += [f"**{names[m.role]}:**", ""]
+            lines += [f"- attached: {a.describe()}" for a in m.attachments]
+            lines += [""] if m.attachments else []
+            lines += [m.content, ""]
         for call in m.tool_calls if m.role == "assistant" else []:
             lines += _call_markdown(call, results.get(str(call.get("id", ""))))
     return "\n".join(lines)
@@ -59,9 +68,35 @@ def chat_json(chat: Chat) -> str:
     return json.dumps(chat.to_json(), ensure_ascii=False, indent=1)
 
 
-def export_chat(chat: Chat, folder: Path, kind: ExportKind, *, character_name: str, user_name: str) -> Path:
-    """Write ``chat`` into ``folder`` as ``<chat id>.json`` or ``<chat id>.md``; the file's path."""
+def chat_zip(chat: Chat, files: AttachmentFiles) -> bytes:
+    """The chat file and its attached files in one zip (importable again, attachments included)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(ZIP_CHAT, chat_json(chat))
+        for m in chat.messages:
+            for a in m.attachments:
+                for name in (a.file, f"{a.file}.txt"):
+                    path = files.folder / name
+                    if path.is_file() and ZIP_FILES + name not in archive.namelist():
+                        archive.write(path, ZIP_FILES + name)
+    return buffer.getvalue()
+
+
+def export_chat(
+    chat: Chat,
+    folder: Path,
+    kind: ExportKind,
+    *,
+    character_name: str,
+    user_name: str,
+    files: AttachmentFiles | None = None,
+) -> Path:
+    """Write ``chat`` into ``folder`` as ``<chat id>.json``, ``.md`` or ``.zip`` (with its attached
+    ``files``); the file's path."""
     path = Path(folder) / f"{safe_name(chat.id, what='chat id')}.{kind}"
+    if kind == "zip":
+        atomic_write_bytes(path, chat_zip(chat, files or AttachmentFiles(Path(folder) / "none")))
+        return path
     text = chat_json(chat) if kind == "json" else chat_markdown(chat, character_name, user_name)
     atomic_write_text(path, text)
     return path

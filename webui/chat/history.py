@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,8 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from webui.chat.attachments import Attachment, AttachmentFiles
 from webui.errors import BranchRangeError, ChatNotFoundError, SettingsError, WebUIError
-from webui.storage import TEMP_SUFFIX, atomic_write_text, safe_name
+from webui.storage import TEMP_SUFFIX, atomic_write_bytes, atomic_write_text, safe_name
 
 Role = Literal["system", "user", "assistant", "tool"]
 #: The fields of a chat that say how it is set up (restored with the chat, remembered as the last used).
@@ -39,6 +42,10 @@ DEFAULT_TOOL_ROUNDS = 8
 DECLINED = "The user declined to run this tool call."
 #: Told after the store wrote a chat (the chat) or deleted one (None): (character, chat id, chat).
 ChatListener = Callable[[str, str, "Chat | None"], None]
+
+
+def _attachment(value: Any) -> Attachment | None:
+    return value if isinstance(value, Attachment) else Attachment.from_json(value)
 
 
 def is_chat_file(name: str) -> bool:
@@ -66,8 +73,11 @@ class Message:
     tool_call_id: str = ""
     name: str = ""
     status: str = ""
+    #: Files and images sent with a user message (the copies are in the chat's files folder).
+    attachments: list[Attachment] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.attachments = [a for a in (_attachment(x) for x in self.attachments) if a is not None]
         if not self.versions:
             self.versions = [self.content]
         # One per version (a file from before reasoning was kept has none, or a hand edit too few).
@@ -104,6 +114,10 @@ class Message:
         for key in ("tool_calls", "tool_call_id", "name", "status"):
             if not data[key]:
                 del data[key]
+        if self.attachments:
+            data["attachments"] = [a.to_json() for a in self.attachments]
+        else:
+            del data["attachments"]
         return data
 
     def call_names(self) -> dict[str, str]:
@@ -277,6 +291,10 @@ class ChatStore:
     def path_of(self, character: str, chat_id: str) -> Path:
         return self.character_folder(character) / f"{safe_name(chat_id, what='chat id')}.json"
 
+    def files(self, character: str, chat_id: str) -> AttachmentFiles:
+        """The folder of a chat's attached files (``<chat id>.files`` beside the chat)."""
+        return AttachmentFiles(self.character_folder(character) / f"{safe_name(chat_id, what='chat id')}.files")
+
     def new(self, character: str, mode: str = "instruct") -> Chat:
         chat_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         return Chat(id=chat_id, character=character, mode=mode)
@@ -359,6 +377,7 @@ class ChatStore:
                 path.unlink()
             except FileNotFoundError:
                 raise ChatNotFoundError(f"There is no chat {chat_id!r} for {character!r}.") from None
+            shutil.rmtree(self.files(character, chat_id).folder, ignore_errors=True)
             for listener in self._listeners:
                 listener(character, chat_id, None)
 
@@ -377,11 +396,32 @@ class ChatStore:
         branch.apply_setup(chat.setup())
         branch.messages = copy.deepcopy(chat.messages[:n])
         branch.title = f"{chat.title} (branch)"
+        self._copy_files(chat, branch)
         self.save(branch)
         return branch
 
+    def _copy_files(self, source: Chat, target: Chat) -> None:
+        """Give ``target`` its own copies of the attached files its messages name (hard links when
+        the file system allows: the copies are never modified, only deleted with their chat)."""
+        src, dst = self.files(source.character, source.id), self.files(target.character, target.id)
+        for message in target.messages:
+            for a in message.attachments:
+                for name in (a.file, f"{a.file}.txt"):
+                    here, there = src.folder / name, dst.folder / name
+                    if not here.is_file() or there.exists():
+                        continue
+                    there.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(here, there)
+                    except OSError:
+                        atomic_write_bytes(there, here.read_bytes())
+
     def import_file(self, character: str, raw: bytes) -> Chat:
-        """Import a chat JSON file (ours or text-generation-webui's) as a new chat."""
+        """Import a chat JSON file (ours or text-generation-webui's), or our zip export (the chat with its
+        attached files), as a new chat."""
+        files: dict[str, bytes] = {}
+        if raw[:4] == b"PK\x03\x04":
+            raw, files = _read_chat_zip(raw)
         try:
             data = json.loads(raw.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -391,5 +431,40 @@ class ChatStore:
         fresh = self.new(character)
         chat = Chat.from_json(data, chat_id=fresh.id, character=character)
         chat.title = data.get("title") or "Imported chat"
+        folder = self.files(character, chat.id).folder
+        wanted = {n for m in chat.messages for a in m.attachments for n in (a.file, f"{a.file}.txt")}
+        for name, content in files.items():
+            if name in wanted:
+                atomic_write_bytes(folder / safe_name(name, what="attachment file"), content)
         self.save(chat)
         return chat
+
+
+#: Bounds of an imported chat zip (it is user input).
+MAX_ZIP_ENTRIES = 1000
+MAX_ZIP_BYTES = 256 * 1024 * 1024
+
+
+def _read_chat_zip(raw: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """The chat file and attached files (by name) of a zip export; bounded, names checked."""
+    import io
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+        infos = archive.infolist()
+        if len(infos) > MAX_ZIP_ENTRIES or sum(i.file_size for i in infos) > MAX_ZIP_BYTES:
+            raise SettingsError("The zip is too large to be a chat export (too many or too big files).")
+        chat = archive.read("chat.json")
+        files: dict[str, bytes] = {}
+        for info in infos:
+            name = info.filename
+            if name.startswith("files/") and not info.is_dir():
+                base = name[len("files/") :]
+                if "/" not in base and "\\" not in base and base not in ("", ".", ".."):
+                    files[base] = archive.read(info)
+        return chat, files
+    except KeyError:
+        raise SettingsError("The zip has no chat.json: it is not a chat export of this app.") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise SettingsError(f"The zip cannot be read: {exc}") from exc

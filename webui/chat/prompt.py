@@ -45,9 +45,11 @@ from webui.agents.reasoning import (
     template_reads,
 )
 from webui.agents.types import ToolSpec
+from webui.attachments.types import IMAGE_MARKER, ImageInput
 from webui.catalogue import Keyed
 from webui.characters.character import Character
 from webui.characters.lorebook import MAX_SCAN_DEPTH, NOTHING, Activation, activate
+from webui.chat.attachments import Materials, message_text
 from webui.chat.history import Chat, Message
 from webui.errors import ConversationRejectedError, PromptTooLongError
 
@@ -114,6 +116,8 @@ class Prompt:
     #: The tools offered in this prompt and the format their calls are parsed in (None: no tools).
     tools: list[ToolSpec] = field(default_factory=list)
     tool_format: ToolFormat | None = None
+    #: The images of the kept messages, in the order of their markers in ``text``.
+    images: list[ImageInput] = field(default_factory=list)
 
     @property
     def note(self) -> str:
@@ -258,8 +262,13 @@ def build_prompt(
     max_new_tokens: int,
     tokenize: Callable[[str], list[int]],
     reply_prefix: str = "",
+    materials: Callable[[Message], Materials] | None = None,
+    image_tokens: Callable[[ImageInput], int] | None = None,
 ) -> Prompt:
     """Render the prompt for ``history`` (the chat's messages up to the reply being written).
+
+    ``materials`` reads a message's attachments back (documents' text and images); each image
+    counts as ``image_tokens(image)`` tokens in place of its marker.
 
     When it does not fit in ``n_ctx - max_new_tokens``, the oldest whole turns are dropped
     in steps of about a quarter of the kept messages, and ``chat.context_start`` remembers
@@ -268,6 +277,8 @@ def build_prompt(
     # Room for the reply: max_new_tokens, but never more than half the context (a long reply is
     # then cut at the context end instead of making every prompt impossible).
     budget = max(1, n_ctx - min(max_new_tokens, n_ctx // 2))
+    history, images_of = _with_attachments(history, materials)
+    marker_tokens = len(tokenize(IMAGE_MARKER)) - len(tokenize("")) if any(images_of) else 0
     start = min(chat.context_start, _last_user_index(history))
     # The lorebook looks at the newest messages only, which truncation never drops.
     lore = activate(
@@ -278,7 +289,10 @@ def build_prompt(
     )
     while True:
         text, stops = render(history[start:], character, options, template, reply_prefix, lore)
+        images = [image for kept in images_of[start:] for image in kept]
         n = len(tokenize(text))
+        if images:
+            n += sum((image_tokens(i) if image_tokens is not None else 0) - marker_tokens for i in images)
         if n <= budget:
             chat.context_start = start
             style = reasoning_style(getattr(template, "source", None)) or THINK
@@ -296,11 +310,29 @@ def build_prompt(
                 reply_prefix=reply_prefix,
                 tools=list(options.tools) if options.tool_format is not None else [],
                 tool_format=options.tool_format if options.tools else None,
+                images=images,
             )
         nxt = _next_turn(history, start + max(2, (len(history) - start) // 4))
         if nxt is None or nxt > _last_user_index(history):
             raise PromptTooLongError(n, n_ctx)
         start = nxt
+
+
+def _with_attachments(
+    history: list[Message], materials: Callable[[Message], Materials] | None
+) -> tuple[list[Message], list[list[ImageInput]]]:
+    """``history`` with each message's attachments written into its text, and each message's images."""
+    if materials is None or not any(m.attachments for m in history):
+        return history, [[] for _ in history]
+    out: list[Message] = []
+    images: list[list[ImageInput]] = []
+    for m in history:
+        # Text that happens to hold the marker must not take an image's place.
+        typed = m.content.replace(IMAGE_MARKER, "<_media_>")
+        found = materials(m) if m.attachments else Materials()
+        out.append(replace(m, content=message_text(found, typed)) if m.attachments or typed != m.content else m)
+        images.append(list(found.images))
+    return out, images
 
 
 def _last_user_index(history: list[Message]) -> int:

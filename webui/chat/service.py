@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Literal, cast
 
-from webui.agents.engine import call_grammar, call_problem
+from webui.agents.engine import call_grammar, call_problem, with_image_parts
 from webui.agents.formats import ToolFormat, detect_format, format_by_name
 from webui.agents.reasoning import THINK, ReasoningSplitter
 from webui.agents.types import CallCollector, ToolCall, ToolChoice, ToolSpec
+from webui.attachments.types import AttachmentError
 from webui.characters.character import Character
+from webui.chat.attachments import Attachment, Upload, check_count, document_block, read_upload
 from webui.chat.history import DECLINED, Chat, ChatStore, Message
 from webui.chat.prompt import ChatOptions, Persona, Prompt, Template, build_prompt, context_limit
 from webui.errors import MessageNotFoundError, NoModelLoadedError, UnsupportedFeatureError, WebUIError
@@ -236,8 +238,16 @@ class ChatService:
         reply_prefix: str = "",
         tools: list[ToolSpec] | None = None,
         tool_choice: ToolChoice | None = None,
+        uploads: list[Upload] | None = None,
+        fit: Literal["refuse", "trim"] = "refuse",
     ) -> Turn:
         """Start one action; iterate the returned :class:`Turn` to stream the reply.
+
+        ``uploads`` (``send`` only): files and images sent with the message (read by
+        :meth:`read_upload`); they are stored with the chat. One that does not fit in the context
+        is refused before anything is saved, unless ``fit`` is ``trim`` (then only the part of a
+        document that fits is sent, and ``Turn.notice`` says so). An image for a model that cannot
+        see images is refused the same way.
 
         ``send`` adds ``text`` as a user message first (saved before anything is generated);
         ``regenerate`` writes a new version of the last reply (older versions are kept);
@@ -250,7 +260,10 @@ class ChatService:
         (default ``auto``; ``required`` makes it call one). Once the chat's round limit of tool
         calls is reached the reply is written without tools, and ``Turn.notice`` says so.
         """
-        if action == "send" and not text.strip():
+        uploads = list(uploads or [])
+        if uploads and action != "send":
+            raise WebUIError("Files can only be attached to a new message.")
+        if action == "send" and not text.strip() and not uploads:
             raise WebUIError("Type a message first.")
         last = chat.messages[-1] if chat.messages else None
         if action in ("regenerate", "continue") and (last is None or last.role != "assistant"):
@@ -282,9 +295,13 @@ class ChatService:
         undo: Callable[[], None] = lambda: None  # noqa: E731
         answered, kept_reasoning, thinking_prefix = False, "", None
         if action == "send":
-            chat.messages.append(Message("user", text))
+            stored, trimmed = self._store_uploads(chat, uploads, text, params, fit) if uploads else ([], "")
+            if trimmed:
+                notice = f"{notice} {trimmed}".strip()
+            chat.messages.append(Message("user", text, attachments=stored))
             if chat.title == "New chat":
-                chat.title = text.strip().splitlines()[0][:60]
+                first = text.strip().splitlines()[0][:60] if text.strip() else uploads[0].name[:60]
+                chat.title = first
             self.store.save(chat)
         if action in ("send", "respond") or (action == "regenerate" and last is None):
             reply = Message("assistant", reply_prefix)
@@ -344,6 +361,8 @@ class ChatService:
                 recorder = _RecordingTemplate(chosen)
                 chosen = cast(Template, recorder)
 
+            files = self.store.files(chat.character, chat.id)
+
             def build(reply_prefix: str) -> Prompt:
                 return build_prompt(
                     chat,
@@ -355,6 +374,8 @@ class ChatService:
                     max_new_tokens=run_params.max_tokens,
                     tokenize=backend.tokenize,
                     reply_prefix=reply_prefix,
+                    materials=lambda m: files.materials(m.attachments),
+                    image_tokens=backend.image_tokens,
                 )
 
             if thinking_prefix is None:
@@ -364,11 +385,20 @@ class ChatService:
                 if not prompt.thinking_open:  # the template does not open the block: the prefix does
                     prompt = build(f"{prompt.reasoning.start}\n{thinking_prefix}")
             prompt = replace(prompt, tokens_estimated=backend.tokens_estimated, template_note=note)
+            if prompt.images and not caps.images:
+                raise UnsupportedFeatureError(
+                    f"The loaded model ({loaded.name}) cannot see images, and this chat has "
+                    f"{len(prompt.images)}: load a vision model (with its projector) in the Model tab, "
+                    "or start a new chat without images.",
+                    key="attach.no_vision_chat",
+                    model=loaded.name,
+                    n=len(prompt.images),
+                )
             grammar: str | None = None
             extras: StreamExtras | None = None
             if recorder is not None:
                 payload = ChatPayload(
-                    tuple(_for_server(m) for m in recorder.messages),
+                    tuple(_for_server(m) for m in with_image_parts(recorder.messages, prompt.images)),
                     tools=tuple(t.openai() for t in tools) if uses_tools else (),
                     tool_choice=choice.mode if uses_tools else None,
                 )
@@ -382,6 +412,8 @@ class ChatService:
                         "switch off 'make the model call a tool'."
                     )
                 extras = StreamExtras(grammar_triggers=triggers) if triggers else None
+            if prompt.images and recorder is None:
+                extras = replace(extras or StreamExtras(), images=tuple(prompt.images))
             return Prepared(
                 prompt.text,
                 stop=prompt.stop,
@@ -396,6 +428,110 @@ class ChatService:
         return Turn(
             self, chat, action, job, reply, prefix, undo, answered=answered, reasoning=kept_reasoning, notice=notice
         )
+
+    # --- attachments --------------------------------------------------------------------------
+
+    def read_upload(self, name: str, data: bytes) -> Upload:
+        """Check and read a file the user attached (``AttachmentError`` with the reason when it cannot be used)."""
+        return read_upload(name, data)
+
+    def can_see_images(self) -> bool:
+        """Whether the loaded model takes images."""
+        current = self.generator.models.current
+        return current is not None and current.backend.capabilities.images
+
+    def upload_tokens(self, upload: Upload) -> int | None:
+        """Tokens ``upload`` takes in a prompt for the loaded model (None: no model, or an image it cannot see)."""
+        current = self.generator.models.current
+        if current is None:
+            return None
+        backend = current.backend
+        if upload.image is not None:
+            return backend.image_tokens(upload.image) if backend.capabilities.images else None
+        return max(0, len(backend.tokenize(upload.prompt_text())) - len(backend.tokenize("")))
+
+    def attachment_path(self, chat: Chat, attachment: Attachment) -> Any:
+        """The stored copy of an attachment (to show an image or offer the file for download)."""
+        return self.store.files(chat.character, chat.id).path(attachment)
+
+    def _store_uploads(
+        self, chat: Chat, uploads: list[Upload], text: str, params: SamplingParams, fit: str
+    ) -> tuple[list[Attachment], str]:
+        """Check that the uploads fit (and can be seen), then store them. Returns the records and a
+        notice when a document was trimmed to fit. Raises before writing anything."""
+        check_count(uploads)
+        current = self.generator.models.current
+        assert current is not None
+        backend = current.backend
+        images = [u for u in uploads if u.image is not None]
+        if images and not backend.capabilities.images:
+            raise UnsupportedFeatureError(
+                f"The loaded model ({current.name}) cannot see images ({images[0].name}): load a vision model "
+                "with its projector in the Model tab, or remove the image.",
+                key="attach.no_vision",
+                model=current.name,
+                name=images[0].name,
+            )
+        counts = [self.upload_tokens(u) or 0 for u in uploads]
+        n_ctx = context_limit(backend.n_ctx, params.truncation_length)
+        room = max(0, n_ctx - min(params.max_tokens, n_ctx // 2) - len(backend.tokenize(text)) - 16)
+        total = sum(counts)
+        keep: dict[int, int] = {}
+        notice = ""
+        if total > room:
+            names = ", ".join(u.name for u in uploads)
+            if fit != "trim":
+                raise AttachmentError(
+                    f"{names} {'has' if len(uploads) == 1 else 'have'} {total:,} tokens; {room:,} fit in this "
+                    f"model's context ({n_ctx:,} tokens, {min(params.max_tokens, n_ctx // 2):,} kept for the reply). "
+                    "Attach a smaller part, raise the context size in the Model tab, or send only the parts that fit.",
+                    key="attach.too_big",
+                    names=names,
+                    tokens=total,
+                    room=room,
+                    n_ctx=n_ctx,
+                )
+            keep, notice = self._trim(backend, uploads, counts, room)
+        files = self.store.files(chat.character, chat.id)
+        stored = [
+            files.store(u, tokens=c, keep_chars=keep.get(i))
+            for i, (u, c) in enumerate(zip(uploads, counts, strict=True))
+        ]
+        for i, chars in keep.items():
+            doc = uploads[i].document
+            assert doc is not None
+            stored[i].tokens = max(
+                0, len(backend.tokenize(document_block(uploads[i].name, doc.text[:chars]))) - len(backend.tokenize(""))
+            )
+        return stored, notice
+
+    @staticmethod
+    def _trim(backend: Any, uploads: list[Upload], counts: list[int], room: int) -> tuple[dict[int, int], str]:
+        """How many characters of each document to keep so that all fit in ``room`` tokens (images and
+        text kept whole; documents share what is left in order)."""
+        fixed = sum(c for u, c in zip(uploads, counts, strict=True) if u.document is None)
+        left = room - fixed
+        if left <= 0:
+            raise AttachmentError(
+                "The images alone do not fit in this model's context: remove some.", key="attach.images_too_big"
+            )
+        keep: dict[int, int] = {}
+        parts: list[str] = []
+        for i, (u, c) in enumerate(zip(uploads, counts, strict=True)):
+            if u.document is None:
+                continue
+            if c <= left:
+                left -= c
+                continue
+            text = u.document.text
+            # Characters in proportion to the tokens that fit, then shrink until it fits.
+            chars = max(0, int(len(text) * max(0, left) / max(1, c)))
+            while chars > 0 and len(backend.tokenize(document_block(u.name, text[:chars]))) > left:
+                chars = int(chars * 0.9)
+            keep[i] = chars
+            left = 0
+            parts.append(f"{u.name}: the first {chars:,} of {len(text):,} characters")
+        return keep, "Only the parts that fit were sent (" + "; ".join(parts) + ")."
 
     def resolve_call(self, chat: Chat, call_id: str, result: ToolResult | None) -> Message:
         """Answer one of the last reply's tool calls: its result, or (``None``) the user's Skip.

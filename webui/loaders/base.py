@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from webui.attachments.types import ImageInput
 from webui.errors import ModelLoadError
 from webui.params import LoadOptions, SamplingParams
 
@@ -96,6 +97,10 @@ class StreamExtras:
     grammar_triggers: tuple[str, ...] = ()
     #: For loaders with ``Capabilities.chat_messages``: the request as messages.
     chat: ChatPayload | None = None
+    #: Images of the prompt, in order: the prompt holds one ``IMAGE_MARKER`` per image where it
+    #: goes (``webui.attachments.types``). Only for backends whose ``capabilities.images`` is true;
+    #: any other raises ``UnsupportedFeatureError``. (A chat server gets them in ``chat`` instead.)
+    images: tuple[ImageInput, ...] = ()
 
 
 @dataclass
@@ -137,6 +142,8 @@ class Capabilities:
     lazy_grammar: bool = False
     #: Tool calls come back parsed by the server (``Chunk.tool_calls``), not as text to parse.
     tools: bool = False
+    #: It sees images (``StreamExtras.images``): a vision model with its projector/processor, or a
+    #: chat server that takes ``image_url`` parts. Loaders set it per loaded model.
     images: bool = False
     #: ``StreamExtras.top_logprobs`` / ``echo_logprobs`` are filled in.
     logprobs: bool = False
@@ -198,6 +205,14 @@ class Backend(ABC):
         """Bytes in the vocabulary's longest token (None: unknown). A text of B bytes has at least
         B / this many tokens: a cheap bound that refuses a prompt that cannot fit before it is tokenized."""
         return None
+
+    def image_tokens(self, image: ImageInput) -> int:
+        """Prompt tokens ``image`` takes for this model (backends with ``capabilities.images``).
+
+        The prompt budget and the context meter count an image as this many tokens in place of
+        its marker. Default 0: a backend that cannot see images never gets any.
+        """
+        return 0
 
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:

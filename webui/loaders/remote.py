@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from httpx_sse import SSEError, connect_sse
 
+from webui.attachments.types import ImageInput
 from webui.errors import GenerationError, ModelLoadError, UnsupportedFeatureError
 from webui.loaders.base import (
     Backend,
@@ -199,8 +200,11 @@ class RemoteBackend(Backend):
     capabilities: ClassVar[Capabilities] = Capabilities(local_files=False, exact_tokens=False)
     #: Through the chat API the server applies its own template and parses its own tool calls.
     chat_capabilities: ClassVar[Capabilities] = Capabilities(
-        local_files=False, exact_tokens=False, tools=True, logprobs=True, chat_messages=True
+        local_files=False, exact_tokens=False, tools=True, logprobs=True, chat_messages=True, images=True
     )
+    #: What an image is counted as in the prompt budget: the server does not say (a typical vision
+    #: encoder's count; the server refuses images if its model has no vision).
+    IMAGE_TOKENS_ESTIMATE: ClassVar[int] = 256
 
     def __init__(
         self,
@@ -225,6 +229,9 @@ class RemoteBackend(Backend):
         if api == "chat":
             # Per instance: the same loader talks either API, chosen when it loads.
             self.capabilities = self.chat_capabilities  # type: ignore[misc]
+
+    def image_tokens(self, image: ImageInput) -> int:
+        return self.IMAGE_TOKENS_ESTIMATE if self.capabilities.images else 0
 
     @classmethod
     def check(cls, path: Path | None, options: LoadOptions) -> None:
