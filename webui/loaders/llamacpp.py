@@ -4,18 +4,24 @@ We drive ``Llama.generate`` token by token instead of ``create_completion`` so
 that we count tokens exactly, decode UTF-8 incrementally (linear, not
 re-detokenising the whole reply each step), check the caller's cancel event
 between tokens and handle stop strings ourselves.
+
+A model with a vision projector next to it (``mmproj*.gguf``, see ``mtmd.py``) also takes
+images: the prompt is split by libmtmd into text and image pieces, evaluated into the same
+context, and generation then runs exactly as for text.
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from webui.errors import ModelLoadError, PromptTooLongError
+from webui.attachments.types import IMAGE_MARKER, ImageInput
+from webui.errors import ModelLoadError, PromptTooLongError, UnsupportedFeatureError
 from webui.loaders.base import (
     Backend,
     Capabilities,
@@ -30,9 +36,12 @@ from webui.loaders.base import (
 from webui.loaders.lazy import LazyTrigger
 from webui.loaders.llama_sampling import build_sampler, eog_tokens, new_grammar
 from webui.loaders.logprobs import LogprobMaker
+from webui.loaders.mtmd import Projector, VisionPrompt, find_projectors, is_projector, resolve_projector
 from webui.params import LoadOptions, SamplingParams
 
 GGUF_MAGIC = b"GGUF"
+
+__all__ = ["LlamaCppBackend", "check_gguf_file", "find_projectors"]
 
 
 def default_threads() -> int:
@@ -83,6 +92,11 @@ def check_gguf_file(path: Path) -> None:
             name=path.name,
             size=size,
         )
+    if is_projector(path):
+        raise ModelLoadError(
+            f"{path.name} is a vision projector (mmproj), not a model: it cannot be loaded on its own. Load the "
+            "model next to it; its projector is loaded with it (Model tab: vision projector)."
+        )
 
 
 class LlamaCppBackend(Backend):
@@ -119,10 +133,18 @@ class LlamaCppBackend(Backend):
             "truncation_length",
         }
     )
-    option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "n_gpu_layers", "n_batch", "use_mmap", "use_mlock")
+    option_fields: ClassVar[tuple[str, ...]] = (
+        "n_ctx",
+        "threads",
+        "n_gpu_layers",
+        "n_batch",
+        "use_mmap",
+        "use_mlock",
+        "mmproj",
+    )
     capabilities: ClassVar[Capabilities] = Capabilities(grammar=True, lazy_grammar=True, logprobs=True)
 
-    def __init__(self, llm: Any, path: Path) -> None:
+    def __init__(self, llm: Any, path: Path, projector: Projector | None = None, projector_note: str = "") -> None:
         self._llm = llm
         self.path = path
         self.n_ctx = int(llm.n_ctx())
@@ -132,15 +154,26 @@ class LlamaCppBackend(Backend):
         eog_set = frozenset(self._eog)
         self._is_eog = eog_set.__contains__
         self._max_token_bytes: int | None = None
+        #: The vision projector (None: a text-only model, or loaded with ``mmproj`` = none).
+        self._projector = projector
+        self.metadata["vision"] = "yes" if projector is not None else "no"
+        if projector is not None:
+            self.metadata["vision.projector"] = projector.path.name
+            self.capabilities = dataclasses.replace(type(self).capabilities, images=True)  # type: ignore[misc]
+        if projector_note:
+            self.metadata["vision.note"] = projector_note
 
     @classmethod
     def check(cls, path: Path | None, options: LoadOptions) -> None:
-        check_gguf_file(local_path(path))
+        path = local_path(path)
+        check_gguf_file(path)
+        resolve_projector(path, options.mmproj)
 
     @classmethod
     def load(cls, path: Path | None, options: LoadOptions) -> LlamaCppBackend:
         path = local_path(path)
         check_gguf_file(path)
+        projector_path, note = resolve_projector(path, options.mmproj)  # a bad choice fails before the model is read
         try:
             Llama = _llama_class()
         except ImportError as exc:  # pragma: no cover - set-up installs it
@@ -171,7 +204,14 @@ class LlamaCppBackend(Backend):
                 size=size,
                 detail=str(exc),
             ) from exc
-        backend = cls(llm, path)
+        projector = None
+        if projector_path is not None:
+            try:
+                projector = Projector.load(projector_path, llm, threads, use_gpu=options.n_gpu_layers != 0)
+            except BaseException:
+                llm.close()
+                raise
+        backend = cls(llm, path, projector, note)
         backend.max_token_bytes()  # measured now, on the loading thread, not in a request's
         return backend
 
@@ -192,11 +232,15 @@ class LlamaCppBackend(Backend):
     ) -> Iterator[Chunk]:
         extras = extras or StreamExtras()
         llm = self._llm
-        whole = self.tokenize(prompt)
-        prompt_tokens = truncate_prompt(whole, params.truncation_length, llm.token_bos())
-        if len(prompt_tokens) >= self.n_ctx:
-            raise PromptTooLongError(len(prompt_tokens), self.n_ctx)
-        room = self.n_ctx - len(prompt_tokens)
+        if extras.images:
+            prompt_tokens, prompt_count, prompt_cut = self._prefill_vision(prompt, params, extras)
+        else:
+            whole = self.tokenize(prompt)
+            prompt_tokens = truncate_prompt(whole, params.truncation_length, llm.token_bos())
+            prompt_count, prompt_cut = len(prompt_tokens), len(whole) - len(prompt_tokens)
+            if prompt_count >= self.n_ctx:
+                raise PromptTooLongError(prompt_count, self.n_ctx)
+        room = self.n_ctx - prompt_count
         max_tokens = min(params.max_tokens, room)
         # Our sampler chain replaces Llama's for this generation (see llama_sampling.py).
         lazy = self._lazy_trigger(params, extras.grammar_triggers)
@@ -211,9 +255,9 @@ class LlamaCppBackend(Backend):
         generated: list[int] = []
         finish: FinishReason = "length"
         echo: list[TokenLogprob] | None = None
-        if extras.echo_logprobs:
+        if extras.echo_logprobs:  # (refused with images)
             echo = self._prefill_with_logprobs(prompt_tokens, top_n or 0)
-        else:
+        elif not extras.images:  # a prompt with images is in the cache already (_prefill_vision)
             self._prefill(prompt_tokens)
         tokens = llm.generate(prompt_tokens)
         try:
@@ -244,11 +288,98 @@ class LlamaCppBackend(Backend):
         finally:
             tokens.close()
             llm.sampling = None
-        last = out.finish(
-            finish, len(prompt_tokens), tail=decoder.decode(b"", final=True), prompt_cut=len(whole) - len(prompt_tokens)
-        )
+        last = out.finish(finish, prompt_count, tail=decoder.decode(b"", final=True), prompt_cut=prompt_cut)
         last.prompt_logprobs = echo
         yield last
+
+    def image_tokens(self, image: ImageInput) -> int:
+        if self._projector is None:
+            return 0
+        return self._projector.image_tokens(image)
+
+    def _prefill_vision(self, prompt: str, params: SamplingParams, extras: StreamExtras) -> tuple[list[int], int, int]:
+        """Evaluate a prompt with images, as ``_prefill`` does for text: the cache ends up holding all of
+        it but the last position, reusing what the cache already holds of it.
+
+        Returns the prompt's ids (one per position; see ``mtmd.VisionPrompt.ids``) for ``generate``,
+        its size in tokens and how many tokens were cut from its start (``truncation_length``).
+        """
+        llm, projector = self._llm, self._projector
+        name = self.path.name if self.path else "This model"
+        if projector is None:
+            raise UnsupportedFeatureError(
+                f"{name} cannot see images: it was loaded without a vision projector (mmproj). Load it with "
+                "the projector made for it (Model tab: vision projector), or use a vision model."
+            )
+        markers = prompt.count(IMAGE_MARKER)
+        if markers != len(extras.images):
+            raise UnsupportedFeatureError(
+                f"The prompt has {markers} image marker(s) ({IMAGE_MARKER}) but the request has "
+                f"{len(extras.images)} image(s): each image needs exactly one marker where it goes."
+            )
+        if extras.echo_logprobs:
+            raise UnsupportedFeatureError(
+                "Log-probabilities of the prompt (echo) are not available for a prompt with images: an image's "
+                "positions have no tokens. Ask without echo."
+            )
+        with projector.tokenize(prompt, extras.images) as vision:
+            whole = vision.n_tokens
+            limit = params.truncation_length
+            if limit > 0 and whole > limit and not vision.cut_front(whole - limit, llm.token_bos()):
+                # Cutting would go through an image: refuse rather than feed the model half a picture.
+                raise PromptTooLongError(whole, limit)
+            count = vision.n_tokens
+            if count >= self.n_ctx:
+                raise PromptTooLongError(count, self.n_ctx)
+            try:
+                self._eval_pieces(vision)
+            except BaseException:
+                llm.reset()  # the cache may hold part of this prompt: trust none of it
+                raise
+            return vision.ids, count, whole - count
+
+    def _eval_pieces(self, vision: VisionPrompt) -> None:
+        """Have the cache hold ``vision`` up to its last position, reusing the cached prefix.
+
+        The prefix ends at an image's first position when it would end inside one (an image is
+        evaluated whole), and before the prompt's last piece when that is an image (``generate``
+        needs fresh logits after it). When the prompt ends with text, its last token is left for
+        ``generate`` to evaluate alone, as in ``_prefill``.
+        """
+        assert self._projector is not None
+        llm, projector = self._llm, self._projector
+        ids = vision.ids
+        starts, at = [], 0
+        for piece in vision.pieces:
+            starts.append(at)
+            at += len(piece.ids)
+        last = vision.pieces[-1]
+        end = len(ids) - 1 if not last.is_image else starts[-1]
+        cached = llm.n_tokens
+        common = 0
+        for a, b in zip(llm._input_ids[:cached], ids[:end], strict=False):
+            if a != b:
+                break
+            common += 1
+        for piece, start in zip(vision.pieces, starts, strict=True):
+            if piece.is_image and (projector.mrope or start < common < start + len(piece.ids)):
+                common = min(common, start)
+                break
+        if common < cached:
+            if not llm._ctx.kv_cache_seq_rm(-1, common, -1):
+                llm.reset()
+                common = 0
+            llm.n_tokens = common
+        for piece, start in zip(vision.pieces, starts, strict=True):
+            stop = start + len(piece.ids)
+            if stop <= common:
+                continue
+            if piece.is_image:
+                projector.eval_image(llm, piece, logits_last=piece is last)
+            else:
+                llm.eval(piece.ids[common - start if common > start else 0 : len(piece.ids) - (piece is last)])
+        if last.is_image:
+            llm._requires_eval = False  # the logits after the image are current: generate samples from them
 
     def _lazy_trigger(self, params: SamplingParams, triggers: tuple[str, ...]) -> LazyTrigger | None:
         """The watcher of a lazy grammar's triggers, or None when the grammar (if any) applies at once."""
@@ -328,6 +459,9 @@ class LlamaCppBackend(Backend):
             llm.eval(prompt_tokens[common:-1])
 
     def close(self) -> None:
+        projector, self._projector = self._projector, None
+        if projector is not None:
+            projector.close()  # before the model it was loaded against
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()

@@ -1,5 +1,8 @@
 """transformers loader: a Hugging Face model folder (``config.json`` + ``*.safetensors``).
 
+A vision-language folder loads with its processor and sees images (``hf_vision``); any other
+loads as a causal language model.
+
 ``model.generate`` runs in a worker thread. A streamer (ours, not
 ``TextIteratorStreamer``, which holds text back until a word ends and so sees a
 stop string late) turns each new token into text at once; a stopping criterion
@@ -10,6 +13,7 @@ is set.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import queue
@@ -18,7 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from webui.errors import GenerationError, ModelLoadError, PromptTooLongError, WebUIError
+from webui.attachments.types import ImageInput
+from webui.errors import GenerationError, ModelLoadError, PromptTooLongError, UnsupportedFeatureError, WebUIError
 from webui.loaders.base import (
     Backend,
     Capabilities,
@@ -31,6 +36,14 @@ from webui.loaders.base import (
     truncate_prompt,
 )
 from webui.loaders.hf_grammar import GrammarProcessor, llg_tokenizer, new_matcher
+from webui.loaders.hf_vision import (
+    VisionInputs,
+    VisionProcessor,
+    is_vision_config,
+    load_processor,
+    per_token,
+    uses_multimodal_positions,
+)
 from webui.loaders.lazy import LazyTrigger
 from webui.loaders.logprobs import LogprobMaker
 from webui.params import LoadOptions, SamplingParams
@@ -177,6 +190,10 @@ class _RawLogits:
         self.rows.append(logits[0, -1].detach().float().cpu())
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _as_ids(value: Any) -> set[int]:
     if value is None:
         return set()
@@ -209,13 +226,26 @@ class TransformersBackend(Backend):
     option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "dtype", "device", "trust_remote_code")
     capabilities: ClassVar[Capabilities] = Capabilities(grammar=True, lazy_grammar=True, logprobs=True)
 
-    def __init__(self, model: Any, tokenizer: Any, path: Path, n_ctx: int, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        path: Path,
+        n_ctx: int,
+        config: dict[str, Any],
+        vision: VisionProcessor | None = None,
+    ) -> None:
         self._model = model
         self._tok = tokenizer
         self.path = path
         self.n_ctx = n_ctx
         self._max_token_bytes: int | None = None
         self.chat_template = getattr(tokenizer, "chat_template", None) or None
+        #: The processor of a vision-language model (None: a text model, which refuses images).
+        self._vision = vision
+        if vision is not None:
+            self.capabilities = dataclasses.replace(type(self).capabilities, images=True)  # type: ignore[misc]
+            self.chat_template = vision.chat_template
         self.metadata = {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool))}
         # generate() ends at any of the generation config's end-of-sequence ids (a list for
         # models with several end-of-turn tokens) and at the tokenizer's.
@@ -226,6 +256,14 @@ class TransformersBackend(Backend):
         # (a chat's next turn) evaluates only the tokens after the common prefix.
         self._cache: Any = None
         self._cache_ids: list[int] = []
+        #: The images whose tokens that cache holds (``VisionInputs.key``): image tokens are alike
+        #: for any picture of a size, so the ids alone cannot tell two pictures apart.
+        self._cache_images: tuple[bytes, ...] = ()
+        # A vision model's cache is kept only where the image tokens can be found, and where
+        # positions do not depend on the images (see ``uses_multimodal_positions``).
+        self._cache_usable = vision is None or (
+            vision.image_token_id is not None and not uses_multimodal_positions(model.config.get_text_config())
+        )
         #: Prompt tokens of the last generation that came from the cache instead of being evaluated.
         self.reused_tokens = 0
         self._llg_tok: Any = None  # llguidance's tokenizer, made at the first grammar
@@ -244,7 +282,7 @@ class TransformersBackend(Backend):
         config = check_hf_folder(path, trust_remote_code=options.trust_remote_code)
         try:
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
         except ImportError as exc:  # pragma: no cover - set-up installs them
             raise ModelLoadError("transformers/torch are not installed. Run ./start.sh to set up.") from exc
         if options.threads:
@@ -256,9 +294,20 @@ class TransformersBackend(Backend):
             dtype = torch.float32 if device == "cpu" else torch.float16
         else:
             dtype = getattr(torch, options.dtype)
+        vision_config = is_vision_config(config)
+        vision: VisionProcessor | None = None
+        no_processor = ""  # why a vision-language folder has no usable processor
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=options.trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
+            processor = None
+            if vision_config:
+                processor, no_processor = load_processor(path, trust_remote_code=options.trust_remote_code)
+            if processor is not None:
+                vision = VisionProcessor(processor)
+                tokenizer = vision.tokenizer
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=options.trust_remote_code)
+            auto_model = AutoModelForImageTextToText if vision is not None else AutoModelForCausalLM
+            model = auto_model.from_pretrained(
                 path,
                 dtype=dtype,
                 trust_remote_code=options.trust_remote_code,
@@ -266,15 +315,23 @@ class TransformersBackend(Backend):
                 device_map=None if device == "cpu" else device,
             )
         except Exception as exc:  # transformers raises many kinds; all mean "could not load"
+            if no_processor and vision is None:  # tried as a text model (whose error lists every model class)
+                raise ModelLoadError(
+                    f"{path.name} is a vision-language model, but {no_processor}. As a text model it does not "
+                    f"load either: {_first_line(exc)}"
+                ) from exc
             raise ModelLoadError(f"transformers could not load {path.name}: {exc}") from exc
         model.eval()
         text_config = model.config.get_text_config()  # multimodal configs nest the language model's
         trained = int(getattr(text_config, "max_position_embeddings", 0) or 0) or 2048
         n_ctx = min(options.n_ctx, trained) if options.n_ctx else trained
-        return cls(model, tokenizer, path, n_ctx, config)
+        return cls(model, tokenizer, path, n_ctx, config, vision)
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._tok(text, add_special_tokens=True)["input_ids"])
+
+    def image_tokens(self, image: ImageInput) -> int:
+        return self._vision.image_tokens(image) if self._vision is not None else 0
 
     def max_token_bytes(self) -> int | None:
         # The vocabulary's strings as UTF-8: never shorter than the bytes a token stands for (byte-level
@@ -314,11 +371,8 @@ class TransformersBackend(Backend):
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        ids = self._tok(prompt, return_tensors="pt", add_special_tokens=True)
-        whole_len = int(ids["input_ids"].shape[-1])
-        if params.truncation_length and ids["input_ids"].shape[-1] > params.truncation_length:
-            kept = truncate_prompt(ids["input_ids"][0].tolist(), params.truncation_length, self._tok.bos_token_id)
-            ids = {"input_ids": torch.tensor([kept]), "attention_mask": torch.ones(1, len(kept), dtype=torch.long)}
+        extras = extras or StreamExtras()
+        ids, vision, whole_len = self._prompt_inputs(prompt, params, extras)
         prompt_len = int(ids["input_ids"].shape[-1])
         if prompt_len >= self.n_ctx:
             raise PromptTooLongError(prompt_len, self.n_ctx)
@@ -330,11 +384,11 @@ class TransformersBackend(Backend):
         # transformers.set_seed would also reseed Python's and NumPy's global RNGs, from which
         # the generation service draws the next random seed.
         torch.manual_seed(params.seed)
-        extras = extras or StreamExtras()
         stop_event = threading.Event()
         device = self._model.device
         inputs = {k: ids[k].to(device) for k in ("input_ids", "attention_mask") if k in ids}
         prompt_ids = [int(t) for t in inputs["input_ids"][0].tolist()]
+        media = vision.on_device(self._model) if vision is not None else {}
         processors = self._grammar_processors(params, extras.grammar_triggers, prompt_len)
         raw_logits = _RawLogits() if extras.top_logprobs is not None else None
         streamer = _TokenStreamer(
@@ -344,9 +398,14 @@ class TransformersBackend(Backend):
             logprobs=self._logprob_source(raw_logits, extras.top_logprobs or 0, params.skip_special_tokens),
         )
         failure: list[BaseException] = []
-        cache = self._cache_for(prompt_ids)
+        images_key = vision.key if vision is not None else ()
+        cache = self._cache_for(prompt_ids, images_key, media)
         self.reused_tokens = cache.get_seq_length() if cache is not None else 0
         self._cache, self._cache_ids = None, []  # until this generation has finished cleanly
+        # The image tokens go through the model with their pixels once: in the prefill when a
+        # cache is continued and they are not in it yet, or else in generate's first pass.
+        prefill_media = media if cache is not None and self._has_images(prompt_ids[self.reused_tokens :]) else {}
+        generate_media = media if cache is None else {}
         echo: list[TokenLogprob] | None = None
         if extras.echo_logprobs:
             echo, cache = self._echo_logprobs(prompt_ids, inputs["input_ids"], cache, extras.top_logprobs or 0)
@@ -359,7 +418,7 @@ class TransformersBackend(Backend):
                 with torch.inference_mode():  # grad mode is per thread: set it in the worker
                     extra: dict[str, Any] = {}
                     if cache is not None:
-                        self._prefill(cache, prompt_ids, inputs["input_ids"])
+                        self._prefill(cache, prompt_ids, inputs["input_ids"], prefill_media)
                         extra["past_key_values"] = cache
                     if processors:
                         extra["logits_processor"] = LogitsProcessorList(processors)
@@ -368,6 +427,7 @@ class TransformersBackend(Backend):
                     sequences.append(
                         self._model.generate(
                             **inputs,
+                            **generate_media,
                             streamer=streamer,
                             stopping_criteria=StoppingCriteriaList([_Cancel((cancel, stop_event))]),
                             pad_token_id=self._pad_id,
@@ -400,6 +460,7 @@ class TransformersBackend(Backend):
             if cache is not None and sequences and not failure:
                 held = cache.get_seq_length()
                 self._cache, self._cache_ids = cache, [int(t) for t in sequences[0][0].tolist()][:held]
+                self._cache_images = images_key
         if failure:
             if isinstance(failure[0], WebUIError):  # a grammar the text cannot follow, said plainly
                 raise failure[0]
@@ -416,6 +477,44 @@ class TransformersBackend(Backend):
         last = out.finish(finish, prompt_len, prompt_cut=whole_len - prompt_len)
         last.prompt_logprobs = echo
         yield last
+
+    def _prompt_inputs(
+        self, prompt: str, params: SamplingParams, extras: StreamExtras
+    ) -> tuple[dict[str, Any], VisionInputs | None, int]:
+        """The prompt's token ids (and its images' inputs), cut to ``truncation_length``; and its
+        length before the cut."""
+        import torch
+
+        vision: VisionInputs | None = None
+        if extras.images:
+            if self._vision is None:
+                raise UnsupportedFeatureError(
+                    f"{self.path.name} is a text-only model: it cannot see images. Load a vision-language "
+                    "model (a folder whose config.json has a vision_config, with its processor files), "
+                    "or send text only."
+                )
+            if extras.echo_logprobs:
+                raise UnsupportedFeatureError(
+                    "Prompt log-probabilities (echo) are not available for a prompt with images on "
+                    "the transformers loader: send the request without images or without echo."
+                )
+            vision = self._vision.inputs(prompt, extras.images)
+            ids = vision.tokens
+        else:
+            ids = self._tok(prompt, return_tensors="pt", add_special_tokens=True)
+        whole = ids["input_ids"][0].tolist()
+        limit = params.truncation_length
+        if not limit or len(whole) <= limit:
+            return ids, vision, len(whole)
+        kept = truncate_prompt(whole, limit, self._tok.bos_token_id)
+        if self._vision is not None and vision is not None and not self._vision.keeps_images(whole, kept):
+            # Cutting into an image would leave pixels without their tokens.
+            raise PromptTooLongError(len(whole), limit)
+        cut = {"input_ids": torch.tensor([kept]), "attention_mask": torch.ones(1, len(kept), dtype=torch.long)}
+        return cut, vision, len(whole)
+
+    def _has_images(self, ids: list[int]) -> bool:
+        return self._vision is not None and self._vision.count_images(ids) > 0
 
     def _grammar_processors(
         self, params: SamplingParams, triggers: tuple[str, ...], prompt_len: int
@@ -478,9 +577,18 @@ class TransformersBackend(Backend):
         # Keep the filled cache only where the generation would have used one.
         return entries, (fresh if cache is not None else None)
 
-    def _cache_for(self, prompt_ids: list[int]) -> Any:
-        """The KV cache to continue from, cut back to the prefix it shares with ``prompt_ids``."""
-        if not self.reuse_cache:
+    def _cache_for(self, prompt_ids: list[int], images_key: tuple[bytes, ...] = (), media: Any = None) -> Any:
+        """The KV cache to continue from, cut back to the prefix it shares with ``prompt_ids``.
+
+        With images: ``_prefill`` evaluates the prompt but its last token, so the image tokens
+        it reads must all lie in that part, with the pixels of every image (the processor's
+        outputs cover all images at once). The cache therefore keeps either all of the prompt's
+        image tokens (made from these same images) or none of them. None is returned where
+        that split cannot be made (an image token last; processor outputs that go with each token).
+        """
+        if not self.reuse_cache or not self._cache_usable:
+            return None
+        if media and (self._has_images(prompt_ids[-1:]) or per_token(media, len(prompt_ids))):
             return None
         from transformers import DynamicCache
 
@@ -490,6 +598,12 @@ class TransformersBackend(Backend):
             limit = min(len(held), len(prompt_ids) - 1)
             while common < limit and held[common] == prompt_ids[common]:
                 common += 1
+            token = self._vision.image_token_id if self._vision is not None else None
+            if token is not None and token in prompt_ids:
+                # Image tokens in the shared prefix stand for the cache's images, which may be
+                # other pictures; and images still to read need all the prompt's image tokens.
+                if images_key != self._cache_images or token in prompt_ids[common:]:
+                    common = min(common, prompt_ids.index(token))
         try:
             if cache is None or common == 0 or not cache.is_croppable:
                 return DynamicCache(config=self._model.config)
@@ -501,12 +615,13 @@ class TransformersBackend(Backend):
             log.debug("KV cache reuse unavailable for %s", self.path.name, exc_info=True)
             return None
 
-    def _prefill(self, cache: Any, prompt_ids: list[int], input_ids: Any) -> None:
+    def _prefill(self, cache: Any, prompt_ids: list[int], input_ids: Any, media: dict[str, Any] | None = None) -> None:
         """Put every prompt token but the last into ``cache``.
 
         ``generate`` then evaluates the last prompt token on its own whether or not the
         prefix was cached, so a repeated prompt with the same seed gives the same text
         (logits of a one-token batch differ in the last bits from a many-token batch).
+        ``media``: the images' inputs, when image tokens are among the tokens evaluated here.
         """
         have = cache.get_seq_length()
         if have < len(prompt_ids) - 1:
@@ -520,11 +635,13 @@ class TransformersBackend(Backend):
                 use_cache=True,
                 cache_position=positions,
                 attention_mask=torch.ones(1, len(prompt_ids) - 1, dtype=torch.long, device=new.device),
+                **(media or {}),
             )
 
     def close(self) -> None:
-        self._cache, self._cache_ids = None, []
+        self._cache, self._cache_ids, self._cache_images = None, [], ()
         self._model = None
+        self._vision = None
         self._tok = None
         import gc
 

@@ -29,6 +29,7 @@ from webui.errors import (
     WebUIError,
 )
 from webui.loaders import Backend, LoaderRegistry, default_registry, infer_loader
+from webui.loaders.mtmd import is_projector
 from webui.loaders.transformers import is_hf_folder
 from webui.models.facts import ModelFacts, model_facts
 from webui.models.model_settings import MODEL_SETTINGS_FILE, ModelSettings
@@ -120,7 +121,8 @@ class ModelManager:
                                      key="error.model_not_found", name=repr(name), folder=str(self.model_dir),
                                      available=available)
         if path.is_dir() and not is_hf_folder(path):
-            ggufs = sorted(path.glob("*.gguf"))
+            # A vision model's folder also holds its projector (mmproj-*.gguf): that is not the model.
+            ggufs = [g for g in sorted(path.glob("*.gguf")) if not is_projector(g)]
             if ggufs:
                 return ggufs[0]
         return path
