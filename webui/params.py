@@ -263,8 +263,8 @@ class LoadOptions(BaseModel):
     mmproj: str = Field(
         "",
         max_length=4096,
-        description="llama.cpp vision: the projector file (mmproj*.gguf) loaded with the model, as a name in "
-        "the model's folder or the models folder. Empty: the one next to the model, if any; 'none': no vision.",
+        description="llama.cpp vision: the projector file (mmproj*.gguf) loaded with the model: a file name in "
+        "the model's folder. Empty: the one next to the model, if any; 'none': no vision.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weight precision for transformers. auto: float32 on CPU, float16 on GPU."

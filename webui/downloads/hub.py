@@ -16,6 +16,10 @@ downloading a 5 GB file on a laptop needs:
 * **Progress and Cancel.** A callback gets bytes done / total / speed / ETA;
   a ``threading.Event`` stops the transfer within one chunk.
 * **Clear errors** for 404, 401/gated, network down, and a full disk.
+* **Vision projectors.** A GGUF repository of a vision model also holds its
+  projector (``mmproj*.gguf``). It is never offered as a model; it goes with
+  the chosen quantisation (unless the user unticks it), and both land in one
+  folder named after the model, where the llama.cpp loader finds it (``auto``).
 
 ``HF_ENDPOINT`` (mirrors) and ``HF_TOKEN`` (gated repos) are read at call time.
 """
@@ -31,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
@@ -44,6 +48,7 @@ from huggingface_hub.utils import build_hf_headers, get_session
 
 from webui.catalogue import Keyed
 from webui.errors import DownloadCancelled, DownloadError, InvalidNameError
+from webui.loaders.mtmd import projector_named
 from webui.storage import safe_name, sha256_file
 from webui.units import human_size
 
@@ -170,10 +175,34 @@ class Choice:
     files: tuple[RemoteFile, ...]
     target: str  # name in the models folder
     is_folder: bool
+    #: The vision projector (mmproj) that goes with this GGUF, when the repository has one. It is
+    #: downloaded when it is in ``files`` (see :meth:`with_projector`).
+    projector: RemoteFile | None = None
 
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
+
+    @property
+    def projector_included(self) -> bool:
+        return self.projector is not None and self.projector in self.files
+
+    def with_projector(self, include: bool) -> Choice:
+        """This GGUF with its projector, both in a folder named after the model (the loader's ``auto``
+        takes the projector next to a model; loose in a models folder shared with other models, it is
+        taken only when its name says whose it is, and ``mmproj-F16.gguf`` says nothing), or without it
+        (the model alone, as when the repository has no projector)."""
+        if self.projector is None:
+            return self
+        model = tuple(f for f in self.files if f != self.projector)
+        split = len(model) > 1 or bool(_SPLIT_RE.search(model[0].path))
+        base = Path(self.key).name
+        folder = safe_name(base[:-5], what="model name")
+        if include:
+            return replace(self, files=(*model, self.projector), target=folder, is_folder=True)
+        return replace(
+            self, files=model, target=folder if split else safe_name(base, what="model name"), is_folder=split
+        )
 
 
 @dataclass
@@ -237,15 +266,32 @@ def _matches(path: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(base.lower(), p.lower()) for p in patterns)
 
 
+def matching_projector(model_path: str, projectors: list[RemoteFile]) -> RemoteFile | None:
+    """The projector for the GGUF at ``model_path`` in a repository: among those in its folder (else at the
+    top of the repository), the one of the same quantisation (Q8_0 with Q8_0), else F16 (the precision
+    projectors are usually published in, which every backend runs), else the first."""
+    folder = model_path.rpartition("/")[0]
+    nearby = [p for p in projectors if p.path.rpartition("/")[0] == folder] or [
+        p for p in projectors if "/" not in p.path
+    ]
+    quant = quant_of(model_path)
+    return min(
+        nearby, key=lambda p: (quant_of(p.path) != quant, quant_of(p.path) not in ("F16", "FP16"), p.path), default=None
+    )
+
+
 def plan_choices(source: Source, files: list[RemoteFile], allow_pickle: bool = False) -> Listing:
     """Group a repository's files into the downloads a user can pick."""
     ram = _machine_ram()
     ggufs = [f for f in files if f.path.lower().endswith(".gguf")]
+    # A vision model's projector is not a model of its own: it goes with the quantisation picked.
+    projectors = [f for f in ggufs if projector_named(f.path)]
+    ggufs = [f for f in ggufs if not projector_named(f.path)]
     if source.filename:
         picked = [f for f in files if f.path == source.filename]
         if not picked:
             raise DownloadError(f"{source.repo_id} has no file called {source.filename!r}.")
-        ggufs = picked if picked[0].path.lower().endswith(".gguf") else []
+        ggufs = picked if picked[0].path.lower().endswith(".gguf") and picked[0] not in projectors else []
         if not ggufs:
             f = picked[0]
             target = safe_name(Path(f.path).name, what="file name")
@@ -270,18 +316,20 @@ def plan_choices(source: Source, files: list[RemoteFile], allow_pickle: bool = F
             if split:
                 label = Keyed(f"{label} · {len(group)} parts", "download.choice_gguf_parts", parts=len(group), **fields)
             target = safe_name(base[:-5] if split else base, what="model name")
-            choices.append(Choice(key, label, tuple(group), target, split))
+            choice = Choice(key, label, tuple(group), target, split, matching_projector(group[0].path, projectors))
+            choices.append(choice.with_projector(True))
         choices.sort(key=lambda c: c.size)
-        return Listing(
-            source,
-            files,
-            "gguf",
-            choices,
-            Keyed(
-                "Pick one quantisation: smaller files are faster and need less RAM; Q4_K_M is a good default.",
-                "download.note_pick",
-            ),
+        pick_note = Keyed(
+            "Pick one quantisation: smaller files are faster and need less RAM; Q4_K_M is a good default.",
+            "download.note_pick",
         )
+        if any(c.projector for c in choices):
+            pick_note = Keyed(
+                f"{pick_note} This is a vision model: its projector (mmproj) comes with it, in one folder, so it can "
+                "see images.",
+                "download.note_pick_vision",
+            )
+        return Listing(source, files, "gguf", choices, pick_note)
     weights = [f for f in files if _matches(f.path, SAFE_WEIGHTS)]
     pickles = [f for f in files if _matches(f.path, PICKLE_WEIGHTS)]
     configs = [f for f in files if _matches(f.path, CONFIG_PATTERNS)]
@@ -514,12 +562,22 @@ def staging_dir(models_dir: Path, choice: Choice) -> Path:
     return Path(models_dir) / STAGING_DIR / choice.target
 
 
+def local_relpath(choice: Choice, f: RemoteFile) -> str:
+    """Where ``f`` goes inside the download's folder. The files of a GGUF folder (split parts, the
+    projector) sit side by side, whatever folders they had in the repository: llama.cpp finds the other
+    parts next to the first, the loader finds the projector next to the model, and the model list looks
+    only at the folder's top level."""
+    if choice.is_folder and choice.key.lower().endswith(".gguf"):
+        return safe_name(f.path.rsplit("/", 1)[-1], what="file name from the server")
+    return _safe_relpath(f.path)
+
+
 def partial_bytes(models_dir: Path, choice: Choice) -> int:
     """Bytes already on disk from an earlier, interrupted attempt."""
     stage = staging_dir(models_dir, choice)
     total = 0
     for f in choice.files:
-        rel = _safe_relpath(f.path)
+        rel = local_relpath(choice, f)
         done, part = stage / rel, stage / (rel + PARTIAL)
         total += done.stat().st_size if done.is_file() else (part.stat().st_size if part.is_file() else 0)
     return total
@@ -565,7 +623,7 @@ def download(
     if choice.is_folder:
         os.replace(stage, final)
     else:
-        os.replace(stage / _safe_relpath(choice.files[0].path), final)
+        os.replace(stage / local_relpath(choice, choice.files[0]), final)
         shutil.rmtree(stage, ignore_errors=True)
     _remove_empty_dirs(models_dir / STAGING_DIR)
     progress.done = progress.total
@@ -585,7 +643,7 @@ def _fetch_all(
 ) -> None:
     source = listing.source
     for f in choice.files:
-        rel = _safe_relpath(f.path)
+        rel = local_relpath(choice, f)
         done_path, part = stage / rel, stage / (rel + PARTIAL)
         if done_path.is_file():
             continue

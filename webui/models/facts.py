@@ -11,7 +11,14 @@ truncated or hostile file gives a clear error, never a huge allocation.
 
 For a transformers folder the same facts come from ``config.json``, the
 safetensors headers (tensor shapes and dtypes) and ``tokenizer_config.json``.
+
+Vision models in llama.cpp come as two GGUF files: the model and its projector
+(``mmproj*.gguf``, architecture ``clip``, ``general.type`` ``mmproj``). A projector
+cannot run on its own, so it is never a model here: :func:`model_ggufs` leaves it out
+of a model folder and reading one as a model is a clear error. (Telling them apart is
+the llama.cpp loader's ``is_projector``: a name test and a few header bytes.)
 """
+
 from __future__ import annotations
 
 import json
@@ -24,6 +31,10 @@ from typing import Any
 from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
 
 from webui.errors import ModelInfoError
+from webui.loaders.mtmd import find_projectors, is_projector
+
+#: Suffixes of files still being written (as the model list skips them).
+_PARTIAL = (".partial", ".part", ".tmp", ".incomplete", ".download")
 
 GGUF_MAGIC = b"GGUF"
 MAX_KV = 100_000
@@ -32,9 +43,17 @@ MAX_TENSORS = 1_000_000
 MAX_KEPT_STRING = 1 << 20
 
 _SCALAR = {
-    GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H", GGUFValueType.INT16: "<h",
-    GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i", GGUFValueType.FLOAT32: "<f", GGUFValueType.BOOL: "<?",
-    GGUFValueType.UINT64: "<Q", GGUFValueType.INT64: "<q", GGUFValueType.FLOAT64: "<d",
+    GGUFValueType.UINT8: "<B",
+    GGUFValueType.INT8: "<b",
+    GGUFValueType.UINT16: "<H",
+    GGUFValueType.INT16: "<h",
+    GGUFValueType.UINT32: "<I",
+    GGUFValueType.INT32: "<i",
+    GGUFValueType.FLOAT32: "<f",
+    GGUFValueType.BOOL: "<?",
+    GGUFValueType.UINT64: "<Q",
+    GGUFValueType.INT64: "<q",
+    GGUFValueType.FLOAT64: "<d",
 }
 
 
@@ -86,14 +105,59 @@ def model_facts(path: Path) -> ModelFacts:
     if path.is_dir():
         if (path / "config.json").is_file():
             return hf_facts(path)
-        ggufs = sorted(path.glob("*.gguf"))
+        ggufs = model_ggufs(path)
         if ggufs:
             facts = gguf_facts(ggufs[0])
             facts.file_size = sum(p.stat().st_size for p in ggufs)  # split models: every part
             facts.name = path.name
             return facts
+        if find_projectors(path):
+            raise ModelInfoError(
+                f"{path.name} holds only a vision projector (mmproj), no model. Put the model's .gguf file next to it.",
+                key="error.projector_only_folder",
+                name=path.name,
+            )
         raise ModelInfoError(f"{path.name} is a folder without config.json or a .gguf file.")
+    if is_projector(path):
+        raise projector_not_a_model(path)
     return gguf_facts(path)
+
+
+# ----- vision projectors (mmproj) -----------------------------------------------------------------
+# Which file is a projector and which projector goes with a model is the llama.cpp loader's call
+# (``webui.loaders.mtmd``): what the Model tab shows is what a load would do.
+
+
+def projector_not_a_model(path: Path) -> ModelInfoError:
+    """The error for a projector picked or read as if it were a model."""
+    return ModelInfoError(
+        f"{path.name} is a vision projector (mmproj), not a model: it cannot be loaded on its own. Load the model "
+        "next to it; the projector is loaded with it (Model tab: Vision projector).",
+        key="error.projector_not_a_model",
+        name=path.name,
+    )
+
+
+def model_ggufs(folder: Path) -> list[Path]:
+    """The model's own .gguf files in a folder (every part of a split model), projectors left out, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.glob("*.gguf")
+        if not p.name.startswith(".") and not p.name.lower().endswith(_PARTIAL) and not is_projector(p)
+    )
+
+
+def model_gguf(path: Path) -> Path | None:
+    """The GGUF file a model at ``path`` (a file, or a folder of GGUF files) loads from; None for a
+    folder without one."""
+    path = Path(path)
+    if path.is_dir():
+        ggufs = model_ggufs(path)
+        return ggufs[0] if ggufs else None
+    return path
 
 
 # ----- GGUF --------------------------------------------------------------------------------
@@ -103,9 +167,15 @@ class _Cursor:
 
     def need(self, n: int) -> None:
         if n < 0 or self.pos + n > self.size:
-            raise ModelInfoError(f"{self.name} is truncated or corrupt: its header runs past the end of the file "
-                                 f"(offset {self.pos:,} + {n:,} > {self.size:,} bytes).", key="error.info_truncated",
-                                 name=self.name, pos=f"{self.pos:,}", n=f"{n:,}", size=f"{self.size:,}")
+            raise ModelInfoError(
+                f"{self.name} is truncated or corrupt: its header runs past the end of the file "
+                f"(offset {self.pos:,} + {n:,} > {self.size:,} bytes).",
+                key="error.info_truncated",
+                name=self.name,
+                pos=f"{self.pos:,}",
+                n=f"{n:,}",
+                size=f"{self.size:,}",
+            )
 
     def unpack(self, fmt: str) -> Any:
         n = struct.calcsize(fmt)
@@ -121,7 +191,7 @@ class _Cursor:
         self.pos += n
         if not keep or n > MAX_KEPT_STRING:
             return None
-        return bytes(self.buf[start:start + n]).decode("utf-8", errors="replace")
+        return bytes(self.buf[start : start + n]).decode("utf-8", errors="replace")
 
     def value(self, vtype: int, keep: bool = True) -> Any:
         try:
@@ -155,8 +225,12 @@ def gguf_facts(path: Path) -> ModelFacts:
         size = path.stat().st_size
         with open(path, "rb") as f:
             if size < 24:
-                raise ModelInfoError(f"{path.name} is not a GGUF model: the file is only {size} bytes.",
-                                     key="error.info_too_small", name=path.name, size=size)
+                raise ModelInfoError(
+                    f"{path.name} is not a GGUF model: the file is only {size} bytes.",
+                    key="error.info_too_small",
+                    name=path.name,
+                    size=size,
+                )
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 return _parse_gguf(buf, size, path)
     except OSError as exc:
@@ -165,8 +239,12 @@ def gguf_facts(path: Path) -> ModelFacts:
 
 def _parse_gguf(buf: Any, size: int, path: Path) -> ModelFacts:
     if bytes(buf[:4]) != GGUF_MAGIC:
-        raise ModelInfoError(f"{path.name} is not a GGUF model file (it does not start with 'GGUF'). It may be "
-                             "an incomplete download or a different format.", key="error.info_not_gguf", name=path.name)
+        raise ModelInfoError(
+            f"{path.name} is not a GGUF model file (it does not start with 'GGUF'). It may be "
+            "an incomplete download or a different format.",
+            key="error.info_not_gguf",
+            name=path.name,
+        )
     cur = _Cursor(buf, size, path.name)
     cur.pos = 4
     version = cur.unpack("<I")
@@ -207,14 +285,23 @@ def _parse_gguf(buf: Any, size: int, path: Path) -> ModelFacts:
     head_k = _int(meta.get(f"{a}attention.key_length")) or (n_embd // n_head if n_embd and n_head else None)
     head_v = _int(meta.get(f"{a}attention.value_length")) or head_k
     return ModelFacts(
-        name=path.name, format="GGUF", architecture=arch if isinstance(arch, str) else None,
-        parameters=params or None, quantization=_file_type_name(meta.get("general.file_type"), tensor_types),
+        name=path.name,
+        format="GGUF",
+        architecture=arch if isinstance(arch, str) else None,
+        parameters=params or None,
+        quantization=_file_type_name(meta.get("general.file_type"), tensor_types),
         context_length=_int(meta.get(f"{a}context_length")),
         has_chat_template=isinstance(meta.get("tokenizer.chat_template"), str)
         and bool(meta.get("tokenizer.chat_template")),
-        file_size=size, n_layers=_int(meta.get(f"{a}block_count")), n_embd=n_embd, n_head=n_head,
-        n_head_kv=n_head_kv, head_dim_k=head_k, head_dim_v=head_v,
-        metadata={k: v for k, v in meta.items() if not k.startswith("tokenizer.ggml.")})
+        file_size=size,
+        n_layers=_int(meta.get(f"{a}block_count")),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim_k=head_k,
+        head_dim_v=head_v,
+        metadata={k: v for k, v in meta.items() if not k.startswith("tokenizer.ggml.")},
+    )
 
 
 def _first(value: Any) -> Any:
@@ -252,8 +339,11 @@ def hf_facts(folder: Path, load_dtype: str = "auto", device: str = "cpu") -> Mod
             dtypes[dtype] = dtypes.get(dtype, 0) + n
             params += n
     stored = max(dtypes, key=dtypes.__getitem__) if dtypes else str(config.get("torch_dtype") or config.get("dtype"))
-    quant = config.get("quantization_config", {}).get("quant_method") if isinstance(
-        config.get("quantization_config"), dict) else None
+    quant = (
+        config.get("quantization_config", {}).get("quant_method")
+        if isinstance(config.get("quantization_config"), dict)
+        else None
+    )
     if load_dtype == "auto":
         load_bytes = 4 if device == "cpu" else 2
     else:
@@ -267,17 +357,31 @@ def hf_facts(folder: Path, load_dtype: str = "auto", device: str = "cpu") -> Mod
         tok_cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         pass
-    has_template = bool(isinstance(tok_cfg, dict) and tok_cfg.get("chat_template")) or \
-        (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file()
+    has_template = (
+        bool(isinstance(tok_cfg, dict) and tok_cfg.get("chat_template"))
+        or (folder / "chat_template.jinja").is_file()
+        or (folder / "chat_template.json").is_file()
+    )
     archs = config.get("architectures") or []
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return ModelFacts(
-        name=folder.name, format="transformers", architecture=config.get("model_type") or (archs[0] if archs else None),
-        parameters=params or None, quantization=quant or stored, has_chat_template=has_template,
-        context_length=_int(text_cfg.get("max_position_embeddings")), file_size=size,
-        n_layers=_int(text_cfg.get("num_hidden_layers")), n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv,
-        head_dim_k=head_dim, head_dim_v=head_dim, load_bytes_per_param=load_bytes,
-        metadata={"architectures": archs, "stored_dtype": stored})
+        name=folder.name,
+        format="transformers",
+        architecture=config.get("model_type") or (archs[0] if archs else None),
+        parameters=params or None,
+        quantization=quant or stored,
+        has_chat_template=has_template,
+        context_length=_int(text_cfg.get("max_position_embeddings")),
+        file_size=size,
+        n_layers=_int(text_cfg.get("num_hidden_layers")),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim_k=head_dim,
+        head_dim_v=head_dim,
+        load_bytes_per_param=load_bytes,
+        metadata={"architectures": archs, "stored_dtype": stored},
+    )
 
 
 def _safetensors_counts(path: Path) -> dict[str, int]:

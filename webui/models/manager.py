@@ -31,7 +31,7 @@ from webui.errors import (
 from webui.loaders import Backend, LoaderRegistry, default_registry, infer_loader
 from webui.loaders.mtmd import is_projector
 from webui.loaders.transformers import is_hf_folder
-from webui.models.facts import ModelFacts, model_facts
+from webui.models.facts import ModelFacts, model_facts, model_ggufs, projector_not_a_model
 from webui.models.model_settings import MODEL_SETTINGS_FILE, ModelSettings
 from webui.params import LoadOptions
 from webui.storage import TEMP_SUFFIX, read_yaml, safe_name, write_yaml
@@ -108,8 +108,9 @@ class ModelManager:
             if entry.name.startswith(".") or entry.name.endswith(PARTIAL_SUFFIXES):
                 continue
             if entry.is_file() and entry.suffix.lower() == ".gguf":
-                names.append(entry.name)
-            elif is_hf_folder(entry) or (entry.is_dir() and any(entry.glob("*.gguf"))):
+                if not is_projector(entry):  # a vision projector (mmproj) is loaded with its model, never alone
+                    names.append(entry.name)
+            elif is_hf_folder(entry) or (entry.is_dir() and model_ggufs(entry)):
                 names.append(entry.name)
         return sorted(names, key=str.lower)
 
@@ -122,9 +123,11 @@ class ModelManager:
                                      available=available)
         if path.is_dir() and not is_hf_folder(path):
             # A vision model's folder also holds its projector (mmproj-*.gguf): that is not the model.
-            ggufs = [g for g in sorted(path.glob("*.gguf")) if not is_projector(g)]
+            ggufs = model_ggufs(path)
             if ggufs:
                 return ggufs[0]
+        elif path.is_file() and is_projector(path):
+            raise projector_not_a_model(path)
         return path
 
     def infer_loader(self, name: str) -> str:

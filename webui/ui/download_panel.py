@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from webui.catalogue import in_language
-from webui.downloads.hub import DownloadJob, Listing, duration, list_files, parse_source
+from webui.downloads.hub import Choice, DownloadJob, Listing, duration, list_files, parse_source
 from webui.services import Services
 from webui.ui.common import error_text, error_toast, ui_errors
 from webui.ui.i18n import page_language, t, tr
@@ -69,6 +69,20 @@ def listing_markdown(listing: Listing, lang: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def projector_box(choice: Choice | None, lang: str | None = None) -> Any:
+    """The "also download the vision projector" tick box: shown (and ticked) for a GGUF that has one."""
+    if choice is None or choice.projector is None:
+        return gr.update(visible=False, value=False)
+    lang = lang or page_language()
+    name = choice.projector.path.rsplit("/", 1)[-1]
+    label = tr("download.with_projector", lang, name=name, size=human_size(choice.projector.size))
+    return gr.update(visible=True, value=True, label=label)
+
+
+def _chosen(listing: Listing | None, key: str | None) -> Choice | None:
+    return None if listing is None else next((c for c in listing.choices if c.key == key), None)
+
+
 def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
     downloads = services.downloads
     models = services.models
@@ -95,6 +109,7 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
         choice_dd = gr.Dropdown(
             choices=[], label=t("download.choice"), elem_id="download-choice", info=t("download.choice_info")
         )
+        with_projector = gr.Checkbox(False, label="", visible=False, elem_id="download-mmproj")
         with gr.Row():
             start_btn = gr.Button(t("download.start"), variant="primary", elem_id="download-start")
             cancel_btn = gr.Button(t("download.cancel"), elem_id="download-cancel")
@@ -121,21 +136,24 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
         listing = list_files(parse_source(text), token=tok, allow_pickle=pickle_ok)
         lang = page_language()
         choices = [(in_language(c.label, lang), c.key) for c in listing.choices]
+        only = listing.choices[0] if len(listing.choices) == 1 else None
         return [
             listing,
             listing_markdown(listing, lang),
-            gr.update(choices=choices, value=choices[0][1] if len(choices) == 1 else None),
+            gr.update(choices=choices, value=only.key if only else None),
+            projector_box(only, lang),
             "",
         ]
 
     @ui_errors
-    def on_start(listing: Listing | None, key: str | None, tok: str) -> Any:
+    def on_start(listing: Listing | None, key: str | None, tok: str, projector: bool) -> Any:
         lang = page_language()
         if listing is None:
             raise error_toast(tr("download.list_first", lang))
-        choice = next((c for c in listing.choices if c.key == key), None)
+        choice = _chosen(listing, key)
         if choice is None:
             raise error_toast(tr("download.pick_first", lang))
+        choice = choice.with_projector(bool(projector))
         job = downloads.start(listing, choice, tok)
         yield job.id, progress_html(job, lang), gr.update()
         while job.state == "running":
@@ -156,11 +174,19 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
         key = "import.done_link" if mode == "link" else "import.done_copy"
         return [gr.update(choices=models.list_models(), value=name), tr(key, page_language(), name=name)]
 
-    list_btn.click(on_list, [repo, token, allow_pickle], [listing_state, files_md, choice_dd, status])
-    repo.submit(on_list, [repo, token, allow_pickle], [listing_state, files_md, choice_dd, status])
+    listed = [listing_state, files_md, choice_dd, with_projector, status]
+    list_btn.click(on_list, [repo, token, allow_pickle], listed)
+    repo.submit(on_list, [repo, token, allow_pickle], listed)
+    choice_dd.input(
+        lambda listing, key: projector_box(_chosen(listing, key)),
+        [listing_state, choice_dd],
+        with_projector,
+        queue=False,
+        show_progress="hidden",
+    )
     start_btn.click(
         on_start,
-        [listing_state, choice_dd, token],
+        [listing_state, choice_dd, token, with_projector],
         [job_state, status, model_dd],
         concurrency_limit=4,
         concurrency_id="downloads",

@@ -1,7 +1,8 @@
 """Model tab: pick a model, see what it is, choose a loader and its options, load/unload.
 
 Also: per-model settings ("Save settings"), import from anywhere on disk, delete,
-and downloads from the Hugging Face Hub (``download_panel``).
+and downloads from the Hugging Face Hub (``download_panel``). A llama.cpp vision model
+gets a "Vision projector" dropdown (the ``mmproj`` load option) and a Vision row in its facts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from webui.services import Services
 from webui.ui.common import error_text, error_toast, field_component, save_or_warn, ui_errors
 from webui.ui.download_panel import build_download_panel
 from webui.ui.i18n import DEFAULT, page_language, t, tr
+from webui.ui.model_vision import (
+    AUTO_PROJECTOR,
+    NO_PROJECTOR,
+    option_projector,
+    projector_choices,
+    projector_names,
+    ui_projector,
+    vision_fact,
+)
 from webui.units import human_size
 
 MODEL_TEMPLATE = "(the model's own)"
@@ -59,8 +69,11 @@ def guide_visible(services: Services) -> Any:
     return gr.update(visible=services.models.current is None)
 
 
-def facts_markdown(facts: ModelFacts, n_ctx: int | None, lang: str) -> str:
-    """The model's facts as a Markdown table, in the page's language."""
+def facts_markdown(
+    facts: ModelFacts, n_ctx: int | None, lang: str, vision: str | None = None, projector_size: int = 0
+) -> str:
+    """The model's facts as a Markdown table, in the page's language (``vision``: the Vision row's text,
+    None for no row; ``projector_size``: the projector's bytes, loaded besides the model)."""
     unknown = tr("model.fact_unknown", lang)
     ctx = n_ctx or facts.context_length
     params = facts.parameters
@@ -80,10 +93,13 @@ def facts_markdown(facts: ModelFacts, n_ctx: int | None, lang: str) -> str:
         ),
         ("model.fact_size", human_size(facts.file_size)),
     ]
+    if vision is not None:
+        rows.append(("model.fact_vision", vision))
     lines = [f"| {tr('model.fact_model', lang)} | **{facts.name}** |", "|---|---|"]
     lines += [f"| {tr(key, lang)} | {value} |" for key, value in rows]
     ram = tr("model.fact_ram_at", lang, n=f"{ctx:,}") if ctx else tr("model.fact_ram", lang)
-    lines.append(f"| {ram} | {tr('model.fact_about', lang, size=human_size(facts.ram_estimate(n_ctx)))} |")
+    need = human_size(facts.ram_estimate(n_ctx) + projector_size)
+    lines.append(f"| {ram} | {tr('model.fact_about', lang, size=need)} |")
     return "\n".join(lines)
 
 
@@ -98,8 +114,10 @@ def _option_visibility(services: Services, loader: str | None) -> list[Any]:
     return [gr.update(visible=name in fields) for name in OPTION_NAMES]
 
 
-def info_text(services: Services, name: str | None, n_ctx: Any = None) -> str:
-    """The selected model's facts (read from its header, not loaded), or why they cannot be read."""
+def info_text(services: Services, name: str | None, n_ctx: Any = None, mmproj: str | None = None) -> str:
+    """The selected model's facts (read from its header, not loaded), or why they cannot be read.
+
+    ``mmproj``: the Vision projector dropdown's value (None: auto)."""
     if not name:
         return ""
     lang = page_language()
@@ -107,7 +125,8 @@ def info_text(services: Services, name: str | None, n_ctx: Any = None) -> str:
         facts = services.models.facts(name)
     except WebUIError as exc:
         return f"⚠ {error_text(exc, lang)}"
-    return facts_markdown(facts, int(n_ctx) if n_ctx else None, lang)
+    vision, projector_size = vision_fact(services, name, facts, mmproj, lang)
+    return facts_markdown(facts, int(n_ctx) if n_ctx else None, lang, vision, projector_size)
 
 
 def tool_format_choices(services: Services, name: str | None, lang: str) -> list[tuple[str, str]]:
@@ -171,7 +190,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         unload_btn = gr.Button(t("model.unload"), elem_id="model-unload")
     status = gr.Markdown(status_text(services), elem_id="model-status")
     guide = gr.Markdown(t("model.guide"), elem_id="first-run-guide", visible=current is None)
-    info = gr.Markdown(info_text(services, initial, options.n_ctx), elem_id="model-info")
+    info = gr.Markdown(info_text(services, initial, options.n_ctx, ui_projector(options.mmproj)), elem_id="model-info")
     with gr.Accordion(t("model.loader_options"), open=True):
         visible = _option_fields(services, initial_loader)
         option_components: list[Any] = []
@@ -188,6 +207,23 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                         elem_id="opt-remote_model",
                         visible=name in visible,
                         info=t("opt.remote_model.info"),
+                        min_width=OPTION_MIN_WIDTH,
+                    )
+                elif name == "mmproj":
+                    # auto / none / a projector next to the model; page_state and on_select fill in the
+                    # selected model's projectors and the page's language
+                    value = ui_projector(options.mmproj)
+                    comp = gr.Dropdown(
+                        choices=[
+                            (t("model.projector_auto"), AUTO_PROJECTOR),
+                            (t("model.projector_none"), NO_PROJECTOR),
+                            *((n, n) for n in projector_names(services, initial, value)),
+                        ],
+                        value=value,
+                        label=t("model.vision_projector"),
+                        elem_id="opt-mmproj",
+                        visible=name in visible,
+                        info=t("model.vision_projector_info"),
                         min_width=OPTION_MIN_WIDTH,
                     )
                 else:
@@ -272,6 +308,13 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                 option_updates.append(
                     gr.update(choices=[value] if value else [], value=value or None, visible=n in fields)
                 )
+            elif n == "mmproj":
+                shown = ui_projector(value)
+                option_updates.append(
+                    gr.update(
+                        choices=projector_choices(services, selected, shown, lang), value=shown, visible=n in fields
+                    )
+                )
             else:
                 option_updates.append(gr.update(value=value, visible=n in fields))
         saved = _saved_settings(services, selected)
@@ -280,7 +323,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             gr.update(choices=names, value=selected),
             gr.update(value=loader),
             *option_updates,
-            info_text(services, selected, opts.n_ctx),
+            info_text(services, selected, opts.n_ctx, ui_projector(opts.mmproj)),
             gr.update(value=saved.instruction_template or MODEL_TEMPLATE),
             gr.update(value=saved.preset or KEEP_PRESET),
             tool_format,
@@ -311,6 +354,11 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             gr.update(visible=n in fields, **({"value": saved.options[n]} if n in saved.options else {}))
             for n in OPTION_NAMES
         ]
+        # A projector belongs to one model: another model starts on its own saved choice, else auto.
+        projector = ui_projector(saved.options.get("mmproj"))
+        updates[OPTION_NAMES.index("mmproj")] = gr.update(
+            visible="mmproj" in fields, choices=projector_choices(services, name, projector, lang), value=projector
+        )
         if saved.to_entry() and not note:
             note = tr("model.applied_settings", lang, name=name)
         ctx = saved.options.get("n_ctx", n_ctx)
@@ -318,7 +366,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         return [
             gr.update(value=loader),
             *updates,
-            info_text(services, name, ctx),
+            info_text(services, name, ctx, projector),
             gr.update(value=saved.instruction_template or MODEL_TEMPLATE),
             gr.update(value=saved.preset or KEEP_PRESET),
             tool_format,
@@ -416,6 +464,11 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             by_name["remote_model"],
             show_progress="hidden",
         )
+    info_inputs = [model_dd, by_name["n_ctx"], by_name["mmproj"]]
+
+    def info_text_of(name: str | None, n_ctx: Any, mmproj: str | None) -> str:
+        return info_text(services, name, n_ctx, mmproj)
+
     refresh.click(on_refresh, model_dd, model_dd, queue=False)
     select_outputs = [loader_dd, *option_components, info, template_dd, preset_dd, tool_format_dd, settings_msg]
     # Queued one at a time: picking two models quickly must end showing the second one's facts
@@ -430,15 +483,17 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         show_progress="hidden",
         trigger_mode="always_last",
     )
-    by_name["n_ctx"].input(
-        lambda name, n: info_text(services, name, n),
-        [model_dd, by_name["n_ctx"]],
-        info,
-        concurrency_limit=1,
-        concurrency_id="model-select",
-        show_progress="hidden",
-        trigger_mode="always_last",
-    )
+    # the RAM estimate follows the context; the Vision row (and the RAM) the projector
+    for changed in (by_name["n_ctx"], by_name["mmproj"]):
+        changed.input(
+            info_text_of,
+            info_inputs,
+            info,
+            concurrency_limit=1,
+            concurrency_id="model-select",
+            show_progress="hidden",
+            trigger_mode="always_last",
+        )
     saved_event = save_btn.click(
         on_save_settings,
         [model_dd, loader_dd, template_dd, preset_dd, tool_format_dd, *option_components],
@@ -450,7 +505,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     deleted = confirm_btn.click(
         do_delete, model_dd, [confirm_row, model_dd, settings_msg, status], concurrency_id="model-load"
     )
-    deleted.then(lambda name, n: info_text(services, name, n), [model_dd, by_name["n_ctx"]], info, queue=False)
+    deleted.then(info_text_of, info_inputs, info, queue=False)
     # A failed action clears the message line: an old "Saved the settings ..." must not stand under its error.
     for event in (saved_event, deleted):
         event.failure(lambda: "", None, settings_msg, queue=False, show_progress="hidden")
@@ -463,6 +518,9 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     # After a failed load the previous model may be back (or none): always -> not only on success.
     for event in (loaded, unloaded, deleted):
         event.then(lambda: guide_visible(services), None, guide, queue=False, show_progress="hidden")
+    # The Vision row of a loaded model says what its backend can do, not what the files suggest.
+    for event in (loaded, unloaded):
+        event.then(info_text_of, info_inputs, info, queue=False, show_progress="hidden")
 
     def auto_label(name: str | None, value: str | None) -> Any:
         """The Auto choice names the format read from the template the loaded model now uses."""
@@ -481,12 +539,14 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         "loaded": loaded,
         "unloaded": unloaded,
         "info": info,
-        "info_inputs": [model_dd, by_name["n_ctx"]],
+        "info_inputs": info_inputs,
     }
 
 
 def _typed(key: str, value: Any) -> Any:
-    """Sliders send floats; integer options are stored as integers."""
+    """Sliders send floats; integer options are stored as integers. The projector dropdown's auto is ""."""
+    if key == "mmproj":
+        return option_projector(value)
     if isinstance(value, float) and LoadOptions.model_fields[key].annotation is int:
         return int(value)
     return value
