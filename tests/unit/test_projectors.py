@@ -236,3 +236,14 @@ def test_a_download_puts_the_projector_next_to_the_model(tmp_path, vlm_hub, monk
     ]
     assert "mmproj-tiny-vlm-f16.gguf" not in fetched
     assert ModelManager(models_dir, loaders=loaders).list_models() == ["tiny-vlm-f16.gguf", "tiny-vlm-Q8_0"]
+
+
+def test_importing_a_projector_alone_is_refused(tmp_path):
+    outside = tmp_path / "downloads"
+    outside.mkdir()
+    projector = projector_file(outside / "mmproj-x-f16.gguf")
+    models = tmp_path / "models"
+    models.mkdir()
+    with pytest.raises(ModelInfoError, match="is a vision projector"):
+        ModelManager(models).import_model(projector)
+    assert list(models.iterdir()) == []

@@ -222,6 +222,9 @@ class ModelManager:
                 if f.read(4) != b"GGUF":
                     raise ModelLoadError(f"{src.name} is not a GGUF model (it does not start with 'GGUF').",
                                          key="error.import_not_gguf", name=src.name)
+            if is_projector(src):
+                # A projector alone cannot be loaded: import the folder that holds it and its model.
+                raise projector_not_a_model(src)
         elif not (is_hf_folder(src) or any(src.glob("*.gguf"))):
             raise ModelLoadError(f"{src} is neither a .gguf file nor a model folder (config.json, or .gguf files).",
                                  key="error.import_not_model", path=str(src))
