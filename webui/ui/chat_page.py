@@ -25,6 +25,7 @@ from webui.chat.prompt import MODES
 from webui.chat.service import greeting_message
 from webui.errors import ChatNotFoundError, WebUIError
 from webui.services import Services
+from webui.ui.attachments_ui import ServedFiles, attachment_entries
 from webui.ui.common import error_text, save_or_warn
 from webui.ui.i18n import page_language, tr
 
@@ -95,8 +96,8 @@ def is_thought(entry: Any) -> bool:
 
 #: Start of a tool call block's title (then the tool's name).
 TOOL_MARK = "🔧 "
-#: What a shown entry is: a message's text, its thinking, or one of its tool calls.
-EntryKind = Literal["text", "thinking", "tool"]
+#: What a shown entry is: a message's text, its thinking, one of its tool calls, or one of its attached files.
+EntryKind = Literal["text", "thinking", "tool", "attachment"]
 
 
 def fenced(text: str, lang: str = "") -> str:
@@ -140,13 +141,16 @@ def tool_block(call: dict[str, Any], result: Message | None, lang: str) -> dict[
     }
 
 
-def _entries(chat: Chat, shown: list[int], lang: str, thinking: bool) -> list[tuple[int, EntryKind, dict[str, Any]]]:
+def _entries(
+    chat: Chat, shown: list[int], lang: str, thinking: bool, files: ServedFiles | None = None
+) -> list[tuple[int, EntryKind, dict[str, Any]]]:
     """The box's entries for the messages ``shown`` (indices into ``chat.messages``), each with the
     message it belongs to and what part of it it is."""
     results = tool_results(chat) if any(chat.messages[i].tool_calls for i in shown) else {}
     out: list[tuple[int, EntryKind, dict[str, Any]]] = []
     for n, i in enumerate(shown):
         m = chat.messages[i]
+        out.extend((i, "attachment", entry) for entry in attachment_entries(chat, m, lang, files))
         if m.role == "assistant" and m.reasoning:
             status = "pending" if thinking and n == len(shown) - 1 else "done"
             thought = {
@@ -155,7 +159,7 @@ def _entries(chat: Chat, shown: list[int], lang: str, thinking: bool) -> list[tu
                 "metadata": {"title": tr("chat.thinking", lang), "status": status},
             }
             out.append((i, "thinking", thought))
-        if m.content or not m.tool_calls:  # a reply that is only tool calls has no text bubble
+        if m.content or not (m.tool_calls or m.attachments):  # only calls, or only files: no text bubble
             line = stats_line(m, lang) if m.role == "assistant" else ""
             out.append(
                 (i, "text", {"role": m.role, "content": m.content, **({"metadata": {"log": line}} if line else {})})
@@ -166,7 +170,12 @@ def _entries(chat: Chat, shown: list[int], lang: str, thinking: bool) -> list[tu
 
 
 def to_display(
-    chat: Chat | None, lang: str | None = None, window: int | None = DISPLAY_WINDOW, *, thinking: bool = False
+    chat: Chat | None,
+    lang: str | None = None,
+    window: int | None = DISPLAY_WINDOW,
+    *,
+    thinking: bool = False,
+    files: ServedFiles | None = None,
 ) -> list[dict[str, Any]]:
     """The chat as gr.Chatbot messages; a reply's :func:`stats_line` goes in its metadata (``log``, not shown
     in the box: the line under it shows the last reply's).
@@ -176,7 +185,9 @@ def to_display(
     (``thinking``: the last reply's thinking is under way). A reply's tool calls follow it, each a
     collapsed block titled "🔧 <tool>" holding the arguments and then the result (status pending until
     the result is in; skipped and failed calls say so in the title); the ``tool`` messages themselves
-    are not shown, and a reply that is only calls has no text bubble.
+    are not shown, and a reply that is only calls has no text bubble. A message's attached files come
+    before its text, one entry each (:func:`~webui.ui.attachments_ui.attachment_entries`: images shown,
+    documents as chips linking to their stored copies when ``files`` serves them).
 
     With ``window``, only the newest ``window`` messages are shown, after a first line saying how
     many earlier ones are hidden; the shown ones are always the newest (a suffix), which is how
@@ -190,7 +201,7 @@ def to_display(
     out: list[dict[str, Any]] = []
     if hidden:
         out.append({"role": "assistant", "content": EARLIER_MARK + tr("chat.earlier_hidden", lang, n=hidden)})
-    return out + [entry for _, _, entry in _entries(chat, visible[hidden:], lang, thinking)]
+    return out + [entry for _, _, entry in _entries(chat, visible[hidden:], lang, thinking, files)]
 
 
 def _is_marked(shown: list[Any]) -> bool:
@@ -218,7 +229,7 @@ def entry_targets(chat: Chat, shown: list[Any] | None, lang: str | None = None) 
 
 def shown_offset(n_visible: int, shown: list[Any] | None) -> tuple[int, bool]:
     """(chat index of the first shown message, whether the box starts with the 'earlier' line), for a
-    chat without tool calls (:func:`entry_targets` maps any chat)."""
+    chat without tool calls or attachments (:func:`entry_targets` maps any chat)."""
     shown = list(shown or [])
     marked = _is_marked(shown)
     thoughts = sum(1 for entry in shown if is_thought(entry))
@@ -247,11 +258,13 @@ class ChatPage:
         self.services = services
         #: How many messages the box shows (settings.yaml chat_window; 0: all).
         self.window = services.settings.chat_window or None
+        #: Attached files as Gradio serves them (images shown in the box, documents offered for download).
+        self.files = ServedFiles(services)
 
     def display(
         self, chat: Chat | None, lang: str | None = None, *, all_messages: bool = False, thinking: bool = False
     ) -> list[dict[str, Any]]:
-        return to_display(chat, lang, None if all_messages else self.window, thinking=thinking)
+        return to_display(chat, lang, None if all_messages else self.window, thinking=thinking, files=self.files)
 
     def open_chat(self, state: Any, character: str) -> Chat:
         if state and state[0] == character:

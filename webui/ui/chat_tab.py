@@ -21,6 +21,7 @@ from webui.chat.prompt import MODES, ChatOptions, Mode, Persona, Prompt
 from webui.chat.service import Action, Turn, edit_message, remove_last, switch_version
 from webui.errors import WebUIError
 from webui.services import Services
+from webui.ui.attachments_ui import TOO_BIG_KEY, AttachmentsPanel
 from webui.ui.character_panel import CharacterPanel, notes_text
 from webui.ui.chat_history_panel import HistoryPanel
 from webui.ui.chat_page import (
@@ -87,6 +88,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     characters = services.characters
     page = ChatPage(services)
     display, open_chat, remember_open = page.display, page.open_chat, page.remember_open
+    attachments = AttachmentsPanel(services)
     with gr.Row():
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(
@@ -101,6 +103,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             reply_stats = gr.Markdown("", elem_id="chat-reply-stats")
             tools_panel = ToolsPanel(services, page)
             tools_panel.build_approval()
+            attachments.build()
             with gr.Row():
                 # lines=1 (growing to max_lines): Enter sends, Shift+Enter adds a line (Gradio's rule)
                 message = gr.Textbox(
@@ -196,6 +199,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         tool_names: list[str] | None,
         force: bool,
         rounds: float | None,
+        waiting: list[Any] | None,
+        fit: bool,
         *values: Any,
     ) -> Any:
         """Send / Regenerate / Continue / Impersonate, and Run / Skip / Always allow of a tool call,
@@ -208,11 +213,14 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         notice is shown). Stop ends the loop and a running tool (that call waits again).
 
         The message box is left alone while the reply streams (what the user types meanwhile stays):
-        a Send empties it once at the start, an Impersonate writes into it. It never raises: an error
-        goes out in ``turn_error`` for the next step to show as a pop-up, since a handler that raises
-        puts Gradio's "Error" badge in place of its outputs - here, the whole chat.
+        a Send empties it once at the start, an Impersonate writes into it. The files attached (``waiting``)
+        go with a Send ( ``fit``: only the part that fits); their chips go when the message is in the chat,
+        and stay, with the text, when the Send is refused (too big, an image for a model that cannot see).
+        It never raises: an error goes out in ``turn_error`` for the next step to show as a pop-up, since
+        a handler that raises puts Gradio's "Error" badge in place of its outputs - here, the whole chat.
         Outputs: chat box, message box, open chat, meter, template note, Send button, turn_error, tool
-        notice, and the approval row's four (:attr:`ToolsPanel.approval_outputs`).
+        notice, the approval row's four (:attr:`ToolsPanel.approval_outputs`) and the attachments' three
+        (:attr:`AttachmentsPanel.outputs`).
         """
         lang = page_language(request)
         session = request.session_hash or "anonymous"
@@ -220,9 +228,12 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             cancel = None if services.cancels.running(session) else services.cancels.start(session)
         if cancel is None:  # this page is already writing a reply (or a notebook text, a comparison)
             warn(tr("chat.busy", lang), lang)
-            yield keep, keep, keep, keep, keep, keep, None, keep, keep, keep, keep, keep
+            yield keep, keep, keep, keep, keep, keep, None, keep, keep, keep, keep, keep, keep, keep, keep
             return
         ui: dict[str, Any] = {"box": keep, "opened": keep, "meter": keep, "note": keep, "tool_note": keep}
+        attached: list[Any] = list(waiting or [])  # the files waiting to go with a Send
+        sent: list[Any] = []
+        files: list[Any] = [keep, keep, keep]  # the attachments' outputs
         approval: list[Any] = tools_panel.approval_values(None, lang)  # hidden while the turn runs
         error: str | None = None
         view: Any = keep
@@ -241,6 +252,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 None,
                 ui["tool_note"],
                 *approval,
+                *files,
             )
 
         try:
@@ -268,6 +280,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     reply_prefix=(prefix or "") if kind != "respond" else "",
                     tools=specs if kind != "impersonate" else [],
                     tool_choice=ToolChoice("required") if forced else None,
+                    uploads=attachments.uploads(attached) if kind == "send" else None,
+                    fit="trim" if fit else "refuse",
                 )
 
             def stream(turn: Turn, kind: Action) -> Any:
@@ -277,7 +291,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                         ui["box"] = partial  # the model writes your next message into the input box
                     if frames.due():  # the last text is sent after the loop in any case
                         yield out(display(chat, lang, thinking=turn.thinking))
-                ui["meter"] = meter_text(turn.prompt, lang)
+                # the files still waiting (attached before a Regenerate...) keep their line
+                ui["meter"] = attachments.meter(meter_text(turn.prompt, lang), attached, lang)
                 prompt = turn.prompt
                 if prompt is not None and prompt.template_note:
                     ui["note"] = in_language(prompt.template_note, lang)
@@ -301,8 +316,11 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 ui["opened"] = remember_open(chat)
                 if kind == "send":  # the message at once, before the reply starts; the box empties once
                     ui["box"] = ""
+                    sent, attached = attached, []
+                    files[:] = attachments.values([], lang, reset=True)  # the files went with it
                     yield out(display(chat, lang)[:-1], generating)
                     ui["box"] = keep
+                    files[:] = [keep, keep, keep]
                 else:
                     yield out(display(chat, lang), generating)
                 yield from stream(turn, kind)
@@ -340,18 +358,24 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             view = display(chat, lang)
         except Exception as exc:
             error = failure_text(exc, lang)
+            if isinstance(exc, WebUIError) and exc.key == TOO_BIG_KEY:
+                # refused whole: the chips stay, and "Send only what fits" is pointed at
+                error = f"{error} {tr('attach.fit_hint', lang)}"
+                files[:] = attachments.values(attached, lang, offer=True)
             if turn is not None and chat is not None:
                 if action == "send" and turn.action == "send" and turn.job.prepared is None:
                     # The model never saw it (unloaded meanwhile...): take the message back into the box,
-                    # so a second Send does not leave it twice in the chat.
+                    # and its files back into the chips, so a second Send does not leave it twice in the chat.
                     ui["box"] = remove_last(chat) or ui["box"]
                     save_or_warn(lambda: services.chats.save(chat), lang)
+                    attached = sent
+                    files[:] = attachments.values(attached, lang)
                 view = display(chat, lang)
         finally:
             services.cancels.end(session, cancel)
         if chat is not None:
-            pending = chat.pending_calls()
-            approval[:] = tools_panel.approval_values(pending[0] if pending else None, lang)
+            calls = chat.pending_calls()
+            approval[:] = tools_panel.approval_values(calls[0] if calls else None, lang)
         yield (*out(view)[:6], error, *out(view)[7:])
 
     def after_turn(request: gr.Request, character: str, state: Any) -> list[Any]:
@@ -390,6 +414,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             tools_panel.tools,
             tools_panel.force,
             tools_panel.rounds,
+            attachments.pending,
+            attachments.fit,
             *param_components,
         ]
         common.insert(1, tools_panel.asking)
@@ -403,6 +429,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             turn_error,
             tools_panel.note,
             *tools_panel.approval_outputs,
+            *attachments.outputs,
         ]
         for trigger, action in (
             (send.click, "send"),
@@ -426,17 +453,33 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         )
 
     stop.click(on_stop, None, None, queue=False)
+    attachments.wire(meter)
     chatbot.change(None, chatbot, reply_stats, js=LAST_STATS_JS, queue=False, show_progress="hidden")
 
     @ui_errors
-    def on_remove(state: Any, character: str) -> Any:
+    def on_remove(state: Any, character: str, waiting: list[Any] | None, meter_now: str | None) -> Any:
+        """Remove the last exchange; its message goes back into the box, and its files back into the chips."""
+        lang = page_language()
         chat = open_chat(state, character)
+        kept = chat.messages[:]
         text = remove_exchange(chat)
+        taken = [a for m in kept[len(chat.messages) :] if m.role == "user" for a in m.attachments]
+        now = attachments.reattach(chat, taken, list(waiting or []), lang) if taken else list(waiting or [])
         services.chats.save(chat)
-        return display(chat), text, remember_open(chat), *tools_panel.approval_values(None, page_language())
+        return (
+            display(chat),
+            text,
+            remember_open(chat),
+            *tools_panel.approval_values(None, lang),
+            *attachments.values(now, lang),
+            attachments.meter(meter_now, now, lang),
+        )
 
     remove.click(
-        on_remove, [current, character_dd], [chatbot, message, current, *tools_panel.approval_outputs], queue=False
+        on_remove,
+        [current, character_dd, attachments.pending, meter],
+        [chatbot, message, current, *tools_panel.approval_outputs, *attachments.outputs, meter],
+        queue=False,
     )
 
     @ui_errors
@@ -459,7 +502,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         whole = not (targets and targets[0] is None) and len(targets) == len(display(chat, all_messages=True))
         index = data.index if isinstance(data.index, int) else data.index[0]
         target = targets[index] if 0 <= index < len(targets) else None
-        if target is None or target[1] == "tool":  # the "earlier messages" line, a tool call's block
+        if target is None or target[1] in ("tool", "attachment"):  # the "earlier" line, a call's block, a file
             return display(chat, all_messages=whole)
         value = data.value if isinstance(data.value, str) else str(data.value)
         number, part = target
