@@ -531,6 +531,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         if loaded is None:
             return [tr("chat.no_model", page_language()), ""]
         chat = open_chat(state, character)
+        files = services.chat_service.store.files(chat.character, chat.id)
         template, _ = template_for(tpl)
         history_messages = list(chat.messages) + [Message("user", tr("chat.next_message", page_language()))]
         prompt = build_prompt(
@@ -543,6 +544,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             max_new_tokens=0,
             tokenize=loaded.backend.tokenize,
             reply_prefix=prefix or "",
+            materials=lambda m: files.materials(m.attachments),  # what the model gets: the attachments too
+            image_tokens=loaded.backend.image_tokens,
         )
         return [prompt.text, prompt.lore.summary()]
 
