@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from browserkit import bot_texts, new_greedy_chat, open_chat, reload, wait_for_complete_reply, wait_text
+from harness import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -336,3 +337,56 @@ def test_the_entries_of_a_chat_with_files_map_back_to_their_messages(tmp_path):
         (2, "attachment"),
         (3, "text"),
     ]
+
+
+def test_a_chat_downloads_as_a_zip_with_its_files_and_comes_back_from_it(page, server, tmp_path):
+    """The zip download holds the chat and its attached files; uploading it makes a new chat whose
+    message has its file again (stored under the new chat)."""
+    import zipfile
+
+    from webui.chat.attachments import read_upload
+    from webui.chat.history import ChatStore, Message
+
+    store = ChatStore(server.user_dir / "logs" / "chats")
+    saved = store.new("Assistant")
+    saved.title = "Zip chat"
+    record = store.files("Assistant", saved.id).store(read_upload("plan.md", b"# Plan\n\nShip on Friday.\n"), tokens=9)
+    saved.messages = [Message("user", "Read the plan.", attachments=[record]), Message("assistant", "Friday.")]
+    store.save(saved)
+
+    reload(page)
+    open_chat(page)
+    page.locator("#chat-list input").click()
+    page.get_by_role("option", name=re.compile(r"^Zip chat")).click()
+    wait_text(page, "#chat-box", "Friday.")
+    with page.expect_download() as info:
+        page.locator("#chat-download-zip").click()
+    zipped = tmp_path / "chat.zip"
+    info.value.save_as(zipped)
+    names = zipfile.ZipFile(zipped).namelist()
+    assert "chat.json" in names and f"files/{record.file}" in names
+    # one click downloads this chat (the JSON and Markdown buttons too), never a file of an earlier click
+    for button, check in (
+        ("json", lambda text: json.loads(text)["title"] == "Zip chat"),
+        ("md", lambda text: "plan.md" in text),
+    ):
+        with page.expect_download() as info:
+            page.locator(f"#chat-download-{button}").click()
+        assert check(Path(info.value.path()).read_text(encoding="utf-8")), button
+
+    with page.expect_file_chooser() as chooser:
+        page.locator("#chat-upload").click()
+    chooser.value.set_files(str(zipped))
+    folder = server.user_dir / "logs" / "chats" / "Assistant"
+
+    def copied() -> list:
+        return [p for p in folder.glob("*.files") if p.name != f"{saved.id}.files" and (p / record.file).is_file()]
+
+    (copy,) = wait_until(copied, "the imported chat's copy of plan.md")
+    assert (copy / record.file).read_bytes() == b"# Plan\n\nShip on Friday.\n"
+    # the imported chat is open, and listed beside the original
+    page.wait_for_function("() => document.querySelector('#chat-list input').value.startsWith('Zip chat')")
+    users = " ".join(page.locator("#chat-box [data-testid=user]").all_inner_texts())
+    assert "plan.md" in users
+    page.locator("#chat-list input").click()
+    assert page.get_by_role("option", name=re.compile(r"^Zip chat")).count() == 2

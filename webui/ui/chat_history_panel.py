@@ -30,6 +30,18 @@ def chat_choices(services: Services, character: str, search: str = "") -> list[t
     ]
 
 
+#: Downloads the file a DownloadButton was just given (its value as the page holds it).
+DOWNLOAD_JS = """(file) => {
+  if (!file || !file.url) return;
+  const a = document.createElement('a');
+  a.href = file.url;
+  a.download = file.orig_name || '';
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+}"""
+
+
 class HistoryPanel:
     """The "Chats" accordion. Built where it stands in the layout; :meth:`wire` once the tab is built."""
 
@@ -63,7 +75,10 @@ class HistoryPanel:
             with gr.Row():
                 self.download_json = gr.DownloadButton(t("chat.download_json"), elem_id="chat-download-json", size="sm")
                 self.download_md = gr.DownloadButton(t("chat.download_md"), elem_id="chat-download-md", size="sm")
-            self.upload = gr.UploadButton(t("chat.upload_json"), file_types=[".json"], elem_id="chat-upload", size="sm")
+                self.download_zip = gr.DownloadButton(t("chat.download_zip"), elem_id="chat-download-zip", size="sm")
+            self.upload = gr.UploadButton(
+                t("chat.upload_json"), file_types=[".json", ".zip"], elem_id="chat-upload", size="sm"
+            )
         #: What :meth:`show` fills in: the chat box, the open chat, the list, the title, the chat's
         #: set-up inputs and its tool settings (set by wire).
         self.outputs: list[Any] = []
@@ -166,22 +181,28 @@ class HistoryPanel:
         def on_download(state: Any, character: str, name: str, kind: ExportKind) -> str:
             chat = page.open_chat(state, character)
             character_name = services.characters.load(character).name if kind == "md" else character
+            files = services.chats.files(chat.character, chat.id)  # the zip holds the attached files too
             return str(
-                export_chat(chat, services.export_dir, kind, character_name=character_name, user_name=name or "You")
+                export_chat(
+                    chat,
+                    services.export_dir,
+                    kind,
+                    character_name=character_name,
+                    user_name=name or "You",
+                    files=files,
+                )
             )
 
-        self.download_json.click(
-            lambda s, c, n: on_download(s, c, n, "json"),
-            [current, character_dd, user_name],
-            self.download_json,
-            queue=False,
-        )
-        self.download_md.click(
-            lambda s, c, n: on_download(s, c, n, "md"),
-            [current, character_dd, user_name],
-            self.download_md,
-            queue=False,
-        )
+        for button, kind in ((self.download_json, "json"), (self.download_md, "md"), (self.download_zip, "zip")):
+            # A DownloadButton downloads the file it holds *before* its click handler runs: the chat is
+            # written on the click, then downloaded by the page, and the button emptied again (else the
+            # next click would first download the old file).
+            button.click(
+                lambda s, c, n, kind=kind: on_download(s, c, n, kind),
+                [current, character_dd, user_name],
+                button,
+                queue=False,
+            ).then(None, button, None, js=DOWNLOAD_JS).then(lambda: None, None, button, queue=False)
 
         @ui_errors
         def on_upload(file: Any, character: str) -> list[Any]:
