@@ -117,8 +117,9 @@ if [ "$TESTS" = 1 ]; then
     "$PY" "$ROOT/download-model.py" --starter all
     # The tests' tiny vision model (made with transformers, converted by llama.cpp's own converter from
     # the llama-cpp-python sdist); cached, so later runs only check that it is there.
-    "$PY" "$ROOT/tests/vlm_models.py" >/dev/null
-    "$PY" "$ROOT/tests/embedding_models.py" >/dev/null  # all-MiniLM-L6-v2 also as a GGUF (llama.cpp's converter)
+    PYTHONPATH="$ROOT:$ROOT/tests" "$PY" "$ROOT/tests/vlm_models.py" >/dev/null
+    # all-MiniLM-L6-v2 also as a GGUF (llama.cpp's converter)
+    PYTHONPATH="$ROOT:$ROOT/tests" "$PY" "$ROOT/tests/embedding_models.py" >/dev/null
 else
     "$PY" "$ROOT/download-model.py" --starter
 fi
