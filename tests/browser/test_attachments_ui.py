@@ -159,6 +159,7 @@ def test_an_image_for_a_text_only_model_is_flagged_at_once_and_refused_losing_no
     (chip,) = chip_texts(page)
     assert chip.startswith("image.png · 640×480") and "cannot see images" in chip
     assert page.locator(f"{CHIPS}.att-warn").count() == 1
+    wait_text(page, "#chat-meter", "1 image(s) not counted: the loaded model cannot see images")
     assert box.input_value() == "What colour is this picture?"  # the paste did not touch the text
     page.screenshot(path=f"{SHOTS}/attachments_image_flagged.png")
     close_toasts(page)

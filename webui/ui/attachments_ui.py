@@ -139,6 +139,9 @@ def meter_line(pending: list[Pending], n_ctx: int | None, lang: str) -> str:
     # an image the loaded model cannot see has no count (its chip says it will be refused)
     total = sum(item.tokens or 0 for item in pending)
     line = tr("attach.meter", lang, files=len(pending), tokens=number(total, lang), n_ctx=number(n_ctx, lang))
+    blind = sum(1 for item in pending if item.blind)
+    if blind:
+        line += " " + tr("attach.meter_blind", lang, n=blind)
     # The reply needs room too (up to half the context is kept for it): warn before the refusal does.
     return line + (" " + tr("attach.meter_over", lang) if total > n_ctx // 2 else "")
 
