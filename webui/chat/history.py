@@ -400,6 +400,22 @@ class ChatStore:
         self.save(branch)
         return branch
 
+    def prune_files(self, chat: Chat) -> int:
+        """Delete stored attachment copies no message of ``chat`` names any more (after a message with
+        files was removed). Returns how many files went."""
+        folder = self.files(chat.character, chat.id).folder
+        if not folder.is_dir():
+            return 0
+        kept = {n for m in chat.messages for a in m.attachments for n in (a.file, f"{a.file}.txt")}
+        removed = 0
+        for path in folder.iterdir():
+            if path.is_file() and path.name not in kept:
+                path.unlink(missing_ok=True)
+                removed += 1
+        if not any(folder.iterdir()):
+            folder.rmdir()
+        return removed
+
     def _copy_files(self, source: Chat, target: Chat) -> None:
         """Give ``target`` its own copies of the attached files its messages name (hard links when
         the file system allows: the copies are never modified, only deleted with their chat)."""

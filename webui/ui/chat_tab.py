@@ -368,6 +368,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     # and its files back into the chips, so a second Send does not leave it twice in the chat.
                     ui["box"] = remove_last(chat) or ui["box"]
                     save_or_warn(lambda: services.chats.save(chat), lang)
+                    services.chats.prune_files(chat)
                     attached = sent
                     files[:] = attachments.values(attached, lang)
                 view = display(chat, lang)
@@ -466,6 +467,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         taken = [a for m in kept[len(chat.messages) :] if m.role == "user" for a in m.attachments]
         now = attachments.reattach(chat, taken, list(waiting or []), lang) if taken else list(waiting or [])
         services.chats.save(chat)
+        if taken:
+            services.chats.prune_files(chat)  # the chips hold the files now; the stored copies go
         return (
             display(chat),
             text,
