@@ -88,7 +88,7 @@ def test_requests_it_cannot_honour_are_bad_requests(client):
         client.messages.create(
             model="x", max_tokens=5, messages=[{"role": "user", "content": [image, {"type": "text", "text": "What?"}]}]
         )
-    assert "images are not supported yet" in refused.value.message
+    assert "image 1 is corrupt or truncated" in refused.value.message  # (a PNG signature alone)
     assert refused.value.body["error"]["type"] == "invalid_request_error"
     with pytest.raises(anthropic.BadRequestError) as unknown:
         client.messages.create(model="x", max_tokens=5, messages=QUESTION, extra_body={"logit_bias": {"1": 1}})
