@@ -96,18 +96,17 @@ def minilm_folder() -> Path:
 
 def ensure_minilm_gguf(out_dir: Path | None = None) -> Path:
     """all-MiniLM-L6-v2 as an F16 GGUF (llama.cpp's converter), made first if it is not in the cache."""
-    from hf_checkpoint import default_cache_dir
-    from vlm_models import _atomic_folder
+    from hf_checkpoint import atomic_folder, default_cache_dir
 
     out = Path(out_dir) if out_dir is not None else default_cache_dir() / MINILM_GGUF_DIR
-    _atomic_folder(out, lambda d: (d / MINILM_GGUF).is_file(), lambda dest: _convert(minilm_folder(), dest))
+    atomic_folder(out, lambda d: (d / MINILM_GGUF).is_file(), lambda dest: _convert(minilm_folder(), dest))
     return out / MINILM_GGUF
 
 
 def _convert(folder: Path, dest: Path) -> None:
-    from vlm_models import _converter_dir
+    from vlm_models import converter_dir
 
-    converter = _converter_dir()
+    converter = converter_dir()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(converter / "gguf-py"), str(converter)])
     env.setdefault("HF_HUB_OFFLINE", "1")

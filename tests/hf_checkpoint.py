@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 CHECKPOINT_NAME = "SmolLM2-135M-Instruct-hf"
@@ -49,22 +50,34 @@ def ensure_hf_checkpoint(gguf_path: Path, out_dir: Path) -> Path:
         return out_dir
     if not gguf_path.is_file():
         raise FileNotFoundError(f"GGUF file {gguf_path} is missing; it is needed to make {out_dir}.")
+    return atomic_folder(out_dir, is_complete, lambda tmp: _convert(gguf_path, tmp))
+
+
+def atomic_folder(out_dir: Path, complete: Callable[[Path], bool], make: Callable[[Path], None]) -> Path:
+    """Return ``out_dir``, first making it with ``make`` unless ``complete`` says it is there.
+
+    ``make`` writes into a temporary folder next to ``out_dir``, which is then renamed into place in
+    one step, so a folder that exists is always complete (another run finishing first is fine). A
+    folder that is there but not complete is not ours to trust: it is moved aside and made afresh.
+    """
+    if complete(out_dir):
+        return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if out_dir.exists():
-        # Not ours to trust (no config.json or weights): move it aside, then make a fresh one.
         stale = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stale-", dir=out_dir.parent))
         os.replace(out_dir, stale / out_dir.name)
         shutil.rmtree(stale, ignore_errors=True)
-
     _remove_abandoned(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        _convert(gguf_path, tmp)
+        make(tmp)
+        if not complete(tmp):
+            raise RuntimeError(f"making {out_dir.name} left an incomplete folder")
         _usual_permissions(tmp)  # mkdtemp and the safetensors writer make them private
         try:
             os.rename(tmp, out_dir)  # atomic; fails if another process finished first
         except OSError:
-            if not is_complete(out_dir):
+            if not complete(out_dir):
                 raise
     finally:
         if tmp.exists():
@@ -85,9 +98,12 @@ def _remove_abandoned(out_dir: Path, min_age: float = 3600.0) -> None:
 def _usual_permissions(folder: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777 & ~umask)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o666 & ~umask)
     folder.chmod(0o777 & ~umask)
-    for f in folder.iterdir():
-        f.chmod(0o666 & ~umask)
 
 
 def _convert(gguf_path: Path, dest: Path) -> None:

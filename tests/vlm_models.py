@@ -30,13 +30,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from hf_checkpoint import (
-    _remove_abandoned,
+    atomic_folder,
     default_cache_dir,
     default_checkpoint_dir,
     ensure_hf_checkpoint,
@@ -102,7 +100,7 @@ def gguf_is_complete(folder: Path) -> bool:
 def ensure_tiny_vlm_hf(out_dir: Path | None = None) -> Path:
     """Return the transformers folder of the tiny vision model, making it first if needed (~10 s)."""
     out = Path(out_dir) if out_dir is not None else default_hf_dir()
-    return _atomic_folder(out, hf_is_complete, _make_hf)
+    return atomic_folder(out, hf_is_complete, _make_hf)
 
 
 def ensure_tiny_vlm_gguf(out_dir: Path | None = None) -> tuple[Path, Path]:
@@ -112,46 +110,8 @@ def ensure_tiny_vlm_gguf(out_dir: Path | None = None) -> tuple[Path, Path]:
     converter comes from llama-cpp-python's sdist (downloaded into the cache once).
     """
     out = Path(out_dir) if out_dir is not None else default_gguf_dir()
-    _atomic_folder(out, gguf_is_complete, lambda dest: _convert(ensure_tiny_vlm_hf(), dest))
+    atomic_folder(out, gguf_is_complete, lambda dest: _convert(ensure_tiny_vlm_hf(), dest))
     return gguf_files(out)
-
-
-def _atomic_folder(out_dir: Path, complete: Callable[[Path], bool], make: Callable[[Path], None]) -> Path:
-    """Make ``out_dir`` with ``make`` in a temporary folder next to it, then rename it into place."""
-    if complete(out_dir):
-        return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists():
-        stale = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stale-", dir=out_dir.parent))
-        os.replace(out_dir, stale / out_dir.name)
-        shutil.rmtree(stale, ignore_errors=True)
-    _remove_abandoned(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        make(tmp)
-        if not complete(tmp):
-            raise RuntimeError(f"making {out_dir.name} left an incomplete folder")
-        _usual_permissions(tmp)  # mkdtemp and the safetensors writer make them private
-        try:
-            os.rename(tmp, out_dir)  # atomic; fails if another process finished first
-        except OSError:
-            if not complete(out_dir):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
-
-
-def _usual_permissions(folder: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    for root, dirs, files in os.walk(folder):
-        for d in dirs:
-            os.chmod(os.path.join(root, d), 0o777 & ~umask)
-        for f in files:
-            os.chmod(os.path.join(root, f), 0o666 & ~umask)
-    folder.chmod(0o777 & ~umask)
 
 
 def _smollm_tokenizer_dir() -> Path:
@@ -250,11 +210,11 @@ def _make_hf(dest: Path) -> None:
     AutoModelForImageTextToText.from_pretrained(dest)
 
 
-def _converter_dir() -> Path:
+def converter_dir() -> Path:
     """llama.cpp's ``convert_hf_to_gguf.py`` with what it imports, from llama-cpp-python's sdist."""
     cache = default_cache_dir()
     target = cache / f"llama-cpp-converter-{LLAMA_CPP_PYTHON}"
-    return _atomic_folder(target, lambda d: (d / "convert_hf_to_gguf.py").is_file(), _extract_converter)
+    return atomic_folder(target, lambda d: (d / "convert_hf_to_gguf.py").is_file(), _extract_converter)
 
 
 def _extract_converter(dest: Path) -> None:
@@ -292,7 +252,7 @@ def _extract_converter(dest: Path) -> None:
 
 
 def _convert(hf_dir: Path, dest: Path) -> None:
-    converter = _converter_dir()
+    converter = converter_dir()
     env = dict(os.environ)
     # The converter's own gguf-py: it may write keys newer than the gguf package installed.
     env["PYTHONPATH"] = os.pathsep.join([str(converter / "gguf-py"), str(converter)])
