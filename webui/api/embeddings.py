@@ -21,7 +21,6 @@ stops its request between two batches.
 from __future__ import annotations
 
 import base64
-import hmac
 import logging
 import threading
 from typing import Any, Literal
@@ -31,10 +30,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from webui.api.errors import header_text
+from webui.api.errors import bearer_key_check, header_text
 from webui.api.schemas import HARMLESS_FIELDS, lone_surrogate
 from webui.api.streaming import cancel_on_disconnect
-from webui.errors import UnauthorizedError, UnsupportedFeatureError
+from webui.errors import UnsupportedFeatureError
 from webui.models.embedders import NoEmbeddingModelError
 from webui.models.embeddings import MAX_INPUTS, EmbeddingModelInfo
 from webui.services import Services
@@ -127,17 +126,7 @@ def model_info(info: EmbeddingModelInfo | None) -> dict[str, Any] | None:
 
 
 def create_embeddings_api(services: Services) -> APIRouter:
-    key = services.settings.api_key
-
-    def check_key(request: Request) -> None:
-        if not key:
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise UnauthorizedError()
-
-    router = APIRouter(dependencies=[Depends(check_key)])
+    router = APIRouter(dependencies=[Depends(bearer_key_check(services.settings.api_key))])
 
     @router.post("/embeddings")
     async def embeddings(req: EmbeddingRequest, request: Request) -> JSONResponse:

@@ -7,6 +7,8 @@ stream that has (see ``webui.api.streaming``).
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from webui.errors import WebUIError
+from webui.errors import UnauthorizedError, WebUIError
 
 
 def header_text(text: str, limit: int = 500) -> str:
@@ -67,3 +69,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(f"Invalid request: {problems}", code="invalid_value", param=param), status_code=400
         )
+
+
+def bearer_key_check(key: str | None) -> Callable[[Request], None]:
+    """A route dependency that requires ``Authorization: Bearer <key>`` (nothing when ``key`` is unset).
+
+    Shared by the OpenAI-shaped routers (chat/completions, embeddings); compared in constant time.
+    """
+
+    def check_key(request: Request) -> None:
+        if not key:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            raise UnauthorizedError()
+
+    return check_key

@@ -7,7 +7,6 @@ request's job registers its cancel in ``services.cancels`` under the response's 
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -31,7 +30,7 @@ from webui.agents.engine import (
     load_images,
 )
 from webui.agents.types import ToolChoice, ToolSpec
-from webui.api.errors import error_of, header_text
+from webui.api.errors import bearer_key_check, error_of, header_text
 from webui.api.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest, LoadModelRequest
 from webui.api.streaming import collect_with, event_stream, first_chunk, rest_of
 from webui.errors import (
@@ -42,7 +41,6 @@ from webui.errors import (
     NoModelLoadedError,
     PromptTooLongError,
     SchemaError,
-    UnauthorizedError,
     UnsupportedFeatureError,
     WebUIError,
 )
@@ -145,17 +143,7 @@ class _Reply:
 
 
 def create_api(services: Services) -> APIRouter:
-    key = services.settings.api_key
-
-    def check_key(request: Request) -> None:
-        if not key:
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise UnauthorizedError()
-
-    router = APIRouter(dependencies=[Depends(check_key)])
+    router = APIRouter(dependencies=[Depends(bearer_key_check(services.settings.api_key))])
 
     def params_of(req: GenerationRequest, **updates: Any) -> SamplingParams:
         base = services.presets.load(req.preset).params.model_dump() if req.preset else {}
