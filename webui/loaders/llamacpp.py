@@ -36,7 +36,14 @@ from webui.loaders.base import (
 from webui.loaders.lazy import LazyTrigger
 from webui.loaders.llama_sampling import build_sampler, eog_tokens, new_grammar
 from webui.loaders.logprobs import LogprobMaker
-from webui.loaders.mtmd import Projector, VisionPrompt, find_projectors, is_projector, resolve_projector
+from webui.loaders.mtmd import (
+    Projector,
+    VisionPrompt,
+    find_projectors,
+    is_projector,
+    projector_not_a_model,
+    resolve_projector,
+)
 from webui.params import LoadOptions, SamplingParams
 
 GGUF_MAGIC = b"GGUF"
@@ -93,10 +100,7 @@ def check_gguf_file(path: Path) -> None:
             size=size,
         )
     if is_projector(path):
-        raise ModelLoadError(
-            f"{path.name} is a vision projector (mmproj), not a model: it cannot be loaded on its own. Load the "
-            "model next to it; its projector is loaded with it (Model tab: vision projector)."
-        )
+        raise projector_not_a_model(path)
 
 
 class LlamaCppBackend(Backend):

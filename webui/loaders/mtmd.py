@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from webui.attachments.types import IMAGE_MARKER, AttachmentError, ImageInput
-from webui.errors import GenerationError, ModelLoadError
+from webui.errors import GenerationError, ModelInfoError, ModelLoadError
 
 #: ``general.type`` of a projector file, and the architecture every llama.cpp projector declares.
 PROJECTOR_TYPE = "mmproj"
@@ -52,6 +52,16 @@ def projector_named(name: str) -> bool:
     """``name`` follows the usual projector naming (``mmproj-X.gguf``, ``X-mmproj-f16.gguf``)."""
     lower = name.lower()
     return lower.endswith(".gguf") and "mmproj" in lower
+
+
+def projector_not_a_model(path: Path) -> ModelInfoError:
+    """The error for a projector picked or read as if it were a model."""
+    return ModelInfoError(
+        f"{path.name} is a vision projector (mmproj), not a model: it cannot be loaded on its own. Load the model "
+        "next to it; the projector is loaded with it (Model tab: Vision projector).",
+        key="error.projector_not_a_model",
+        name=path.name,
+    )
 
 
 def is_projector(path: Path) -> bool:
@@ -129,7 +139,7 @@ def _pick(model_path: Path, projectors: list[Path]) -> tuple[Path | None, str]:
     if not projectors:
         return None, ""
     # the parts of a split model (name-00001-of-00003.gguf) are one model
-    models = {_SPLIT_RE.sub("", p.name) for p in _ggufs(_folder(model_path)) if not is_projector(p)}
+    models = {_SPLIT_RE.sub("", p.name) for p in model_ggufs(_folder(model_path))}
     model_base = _base(model_path.name)
     if len(models) <= 1:
         candidates = projectors
@@ -146,6 +156,11 @@ def _pick(model_path: Path, projectors: list[Path]) -> tuple[Path | None, str]:
     tag = _precision(model_path.name)
     best = min(candidates, key=lambda p: (_precision(p.name) != tag, _precision(p.name) not in ("F16", "FP16"), p.name))
     return best, ""
+
+
+def model_ggufs(folder: Path) -> list[Path]:
+    """The model's own .gguf files in a folder (every part of a split model), projectors left out, sorted."""
+    return [p for p in _ggufs(Path(folder)) if not is_projector(p)]
 
 
 def _ggufs(folder: Path) -> list[Path]:

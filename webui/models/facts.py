@@ -31,10 +31,9 @@ from typing import Any
 from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
 
 from webui.errors import ModelInfoError
-from webui.loaders.mtmd import find_projectors, is_projector
+from webui.loaders.mtmd import find_projectors, is_projector, model_ggufs, projector_not_a_model
 
 #: Suffixes of files still being written (as the model list skips them).
-_PARTIAL = (".partial", ".part", ".tmp", ".incomplete", ".download")
 
 GGUF_MAGIC = b"GGUF"
 MAX_KV = 100_000
@@ -126,28 +125,6 @@ def model_facts(path: Path) -> ModelFacts:
 # ----- vision projectors (mmproj) -----------------------------------------------------------------
 # Which file is a projector and which projector goes with a model is the llama.cpp loader's call
 # (``webui.loaders.mtmd``): what the Model tab shows is what a load would do.
-
-
-def projector_not_a_model(path: Path) -> ModelInfoError:
-    """The error for a projector picked or read as if it were a model."""
-    return ModelInfoError(
-        f"{path.name} is a vision projector (mmproj), not a model: it cannot be loaded on its own. Load the model "
-        "next to it; the projector is loaded with it (Model tab: Vision projector).",
-        key="error.projector_not_a_model",
-        name=path.name,
-    )
-
-
-def model_ggufs(folder: Path) -> list[Path]:
-    """The model's own .gguf files in a folder (every part of a split model), projectors left out, sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p
-        for p in folder.glob("*.gguf")
-        if not p.name.startswith(".") and not p.name.lower().endswith(_PARTIAL) and not is_projector(p)
-    )
 
 
 def model_gguf(path: Path) -> Path | None:
