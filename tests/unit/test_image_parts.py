@@ -117,3 +117,15 @@ def test_a_chat_server_gets_image_url_parts_back():
     assert parts[2]["image_url"]["url"].startswith("data:image/jpeg;base64,")
     assert with_image_parts(messages, []) is messages
     assert ChatRequest(messages=[]).images == []
+
+
+def test_an_image_detail_we_do_not_use_is_named_as_ignored():
+    def request(detail):
+        url = {"url": "data:image/png;base64,AAAA", **({"detail": detail} if detail else {})}
+        return ChatCompletionRequest.model_validate(
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": url}]}], "user": "u"}
+        )
+
+    assert request("high").ignored_fields() == ["user", "messages[].content[].image_url.detail"]
+    assert request("auto").ignored_fields() == ["user"]
+    assert request(None).ignored_fields() == ["user"]

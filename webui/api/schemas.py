@@ -229,6 +229,17 @@ class ChatCompletionRequest(GenerationRequest):
                 raise ValueError(f"chat_template_kwargs: only enable_thinking is supported, not {', '.join(unknown)}")
         return self
 
+    def ignored_fields(self) -> list[str]:
+        # An image part's "detail" (low / high) changes nothing here: every image is scaled to at most
+        # 2048 px and the model's own preprocessor decides its tiles. Said, not dropped silently.
+        detail = any(
+            isinstance(part.get("image_url"), dict) and part["image_url"].get("detail") not in (None, "auto")
+            for m in self.messages
+            if isinstance(m.content, list)
+            for part in m.content
+        )
+        return super().ignored_fields() + (["messages[].content[].image_url.detail"] if detail else [])
+
 
 class LoadModelRequest(BaseModel):
     model_name: str
