@@ -62,6 +62,11 @@ def server(tmp_path_factory, hub, smollm_path):
 
 def options_of(page, dropdown_id: str) -> list[str]:
     """The options a dropdown offers (opened, read, closed and left, so the next pick starts afresh)."""
+    # another dropdown's list may still be closing (a pick just made): its options would be read too
+    if page.get_by_role("option").count():
+        page.keyboard.press("Escape")
+        page.locator("body").click(position={"x": 1, "y": 1})
+    expect(page.get_by_role("option")).to_have_count(0)
     box = page.locator(f"#{dropdown_id} input")
     box.click()
     page.get_by_role("option").first.wait_for()
