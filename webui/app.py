@@ -24,7 +24,7 @@ def create_app(services: Services) -> fastapi.FastAPI:
             "waiting": services.generator.waiting(),
         }
 
-    if services.settings.api or services.settings.api_key:
+    if services.settings.api or services.settings.api_key or services.settings.api_keys_path:
         from webui.api import create_api, install_error_handlers
 
         install_error_handlers(app)

@@ -223,7 +223,31 @@ class UnauthorizedError(WebUIError):
     code = "invalid_api_key"
 
     def __init__(self) -> None:
-        super().__init__("Missing or wrong API key. Send 'Authorization: Bearer <key>' (the key given with --api-key).")
+        super().__init__(
+            "Missing or wrong API key. Send 'Authorization: Bearer <key>' (or 'x-api-key: <key>'): the key given "
+            "with --api-key, or your own from the server's admin (scripts/users.py add-key)."
+        )
+
+
+class PermissionDeniedError(WebUIError):
+    """An action only the server's admin may take (load or delete a model, edit a shared library...)."""
+
+    status_code = 403
+    code = "permission_denied"
+
+
+class QuotaError(WebUIError):
+    """A user's share of the server is used up for now (too many requests queued): try again later."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, key: str | None = None, **fields: Any
+    ) -> None:
+        super().__init__(message, key=key, **fields)
+        #: seconds after which trying again is likely to succeed (the Retry-After header), if known
+        self.retry_after = retry_after
 
 
 class SchemaError(WebUIError):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from webui.accounts.audit import AuditLog
+from webui.accounts.keys import ApiKeys, load_api_keys
+from webui.accounts.users import Accounts, User, load_accounts
 from webui.agents.formats import detect_format, format_by_name
 from webui.characters.store import CharacterStore, ImportResult
 from webui.chat.history import ChatStore
@@ -15,16 +21,17 @@ from webui.chat.prompt import Template
 from webui.chat.search import ChatIndex
 from webui.chat.service import ChatService
 from webui.downloads.hub import DownloadManager
-from webui.errors import SaveError, SettingsError, WebUIError
+from webui.errors import PermissionDeniedError, SaveError, SettingsError, WebUIError
 from webui.generation.cancel import Cancels
-from webui.generation.scheduler import Generator
+from webui.generation.limits import UserLimits
+from webui.generation.scheduler import GenerationJob, Generator
 from webui.loaders import LoaderRegistry
 from webui.models.embeddings import EmbeddingModels
 from webui.models.manager import LoadedModel, ModelManager, Progress
 from webui.params import LoadOptions, SamplingParams
 from webui.presets import PresetStore
 from webui.settings import PROJECT_DIR, Settings, remember
-from webui.storage import atomic_write_text
+from webui.storage import Layered, atomic_write_text, read_yaml
 from webui.templates.chat_template import ChatTemplate, InstructionTemplateStore, choose_template
 from webui.tools.files import FileTools, ToolContext
 from webui.tools.mcp import McpServers
@@ -34,6 +41,13 @@ from webui.tools.types import ToolInfo, ToolResult
 log = logging.getLogger(__name__)
 
 SHIPPED_FOLDERS = ("presets", "grammars", "characters", "instruction-templates", "tools")
+
+#: What each user chooses for themselves (with log-in, kept in users/<name>/settings.yaml); every other
+#: remembered setting is the server's (the admin's: model, load options, embedding model, tools folder).
+USER_KEYS = frozenset(
+    {"preset", "params", "chat_character", "chat_id", "template_overrides", "chat_setup", "compare"}
+    | {"tools_allow_read_only"}
+)
 
 
 @dataclass
@@ -60,6 +74,22 @@ class Services:
     tool_context: ToolContext
     #: The embedding model for /v1/embeddings: a model of its own beside the chat model (or none).
     embeddings: EmbeddingModels
+    #: Who may log in and their roles (None: no log-in; the app is one local user's, as before accounts).
+    accounts: Accounts | None = None
+    #: API keys and the users they stand for (none configured: /v1 is open, or --api-key only).
+    api_keys: ApiKeys | None = None
+    #: Append-only record of log-ins and admin actions (logs/audit.jsonl, rotated).
+    audit: AuditLog | None = None
+    #: Whose view of the app this is (see :meth:`space`); None: the server's own (no log-in, or start-up).
+    user: User | None = None
+    #: The server-wide services this user's view was made from; None: this is the server-wide one.
+    shared: Services | None = None
+    #: The user's own data folder (chats, notebook, exports, settings); None: the user-data folder.
+    own_dir: Path | None = None
+    #: The user's own choices (USER_KEYS) laid over the server's settings in every view.
+    overlay: dict[str, Any] = field(default_factory=dict, repr=False)
+    _spaces: dict[str, Services] = field(default_factory=dict, repr=False)
+    _spaces_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def build(
@@ -118,6 +148,14 @@ class Services:
             tool_context=context,
             embeddings=EmbeddingModels(settings.models_path, settings.embedding_ctx_size),
         )
+        for given, flag in ((settings.users_file, "--users-file"), (settings.api_keys_file, "--api-keys-file")):
+            if given and not Path(given).is_file():
+                raise SettingsError(f"{flag} {given}: there is no such file. Make it with scripts/users.py.")
+        services.accounts = load_accounts(settings.users_path, settings.ui_credentials(), settings.admin_names)
+        services.api_keys = load_api_keys(settings.api_keys_path, services.accounts, settings.api_key)
+        services.audit = AuditLog(user_dir / "logs" / "audit.jsonl")
+        for warning in [*(services.accounts.warnings if services.accounts else []), *services.api_keys.warnings]:
+            log.warning("%s", warning)
         if settings.embedding_model:
             try:
                 services.embeddings.load(settings.embedding_model, allow_path=True)
@@ -130,6 +168,175 @@ class Services:
         self.mcp.stop()
         self.embeddings.close()
 
+    # ---- users: each one's own view of the app ----------------------------------------------------
+
+    @property
+    def root(self) -> Services:
+        """The server-wide services (this one, or the one this user's view was made from)."""
+        return self.shared or self
+
+    def space(self, user: User | None) -> Services:
+        """``user``'s view of the app: their own chats, notebook, settings and library copies, and the
+        server's shared model, queue and libraries.
+
+        Without log-in (no accounts) or for no user, the server-wide services themselves. The main
+        admin (the first admin) keeps the user-data folder's existing data, so turning log-in on loses
+        nobody's chats; every other user's data is under ``users/<folder>/``.
+        """
+        root = self.root
+        if user is None:
+            return root
+        with root._spaces_lock:
+            base = root._spaces.get(user.folder)
+            if base is None:
+                base = root._spaces[user.folder] = root._new_space(user)
+        if base.own_dir is None:
+            return base
+        # The server's settings as they are now (the admin may have changed them), the user's choices on top.
+        return dataclasses.replace(base, settings=root.settings.model_copy(update=base.overlay))
+
+    def _new_space(self, user: User) -> Services:
+        queue = cast(Generator, UsersQueue(self.generator, user.name, lambda: self.limits_for(user)))
+        # API keys without log-in: the key's user has no data of their own, but their role and share hold
+        if self.accounts is None or self.accounts.is_own_folder(user):
+            service = self.chat_service
+            own_service = ChatService(queue, self.chats, service.choose_template, service.tool_format_for)
+            return dataclasses.replace(
+                self, user=user, shared=self, generator=queue, chat_service=own_service, _spaces={}
+            )
+        settings = self.settings
+        own = Path(settings.user_data_dir) / "users" / user.folder
+        settings_path = own / "settings.yaml"
+        overlay: dict[str, Any] = {}
+        if settings_path.is_file():
+            try:
+                overlay = {k: v for k, v in read_yaml(settings_path).items() if k in USER_KEYS}
+            except SettingsError as exc:  # the user's file broken by hand: their defaults, and the log says why
+                log.error("Ignoring %s: %s", settings_path, exc.message)
+        chats = ChatStore(own / "logs" / "chats")
+        chat_index = ChatIndex(chats.folder / ".index.sqlite", chats)
+        context = ToolContext(
+            # read_file may read the folder the admin chose; anyone else only their own files folder
+            allowed_folder=self.tool_context.allowed_folder if user.is_admin else own / "files",
+            search_chats=lambda query, limit: search_all_chats(chats, chat_index, query, limit),
+        )
+        toolbox = ToolBox(
+            [FileTools(Path(settings.user_data_dir) / "tools", context), McpTools(self.mcp)],
+            timeout=settings.tool_timeout,
+            max_result_chars=settings.tool_result_max_chars,
+        )
+        presets, characters, templates = self.presets, self.characters, self.instruction_templates
+        if not user.is_admin:  # admins edit the shared libraries; a user sees them plus their own copies
+            presets = cast(PresetStore, Layered(PresetStore(own / "presets"), self.presets))
+            characters = cast(
+                CharacterStore,
+                Layered(
+                    CharacterStore(own / "characters"),
+                    self.characters,
+                    reads=("load", "read", "picture_of", "export_card", "export_files"),
+                ),
+            )
+            templates = cast(
+                InstructionTemplateStore,
+                Layered(InstructionTemplateStore(own / "instruction-templates"), self.instruction_templates),
+            )
+        models, root = self.models, self
+
+        def template_for(loaded: LoadedModel) -> tuple[ChatTemplate, str]:
+            chosen = overlay.get("template_overrides", {}).get(loaded.name)
+            override = chosen or template_override(root.settings, models, loaded.name)
+            return choose_template(loaded.backend.chat_template, override, templates, loaded.backend.metadata)
+
+        return dataclasses.replace(
+            self,
+            settings=settings.model_copy(update=overlay),
+            settings_path=settings_path,
+            presets=presets,
+            chats=chats,
+            chat_index=chat_index,
+            characters=characters,
+            instruction_templates=templates,
+            generator=queue,
+            chat_service=ChatService(queue, chats, template_for, lambda loaded: saved_tool_format(models, loaded.name)),
+            tools=toolbox,
+            tool_context=context,
+            user=user,
+            shared=self,
+            own_dir=own,
+            overlay=overlay,
+            _spaces={},
+        )
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether this view may do the admin's work (no log-in: the one local user may do everything)."""
+        return self.user is None or self.user.is_admin
+
+    def require_admin(self, action: str) -> None:
+        """Refuse ``action`` unless this view's user is an admin; an admin's action goes in the audit log."""
+        if not self.is_admin:
+            assert self.user is not None
+            self.record("refused", what=action)
+            raise PermissionDeniedError(
+                f"Only the server's admin can {action}. Ask them, or use the model that is loaded.",
+                key="error.admin_only",
+                action=action,
+            )
+        self.record(action)
+
+    def record(self, action: str, **details: Any) -> None:
+        """Add ``action`` by this view's user to the audit log (when log-in or API keys are set up)."""
+        audit = self.root.audit
+        if audit is None or (self.root.accounts is None and not (self.root.api_keys and self.root.api_keys.required)):
+            return
+        actor = self.user.name if self.user else "local"
+        try:
+            audit.record(actor, action, **details)
+        except OSError as exc:  # the log's disk full or read-only: the action itself still happens
+            log.error("Could not write the audit log: %s", exc)
+
+    def limits_for(self, user: User | None = None) -> UserLimits:
+        """The share of the queue ``user`` (default: this view's) may take: admins and no-log-in none."""
+        who = user if user is not None else self.user
+        if who is None or who.is_admin:
+            return UserLimits()
+        settings = self.root.settings
+        return UserLimits(max_queued=settings.user_max_queued, max_tokens=settings.user_max_tokens)
+
+    def may_load(self, name: str) -> bool:
+        """Whether this view's user may load ``name``: an admin any model, others those in --user-models."""
+        return self.is_admin or name in self.root.settings.user_model_names
+
+    def models_for_user(self) -> list[str]:
+        """The models this view's user may pick: every model for an admin; for others the loaded one and
+        those the admin allowed (--user-models)."""
+        names = self.models.list_models()
+        if self.is_admin:
+            return names
+        current = self.models.current
+        allowed = set(self.root.settings.user_model_names) | ({current.name} if current else set())
+        return [n for n in names if n in allowed]
+
+    def unload_model(self) -> None:
+        self.require_admin("unload the model")
+        self.models.unload()
+
+    def delete_model(self, name: str) -> str:
+        self.require_admin(f"delete the model {name}")
+        return self.models.delete_model(name)
+
+    def import_model(self, path: Path, mode: str = "link") -> str:
+        self.require_admin(f"import the model {Path(path).name}")
+        return self.models.import_model(path, mode)
+
+    def load_embedding_model(self, name: str) -> Any:
+        self.require_admin(f"load the embedding model {name}")
+        return self.embeddings.load(name)
+
+    def unload_embedding_model(self) -> None:
+        self.require_admin("unload the embedding model")
+        self.embeddings.unload()
+
     def load_model(
         self,
         name: str,
@@ -140,10 +347,16 @@ class Services:
     ) -> LoadedModel:
         """Load ``name`` with its saved per-model settings, and apply the preset saved for it.
 
+        With log-in, users who are not admins may load only the models the admin allowed (--user-models).
+
         ``options`` given (the Model tab sends every field): used as they are. Otherwise
         the options are the settings' defaults, then the model's saved settings, then
         ``explicit`` (the flags typed on the command line win over everything).
         """
+        if self.may_load(name):
+            self.record("load the model", model=name)
+        else:
+            self.require_admin(f"load the model {name}")
         saved_loader = None
         if loader is not None and not self.models.loaders.get(loader).capabilities.local_files:
             # A server's model: no per-model settings or preset saved for it on this machine.
@@ -196,7 +409,7 @@ class Services:
     @property
     def export_dir(self) -> Path:
         """Where chat downloads are written before the browser fetches them."""
-        return Path(self.settings.user_data_dir) / "logs" / "exports"
+        return self.data_dir / "logs" / "exports"
 
     def choose_template(
         self, model_template: str | None, override: str | None, metadata: dict[str, Any] | None = None
@@ -243,8 +456,13 @@ class Services:
         return path.read_text(encoding="utf-8")
 
     @property
+    def data_dir(self) -> Path:
+        """Where this view's user keeps their own files: the user-data folder, or users/<folder>/."""
+        return self.own_dir or Path(self.settings.user_data_dir)
+
+    @property
     def notebook_path(self) -> Path:
-        return Path(self.settings.user_data_dir) / "logs" / "notebook.txt"
+        return self.data_dir / "logs" / "notebook.txt"
 
     def load_notebook(self) -> str:
         try:
@@ -283,6 +501,15 @@ class Services:
         The choice holds for this run in any case; :class:`SaveError` says it could not be
         written (an unwritable or hand-broken settings file), for the caller to show.
         """
+        if self.own_dir is not None:
+            server = {k: v for k, v in updates.items() if k not in USER_KEYS}
+            if server:  # the server's settings (the model, the embedding model...): the admin's to change
+                self.require_admin("change the server's settings")
+                self.root.remember(**server)
+            updates = {k: v for k, v in updates.items() if k in USER_KEYS}
+            self.overlay.update(updates)
+            if not updates:
+                return
         for key, value in updates.items():
             setattr(self.settings, key, value)  # pages opened from now on show these values
         try:
@@ -296,6 +523,24 @@ class Services:
                 path=str(self.settings_path),
                 detail=detail,
             ) from exc
+
+
+class UsersQueue:
+    """The shared generation queue as one user's requests enter it: each job is marked as theirs, with
+    their limits (the queue takes turns between users and refuses more than a user's share)."""
+
+    def __init__(self, generator: Generator, user: str, limits: Callable[[], UserLimits]) -> None:
+        self.generator = generator
+        self.user = user
+        self.limits = limits
+
+    def submit(self, *args: Any, **kwargs: Any) -> GenerationJob:
+        kwargs.setdefault("user", self.user)
+        kwargs.setdefault("limits", self.limits())
+        return self.generator.submit(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.generator, name)
 
 
 def template_override(settings: Settings, models: ModelManager, model_name: str) -> str | None:

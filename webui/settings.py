@@ -89,6 +89,40 @@ class Settings(BaseModel):
     gradio_auth_path: Path | None = Field(
         None, description="File of 'user:password' lines (or comma-separated) for the web UI log-in."
     )
+    users_file: Path | None = Field(
+        None,
+        description="Users who may log in (YAML: name, hashed password, role), made with scripts/users.py. "
+        "Default: users.yaml in the user data folder, when there is one. Each user then has their own chats, "
+        "notebook and settings.",
+    )
+    admin: str | None = Field(
+        None,
+        description="User(s) with the admin role (names separated by commas): they load, download and delete models and "
+        "edit the shared presets and characters. Default: the roles in the users file, else the first user.",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="API keys per user (YAML, made with 'scripts/users.py add-key NAME'): /v1 requests are "
+        "attributed to the key's user. Default: api-keys.yaml in the user data folder, when there is one.",
+    )
+    user_max_queued: int = Field(
+        2,
+        ge=0,
+        le=1000,
+        description="Generations one user (not an admin) may have running or waiting at once; more get "
+        "'try again later' (HTTP 429). 0: no limit. Applies with log-in or API keys.",
+    )
+    user_max_tokens: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Most new tokens one user (not an admin) may ask for in one request. 0: no limit.",
+    )
+    user_models: str | None = Field(
+        None,
+        description="Models users who are not admins may load (names separated by commas). Unset: they use the "
+        "model the admin loaded.",
+    )
     max_body_mb: float = Field(
         8.0,
         gt=0,
@@ -220,19 +254,43 @@ class Settings(BaseModel):
             pairs += from_file
         return pairs
 
+    @property
+    def users_path(self) -> Path | None:
+        """The users file in use: --users-file, else users.yaml in the user data folder if there is one."""
+        if self.users_file:
+            return Path(self.users_file)
+        default = Path(self.user_data_dir) / "users.yaml"
+        return default if default.is_file() else None
+
+    @property
+    def api_keys_path(self) -> Path | None:
+        """The API keys file in use: --api-keys-file, else api-keys.yaml in the user data folder if there is one."""
+        if self.api_keys_file:
+            return Path(self.api_keys_file)
+        default = Path(self.user_data_dir) / "api-keys.yaml"
+        return default if default.is_file() else None
+
+    @property
+    def admin_names(self) -> list[str]:
+        return [n.strip() for n in (self.admin or "").split(",") if n.strip()]
+
+    @property
+    def user_model_names(self) -> list[str]:
+        return [n.strip() for n in (self.user_models or "").split(",") if n.strip()]
+
     def exposure_warnings(self) -> list[str]:
         """What an address reachable from other machines leaves open (printed loudly at start)."""
         if self.is_loopback:
             return []
         warnings = []
         where = f"{self.host}:{self.listen_port}"
-        if not (self.gradio_auth or self.gradio_auth_path):
+        if not (self.gradio_auth or self.gradio_auth_path or self.users_path):
             warnings.append(
                 f"WARNING: the web UI listens on {where} WITHOUT A PASSWORD: every machine on your network can "
                 "use it, read your chats and characters, load and delete models. Add --gradio-auth user:password "
                 "(or --gradio-auth-path FILE), or drop --listen."
             )
-        if (self.api or self.api_key) and not self.api_key:
+        if (self.api or self.api_key) and not (self.api_key or self.api_keys_path):
             warnings.append(
                 f"WARNING: the API on {where}/v1 has NO API KEY: every machine on your network can use it. "
                 "Add --api-key KEY."

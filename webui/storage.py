@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from webui.errors import InvalidNameError, SettingsError, WebUIError
+from webui.errors import InvalidNameError, PermissionDeniedError, SettingsError, WebUIError
 
 MAX_NAME_LENGTH = 120
 _WINDOWS_RESERVED = {
@@ -186,3 +186,54 @@ class YamlFolder:
         if not path.is_file():
             raise self.missing(name)
         path.unlink()
+
+
+class Layered:
+    """A user's view of a shared library (presets, characters, instruction templates): the shared
+    folder's items, read-only, plus the user's own folder, where everything they save goes.
+
+    ``own`` and ``shared`` are two stores of one kind (a :class:`YamlFolder` subclass). A name in the
+    user's own folder wins over the shared one of the same name. Methods named in ``reads`` take the
+    item's name first and go to the store that holds it; :meth:`delete` of a shared item is refused
+    (only the admin edits the shared library); everything else (save, import) goes to ``own``.
+    """
+
+    def __init__(self, own: Any, shared: Any, reads: tuple[str, ...] = ("load", "read")) -> None:
+        self.own = own
+        self.shared = shared
+        self._reads = frozenset(reads)
+
+    def _holder(self, name: str) -> Any:
+        if name not in self.shared.names():
+            return self.own
+        # A store may list a built-in item with no file (the default character): only a file of the
+        # user's own makes their copy win.
+        stem = self.own.path(name).stem
+        return self.own if any(p.stem == stem for p in self.own.files("*")) else self.shared
+
+    def names(self) -> list[str]:
+        return sorted(set(self.own.names()) | set(self.shared.names()), key=str.lower)
+
+    def is_shared(self, name: str) -> bool:
+        """Whether ``name`` is the shared library's item (the user has no own copy of it)."""
+        return self._holder(name) is self.shared
+
+    def delete(self, name: str) -> None:
+        if self.is_shared(name):
+            raise PermissionDeniedError(
+                f"{name!r} is in the shared library: only the server's admin can delete it. "
+                "Save it under another name to make your own copy.",
+                key="error.shared_item",
+                name=name,
+            )
+        self.own.delete(name)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr in self._reads:
+            method_name = attr
+
+            def read(name: str, *args: Any, **kwargs: Any) -> Any:
+                return getattr(self._holder(name), method_name)(name, *args, **kwargs)
+
+            return read
+        return getattr(self.own, attr)

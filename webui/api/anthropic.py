@@ -13,7 +13,6 @@ and only these, are in Anthropic's shape: ``{"type": "error", "error": {"type", 
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import uuid
@@ -28,9 +27,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from webui.accounts.users import User
 from webui.agents.engine import Reply, ReplyAssembler, ReplyEvent, chat_prepare, check_request, load_images
 from webui.api.anthropic_schemas import CountTokensRequest, MessagesRequest, chat_request_of, params_of
-from webui.api.errors import header_text
+from webui.api.auth import current_user, view_for
+from webui.api.errors import error_headers, header_text
 from webui.api.streaming import collect_with, event_stream, first_chunk, rest_of
 from webui.attachments.types import IMAGE_MARKER
 from webui.errors import GenerationError, NoModelLoadedError, UnauthorizedError, WebUIError
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 _ERROR_TYPES |= {413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
-_KEY_MESSAGE = "Missing or wrong API key. Send 'x-api-key: <key>' (the key the server was started with, --api-key)."
+_KEY_MESSAGE = "Missing or wrong API key. Send 'x-api-key: <key>' (your key from the server's admin, or --api-key)."
 
 # -- the engine -> Anthropic ------------------------------------------------------------------------------
 
@@ -236,10 +237,11 @@ def _validation_message(errors: list[Any]) -> str:
 
 def error_response(exc: Exception) -> JSONResponse:
     """``exc`` as Anthropic's error response (only the routes of this module answer this way)."""
+    headers = None
     if isinstance(exc, UnauthorizedError):
         status, message = exc.status_code, _KEY_MESSAGE
     elif isinstance(exc, WebUIError):
-        status, message = exc.status_code, exc.message
+        status, message, headers = exc.status_code, exc.message, error_headers(exc)
     elif isinstance(exc, RequestValidationError | ValidationError):
         status, message = 400, _validation_message(list(exc.errors()))
     elif isinstance(exc, HTTPException):
@@ -247,7 +249,7 @@ def error_response(exc: Exception) -> JSONResponse:
     else:
         log.exception("The Messages API failed", exc_info=exc)
         status, message = 500, f"Internal error: {type(exc).__name__}: {exc}"
-    return JSONResponse(error_body(status, message), status_code=status)
+    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
 
 
 class _AnthropicRoute(APIRoute):
@@ -270,19 +272,8 @@ class _AnthropicRoute(APIRoute):
 
 def create_messages_api(services: Services) -> APIRouter:
     """``/messages`` and ``/messages/count_tokens``, to be included under ``/v1``."""
-    key = services.settings.api_key
-
-    def check_key(request: Request) -> None:
-        if not key:
-            return
-        given = request.headers.get("x-api-key")
-        if given is None:
-            header = request.headers.get("authorization", "")
-            given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise UnauthorizedError()
-
-    router = APIRouter(route_class=_AnthropicRoute, dependencies=[Depends(check_key)])
+    caller = current_user(services)
+    router = APIRouter(route_class=_AnthropicRoute, dependencies=[Depends(caller)])
 
     def require_model() -> None:
         if services.models.current is None:
@@ -301,10 +292,11 @@ def create_messages_api(services: Services) -> APIRouter:
         return current.name if current else ""
 
     @router.post("/messages")
-    async def messages(body: MessagesRequest, request: Request) -> Response:
+    async def messages(body: MessagesRequest, request: Request, user: User | None = Depends(caller)) -> Response:
+        view = view_for(services, user)
         chat, ignored = chat_request_of(body)
         loose = check_request(chat)
-        preset = services.presets.load(body.preset).params.model_dump() if body.preset else None
+        preset = view.presets.load(body.preset).params.model_dump() if body.preset else None
         params = params_of(body, preset)
         require_model()
         if chat.image_urls:
@@ -328,7 +320,9 @@ def create_messages_api(services: Services) -> APIRouter:
             job = services.generator.submit(
                 params=params,
                 cancel=cancel,
-                prepare=chat_prepare(services.template_for, chat, services.tool_format_for),
+                prepare=chat_prepare(view.template_for, chat, view.tool_format_for),
+                user=user.name if user else None,
+                limits=view.limits_for(user),
             )
             assembler = ReplyAssembler(job)
 
@@ -397,13 +391,14 @@ def create_messages_api(services: Services) -> APIRouter:
         yield sse(("message_stop", {"type": "message_stop"}))
 
     @router.post("/messages/count_tokens")
-    async def count_tokens(body: CountTokensRequest) -> Response:
+    async def count_tokens(body: CountTokensRequest, user: User | None = Depends(caller)) -> Response:
+        view = view_for(services, user)
         chat, ignored = chat_request_of(body)
         check_request(chat)
         require_model()
         if chat.image_urls:
             await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)
-        prepare = chat_prepare(services.template_for, chat, services.tool_format_for)
+        prepare = chat_prepare(view.template_for, chat, view.tool_format_for)
 
         def count() -> int:
             # On the generation thread, between jobs: the tokenizer of the model that would answer.

@@ -30,7 +30,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from webui.api.errors import bearer_key_check, header_text
+from webui.accounts.users import User
+from webui.api.auth import current_user, view_for
+from webui.api.errors import header_text
 from webui.api.schemas import HARMLESS_FIELDS, lone_surrogate
 from webui.api.streaming import cancel_on_disconnect
 from webui.errors import UnsupportedFeatureError
@@ -126,7 +128,8 @@ def model_info(info: EmbeddingModelInfo | None) -> dict[str, Any] | None:
 
 
 def create_embeddings_api(services: Services) -> APIRouter:
-    router = APIRouter(dependencies=[Depends(bearer_key_check(services.settings.api_key))])
+    caller = current_user(services)
+    router = APIRouter(dependencies=[Depends(caller)])
 
     @router.post("/embeddings")
     async def embeddings(req: EmbeddingRequest, request: Request) -> JSONResponse:
@@ -164,13 +167,13 @@ def create_embeddings_api(services: Services) -> APIRouter:
         return model_info(services.embeddings.current) or {"model": None}
 
     @router.post("/internal/embedding-model/load")
-    def load_model(req: LoadEmbeddingModelRequest) -> dict[str, Any]:
-        info = services.embeddings.load(req.model_name)
+    def load_model(req: LoadEmbeddingModelRequest, user: User | None = Depends(caller)) -> dict[str, Any]:
+        info = view_for(services, user).load_embedding_model(req.model_name)  # admins only
         return model_info(info) or {}
 
     @router.post("/internal/embedding-model/unload")
-    def unload_model() -> dict[str, Any]:
-        services.embeddings.unload()
+    def unload_model(user: User | None = Depends(caller)) -> dict[str, Any]:
+        view_for(services, user).unload_embedding_model()  # admins only
         return {"model": None}
 
     return router

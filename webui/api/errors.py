@@ -7,8 +7,7 @@ stream that has (see ``webui.api.streaming``).
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from webui.errors import UnauthorizedError, WebUIError
+from webui.errors import QuotaError, WebUIError
 
 
 def header_text(text: str, limit: int = 500) -> str:
@@ -40,12 +39,22 @@ def error_of(exc: WebUIError) -> dict[str, Any]:
     return error_body(exc.message, kind, exc.code)
 
 
+def error_headers(exc: WebUIError) -> dict[str, str] | None:
+    """``Retry-After`` (whole seconds) for a :class:`QuotaError` that knows when to try again, else none.
+
+    The openai and anthropic clients wait that long before they retry a 429 by themselves.
+    """
+    if isinstance(exc, QuotaError) and exc.retry_after is not None:
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """OpenAI-shaped errors for /v1 (the UI's own routes are left alone)."""
 
     @app.exception_handler(WebUIError)
     async def _webui_error(request: Request, exc: WebUIError) -> JSONResponse:
-        return JSONResponse(error_of(exc), status_code=exc.status_code)
+        return JSONResponse(error_of(exc), status_code=exc.status_code, headers=error_headers(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -69,20 +78,3 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(f"Invalid request: {problems}", code="invalid_value", param=param), status_code=400
         )
-
-
-def bearer_key_check(key: str | None) -> Callable[[Request], None]:
-    """A route dependency that requires ``Authorization: Bearer <key>`` (nothing when ``key`` is unset).
-
-    Shared by the OpenAI-shaped routers (chat/completions, embeddings); compared in constant time.
-    """
-
-    def check_key(request: Request) -> None:
-        if not key:
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise UnauthorizedError()
-
-    return check_key

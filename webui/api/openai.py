@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from webui.accounts.users import User
 from webui.agents.engine import (
     ChatRequest,
     Reply,
@@ -30,7 +31,8 @@ from webui.agents.engine import (
     load_images,
 )
 from webui.agents.types import ToolChoice, ToolSpec
-from webui.api.errors import bearer_key_check, error_of, header_text
+from webui.api.auth import current_user, is_admin, view_for
+from webui.api.errors import error_of, header_text
 from webui.api.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest, LoadModelRequest
 from webui.api.streaming import collect_with, event_stream, first_chunk, rest_of
 from webui.errors import (
@@ -44,6 +46,7 @@ from webui.errors import (
     UnsupportedFeatureError,
     WebUIError,
 )
+from webui.generation.limits import UserLimits, check_choices
 from webui.generation.scheduler import GenerationJob, GenerationStats, Prepare, Prepared
 from webui.loaders import Chunk
 from webui.loaders.base import StreamExtras, TokenLogprob
@@ -143,12 +146,19 @@ class _Reply:
 
 
 def create_api(services: Services) -> APIRouter:
-    router = APIRouter(dependencies=[Depends(bearer_key_check(services.settings.api_key))])
+    # The caller (their API key's user) is worked out once per request: the router's dependency
+    # refuses a missing key on every route, the routes that need the user ask for the same one.
+    caller = current_user(services)
+    router = APIRouter(dependencies=[Depends(caller)])
 
-    def params_of(req: GenerationRequest, **updates: Any) -> SamplingParams:
-        base = services.presets.load(req.preset).params.model_dump() if req.preset else {}
+    def params_of(view: Services, req: GenerationRequest, limits: UserLimits, **updates: Any) -> SamplingParams:
+        base = view.presets.load(req.preset).params.model_dump() if req.preset else {}
         sent = {k: getattr(req, k) for k in req.model_fields_set if k in SAMPLING_FIELDS}
-        return SamplingParams.model_validate({**base, **sent, **updates})
+        params = SamplingParams.model_validate({**base, **sent, **updates})
+        if limits.max_tokens and params.max_tokens > limits.max_tokens and "max_tokens" not in {**sent, **updates}:
+            # Not asked for (a default or a preset's): the user's limit applies instead of refusing them.
+            params = params.model_copy(update={"max_tokens": limits.max_tokens})
+        return params
 
     def embedding_name() -> str | None:
         info = services.embeddings.current
@@ -182,23 +192,37 @@ def create_api(services: Services) -> APIRouter:
         raise ModelNotFoundError(f"The model {model_id!r} does not exist. GET /v1/models lists the models.")
 
     @router.post("/internal/model/load")
-    def load_model(req: LoadModelRequest) -> dict[str, Any]:
+    def load_model(req: LoadModelRequest, user: User | None = Depends(caller)) -> dict[str, Any]:
+        """Load a model (admins; other users only the models the admin allowed, --user-models)."""
+        view = view_for(services, user)
         try:
-            loaded = services.load_model(req.model_name, req.loader, explicit=dict(req.options or {}))
+            loaded = view.load_model(req.model_name, req.loader, explicit=dict(req.options or {}))
         except ValidationError as exc:
             raise WebUIError(f"Invalid load options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
         return {"model": loaded.name, "loader": loaded.loader, "n_ctx": loaded.backend.n_ctx}
 
     @router.post("/internal/model/unload")
-    def unload_model() -> dict[str, Any]:
-        """Free the loaded model's memory (text-generation-webui has the same route)."""
-        services.models.unload()
+    def unload_model(user: User | None = Depends(caller)) -> dict[str, Any]:
+        """Free the loaded model's memory (text-generation-webui has the same route). Admins only."""
+        view_for(services, user).unload_model()
         return {"model": None}
 
     @router.get("/internal/requests")
-    def recent_requests() -> dict[str, Any]:
-        """Stats of the last finished generations (UI and API), newest last."""
-        return {"data": [s.as_dict() for s in services.generator.recent]}
+    def recent_requests(user: User | None = Depends(caller)) -> dict[str, Any]:
+        """Stats of the last finished generations (UI and API), newest last: an admin's view has everyone's,
+        another user's only their own."""
+        recent = list(services.generator.recent)
+        if not is_admin(user):
+            assert user is not None
+            recent = [s for s in recent if s.user == user.name]
+        return {"data": [s.as_dict() for s in recent]}
+
+    @router.get("/internal/queue")
+    def queue(user: User | None = Depends(caller)) -> dict[str, Any]:
+        """The generation queue, running first: each entry's position, state, seconds waited and estimated
+        seconds until it starts; ``mine`` marks the caller's. Others' names are shown to admins only."""
+        entries = services.generator.queue_view(user.name if user else None, is_admin(user))
+        return {"object": "list", "data": entries}
 
     def require_model() -> None:
         if services.models.current is None:
@@ -230,7 +254,10 @@ def create_api(services: Services) -> APIRouter:
         return {"x-webui-ignored-fields": header_text(", ".join(ignored))}
 
     @router.post("/completions")
-    async def completions(req: CompletionRequest, request: Request) -> Any:
+    async def completions(req: CompletionRequest, request: Request, user: User | None = Depends(caller)) -> Any:
+        view = view_for(services, user)
+        limits = view.limits_for(user)
+        check_choices(req.n, limits)
         require_model()
         prompt = req.prompt if isinstance(req.prompt, str) else "".join(req.prompt)
         refuse_oversized([prompt])
@@ -245,8 +272,8 @@ def create_api(services: Services) -> APIRouter:
             return Prepared(prompt, extras=extras)
 
         reply = _Reply(chat=False)
-        params = params_of(req)
-        jobs = submit_all(reply, params, req.n, prepare)
+        params = params_of(view, req, limits)
+        jobs = submit_all(reply, params, req.n, prepare, user, limits)
         headers = ignored_header(req)
         echo = prompt if req.echo else ""
         if req.stream:
@@ -285,17 +312,23 @@ def create_api(services: Services) -> APIRouter:
         return JSONResponse(reply.body(choices, stats), headers=headers)
 
     @router.post("/chat/completions")
-    async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
-        chat = chat_request_of(req)  # first: a bad name (character, preset) is a 400 with or without a model
+    async def chat_completions(
+        req: ChatCompletionRequest, request: Request, user: User | None = Depends(caller)
+    ) -> Any:
+        view = view_for(services, user)
+        limits = view.limits_for(user)
+        chat = chat_request_of(view, req)  # first: a bad name (character, preset) is a 400 with or without a model
         loose = check_request(chat)
+        check_choices(req.n, limits)
         require_model()
         refuse_oversized([str(m.get("content") or "") for m in chat.messages])
         if chat.image_urls:
             await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)
         updates = {"max_tokens": req.max_completion_tokens} if req.max_completion_tokens else {}
-        params = params_of(req, **updates)
+        params = params_of(view, req, limits, **updates)
         reply = _Reply(chat=True)
-        jobs = submit_all(reply, params, req.n, chat_prepare(services.template_for, chat, services.tool_format_for))
+        prepare = chat_prepare(view.template_for, chat, view.tool_format_for)
+        jobs = submit_all(reply, params, req.n, prepare, user, limits)
         headers = ignored_header(req)
         if loose:
             # Sent without "strict": shaped by the grammar, these checked only after generation.
@@ -324,7 +357,7 @@ def create_api(services: Services) -> APIRouter:
         reply.model = ran_on(jobs[0])
         return JSONResponse(reply.body(choices, stats), headers=headers)
 
-    def chat_request_of(req: ChatCompletionRequest) -> ChatRequest:
+    def chat_request_of(view: Services, req: ChatCompletionRequest) -> ChatRequest:
         messages: list[dict[str, Any]] = []
         urls: list[str] = []
         for m in req.messages:
@@ -345,7 +378,7 @@ def create_api(services: Services) -> APIRouter:
                 p
                 for p in (
                     (req.system_prompt or "").strip(),
-                    services.characters.load(req.character).system_text("User") if req.character else "",
+                    view.characters.load(req.character).system_text("User") if req.character else "",
                 )
                 if p
             )
@@ -370,13 +403,29 @@ def create_api(services: Services) -> APIRouter:
             image_urls=urls,
         )
 
-    def submit_all(reply: _Reply, params: SamplingParams, n: int, prepare: Prepare) -> list[GenerationJob]:
-        """``n`` jobs (one per choice), each with its own seed; cancels registered under the reply's id."""
-        jobs = []
+    def submit_all(
+        reply: _Reply, params: SamplingParams, n: int, prepare: Prepare, user: User | None, limits: UserLimits
+    ) -> list[GenerationJob]:
+        """``n`` jobs (one per choice), each with its own seed; cancels registered under the reply's id.
+
+        All or none: a job refused (the user's queue limit) cancels the ones already queued.
+        """
+        jobs: list[GenerationJob] = []
         for i in range(n):
             seeded = params if params.seed == -1 or i == 0 else params.model_copy(update={"seed": params.seed + i})
-            cancel = services.cancels.start(f"{reply.id}-{i}" if i else reply.id)
-            jobs.append(services.generator.submit(params=seeded, cancel=cancel, prepare=prepare))
+            name = f"{reply.id}-{i}" if i else reply.id
+            cancel = services.cancels.start(name)
+            try:
+                job = services.generator.submit(
+                    params=seeded, cancel=cancel, prepare=prepare, user=user.name if user else None, limits=limits
+                )
+            except BaseException:
+                services.cancels.end(name, cancel)
+                for queued in jobs:
+                    queued.cancel.set()
+                release_all(reply, jobs)
+                raise
+            jobs.append(job)
         return jobs
 
     def release_all(reply: _Reply, jobs: list[GenerationJob]) -> None:

@@ -1,11 +1,19 @@
-"""The generation service: one generation at a time per loaded model, first come first served.
+"""The generation service: one generation at a time per loaded model, taken fairly across users.
 
 llama-cpp-python's ``Llama`` is not thread-safe, and a CPU has no room for two
 generations anyway, so every request (Notebook, Chat, Compare, API) becomes a
-:class:`GenerationJob` in one FIFO queue served by one worker thread. Each job
+:class:`GenerationJob` in one queue served by one worker thread. Each job
 has its own cancel event: one user's Stop never stops another's generation,
 and a consumer that goes away (closed tab, closed API connection) cancels
 its own job.
+
+The queue is fair between users: jobs are taken round-robin, the user served
+longest ago first (one user's three queued jobs do not make another user's
+single job wait behind all three); one user's own jobs run in the order sent.
+Functions run on the generation thread (model loads, :meth:`Generator.call`)
+keep their place in arrival order: jobs sent before a load run before it (on
+the old model), jobs sent after it run after it. Without users (no log-in, no
+API keys) every job is the same user's and the queue is first come first served.
 
 A job carries a *prepare* step, not a finished prompt: the worker runs it right
 before generating, with the model that will run the job. Rendering the chat
@@ -30,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from webui.errors import EmptyPromptError, GenerationError, SchemaError, UnsupportedFeatureError, WebUIError
+from webui.generation.limits import NO_LIMITS, UserLimits, check_queued, check_tokens
 from webui.loaders.base import Chunk, StreamExtras
 from webui.models.manager import LoadedModel, ModelManager
 from webui.params import SamplingParams
@@ -53,6 +62,8 @@ class GenerationStats:
     finish_reason: str = "stop"
     #: Tokens cut from the start of a raw prompt longer than ``truncation_length`` (0: none).
     prompt_cut: int = 0
+    #: Who asked (the user's name; None: no log-in or API keys on this server).
+    user: str | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -113,15 +124,25 @@ _DONE = object()
 class GenerationJob:
     """One request. Iterate it to stream text chunks; ``prepared`` and ``stats`` travel on it."""
 
-    def __init__(self, prepare: Prepare, params: SamplingParams, cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        prepare: Prepare,
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+        user: str | None = None,
+    ) -> None:
         self.prepare = prepare
         self.params = params
         self.cancel = cancel or threading.Event()
+        #: Who asked (None: no log-in or API keys); the queue takes users' jobs in turn.
+        self.user = user
         self.text = ""
         #: Set on the generation thread before the first token: the prompt as made for the model.
         self.prepared: Prepared | None = None
         self.stats: GenerationStats | None = None
         self.submitted_at = time.perf_counter()
+        #: When the generation thread took the job (None: still waiting).
+        self.started_at: float | None = None
         self._items: queue.SimpleQueue = queue.SimpleQueue()
         self._finished = threading.Event()
 
@@ -169,6 +190,8 @@ class _Task:
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.submitted_at = time.perf_counter()
+        self.started_at: float | None = None
 
     def run(self) -> None:
         try:
@@ -179,17 +202,50 @@ class _Task:
             self.done.set()
 
 
+#: Items of the queue: generation jobs and functions to run on the generation thread.
+_Item = GenerationJob | _Task
+
+#: Seconds a job (or a model load) is guessed to take before any has finished here.
+_FIRST_GUESS_SECONDS = 10.0
+#: How many finished jobs the wait estimates average over.
+_ESTIMATE_WINDOW = 20
+
+
+def _next_item(pending: list[_Item], served: dict[str | None, int]) -> _Item:
+    """The item to run next: a function at the head runs; otherwise, among the jobs sent before the
+    next function, the oldest job of the user served longest ago (never served: first)."""
+    if isinstance(pending[0], _Task):
+        return pending[0]
+    heads: dict[str | None, GenerationJob] = {}
+    for item in pending:
+        if isinstance(item, _Task):
+            break  # jobs sent after a load wait for it, whoever sent them
+        heads.setdefault(item.user, item)
+    # dicts keep insertion order and min() keeps the first of equals: ties go to the earliest head
+    return min(heads.values(), key=lambda job: served.get(job.user, -1))
+
+
 class Generator:
-    """FIFO queue of generation jobs in front of the :class:`ModelManager`'s loaded model."""
+    """The queue of generation jobs in front of the :class:`ModelManager`'s loaded model (fair across users)."""
 
     def __init__(self, models: ModelManager) -> None:
         self.models = models
-        self._queue: queue.Queue[GenerationJob] = queue.Queue()
+        #: Guards the queue, the running item and the turns; notified when an item is queued.
+        self._lock = threading.Condition()
+        #: Waiting items in arrival order (the run order is chosen by :func:`_next_item`).
+        self._pending: list[_Item] = []
+        #: The turn number at which each user's last job started (round-robin: lowest goes first).
+        self._served: dict[str | None, int] = {}
+        self._turn = 0
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.active: GenerationJob | None = None
+        self._active_task: _Task | None = None
         #: Stats of the last finished requests, newest last (for /v1/internal/requests and the curious).
         self.recent: deque[GenerationStats] = deque(maxlen=50)
+        #: Wall-clock seconds of the last finished jobs and functions, for the wait estimates.
+        self._job_seconds: deque[float] = deque(maxlen=_ESTIMATE_WINDOW)
+        self._task_seconds: deque[float] = deque(maxlen=_ESTIMATE_WINDOW)
 
     def submit(
         self,
@@ -198,15 +254,30 @@ class Generator:
         cancel: threading.Event | None = None,
         *,
         prepare: Prepare | None = None,
+        user: str | None = None,
+        limits: UserLimits | None = None,
     ) -> GenerationJob:
-        """Queue a generation of ``prompt`` (raw text), or of what ``prepare`` makes for the model."""
+        """Queue a generation of ``prompt`` (raw text), or of what ``prepare`` makes for the model.
+
+        ``user`` sent it (None: no log-in); ``limits`` are that user's (raises
+        :class:`~webui.generation.limits.UserLimitError` for too many tokens, and
+        :class:`~webui.errors.QuotaError` when the user already has as many jobs as allowed).
+        """
         if prepare is None:
             if not prompt:
                 raise EmptyPromptError()  # no loader can evaluate zero tokens (llama.cpp asserts on it)
             prepare = fixed_prompt(prompt)
-        job = GenerationJob(prepare, params or SamplingParams(), cancel)
+        params = params or SamplingParams()
+        limits = limits or NO_LIMITS
+        check_tokens(params, limits)
+        job = GenerationJob(prepare, params, cancel, user)
         self._ensure_worker()
-        self._queue.put(job)
+        with self._lock:
+            if limits.max_queued:
+                mine = self._jobs_of(user)
+                check_queued(len(mine), limits, self._done_in(mine[0]) if mine else 0.0)
+            self._pending.append(job)
+            self._lock.notify()
         return job
 
     def generate(self, prompt: str, params: SamplingParams | None = None) -> tuple[str, GenerationStats]:
@@ -227,15 +298,121 @@ class Generator:
             return fn()
         task = _Task(fn)
         self._ensure_worker()
-        self._queue.put(task)  # type: ignore[arg-type]
+        with self._lock:
+            self._pending.append(task)
+            self._lock.notify()
         task.done.wait()
         if task.error is not None:
             raise task.error
         return task.result
 
     def waiting(self) -> int:
-        """Jobs waiting behind the running one."""
-        return self._queue.qsize()
+        """Jobs (and model loads) waiting behind the running one."""
+        with self._lock:
+            return len(self._pending)
+
+    def position(self, job: GenerationJob) -> int | None:
+        """Where ``job`` stands: 0 running, k the k-th to run after the running one, None finished
+        (or cancelled while it waited).
+
+        A projection: a job another user sends later may still go before it (their turn comes first).
+        """
+        if job.finished:
+            return None
+        with self._lock:
+            if job is self.active:
+                return 0
+            if job.cancel.is_set():
+                return None  # leaves the queue without running
+            for k, item in enumerate(self._run_order(), 1):
+                if item is job:
+                    return k
+        return 0  # taken off the queue by the generation thread, about to be marked running
+
+    def queue_view(self, viewer: str | None, is_admin: bool) -> list[dict[str, Any]]:
+        """The queue as ``viewer`` may see it, running item first: position, whose (others' names only
+        for admins), state, seconds waited and the estimated seconds until it starts."""
+        now = time.perf_counter()
+        entries: list[dict[str, Any]] = []
+        with self._lock:
+            running: _Item | None = self.active if self.active is not None else self._active_task
+            ahead = self._remaining(running, now)
+            if running is not None:
+                entries.append(self._entry(running, 0, "running", 0.0, viewer, is_admin, now))
+            for k, item in enumerate(self._run_order(), 1):
+                entries.append(self._entry(item, k, "waiting", ahead, viewer, is_admin, now))
+                ahead += self._guess(item)
+        return entries
+
+    # -- inside (callers hold self._lock) ----------------------------------------------------------------
+
+    def _run_order(self) -> list[_Item]:
+        """The waiting items in the order they would run if nothing else were sent (cancelled jobs left out:
+        they leave the queue at once)."""
+        pending = list(self._pending)
+        served = dict(self._served)
+        turn = self._turn
+        order: list[_Item] = []
+        while pending:
+            item = _next_item(pending, served)
+            pending.remove(item)
+            if isinstance(item, GenerationJob):
+                if item.cancel.is_set():
+                    continue
+                turn += 1
+                served[item.user] = turn
+            order.append(item)
+        return order
+
+    def _jobs_of(self, user: str | None) -> list[GenerationJob]:
+        """``user``'s jobs running or waiting, the first to be done first (cancelled ones do not count)."""
+        active = self.active
+        mine = [active] if active is not None and active.user == user and not active.finished else []
+        return mine + [item for item in self._run_order() if isinstance(item, GenerationJob) and item.user == user]
+
+    def _done_in(self, job: GenerationJob) -> float:
+        """Estimated seconds until ``job`` is done (running or waiting)."""
+        now = time.perf_counter()
+        running: _Item | None = self.active if self.active is not None else self._active_task
+        seconds = self._remaining(running, now)
+        if job is running:
+            return seconds
+        for item in self._run_order():
+            seconds += self._guess(item)
+            if item is job:
+                break
+        return seconds
+
+    def _guess(self, item: _Item) -> float:
+        """Seconds ``item`` is expected to take: the mean of the last ones of its kind here."""
+        done = self._task_seconds if isinstance(item, _Task) else self._job_seconds
+        return sum(done) / len(done) if done else _FIRST_GUESS_SECONDS
+
+    def _remaining(self, running: _Item | None, now: float) -> float:
+        if running is None or running.started_at is None:
+            return 0.0
+        return max(0.0, self._guess(running) - (now - running.started_at))
+
+    def _entry(
+        self, item: _Item, position: int, state: str, wait: float, viewer: str | None, is_admin: bool, now: float
+    ) -> dict[str, Any]:
+        if isinstance(item, _Task):
+            kind, owner, mine = "model load", None, False
+        else:
+            kind, mine = "generation", viewer is not None and item.user == viewer
+            owner = item.user if (is_admin or mine or item.user is None) else "another user"
+        started = item.started_at if item.started_at is not None else now
+        return {
+            "position": position,
+            "kind": kind,
+            "user": owner,
+            "mine": mine,
+            "state": state,
+            "waited_seconds": round(started - item.submitted_at, 1),
+            "estimated_wait_seconds": round(wait, 1),
+        }
+
+    # -- the generation thread ---------------------------------------------------------------------------
 
     def _ensure_worker(self) -> None:
         with self._start_lock:
@@ -243,13 +420,34 @@ class Generator:
                 self._worker = threading.Thread(target=self._serve, name="generator", daemon=True)
                 self._worker.start()
 
+    def _take(self) -> _Item:
+        """Wait for an item and take the one whose turn it is (marked running under the same lock, so
+        :meth:`position` never finds a job neither waiting nor running)."""
+        with self._lock:
+            while not self._pending:
+                self._lock.wait()
+            item = _next_item(self._pending, self._served)
+            self._pending.remove(item)
+            item.started_at = time.perf_counter()
+            if isinstance(item, _Task):
+                self._active_task = item
+            else:
+                if not item.cancel.is_set():  # a job cancelled in the queue does not use up its user's turn
+                    self._turn += 1
+                    self._served[item.user] = self._turn
+                self.active = item
+            return item
+
     def _serve(self) -> None:
         while True:
-            job = self._queue.get()
+            job = self._take()
             if isinstance(job, _Task):
                 job.run()
+                with self._lock:
+                    self._active_task = None
+                    assert job.started_at is not None
+                    self._task_seconds.append(time.perf_counter() - job.started_at)
                 continue
-            self.active = job
             try:
                 self._run(job)
             except WebUIError as exc:
@@ -258,10 +456,16 @@ class Generator:
                 log.exception("Generation failed")
                 job._put(GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
             finally:
-                self.active = None
-                if job.stats is not None:
-                    self.recent.append(job.stats)
+                with self._lock:
+                    if job.stats is not None:
+                        self.recent.append(job.stats)
+                        if job.stats.finish_reason != "cancelled" and job.started_at is not None:
+                            self._job_seconds.append(time.perf_counter() - job.started_at)
                 job._end()
+                with self._lock:
+                    # After _end: a finished job no longer counts against its user's limit, so the
+                    # user's next request is never refused in the moment between the two.
+                    self.active = None
 
     def _run(self, job: GenerationJob) -> None:
         params = job.params
@@ -274,6 +478,7 @@ class Generator:
             loader=current.loader if current else "",
             seed=params.seed,
             queue_seconds=started - job.submitted_at,
+            user=job.user,
         )
         job.stats = stats
         if job.cancel.is_set():

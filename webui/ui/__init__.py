@@ -7,14 +7,17 @@ from typing import Any
 
 import gradio as gr
 
+from webui.accounts.ratelimit import LoginLimiter
 from webui.services import Services
 from webui.ui.api_panel import build_api_tab
 from webui.ui.chat_tab import build_chat_tab
 from webui.ui.compare_tab import build_compare_tab
 from webui.ui.i18n import LANGUAGES, forced_language, gradio_i18n, t, tr
+from webui.ui.login import LoginAddress, login_check
 from webui.ui.model_tab import build_model_tab, guide_visible, status_text
 from webui.ui.notebook_tab import build_notebook_tab, token_count_text
 from webui.ui.parameters_tab import build_parameters_tab, interactivity, loader_note
+from webui.ui.session import page_services
 
 TITLE = "Local LLM Web UI"
 
@@ -97,8 +100,13 @@ def mount_ui(app: Any, services: Services) -> Any:
     demo = build_ui(services)
     demo.queue(default_concurrency_limit=1)
     settings = services.settings
-    # Log-in (--gradio-auth / --gradio-auth-path) guards the page, Gradio's API and its file route alike.
-    credentials = settings.ui_credentials()
+    # Log-in (the users file, --gradio-auth, --gradio-auth-path) guards the page, Gradio's API and its file
+    # route alike; each user then has their own data (webui/ui/session.py).
+    auth: Any = None
+    if services.accounts is not None:
+        limiter = LoginLimiter()
+        app.add_middleware(LoginAddress, limiter=limiter)
+        auth = login_check(services, limiter)
     return gr.mount_gradio_app(
         app,
         demo,
@@ -108,13 +116,14 @@ def mount_ui(app: Any, services: Services) -> Any:
         js=page_js(forced_language(demo)),
         css=CSS,
         footer_links=["gradio", "settings"],
-        auth=credentials or None,
+        auth=auth,
         max_file_size=int(settings.max_upload_mb * 1024 * 1024),
         i18n=demo.i18n_instance,
     )
 
 
 def build_ui(services: Services) -> gr.Blocks:
+    services = page_services(services)  # each handler sees the data of the user whose page it answers
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         # First: the tabs' build-time text and every event handler read --language from here (page_language).
         demo.i18n_instance = gradio_i18n(services.settings.language)

@@ -85,7 +85,6 @@ def meter_text(prompt: Prompt | None, lang: str) -> str:
 
 
 def build_chat_tab(services: Services) -> dict[str, Any]:
-    characters = services.characters
     page = ChatPage(services)
     display, open_chat, remember_open = page.display, page.open_chat, page.remember_open
     attachments = AttachmentsPanel(services)
@@ -262,7 +261,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             apply_panel(chat, tools_panel.usable(), tool_names, force, rounds)
             page.remember_tools(chat)
             specs = services.tools.specs(chat.tools)
-            speaker = characters.load(character)
+            speaker = services.characters.load(character)
             options = options_of(mode_v, system, name, bio, think is not False)
             params = params_from_values(values)
 
@@ -540,7 +539,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         prompt = build_prompt(
             chat,
             history_messages,
-            characters.load(character),
+            services.characters.load(character),
             options_of(mode_v, system, name, bio, think is not False),
             template,
             n_ctx=loaded.backend.n_ctx,
@@ -604,7 +603,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     def on_page_load() -> list[Any]:
         """A reload (or a restart) shows the chat that was open, with its set-up, and its character in the editor."""
         character = services.settings.chat_character or DEFAULT_CHARACTER
-        if character not in characters.names():
+        if character not in services.characters.names():
             character = DEFAULT_CHARACTER
         chat = None
         if services.settings.chat_id:
@@ -615,12 +614,12 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         if chat is None:
             chat = services.chats.newest(character)
         *setup, choice, note, think = page.setup_values(chat, otherwise=lambda: on_model_changed()[:2])
-        picture = characters.picture_of(character) if characters.is_valid(character) else None
+        picture = services.characters.picture_of(character) if services.characters.is_valid(character) else None
         box = gr.update(value=display(chat) if chat else [], avatar_images=(None, str(picture) if picture else None))
         # The list as it is now: characters imported or saved since the app started are in it too.
-        picked = gr.update(choices=characters.names(), value=character)
+        picked = gr.update(choices=services.characters.names(), value=character)
         try:
-            notes = notes_text(characters.load(character))
+            notes = notes_text(services.characters.load(character))
             editor = [*people.editor_values(character), False]
         except WebUIError as exc:
             notes = f"⚠ {error_text(exc, page_language())}"

@@ -83,15 +83,15 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
             # Checked again on the generation thread; here so that the status line does not say
             # "Generating..." or "Waiting..." for a job that can only fail.
             raise NoModelLoadedError()
-        # The requests ahead of this one, counted before it joins the queue: counted after, the queue
-        # still holds this very job until the worker picks it up ("Waiting for 1 other request").
-        waiting = services.generator.waiting() + (services.generator.active is not None)
         cancel = services.cancels.start(session)
         try:
             job = services.generator.submit(prompt, params, cancel)
         except BaseException:
             services.cancels.end(session, cancel)
             raise
+        # The requests that run before this one (the queue takes turns between users: not simply those
+        # sent earlier); 0 or None: it runs already, or has finished.
+        waiting = services.generator.position(job) or 0
         out = prompt
         saving = save_or_warn(lambda: services.save_notebook(prompt), lang)  # after a failure: warn once, not every 2 s
         generating = tr("notebook.generating", lang)

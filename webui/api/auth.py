@@ -1,0 +1,62 @@
+"""Who is calling /v1: the API key of a request, the user it stands for, and that user's view of the app.
+
+With API keys configured (``api-keys.yaml``, ``--api-key``) every /v1 request must carry one, as
+``Authorization: Bearer <key>`` (OpenAI's clients) or ``x-api-key: <key>`` (Anthropic's); the key's
+user is who the request is attributed to (queue, stats, limits, admin rights). Without keys the API
+is open as before and requests belong to nobody (no limits, every route allowed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from webui.accounts.keys import load_api_keys
+from webui.accounts.users import User
+from webui.errors import UnauthorizedError
+from webui.services import Services
+
+
+def key_of(request: Request) -> str | None:
+    """The API key a request carries: ``x-api-key``, else the Bearer token of ``Authorization``."""
+    given = request.headers.get("x-api-key")
+    if given:
+        return given
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() != "bearer ":
+        return None
+    return header[7:].strip() or None
+
+
+def current_user(services: Services) -> Callable[[Request], User | None]:
+    """A route dependency: the user of the request's API key; None when the server has no keys.
+
+    Raises :class:`UnauthorizedError` (401) when keys are configured and the request has none of them.
+    Use one dependency object per router, so FastAPI works it out once per request.
+    """
+
+    def caller(request: Request) -> User | None:
+        keys = services.api_keys
+        if keys is None:  # Services made without build(): only the --api-key flag can be set
+            keys = load_api_keys(None, services.accounts, services.settings.api_key)
+        if not keys.required:
+            return None
+        user = keys.user_for(key_of(request))
+        if user is None:
+            raise UnauthorizedError()
+        return user
+
+    return caller
+
+
+def view_for(services: Services, user: User | None) -> Services:
+    """``user``'s view of the app (their presets, characters and templates, their role); the server's
+    own for no user."""
+    view = services.space(user)
+    return view
+
+
+def is_admin(user: User | None) -> bool:
+    """Whether ``user`` may see everyone's requests and the queue by name (no keys: everyone may)."""
+    return user is None or user.is_admin
