@@ -37,6 +37,7 @@ from webui.ui.chat_page import (
 from webui.ui.common import Frames, error_text, error_toast, inform, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import params_from_values
+from webui.ui.session import keep_request
 from webui.ui.tools_panel import ToolsPanel, apply_panel, call_parts
 
 __all__ = [
@@ -702,6 +703,7 @@ def remove_exchange(chat: Chat) -> str:
 
 def _bind(fn: Any, action: str) -> Any:
     def handler(request: gr.Request, *args: Any) -> Any:
-        yield from fn(action, request, *args)
+        # a reply cut short by a reload is saved in its user's chat, not nobody's (see keep_request)
+        yield from keep_request(fn(action, request, *args))
 
     return handler

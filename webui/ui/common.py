@@ -16,6 +16,7 @@ from pydantic.fields import FieldInfo
 
 from webui.errors import SaveError, WebUIError
 from webui.ui.i18n import DEFAULT, catalogue, normalise, page_language, t, tr
+from webui.ui.session import keep_request
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def ui_errors(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
-                yield from fn(*args, **kwargs)
+                yield from keep_request(fn(*args, **kwargs))
             except gr.Error:
                 raise
             except Exception as exc:

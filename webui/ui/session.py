@@ -12,6 +12,7 @@ Without log-in every view is the server-wide services, exactly as before account
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from gradio.context import LocalContext
@@ -60,3 +61,24 @@ def page_services(services: Services) -> Services:
     if services.accounts is None:
         return services
     return cast(Services, _PageServices(services))
+
+
+def keep_request(steps: Iterator[Any]) -> Iterator[Any]:
+    """Run a streaming handler's ``steps`` with the request it started with, to the very end.
+
+    Gradio sets the request around each step it asks for, but closes a stream whose page went away
+    (reload, closed tab) from its event loop, with no request: the handler's ``finally`` (which saves
+    the text written so far) would then save it in nobody's folder instead of the user's.
+    """
+    request = LocalContext.request.get(None)
+    try:
+        # not ``yield from``: that would close ``steps`` before the ``finally`` below sets the request
+        for value in steps:  # noqa: UP028
+            yield value
+    finally:
+        token = LocalContext.request.set(request)
+        try:
+            close: Callable[[], None] = getattr(steps, "close", lambda: None)
+            close()
+        finally:
+            LocalContext.request.reset(token)
