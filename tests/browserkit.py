@@ -139,6 +139,9 @@ def new_greedy_chat(page: Any, server: Any, max_tokens: int) -> Any:
     set_number(page, "param-max_tokens", str(max_tokens))
     page.locator("#param-do_sample input[type=checkbox]").uncheck()
     open_chat(page)
+    before = page.evaluate("() => +document.body.dataset.webuiNewChats || 0")
     page.locator("#chat-new").click()
+    # the new chat's answer fills the setup and the character editor: typing there before it came was undone
+    page.wait_for_function("(n) => (+document.body.dataset.webuiNewChats || 0) > n", arg=before)
     page.wait_for_function("() => document.querySelectorAll('#chat-box [data-testid=bot]').length === 0")
     return page

@@ -193,7 +193,7 @@ class Services:
         if base.own_dir is None:
             return base
         # The server's settings as they are now (the admin may have changed them), the user's choices on top.
-        return dataclasses.replace(base, settings=root.settings.model_copy(update=base.overlay))
+        return dataclasses.replace(base, settings=user_settings(root.settings, base.overlay))
 
     def _new_space(self, user: User) -> Services:
         queue = cast(Generator, UsersQueue(self.generator, user.name, lambda: self.limits_for(user)))
@@ -213,6 +213,8 @@ class Services:
                 overlay = {k: v for k, v in read_yaml(settings_path).items() if k in USER_KEYS}
             except SettingsError as exc:  # the user's file broken by hand: their defaults, and the log says why
                 log.error("Ignoring %s: %s", settings_path, exc.message)
+        if not user.is_admin and user.name:  # (not the nameless view pages are built with)
+            (own / "files").mkdir(parents=True, exist_ok=True)  # the one folder their read_file may read
         chats = ChatStore(own / "logs" / "chats")
         chat_index = ChatIndex(chats.folder / ".index.sqlite", chats)
         context = ToolContext(
@@ -249,7 +251,7 @@ class Services:
 
         return dataclasses.replace(
             self,
-            settings=settings.model_copy(update=overlay),
+            settings=user_settings(settings, overlay),
             settings_path=settings_path,
             presets=presets,
             chats=chats,
@@ -325,7 +327,7 @@ class Services:
         self.require_admin(f"delete the model {name}")
         return self.models.delete_model(name)
 
-    def import_model(self, path: Path, mode: str = "link") -> str:
+    def import_model(self, path: str | Path, mode: str = "link") -> str:
         self.require_admin(f"import the model {Path(path).name}")
         return self.models.import_model(path, mode)
 
@@ -523,6 +525,13 @@ class Services:
                 path=str(self.settings_path),
                 detail=detail,
             ) from exc
+
+
+def user_settings(server: Settings, overlay: dict[str, Any]) -> Settings:
+    """A user's settings: the server's, with the user's own choices (USER_KEYS) from ``overlay``, and the
+    defaults where they have made none - never the first admin's (their system prompt, preset, open chat)."""
+    defaults = {key: Settings.model_fields[key].get_default(call_default_factory=True) for key in USER_KEYS}
+    return server.model_copy(update={**defaults, **overlay})
 
 
 class UsersQueue:

@@ -226,3 +226,11 @@ def test_a_users_generations_enter_the_queue_as_theirs_with_their_limits(dirs, l
     assert alice.generator.submit("hello", SamplingParams(max_new_tokens=50)).user == "alice"
     # the chat service of a user's view queues as that user too
     assert bob.chat_service.generator is bob.generator
+
+
+def test_a_new_user_starts_from_the_defaults_not_the_first_admins_choices(services):
+    alice, bob, _ = users(services)
+    alice.remember(chat_setup={"system": "alice's private rules"}, preset="Creative", params={"temperature": 1.4})
+    fresh = services.space(services.accounts.find("bob"))
+    assert fresh.settings.chat_setup == {} and fresh.settings.preset == "Default"
+    assert fresh.initial_params() == SamplingParams()

@@ -154,7 +154,7 @@ class CharacterPanel:
     # --- events ---------------------------------------------------------------------------------
     def wire(self, *, history: HistoryPanel) -> None:
         """Picking a character (it opens its newest chat, with that chat's set-up), and the editor."""
-        characters, page = self.services.characters, self.page
+        page = self.page
         editor = self.editor
         self.outputs = [*history.outputs, *editor, self.creator_notes, *self.exports, self.editor_unsaved]
         export_files = self.export_files
@@ -165,7 +165,7 @@ class CharacterPanel:
             (then they are kept, with a warning)."""
             kept = self.unsaved(*edited) if edited else None
             chat = self.services.chats.newest(character) or page.fresh_chat(character)
-            ch = characters.load(character)
+            ch = self.services.characters.load(character)
             shown = history.show(chat)
             shown[0] = gr.update(value=shown[0], avatar_images=(None, str(ch.picture) if ch.picture else None))
             if kept:
@@ -212,19 +212,25 @@ class CharacterPanel:
             file_name = (file_name or name or "").strip()
             if not file_name:
                 raise WebUIError("Give the character a name first.", key="chat.name_first")
-            existing = characters.picture_of(file_name) if characters.is_valid(file_name) else None
+            existing = (
+                self.services.characters.picture_of(file_name) if self.services.characters.is_valid(file_name) else None
+            )
             data = None
             suffix = ".png"
             if picture and (existing is None or Path(picture).resolve() != existing.resolve()):
                 data, suffix = Path(picture).read_bytes(), Path(picture).suffix or ".png"
             # Fields the editor does not show (a card's lorebook, notes, extensions...) are kept.
-            base = characters.load(file_name) if file_name in characters.names() else Character()
+            base = (
+                self.services.characters.load(file_name)
+                if file_name in self.services.characters.names()
+                else Character()
+            )
             edited = replace(
                 base, name=name.strip() or file_name, greeting=greeting, context=context, examples=examples
             )
-            characters.save(file_name, edited, picture=data, picture_suffix=suffix)
+            self.services.characters.save(file_name, edited, picture=data, picture_suffix=suffix)
             return [
-                gr.update(choices=characters.names(), value=file_name),
+                gr.update(choices=self.services.characters.names(), value=file_name),
                 tr("chat.saved_character", page_language(), name=file_name),
                 *export_files(file_name),
             ]
@@ -235,9 +241,12 @@ class CharacterPanel:
 
         @ui_errors
         def on_delete_character(file_name: str) -> list[Any]:
-            characters.delete(file_name)
+            # this page's user's characters: with log-in a user who is not the admin deletes only their own
+            # (a shared one raises PermissionDeniedError, shown as a pop-up)
+            own = self.services.characters
+            own.delete(file_name)
             return [
-                gr.update(choices=characters.names(), value=DEFAULT_CHARACTER),
+                gr.update(choices=own.names(), value=DEFAULT_CHARACTER),
                 tr("chat.deleted_character", page_language(), name=file_name),
             ]
 

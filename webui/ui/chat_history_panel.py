@@ -141,7 +141,13 @@ class HistoryPanel:
         # The chat box's trash icon starts a new chat too (the old one stays in the list): clearing
         # only the screen would bring the whole old chat back with the next Send.
         for new_chat_event in (self.new_chat.click, chatbot.clear):
-            new_chat_event(on_new, character_dd, list_outs, queue=False)
+            new_chat_event(on_new, character_dd, list_outs, queue=False).then(
+                # the page's own signal that the new chat is on screen (what drives the page waits for it)
+                None,
+                js="() => { const d = document.body.dataset; d.webuiNewChats = (+d.webuiNewChats || 0) + 1; }",
+                queue=False,
+                show_progress="hidden",
+            )
         self.chats_dd.input(on_pick, [self.chats_dd, character_dd], list_outs, queue=False)
         self.search.input(
             lambda q, c: gr.update(choices=self.choices(c, q)),

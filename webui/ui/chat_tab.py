@@ -284,13 +284,24 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     fit="trim" if fit else "refuse",
                 )
 
-            def stream(turn: Turn, kind: Action) -> Any:
+            def stream(turn: Turn, kind: Action, queued: bool = False) -> Any:
                 frames = Frames()
                 for partial in turn:
                     if kind == "impersonate":
                         ui["box"] = partial  # the model writes your next message into the input box
-                    if frames.due():  # the last text is sent after the loop in any case
+                    if queued:  # its turn came: the button says it is generating now
+                        queued = False
+                        yield out(display(chat, lang, thinking=turn.thinking), generating)
+                    elif frames.due():  # the last text is sent after the loop in any case
                         yield out(display(chat, lang, thinking=turn.thinking))
+
+            def busy(turn: Turn) -> Any:
+                """The Send button while the turn runs: how many requests run before it (the server takes
+                turns between users), else generating."""
+                ahead = services.generator.position(turn.job) or 0
+                if not ahead:
+                    return generating
+                return gr.update(value=tr("chat.waiting", lang, n=ahead), elem_classes=["generating"])
                 # the files still waiting (attached before a Regenerate...) keep their line
                 ui["meter"] = attachments.meter(meter_text(turn.prompt, lang), attached, lang)
                 prompt = turn.prompt
@@ -318,12 +329,12 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     ui["box"] = ""
                     sent, attached = attached, []
                     files[:] = attachments.values([], lang, reset=True)  # the files went with it
-                    yield out(display(chat, lang)[:-1], generating)
+                    yield out(display(chat, lang)[:-1], label := busy(turn))
                     ui["box"] = keep
                     files[:] = [keep, keep, keep]
                 else:
-                    yield out(display(chat, lang), generating)
-                yield from stream(turn, kind)
+                    yield out(display(chat, lang), label := busy(turn))
+                yield from stream(turn, kind, queued=label is not generating)
             while action != "impersonate" and not cancel.is_set():
                 pending = chat.pending_calls()
                 if pending:

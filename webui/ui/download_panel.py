@@ -1,4 +1,8 @@
-"""Model tab panels that put models into the models folder: hub downloads and import from disk."""
+"""Model tab panels that put models into the models folder: hub downloads and import from disk.
+
+Both are the admin's (with log-in): the page shows them to admins only (the Model tab's page load), and
+starting a download or an import goes through the services' admin checks, which refuse anyone else.
+"""
 
 from __future__ import annotations
 
@@ -83,10 +87,11 @@ def _chosen(listing: Listing | None, key: str | None) -> Choice | None:
     return None if listing is None else next((c for c in listing.choices if c.key == key), None)
 
 
-def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
+def build_download_panel(services: Services, model_dd: gr.Dropdown) -> dict[str, Any]:
+    """The two panels; ``admin_only``: what the Model tab shows to admins only."""
     downloads = services.downloads
-    models = services.models
-    with gr.Accordion(t("download.panel"), open=False, elem_id="download-panel"):
+    admin = services.is_admin  # with log-in the page is built as nobody's: hidden until an admin's page loads
+    with gr.Accordion(t("download.panel"), open=False, elem_id="download-panel", visible=admin) as download_panel:
         gr.Markdown(t("download.intro"))
         with gr.Row():
             repo = gr.Textbox(
@@ -117,7 +122,7 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
         listing_state = gr.State(None)
         job_state = gr.State(None)
 
-    with gr.Accordion(t("import.panel"), open=False, elem_id="import-panel"):
+    with gr.Accordion(t("import.panel"), open=False, elem_id="import-panel", visible=admin) as import_panel:
         gr.Markdown(t("import.intro"))
         with gr.Row():
             import_path = gr.Textbox(label=t("import.path"), elem_id="import-path", scale=4)
@@ -147,6 +152,7 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
 
     @ui_errors
     def on_start(listing: Listing | None, key: str | None, tok: str, projector: bool) -> Any:
+        services.require_admin("download models")  # first: whatever else the call lacks, this is the answer
         lang = page_language()
         if listing is None:
             raise error_toast(tr("download.list_first", lang))
@@ -159,7 +165,7 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
         while job.state == "running":
             time.sleep(POLL_SECONDS)
             yield job.id, progress_html(job, lang), gr.update()
-        names = models.list_models()
+        names = services.models_for_user()
         selected = choice.target if job.state == "done" and choice.target in names else gr.update()
         yield job.id, progress_html(job, lang), gr.update(choices=names, value=selected)
 
@@ -170,9 +176,10 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
 
     @ui_errors
     def on_import(path: str, mode: str) -> list[Any]:
-        name = models.import_model(path, mode or "link")
+        # the typed text as it is (the manager strips it; an empty box gets its "type a path" error)
+        name = services.import_model(path, mode or "link")
         key = "import.done_link" if mode == "link" else "import.done_copy"
-        return [gr.update(choices=models.list_models(), value=name), tr(key, page_language(), name=name)]
+        return [gr.update(choices=services.models_for_user(), value=name), tr(key, page_language(), name=name)]
 
     listed = [listing_state, files_md, choice_dd, with_projector, status]
     list_btn.click(on_list, [repo, token, allow_pickle], listed)
@@ -193,3 +200,4 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> None:
     )
     cancel_btn.click(on_cancel, job_state, None, queue=False)
     import_btn.click(on_import, [import_path, import_mode], [model_dd, import_msg])
+    return {"admin_only": [download_panel, import_panel]}

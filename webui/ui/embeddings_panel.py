@@ -3,6 +3,9 @@
 A thin view over ``services.embeddings``: pick a model of the models folder (a .gguf file or a
 sentence-transformers folder), Load or Unload it, and read what is loaded (dimensions, kind). The
 choice is remembered (``embedding_model`` in settings.yaml), so the next start loads it again.
+
+With log-in the embedding model is the server's: Load and Unload show to admins only (on page load) and
+go through the services' admin wrappers, which refuse anyone else.
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ def embedding_choice(services: Services, names: list[str]) -> str | None:
 
 def build_embeddings_panel(services: Services, open: bool = False) -> dict[str, Any]:
     """The panel (an accordion) inside the current Blocks; a page opened later shows the state of that moment."""
-    embeddings = services.embeddings
     names = services.models.list_models()
+    admin = services.is_admin  # with log-in the page is built as nobody's: hidden until an admin's page loads
     with gr.Accordion(t("embeddings.panel"), open=open, elem_id="embeddings-panel"):
         gr.Markdown(t("embeddings.intro"))
         with gr.Row():
@@ -63,8 +66,8 @@ def build_embeddings_panel(services: Services, open: bool = False) -> dict[str, 
             )
             refresh_btn = gr.Button(t("model.refresh"), elem_id="embeddings-refresh", scale=0, min_width=100)
         with gr.Row():
-            load_btn = gr.Button(t("embeddings.load"), variant="primary", elem_id="embeddings-load")
-            unload_btn = gr.Button(t("embeddings.unload"), elem_id="embeddings-unload")
+            load_btn = gr.Button(t("embeddings.load"), variant="primary", elem_id="embeddings-load", visible=admin)
+            unload_btn = gr.Button(t("embeddings.unload"), elem_id="embeddings-unload", visible=admin)
         status = gr.Markdown(embeddings_status(services), elem_id="embeddings-status")
 
     @ui_errors
@@ -72,14 +75,14 @@ def build_embeddings_panel(services: Services, open: bool = False) -> dict[str, 
         lang = page_language()
         if not name:
             raise error_toast(tr("embeddings.pick_first", lang), lang)
-        info = embeddings.load(name)
+        info = services.load_embedding_model(name)
         save_or_warn(lambda: services.remember(embedding_model=info.name), lang)
         return embeddings_status(services, lang)
 
     @ui_errors
     def on_unload() -> str:
         lang = page_language()
-        embeddings.unload()
+        services.unload_embedding_model()
         save_or_warn(lambda: services.remember(embedding_model=None), lang)
         return embeddings_status(services, lang)
 
@@ -89,12 +92,18 @@ def build_embeddings_panel(services: Services, open: bool = False) -> dict[str, 
 
     def page_load() -> list[Any]:
         listed = services.models.list_models()
-        return [gr.update(choices=listed, value=embedding_choice(services, listed)), embeddings_status(services)]
+        admin = gr.update(visible=services.is_admin)
+        return [
+            gr.update(choices=listed, value=embedding_choice(services, listed)),
+            embeddings_status(services),
+            admin,
+            admin,
+        ]
 
     load_btn.click(on_load, model_dd, status, concurrency_limit=1, concurrency_id="embeddings-load")
     unload_btn.click(on_unload, None, status, concurrency_id="embeddings-load")
     refresh_btn.click(on_refresh, model_dd, model_dd, queue=False)
-    outputs = [model_dd, status]
+    outputs = [model_dd, status, load_btn, unload_btn]
     from gradio.context import Context
 
     if Context.root_block is not None:  # the page was built at start: a page opened later shows the state now

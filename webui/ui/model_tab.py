@@ -3,6 +3,11 @@
 Also: per-model settings ("Save settings"), import from anywhere on disk, delete,
 and downloads from the Hugging Face Hub (``download_panel``). A llama.cpp vision model
 gets a "Vision projector" dropdown (the ``mmproj`` load option) and a Vision row in its facts.
+
+With log-in, the model is the server's: only an admin unloads, deletes, imports, downloads and saves a
+model's settings (each through the services' admin wrappers, which refuse anyone else even when the
+Gradio API is called directly). A page shows those controls only to admins (:func:`role_updates`);
+others see the models they may use (the loaded one, and --user-models) and a note saying why.
 """
 
 from __future__ import annotations
@@ -150,6 +155,22 @@ def tool_format_state(services: Services, name: str | None, saved: ModelSettings
     return gr.update(choices=tool_format_choices(services, name, lang), value=value), note
 
 
+def may_pick_models(services: Services) -> bool:
+    """Whether this page's user gets a Load button: an admin, or anyone when --user-models lists models."""
+    return services.is_admin or bool(services.root.settings.user_model_names)
+
+
+def role_updates(services: Services, admin_only: int) -> list[Any]:
+    """What this page's user sees: the Load button, the non-admin note, then ``admin_only`` controls
+    shown to admins only. Without log-in everyone is the admin: every control shows, as before accounts."""
+    admin = services.is_admin
+    return [
+        gr.update(visible=may_pick_models(services)),
+        gr.update(visible=not admin),
+        *(gr.update(visible=admin) for _ in range(admin_only)),
+    ]
+
+
 def _joined(*notes: str) -> str:
     return "\n\n".join(note for note in notes if note)
 
@@ -157,7 +178,7 @@ def _joined(*notes: str) -> str:
 def build_model_tab(services: Services) -> dict[str, Any]:
     models = services.models
     current = models.current
-    names = models.list_models()
+    names = services.models_for_user()
     initial = current.name if current else (names[0] if names else None)
     initial_loader = current.loader if current else None
     if initial_loader is None and initial:
@@ -186,9 +207,15 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             info=t("model.loader_info"),
             scale=2,
         )
+    # Built as the server-wide page (no log-in: the admin's); with log-in as nobody's, so the admin's controls
+    # start hidden and each user's page load shows what that user may use (role_updates).
+    admin = services.is_admin
     with gr.Row():
-        load_btn = gr.Button(t("model.load"), variant="primary", elem_id="model-load")
-        unload_btn = gr.Button(t("model.unload"), elem_id="model-unload")
+        load_btn = gr.Button(
+            t("model.load"), variant="primary", elem_id="model-load", visible=may_pick_models(services)
+        )
+        unload_btn = gr.Button(t("model.unload"), elem_id="model-unload", visible=admin)
+    role_note = gr.Markdown(t("roles.model_note"), elem_id="model-role-note", visible=not admin)
     status = gr.Markdown(status_text(services), elem_id="model-status")
     guide = gr.Markdown(t("model.guide"), elem_id="first-run-guide", visible=current is None)
     info = gr.Markdown(info_text(services, initial, options.n_ctx, ui_projector(options.mmproj)), elem_id="model-info")
@@ -268,8 +295,8 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                 scale=2,
                 info=t("model.tool_format_info"),
             )
-            save_btn = gr.Button(t("model.save_settings"), elem_id="model-save-settings", scale=1)
-            delete_btn = gr.Button(t("model.delete"), variant="stop", elem_id="model-delete", scale=1)
+            save_btn = gr.Button(t("model.save_settings"), elem_id="model-save-settings", scale=1, visible=admin)
+            delete_btn = gr.Button(t("model.delete"), variant="stop", elem_id="model-delete", scale=1, visible=admin)
         settings_msg = gr.Markdown("", elem_id="model-settings-message")
         with gr.Row(visible=False) as confirm_row:
             confirm_text = gr.Markdown("")
@@ -281,7 +308,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         the models on disk now, the loaded one selected with the loader and options it runs with (else the
         last one used), its facts in the page's language and the settings saved for it."""
         lang = page_language()
-        names = models.list_models()
+        names = services.models_for_user()
         loaded = models.current
         if loaded is not None:
             selected = loaded.name if loaded.name in names else None  # a server's model is not a file here
@@ -329,10 +356,11 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             gr.update(value=saved.preset or KEEP_PRESET),
             tool_format,
             _joined(note, tool_note),
+            *role_updates(services, len(admin_only)),
         ]
 
     def on_refresh(selected: str | None) -> Any:
-        names = models.list_models()
+        names = services.models_for_user()
         return gr.update(choices=names, value=selected if selected in names else (names[0] if names else None))
 
     @ui_errors
@@ -383,6 +411,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         tool_format: str | None,
         *values: Any,
     ) -> str:
+        services.require_admin("save a model's settings")
         lang = page_language()
         if not name:
             raise error_toast(tr("model.pick_first", lang))
@@ -413,8 +442,8 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             return [gr.update(visible=False), gr.update(), "", status_text(services)]
         path = models.model_dir / name
         kind = "link" if path.is_symlink() else "file" if path.is_file() else "folder"
-        models.delete_model(name)
-        names = models.list_models()
+        services.delete_model(name)
+        names = services.models_for_user()
         return [
             gr.update(visible=False),
             gr.update(choices=names, value=names[0] if names else None),
@@ -439,11 +468,13 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                 f, desc=text if lang == DEFAULT else tr("model.loading", lang, name=name or loader)
             ),
         )
-        save_or_warn(lambda: services.remember(model=loaded.name, loader=loaded.loader, load=loaded.options), lang)
+        if services.is_admin:  # the model the next start loads is the server's setting, the admin's to choose
+            save_or_warn(lambda: services.remember(model=loaded.name, loader=loaded.loader, load=loaded.options), lang)
         return status_text(services)
 
+    @ui_errors
     def on_unload() -> str:
-        models.unload()
+        services.unload_model()
         return status_text(services)
 
     by_name: dict[str, Any] = dict(zip(OPTION_NAMES, option_components, strict=True))
@@ -510,8 +541,10 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     # A failed action clears the message line: an old "Saved the settings ..." must not stand under its error.
     for event in (saved_event, deleted):
         event.failure(lambda: "", None, settings_msg, queue=False, show_progress="hidden")
-    build_download_panel(services, model_dd)
-    build_embeddings_panel(services)
+    downloads = build_download_panel(services, model_dd)
+    build_embeddings_panel(services)  # shows its own Load/Unload by role: it is also served on its own
+    # what page_state shows to admins only (role_updates)
+    admin_only = [unload_btn, save_btn, delete_btn, *downloads["admin_only"]]
     loader_dd.input(lambda loader: _option_visibility(services, loader), loader_dd, option_components, queue=False)
     loaded = load_btn.click(
         on_load, [model_dd, loader_dd, *option_components], status, concurrency_limit=1, concurrency_id="model-load"
@@ -534,7 +567,13 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         event.then(auto_label, [model_dd, tool_format_dd], tool_format_dd, queue=False, show_progress="hidden")
     return {
         "page_load": page_state,
-        "page_load_outputs": [model_dd, *select_outputs],
+        "page_load_outputs": [
+            model_dd,
+            *select_outputs,
+            load_btn,
+            role_note,
+            *admin_only,
+        ],
         "status": status,
         "guide": guide,
         "model": model_dd,

@@ -77,8 +77,15 @@ def loader_note(services: Services, lang: str | None = None) -> str:
     return tr("params.note_some", lang, loader=current.loader, names=", ".join(unsupported))
 
 
+def is_shared(store: Any, name: str) -> bool:
+    """Whether ``name`` is a shared library item this user has no copy of (with log-in, for a user who is
+    not the admin); an admin's (or no log-in's) store is the library itself."""
+    shared = getattr(store, "is_shared", None)
+    return bool(shared is not None and name in store.names() and shared(name))
+
+
 def build_parameters_tab(services: Services) -> dict[str, Any]:
-    store = services.presets
+    store = services.presets  # the page's first values only: handlers ask for the user's own (services.presets)
     start = services.initial_params()
     start_preset = services.settings.preset if services.settings.preset in store.names() else None
     with gr.Row():
@@ -168,7 +175,7 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
     def load_preset(name: str | None) -> list[Any]:
         if not name:
             return [gr.update() for _ in ORDER] + [gr.update(), "", {}]
-        preset = store.load(name)
+        preset = services.presets.load(name)  # this page's user's (with log-in: their own copies too)
         save_or_warn(lambda: services.remember(preset=name, params=preset.params.non_default()))
         warning = f"⚠ {preset.warning}" if preset.warning else tr("params.loaded", page_language(), name=name)
         return [*values_of(preset.params), name, warning, preset.unknown]
@@ -179,9 +186,12 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
         if not name:
             raise error_toast(tr("params.name_first", page_language()))
         params = params_from_values(values)
-        store.save(name, params, unknown if name == current else None)
+        presets = services.presets  # this page's user's: with log-in, the shared library plus their own
+        copy = is_shared(presets, name)  # saved into their own folder; the shared one stays as it is
+        presets.save(name, params, unknown if name == current else None)
         save_or_warn(lambda: services.remember(preset=name, params=params.non_default()))
-        return [gr.update(choices=store.names(), value=name), tr("params.saved", page_language(), name=name)]
+        message = tr("roles.saved_own_preset" if copy else "params.saved", page_language(), name=name)
+        return [gr.update(choices=presets.names(), value=name), message]
 
     def ask_delete(name: str | None) -> list[Any]:
         lang = page_language()
@@ -191,9 +201,10 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
 
     @ui_errors
     def do_delete(name: str | None) -> list[Any]:
+        presets = services.presets  # a user who is not the admin may delete only their own presets
         if name:
-            store.delete(name)
-        names = store.names()
+            presets.delete(name)
+        names = presets.names()
         fallback = "Default" if "Default" in names else None
         save_or_warn(lambda: services.remember(preset=fallback))
         return [
@@ -208,7 +219,7 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
 
     def current_state() -> list[Any]:
         """What a newly opened page shows: the last chosen preset and values."""
-        names = store.names()
+        names = services.presets.names()
         preset = services.settings.preset if services.settings.preset in names else None
         return [gr.update(choices=names, value=preset), preset or "", *values_of(services.initial_params())]
 

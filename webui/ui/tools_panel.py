@@ -6,6 +6,10 @@ Thin over the services: the tools come from ``services.tools`` (tool files and M
 servers from ``services.mcp``; a chat's tool settings are its own (``Chat.tools`` and the other
 :data:`~webui.chat.history.TOOL_FIELDS`), saved with it. The loop that runs calls and answers them is
 the Chat tab's ``act`` (``chat_tab``).
+
+With log-in, the folder the tools read and ``mcp.json`` are the server's: an admin changes them (through
+``services.require_admin``); anyone else sees their own files folder, read-only, and no ``mcp.json``
+(it may hold the servers' keys).
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ class ToolsPanel:
     def build(self) -> None:
         """The Tools accordion of the side column."""
         settings = self.services.settings
+        # with log-in the page is built as nobody's: the admin's controls show once an admin's page loads
+        admin = self.services.is_admin
         with gr.Accordion(t("chat.tools"), open=False, elem_id="chat-tools"):
             self.mode_note = gr.Markdown("", elem_id="chat-tools-mode-note")
             self.tools = gr.CheckboxGroup(
@@ -108,19 +114,25 @@ class ToolsPanel:
                 elem_id="chat-tools-read-only",
             )
             self.folder = gr.Textbox(
-                value=str(settings.tools_folder or ""),
+                value=str(settings.tools_folder or "") if admin else "",
                 label=t("chat.tools_folder"),
                 info=t("chat.tools_folder_info"),
                 max_lines=1,
+                interactive=admin,
                 elem_id="chat-tools-folder",
             )
             with gr.Accordion(t("chat.mcp"), open=False, elem_id="chat-mcp"):
                 self.mcp_status = gr.Markdown("", elem_id="chat-mcp-status")
                 self.mcp_refresh = gr.Button(t("chat.mcp_refresh"), elem_id="chat-mcp-refresh", size="sm")
                 self.mcp_editor = gr.Code(
-                    value="", language="json", label=t("chat.mcp_edit"), lines=8, elem_id="chat-mcp-editor"
+                    value="",
+                    language="json",
+                    label=t("chat.mcp_edit"),
+                    lines=8,
+                    elem_id="chat-mcp-editor",
+                    visible=admin,
                 )
-                self.mcp_save = gr.Button(t("chat.mcp_save"), elem_id="chat-mcp-save", size="sm")
+                self.mcp_save = gr.Button(t("chat.mcp_save"), elem_id="chat-mcp-save", size="sm", visible=admin)
 
     # --- values -----------------------------------------------------------------------------------
     def may_run(self, chat: Chat, name: str) -> bool:
@@ -202,17 +214,19 @@ class ToolsPanel:
     @property
     def page_outputs(self) -> list[Any]:
         """What a page load fills in besides :attr:`chat_outputs`."""
-        return [self.broken, self.allow_read_only, self.folder, self.mcp_status, self.mcp_editor]
+        return [self.broken, self.allow_read_only, self.folder, self.mcp_status, self.mcp_editor, self.mcp_save]
 
     def page_values(self, lang: str | None = None) -> list[Any]:
         lang = lang or page_language()
-        settings = self.services.settings
+        services = self.services
+        admin = services.is_admin
         return [
             self.broken_text(lang),
-            settings.tools_allow_read_only,
-            str(settings.tools_folder or ""),
+            services.settings.tools_allow_read_only,
+            gr.update(value=shown_folder(services), interactive=admin),
             self.mcp_text(lang),
-            self.services.mcp.load_text(),
+            gr.update(value=services.mcp.load_text() if admin else "", visible=admin),
+            gr.update(visible=admin),
         ]
 
     def mode_text(self, mode: str | None, lang: str | None = None) -> str:
@@ -243,7 +257,12 @@ class ToolsPanel:
             trigger(ui_errors(keep), inputs, None, queue=False, show_progress="hidden", trigger_mode="always_last")
 
         def on_reload(state: Any, character: str) -> list[Any]:
-            services.tools.reload()
+            if services.is_admin:
+                services.tools.reload()  # tool files read again, MCP servers restarted
+            else:  # MCP servers are everyone's: only the admin restarts them; the tool files are read again
+                for provider in services.tools.providers:
+                    if getattr(provider, "source", "") != "mcp" and hasattr(provider, "reload"):
+                        provider.reload()
             lang = page_language()
             chat = saved_chat(state, character) or page.open_chat(state, character)
             return [self.list_update(chat, lang), self.broken_text(lang), self.mcp_text(lang)]
@@ -254,6 +273,7 @@ class ToolsPanel:
 
         @ui_errors
         def on_mcp_save(text: str, state: Any, character: str) -> list[Any]:
+            services.require_admin("change the MCP servers (mcp.json)")
             services.mcp.save_text(text or "")  # SettingsError: a pop-up, the file as it was
             services.mcp.reload()
             services.mcp.wait_connected(5.0)  # a quick server is listed at once; a slow one on Refresh
@@ -269,7 +289,13 @@ class ToolsPanel:
 
         @ui_errors
         def on_folder(text: str) -> str:
+            shown = shown_folder(services)
+            if (text or "").strip() == shown:  # leaving the box unchanged (or a read-only box) changes nothing
+                return shown
+            services.require_admin("change the folder the tools may read")
             folder = set_folder(services, text)
+            # the server's setting: every page's tools read it (an admin's own view has a context of its own)
+            services.root.tool_context.allowed_folder = folder
             return str(folder or "")
 
         for trigger in (self.folder.submit, self.folder.blur):
@@ -288,6 +314,13 @@ def apply_panel(chat: Chat, usable: list[ToolInfo], tools: list[str] | None, for
     if rounds is not None and rounds == rounds:  # an emptied number box leaves the limit as it was
         setup["tool_rounds"] = min(100, max(1, int(rounds)))
     return chat.apply_tool_setup(setup)
+
+
+def shown_folder(services: Services) -> str:
+    """The folder box's text: the server's folder for an admin; for anyone else (with log-in) the folder
+    their read_file reads, their own files folder."""
+    folder = services.settings.tools_folder if services.is_admin else services.tool_context.allowed_folder
+    return str(folder or "")
 
 
 def set_folder(services: Services, text: str | None) -> Path | None:
