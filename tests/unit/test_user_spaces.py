@@ -234,3 +234,22 @@ def test_a_new_user_starts_from_the_defaults_not_the_first_admins_choices(servic
     fresh = services.space(services.accounts.find("bob"))
     assert fresh.settings.chat_setup == {} and fresh.settings.preset == "Default"
     assert fresh.initial_params() == SamplingParams()
+
+
+@pytest.mark.parametrize("odd", ["../alice", "..", "Alice/..", "ALICE ", "Ａｌｉｃｅ", "con", "a\\..\\alice"])
+def test_a_name_made_to_look_like_anothers_never_reaches_their_folder(dirs, loaders, odd):
+    user_dir, _ = dirs
+    user_dir.mkdir()
+    entries = {"alice": {"password": "x", "role": "admin"}, "bob": {"password": "y"}, odd: {"password": "z"}}
+    (user_dir / "users.yaml").write_text(yaml.safe_dump({"users": entries}), encoding="utf-8")
+    try:
+        services = build(dirs, loaders)
+    except WebUIError as exc:  # the same person as alice written another way: refused at start, by name
+        assert "alice" in exc.message.lower()
+        return
+    view = services.space(services.accounts.find(odd))
+    own = view.data_dir.resolve()
+    assert (user_dir / "users").resolve() in own.parents
+    assert own not in {services.data_dir.resolve(), services.space(services.accounts.find("bob")).data_dir.resolve()}
+    view.save_notebook("odd")
+    assert services.space(services.accounts.find("alice")).load_notebook() == ""

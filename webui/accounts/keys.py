@@ -19,9 +19,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from webui.accounts.names import canonical_key, check_user_name
+from webui.accounts.names import canonical_key, check_user_name, name_in_file
 from webui.accounts.users import USERS_COMMAND, Accounts, User, read_yaml_mapping
-from webui.errors import InvalidNameError, SettingsError
+from webui.errors import SettingsError
 from webui.storage import write_yaml
 
 KEY_PREFIX = "sk-webui-"
@@ -83,12 +83,7 @@ def parse_keys(doc: dict[str, Any], path: Path) -> tuple[dict[str, list[str]], l
         raise SettingsError(f"`keys:` in {path} must map user names to lists of keys.")
     entries: dict[str, list[str]] = {}
     for name, value in raw.items():
-        if not isinstance(name, str):
-            raise SettingsError(f"The user name {name!r} in {path} is not text: put it in quotes.")
-        try:
-            check_user_name(name)
-        except InvalidNameError as exc:
-            raise SettingsError(f"{path}: {exc.message}") from exc
+        name_in_file(name, path)
         values = [value] if isinstance(value, str) else value
         if values is None:
             values = []

@@ -11,7 +11,7 @@ import hashlib
 import re
 import unicodedata
 
-from webui.errors import InvalidNameError
+from webui.errors import InvalidNameError, SettingsError
 from webui.storage import MAX_NAME_LENGTH, safe_name
 
 #: Folders of names that are not safe as they are: a readable slug plus this marker and hash.
@@ -44,6 +44,16 @@ def check_user_name(name: str) -> str:
     if _CONTROL.search(stripped):
         raise InvalidNameError(f"The user name {stripped!r} contains a control character (a tab, a newline...).")
     return stripped
+
+
+def name_in_file(name: object, path: object) -> str:
+    """A user name read from the users or keys file ``path``, checked; :class:`SettingsError` naming the file."""
+    if not isinstance(name, str):
+        raise SettingsError(f"The user name {name!r} in {path} is not text: put it in quotes.")
+    try:
+        return check_user_name(name)
+    except InvalidNameError as exc:
+        raise SettingsError(f"{path}: {exc.message}") from exc
 
 
 def user_folder(name: str) -> str:

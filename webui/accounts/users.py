@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from webui.accounts.names import canonical_key, check_user_name, user_folder
+from webui.accounts.names import canonical_key, check_user_name, name_in_file, user_folder
 from webui.accounts.passwords import is_hashed, is_valid_hash, verify_password, waste_a_check
 from webui.errors import InvalidNameError, SettingsError
 
@@ -157,12 +157,7 @@ def parse_users(doc: dict[str, Any], path: Path) -> tuple[dict[str, dict[str, An
         raise SettingsError(f"`users:` in {path} must map names to {{password: ..., role: ...}}.")
     entries: dict[str, dict[str, Any]] = {}
     for name, entry in raw.items():
-        if not isinstance(name, str):
-            raise SettingsError(f"The user name {name!r} in {path} is not text: put it in quotes.")
-        try:
-            check_user_name(name)
-        except InvalidNameError as exc:
-            raise SettingsError(f"{path}: {exc.message}") from exc
+        name_in_file(name, path)
         if not isinstance(entry, dict):
             raise SettingsError(f"User {name!r} in {path} needs a password: `{name}: {{password: ...}}`.")
         password = entry.get("password")

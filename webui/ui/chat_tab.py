@@ -37,6 +37,7 @@ from webui.ui.chat_page import (
 from webui.ui.common import Frames, error_text, error_toast, inform, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import params_from_values
+from webui.ui.queue_panel import place_of
 from webui.ui.session import keep_request
 from webui.ui.tools_panel import ToolsPanel, apply_panel, call_parts
 
@@ -298,10 +299,11 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             def busy(turn: Turn) -> Any:
                 """The Send button while the turn runs: how many requests run before it (the server takes
                 turns between users), else generating."""
-                ahead = services.generator.position(turn.job) or 0
+                ahead, wait = place_of(services, turn.job)
                 if not ahead:
                     return generating
-                return gr.update(value=tr("chat.waiting", lang, n=ahead), elem_classes=["generating"])
+                text = tr("chat.waiting", lang, n=ahead, s=f"{max(1, round(wait)):d}")
+                return gr.update(value=text, elem_classes=["generating"])
                 # the files still waiting (attached before a Regenerate...) keep their line
                 ui["meter"] = attachments.meter(meter_text(turn.prompt, lang), attached, lang)
                 prompt = turn.prompt

@@ -36,6 +36,7 @@ from webui.ui.model_vision import (
     ui_projector,
     vision_fact,
 )
+from webui.ui.queue_panel import build_queue_panel
 from webui.units import human_size
 
 MODEL_TEMPLATE = "(the model's own)"
@@ -357,6 +358,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             tool_format,
             _joined(note, tool_note),
             *role_updates(services, len(admin_only)),
+            queue_panel["page_load"](),
         ]
 
     def on_refresh(selected: str | None) -> Any:
@@ -543,6 +545,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         event.failure(lambda: "", None, settings_msg, queue=False, show_progress="hidden")
     downloads = build_download_panel(services, model_dd)
     build_embeddings_panel(services)  # shows its own Load/Unload by role: it is also served on its own
+    queue_panel = build_queue_panel(services)
     # what page_state shows to admins only (role_updates)
     admin_only = [unload_btn, save_btn, delete_btn, *downloads["admin_only"]]
     loader_dd.input(lambda loader: _option_visibility(services, loader), loader_dd, option_components, queue=False)
@@ -573,6 +576,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             load_btn,
             role_note,
             *admin_only,
+            queue_panel["view"],
         ],
         "status": status,
         "guide": guide,
