@@ -190,10 +190,11 @@ class Services:
             base = root._spaces.get(user.folder)
             if base is None:
                 base = root._spaces[user.folder] = root._new_space(user)
+            overlay = dict(base.overlay)  # (a page of this user's may be remembering a choice right now)
         if base.own_dir is None:
             return base
         # The server's settings as they are now (the admin may have changed them), the user's choices on top.
-        return dataclasses.replace(base, settings=user_settings(root.settings, base.overlay))
+        return dataclasses.replace(base, settings=user_settings(root.settings, overlay))
 
     def _new_space(self, user: User) -> Services:
         queue = cast(Generator, UsersQueue(self.generator, user.name, lambda: self.limits_for(user)))
@@ -509,7 +510,8 @@ class Services:
                 self.require_admin("change the server's settings")
                 self.root.remember(**server)
             updates = {k: v for k, v in updates.items() if k in USER_KEYS}
-            self.overlay.update(updates)
+            with self.root._spaces_lock:
+                self.overlay.update(updates)
             if not updates:
                 return
         for key, value in updates.items():
