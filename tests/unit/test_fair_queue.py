@@ -230,3 +230,21 @@ def test_wait_estimates_follow_how_long_jobs_took_here(gen, gate):
     gate.set()
     for job in (running, *waiting):
         job.result()
+
+
+def test_ahead_of_counts_what_runs_before_a_job(gen, gate):
+    rec = Recorder(gen)
+    first = rec.submit("alice 1", "alice")
+    wait_until(lambda: gen.active is first)
+    second, third = rec.submit("bob 1", "bob"), rec.submit("bob 2", "bob")
+    assert gen.ahead_of(first) == 0  # it runs
+    assert gen.ahead_of(second) == 1 and gen.ahead_of(third) == 2
+    gate.set()
+    third.result()
+    assert gen.ahead_of(third) == 0
+
+
+def test_a_lone_job_has_nothing_ahead_even_before_it_starts(gen):
+    gen._ensure_worker = lambda: None  # (no generation thread: the job stays in line, nothing runs)
+    job = gen.submit("alone", ONE_TOKEN, user="alice")
+    assert gen.position(job) == 1 and gen.ahead_of(job) == 0

@@ -329,6 +329,18 @@ class Generator:
                     return k
         return 0  # taken off the queue by the generation thread, about to be marked running
 
+    def ahead_of(self, job: GenerationJob) -> int:
+        """How many requests (and model loads) run before ``job``: the running one and those before it in
+        line. 0: it runs, has finished, or is next with nothing running."""
+        with self._lock:
+            if job.finished or job is self.active or job.cancel.is_set():
+                return 0
+            order = self._run_order()
+            if job not in order:
+                return 0  # taken off the queue by the generation thread, about to run
+            running = self.active if self.active is not None else self._active_task
+            return order.index(job) + (running is not None)
+
     def queue_view(self, viewer: str | None, is_admin: bool) -> list[dict[str, Any]]:
         """The queue as ``viewer`` may see it, running item first: position, whose (others' names only
         for admins), state, seconds waited and the estimated seconds until it starts."""

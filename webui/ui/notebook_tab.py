@@ -91,7 +91,7 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
             raise
         # The requests that run before this one (the queue takes turns between users: not simply those
         # sent earlier); 0 or None: it runs already, or has finished.
-        waiting = services.generator.position(job) or 0
+        waiting = services.generator.ahead_of(job)
         out = prompt
         saving = save_or_warn(lambda: services.save_notebook(prompt), lang)  # after a failure: warn once, not every 2 s
         generating = tr("notebook.generating", lang)

@@ -38,12 +38,13 @@ def queue_markdown(services: Services, lang: str | None = None) -> str:
 
 def place_of(services: Services, job: Any) -> tuple[int, float]:
     """How many requests run before ``job`` and about how many seconds until it starts ((0, 0): it runs)."""
-    ahead = services.generator.position(job) or 0
-    if not ahead:
+    ahead = services.generator.ahead_of(job)
+    position = services.generator.position(job)
+    if not ahead or not position:
         return 0, 0.0
     viewer = services.user.name if services.user else None
     for entry in services.generator.queue_view(viewer, services.is_admin):
-        if entry["position"] == ahead:
+        if entry["position"] == position and entry["state"] == "waiting":
             return ahead, float(entry["estimated_wait_seconds"])
     return ahead, 0.0
 
