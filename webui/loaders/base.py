@@ -13,13 +13,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from webui.attachments.types import ImageInput
-from webui.errors import ModelLoadError
+from webui.errors import ModelLoadError, UnsupportedFeatureError
 from webui.params import LoadOptions, SamplingParams
 
+if TYPE_CHECKING:  # numpy and the sampler math load with the first view, not with every loader
+    import numpy as np
+
+    from webui.sampling.chain import SamplerView
+
 FinishReason = Literal["stop", "length", "cancelled"]
+_Entry = TypeVar("_Entry")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,21 @@ class TokenLogprob:
     logprob: float | None
     bytes: tuple[int, ...] = ()
     top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """A generated token and what the sampler chain did at its position (``StreamExtras.sampler_views``).
+
+    ``view`` comes from the very logits the token was drawn from, before it was accepted: the
+    model's raw candidates, the ones the chain kept, and the penalties that applied. None where
+    the loader could not make one for that token.
+    """
+
+    #: The token's text as the stream shows it (a broken character as U+FFFD).
+    token: str
+    id: int
+    view: SamplerView | None
 
 
 @dataclass(frozen=True)
@@ -101,6 +122,9 @@ class StreamExtras:
     #: goes (``webui.attachments.types``). Only for backends whose ``capabilities.images`` is true;
     #: any other raises ``UnsupportedFeatureError``. (A chat server gets them in ``chat`` instead.)
     images: tuple[ImageInput, ...] = ()
+    #: None: no sampler views. n: each generated token gets a ``TokenView`` whose view lists the
+    #: top n candidates before and after the sampler chain (``Chunk.views``).
+    sampler_views: int | None = None
 
 
 @dataclass
@@ -118,6 +142,8 @@ class Chunk:
     logprobs: list[TokenLogprob] | None = None
     #: With ``StreamExtras.echo_logprobs``: the prompt's tokens (first chunk only).
     prompt_logprobs: list[TokenLogprob] | None = None
+    #: With ``StreamExtras.sampler_views``: one entry per token whose text is in ``text`` (as ``logprobs``).
+    views: list[TokenView] | None = None
     #: Reasoning text a server returned apart from the answer (``reasoning_content``).
     reasoning: str = ""
     #: Tool calls a server returned parsed (see :class:`ToolCallDelta`).
@@ -147,6 +173,9 @@ class Capabilities:
     images: bool = False
     #: ``StreamExtras.top_logprobs`` / ``echo_logprobs`` are filled in.
     logprobs: bool = False
+    #: ``StreamExtras.sampler_views`` are filled in, and ``Backend.next_token_logits`` /
+    #: ``token_text`` answer (the model's own logits, on this machine).
+    sampler_views: bool = False
     #: It takes the request as messages (``StreamExtras.chat``) and the server applies its own
     #: template: tools and ``response_format`` pass through, no prompt is rendered here.
     chat_messages: bool = False
@@ -218,6 +247,18 @@ class Backend(ABC):
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` as this model sees a prompt (with BOS when the model adds one)."""
 
+    def next_token_logits(self, prompt: str) -> np.ndarray:
+        """The raw logits of the token after ``prompt`` (a float32 copy of one row of n_vocab), for the
+        sampler playground. One forward pass (reusing the cached prefix where the loader keeps one);
+        runs on the generation thread. Loaders with ``capabilities.sampler_views`` implement it."""
+        raise UnsupportedFeatureError(
+            f"The {self.name} loader cannot show the next token's probabilities: it does not give its logits."
+        )
+
+    def token_text(self, token: int) -> str:
+        """The text of one token id (special tokens written out; a broken character as U+FFFD)."""
+        raise UnsupportedFeatureError(f"The {self.name} loader cannot show the text of a token by its id.")
+
     @abstractmethod
     def close(self) -> None:
         """Free the model's memory. The backend is unusable afterwards."""
@@ -260,38 +301,53 @@ class StopStringFilter:
 
     With ``logprobs``, each piece's ``TokenLogprob`` entries travel with it too: a chunk
     carries the entries of the tokens whose text starts in it, and tokens that lie wholly in
-    or after a stop string are dropped with their text.
+    or after a stop string are dropped with their text. ``views`` (``TokenView``s) travel
+    the same way.
     """
 
-    def __init__(self, stops: list[str], logprobs: bool = False) -> None:
+    def __init__(self, stops: list[str], logprobs: bool = False, views: bool = False) -> None:
         self.stops = [s for s in stops if s]
         self.text = ""
         self.sent = 0
         self.pending_tokens = 0
         self.stopped = False
-        #: (where the token's text starts in ``text``, its entry) for tokens not sent yet.
-        self._logprobs: list[tuple[int, TokenLogprob]] | None = [] if logprobs else None
+        self._logprobs: _PerToken[TokenLogprob] | None = _PerToken() if logprobs else None
+        self._views: _PerToken[TokenView] | None = _PerToken() if views else None
 
-    def feed(self, piece: str, n_tokens: int = 1, logprobs: Sequence[TokenLogprob] = ()) -> Chunk | None:
+    def feed(
+        self,
+        piece: str,
+        n_tokens: int = 1,
+        logprobs: Sequence[TokenLogprob] = (),
+        views: Sequence[TokenView] = (),
+    ) -> Chunk | None:
         """Add a piece; return what may be shown now, if anything. Check ``stopped`` after."""
         if self.stopped:
             return None
+        start = len(self.text)
         if self._logprobs is not None:
-            start = len(self.text)
-            self._logprobs.extend((start, entry) for entry in logprobs)
+            self._logprobs.add(start, logprobs)
+        if self._views is not None:
+            self._views.add(start, views)
         self.text += piece
         self.pending_tokens += n_tokens
         at = find_stop(self.text, self.stops)
         if at >= 0:
             self.text = self.text[:at]
             self.stopped = True
-            if self._logprobs is not None:
-                self._logprobs = [(start, entry) for start, entry in self._logprobs if start < at]
+            for queue in (self._logprobs, self._views):
+                if queue is not None:
+                    queue.drop_from(at)
             return None
         visible = len(self.text) - held_back(self.text, self.stops)
         if visible <= self.sent:
             return None
-        chunk = Chunk(self.text[self.sent : visible], n_tokens=self.pending_tokens, logprobs=self._take(visible))
+        chunk = Chunk(
+            self.text[self.sent : visible],
+            n_tokens=self.pending_tokens,
+            logprobs=self._logprobs.take(visible) if self._logprobs is not None else None,
+            views=self._views.take(visible) if self._views is not None else None,
+        )
         self.sent, self.pending_tokens = visible, 0
         return chunk
 
@@ -305,19 +361,32 @@ class StopStringFilter:
             finish_reason=reason,
             prompt_tokens=prompt_tokens,
             prompt_cut=prompt_cut,
-            logprobs=self._take(None),
+            logprobs=self._logprobs.take(None) if self._logprobs is not None else None,
+            views=self._views.take(None) if self._views is not None else None,
         )
         self.sent, self.pending_tokens = len(self.text), 0
         return chunk
 
-    def _take(self, before: int | None) -> list[TokenLogprob] | None:
+
+class _PerToken(Generic[_Entry]):
+    """Per-token entries (logprobs, views) not sent yet, each with where its token's text starts."""
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[int, _Entry]] = []
+
+    def add(self, start: int, entries: Sequence[_Entry]) -> None:
+        self._queue.extend((start, entry) for entry in entries)
+
+    def drop_from(self, at: int) -> None:
+        """Forget the tokens whose text starts at or after ``at`` (cut by a stop string)."""
+        self._queue = [(start, entry) for start, entry in self._queue if start < at]
+
+    def take(self, before: int | None) -> list[_Entry]:
         """Entries of the tokens whose text starts before ``before`` (None: all), removed from the queue."""
-        if self._logprobs is None:
-            return None
-        cut = len(self._logprobs)
+        cut = len(self._queue)
         if before is not None:
-            cut = next((i for i, (start, _) in enumerate(self._logprobs) if start >= before), cut)
-        taken, self._logprobs = self._logprobs[:cut], self._logprobs[cut:]
+            cut = next((i for i, (start, _) in enumerate(self._queue) if start >= before), cut)
+        taken, self._queue = self._queue[:cut], self._queue[cut:]
         return [entry for _, entry in taken]
 
 

@@ -18,10 +18,10 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from webui.attachments.types import IMAGE_MARKER, ImageInput
-from webui.errors import ModelLoadError, PromptTooLongError, UnsupportedFeatureError
+from webui.errors import EmptyPromptError, ModelLoadError, PromptTooLongError, UnsupportedFeatureError
 from webui.loaders.base import (
     Backend,
     Capabilities,
@@ -30,6 +30,7 @@ from webui.loaders.base import (
     StopStringFilter,
     StreamExtras,
     TokenLogprob,
+    TokenView,
     local_path,
     truncate_prompt,
 )
@@ -45,6 +46,10 @@ from webui.loaders.mtmd import (
     resolve_projector,
 )
 from webui.params import LoadOptions, SamplingParams
+from webui.sampling.chain import DryBreakers, sample_view
+
+if TYPE_CHECKING:
+    import numpy as np
 
 GGUF_MAGIC = b"GGUF"
 
@@ -146,7 +151,9 @@ class LlamaCppBackend(Backend):
         "use_mlock",
         "mmproj",
     )
-    capabilities: ClassVar[Capabilities] = Capabilities(grammar=True, lazy_grammar=True, logprobs=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        grammar=True, lazy_grammar=True, logprobs=True, sampler_views=True
+    )
 
     def __init__(self, llm: Any, path: Path, projector: Projector | None = None, projector_note: str = "") -> None:
         self._llm = llm
@@ -158,6 +165,9 @@ class LlamaCppBackend(Backend):
         eog_set = frozenset(self._eog)
         self._is_eog = eog_set.__contains__
         self._max_token_bytes: int | None = None
+        self._texts: dict[tuple[int, bool], str] = {}  # (token, special) -> its text, for views
+        #: DRY's sequence breakers as tokens, per list of breaker strings (made at the first view that needs them).
+        self._breakers: dict[tuple[str, ...], DryBreakers] = {}
         #: The vision projector (None: a text-only model, or loaded with ``mmproj`` = none).
         self._projector = projector
         self.metadata["vision"] = "yes" if projector is not None else "no"
@@ -254,7 +264,9 @@ class LlamaCppBackend(Backend):
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         top_n = extras.top_logprobs
         maker = LogprobMaker(top_n or 0, lambda t: llm.detokenize([t], special=special)) if top_n is not None else None
-        out = StopStringFilter(params.stop, logprobs=maker is not None)
+        n_views = extras.sampler_views
+        breakers = self._dry_breakers(params) if n_views is not None else None
+        out = StopStringFilter(params.stop, logprobs=maker is not None, views=n_views is not None)
         n_generated = 0
         generated: list[int] = []
         finish: FinishReason = "length"
@@ -272,14 +284,20 @@ class LlamaCppBackend(Backend):
                 if self._is_eog(token):
                     finish = "stop"
                     break
+                # Both from the row the token was drawn from; the view's penalties see the tokens before it.
+                entries = maker.entries(self._last_logits(), [token]) if maker is not None else ()
+                views = (
+                    [self._token_view(token, params, generated, n_views, special, breakers)]
+                    if n_views is not None
+                    else ()
+                )
                 n_generated += 1
                 generated.append(token)
                 if lazy is not None and (replay := lazy.feed(token)) is not None:
                     # The grammar starts here: a chain with it, knowing what was generated so far.
                     llm._sampler = build_sampler(llm, params, self.n_ctx, self._eog, generated, replay)
                     lazy = None
-                entries = maker.entries(self._last_logits(), [token]) if maker is not None else ()
-                chunk = out.feed(decoder.decode(llm.detokenize([token], special=special)), 1, entries)
+                chunk = out.feed(decoder.decode(llm.detokenize([token], special=special)), 1, entries, views)
                 if out.stopped:
                     finish = "stop"
                     break
@@ -295,6 +313,65 @@ class LlamaCppBackend(Backend):
         last = out.finish(finish, prompt_count, tail=decoder.decode(b"", final=True), prompt_cut=prompt_cut)
         last.prompt_logprobs = echo
         yield last
+
+    def _token_view(
+        self,
+        token: int,
+        params: SamplingParams,
+        history: list[int],
+        n_top: int,
+        special: bool,
+        breakers: DryBreakers | None,
+    ) -> TokenView:
+        """``token`` with what our sampler chain did to the logits it was drawn from (``sampling.chain``).
+
+        Penalties in llama.cpp's chain see only the tokens accepted so far, the generated ones:
+        ``history``, not yet holding ``token``.
+        """
+        import numpy as np
+
+        row = np.array(self._last_logits(), dtype=np.float32)  # a copy: the next decode overwrites it
+        view = sample_view(row, params, history, n_top=n_top, eog=self._eog, dry_breakers=breakers)
+        return TokenView(self._text_of(token, special), token, view)
+
+    def _dry_breakers(self, params: SamplingParams) -> DryBreakers | None:
+        """DRY's sequence breakers as this model's tokens, made as llama.cpp makes them (None: DRY off)."""
+        if params.dry_multiplier <= 0:
+            return None
+        key = tuple(params.dry_sequence_breakers)
+        found = self._breakers.get(key)
+        if found is None:
+            llm = self._llm
+            # llama.cpp reads every token's text (special ones written out) once per DRY sampler.
+            pieces = [llm.detokenize([t], special=True) for t in range(llm.n_vocab())]
+            found = DryBreakers.from_vocab(pieces, key, lambda text: llm.tokenize(text, add_bos=False, special=False))
+            self._breakers[key] = found
+        return found
+
+    def _text_of(self, token: int, special: bool) -> str:
+        key = (token, special)
+        text = self._texts.get(key)
+        if text is None:
+            raw = self._llm.detokenize([token], special=special)
+            text = self._texts[key] = raw.decode("utf-8", errors="replace")
+        return text
+
+    def token_text(self, token: int) -> str:
+        return self._text_of(token, True)
+
+    def next_token_logits(self, prompt: str) -> np.ndarray:
+        """The raw logits after ``prompt``, evaluated as ``stream`` does (the cached prefix reused, the
+        last token alone), so they are the row the first generated token would be drawn from."""
+        import numpy as np
+
+        tokens = self.tokenize(prompt)
+        if len(tokens) >= self.n_ctx:
+            raise PromptTooLongError(len(tokens), self.n_ctx)
+        if not tokens:
+            raise EmptyPromptError()
+        self._prefill(tokens)
+        self._llm.eval(tokens[-1:])
+        return np.array(self._last_logits(), dtype=np.float32)
 
     def image_tokens(self, image: ImageInput) -> int:
         if self._projector is None:

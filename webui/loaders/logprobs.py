@@ -3,7 +3,9 @@
 A loader hands over the logits a token was drawn from (one row per position, before any
 sampler) and a function giving a token id's bytes; this turns them into ``TokenLogprob``s.
 Everything is vectorised with NumPy: one log-sum-exp per row and ``argpartition`` for the
-top alternatives, so asking for 20 alternatives over a 150k vocabulary stays cheap.
+top alternatives, so asking for 20 alternatives over a 150k vocabulary stays cheap. The
+log-sum-exp is ``webui.sampling.softmax.logsumexp``, the one the sampler view's "before"
+probabilities use, so a token's probability in the UI is ``exp`` of its logprob here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from webui.loaders.base import TokenLogprob, TopLogprob
+from webui.sampling.softmax import logsumexp
 
 
 class LogprobMaker:
@@ -41,8 +44,7 @@ class LogprobMaker:
         if n == 0:
             return []
         rows = rows[:n]
-        peak = rows.max(axis=1, keepdims=True)
-        lse = peak[:, 0] + np.log(np.exp(rows - peak).sum(axis=1, dtype=np.float64))
+        lse = logsumexp(rows)
         ids = np.asarray(tokens, dtype=np.int64)
         chosen = rows[np.arange(n), ids].astype(np.float64) - lse
         top_ids: np.ndarray | None = None

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Generator, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NoReturn
 
 import httpx
 from httpx_sse import SSEError, connect_sse
@@ -47,6 +47,16 @@ API_PATHS: dict[RemoteApi, str] = {"completions": "/v1/completions", "chat": "/v
 #: What a server answers for a route it does not have (404; 405 where only the method is known;
 #: 501 from servers that list it as not implemented).
 ABSENT = frozenset({404, 405, 501})
+
+NO_VIEWS = (
+    "A remote server does not send what its samplers did to each token: the probabilities view needs a "
+    "model loaded on this machine (llama.cpp or transformers). Ask for top_logprobs instead: where the "
+    "server returns them, they show the model's candidates before sampling."
+)
+NO_LOGITS = (
+    "The sampler playground is not available on a remote server: a remote server does not send its logits. "
+    "Load a model on this machine (llama.cpp or transformers) to use it."
+)
 
 CHAT_ONLY = (
     "This server only offers chat completions: use the Chat tab or /v1/chat/completions; raw text "
@@ -370,9 +380,17 @@ class RemoteBackend(Backend):
         except httpx.HTTPError as exc:
             raise GenerationError(_explain(exc, self.url)) from exc
 
+    def next_token_logits(self, prompt: str) -> NoReturn:
+        raise UnsupportedFeatureError(NO_LOGITS)
+
+    def token_text(self, token: int) -> NoReturn:
+        raise UnsupportedFeatureError(NO_LOGITS)
+
     def stream(
         self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
     ) -> Iterator[Chunk]:
+        if extras is not None and extras.sampler_views is not None:
+            raise UnsupportedFeatureError(NO_VIEWS)
         if self.api == "chat":
             yield from self._stream_chat(params, cancel, extras or StreamExtras())
             return

@@ -20,10 +20,17 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from webui.attachments.types import ImageInput
-from webui.errors import GenerationError, ModelLoadError, PromptTooLongError, UnsupportedFeatureError, WebUIError
+from webui.errors import (
+    EmptyPromptError,
+    GenerationError,
+    ModelLoadError,
+    PromptTooLongError,
+    UnsupportedFeatureError,
+    WebUIError,
+)
 from webui.loaders.base import (
     Backend,
     Capabilities,
@@ -32,6 +39,7 @@ from webui.loaders.base import (
     StopStringFilter,
     StreamExtras,
     TokenLogprob,
+    TokenView,
     local_path,
     truncate_prompt,
 )
@@ -47,6 +55,10 @@ from webui.loaders.hf_vision import (
 from webui.loaders.lazy import LazyTrigger
 from webui.loaders.logprobs import LogprobMaker
 from webui.params import LoadOptions, SamplingParams
+from webui.sampling.chain import sample_view
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +123,10 @@ class _Cancel:
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
+#: A streamed piece: its text, how many tokens made it, their logprob entries and sampler views.
+_Piece = tuple[str, int, list[TokenLogprob], list[TokenView]]
+
+
 class _TokenStreamer:
     """Streamer for ``generate``: turns token ids into text one token at a time.
 
@@ -119,7 +135,8 @@ class _TokenStreamer:
     pairs. Text is decoded incrementally over a short window of recent tokens
     (so a word's leading space is kept) and held back while it ends in half a
     UTF-8 character. End-of-sequence tokens are noted, not counted, as in the
-    llama.cpp loader. With ``logprobs`` each piece carries its tokens' entries.
+    llama.cpp loader. With ``per_token`` each piece carries its tokens' logprob entries
+    and sampler views.
     """
 
     def __init__(
@@ -127,15 +144,16 @@ class _TokenStreamer:
         tokenizer: Any,
         eos_ids: frozenset[int],
         skip_special: bool = True,
-        logprobs: Callable[[int], TokenLogprob | None] | None = None,
+        per_token: Callable[[int], tuple[TokenLogprob | None, TokenView | None]] | None = None,
     ) -> None:
         self._tok = tokenizer
         self._skip_special = skip_special
         self._eos_ids = eos_ids
-        #: Called with each new token (EOS too, to stay in step); its entry for the token.
-        self._logprobs = logprobs
+        #: Called with each new token (EOS too, to stay in step): its logprob entry and its view.
+        self._per_token = per_token
         self._entries: list[TokenLogprob] = []  # of the tokens not yet sent
-        self._queue: queue.SimpleQueue[tuple[str, int, list[TokenLogprob]] | None] = queue.SimpleQueue()
+        self._views: list[TokenView] = []  # of the tokens not yet sent
+        self._queue: queue.SimpleQueue[_Piece | None] = queue.SimpleQueue()
         self._ids: list[int] = []
         self._prefix = 0  # window start: context for decoding, already sent
         self._read = 0  # tokens whose text has been sent
@@ -149,12 +167,14 @@ class _TokenStreamer:
             self._prompt_seen = True
             return
         for token in value.reshape(-1).tolist():
-            entry = self._logprobs(token) if self._logprobs is not None else None
+            entry, view = self._per_token(token) if self._per_token is not None else (None, None)
             if token in self._eos_ids:
                 self.eos = True
                 continue
             if entry is not None:
                 self._entries.append(entry)
+            if view is not None:
+                self._views.append(view)
             self._ids.append(int(token))
             self._pending += 1
             self.n_tokens += 1
@@ -177,11 +197,11 @@ class _TokenStreamer:
         new_text = decode(self._ids[self._prefix :], skip_special_tokens=skip)
         if not final and (len(new_text) <= len(prefix_text) or new_text.endswith("\ufffd")):
             return  # nothing printable yet (half a character, or a special token)
-        self._queue.put((new_text[len(prefix_text) :], self._pending, self._entries))
-        self._pending, self._entries = 0, []
+        self._queue.put((new_text[len(prefix_text) :], self._pending, self._entries, self._views))
+        self._pending, self._entries, self._views = 0, [], []
         self._prefix, self._read = self._read, len(self._ids)
 
-    def __iter__(self) -> Iterator[tuple[str, int, list[TokenLogprob]]]:
+    def __iter__(self) -> Iterator[_Piece]:
         while (item := self._queue.get()) is not None:
             yield item
 
@@ -199,6 +219,23 @@ class _RawLogits:
     def __call__(self, module: Any, args: Any, output: Any) -> None:
         logits = output.logits if hasattr(output, "logits") else output[0]
         self.rows.append(logits[0, -1].detach().float().cpu())
+
+
+def _view_params(params: SamplingParams) -> SamplingParams:
+    """``params`` as transformers applies them, for ``sampling.chain``: the samplers it does not have
+    switched off, and the repetition penalty over the whole sequence (prompt and reply), as
+    ``RepetitionPenaltyLogitsProcessor`` does. (Its warpers run temperature first; the view keeps
+    llama.cpp's order, which differs only when top_p/min_p/typical_p meet a temperature other than 1.)"""
+    return params.model_copy(
+        update={
+            "repeat_last_n": -1,
+            "frequency_penalty": 0.0,
+            "presence_penalty": 0.0,
+            "dry_multiplier": 0.0,
+            "xtc_probability": 0.0,
+            "mirostat_mode": 0,
+        }
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -235,7 +272,9 @@ class TransformersBackend(Backend):
         }
     )
     option_fields: ClassVar[tuple[str, ...]] = ("n_ctx", "threads", "dtype", "device", "trust_remote_code")
-    capabilities: ClassVar[Capabilities] = Capabilities(grammar=True, lazy_grammar=True, logprobs=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        grammar=True, lazy_grammar=True, logprobs=True, sampler_views=True
+    )
 
     def __init__(
         self,
@@ -403,12 +442,13 @@ class TransformersBackend(Backend):
         prompt_ids = [int(t) for t in inputs["input_ids"][0].tolist()]
         media = vision.on_device(self._model) if vision is not None else {}
         processors = self._grammar_processors(params, extras.grammar_triggers, prompt_len)
-        raw_logits = _RawLogits() if extras.top_logprobs is not None else None
+        wants_rows = extras.top_logprobs is not None or extras.sampler_views is not None
+        raw_logits = _RawLogits() if wants_rows else None
         streamer = _TokenStreamer(
             self._tok,
             self._eos_ids,
             skip_special=params.skip_special_tokens,
-            logprobs=self._logprob_source(raw_logits, extras.top_logprobs or 0, params.skip_special_tokens),
+            per_token=self._per_token_source(raw_logits, params, extras, prompt_ids),
         )
         failure: list[BaseException] = []
         images_key = vision.key if vision is not None else ()
@@ -457,10 +497,12 @@ class TransformersBackend(Backend):
 
         worker = threading.Thread(target=run, name="transformers-generate", daemon=True)
         worker.start()
-        out = StopStringFilter(params.stop, logprobs=raw_logits is not None)
+        out = StopStringFilter(
+            params.stop, logprobs=extras.top_logprobs is not None, views=extras.sampler_views is not None
+        )
         try:
-            for piece, n, entries in streamer:
-                chunk = out.feed(piece, n, entries)
+            for piece, n, entries, views in streamer:
+                chunk = out.feed(piece, n, entries, views)
                 if out.stopped:
                     break
                 if chunk is not None:
@@ -490,6 +532,40 @@ class TransformersBackend(Backend):
         last = out.finish(finish, prompt_len, prompt_cut=whole_len - prompt_len)
         last.prompt_logprobs = echo
         yield last
+
+    def token_text(self, token: int) -> str:
+        return str(self._tok.decode([token], skip_special_tokens=False))
+
+    def next_token_logits(self, prompt: str) -> np.ndarray:
+        """The raw logits after ``prompt``, evaluated as ``stream`` does: the kept KV cache's prefix
+        reused, the rest of the prompt but its last token in one pass, the last token alone."""
+        import numpy as np
+        import torch
+
+        prompt_ids = self.tokenize(prompt)
+        n = len(prompt_ids)
+        if not n:
+            raise EmptyPromptError()
+        if n >= self.n_ctx:
+            raise PromptTooLongError(n, self.n_ctx)
+        device = self._model.device
+        input_ids = torch.tensor([prompt_ids], device=device)
+        cache = self._cache_for(prompt_ids)
+        self._cache, self._cache_ids = None, []  # until this pass has finished cleanly
+        with torch.inference_mode():
+            if cache is None:
+                logits = self._model(input_ids=input_ids).logits
+            else:
+                self._prefill(cache, prompt_ids, input_ids)
+                logits = self._model(
+                    input_ids=input_ids[:, -1:],
+                    past_key_values=cache,
+                    use_cache=True,
+                    cache_position=torch.tensor([n - 1], device=device),
+                    attention_mask=torch.ones(1, n, dtype=torch.long, device=device),
+                ).logits
+                self._cache, self._cache_ids, self._cache_images = cache, prompt_ids, ()
+        return np.array(logits[0, -1].float().cpu().numpy(), dtype=np.float32)
 
     def _prompt_inputs(
         self, prompt: str, params: SamplingParams, extras: StreamExtras
@@ -545,20 +621,36 @@ class TransformersBackend(Backend):
             lazy = LazyTrigger(triggers, piece=lambda t: llg_tok.decode_bytes([t]), tokenize=llg_tok.tokenize_bytes)
         return [GrammarProcessor(matcher, prompt_len, lazy)]
 
-    def _logprob_source(
-        self, raw_logits: _RawLogits | None, top_n: int, skip_special: bool
-    ) -> Callable[[int], TokenLogprob | None] | None:
-        """For the streamer: each new token's entry, from the logits ``raw_logits`` recorded."""
+    def _per_token_source(
+        self, raw_logits: _RawLogits | None, params: SamplingParams, extras: StreamExtras, prompt_ids: list[int]
+    ) -> Callable[[int], tuple[TokenLogprob | None, TokenView | None]] | None:
+        """For the streamer: each new token's logprob entry and sampler view, both from the row of
+        logits ``raw_logits`` recorded for it (the row it was drawn from)."""
         if raw_logits is None:
             return None
         tok = self._tok
-        maker = LogprobMaker(top_n, lambda t: tok.decode([t], skip_special_tokens=skip_special).encode("utf-8"))
+        skip = params.skip_special_tokens
+        maker = LogprobMaker(extras.top_logprobs or 0, lambda t: tok.decode([t], skip_special_tokens=skip).encode())
+        n_views = extras.sampler_views
+        view_params = _view_params(params)
+        eos = tuple(self._eos_ids)
+        # transformers' repetition penalty looks at the whole sequence, the prompt's tokens too.
+        history = list(prompt_ids)
         rows = raw_logits.rows
 
-        def entry(token: int) -> TokenLogprob | None:
-            return maker.entries(rows.popleft().numpy(), [token])[0] if rows else None
+        def per_token(token: int) -> tuple[TokenLogprob | None, TokenView | None]:
+            if not rows:
+                return None, None
+            row = rows.popleft().numpy()
+            entry = maker.entries(row, [token])[0] if extras.top_logprobs is not None else None
+            view = None
+            if n_views is not None:
+                found = sample_view(row, view_params, history, n_top=n_views, eog=eos)
+                view = TokenView(maker.piece(token)[0], token, found)
+            history.append(token)
+            return entry, view
 
-        return entry
+        return per_token
 
     def _echo_logprobs(self, prompt_ids: list[int], input_ids: Any, cache: Any, top_n: int) -> tuple[list[Any], Any]:
         """Logprobs of the prompt's tokens (``echo``), from one pass over all of it but the last token.

@@ -17,6 +17,7 @@ from webui.ui.login import LoginAddress, login_check
 from webui.ui.model_tab import build_model_tab, guide_visible, status_text
 from webui.ui.notebook_tab import build_notebook_tab, token_count_text
 from webui.ui.parameters_tab import build_parameters_tab, interactivity, loader_note
+from webui.ui.probabilities_ui import build_sampling_tab
 from webui.ui.session import page_services
 
 TITLE = "Local LLM Web UI"
@@ -137,11 +138,20 @@ def build_ui(services: Services) -> gr.Blocks:
                 notebook = build_notebook_tab(services)
             with gr.Tab(t("tab.parameters"), id="parameters"):
                 params = build_parameters_tab(services)
+            with gr.Tab(t("tab.sampling"), id="sampling") as sampling_tab:
+                sampling = build_sampling_tab(services)
             with gr.Tab(t("tab.compare"), id="compare"):
                 compare = build_compare_tab(services)
             with gr.Tab(t("tab.api"), id="api"):
                 api = build_api_tab(services)
         notebook["wire"](params["components"])
+        sampling["wire"](params["components"], notebook["text"], sampling_tab)
+        # What the loaded model can show of its probabilities (a remote server: nothing, or only "before").
+        probability_notes = [notebook["probs_note"], sampling["note"]]
+
+        def probability_note_texts() -> list[str]:
+            return [notebook["probs_note_text"](), sampling["note_text"]()]
+
         # After a Modelfile import the Parameters tab shows the preset its PARAMETER lines became.
         chat["wire"](params["components"], (params["current_state"], params["state_outputs"]))
         # Parameters the loaded model's loader cannot use are greyed out, after every load and on page load.
@@ -154,6 +164,7 @@ def build_ui(services: Services) -> gr.Blocks:
                 ),
                 event.then(chat["model_changed"], None, chat["model_changed_outputs"], queue=False),
                 event.then(api["page_load"], None, api["page_load_outputs"], queue=False),
+                event.then(probability_note_texts, None, probability_notes, queue=False),
             ]
 
         # A model's saved settings may switch the preset: show the values now in use.
@@ -192,6 +203,7 @@ def build_ui(services: Services) -> gr.Blocks:
                 # the models on disk now and the one loaded now (the page was built at start), in the page's language
                 demo.load(model["page_load"], None, model["page_load_outputs"], queue=False),
                 demo.load(api["page_load"], None, api["page_load_outputs"], queue=False),
+                demo.load(probability_note_texts, None, probability_notes, queue=False),
             ],
             "webuiReady",
         )

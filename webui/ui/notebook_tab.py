@@ -10,10 +10,12 @@ import gradio as gr
 
 from webui.errors import NoModelLoadedError
 from webui.generation.scheduler import GenerationStats
+from webui.probabilities import ViewedGeneration, generate_with_views
 from webui.services import Services
 from webui.ui.common import Frames, save_or_warn, ui_errors
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import params_from_values
+from webui.ui.probabilities_ui import NotebookProbabilities, ViewFrames
 
 
 def token_count_text(services: Services, text: str, lang: str | None = None) -> str:
@@ -70,11 +72,13 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
             with gr.Row():
                 tokens = gr.Markdown(tr("notebook.tokens_none", page_language()), elem_id="notebook-tokens")
                 stats = gr.Markdown("", elem_id="notebook-stats")
+            probs = NotebookProbabilities(services)
+            probs.build()
             gr.Markdown(t("notebook.params_hint"))
     before = gr.State("")  # the text as it was before the last generation, for Undo
 
     @ui_errors
-    def run(request: gr.Request, current_text: str, *values: Any) -> Any:
+    def run(request: gr.Request, current_text: str, show_probs: bool, *values: Any) -> Any:
         session = request.session_hash or "anonymous"
         lang = page_language(request)
         params = params_from_values(values)
@@ -84,8 +88,14 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
             # "Generating..." or "Waiting..." for a job that can only fail.
             raise NoModelLoadedError()
         cancel = services.cancels.start(session)
+        viewed: ViewedGeneration | None = None
         try:
-            job = services.generator.submit(prompt, params, cancel)
+            if show_probs:  # each token with what the samplers did (shown under the text)
+                viewed = generate_with_views(services.generator, prompt, params, cancel)
+                assert viewed.job is not None
+                job = viewed.job
+            else:
+                job = services.generator.submit(prompt, params, cancel)
         except BaseException:
             services.cancels.end(session, cancel)
             raise
@@ -95,32 +105,38 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         out = prompt
         saving = save_or_warn(lambda: services.save_notebook(prompt), lang)  # after a failure: warn once, not every 2 s
         generating = tr("notebook.generating", lang)
-        yield out, (tr("notebook.waiting", lang, n=waiting) if waiting else generating), prompt
+        views = ViewFrames(viewed, lang)
+        yield out, (tr("notebook.waiting", lang, n=waiting) if waiting else generating), prompt, *views.first()
         last_save = time.monotonic()
         frames = Frames()
         try:
-            for chunk in job:
+            for chunk in viewed if viewed is not None else job:
                 if chunk.text:
                     out += chunk.text
                     if saving and time.monotonic() - last_save > 2.0:  # keep what is written so far, cheaply
                         saving = save_or_warn(functools.partial(services.save_notebook, out), lang)
                         last_save = time.monotonic()
                     if frames.due():  # the whole text is sent after the loop in any case
-                        yield out, generating, prompt
+                        yield out, generating, prompt, *views.step(time.monotonic())
         finally:
             services.cancels.end(session, cancel)
             save_or_warn(lambda: services.save_notebook(out), lang)  # the final text: worth a second warning
-        yield out, stats_text(job.stats, lang), prompt
+        yield out, stats_text(job.stats, lang), prompt, *views.last()
 
     def on_stop(request: gr.Request) -> None:
         services.cancels.stop(request.session_hash or "anonymous")
 
     def wire(param_components: list[Any]) -> None:
-        inputs = [text, *param_components]
+        inputs = [text, probs.show, *param_components]
+        outputs = [text, stats, before, *probs.outputs]
         for btn in (generate, cont):
-            btn.click(run, inputs, [text, stats, before], concurrency_limit=None, show_progress="hidden").then(
+            btn.click(run, inputs, outputs, concurrency_limit=None, show_progress="hidden").then(
                 lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden"
             )
+        # A click on a candidate in the view: the text up to that token plus the candidate, and on from there.
+        probs.view.branch(probs.branch_text, probs.state, text, show_progress="hidden").success(
+            run, inputs, outputs, concurrency_limit=None, show_progress="hidden"
+        ).then(lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden")
 
     stop.click(on_stop, None, None, queue=False)
 
@@ -136,4 +152,12 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         return token_count_text(services, t)
 
     text.input(on_edit, text, tokens, queue=False, show_progress="hidden", trigger_mode="always_last")
-    return {"text": text, "generate": generate, "stop": stop, "tokens": tokens, "wire": wire}
+    return {
+        "text": text,
+        "generate": generate,
+        "stop": stop,
+        "tokens": tokens,
+        "wire": wire,
+        "probs_note": probs.note,
+        "probs_note_text": probs.note_text,
+    }
