@@ -296,14 +296,6 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     elif frames.due():  # the last text is sent after the loop in any case
                         yield out(display(chat, lang, thinking=turn.thinking))
 
-            def busy(turn: Turn) -> Any:
-                """The Send button while the turn runs: how many requests run before it (the server takes
-                turns between users), else generating."""
-                ahead, wait = place_of(services, turn.job)
-                if not ahead:
-                    return generating
-                text = tr("chat.waiting", lang, n=ahead, s=f"{max(1, round(wait)):d}")
-                return gr.update(value=text, elem_classes=["generating"])
                 # the files still waiting (attached before a Regenerate...) keep their line
                 ui["meter"] = attachments.meter(meter_text(turn.prompt, lang), attached, lang)
                 prompt = turn.prompt
@@ -313,6 +305,15 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     notices.append(turn.notice)
                     ui["tool_note"] = "\n\n".join(f"ⓘ {n}" for n in notices)
                     inform(turn.notice, lang)
+
+            def busy(turn: Turn) -> Any:
+                """The Send button while the turn runs: how many requests run before it (the server takes
+                turns between users), else generating."""
+                ahead, wait = place_of(services, turn.job)
+                if not ahead:
+                    return generating
+                text = tr("chat.waiting", lang, n=ahead, s=f"{max(1, round(wait)):d}")
+                return gr.update(value=text, elem_classes=["generating"])
 
             generating = gr.update(value=tr("chat.generating", lang), elem_classes=["generating"])
             decision = (action, asking) if action in DECISIONS else None
