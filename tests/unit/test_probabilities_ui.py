@@ -49,14 +49,16 @@ from webui.ui.probabilities_ui import (
     cell_text,
     notebook_view,
     percent,
-    perplexity_html,
-    perplexity_summary,
-    playground_html,
-    playground_note,
     printable,
     prob_colour,
     surprise_colour,
     token_spans_html,
+)
+from webui.ui.sampling_tab import (
+    perplexity_html,
+    perplexity_summary,
+    playground_html,
+    playground_note,
 )
 
 #: The scripted model's vocabulary: texts that need escaping, spaces, a control character, a newline.

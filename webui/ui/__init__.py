@@ -17,7 +17,7 @@ from webui.ui.login import LoginAddress, login_check
 from webui.ui.model_tab import build_model_tab, guide_visible, status_text
 from webui.ui.notebook_tab import build_notebook_tab, token_count_text
 from webui.ui.parameters_tab import build_parameters_tab, interactivity, loader_note
-from webui.ui.probabilities_ui import build_sampling_tab
+from webui.ui.sampling_tab import build_sampling_tab
 from webui.ui.session import page_services
 
 TITLE = "Local LLM Web UI"
