@@ -81,3 +81,10 @@ def test_ui(tmp_path):
     # the sizes with the chat box's window, then the largest with every message shown
     assert [(r["messages"], r["shown"]) for r in data["rows"]] == [(4, "window"), (20, "window"), (20, "all")]
     assert all(r["updates"] > 0 and r["tokens_per_second"] > 0 for r in data["rows"])
+
+
+def test_probabilities(tmp_path):
+    data = run_bench("probabilities.py", tmp_path, "--models", "smollm", "--reps", "1", "--tokens", "8")
+    rows = data["results"]
+    assert {r["setting"] for r in rows} and all(r["model"] for r in rows)
+    assert all(r["tokens_per_s_without"] > 0 and r["tokens_per_s_with_views"] > 0 and r["ratio"] > 0 for r in rows)
