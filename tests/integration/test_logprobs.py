@@ -14,27 +14,11 @@ import pytest
 
 from testdata import PARIS_PROMPT
 from webui.loaders.base import Chunk, StopStringFilter, StreamExtras, TokenLogprob, TopLogprob
-from webui.loaders.llamacpp import LlamaCppBackend
-from webui.loaders.transformers import TransformersBackend
-from webui.params import LoadOptions, SamplingParams
+from webui.params import SamplingParams
 
 pytestmark = pytest.mark.integration
 
 GREEDY = SamplingParams(do_sample=False, max_tokens=10)
-
-
-@pytest.fixture(scope="module")
-def llama(smollm_path):
-    backend = LlamaCppBackend.load(smollm_path, LoadOptions(n_ctx=1024))
-    yield backend
-    backend.close()
-
-
-@pytest.fixture(scope="module")
-def hf(hf_checkpoint):
-    backend = TransformersBackend.load(hf_checkpoint, LoadOptions(n_ctx=1024))
-    yield backend
-    backend.close()
 
 
 def run(backend, prompt: str, params: SamplingParams, extras: StreamExtras) -> list[Chunk]:

@@ -16,9 +16,7 @@ import numpy as np
 import pytest
 
 from webui.loaders.base import Backend, StreamExtras
-from webui.loaders.llamacpp import LlamaCppBackend
-from webui.loaders.transformers import TransformersBackend
-from webui.params import LoadOptions, SamplingParams
+from webui.params import SamplingParams
 from webui.sampling.perplexity import perplexity, surprise_bits
 
 pytestmark = pytest.mark.integration
@@ -31,20 +29,6 @@ TEXT = (
 )
 #: The same words in a scrambled order: a model should find it much more surprising.
 SCRAMBLED = " ".join(sorted(TEXT.split(), key=lambda w: (len(w) * 7919) % 13))
-
-
-@pytest.fixture(scope="module")
-def llama(smollm_path):
-    backend = LlamaCppBackend.load(smollm_path, LoadOptions(n_ctx=1024))
-    yield backend
-    backend.close()
-
-
-@pytest.fixture(scope="module")
-def hf(hf_checkpoint):
-    backend = TransformersBackend.load(hf_checkpoint, LoadOptions(n_ctx=1024))
-    yield backend
-    backend.close()
 
 
 def app_logprobs(backend: Backend, text: str) -> list[float]:

@@ -21,10 +21,8 @@ import pytest
 from testdata import PARIS_PROMPT
 from webui.errors import UnsupportedFeatureError
 from webui.loaders.base import Backend, Chunk, StopStringFilter, StreamExtras, TokenLogprob, TokenView
-from webui.loaders.llamacpp import LlamaCppBackend
 from webui.loaders.remote import RemoteBackend
-from webui.loaders.transformers import TransformersBackend
-from webui.params import LoadOptions, SamplingParams
+from webui.params import SamplingParams
 
 pytestmark = pytest.mark.integration
 
@@ -33,22 +31,6 @@ PLAIN = {"repeat_penalty": 1.0, "dry_multiplier": 0.0, "presence_penalty": 0.0, 
 GREEDY = SamplingParams(do_sample=False, max_tokens=12, **PLAIN)
 #: A raw text whose continuation repeats itself, so that penalties and DRY change logits (and choices).
 LIST_PROMPT = "apple, banana, cherry, apple, banana, cherry, apple, banana, cherry, apple,"
-
-
-@pytest.fixture(scope="module")
-def llama():
-    from testdata import MODELS_DIR, SMOLLM
-
-    backend = LlamaCppBackend.load(MODELS_DIR / SMOLLM, LoadOptions(n_ctx=1024))
-    yield backend
-    backend.close()
-
-
-@pytest.fixture(scope="module")
-def hf(hf_checkpoint):
-    backend = TransformersBackend.load(hf_checkpoint, LoadOptions(n_ctx=1024))
-    yield backend
-    backend.close()
 
 
 @pytest.fixture(params=["llama.cpp", "transformers"])
