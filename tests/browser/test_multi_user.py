@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from reltools import gradio_client
 
 from browserkit import (
@@ -73,7 +74,8 @@ def type_everything(page: Any, who: Person) -> None:
     page.keyboard.type(who.notebook)
     open_parameters(page)
     choose(page, "preset-dropdown", who.preset)
-    page.wait_for_function("(p) => document.querySelector('#preset-dropdown input').value === p", arg=who.preset)
+    # the preset's values arrive with its name in the save box: a number typed before then is overwritten
+    expect(page.locator("#preset-name textarea")).to_have_value(who.preset)
     set_number(page, "param-max_tokens", str(who.max_tokens))
     open_chat(page)
     system = page.locator("#chat-system textarea")

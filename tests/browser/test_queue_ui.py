@@ -18,9 +18,12 @@ pytestmark = pytest.mark.browser
 
 
 def queue_table(page) -> str:
+    """The Queue panel's table after a Refresh (both people's requests are in it: one runs, one waits)."""
     page.locator("#queue-panel").get_by_text("Queue").first.click()
     page.locator("#queue-refresh").click()
-    return page.locator("#queue-view").inner_text()
+    view = page.locator("#queue-view")
+    expect(view).to_contain_text("waiting", timeout=30_000)
+    return view.inner_text()
 
 
 def test_a_waiting_user_sees_their_place_and_the_queue(browser, tmp_path):

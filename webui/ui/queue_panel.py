@@ -53,5 +53,5 @@ def build_queue_panel(services: Services) -> dict[str, Any]:
     with gr.Accordion(t("queue.panel"), open=False, elem_id="queue-panel"):
         view = gr.Markdown(tr("queue.empty"), elem_id="queue-view")
         refresh = gr.Button(t("queue.refresh"), elem_id="queue-refresh", size="sm")
-    refresh.click(lambda: queue_markdown(services, page_language()), None, view, queue=False)
+    refresh.click(lambda: queue_markdown(services, page_language()), None, view, queue=False, show_progress="hidden")
     return {"view": view, "page_load": lambda: queue_markdown(services, page_language())}
