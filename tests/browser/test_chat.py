@@ -196,6 +196,10 @@ def test_character_editor_modes_and_chat_management(chat_page, server):
     wait_for_complete_reply(page)
     page.locator("#chat-impersonate").click()
     page.wait_for_function("() => document.querySelector('#chat-input textarea').value.length > 0")
+    # the model writes into the box until its turn ends: clear it after that, not while it still writes
+    page.wait_for_function(
+        "() => !document.querySelector('#chat-send').classList.contains('generating')", timeout=180_000
+    )
     page.locator("#chat-input textarea").fill("")
 
     # rename, branch, delete
