@@ -145,7 +145,10 @@ def test_playground_bars_follow_the_sliders_with_one_forward_pass(page, server):
     shot(page, "sampling-playground-before")
 
     set_number(page, "sampling-temperature", "1.8")
-    page.wait_for_function("(t) => document.querySelector('#sampling-bars').innerText !== t", arg=first, timeout=30_000)
+    # the new bars have arrived when the entropy after the samplers changes (a progress label alone is not it)
+    after_js = "() => (document.querySelector('#sampling-bars').innerText.match(/([\\d.]+) bits after/) || [])[1]"
+    shown = page.evaluate(after_js)
+    page.wait_for_function(f"(t) => ({after_js})() !== t", arg=shown, timeout=30_000)
     hotter = bars.inner_text()
     entropy = lambda t: float(re.search(r"([\d.]+) bits after", t).group(1))  # noqa: E731
     assert entropy(hotter) > entropy(first)  # a higher temperature flattens what is left
