@@ -36,10 +36,10 @@ def current_user(services: Services) -> Callable[[Request], User | None]:
     Use one dependency object per router, so FastAPI works it out once per request.
     """
 
+    # Services made without build() have no keys file read: only the --api-key flag can be set (once, here)
+    keys = services.api_keys or load_api_keys(None, services.accounts, services.settings.api_key)
+
     def caller(request: Request) -> User | None:
-        keys = services.api_keys
-        if keys is None:  # Services made without build(): only the --api-key flag can be set
-            keys = load_api_keys(None, services.accounts, services.settings.api_key)
         if not keys.required:
             return None
         user = keys.user_for(key_of(request))
@@ -53,8 +53,7 @@ def current_user(services: Services) -> Callable[[Request], User | None]:
 def view_for(services: Services, user: User | None) -> Services:
     """``user``'s view of the app (their presets, characters and templates, their role); the server's
     own for no user."""
-    view = services.space(user)
-    return view
+    return services.space(user)
 
 
 def is_admin(user: User | None) -> bool:
