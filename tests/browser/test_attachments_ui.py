@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+from playwright.sync_api import expect
 
 from browserkit import bot_texts, new_greedy_chat, open_chat, reload, wait_for_complete_reply, wait_text
 from harness import wait_until
@@ -92,6 +94,25 @@ def saved_chats(server) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
 
 
+def open_file_chooser(page):
+    """Focus the paper clip and press Enter until the browser's file chooser opens.
+
+    On a loaded CI machine a first Enter has been lost (the chooser never came in 30 s), so this
+    tries a few times, each time checking first that the clip really has the focus."""
+    clip = page.locator("#chat-attach")
+    for attempt in range(3):
+        clip.focus()
+        expect(clip).to_be_focused()
+        try:
+            with page.expect_file_chooser(timeout=15_000) as chooser:
+                page.keyboard.press("Enter")
+            return chooser.value
+        except PlaywrightTimeoutError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def chat(page, server):
     """SmolLM2, greedy, short replies, a new empty chat."""
@@ -101,12 +122,9 @@ def chat(page, server):
 def test_a_pdf_is_read_answered_from_and_stays_on_its_message_after_a_reload(chat, server, tmp_path):
     page = chat
     pdf = make_pdf(tmp_path / "report.pdf", FACT)
-    clip = page.locator("#chat-attach")
-    clip.focus()
-    with page.expect_file_chooser() as chooser:  # the paper clip, from the keyboard
-        page.keyboard.press("Enter")
-    assert chooser.value.is_multiple() and ".pdf" in (chooser.value.element.get_attribute("accept") or "")
-    chooser.value.set_files(str(pdf))
+    chooser = open_file_chooser(page)  # the paper clip, from the keyboard
+    assert chooser.is_multiple() and ".pdf" in (chooser.element.get_attribute("accept") or "")
+    chooser.set_files(str(pdf))
     wait_chips(page, 1)
     (chip,) = chip_texts(page)
     assert re.fullmatch(r"report\.pdf · 1 page · \d+ tokens", chip), chip

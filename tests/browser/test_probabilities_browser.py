@@ -144,10 +144,12 @@ def test_playground_bars_follow_the_sliders_with_one_forward_pass(page, server):
     first = bars.inner_text()
     shot(page, "sampling-playground-before")
 
-    set_number(page, "sampling-temperature", "1.8")
-    # the new bars have arrived when the entropy after the samplers changes (a progress label alone is not it)
+    # the new bars have arrived when the entropy after the samplers changes (a progress label alone is not
+    # it); read the old value before moving the slider, or a quick answer is taken for the old one
     after_js = "() => (document.querySelector('#sampling-bars').innerText.match(/([\\d.]+) bits after/) || [])[1]"
     shown = page.evaluate(after_js)
+    assert shown, first
+    set_number(page, "sampling-temperature", "1.8")
     page.wait_for_function(f"(t) => ({after_js})() !== t", arg=shown, timeout=30_000)
     hotter = bars.inner_text()
     entropy = lambda t: float(re.search(r"([\d.]+) bits after", t).group(1))  # noqa: E731
