@@ -182,6 +182,15 @@ class SamplingParams(BaseModel):
         le=0.5,
         ui_step=0.01,
     )
+    prompt_lookup: int = _field(
+        0,
+        "Prompt lookup (speculative decoding, llama.cpp): each step also tries up to this many tokens that "
+        "followed the same words earlier in the prompt or reply, and keeps those the sampler agrees with. "
+        "The text is the same; it comes faster when the reply copies the prompt (editing, quoting code). 0: off.",
+        ge=0,
+        le=16,
+        aliases=("prompt_lookup", "prompt_lookup_num_tokens", "draft_max"),
+    )
     ban_eos_token: bool = _field(False, "Never let the model end its reply: it always writes until the token limit.")
     skip_special_tokens: bool = _field(True, "Hide special tokens (like <|im_end|>) in the output. Untick to see them.")
     grammar_string: str = _field(
@@ -265,6 +274,14 @@ class LoadOptions(BaseModel):
         max_length=4096,
         description="llama.cpp vision: the projector file (mmproj*.gguf) loaded with the model: a file name in "
         "the model's folder. Empty: the one next to the model, if any; 'none': no vision.",
+    )
+    parallel: int = Field(
+        0,
+        ge=0,
+        le=64,
+        json_schema_extra={"ui_max": 16},
+        description="llama.cpp: requests decoded at the same time (slots), each with its own context of "
+        "Context size tokens. 1: one at a time. 0: 4 when the memory allows (fewer when it does not).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weight precision for transformers. auto: float32 on CPU, float16 on GPU."

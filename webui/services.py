@@ -103,6 +103,7 @@ class Services:
                 shutil.copytree(PROJECT_DIR / folder, target)
         presets_dir = user_dir / "presets"
         models = ModelManager(settings.models_path, settings.load, loaders=loaders)
+        models.warm_dir, models.warm_bytes = user_dir / "cache" / "warm-states", settings.warm_cache_mb * 1_000_000
         generator = Generator(models)
         chats = ChatStore(user_dir / "logs" / "chats")
         templates = InstructionTemplateStore(user_dir / "instruction-templates")

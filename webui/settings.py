@@ -180,6 +180,15 @@ class Settings(BaseModel):
         "sentence-transformers folder in the models folder, or a path to one. It runs beside the chat model.",
         json_schema_extra=cli(group=MODEL),
     )
+    warm_cache_mb: int = Field(
+        1024,
+        ge=0,
+        le=1_048_576,
+        description="Disk space in MB for saved chat states (llama.cpp): a long chat's prompt is saved when the "
+        "server goes idle and loaded again when the chat continues, also after a restart, instead of being "
+        "read again. Least recently used states are deleted first. 0: off.",
+        json_schema_extra=cli(group=MODEL),
+    )
     embedding_ctx_size: int = Field(
         2048,
         ge=1,

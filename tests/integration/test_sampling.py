@@ -74,7 +74,7 @@ def test_each_sampler_family_is_in_the_llama_chain(gen):
 
 def test_the_backend_receives_the_params_of_the_request(gen, monkeypatch):
     seen = []
-    import webui.loaders.llamacpp as mod
+    import webui.loaders.llama_slots as mod  # the generation queue runs llama.cpp requests in its slots
 
     real = mod.build_sampler
     monkeypatch.setattr(mod, "build_sampler", lambda llm, p, n, eog, **kw: seen.append(p) or real(llm, p, n, eog, **kw))

@@ -39,7 +39,7 @@ from typing import Any
 
 from webui.errors import EmptyPromptError, GenerationError, SchemaError, UnsupportedFeatureError, WebUIError
 from webui.generation.limits import NO_LIMITS, UserLimits, check_queued, check_tokens
-from webui.loaders.base import Chunk, StreamExtras
+from webui.loaders.base import Chunk, ParallelSlots, StreamExtras
 from webui.models.manager import LoadedModel, ModelManager
 from webui.params import SamplingParams
 from webui.structured.gbnf import schema_grammar
@@ -239,13 +239,27 @@ class Generator:
         self._turn = 0
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.active: GenerationJob | None = None
+        #: Jobs generating now: one, or one per busy slot of a model that decodes several together.
+        self._running: list[GenerationJob] = []
         self._active_task: _Task | None = None
+        #: Whether the loaded model has been told the queue went idle since the last job.
+        self._idle_told = True
         #: Stats of the last finished requests, newest last (for /v1/internal/requests and the curious).
         self.recent: deque[GenerationStats] = deque(maxlen=50)
         #: Wall-clock seconds of the last finished jobs and functions, for the wait estimates.
         self._job_seconds: deque[float] = deque(maxlen=_ESTIMATE_WINDOW)
         self._task_seconds: deque[float] = deque(maxlen=_ESTIMATE_WINDOW)
+
+    @property
+    def active(self) -> GenerationJob | None:
+        """The job generating now (the first started, when several are)."""
+        running = self._running
+        return running[0] if running else None
+
+    def running(self) -> list[GenerationJob]:
+        """Every job generating now (several on a model with parallel slots)."""
+        with self._lock:
+            return list(self._running)
 
     def submit(
         self,
@@ -320,7 +334,7 @@ class Generator:
         if job.finished:
             return None
         with self._lock:
-            if job is self.active:
+            if job in self._running:
                 return 0
             if job.cancel.is_set():
                 return None  # leaves the queue without running
@@ -333,13 +347,12 @@ class Generator:
         """How many requests (and model loads) run before ``job``: the running one and those before it in
         line. 0: it runs, has finished, or is next with nothing running."""
         with self._lock:
-            if job.finished or job is self.active or job.cancel.is_set():
+            if job.finished or job in self._running or job.cancel.is_set():
                 return 0
             order = self._run_order()
             if job not in order:
                 return 0  # taken off the queue by the generation thread, about to run
-            running = self.active if self.active is not None else self._active_task
-            return order.index(job) + (running is not None)
+            return order.index(job) + len(self._running) + (self._active_task is not None)
 
     def queue_view(self, viewer: str | None, is_admin: bool) -> list[dict[str, Any]]:
         """The queue as ``viewer`` may see it, running item first: position, whose (others' names only
@@ -349,8 +362,11 @@ class Generator:
         with self._lock:
             running: _Item | None = self.active if self.active is not None else self._active_task
             ahead = self._remaining(running, now)
-            if running is not None:
-                entries.append(self._entry(running, 0, "running", 0.0, viewer, is_admin, now))
+            now_running: list[_Item] = list(self._running)
+            if not now_running and self._active_task is not None:
+                now_running.append(self._active_task)
+            for item in now_running:
+                entries.append(self._entry(item, 0, "running", 0.0, viewer, is_admin, now))
             for k, item in enumerate(self._run_order(), 1):
                 entries.append(self._entry(item, k, "waiting", ahead, viewer, is_admin, now))
                 ahead += self._guess(item)
@@ -378,8 +394,7 @@ class Generator:
 
     def _jobs_of(self, user: str | None) -> list[GenerationJob]:
         """``user``'s jobs running or waiting, the first to be done first (cancelled ones do not count)."""
-        active = self.active
-        mine = [active] if active is not None and active.user == user and not active.finished else []
+        mine = [job for job in self._running if job.user == user and not job.finished]
         return mine + [item for item in self._run_order() if isinstance(item, GenerationJob) and item.user == user]
 
     def _done_in(self, job: GenerationJob) -> float:
@@ -387,7 +402,7 @@ class Generator:
         now = time.perf_counter()
         running: _Item | None = self.active if self.active is not None else self._active_task
         seconds = self._remaining(running, now)
-        if job is running:
+        if job is running or job in self._running:
             return seconds
         for item in self._run_order():
             seconds += self._guess(item)
@@ -432,62 +447,191 @@ class Generator:
                 self._worker = threading.Thread(target=self._serve, name="generator", daemon=True)
                 self._worker.start()
 
-    def _take(self) -> _Item:
+    def _take(self, timeout: float | None = None) -> _Item | None:
         """Wait for an item and take the one whose turn it is (marked running under the same lock, so
-        :meth:`position` never finds a job neither waiting nor running)."""
+        :meth:`position` never finds a job neither waiting nor running). None: ``timeout`` passed first."""
         with self._lock:
             while not self._pending:
-                self._lock.wait()
+                if not self._lock.wait(timeout) and timeout is not None and not self._pending:
+                    return None
+            return self._take_locked(_next_item(self._pending, self._served))
+
+    def _take_joinable(self) -> GenerationJob | None:
+        """The next job, if the next item is a job (a model load waits for the running jobs to end)."""
+        with self._lock:
+            if not self._pending:
+                return None
             item = _next_item(self._pending, self._served)
-            self._pending.remove(item)
-            item.started_at = time.perf_counter()
             if isinstance(item, _Task):
-                self._active_task = item
-            else:
-                if not item.cancel.is_set():  # a job cancelled in the queue does not use up its user's turn
-                    self._turn += 1
-                    self._served[item.user] = self._turn
-                self.active = item
-            return item
+                return None
+            taken = self._take_locked(item)
+            assert isinstance(taken, GenerationJob)
+            return taken
+
+    def _take_locked(self, item: _Item) -> _Item:
+        self._pending.remove(item)
+        item.started_at = time.perf_counter()
+        if isinstance(item, _Task):
+            self._active_task = item
+        else:
+            if not item.cancel.is_set():  # a job cancelled in the queue does not use up its user's turn
+                self._turn += 1
+                self._served[item.user] = self._turn
+            self._running.append(item)
+            self._idle_told = False
+        return item
 
     def _serve(self) -> None:
         while True:
-            job = self._take()
-            if isinstance(job, _Task):
-                job.run()
+            item = self._take(timeout=None if self._idle_told else _IDLE_SECONDS)
+            if item is None:
+                self._tell_idle()
+                continue
+            if isinstance(item, _Task):
+                item.run()
                 with self._lock:
                     self._active_task = None
-                    assert job.started_at is not None
-                    self._task_seconds.append(time.perf_counter() - job.started_at)
+                    assert item.started_at is not None
+                    self._task_seconds.append(time.perf_counter() - item.started_at)
                 continue
-            try:
-                self._run(job)
-            except WebUIError as exc:
-                job._put(exc)
-            except Exception as exc:  # keep serving others; the requester sees the error
-                log.exception("Generation failed")
-                job._put(GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
-            finally:
-                with self._lock:
-                    if job.stats is not None:
-                        self.recent.append(job.stats)
-                        if job.stats.finish_reason != "cancelled" and job.started_at is not None:
-                            self._job_seconds.append(time.perf_counter() - job.started_at)
-                job._end()
-                with self._lock:
-                    # After _end: a finished job no longer counts against its user's limit, so the
-                    # user's next request is never refused in the moment between the two.
-                    self.active = None
+            self._serve_job(item)
 
-    def _run(self, job: GenerationJob) -> None:
+    def _serve_job(self, job: GenerationJob) -> None:
+        """Run ``job``: in the model's slots with every job that can join while it runs, or alone."""
+        try:
+            with self.models.use() as loaded:
+                slots = loaded.backend.parallel()
+                if slots is None:
+                    self._guarded(job, lambda: self._run_alone(job, loaded, self._begin(job, loaded)))
+                    return
+                alone = self._run_in_slots(job, loaded, slots)
+                if alone is not None:
+                    job, begun = alone
+                    self._guarded(job, lambda: self._run_alone(job, loaded, begun))
+        except WebUIError as exc:  # no model loaded
+            job._put(exc)
+            self._finish(job)
+        except Exception as exc:  # a fault of ours: end every running job with it, keep serving
+            log.exception("Generation failed")
+            for running in self.running():
+                running._put(GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
+                self._finish(running)
+
+    def _guarded(self, job: GenerationJob, run: Callable[[], None]) -> None:
+        """Run ``run`` for ``job``; whatever it raises goes to the job's consumer, then the job ends."""
+        try:
+            run()
+        except WebUIError as exc:
+            job._put(exc)
+        except Exception as exc:  # keep serving others; the requester sees the error
+            log.exception("Generation failed")
+            job._put(GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
+        finally:
+            self._finish(job)
+
+    def _finish(self, job: GenerationJob) -> None:
+        if job.finished:
+            return
+        with self._lock:
+            if job.stats is not None:
+                self.recent.append(job.stats)
+                if job.stats.finish_reason != "cancelled" and job.started_at is not None:
+                    self._job_seconds.append(time.perf_counter() - job.started_at)
+        job._end()
+        with self._lock:
+            # After _end: a finished job no longer counts against its user's limit, so the
+            # user's next request is never refused in the moment between the two.
+            if job in self._running:
+                self._running.remove(job)
+
+    def _tell_idle(self) -> None:
+        """The queue has been empty a while: let the loaded model do its housekeeping (warm states)."""
+        self._idle_told = True
+        current = self.models.current
+        slots = current.backend.parallel() if current is not None else None
+        if slots is not None:
+            try:
+                slots.idle()
+            except Exception:
+                log.exception("The model's idle housekeeping failed")
+
+    def _run_in_slots(
+        self, first: GenerationJob, loaded: LoadedModel, slots: ParallelSlots
+    ) -> tuple[GenerationJob, _Begun] | None:
+        """Decode ``first`` and every job that joins while slots are free, until all have ended.
+
+        Returns a job that has to run alone (images, echo, sampler views) with its preparation: it
+        waits until the slots have drained, and no later job overtakes it.
+        """
+        in_slots: list[GenerationJob] = []
+        job: GenerationJob | None = first
+        while True:
+            while job is not None:
+                begun = self._start_in_slot(job, loaded, slots)
+                if begun is not None:
+                    if slots.busy():
+                        self._drain(slots, in_slots)
+                    return job, begun
+                if not job.finished:
+                    in_slots.append(job)
+                job = self._take_joinable() if slots.free() > 0 else None
+            if not slots.busy():
+                return None
+            self._step(slots, in_slots)
+            job = self._take_joinable() if slots.free() > 0 else None
+
+    def _drain(self, slots: ParallelSlots, in_slots: list[GenerationJob]) -> None:
+        while slots.busy():
+            self._step(slots, in_slots)
+
+    def _step(self, slots: ParallelSlots, in_slots: list[GenerationJob]) -> None:
+        try:
+            slots.step()
+        except Exception as exc:  # one decode for all: every job in it sees the error
+            log.exception("Parallel decoding failed")
+            error = exc if isinstance(exc, WebUIError) else GenerationError(f"Generation failed: {exc}")
+            slots.reset()
+            for job in in_slots:
+                if not job.finished:
+                    job._put(error)
+                    self._finish(job)
+        in_slots[:] = [job for job in in_slots if not job.finished]
+
+    def _start_in_slot(self, job: GenerationJob, loaded: LoadedModel, slots: ParallelSlots) -> _Begun | None:
+        """Prepare ``job`` and start it in a free slot. Returns its preparation when it has to run alone."""
+        try:
+            begun = self._begin(job, loaded)
+            if begun is None:
+                self._finish(job)  # cancelled before it started
+                return None
+            if not slots.can_take(begun.prepared.extras):
+                return begun
+            started = time.perf_counter()
+            slots.start(
+                begun.prepared.prompt,
+                begun.params,
+                job.cancel,
+                begun.prepared.extras,
+                lambda chunk: self._deliver(job, chunk, started),
+            )
+        except WebUIError as exc:
+            job._put(exc)
+            self._finish(job)
+        except Exception as exc:
+            log.exception("Generation failed")
+            job._put(GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
+            self._finish(job)
+        return None
+
+    def _begin(self, job: GenerationJob, loaded: LoadedModel) -> _Begun | None:
+        """The job's stats and preparation for ``loaded`` (on this thread); None when it was cancelled."""
         params = job.params
         if params.seed == -1:
             params = params.model_copy(update={"seed": random.randint(0, 2**31 - 1)})
         started = time.perf_counter()
-        current = self.models.current
         stats = GenerationStats(
-            model=current.name if current else "",
-            loader=current.loader if current else "",
+            model=loaded.name,
+            loader=loaded.loader,
             seed=params.seed,
             queue_seconds=started - job.submitted_at,
             user=job.user,
@@ -495,37 +639,61 @@ class Generator:
         job.stats = stats
         if job.cancel.is_set():
             stats.finish_reason = "cancelled"
+            return None
+        prepared = job.prepare(loaded, params)
+        if not prepared.prompt:
+            raise EmptyPromptError()
+        job.prepared = prepared
+        updates: dict[str, Any] = {}
+        if prepared.stop:
+            updates["stop"] = [*params.stop, *prepared.stop]
+        if not prepared.front_cut:
+            updates["truncation_length"] = 0
+        if prepared.grammar is not None:
+            updates["grammar_string"] = prepared.grammar
+        elif params.json_schema.strip():
+            updates["grammar_string"] = _json_schema_grammar(params.json_schema, loaded)
+        if updates:
+            params = params.model_copy(update=updates)
+        return _Begun(params, prepared)
+
+    def _run_alone(self, job: GenerationJob, loaded: LoadedModel, begun: _Begun | None) -> None:
+        if begun is None:
             return
-        with self.models.use() as loaded:
-            stats.model, stats.loader = loaded.name, loaded.loader
-            prepared = job.prepare(loaded, params)
-            if not prepared.prompt:
-                raise EmptyPromptError()
-            job.prepared = prepared
-            updates: dict[str, Any] = {}
-            if prepared.stop:
-                updates["stop"] = [*params.stop, *prepared.stop]
-            if not prepared.front_cut:
-                updates["truncation_length"] = 0
-            if prepared.grammar is not None:
-                updates["grammar_string"] = prepared.grammar
-            elif params.json_schema.strip():
-                updates["grammar_string"] = _json_schema_grammar(params.json_schema, loaded)
-            if updates:
-                params = params.model_copy(update=updates)
-            for chunk in loaded.backend.stream(prepared.prompt, params, job.cancel, prepared.extras):
-                now = time.perf_counter()
-                if chunk.text:
-                    if stats.ttft_seconds is None:
-                        stats.ttft_seconds = now - started
-                    job.text += chunk.text
-                stats.completion_tokens += chunk.n_tokens
-                stats.total_seconds = now - started
-                if chunk.finish_reason is not None:
-                    stats.finish_reason = chunk.finish_reason
-                    stats.prompt_tokens = chunk.prompt_tokens or 0
-                    stats.prompt_cut = chunk.prompt_cut
-                job._put(chunk)
+        started = time.perf_counter()
+        for chunk in loaded.backend.stream(begun.prepared.prompt, begun.params, job.cancel, begun.prepared.extras):
+            self._deliver(job, chunk, started)
+
+    def _deliver(self, job: GenerationJob, chunk: Chunk, started: float) -> None:
+        """Hand a chunk to the job's consumer, with its stats; the last chunk ends the job."""
+        stats = job.stats
+        assert stats is not None
+        now = time.perf_counter()
+        if chunk.text:
+            if stats.ttft_seconds is None:
+                stats.ttft_seconds = now - started
+            job.text += chunk.text
+        stats.completion_tokens += chunk.n_tokens
+        stats.total_seconds = now - started
+        if chunk.finish_reason is not None:
+            stats.finish_reason = chunk.finish_reason
+            stats.prompt_tokens = chunk.prompt_tokens or 0
+            stats.prompt_cut = chunk.prompt_cut
+        job._put(chunk)
+        if chunk.finish_reason is not None:
+            self._finish(job)
+
+
+@dataclass
+class _Begun:
+    """A job's sampling parameters (with its prompt's stops and grammar) and its prepared prompt."""
+
+    params: SamplingParams
+    prepared: Prepared
+
+
+#: Seconds the queue stays empty before the loaded model is told it is idle (warm states are saved).
+_IDLE_SECONDS = 2.0
 
 
 def _json_schema_grammar(text: str, loaded: LoadedModel) -> str:

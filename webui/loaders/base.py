@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from webui.attachments.types import ImageInput
 from webui.errors import ModelLoadError, UnsupportedFeatureError
@@ -181,6 +181,46 @@ class Capabilities:
     chat_messages: bool = False
     #: Sequences it decodes at the same time.
     parallel_sequences: int = 1
+    #: Prompt states can be saved to disk and loaded again (``Backend.attach_warm_store``).
+    warm_states: bool = False
+
+
+class ParallelSlots(Protocol):
+    """Several requests decoded together (``Backend.parallel``); called only from the generation thread.
+
+    The scheduler starts requests while slots are free, calls ``step`` while any is running (one
+    decode for all of them; each request's chunks go out through its ``emit``, the last one with its
+    ``finish_reason``), and ``idle`` when nothing is left to do.
+    """
+
+    def can_take(self, extras: StreamExtras | None) -> bool:
+        """Whether a request with these extras can run in a slot (if not: alone, through ``stream``)."""
+        ...
+
+    def free(self) -> int: ...
+
+    def busy(self) -> bool: ...
+
+    def start(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        cancel: threading.Event,
+        extras: StreamExtras | None,
+        emit: Callable[[Chunk], None],
+    ) -> None:
+        """Place a request in a free slot; raises as ``stream`` would (a prompt too long, a bad grammar)."""
+        ...
+
+    def step(self) -> None: ...
+
+    def idle(self) -> None:
+        """Nothing runs or waits: a moment for slow housekeeping (saving warm states)."""
+        ...
+
+    def reset(self) -> None:
+        """Drop every running request and cache (after an error in ``step``)."""
+        ...
 
 
 class Backend(ABC):
@@ -258,6 +298,14 @@ class Backend(ABC):
     def token_text(self, token: int) -> str:
         """The text of one token id (special tokens written out; a broken character as U+FFFD)."""
         raise UnsupportedFeatureError(f"The {self.name} loader cannot show the text of a token by its id.")
+
+    def parallel(self) -> ParallelSlots | None:
+        """Its decoding slots, when it decodes several requests together (None: one at a time, ``stream``)."""
+        return None
+
+    def attach_warm_store(self, folder: Path, max_bytes: int) -> None:  # noqa: B027 (optional hook)
+        """Keep long prompt prefixes' states in ``folder`` (at most ``max_bytes``) so chats reopen warm,
+        also after a restart. Loaders that cannot save a state ignore it (``Capabilities.warm_states``)."""
 
     @abstractmethod
     def close(self) -> None:

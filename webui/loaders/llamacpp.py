@@ -13,10 +13,11 @@ context, and generation then runs exactly as for text.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,6 +28,7 @@ from webui.loaders.base import (
     Capabilities,
     Chunk,
     FinishReason,
+    ParallelSlots,
     StopStringFilter,
     StreamExtras,
     TokenLogprob,
@@ -36,6 +38,7 @@ from webui.loaders.base import (
 )
 from webui.loaders.lazy import LazyTrigger
 from webui.loaders.llama_sampling import build_sampler, eog_tokens, new_grammar
+from webui.loaders.llama_slots import SlotEngine
 from webui.loaders.logprobs import LogprobMaker
 from webui.loaders.mtmd import (
     Projector,
@@ -140,6 +143,7 @@ class LlamaCppBackend(Backend):
             "grammar_string",
             "json_schema",
             "truncation_length",
+            "prompt_lookup",
         }
     )
     option_fields: ClassVar[tuple[str, ...]] = (
@@ -147,18 +151,29 @@ class LlamaCppBackend(Backend):
         "threads",
         "n_gpu_layers",
         "n_batch",
+        "parallel",
         "use_mmap",
         "use_mlock",
         "mmproj",
     )
     capabilities: ClassVar[Capabilities] = Capabilities(
-        grammar=True, lazy_grammar=True, logprobs=True, sampler_views=True
+        grammar=True, lazy_grammar=True, logprobs=True, sampler_views=True, warm_states=True
     )
 
-    def __init__(self, llm: Any, path: Path, projector: Projector | None = None, projector_note: str = "") -> None:
+    def __init__(
+        self,
+        llm: Any,
+        path: Path,
+        projector: Projector | None = None,
+        projector_note: str = "",
+        n_slots: int = 1,
+        options: LoadOptions | None = None,
+    ) -> None:
         self._llm = llm
         self.path = path
-        self.n_ctx = int(llm.n_ctx())
+        #: Each slot's context (the context holds ``n_slots`` of them).
+        self.n_ctx = int(llm.n_ctx()) // max(1, n_slots)
+        self._options = options or LoadOptions()
         self.metadata = dict(llm.metadata or {})
         self.chat_template = self.metadata.get("tokenizer.chat_template") or None
         self._eog = eog_tokens(llm)
@@ -176,6 +191,10 @@ class LlamaCppBackend(Backend):
             self.capabilities = dataclasses.replace(type(self).capabilities, images=True)  # type: ignore[misc]
         if projector_note:
             self.metadata["vision.note"] = projector_note
+        self._engine = SlotEngine(llm, n_slots, self.n_ctx, self._eog)
+        self._slots = _LlamaSlots(self, self._engine)
+        self.metadata["parallel"] = str(n_slots)
+        self.capabilities = dataclasses.replace(self.capabilities, parallel_sequences=n_slots)  # type: ignore[misc]
 
     @classmethod
     def check(cls, path: Path | None, options: LoadOptions) -> None:
@@ -195,6 +214,7 @@ class LlamaCppBackend(Backend):
                 "llama-cpp-python is not installed. Run ./start.sh to set up.", key="error.llamacpp_missing"
             ) from exc
         threads = options.threads or default_threads()
+        n_slots = max(1, options.parallel)
         try:
             llm = Llama(
                 model_path=str(path),
@@ -205,8 +225,15 @@ class LlamaCppBackend(Backend):
                 n_batch=options.n_batch,
                 use_mmap=options.use_mmap,
                 use_mlock=options.use_mlock,
+                # Flash attention computes each position's attention on its own, so a token's logits do not
+                # depend on how the tokens were split into batches: a slot's text is the same beside others,
+                # prompt lookup keeps the greedy text, a restored state continues as a fresh one. Without it,
+                # evaluating 8 tokens at once moved gemma-3's logits by up to 1.2 from 8 single steps.
+                flash_attn=True,
                 verbose=False,
             )
+            if n_slots > 1:
+                _widen_context(llm, n_slots)
         except (ValueError, RuntimeError, OSError) as exc:
             size = path.stat().st_size
             raise ModelLoadError(
@@ -225,7 +252,7 @@ class LlamaCppBackend(Backend):
             except BaseException:
                 llm.close()
                 raise
-        backend = cls(llm, path, projector, note)
+        backend = cls(llm, path, projector, note, n_slots, options)
         backend.max_token_bytes()  # measured now, on the loading thread, not in a request's
         return backend
 
@@ -244,16 +271,22 @@ class LlamaCppBackend(Backend):
     def stream(
         self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
     ) -> Iterator[Chunk]:
+        self._borrow_first_slot()
+        try:
+            yield from self._stream(prompt, params, cancel, extras)
+        finally:
+            self._return_first_slot()
+
+    def _stream(
+        self, prompt: str, params: SamplingParams, cancel: threading.Event, extras: StreamExtras | None = None
+    ) -> Iterator[Chunk]:
         extras = extras or StreamExtras()
         llm = self._llm
         if extras.images:
             prompt_tokens, prompt_count, prompt_cut = self._prefill_vision(prompt, params, extras)
         else:
-            whole = self.tokenize(prompt)
-            prompt_tokens = truncate_prompt(whole, params.truncation_length, llm.token_bos())
-            prompt_count, prompt_cut = len(prompt_tokens), len(whole) - len(prompt_tokens)
-            if prompt_count >= self.n_ctx:
-                raise PromptTooLongError(prompt_count, self.n_ctx)
+            prompt_tokens, prompt_cut = self.fit(prompt, params)
+            prompt_count = len(prompt_tokens)
         room = self.n_ctx - prompt_count
         max_tokens = min(params.max_tokens, room)
         # Our sampler chain replaces Llama's for this generation (see llama_sampling.py).
@@ -314,6 +347,49 @@ class LlamaCppBackend(Backend):
         last.prompt_logprobs = echo
         yield last
 
+    def fit(self, prompt: str, params: SamplingParams) -> tuple[list[int], int]:
+        """The prompt's tokens cut to ``truncation_length`` (from the front, keeping BOS) and how many were
+        cut; ``PromptTooLongError`` when they leave no room to generate in a slot's context."""
+        whole = self.tokenize(prompt)
+        tokens = truncate_prompt(whole, params.truncation_length, self._llm.token_bos())
+        if len(tokens) >= self.n_ctx:
+            raise PromptTooLongError(len(tokens), self.n_ctx)
+        if not tokens:
+            raise EmptyPromptError()
+        return tokens, len(whole) - len(tokens)
+
+    def parallel(self) -> ParallelSlots | None:
+        return self._slots
+
+    @property
+    def engine(self) -> SlotEngine:
+        """The slot engine (its slots and counters, for tests and benchmarks)."""
+        return self._engine
+
+    def attach_warm_store(self, folder: Path, max_bytes: int) -> None:
+        from webui.loaders.warm_state import WarmStore, model_key
+
+        key = model_key(
+            local_path(self.path),
+            {"n_ctx": self.n_ctx, "n_seq_max": self.capabilities.parallel_sequences, "flash_attn": True},
+        )
+        self._engine.warm = WarmStore(folder, max_bytes, key)
+
+    def _borrow_first_slot(self) -> None:
+        """The one-sequence path (``Llama``'s own bookkeeping) runs in sequence 0, the first slot: it
+        starts from what that slot holds, so the slot's cache is reused and stays right."""
+        slot = self._engine.slots[0]
+        llm = self._llm
+        llm.n_tokens = len(slot.cached)
+        llm.input_ids[: len(slot.cached)] = slot.cached
+
+    def _return_first_slot(self) -> None:
+        if self._llm is None:
+            return
+        slot = self._engine.slots[0]
+        slot.cached = [int(t) for t in self._llm._input_ids[: self._llm.n_tokens]]
+        slot.saved = False
+
     def _token_view(
         self,
         token: int,
@@ -369,9 +445,13 @@ class LlamaCppBackend(Backend):
             raise PromptTooLongError(len(tokens), self.n_ctx)
         if not tokens:
             raise EmptyPromptError()
-        self._prefill(tokens)
-        self._llm.eval(tokens[-1:])
-        return np.array(self._last_logits(), dtype=np.float32)
+        self._borrow_first_slot()
+        try:
+            self._prefill(tokens)
+            self._llm.eval(tokens[-1:])
+            return np.array(self._last_logits(), dtype=np.float32)
+        finally:
+            self._return_first_slot()
 
     def image_tokens(self, image: ImageInput) -> int:
         if self._projector is None:
@@ -540,9 +620,68 @@ class LlamaCppBackend(Backend):
             llm.eval(prompt_tokens[common:-1])
 
     def close(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.close()
         projector, self._projector = self._projector, None
         if projector is not None:
             projector.close()  # before the model it was loaded against
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
+
+
+def _widen_context(llm: Any, n_slots: int) -> None:
+    """Give ``llm`` a context of ``n_slots`` sequences, each as long as the one it was made with.
+
+    ``Llama`` makes a one-sequence context; its parameters are kept, with ``n_seq_max`` slots and a
+    context that many times longer (each sequence gets its share: llama.cpp's default KV cache is not
+    unified, so one slot can never crowd out another).
+    """
+    from llama_cpp import _internals
+
+    params = llm.context_params
+    params.n_seq_max = n_slots
+    params.n_ctx = llm.n_ctx() * n_slots
+    old = llm._ctx
+    old.close()  # its KV cache is freed before the bigger one is made
+    llm._ctx = llm._stack.enter_context(contextlib.closing(_internals.LlamaContext(model=llm._model, params=params)))
+    # (``input_ids``, ``_n_ctx`` and the rest of ``Llama``'s own bookkeeping stay one sequence long: its
+    # one-sequence path runs in sequence 0.)
+
+
+class _LlamaSlots:
+    """The backend's ``ParallelSlots``: requests tokenized and fitted as ``stream`` does, run by the engine."""
+
+    def __init__(self, backend: LlamaCppBackend, engine: SlotEngine) -> None:
+        self._backend = backend
+        self._engine = engine
+
+    def can_take(self, extras: StreamExtras | None) -> bool:
+        return self._engine.can_take(extras)
+
+    def free(self) -> int:
+        return self._engine.free()
+
+    def busy(self) -> bool:
+        return self._engine.busy()
+
+    def start(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        cancel: threading.Event,
+        extras: StreamExtras | None,
+        emit: Callable[[Chunk], None],
+    ) -> None:
+        tokens, cut = self._backend.fit(prompt, params)
+        self._engine.start(tokens, params, cancel, extras, emit, prompt_cut=cut)
+
+    def step(self) -> None:
+        self._engine.step()
+
+    def idle(self) -> None:
+        self._engine.idle()
+
+    def reset(self) -> None:
+        self._engine.reset()

@@ -98,6 +98,9 @@ class ModelManager:
         # never frees a model under a running generation.
         self._lock = threading.RLock()
         self._current: LoadedModel | None = None
+        #: Where loaders that can save prompt states keep them, and how many bytes (None / 0: off).
+        self.warm_dir: Path | None = None
+        self.warm_bytes = 0
 
     # ----- what is on disk -------------------------------------------------------------
     def list_models(self) -> list[str]:
@@ -305,6 +308,8 @@ class ModelManager:
             path = self.path_of(name) if backend_cls.capabilities.local_files else None
         report = progress or (lambda fraction, text: None)
         backend_cls.check(path, options)  # a wrong file fails here, before the loaded model is freed
+        if "parallel" in backend_cls.option_fields and options.parallel == 0 and path is not None:
+            options = options.model_copy(update={"parallel": self.auto_parallel(path, options)})
         if path is not None:
             self.check_memory(name, path, options)  # so does a context too big for this machine's RAM
         with self._lock:
@@ -327,10 +332,26 @@ class ModelManager:
                                    name=name, detail=f"{type(exc).__name__}: {exc}"), previous) from exc
             if backend.served_name:
                 name = backend.served_name  # the model the server actually serves
+            if backend.capabilities.warm_states and self.warm_dir is not None and self.warm_bytes > 0:
+                backend.attach_warm_store(self.warm_dir, self.warm_bytes)
             self._current = LoadedModel(name, loader, options, backend, time.perf_counter() - start, path=path)
             report(1.0, "Loaded")
             log.info("Loaded %s", self._current.describe())
             return self._current
+
+    def auto_parallel(self, path: Path, options: LoadOptions) -> int:
+        """Slots for ``parallel`` = 0: 4 when the extra contexts fit in half the free RAM, else 2, else 1."""
+        try:
+            facts = model_facts(path)
+        except WebUIError:
+            return 1
+        ctx = options.n_ctx or facts.context_length or 4096
+        free = self.available_memory() - facts.ram_estimate(options.n_ctx)
+        kv = facts.kv_cache_bytes(ctx, 2)
+        for n in (4, 2):
+            if (n - 1) * kv <= free / 2:
+                return n
+        return 1
 
     def check_memory(self, name: str, path: Path, options: LoadOptions) -> None:
         """Raise ``ModelLoadError`` if ``name`` at ``options.n_ctx`` cannot fit in free RAM.
@@ -347,7 +368,8 @@ class ModelManager:
         except WebUIError as exc:
             log.debug("No RAM estimate for %s: %s", name, exc.message)
             return
-        need = facts.ram_estimate(options.n_ctx)
+        need = facts.ram_estimate(options.n_ctx) + (max(1, options.parallel) - 1) * facts.kv_cache_bytes(
+            options.n_ctx or facts.context_length or 4096, 2)
         free = self.available_memory()
         current = self._current
         if current is not None and current.path is not None:

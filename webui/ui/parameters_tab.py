@@ -22,6 +22,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("DRY", ("dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers")),
     ("XTC", ("xtc_probability", "xtc_threshold")),
     ("Mirostat", ("mirostat_mode", "mirostat_tau", "mirostat_eta")),
+    ("Speed", ("prompt_lookup",)),
     ("Output", ("stop", "ban_eos_token", "skip_special_tokens", "truncation_length", "grammar_string", "json_schema")),
 )
 ORDER: tuple[str, ...] = tuple(name for _, names in GROUPS for name in names)
