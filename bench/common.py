@@ -18,6 +18,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -108,9 +109,14 @@ def start_our_server(
     threads: int = 0,
     loader: str | None = None,
     extra: tuple[str, ...] = (),
+    user_dir: Path | None = None,
 ) -> ServerProcess:
-    """server.py with the API, ``model`` loaded (its folder is the models folder)."""
-    user = Path(tempfile.mkdtemp(prefix="user-", dir=workdir))
+    """server.py with the API, ``model`` loaded (its folder is the models folder).
+
+    ``user_dir``: the user data folder, to restart a server on the data of an earlier one
+    (default: a new one in ``workdir``).
+    """
+    user = user_dir or Path(tempfile.mkdtemp(prefix="user-", dir=workdir))
     args = ["--model", str(model), "--user-data-dir", str(user), "--ctx-size", str(n_ctx), "--api"]
     if threads:
         args += ["--threads", str(threads)]
@@ -133,6 +139,63 @@ def servers(*procs: ServerProcess) -> Iterator[tuple[ServerProcess, ...]]:
     finally:
         for p in procs:
             p.stop()
+
+
+def timed_stream(
+    url: str,
+    *,
+    prompt: str | None = None,
+    messages: list[Any] | None = None,
+    max_tokens: int = 64,
+    extra_body: dict[str, Any] | None = None,
+    start_together: threading.Barrier | None = None,
+) -> dict[str, Any]:
+    """One greedy streamed request through the ``openai`` client: ``/v1/chat/completions`` with
+    ``messages``, else ``/v1/completions`` with ``prompt``.
+
+    Returns perf_counter times ``start`` (before ``create()``, which already waits for the
+    headers), ``first`` (first text) and ``end``, the ``text``, the server's token counts
+    (``tokens``, ``prompt_tokens``: ``stream_options.include_usage``) and ``error`` (recorded,
+    not raised: a benchmark reports a failed client instead of dying). ``start_together``: wait
+    on this barrier first, so concurrent clients send at the same moment.
+    """
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url + "/v1", api_key="none", timeout=600, max_retries=0)
+    rec: dict[str, Any] = {"first": None, "text": "", "tokens": None, "prompt_tokens": None, "error": None}
+    common: dict[str, Any] = {
+        "model": "any",
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "extra_body": extra_body or {},
+    }
+    if start_together is not None:
+        start_together.wait()
+    rec["start"] = time.perf_counter()
+    pieces = []
+    try:
+        if messages is not None:
+            stream: Any = client.chat.completions.create(messages=messages, **common)
+        else:
+            stream = client.completions.create(prompt=prompt or "", **common)
+        for chunk in stream:
+            if chunk.usage:
+                rec["tokens"], rec["prompt_tokens"] = chunk.usage.completion_tokens, chunk.usage.prompt_tokens
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            piece = choice.delta.content if messages is not None else choice.text
+            if piece:
+                rec["first"] = rec["first"] or time.perf_counter()
+                pieces.append(piece)
+    except Exception as exc:  # recorded: the benchmark reports errors instead of dying
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+    rec["end"] = time.perf_counter()
+    rec["text"] = "".join(pieces)
+    rec["ttft_s"] = rec["first"] - rec["start"] if rec["first"] else None
+    return rec
 
 
 def rss_mb(pid: int) -> float:

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Parallel decoding: N streaming clients against ``--parallel 1`` (FIFO) and ``--parallel N`` servers.
+
+    .venv/bin/python bench/parallel.py                    # SmolLM2 and gemma-3-270m; servers 1, 4, 8; 1, 4, 8 clients
+    .venv/bin/python bench/parallel.py --quick
+
+For each model, first the decode limit of our stack in the same run (bench/batch_limit.py:
+S sequences in one ``llama_batch``, no server) for S = each client count; then one server per
+``--parallel`` value, and against each 1, 4 and 8 clients at once (started together on a
+barrier), each streaming ``--tokens`` tokens from ``/v1/completions`` (greedy, end-of-text banned
+with ``ban_eos_token`` so every client gets all its tokens; the limit's own prompts). Aggregate
+tokens/s = all clients' tokens / (last end - first start); TTFT per client (request to first
+text). Medians over ``--reps``. RSS of the server after loading and after a warm-up, per
+``--parallel`` value (the memory of the extra slots).
+
+Targets (the parallel server = the largest ``--parallel`` value, the FIFO server = ``--parallel 1``):
+  4-client aggregate >= 0.9 x the batched limit for 4 sequences;
+  1-client tokens/s >= 0.95 x the limit for 1 sequence (the limit times decoding only: also
+  reported, as ``decode1/limit1``, the client's tokens after the first over the time after the
+  first, streaming.py's convention, without the prompt and the HTTP round trip);
+  TTFT with the parallel server <= FIFO's for every client (clients ranked by their TTFT:
+  the k-th to get a first token against the k-th, since all start at the same moment);
+  plus the aggregate(4) / aggregate(1) speed-up (no target: the limit's 4 / 1 is its ceiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from batch_limit import MODELS, limits_in_child, prompts
+from common import (
+    IMG_DIR,
+    MODELS_DIR,
+    median,
+    plot_lines,
+    print_table,
+    rss_mb,
+    servers,
+    start_our_server,
+    timed_stream,
+    write_results,
+)
+
+TARGETS = {"agg4/limit4": 0.9, "agg1/limit1": 0.95, "ttft parallel/fifo": 1.0}
+
+
+def run_clients(url: str, n: int, tokens: int) -> dict:
+    """``n`` clients streaming at the same moment: aggregate tokens/s and each client's TTFT."""
+    texts = prompts(n)
+    barrier = threading.Barrier(n)
+    recs: list[dict] = [{} for _ in range(n)]
+
+    def client(i: int) -> None:
+        recs[i] = timed_stream(
+            url, prompt=texts[i], max_tokens=tokens, extra_body={"ban_eos_token": True}, start_together=barrier
+        )
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(900)
+    wall = max(r["end"] for r in recs) - min(r["start"] for r in recs)
+    counts = [r["tokens"] if r["tokens"] is not None else tokens for r in recs]
+    return {
+        "aggregate_tokens_per_s": sum(counts) / wall,
+        # streaming.py's convention, without the prompt and the HTTP round trip: tokens after the first
+        "decode_tokens_per_s": [
+            (c - 1) / (r["end"] - r["first"]) if r["first"] else 0.0 for c, r in zip(counts, recs, strict=True)
+        ],
+        "ttft_s": sorted(r["ttft_s"] or float("inf") for r in recs),  # by rank: see the docstring
+        "tokens": counts,
+        "errors": [r["error"] for r in recs if r["error"]],
+    }
+
+
+def bench_server(model: Path, workdir: Path, parallel: int, clients: list[int], args) -> dict[str, Any]:
+    """One ``--parallel`` server: RSS, then every client count ``--reps`` times (medians)."""
+    srv = start_our_server(model, workdir, n_ctx=args.n_ctx, threads=args.threads, extra=("--parallel", str(parallel)))
+    with servers(srv):
+        time.sleep(1)
+        rss_loaded = rss_mb(srv.pid)
+        run_clients(srv.url, max(clients), 4)  # warm-up: pages, graphs of every batch size
+        clients_out: dict[int, dict[str, Any]] = {}
+        out = {
+            "parallel": parallel,
+            "rss_loaded_mb": rss_loaded,
+            "rss_warm_mb": rss_mb(srv.pid),
+            "clients": clients_out,
+        }
+        for n in clients:
+            runs = [run_clients(srv.url, n, args.tokens) for _ in range(args.reps)]
+            clients_out[n] = {
+                "aggregate_tokens_per_s": median(r["aggregate_tokens_per_s"] for r in runs),
+                "decode_tokens_per_s_each": [median(r["decode_tokens_per_s"][k] for r in runs) for k in range(n)],
+                "ttft_s": [median(r["ttft_s"][k] for r in runs) for k in range(n)],
+                "tokens": runs[-1]["tokens"],
+                "errors": [e for r in runs for e in r["errors"]],
+            }
+            c = clients_out[n]
+            print(
+                f"  --parallel {parallel}, {n} clients: {c['aggregate_tokens_per_s']:.1f} tokens/s, "
+                f"TTFT {min(c['ttft_s']):.3f}-{max(c['ttft_s']):.3f} s, errors {len(c['errors'])}",
+                flush=True,
+            )
+    return out
+
+
+def summarise(model: str, limits: dict[int, float], runs: dict[int, dict]) -> dict:
+    """The issue's ratios for one model: the parallel server against the limit and against FIFO."""
+    fifo, par = runs.get(1), runs[max(runs)]
+    agg = {n: c["aggregate_tokens_per_s"] for n, c in par["clients"].items()}
+    out: dict = {"model": model, "parallel": par["parallel"]}
+    if 4 in agg and 4 in limits:
+        out["agg4/limit4"] = agg[4] / limits[4]
+    if 1 in agg and 1 in limits:
+        out["agg1/limit1"] = agg[1] / limits[1]
+        out["decode1/limit1"] = par["clients"][1]["decode_tokens_per_s_each"][0] / limits[1]
+    if 1 in agg and 4 in agg:
+        out["agg4/agg1"] = agg[4] / agg[1]
+        out["limit4/limit1"] = limits.get(4, float("nan")) / limits.get(1, float("nan"))
+    if fifo and fifo is not par:
+        ratios = [
+            p / f
+            for n in par["clients"]
+            if n > 1 and n in fifo["clients"]
+            for p, f in zip(par["clients"][n]["ttft_s"], fifo["clients"][n]["ttft_s"], strict=True)
+        ]
+        if ratios:
+            out["ttft parallel/fifo max"] = max(ratios)
+            out["ttft parallel/fifo median"] = median(ratios)
+        out["fifo agg4/agg1"] = (
+            fifo["clients"][4]["aggregate_tokens_per_s"] / fifo["clients"][1]["aggregate_tokens_per_s"]
+            if {1, 4} <= set(fifo["clients"])
+            else None
+        )
+        out["rss per extra slot MB"] = (par["rss_warm_mb"] - fifo["rss_warm_mb"]) / (par["parallel"] - 1)
+    met = [
+        out.get("agg4/limit4", 0) >= TARGETS["agg4/limit4"],
+        out.get("agg1/limit1", 0) >= TARGETS["agg1/limit1"],
+        out.get("ttft parallel/fifo max", 9) <= TARGETS["ttft parallel/fifo"],
+        not any(c["errors"] for r in runs.values() for c in r["clients"].values()),
+    ]
+    out["met"] = all(met)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from webui.loaders.llamacpp import default_threads
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="smollm,gemma", help="Comma list of smollm, gemma.")
+    p.add_argument("--parallel", default="1,4,8", help="Comma list of --parallel values, one server each.")
+    p.add_argument("--clients", default="1,4,8", help="Comma list of concurrent client counts.")
+    p.add_argument("--tokens", type=int, default=64, help="Tokens per client (max_tokens, end-of-text banned).")
+    p.add_argument("--reps", type=int, default=3, help="Repetitions of each measurement (median).")
+    p.add_argument("--n-ctx", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: physical cores).")
+    p.add_argument("--quick", action="store_true", help="SmolLM2, servers 1 and 4, 1 and 4 clients, 16 tokens, once.")
+    p.add_argument("--out", type=Path, help="Results folder (default bench/results).")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.parallel, args.clients, args.tokens, args.reps = "smollm", "1,4", "1,4", 16, 1
+    args.threads = args.threads or default_threads()
+    parallels = sorted(int(x) for x in args.parallel.split(","))
+    clients = sorted(int(x) for x in args.clients.split(","))
+    results: list[dict[str, Any]] = []
+    summaries: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
+        for key in [m.strip() for m in args.models.split(",") if m.strip()]:
+            model = MODELS_DIR / MODELS[key]
+            print(f"\n== {key}: batched limit for S = {clients} ==", flush=True)
+            limits = limits_in_child(model, clients, args.tokens, args.threads, args.reps)
+            print("  " + ", ".join(f"S={s}: {v:.1f} tokens/s" for s, v in limits.items()), flush=True)
+            runs = {}
+            for par in parallels:
+                print(f"== {key}: --parallel {par} ==", flush=True)
+                runs[par] = bench_server(model, Path(tmp), par, clients, args)
+            results.append({"model": model.name, "limits": limits, "servers": list(runs.values())})
+            summaries.append(summarise(model.name, limits, runs))
+    rows = [
+        {
+            "model": r["model"],
+            "parallel": s["parallel"],
+            "clients": n,
+            "tokens/s": c["aggregate_tokens_per_s"],
+            "limit": r["limits"].get(n),
+            "x limit": c["aggregate_tokens_per_s"] / r["limits"][n] if n in r["limits"] else None,
+            "TTFT median s": median(c["ttft_s"]),
+            "TTFT max s": max(c["ttft_s"]),
+            "RSS MB": s["rss_warm_mb"],
+            "errors": len(c["errors"]),
+        }
+        for r in results
+        for s in r["servers"]
+        for n, c in s["clients"].items()
+    ]
+    print_table(rows, list(rows[0]), "Aggregate tokens/s and TTFT")
+    print_table(
+        summaries,
+        [
+            "model",
+            "parallel",
+            "agg4/limit4",
+            "agg1/limit1",
+            "decode1/limit1",
+            "ttft parallel/fifo max",
+            "ttft parallel/fifo median",
+            "agg4/agg1",
+            "limit4/limit1",
+            "fifo agg4/agg1",
+            "rss per extra slot MB",
+            "met",
+        ],
+        f"Targets: {TARGETS}",
+    )
+    write_results(
+        "parallel",
+        {
+            "settings": vars(args) | {"out": str(args.out)},
+            "targets": TARGETS,
+            "summary": summaries,
+            "rows": rows,
+            "results": results,
+        },
+        args.out,
+    )
+    if not args.no_plots and results:
+        plot(results)
+    return 0
+
+
+def plot(results: list[dict]) -> None:
+    tokens, ttft = {}, {}
+    for r in results:
+        name = r["model"].split(".")[0].split("-Instruct")[0]
+        limits = r["limits"]
+        tokens[f"{name} limit (no server)"] = (list(limits), list(limits.values()))
+        for s in r["servers"]:
+            label = f"{name} --parallel {s['parallel']}"
+            tokens[label] = (list(s["clients"]), [c["aggregate_tokens_per_s"] for c in s["clients"].values()])
+            most = s["clients"][max(s["clients"])]["ttft_s"]
+            ttft[label] = (list(range(1, len(most) + 1)), most)
+    plot_lines(IMG_DIR / "parallel-tokens.png", "Aggregate speed by concurrent clients", "clients", "tokens/s", tokens)
+    plot_lines(
+        IMG_DIR / "parallel-ttft.png",
+        "Time to first token, most clients at once (ranked)",
+        "k-th client to get its first token",
+        "TTFT (s)",
+        ttft,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
