@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Eight API clients streaming at once against one server.
+"""Eight API clients streaming at once against one server with one slot (``--parallel 1``, the FIFO
+queue; ``bench/parallel.py`` measures the parallel slots).
 
     .venv/bin/python bench/concurrency.py
     .venv/bin/python bench/concurrency.py --clients 4 --tokens 32
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-conc-") as tmp:
-        srv = start_our_server(MODELS_DIR / SMOLLM, Path(tmp), n_ctx=2048)
+        srv = start_our_server(MODELS_DIR / SMOLLM, Path(tmp), n_ctx=2048, extra=("--parallel", "1"))
         with servers(srv):
             warm: dict = {}
             stream_one(srv.url, 0, 8, warm)

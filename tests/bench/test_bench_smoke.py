@@ -88,3 +88,26 @@ def test_probabilities(tmp_path):
     rows = data["results"]
     assert {r["setting"] for r in rows} and all(r["model"] for r in rows)
     assert all(r["tokens_per_s_without"] > 0 and r["tokens_per_s_with_views"] > 0 and r["ratio"] > 0 for r in rows)
+
+
+def test_batch_limit(tmp_path):
+    data = run_bench("batch_limit.py", tmp_path, "--quick")
+    assert data["limits"]
+
+
+def test_parallel(tmp_path):
+    data = run_bench("parallel.py", tmp_path, "--quick")
+    assert data["rows"] and not any(row["errors"] for row in data["rows"])
+    assert {row["parallel"] for row in data["rows"]} == {1, 4}
+
+
+def test_prompt_lookup(tmp_path):
+    data = run_bench("prompt_lookup.py", tmp_path, "--quick")
+    assert {row["task"] for row in data["summary"]} == {"edit", "chat"}
+    assert all(row["identical"] for row in data["summary"])  # the greedy text is the same with it
+
+
+def test_warm_chat(tmp_path):
+    data = run_bench("warm_chat.py", tmp_path, "--quick")
+    (row,) = data["summary"]
+    assert row["saved MB"] > 0  # the chat's state was written when the server went idle

@@ -29,7 +29,7 @@ def queue_table(page) -> str:
 def test_a_waiting_user_sees_their_place_and_the_queue(browser, tmp_path):
     model_dir, user_dir = make_dirs(tmp_path)
     lab_users(user_dir)
-    srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM)
+    srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM, "--parallel", "1")  # one slot: a queue forms
     try:
         alice = log_in_page(browser, srv.url, *ALICE)
         bob = log_in_page(browser, srv.url, *BOB)

@@ -40,7 +40,10 @@ def server(tmp_path_factory) -> Iterator[str]:
     (user_dir / "users.yaml").write_text(yaml.safe_dump(users), encoding="utf-8")
     keys = {"keys": {"alice": [key_digest(ALICE)], "bob": [key_digest(BOB)]}}
     (user_dir / "api-keys.yaml").write_text(yaml.safe_dump(keys), encoding="utf-8")
-    srv = start_server(root, model_dir, user_dir, "--api", "--model", SMOLLM, "--user-max-queued", "1")
+    # one slot, so that a queue forms (with slots the requests would run side by side)
+    srv = start_server(
+        root, model_dir, user_dir, "--api", "--model", SMOLLM, "--user-max-queued", "1", "--parallel", "1"
+    )
     yield srv.url
     stop_server(srv)
 

@@ -135,7 +135,7 @@ def test_calculate_round_trip(services):
 
 def test_read_file_reads_the_allowed_folder_only(services):
     chat = services.chats.new("Assistant")
-    forced_turn(services, chat, 'Call read_file with path "plan.txt".', ["read_file"])
+    forced_turn(services, chat, 'Read the file plan.txt (call read_file with {"path": "plan.txt"}).', ["read_file"])
     (result,) = run_pending(services, chat)
     assert "Tuesday" in result, result
     outside = services.tools.run("read_file", json.dumps({"path": "../secret.txt"}), threading.Event())

@@ -55,7 +55,9 @@ def llama_reference(smollm_path, llama) -> dict[str, np.ndarray]:
     """Per-token NLL from a separate ``Llama`` with logits for every position."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(smollm_path), n_ctx=1024, logits_all=True, verbose=False)
+    llm = Llama(
+        model_path=str(smollm_path), n_ctx=1024, logits_all=True, flash_attn=True, verbose=False
+    )  # as our loader
     try:
         out = {}
         for text in (TEXT, SCRAMBLED):

@@ -82,3 +82,13 @@ def test_a_field_name_with_control_characters_is_escaped_in_the_header(tmp_path,
     r = client.post("/v1/chat/completions", json={**HELLO, "a\u0000b\r\nc\u00e9": 1})
     assert r.status_code == 200, r.text
     assert r.headers["x-webui-ignored-fields"] == "a\\x00b\\x0d\\x0ac\\xe9"
+
+
+def test_prompt_lookup_on_a_loader_without_it_runs_and_is_named_as_ignored(tmp_path, loaders):
+    client = client_for(tmp_path, loaders, "fake-chat")  # a loader whose supported_params lack prompt_lookup
+    r = client.post("/v1/chat/completions", json={**HELLO, "prompt_lookup": 8})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-webui-ignored-fields"] == "prompt_lookup"
+    assert (
+        "x-webui-ignored-fields" not in client.post("/v1/chat/completions", json={**HELLO, "prompt_lookup": 0}).headers
+    )

@@ -51,7 +51,7 @@ from webui.generation.scheduler import GenerationJob, GenerationStats, Prepare, 
 from webui.loaders import Chunk
 from webui.loaders.base import StreamExtras, TokenLogprob
 from webui.models.manager import LoadedModel
-from webui.params import SAMPLING_FIELDS, SamplingParams
+from webui.params import SAMPLING_FIELDS, SPEED_ONLY_FIELDS, SamplingParams
 from webui.services import Services
 
 log = logging.getLogger(__name__)
@@ -247,6 +247,16 @@ def create_api(services: Services) -> APIRouter:
 
     def ignored_header(req: GenerationRequest) -> dict[str, str]:
         ignored = req.ignored_fields()
+        current = services.models.current
+        if current is not None:
+            # speed-only options the loaded model's loader does not have (the text is the same without them)
+            ignored += [
+                name
+                for name in SPEED_ONLY_FIELDS
+                if name in req.model_fields_set
+                and name not in current.backend.supported_params
+                and getattr(req, name) != SamplingParams.model_fields[name].default
+            ]
         if not ignored:
             return {}
         if req.unknown_fields():

@@ -308,6 +308,7 @@ class ModelManager:
             path = self.path_of(name) if backend_cls.capabilities.local_files else None
         report = progress or (lambda fraction, text: None)
         backend_cls.check(path, options)  # a wrong file fails here, before the loaded model is freed
+        requested = options  # what the model is saved and reloaded with (parallel 0 stays "auto")
         if "parallel" in backend_cls.option_fields and options.parallel == 0 and path is not None:
             options = options.model_copy(update={"parallel": self.auto_parallel(path, options)})
         if path is not None:
@@ -334,7 +335,7 @@ class ModelManager:
                 name = backend.served_name  # the model the server actually serves
             if backend.capabilities.warm_states and self.warm_dir is not None and self.warm_bytes > 0:
                 backend.attach_warm_store(self.warm_dir, self.warm_bytes)
-            self._current = LoadedModel(name, loader, options, backend, time.perf_counter() - start, path=path)
+            self._current = LoadedModel(name, loader, requested, backend, time.perf_counter() - start, path=path)
             report(1.0, "Loaded")
             log.info("Loaded %s", self._current.describe())
             return self._current
@@ -418,7 +419,10 @@ class ModelManager:
             return
         report(0.5, f"Load failed; loading {previous.name} again")
         try:
-            backend = type(previous.backend).load(previous.path, previous.options)
+            options = previous.options
+            if "parallel" in type(previous.backend).option_fields and options.parallel == 0 and previous.path:
+                options = options.model_copy(update={"parallel": self.auto_parallel(previous.path, options)})
+            backend = type(previous.backend).load(previous.path, options)
         except Exception:
             log.exception("Could not reload %s after a failed load", previous.name)
             return

@@ -66,6 +66,11 @@ def status_text(services: Services, lang: str | None = None) -> str:
     )
     backend = current.backend
     # A local file without a chat template is a base model (a server applies its own template).
+    slots = backend.capabilities.parallel_sequences
+    if slots > 1:
+        text += "\n\n" + tr("model.status_parallel", lang, n=slots, n_ctx=backend.n_ctx)
+    elif backend.parallel() is None:
+        text += "\n\n" + tr("model.status_sequential", lang)
     if backend.capabilities.local_files and not backend.chat_template:
         text += "\n\n⚠ " + tr("model.status_base", lang)
     return text
