@@ -308,6 +308,7 @@ class LoadOptions(BaseModel):
         False, description="Allow a transformers model folder to run its own Python code. Only for models you trust."
     )
 
+
 #: Sampling fields that change how fast the text comes, never the text: a loader without them runs the
 #: request anyway (the API names them in ``x-webui-ignored-fields``).
 SPEED_ONLY_FIELDS: tuple[str, ...] = ("prompt_lookup",)
