@@ -186,7 +186,8 @@ class SamplingParams(BaseModel):
         0,
         "Prompt lookup (speculative decoding, llama.cpp): each step also tries up to this many tokens that "
         "followed the same words earlier in the prompt or reply, and keeps those the sampler agrees with. "
-        "The text is the same; it comes faster when the reply copies the prompt (editing, quoting code). 0: off.",
+        "Faster only when the reply copies the prompt (editing, quoting code); on free text it costs time. "
+        "Greedy text mostly stays the same, but over long replies a close choice can go the other way. 0: off.",
         ge=0,
         le=16,
         aliases=("prompt_lookup", "prompt_lookup_num_tokens", "draft_max"),

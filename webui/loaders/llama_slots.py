@@ -46,10 +46,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Prompt tokens a slot reads per step while other slots are generating (alone: the whole batch).
-DEFAULT_CHUNK = 128
-#: The n-gram sizes prompt lookup matches (longest first).
+#: Prompt tokens a slot reads per step (alone or not: the same chunks leave the same keys and values).
+DEFAULT_CHUNK = 256
+#: Most tokens in one generation batch (slots' next tokens and drafts): narrow enough that llama.cpp's CPU
+#: kernels compute each row as they do for a single token (see ``SlotEngine.step``).
+DECODE_TOKENS = 8
+#: The n-gram sizes prompt lookup matches (longest first, down to the shortest).
 LOOKUP_NGRAM = 3
+LOOKUP_NGRAM_MIN = 2
 
 
 class WarmStates(Protocol):
@@ -83,6 +87,8 @@ class _Run:
     generated: list[int] = field(default_factory=list)
     #: Draft tokens evaluated in this step (prompt lookup).
     drafts: list[int] = field(default_factory=list)
+    #: Steps in a row whose first draft token was wrong (prompt lookup then tries a single token).
+    misses: int = 0
 
 
 class Slot:
@@ -123,7 +129,7 @@ class SlotEngine:
         self.slots = [Slot(i) for i in range(n_slots)]
         self._n_batch = int(llm.n_batch)
         self._chunk = max(1, min(chunk, self._n_batch))
-        self._room = self._n_batch + n_slots * 17  # a whole prompt chunk + each slot's token and 16 drafts
+        self._room = max(self._chunk, n_slots + DECODE_TOKENS)  # a prompt chunk, or a generation batch
         self._batch = _internals.LlamaBatch(n_tokens=self._room, embd=0, n_seq_max=1, verbose=False)
         self._steps = 0
         self.warm = warm
@@ -208,51 +214,68 @@ class SlotEngine:
         return slot
 
     def step(self) -> None:
-        """One decode for every slot with work: generating slots' next tokens (and drafts), then as much
-        of one reading slot's prompt as the step allows. Chunks go out through each request's ``emit``."""
+        """One round: a chunk of one slot's prompt (its own decode), then every generating slot's next
+        token and drafts in one decode. Chunks go out through each request's ``emit``.
+
+        The two are never mixed in one batch, and a generation batch holds at most ``DECODE_TOKENS``
+        tokens: llama.cpp's CPU kernels for quantized weights compute a wide batch in another way than a
+        narrow one (gemma-3's Q4_K logits moved by up to 1.1 between 16 tokens at once and one at a time),
+        so a token's logits would depend on what else was in its batch. A prompt is read in chunks of the
+        same size whether it is alone or not, so it leaves the same keys and values either way.
+        """
         for slot in self.slots:
             run = slot.run
             if run is not None and run.cancel.is_set():
                 self._finish(slot, "cancelled")
+        self._read_prompt()
+        self._generate()
+
+    def _read_prompt(self) -> None:
+        reading = [slot for slot in self.slots if slot.run is not None and slot.run.next_token is None]
+        if not reading:
+            return
+        slot = min(reading, key=lambda s: s.used)  # the earliest request first, one chunk per step
+        run = slot.run
+        assert run is not None
         batch = self._batch.batch
         batch.n_tokens = 0
+        take = run.prompt[run.read : min(len(run.prompt) - 1, run.read + self._chunk)]
+        for i, token in enumerate(take):
+            self._add(slot, token, run.read + i, logits=False)
+        self._decode()
+        slot.cached += take
+        slot.saved = False
+        self.counters["evaluated"] += len(take)
+        run.read += len(take)
+        if run.read >= len(run.prompt) - 1:
+            run.next_token = run.prompt[-1]
+
+    def _generate(self) -> None:
+        batch = self._batch.batch
+        batch.n_tokens = 0
+        ready = [slot for slot in self.slots if slot.run is not None and slot.run.next_token is not None]
+        spare = max(0, DECODE_TOKENS - len(ready))  # draft tokens this step may hold
         sampled: list[tuple[Slot, int]] = []  # (slot, index of its first logits row)
-        for slot in self.slots:
+        for slot in ready:
             run = slot.run
-            if run is None or run.next_token is None:
-                continue
-            run.drafts = self._drafts(run)
-            sampled.append((slot, batch.n_tokens))
-            for token in (run.next_token, *run.drafts):
-                self._add(slot, token, len(slot.cached) + batch.n_tokens - sampled[-1][1], logits=True)
-        budget = self._n_batch if not sampled else self._chunk
-        reading: list[tuple[Slot, int]] = []
-        for slot in sorted(self.slots, key=lambda s: s.used):
-            run = slot.run
-            if run is None or run.next_token is not None or budget <= 0:
-                continue
-            take = run.prompt[run.read : min(len(run.prompt) - 1, run.read + budget)]
-            for i, token in enumerate(take):
-                self._add(slot, token, run.read + i, logits=False)
-            reading.append((slot, len(take)))
-            budget -= len(take)
-        if batch.n_tokens == 0:
+            assert run is not None and run.next_token is not None
+            run.drafts = self._drafts(run)[:spare]
+            spare -= len(run.drafts)
+            first = batch.n_tokens
+            sampled.append((slot, first))
+            for k, token in enumerate((run.next_token, *run.drafts)):
+                self._add(slot, token, len(slot.cached) + k, logits=True)
+        if not sampled:
             return
-        self.counters["decodes"] += 1
-        code = self._lib.llama_decode(self._llm._ctx.ctx, batch)
-        if code != 0:
-            raise GenerationError(f"llama.cpp could not decode the batch (llama_decode returned {code}).")
-        for slot, n in reading:
-            run = slot.run
-            assert run is not None
-            slot.cached += run.prompt[run.read : run.read + n]
-            slot.saved = False
-            self.counters["evaluated"] += n
-            run.read += n
-            if run.read >= len(run.prompt) - 1:
-                run.next_token = run.prompt[-1]
+        self._decode()
         for slot, first in sampled:
             self._take_tokens(slot, first)
+
+    def _decode(self) -> None:
+        self.counters["decodes"] += 1
+        code = self._lib.llama_decode(self._llm._ctx.ctx, self._batch.batch)
+        if code != 0:
+            raise GenerationError(f"llama.cpp could not decode the batch (llama_decode returned {code}).")
 
     def reset(self) -> None:
         """Forget every slot's request and cache (after a failed decode: trust nothing)."""
@@ -327,12 +350,11 @@ class SlotEngine:
         left = run.max_tokens - len(run.generated) - 1
         if n <= 0 or left <= 0 or run.lazy is not None:
             return []
-        import numpy as np
-        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
-
-        history = np.array([*run.prompt, *run.generated], dtype=np.intc)
-        found = LlamaPromptLookupDecoding.find_candidate_pred_tokens(history, LOOKUP_NGRAM, min(n, left, 16))
-        return [int(t) for t in found]
+        history = [*run.prompt, *run.generated]
+        want = min(n, left, 16)
+        if run.misses >= 2:
+            want = 1  # the last drafts were wrong from their first token: try one until one is right again
+        return lookup_drafts(history, want)
 
     def _take_tokens(self, slot: Slot, first: int) -> None:
         """Draw the slot's tokens from its rows of logits: one, plus each draft the sampler agreed with."""
@@ -346,6 +368,8 @@ class SlotEngine:
             if reason is not None or wrong or i + 1 == len(evaluated):
                 break
         kept = i + 1
+        if run.drafts:
+            run.misses = run.misses + 1 if kept == 1 else 0
         self.counters["drafted"] += len(run.drafts)
         self.counters["accepted"] += kept - 1
         slot.cached += evaluated[:kept]
@@ -403,6 +427,28 @@ class SlotEngine:
             reason, len(run.prompt), tail=run.decoder.decode(b"", final=True), prompt_cut=run.prompt_cut
         )
         run.emit(last)
+
+
+def lookup_drafts(history: Sequence[int], n: int) -> list[int]:
+    """Up to ``n`` tokens that followed the latest earlier occurrence of the last 3 (else 2) tokens of
+    ``history``: prompt lookup's guess of what comes next when the text copies itself or its prompt.
+
+    (llama-cpp-python's ``LlamaPromptLookupDecoding`` also matches single tokens and takes the first
+    occurrence; a one-token match is mostly chance in free text, and each wrong draft costs a wider
+    decode, so a free chat ran at half speed with it.)
+    """
+    import numpy as np
+
+    ids = np.asarray(history, dtype=np.intc)
+    for size in range(LOOKUP_NGRAM, LOOKUP_NGRAM_MIN - 1, -1):
+        if len(ids) <= size or n <= 0:
+            break
+        windows = np.lib.stride_tricks.sliding_window_view(ids[:-1], size)
+        hits = np.nonzero((windows == ids[-size:]).all(axis=1))[0]
+        if hits.size:
+            start = int(hits[-1]) + size
+            return [int(t) for t in ids[start : start + n]]
+    return []
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
