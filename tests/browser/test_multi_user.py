@@ -110,8 +110,12 @@ def assert_files_are_where_they_belong(who: Person, other: Person) -> None:
     text = files[0].read_text(encoding="utf-8")
     assert who.system in text and other.word not in text
     notebook = who.folder / "logs" / "notebook.txt"
+    # (the page sends the text on input; on a loaded machine, with two replies streaming side by side in
+    # their slots, that event has been seen to arrive after 10 s)
     wait_until(
-        lambda: notebook.is_file() and notebook.read_text(encoding="utf-8") == who.notebook, "saving the notebook"
+        lambda: notebook.is_file() and notebook.read_text(encoding="utf-8") == who.notebook,
+        "saving the notebook",
+        timeout=60,
     )
     settings = who.folder / "settings.yaml"
     wanted = (f"preset: {who.preset}", f"max_tokens: {who.max_tokens}")
@@ -120,7 +124,7 @@ def assert_files_are_where_they_belong(who: Person, other: Person) -> None:
         text = settings.read_text(encoding="utf-8") if settings.is_file() else ""
         return all(w in text for w in wanted)
 
-    wait_until(saved, f"saving {wanted} in {settings}")
+    wait_until(saved, f"saving {wanted} in {settings}", timeout=60)
 
 
 # ---- 1. each keeps their own -------------------------------------------------------------------
