@@ -402,7 +402,7 @@ class Generator:
         now = time.perf_counter()
         running: _Item | None = self.active if self.active is not None else self._active_task
         seconds = self._remaining(running, now)
-        if job is running or job in self._running:
+        if job in self._running:
             return seconds
         for item in self._run_order():
             seconds += self._guess(item)
@@ -509,23 +509,25 @@ class Generator:
                     job, begun = alone
                     self._guarded(job, lambda: self._run_alone(job, loaded, begun))
         except WebUIError as exc:  # no model loaded
-            job._put(exc)
-            self._finish(job)
+            self._fail(job, exc)
         except Exception as exc:  # a fault of ours: end every running job with it, keep serving
-            log.exception("Generation failed")
             for running in self.running():
-                running._put(GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
-                self._finish(running)
+                self._fail(running, exc)
+
+    def _fail(self, job: GenerationJob, exc: BaseException) -> None:
+        """End ``job`` with ``exc`` (ours and unexpected ones logged and named as a generation failure)."""
+        if not isinstance(exc, WebUIError):
+            log.error("Generation failed", exc_info=exc)
+            exc = GenerationError(f"Generation failed: {type(exc).__name__}: {exc}")
+        job._put(exc)
+        self._finish(job)
 
     def _guarded(self, job: GenerationJob, run: Callable[[], None]) -> None:
         """Run ``run`` for ``job``; whatever it raises goes to the job's consumer, then the job ends."""
         try:
             run()
-        except WebUIError as exc:
-            job._put(exc)
         except Exception as exc:  # keep serving others; the requester sees the error
-            log.exception("Generation failed")
-            job._put(GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
+            self._fail(job, exc)
         finally:
             self._finish(job)
 
@@ -588,13 +590,10 @@ class Generator:
         try:
             slots.step()
         except Exception as exc:  # one decode for all: every job in it sees the error
-            log.exception("Parallel decoding failed")
-            error = exc if isinstance(exc, WebUIError) else GenerationError(f"Generation failed: {exc}")
             slots.reset()
             for job in in_slots:
                 if not job.finished:
-                    job._put(error)
-                    self._finish(job)
+                    self._fail(job, exc)
         in_slots[:] = [job for job in in_slots if not job.finished]
 
     def _start_in_slot(self, job: GenerationJob, loaded: LoadedModel, slots: ParallelSlots) -> _Begun | None:
@@ -614,13 +613,8 @@ class Generator:
                 begun.prepared.extras,
                 lambda chunk: self._deliver(job, chunk, started),
             )
-        except WebUIError as exc:
-            job._put(exc)
-            self._finish(job)
         except Exception as exc:
-            log.exception("Generation failed")
-            job._put(GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
-            self._finish(job)
+            self._fail(job, exc)
         return None
 
     def _begin(self, job: GenerationJob, loaded: LoadedModel) -> _Begun | None:
