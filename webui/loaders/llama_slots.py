@@ -332,7 +332,7 @@ class SlotEngine:
                 self._lib.llama_memory_seq_rm(memory, slot.seq, 0, -1)
                 keep = 0
             slot.cached = slot.cached[:keep]
-            slot.saved = slot.saved and keep == len(slot.cached)
+            slot.saved = False  # what it holds now is not the state that was saved
 
     def _add(self, slot: Slot, token: int, pos: int, logits: bool) -> None:
         batch = self._batch.batch
