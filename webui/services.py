@@ -104,6 +104,8 @@ class Services:
         presets_dir = user_dir / "presets"
         models = ModelManager(settings.models_path, settings.load, loaders=loaders)
         models.warm_dir, models.warm_bytes = user_dir / "cache" / "warm-states", settings.warm_cache_mb * 1_000_000
+        models.budget_bytes = settings.models_budget_mb * 1_000_000
+        models.ttl_seconds, models.load_on_demand = float(settings.model_ttl), settings.load_on_demand
         generator = Generator(models)
         chats = ChatStore(user_dir / "logs" / "chats")
         templates = InstructionTemplateStore(user_dir / "instruction-templates")
@@ -307,6 +309,18 @@ class Services:
         settings = self.root.settings
         return UserLimits(max_queued=settings.user_max_queued, max_tokens=settings.user_max_tokens)
 
+    def route_model(self, name: str | None) -> str | None:
+        """Where an API request naming the model ``name`` goes: None for the main model, else a loaded model's
+        name or one to load first (``--load-on-demand``; only for a user who may load it). Raises a 404
+        naming the loaded models for a name that is not loaded (see ``ModelManager.route``)."""
+        target = self.models.route(name)
+        if target is not None and self.models.find(target) is None:
+            if self.may_load(target):
+                self.record("load the model on demand", model=target)
+            else:
+                self.require_admin(f"load the model {target}")
+        return target
+
     def may_load(self, name: str) -> bool:
         """Whether this view's user may load ``name``: an admin any model, others those in --user-models."""
         return self.is_admin or name in self.root.settings.user_model_names
@@ -321,9 +335,10 @@ class Services:
         allowed = set(self.root.settings.user_model_names) | ({current.name} if current else set())
         return [n for n in names if n in allowed]
 
-    def unload_model(self) -> None:
-        self.require_admin("unload the model")
-        self.models.unload()
+    def unload_model(self, name: str | None = None) -> None:
+        """Free ``name`` (None: every loaded model). Admins only."""
+        self.require_admin(f"unload the model {name}" if name else "unload the model")
+        self.models.unload(name)
 
     def delete_model(self, name: str) -> str:
         self.require_admin(f"delete the model {name}")

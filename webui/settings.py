@@ -189,6 +189,29 @@ class Settings(BaseModel):
         "read again. Least recently used states are deleted first. 0: off.",
         json_schema_extra=cli(group=MODEL),
     )
+    models_budget_mb: int = Field(
+        0,
+        ge=0,
+        le=16_777_216,
+        description="RAM in MB that loaded models may take together. 0: one model at a time (loading one frees "
+        "the other). Above 0: loading a model keeps the others loaded while they fit, unloading the least "
+        "recently used ones when they do not, and API requests go to the model their 'model' field names.",
+        json_schema_extra=cli(group=MODEL),
+    )
+    model_ttl: int = Field(
+        0,
+        ge=0,
+        le=31_536_000,
+        description="Seconds without a request after which a loaded model other than the main one (the one the "
+        "Model tab loaded last) is unloaded. 0: never.",
+        json_schema_extra=cli(group=MODEL),
+    )
+    load_on_demand: bool = Field(
+        False,
+        description="Load a model from the models folder when an API request names it and it is not loaded "
+        "(within --models-budget-mb). Off: such a request gets a 404 naming the loaded models.",
+        json_schema_extra=cli(group=MODEL),
+    )
     embedding_ctx_size: int = Field(
         2048,
         ge=1,

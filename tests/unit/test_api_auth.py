@@ -181,7 +181,7 @@ def test_admin_routes_refuse_a_users_key_and_take_an_admins(tmp_path, loaders):
     assert r.status_code == 200 and r.json()["model"] == "b.gguf"
     r = client.post("/v1/internal/embedding-model/load", json={"model_name": "embed.gguf"}, headers=bearer(ALICE))
     assert r.status_code == 200 and r.json()["model"] == "embed.gguf"
-    assert client.post("/v1/internal/model/unload", headers=bearer(ALICE)).json() == {"model": None}
+    assert client.post("/v1/internal/model/unload", headers=bearer(ALICE)).json() == {"model": None, "loaded": []}
     audit = (tmp_path / "user" / "logs" / "audit.jsonl").read_text(encoding="utf-8")
     assert '"actor": "bob"' in audit and '"actor": "alice"' in audit
 

@@ -275,9 +275,11 @@ def create_messages_api(services: Services) -> APIRouter:
     caller = current_user(services)
     router = APIRouter(route_class=_AnthropicRoute, dependencies=[Depends(caller)])
 
-    def require_model() -> None:
-        if services.models.current is None:
+    def route(view: Services, name: str | None) -> str | None:
+        """The model a request naming ``name`` goes to (None: the main one); see ``ModelManager.route``."""
+        if not services.models.loaded_models() and not (name and services.models.load_on_demand):
             raise NoModelLoadedError("No model is loaded. Load one in the web UI or with POST /v1/internal/model/load.")
+        return view.route_model(name)
 
     def ignored_header(ignored: list[str]) -> dict[str, str]:
         if not ignored:
@@ -298,7 +300,7 @@ def create_messages_api(services: Services) -> APIRouter:
         loose = check_request(chat)
         preset = view.presets.load(body.preset).params.model_dump() if body.preset else None
         params = params_of(body, preset)
-        require_model()
+        target = route(view, body.model)
         if chat.image_urls:
             await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)
         show_thinking = body.thinking is None or body.thinking.display != "omitted"
@@ -323,6 +325,7 @@ def create_messages_api(services: Services) -> APIRouter:
                 prepare=chat_prepare(view.template_for, chat, view.tool_format_for),
                 user=user.name if user else None,
                 limits=view.limits_for(user),
+                model=target,
             )
             assembler = ReplyAssembler(job)
 
@@ -395,14 +398,14 @@ def create_messages_api(services: Services) -> APIRouter:
         view = view_for(services, user)
         chat, ignored = chat_request_of(body)
         check_request(chat)
-        require_model()
+        target = route(view, body.model)
         if chat.image_urls:
             await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)
         prepare = chat_prepare(view.template_for, chat, view.tool_format_for)
 
         def count() -> int:
             # On the generation thread, between jobs: the tokenizer of the model that would answer.
-            with services.models.use() as loaded:
+            with services.models.use(target) as loaded:
                 prepared = prepare(loaded, SamplingParams())
                 if prepared.tokens is not None:
                     return prepared.tokens

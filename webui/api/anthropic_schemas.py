@@ -149,7 +149,10 @@ class OutputConfig(_Open):
 class CountTokensRequest(_Open):
     """The body of ``/v1/messages/count_tokens`` (and what ``/v1/messages`` adds to)."""
 
-    model: str = Field("", description="Any name; the loaded model answers.")
+    model: str = Field(
+        "",
+        description="The loaded model to answer (GET /v1/models lists them). With one model loaded, any name that is not another model of the models folder goes to it.",
+    )
     messages: list[Message] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
     tools: list[Tool] = Field(default_factory=list)

@@ -33,7 +33,13 @@ from webui.agents.engine import (
 from webui.agents.types import ToolChoice, ToolSpec
 from webui.api.auth import current_user, is_admin, view_for
 from webui.api.errors import error_of, header_text
-from webui.api.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest, LoadModelRequest
+from webui.api.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerationRequest,
+    LoadModelRequest,
+    UnloadModelRequest,
+)
 from webui.api.streaming import collect_with, event_stream, first_chunk, rest_of
 from webui.errors import (
     EmptyPromptError,
@@ -164,8 +170,25 @@ def create_api(services: Services) -> APIRouter:
         info = services.embeddings.current
         return info.name if info is not None else None
 
-    def model_entry(name: str, loaded: bool) -> dict[str, Any]:
-        entry = {"id": name, "object": "model", "created": 0, "owned_by": "local", "loaded": loaded}
+    def model_entry(name: str, loaded: LoadedModel | None = None) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "local",
+            "loaded": loaded is not None,
+        }
+        if loaded is not None:
+            # What the router knows of it: requests naming it go to it (see docs/performance.md).
+            current = services.models.current
+            entry.update(
+                created=int(loaded.loaded_at),
+                loader=loaded.loader,
+                main=current is not None and current.name == loaded.name,
+                memory_bytes=loaded.memory_bytes,
+                idle_seconds=round(max(0.0, time.time() - loaded.last_used), 1),
+                requests=loaded.requests,
+            )
         if name == embedding_name():
             # The embedding model (POST /v1/embeddings), loaded beside the chat model.
             entry.update(loaded=True, embedding=True)
@@ -173,22 +196,26 @@ def create_api(services: Services) -> APIRouter:
 
     @router.get("/models")
     def list_models() -> dict[str, Any]:
-        current = services.models.current
-        names = services.models.list_models()
+        """The loaded models first (each a name requests may route to), then the rest of the models folder."""
+        loaded = services.models.loaded_models()
+        entries = [model_entry(m.name, m) for m in loaded]
+        shown = {m.name for m in loaded}
         embedder = embedding_name()
+        names = services.models.list_models()
         if embedder is not None and embedder not in names:
             names.append(embedder)  # loaded from a path outside the models folder
-        return {"object": "list", "data": [model_entry(n, bool(current and current.name == n)) for n in names]}
+        entries += [model_entry(n) for n in names if n not in shown]
+        return {"object": "list", "data": entries}
 
     @router.get("/models/{model_id:path}")
     def get_model(model_id: str) -> dict[str, Any]:
-        current = services.models.current
-        if current is not None and model_id in (current.name, current.backend.served_name):
-            return model_entry(model_id, True)
+        for loaded in services.models.loaded_models():
+            if model_id in (loaded.name, loaded.backend.served_name):
+                return model_entry(model_id, loaded)
         if model_id == embedding_name():
-            return model_entry(model_id, True)
+            return model_entry(model_id)
         if model_id in services.models.list_models():
-            return model_entry(model_id, False)
+            return model_entry(model_id)
         raise ModelNotFoundError(f"The model {model_id!r} does not exist. GET /v1/models lists the models.")
 
     @router.post("/internal/model/load")
@@ -202,10 +229,18 @@ def create_api(services: Services) -> APIRouter:
         return {"model": loaded.name, "loader": loaded.loader, "n_ctx": loaded.backend.n_ctx}
 
     @router.post("/internal/model/unload")
-    def unload_model(user: User | None = Depends(caller)) -> dict[str, Any]:
-        """Free the loaded model's memory (text-generation-webui has the same route). Admins only."""
-        view_for(services, user).unload_model()
-        return {"model": None}
+    def unload_model(req: UnloadModelRequest | None = None, user: User | None = Depends(caller)) -> dict[str, Any]:
+        """Free a loaded model's memory (text-generation-webui has the same route): the one named by
+        ``model_name``, or every one. Admins only."""
+        name = req.model_name if req is not None else None
+        loaded = services.models.loaded_models()
+        if name and name not in {m.name for m in loaded} | {m.backend.served_name for m in loaded}:
+            listed = ", ".join(m.name for m in loaded) or "none"
+            raise ModelNotFoundError(f"{name!r} is not loaded. Loaded: {listed}.")
+        named = [m.name for m in loaded if name in (m.name, m.backend.served_name)]
+        view_for(services, user).unload_model(named[0] if named else None)
+        current = services.models.current
+        return {"model": current.name if current else None, "loaded": [m.name for m in services.models.loaded_models()]}
 
     @router.get("/internal/requests")
     def recent_requests(user: User | None = Depends(caller)) -> dict[str, Any]:
@@ -224,19 +259,22 @@ def create_api(services: Services) -> APIRouter:
         entries = services.generator.queue_view(user.name if user else None, is_admin(user))
         return {"object": "list", "data": entries}
 
-    def require_model() -> None:
-        if services.models.current is None:
+    def route(view: Services, name: str | None) -> str | None:
+        """The model a request naming ``name`` goes to (None: the main one); 404 naming the loaded ones, 503
+        when none is."""
+        if not services.models.loaded_models() and not (name and services.models.load_on_demand):
             raise NoModelLoadedError("No model is loaded. Load one in the web UI or with POST /v1/internal/model/load.")
+        return view.route_model(name)
 
-    def refuse_oversized(texts: list[str]) -> None:
+    def refuse_oversized(texts: list[str], target: str | None) -> None:
         """A prompt that cannot fit whatever the tokenizer does is refused here, not after the queue.
 
         No token is longer than the vocabulary's longest one, so a text of B bytes has at least
         B / longest tokens: cheap to know, and enough to refuse a multi-megabyte paste at once.
         """
-        current = services.models.current
+        current = services.models.find(target)
         if current is None:
-            return
+            return  # loaded when its turn comes (--load-on-demand)
         longest = current.backend.max_token_bytes()
         if not longest:
             return
@@ -245,9 +283,9 @@ def create_api(services: Services) -> APIRouter:
         if at_least >= current.backend.n_ctx:
             raise PromptTooLongError(at_least, current.backend.n_ctx, at_least=True)
 
-    def ignored_header(req: GenerationRequest) -> dict[str, str]:
+    def ignored_header(req: GenerationRequest, target: str | None) -> dict[str, str]:
         ignored = req.ignored_fields()
-        current = services.models.current
+        current = services.models.find(target)
         if current is not None:
             # speed-only options the loaded model's loader does not have (the text is the same without them)
             ignored += [
@@ -268,9 +306,9 @@ def create_api(services: Services) -> APIRouter:
         view = view_for(services, user)
         limits = view.limits_for(user)
         check_choices(req.n, limits)
-        require_model()
+        target = route(view, req.model)
         prompt = req.prompt if isinstance(req.prompt, str) else "".join(req.prompt)
-        refuse_oversized([prompt])
+        refuse_oversized([prompt], target)
         if not prompt:
             raise EmptyPromptError()
         top = req.logprobs
@@ -283,8 +321,8 @@ def create_api(services: Services) -> APIRouter:
 
         reply = _Reply(chat=False)
         params = params_of(view, req, limits)
-        jobs = submit_all(reply, params, req.n, prepare, user, limits)
-        headers = ignored_header(req)
+        jobs = submit_all(reply, params, req.n, prepare, user, limits, target)
+        headers = ignored_header(req, target)
         echo = prompt if req.echo else ""
         if req.stream:
             return await stream_response(request, reply, jobs, headers, completion_events(reply, jobs, echo, req))
@@ -330,16 +368,16 @@ def create_api(services: Services) -> APIRouter:
         chat = chat_request_of(view, req)  # first: a bad name (character, preset) is a 400 with or without a model
         loose = check_request(chat)
         check_choices(req.n, limits)
-        require_model()
-        refuse_oversized([str(m.get("content") or "") for m in chat.messages])
+        target = route(view, req.model)
+        refuse_oversized([str(m.get("content") or "") for m in chat.messages], target)
         if chat.image_urls:
             await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)
         updates = {"max_tokens": req.max_completion_tokens} if req.max_completion_tokens else {}
         params = params_of(view, req, limits, **updates)
         reply = _Reply(chat=True)
         prepare = chat_prepare(view.template_for, chat, view.tool_format_for)
-        jobs = submit_all(reply, params, req.n, prepare, user, limits)
-        headers = ignored_header(req)
+        jobs = submit_all(reply, params, req.n, prepare, user, limits, target)
+        headers = ignored_header(req, target)
         if loose:
             # Sent without "strict": shaped by the grammar, these checked only after generation.
             log.info("Schema constraints not enforced by the grammar: %s", "; ".join(loose))
@@ -414,9 +452,16 @@ def create_api(services: Services) -> APIRouter:
         )
 
     def submit_all(
-        reply: _Reply, params: SamplingParams, n: int, prepare: Prepare, user: User | None, limits: UserLimits
+        reply: _Reply,
+        params: SamplingParams,
+        n: int,
+        prepare: Prepare,
+        user: User | None,
+        limits: UserLimits,
+        model: str | None,
     ) -> list[GenerationJob]:
-        """``n`` jobs (one per choice), each with its own seed; cancels registered under the reply's id.
+        """``n`` jobs (one per choice) for ``model``, each with its own seed; cancels registered under the reply's
+        id.
 
         All or none: a job refused (the user's queue limit) cancels the ones already queued.
         """
@@ -427,7 +472,12 @@ def create_api(services: Services) -> APIRouter:
             cancel = services.cancels.start(name)
             try:
                 job = services.generator.submit(
-                    params=seeded, cancel=cancel, prepare=prepare, user=user.name if user else None, limits=limits
+                    params=seeded,
+                    cancel=cancel,
+                    prepare=prepare,
+                    user=user.name if user else None,
+                    limits=limits,
+                    model=model,
                 )
             except BaseException:
                 services.cancels.end(name, cancel)

@@ -67,7 +67,10 @@ class GenerationRequest(SamplingParams):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    model: str | None = Field(None, description="Any name; the loaded model answers.")
+    model: str | None = Field(
+        None,
+        description="The loaded model to answer (GET /v1/models lists them). With one model loaded, any name that is not another model of the models folder goes to it.",
+    )
     stream: bool = False
     preset: str | None = Field(None, description="Start from this preset's values.")
     n: int = Field(1, ge=1, le=MAX_CHOICES, description=f"How many answers to generate (1-{MAX_CHOICES}).")
@@ -239,6 +242,11 @@ class ChatCompletionRequest(GenerationRequest):
             for part in m.content
         )
         return super().ignored_fields() + (["messages[].content[].image_url.detail"] if detail else [])
+
+
+class UnloadModelRequest(BaseModel):
+    #: The loaded model to free (None: every loaded model).
+    model_name: str | None = None
 
 
 class LoadModelRequest(BaseModel):

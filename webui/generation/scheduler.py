@@ -130,8 +130,11 @@ class GenerationJob:
         params: SamplingParams,
         cancel: threading.Event | None = None,
         user: str | None = None,
+        model: str | None = None,
     ) -> None:
         self.prepare = prepare
+        #: The loaded model that runs it (None: the main one; see ``ModelManager.route``).
+        self.model = model
         self.params = params
         self.cancel = cancel or threading.Event()
         #: Who asked (None: no log-in or API keys); the queue takes users' jobs in turn.
@@ -270,9 +273,11 @@ class Generator:
         prepare: Prepare | None = None,
         user: str | None = None,
         limits: UserLimits | None = None,
+        model: str | None = None,
     ) -> GenerationJob:
         """Queue a generation of ``prompt`` (raw text), or of what ``prepare`` makes for the model.
 
+        ``model`` runs it (None: the main model; a name from ``ModelManager.route``).
         ``user`` sent it (None: no log-in); ``limits`` are that user's (raises
         :class:`~webui.generation.limits.UserLimitError` for too many tokens, and
         :class:`~webui.errors.QuotaError` when the user already has as many jobs as allowed).
@@ -284,7 +289,7 @@ class Generator:
         params = params or SamplingParams()
         limits = limits or NO_LIMITS
         check_tokens(params, limits)
-        job = GenerationJob(prepare, params, cancel, user)
+        job = GenerationJob(prepare, params, cancel, user, model)
         self._ensure_worker()
         with self._lock:
             if limits.max_queued:
@@ -456,13 +461,14 @@ class Generator:
                     return None
             return self._take_locked(_next_item(self._pending, self._served))
 
-    def _take_joinable(self) -> GenerationJob | None:
-        """The next job, if the next item is a job (a model load waits for the running jobs to end)."""
+    def _take_joinable(self, loaded: LoadedModel) -> GenerationJob | None:
+        """The next job, if the next item is a job for ``loaded`` (a model load, or a job for another model,
+        waits for the running jobs to end)."""
         with self._lock:
             if not self._pending:
                 return None
             item = _next_item(self._pending, self._served)
-            if isinstance(item, _Task):
+            if isinstance(item, _Task) or not self.models.goes_to(item.model, loaded):
                 return None
             taken = self._take_locked(item)
             assert isinstance(taken, GenerationJob)
@@ -483,9 +489,15 @@ class Generator:
 
     def _serve(self) -> None:
         while True:
-            item = self._take(timeout=None if self._idle_told else _IDLE_SECONDS)
+            timeout = None if self._idle_told else _IDLE_SECONDS
+            expiry = self.models.next_expiry()
+            if expiry is not None:
+                timeout = expiry + 0.05 if timeout is None else min(timeout, expiry + 0.05)
+            item = self._take(timeout=timeout)
             if item is None:
-                self._tell_idle()
+                if not self._idle_told:
+                    self._tell_idle()
+                self._unload_idle()
                 continue
             if isinstance(item, _Task):
                 item.run()
@@ -495,11 +507,19 @@ class Generator:
                     self._task_seconds.append(time.perf_counter() - item.started_at)
                 continue
             self._serve_job(item)
+            self._unload_idle()
+
+    def _unload_idle(self) -> None:
+        """Unload the models whose time-to-live without requests has passed (``--model-ttl``)."""
+        try:
+            self.models.unload_idle()
+        except Exception:
+            log.exception("Unloading an idle model failed")
 
     def _serve_job(self, job: GenerationJob) -> None:
         """Run ``job``: in the model's slots with every job that can join while it runs, or alone."""
         try:
-            with self.models.use() as loaded:
+            with self.models.use(job.model) as loaded:
                 slots = loaded.backend.parallel()
                 if slots is None:
                     self._guarded(job, lambda: self._run_alone(job, loaded, self._begin(job, loaded)))
@@ -508,7 +528,7 @@ class Generator:
                 if alone is not None:
                     job, begun = alone
                     self._guarded(job, lambda: self._run_alone(job, loaded, begun))
-        except WebUIError as exc:  # no model loaded
+        except WebUIError as exc:  # no model loaded, or not the one asked for (or it failed to load)
             self._fail(job, exc)
         except Exception as exc:  # a fault of ours: end every running job with it, keep serving
             for running in self.running():
@@ -549,13 +569,13 @@ class Generator:
     def _tell_idle(self) -> None:
         """The queue has been empty a while: let the loaded model do its housekeeping (warm states)."""
         self._idle_told = True
-        current = self.models.current
-        slots = current.backend.parallel() if current is not None else None
-        if slots is not None:
-            try:
-                slots.idle()
-            except Exception:
-                log.exception("The model's idle housekeeping failed")
+        for loaded in self.models.loaded_models():
+            slots = loaded.backend.parallel()
+            if slots is not None:
+                try:
+                    slots.idle()
+                except Exception:
+                    log.exception("The idle housekeeping of %s failed", loaded.name)
 
     def _run_in_slots(
         self, first: GenerationJob, loaded: LoadedModel, slots: ParallelSlots
@@ -576,11 +596,11 @@ class Generator:
                     return job, begun
                 if not job.finished:
                     in_slots.append(job)
-                job = self._take_joinable() if slots.free() > 0 else None
+                job = self._take_joinable(loaded) if slots.free() > 0 else None
             if not slots.busy():
                 return None
             self._step(slots, in_slots)
-            job = self._take_joinable() if slots.free() > 0 else None
+            job = self._take_joinable(loaded) if slots.free() > 0 else None
 
     def _drain(self, slots: ParallelSlots, in_slots: list[GenerationJob]) -> None:
         while slots.busy():

@@ -1,8 +1,18 @@
-"""ModelManager: what is in the models folder, and which model is loaded.
+"""ModelManager: what is in the models folder, and which models are loaded.
 
-Only one model is in memory at a time. Loading a model frees the previous one
-first (a laptop rarely has RAM for two); if the new one then fails to load, the
-previous one is loaded again, so a bad file never leaves the user with nothing.
+By default one model is in memory at a time. Loading a model frees the previous
+one first (a laptop rarely has RAM for two); if the new one then fails to load,
+the previous one is loaded again, so a bad file never leaves the user with nothing.
+
+With a memory budget (``budget_bytes``, ``--models-budget-mb``) several models stay
+loaded side by side: a load keeps the others while their memory and the new
+model's fit in the budget, and unloads the least recently used ones when they do
+not. The model loaded last from the Model tab is the *main* one (the Chat,
+Notebook and Compare tabs use it); API requests are routed by their ``model``
+field (:meth:`ModelManager.route`). A model a server serves (the remote loader)
+takes no memory here, so a local GGUF and a bigger engine behind the remote loader
+can be served side by side under their own names. Models other than the main one
+are unloaded after ``ttl_seconds`` without a request.
 """
 from __future__ import annotations
 
@@ -59,10 +69,24 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     #: Where it was loaded from (None: a server's model, see ``Capabilities.local_files``).
     path: Path | None = None
+    #: Bytes of RAM it takes: the larger of the estimate from its file and the RSS growth measured
+    #: while it loaded (0: a server's model).
+    memory_bytes: int = 0
+    #: When a request last used it (``time.time()``): the least recently used goes first, and the
+    #: idle time-to-live counts from here.
+    last_used: float = field(default_factory=time.time)
+    #: Requests it has served since it was loaded.
+    requests: int = 0
 
     def describe(self) -> str:
         return (f"{self.name} on {self.loader}: context {self.backend.n_ctx} tokens, "
                 f"loaded in {self.load_seconds:.1f} s")
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
 
 
 def release_free_memory() -> None:
@@ -84,7 +108,7 @@ def release_free_memory() -> None:
 
 
 class ModelManager:
-    """Lists models in ``model_dir`` and owns the one loaded ``Backend``."""
+    """Lists models in ``model_dir`` and owns the loaded ``Backend`` (or several, within a memory budget)."""
 
     def __init__(self, model_dir: Path, default_options: LoadOptions | None = None,
                  available_memory: Callable[[], int] | None = None, loaders: LoaderRegistry | None = None) -> None:
@@ -97,7 +121,15 @@ class ModelManager:
         # Held while a model is in use (a generation) or being swapped, so a load
         # never frees a model under a running generation.
         self._lock = threading.RLock()
-        self._current: LoadedModel | None = None
+        #: Loaded models by name, the main one (see :attr:`current`) under ``_main``.
+        self._loaded: dict[str, LoadedModel] = {}
+        self._main: str | None = None
+        #: Bytes of RAM the loaded models may take together (0: one model at a time).
+        self.budget_bytes = 0
+        #: Seconds without a request after which a model other than the main one is unloaded (0: never).
+        self.ttl_seconds = 0.0
+        #: Whether an API request naming a model in the folder that is not loaded loads it.
+        self.load_on_demand = False
         #: Where loaders that can save prompt states keep them, and how many bytes (None / 0: off).
         self.warm_dir: Path | None = None
         self.warm_bytes = 0
@@ -270,8 +302,8 @@ class ModelManager:
             raise InvalidNameError(f"{name!r} is not inside the models folder.", key="error.model_outside",
                                    name=repr(name))
         with self._lock:
-            if self._current is not None and self._current.name == target.name:
-                self._close_current()
+            if target.name in self._loaded:
+                self._close(target.name)
             if target.is_symlink() or target.is_file():
                 what = "link removed; the original is untouched" if target.is_symlink() else "file deleted"
                 target.unlink()
@@ -287,11 +319,22 @@ class ModelManager:
     # ----- what is loaded --------------------------------------------------------------
     @property
     def current(self) -> LoadedModel | None:
-        return self._current
+        """The main model: the one loaded last from the Model tab (the Chat, Notebook and Compare tabs use it)."""
+        return self._loaded.get(self._main) if self._main is not None else None
+
+    def loaded_models(self) -> list[LoadedModel]:
+        """Every loaded model, the main one first."""
+        # Without the lock, which a generation holds for its whole length: a copy made in one step.
+        models = list(self._loaded.values())
+        return sorted(models, key=lambda m: m.name != self._main)
 
     def load(self, name: str, loader: str | None = None, options: LoadOptions | dict[str, Any] | None = None,
-             progress: Progress | None = None) -> LoadedModel:
-        """Load ``name`` (freeing the current model). Raises ``WebUIError`` subclasses."""
+             progress: Progress | None = None, main: bool = True) -> LoadedModel:
+        """Load ``name`` and make it the main model (``main``; else an extra one, loaded for a request).
+
+        Without a memory budget the loaded model is freed first; with one, only the least recently
+        used models that do not fit beside it. Raises ``WebUIError`` subclasses.
+        """
         if options is None:
             options = self.default_options
         elif isinstance(options, dict):
@@ -311,34 +354,80 @@ class ModelManager:
         requested = options  # what the model is saved and reloaded with (parallel 0 stays "auto")
         if "parallel" in backend_cls.option_fields and options.parallel == 0 and path is not None:
             options = options.model_copy(update={"parallel": self.auto_parallel(path, options)})
-        if path is not None:
-            self.check_memory(name, path, options)  # so does a context too big for this machine's RAM
+        need = self.memory_estimate(path, options)
         with self._lock:
-            previous = self._current
-            if previous is not None:
-                report(0.05, f"Unloading {previous.name}")
-                self._close_current()
+            evict = self._to_evict(name, need)
+            if path is not None:
+                # so does a context too big for this machine's RAM, or a model bigger than the budget
+                self.check_memory(name, path, options, freed=evict)
+            previous = self.current
+            for old in evict:
+                report(0.05, f"Unloading {old.name}")
+                self._close(old.name)
             report(0.1, f"Loading {name} with {loader}")
             start = time.perf_counter()
+            rss_before = _rss()
+            lost = previous if previous in evict else None
             try:
                 backend = backend_cls.load(path, options)
             except WebUIError as exc:
-                self._restore(previous, report)
-                raise self._with_restore_note(exc, previous) from exc
+                self._restore(lost, report)
+                raise self._with_restore_note(exc, lost) from exc
             except Exception as exc:  # a loader bug or an unexpected library error
                 log.exception("Loading %s failed", name)
-                self._restore(previous, report)
+                self._restore(lost, report)
                 raise self._with_restore_note(
                     ModelLoadError(f"Loading {name} failed: {type(exc).__name__}: {exc}", key="error.load_failed",
-                                   name=name, detail=f"{type(exc).__name__}: {exc}"), previous) from exc
+                                   name=name, detail=f"{type(exc).__name__}: {exc}"), lost) from exc
             if backend.served_name:
                 name = backend.served_name  # the model the server actually serves
+                if name in self._loaded:
+                    self._close(name)  # the same server model loaded again (new address or options)
             if backend.capabilities.warm_states and self.warm_dir is not None and self.warm_bytes > 0:
                 backend.attach_warm_store(self.warm_dir, self.warm_bytes)
-            self._current = LoadedModel(name, loader, requested, backend, time.perf_counter() - start, path=path)
+            memory = max(need, _rss() - rss_before) if path is not None else 0
+            loaded = LoadedModel(name, loader, requested, backend, time.perf_counter() - start, path=path,
+                                 memory_bytes=memory)
+            self._loaded[name] = loaded
+            if main or self._main is None:
+                self._main = name
             report(1.0, "Loaded")
-            log.info("Loaded %s", self._current.describe())
-            return self._current
+            log.info("Loaded %s", loaded.describe())
+            return loaded
+
+    def memory_estimate(self, path: Path | None, options: LoadOptions) -> int:
+        """Bytes of RAM the model at ``path`` takes with ``options`` (weights, KV cache per slot, buffers);
+        0 for a server's model or a file whose header cannot be read."""
+        if path is None:
+            return 0
+        try:
+            facts = model_facts(path)
+        except WebUIError:
+            return 0
+        return facts.ram_estimate(options.n_ctx) + (max(1, options.parallel) - 1) * facts.kv_cache_bytes(
+            options.n_ctx or facts.context_length or 4096, 2)
+
+    def _to_evict(self, name: str, need: int) -> list[LoadedModel]:
+        """The loaded models to free before loading ``name`` (``need`` bytes): all of them without a budget;
+        with one, the same model loaded again and the least recently used that do not fit beside it."""
+        if not self.budget_bytes:
+            return list(self._loaded.values())
+        if need > self.budget_bytes:
+            from webui.units import human_size
+
+            raise ModelLoadError(
+                f"{name} needs about {human_size(need)} of RAM, more than the memory budget for loaded models "
+                f"({human_size(self.budget_bytes)}, --models-budget-mb). Raise the budget or pick a smaller "
+                "model, quantisation or context.",
+                key="error.over_budget", name=name, need=human_size(need), budget=human_size(self.budget_bytes))
+        evict = [m for m in self._loaded.values() if m.name == name]
+        keep = sorted((m for m in self._loaded.values() if m.name != name), key=lambda m: m.last_used)
+        total = sum(m.memory_bytes for m in keep)
+        while keep and total + need > self.budget_bytes:
+            old = keep.pop(0)
+            evict.append(old)
+            total -= old.memory_bytes
+        return evict
 
     def auto_parallel(self, path: Path, options: LoadOptions) -> int:
         """Slots for ``parallel`` = 0: 4 when the extra contexts fit in half the free RAM, else 2, else 1."""
@@ -354,30 +443,26 @@ class ModelManager:
                 return n
         return 1
 
-    def check_memory(self, name: str, path: Path, options: LoadOptions) -> None:
+    def check_memory(self, name: str, path: Path, options: LoadOptions,
+                     freed: list[LoadedModel] | None = None) -> None:
         """Raise ``ModelLoadError`` if ``name`` at ``options.n_ctx`` cannot fit in free RAM.
 
         Loading a model that does not fit gets the process killed by the OS (or the
         machine swapping for minutes) with no message at all; the estimate from the
         file's header (weights + KV cache + buffers) refuses it before anything is
-        allocated or the loaded model is freed. The loaded model's own share is
-        counted as free, since loading frees it first. A file whose header cannot be
-        read is left to the loader, which says what is wrong with it.
+        allocated or the loaded model is freed. The share of the models the load frees
+        first (``freed``; default: every loaded one) is counted as free. A file whose
+        header cannot be read is left to the loader, which says what is wrong with it.
         """
         try:
             facts = model_facts(path)
         except WebUIError as exc:
             log.debug("No RAM estimate for %s: %s", name, exc.message)
             return
-        need = facts.ram_estimate(options.n_ctx) + (max(1, options.parallel) - 1) * facts.kv_cache_bytes(
-            options.n_ctx or facts.context_length or 4096, 2)
+        need = self.memory_estimate(path, options)
         free = self.available_memory()
-        current = self._current
-        if current is not None and current.path is not None:
-            try:
-                free += model_facts(current.path).ram_estimate(current.options.n_ctx)
-            except (WebUIError, OSError):
-                pass
+        for old in (list(self._loaded.values()) if freed is None else freed):
+            free += old.memory_bytes
         if need > free:
             from webui.units import human_size
 
@@ -395,23 +480,136 @@ class ModelManager:
                                    "error.memory_hint_other")
             raise error
 
-    def unload(self) -> None:
+    def unload(self, name: str | None = None) -> None:
+        """Free ``name`` (None: every loaded model)."""
         with self._lock:
-            self._close_current()
+            for loaded in list(self._loaded.values()):
+                if name is None or loaded.name == name:
+                    self._close(loaded.name)
+
+    # ----- which model serves a request ---------------------------------------------------
+    def folder_name(self, name: str) -> str | None:
+        """The name in the models folder that ``name`` means (exact, any case, or without ``.gguf``)."""
+        wanted = name.strip().casefold()
+        for candidate in self.list_models():
+            folded = candidate.casefold()
+            if wanted in (folded, folded.removesuffix(".gguf")):
+                return candidate
+        return None
+
+    def find(self, name: str | None) -> LoadedModel | None:
+        """The loaded model a request naming ``name`` goes to (None: none).
+
+        No name: the main model. A loaded model's name (any case, with or without ``.gguf``) or the
+        name its server serves: that model. Any other name not in the models folder, with one model
+        loaded: that model (clients send their own names, "gpt-4o-mini"; the reply says which answered).
+        """
+        if not name or not name.strip():
+            return self.current
+        wanted = name.strip().casefold()
+        models = list(self._loaded.values())  # a copy: read without the lock by goes_to
+        for loaded in models:
+            names = {loaded.name.casefold(), loaded.name.casefold().removesuffix(".gguf")}
+            if loaded.backend.served_name:
+                names.add(loaded.backend.served_name.casefold())
+            if wanted in names:
+                return loaded
+        if len(models) == 1 and self.folder_name(name) is None:
+            return models[0]
+        return None
+
+    def goes_to(self, name: str | None, loaded: LoadedModel) -> bool:
+        """Whether a request for ``name`` runs on ``loaded`` (the scheduler asks, between decode steps)."""
+        return self.find(name) is loaded
+
+    def route(self, name: str | None) -> str | None:
+        """Where a request naming ``name`` goes, checked before it is queued: None for the main model, else
+        the model's name (one that is loaded, or one in the folder to load first when ``load_on_demand``).
+
+        Raises ``ModelNotFoundError`` (404) naming the loaded models, ``NoModelLoadedError`` when none is.
+        """
+        # Without the lock (a generation holds it for its whole length): the job checks again when it runs.
+        loaded = self.find(name)
+        if loaded is not None:
+            # One model at a time: the request follows whatever is loaded when its turn comes, as before.
+            # No name: whichever model is main when the job's turn comes.
+            return None if (not name or (loaded is self.current and not self.budget_bytes)) else loaded.name
+        folder = self.folder_name(name) if name else None
+        if folder is not None and self.load_on_demand:
+            return folder
+        raise self._not_loaded(name, folder)
+
+    def _not_loaded(self, name: str | None, folder: str | None) -> WebUIError:
+        if not self._loaded:
+            if folder is not None:
+                return NoModelLoadedError(
+                    f"{folder} is not loaded, and no model is. Load it in the Model tab or with POST "
+                    "/v1/internal/model/load, or start the server with --load-on-demand.")
+            return NoModelLoadedError()
+        loaded = ", ".join(m.name for m in self.loaded_models())
+        if folder is not None:
+            return ModelNotFoundError(
+                f"The model {folder} is not loaded. Loaded: {loaded}. Load it in the Model tab or with POST "
+                "/v1/internal/model/load, or start the server with --load-on-demand to load it when asked for.",
+                key="error.model_not_loaded", name=folder, loaded=loaded)
+        return ModelNotFoundError(
+            f"No model called {name!r} is loaded. Loaded: {loaded}. GET /v1/models lists them.",
+            key="error.model_unknown", name=repr(name), loaded=loaded)
 
     @contextmanager
-    def use(self) -> Iterator[LoadedModel]:
-        """Hold the loaded model for the duration of one generation."""
-        with self._lock:
-            if self._current is None:
-                raise NoModelLoadedError()
-            yield self._current
+    def use(self, name: str | None = None) -> Iterator[LoadedModel]:
+        """Hold the model a request for ``name`` goes to (None: the main one) for one generation.
 
-    def _close_current(self) -> None:
-        current, self._current = self._current, None
-        if current is not None:
-            current.backend.close()
-            del current
+        A model in the folder that is not loaded is loaded first when ``load_on_demand`` is on.
+        """
+        with self._lock:
+            loaded = self.find(name)
+            if loaded is None:
+                folder = self.folder_name(name) if name else None
+                if folder is None or not self.load_on_demand:
+                    raise self._not_loaded(name, folder)
+                saved_loader, options = self.options_for(folder)
+                log.info("Loading %s for a request that asked for it", folder)
+                loaded = self.load(folder, saved_loader, options, main=False)
+            loaded.last_used = time.time()
+            loaded.requests += 1
+            try:
+                yield loaded
+            finally:
+                loaded.last_used = time.time()
+
+    # ----- idle models -----------------------------------------------------------------------
+    def next_expiry(self, now: float | None = None) -> float | None:
+        """Seconds until the next idle model is due to be unloaded (None: none will be)."""
+        if self.ttl_seconds <= 0:
+            return None
+        now = time.time() if now is None else now
+        due = [m.last_used + self.ttl_seconds - now for m in self._loaded.values() if m.name != self._main]
+        return max(0.0, min(due)) if due else None
+
+    def unload_idle(self, now: float | None = None) -> list[str]:
+        """Unload the models other than the main one that have had no request for ``ttl_seconds``."""
+        if self.ttl_seconds <= 0:
+            return []
+        now = time.time() if now is None else now
+        gone = []
+        with self._lock:
+            for loaded in list(self._loaded.values()):
+                if loaded.name != self._main and now - loaded.last_used >= self.ttl_seconds:
+                    log.info("Unloading %s: no request for %.0f s", loaded.name, now - loaded.last_used)
+                    self._close(loaded.name)
+                    gone.append(loaded.name)
+        return gone
+
+    def _close(self, name: str) -> None:
+        loaded = self._loaded.pop(name, None)
+        if self._main == name:
+            # the most recently used of the others becomes the main model
+            rest = sorted(self._loaded.values(), key=lambda m: m.last_used)
+            self._main = rest[-1].name if rest else None
+        if loaded is not None:
+            loaded.backend.close()
+            del loaded
             release_free_memory()
 
     def _restore(self, previous: LoadedModel | None, report: Progress) -> None:
@@ -426,13 +624,15 @@ class ModelManager:
         except Exception:
             log.exception("Could not reload %s after a failed load", previous.name)
             return
-        self._current = LoadedModel(previous.name, previous.loader, previous.options, backend,
-                                    previous.load_seconds, path=previous.path)
+        self._loaded[previous.name] = LoadedModel(previous.name, previous.loader, previous.options, backend,
+                                                  previous.load_seconds, path=previous.path,
+                                                  memory_bytes=previous.memory_bytes)
+        self._main = previous.name
 
     def _with_restore_note(self, exc: WebUIError, previous: LoadedModel | None) -> WebUIError:
         if previous is None:
             return exc
-        if self._current is not None and self._current.name == previous.name:
+        if self.current is not None and self.current.name == previous.name:
             exc.add_sentence(f"{previous.name} is loaded again.", "error.note_restored", name=previous.name)
         else:
             exc.add_sentence(f"{previous.name} could not be loaded again either; no model is loaded.",

@@ -176,6 +176,7 @@ def build_ui(services: Services) -> gr.Blocks:
             "webuiModelLoads",
         )
         after_model_change(model["unloaded"])
+        after_model_change(model["panel_unloaded"])
 
         # A page opened after a load (or after --model at start) shows the real state.
         def on_page_load() -> list:

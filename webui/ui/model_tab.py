@@ -27,6 +27,7 @@ from webui.ui.common import error_text, error_toast, field_component, save_or_wa
 from webui.ui.download_panel import build_download_panel
 from webui.ui.embeddings_panel import build_embeddings_panel
 from webui.ui.i18n import DEFAULT, page_language, t, tr
+from webui.ui.loaded_models_panel import build_loaded_models_panel
 from webui.ui.model_vision import (
     AUTO_PROJECTOR,
     NO_PROJECTOR,
@@ -549,6 +550,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     for event in (saved_event, deleted):
         event.failure(lambda: "", None, settings_msg, queue=False, show_progress="hidden")
     downloads = build_download_panel(services, model_dd)
+    loaded_panel = build_loaded_models_panel(services, status, lambda: status_text(services))  # follows status
     build_embeddings_panel(services)  # shows its own Load/Unload by role: it is also served on its own
     queue_panel = build_queue_panel(services)
     # what page_state shows to admins only (role_updates)
@@ -588,6 +590,8 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         "model": model_dd,
         "loaded": loaded,
         "unloaded": unloaded,
+        #: A model unloaded in the loaded-models panel (it may have been the main one).
+        "panel_unloaded": loaded_panel["unloaded"],
         "info": info,
         "info_inputs": info_inputs,
     }
