@@ -58,7 +58,9 @@ def test_parameters_a_loader_cannot_use_are_disabled(user_dir, tmp_path):
     class LikeLlamaCpp(FakeBackend):
         supported_params = LlamaCppBackend.supported_params
 
-    services.models._loaded = {"x": LoadedModel("x", "any-name", LoadOptions(), LikeTransformers(tmp_path / "x", 64), 0.1)}
+    services.models._loaded = {
+        "x": LoadedModel("x", "any-name", LoadOptions(), LikeTransformers(tmp_path / "x", 64), 0.1)
+    }
     services.models._main = "x"
     updates = dict(zip(ORDER, interactivity(services), strict=True))
     assert updates["dry_multiplier"]["interactive"] is False
