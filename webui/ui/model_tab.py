@@ -482,7 +482,9 @@ def build_model_tab(services: Services) -> dict[str, Any]:
 
     @ui_errors
     def on_unload() -> str:
-        services.unload_model()
+        # The main model (the one this tab shows); with several loaded the next most recently used takes its place.
+        current = services.models.current
+        services.unload_model(current.name if current is not None else None)
         return status_text(services)
 
     by_name: dict[str, Any] = dict(zip(OPTION_NAMES, option_components, strict=True))
