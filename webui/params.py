@@ -270,6 +270,12 @@ class LoadOptions(BaseModel):
         "(faster loads, shares pages between processes).",
     )
     use_mlock: bool = Field(False, description="Lock the model in RAM so the OS never swaps it out.")
+    repack: bool = Field(
+        False,
+        description="llama.cpp: repack the weights for the CPU's wide kernels. May read prompts faster on some "
+        "CPUs (Q4_0 models), but a token's result then depends on the tokens beside it in its batch: the same "
+        "request can give another text after a different one. Off: the same text every time.",
+    )
     mmproj: str = Field(
         "",
         max_length=4096,

@@ -14,6 +14,7 @@ import pytest
 from harness import wait_until
 from webui.errors import PromptTooLongError
 from webui.generation.scheduler import Generator
+from webui.loaders.llama_slots import DEFAULT_CHUNK
 from webui.models.manager import ModelManager
 from webui.params import LoadOptions, SamplingParams
 
@@ -117,17 +118,32 @@ def test_a_prompt_too_long_fails_alone(gen, alone):
     assert good.result() == expected
 
 
-def test_the_next_turn_reuses_the_slot_that_holds_its_prefix(gen, manager):
+def test_the_next_turn_reuses_the_whole_chunks_of_the_slot_that_holds_its_prefix(gen, manager):
     engine = manager.current.backend.engine
-    history = "A long conversation about the weather in spring. " * 12
+    history = "A long conversation about the weather in spring. " * 40
+    shared = len(manager.current.backend.tokenize(history))
+    assert shared > DEFAULT_CHUNK
     gen.submit(history + "First question?", greedy(8)).result()
     before = dict(engine.counters)
-    gen.submit(history + "Second question, a bit longer?", greedy(8)).result()
+    second = history + "Second question, a bit longer?"
+    text = gen.submit(second, greedy(8)).result()
     reused = engine.counters["reused"] - before["reused"]
     evaluated = engine.counters["evaluated"] - before["evaluated"]
-    shared = len(manager.current.backend.tokenize(history))
-    assert reused >= shared - 2  # the shared history came from the slot's cache
-    assert evaluated < 20  # only the new question was read
+    # the shared history's whole chunks came from the slot's cache; at most one chunk was read again
+    assert reused == shared - shared % DEFAULT_CHUNK
+    assert evaluated < DEFAULT_CHUNK + 20
+    for slot in engine.slots:
+        engine._drop(slot, 0)
+    assert gen.submit(second, greedy(8)).result() == text  # the same text as read from nothing
+
+
+def test_the_same_prompt_again_reuses_all_of_it_and_gives_the_same_text(gen, manager):
+    engine = manager.current.backend.engine
+    prompt = "Tell me about the weather in spring."
+    first = gen.submit(prompt, greedy(8)).result()
+    before = dict(engine.counters)
+    assert gen.submit(prompt, greedy(8)).result() == first
+    assert engine.counters["evaluated"] == before["evaluated"]  # nothing read again (a Regenerate)
 
 
 def test_sampled_requests_with_a_seed_repeat_beside_others(gen):

@@ -46,11 +46,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Prompt tokens a slot reads per step (alone or not: the same chunks leave the same keys and values).
+#: Prompt tokens a slot reads per step. Chunks start at multiples of it, so a prompt's tokens are read
+#: in the same batches whatever was cached before (see ``SlotEngine.start``).
 DEFAULT_CHUNK = 256
-#: Most tokens in one generation batch (slots' next tokens and drafts): narrow enough that llama.cpp's CPU
-#: kernels compute each row as they do for a single token (see ``SlotEngine.step``).
-DECODE_TOKENS = 8
+#: Most tokens in one generation decode (slots' next tokens and drafts): narrow enough that llama.cpp's CPU
+#: kernels compute each row as they do for a single token (measured on gemma-3's Q4_K weights: batches of
+#: 1-7 tokens give bit-identical rows, 8 and more do not). More ready slots take several decodes.
+DECODE_TOKENS = 7
 #: The n-gram sizes prompt lookup matches (longest first, down to the shortest).
 LOOKUP_NGRAM = 3
 LOOKUP_NGRAM_MIN = 2
@@ -103,6 +105,11 @@ class Slot:
         self.used = 0
         #: ``cached`` was saved to the warm store as it is (nothing to save when idle).
         self.saved = False
+        #: Leading positions read as whole prompt chunks (a multiple of the chunk): their keys and values
+        #: are exactly those a fresh read of any prompt starting with these tokens leaves.
+        self.exact = 0
+        #: Where the last prompt read ended (the same prompt again may reuse all of it), None: unknown.
+        self.body_end: int | None = None
 
 
 class SlotEngine:
@@ -129,7 +136,7 @@ class SlotEngine:
         self.slots = [Slot(i) for i in range(n_slots)]
         self._n_batch = int(llm.n_batch)
         self._chunk = max(1, min(chunk, self._n_batch))
-        self._room = max(self._chunk, n_slots + DECODE_TOKENS)  # a prompt chunk, or a generation batch
+        self._room = max(self._chunk, DECODE_TOKENS)  # a prompt chunk, or a generation batch
         self._batch = _internals.LlamaBatch(n_tokens=self._room, embd=0, n_seq_max=1, verbose=False)
         self._steps = 0
         self.warm = warm
@@ -182,7 +189,7 @@ class SlotEngine:
         self._steps += 1
         slot.used = self._steps
         body = prompt[:-1]
-        common = _common_prefix(slot.cached, body)
+        common = self._exact_prefix(slot, body, _common_prefix(slot.cached, body))
         reused = common
         common = self._maybe_restore(slot, body, common)
         self._drop(slot, common)
@@ -239,22 +246,31 @@ class SlotEngine:
         assert run is not None
         batch = self._batch.batch
         batch.n_tokens = 0
-        take = run.prompt[run.read : min(len(run.prompt) - 1, run.read + self._chunk)]
+        end = min(len(run.prompt) - 1, (run.read // self._chunk + 1) * self._chunk)  # up to the next multiple
+        take = run.prompt[run.read : end]
         for i, token in enumerate(take):
             self._add(slot, token, run.read + i, logits=False)
         self._decode()
         slot.cached += take
         slot.saved = False
         self.counters["evaluated"] += len(take)
-        run.read += len(take)
+        run.read = end
+        if end % self._chunk == 0:
+            slot.exact = end  # reading starts at slot.exact, so every chunk before this one was whole too
         if run.read >= len(run.prompt) - 1:
             run.next_token = run.prompt[-1]
+            slot.body_end = run.read
 
     def _generate(self) -> None:
+        ready = [slot for slot in self.slots if slot.run is not None and slot.run.next_token is not None]
+        for i in range(0, len(ready), DECODE_TOKENS):
+            self._generate_in(ready[i : i + DECODE_TOKENS])
+
+    def _generate_in(self, ready: list[Slot]) -> None:
+        """One decode: each of ``ready``'s next token, and as many drafts as fit in ``DECODE_TOKENS``."""
         batch = self._batch.batch
         batch.n_tokens = 0
-        ready = [slot for slot in self.slots if slot.run is not None and slot.run.next_token is not None]
-        spare = max(0, DECODE_TOKENS - len(ready))  # draft tokens this step may hold
+        spare = max(0, DECODE_TOKENS - len(ready))  # draft tokens this decode may hold
         sampled: list[tuple[Slot, int]] = []  # (slot, index of its first logits row)
         for slot in ready:
             run = slot.run
@@ -289,6 +305,9 @@ class SlotEngine:
             return
         for slot in self.slots:
             if slot.run is None and slot.cached and not slot.saved:
+                if slot.exact >= self._chunk:
+                    # Only the whole chunks: a state must continue exactly as a fresh read of its tokens would.
+                    self._drop(slot, slot.exact)
                 try:
                     self.warm.save(self._llm._ctx.ctx, slot.seq, slot.cached)
                 except Exception:  # a full disk must not stop generation
@@ -306,6 +325,20 @@ class SlotEngine:
         # the longest shared prefix first, then the least recently used (its cache is the least likely wanted)
         return max(free, key=lambda slot: (_common_prefix(slot.cached, prompt), -slot.used))
 
+    def _exact_prefix(self, slot: Slot, body: list[int], common: int) -> int:
+        """How much of the slot's cached prefix (``common`` tokens of ``body``) the request may keep.
+
+        llama.cpp's CPU kernels compute a token's keys and values slightly differently in a batch of 256
+        than in one of 3, so a prompt read from a cached prefix of any length would not give the text a
+        fresh read gives (gemma-3: another greedy reply to the same question after another question).
+        Chunks start at multiples of the chunk size, and a request keeps only the whole chunks it shares
+        with the cache (at most one chunk is read again), or all of it when it is the same prompt again.
+        """
+        if slot.body_end == len(body) and common >= len(body):
+            return len(body)
+        kept = min(common, slot.exact)
+        return kept - kept % self._chunk
+
     def _maybe_restore(self, slot: Slot, body: list[int], common: int) -> int:
         """Load a saved state when the store holds a longer prefix of the prompt than the slot does."""
         warm = self.warm
@@ -322,7 +355,10 @@ class SlotEngine:
             return 0
         slot.cached = list(body[:restored])
         slot.saved = True
-        return restored
+        slot.exact, slot.body_end = restored, None
+        whole = restored - restored % self._chunk  # states are saved at whole chunks (older ones may not be)
+        self._drop(slot, whole)
+        return whole
 
     def _drop(self, slot: Slot, keep: int) -> None:
         """Keep only the first ``keep`` positions of the slot's sequence."""
@@ -333,6 +369,9 @@ class SlotEngine:
                 keep = 0
             slot.cached = slot.cached[:keep]
             slot.saved = False  # what it holds now is not the state that was saved
+            slot.exact = min(slot.exact, keep - keep % self._chunk)
+            if slot.body_end is not None and slot.body_end > keep:
+                slot.body_end = None
 
     def _add(self, slot: Slot, token: int, pos: int, logits: bool) -> None:
         batch = self._batch.batch

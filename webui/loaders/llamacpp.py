@@ -85,6 +85,39 @@ def _llama_class() -> type:
     return WebUILlama
 
 
+#: Held while ``Llama`` reads its model parameters (see ``_model_params``).
+_MODEL_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(**fields: Any) -> Iterator[None]:
+    """Set fields of llama.cpp's model parameters that ``Llama()`` takes no argument for, while it loads.
+
+    ``use_extra_bufts`` (llama-server's ``--no-repack`` turns it off): with it, llama.cpp repacks Q4_0 and
+    Q4_K weights into interleaved blocks whose kernel computes a batch of 4 rows otherwise than a single
+    row, so a token's keys and values depended on its batch: gemma-3 gave another greedy reply to the
+    same question once another prompt had been cached, and prompt lookup changed its text. Off, batches
+    of up to 7 tokens give bit-identical rows, and prompts were read as fast here (bench/results).
+    """
+    import llama_cpp.llama as llama_module
+
+    lib = llama_module.llama_cpp
+    with _MODEL_PARAMS_LOCK:
+        default = lib.llama_model_default_params
+
+        def params() -> Any:
+            made = default()
+            for name, value in fields.items():
+                setattr(made, name, value)
+            return made
+
+        lib.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = default
+
+
 def check_gguf_file(path: Path) -> None:
     """Raise ``ModelLoadError`` with a specific message if ``path`` cannot be a GGUF model."""
     if not path.exists():
@@ -154,6 +187,7 @@ class LlamaCppBackend(Backend):
         "parallel",
         "use_mmap",
         "use_mlock",
+        "repack",
         "mmproj",
     )
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -216,22 +250,23 @@ class LlamaCppBackend(Backend):
         threads = options.threads or default_threads()
         n_slots = max(1, options.parallel)
         try:
-            llm = Llama(
-                model_path=str(path),
-                n_ctx=options.n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=options.n_gpu_layers,
-                n_batch=options.n_batch,
-                use_mmap=options.use_mmap,
-                use_mlock=options.use_mlock,
-                # Flash attention computes each position's attention on its own, so a token's logits do not
-                # depend on how the tokens were split into batches: a slot's text is the same beside others,
-                # prompt lookup keeps the greedy text, a restored state continues as a fresh one. Without it,
-                # evaluating 8 tokens at once moved gemma-3's logits by up to 1.2 from 8 single steps.
-                flash_attn=True,
-                verbose=False,
-            )
+            with _model_params(use_extra_bufts=options.repack):
+                llm = Llama(
+                    model_path=str(path),
+                    n_ctx=options.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=options.n_gpu_layers,
+                    n_batch=options.n_batch,
+                    use_mmap=options.use_mmap,
+                    use_mlock=options.use_mlock,
+                    # Flash attention computes each position's attention on its own, so a token's logits do not
+                    # depend on how the tokens were split into (narrow) batches: a slot's text is the same beside
+                    # others, and prompt lookup keeps the greedy text. Without it, evaluating 8 tokens at once
+                    # moved gemma-3's logits by up to 1.2 from 8 single steps.
+                    flash_attn=True,
+                    verbose=False,
+                )
             if n_slots > 1:
                 _widen_context(llm, n_slots)
         except (ValueError, RuntimeError, OSError) as exc:
@@ -389,6 +424,7 @@ class LlamaCppBackend(Backend):
         slot = self._engine.slots[0]
         slot.cached = [int(t) for t in self._llm._input_ids[: self._llm.n_tokens]]
         slot.saved = False
+        slot.exact, slot.body_end = 0, None  # read in Llama's own batches: not the slots' chunks
 
     def _token_view(
         self,
