@@ -262,8 +262,8 @@ class LlamaCppBackend(Backend):
                     use_mlock=options.use_mlock,
                     # Flash attention computes each position's attention on its own, so a token's logits do not
                     # depend on how the tokens were split into (narrow) batches: a slot's text is the same beside
-                    # others, and prompt lookup keeps the greedy text. Without it, evaluating 8 tokens at once
-                    # moved gemma-3's logits by up to 1.2 from 8 single steps.
+                    # others. Without it, evaluating 8 tokens at once moved gemma-3's logits by up to 1.2 from 8
+                    # single steps.
                     flash_attn=True,
                     verbose=False,
                 )
