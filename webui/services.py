@@ -21,7 +21,7 @@ from webui.chat.prompt import Template
 from webui.chat.search import ChatIndex
 from webui.chat.service import ChatService
 from webui.downloads.hub import DownloadManager
-from webui.errors import PermissionDeniedError, SaveError, SettingsError, WebUIError
+from webui.errors import NoModelLoadedError, PermissionDeniedError, SaveError, SettingsError, WebUIError
 from webui.generation.cancel import Cancels
 from webui.generation.limits import UserLimits
 from webui.generation.scheduler import GenerationJob, Generator
@@ -313,6 +313,8 @@ class Services:
         """Where an API request naming the model ``name`` goes: None for the main model, else a loaded model's
         name or one to load first (``--load-on-demand``; only for a user who may load it). Raises a 404
         naming the loaded models for a name that is not loaded (see ``ModelManager.route``)."""
+        if not self.models.loaded_models() and not (name and self.models.load_on_demand):
+            raise NoModelLoadedError("No model is loaded. Load one in the web UI or with POST /v1/internal/model/load.")
         target = self.models.route(name)
         if target is not None and self.models.find(target) is None:
             if self.may_load(target):

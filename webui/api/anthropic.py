@@ -34,7 +34,7 @@ from webui.api.auth import current_user, view_for
 from webui.api.errors import error_headers, header_text
 from webui.api.streaming import collect_with, event_stream, first_chunk, rest_of
 from webui.attachments.types import IMAGE_MARKER
-from webui.errors import GenerationError, NoModelLoadedError, UnauthorizedError, WebUIError
+from webui.errors import GenerationError, UnauthorizedError, WebUIError
 from webui.generation.scheduler import GenerationJob, GenerationStats, Prepared
 from webui.loaders.base import Chunk, find_stop, held_back
 from webui.params import SamplingParams
@@ -275,12 +275,6 @@ def create_messages_api(services: Services) -> APIRouter:
     caller = current_user(services)
     router = APIRouter(route_class=_AnthropicRoute, dependencies=[Depends(caller)])
 
-    def route(view: Services, name: str | None) -> str | None:
-        """The model a request naming ``name`` goes to (None: the main one); see ``ModelManager.route``."""
-        if not services.models.loaded_models() and not (name and services.models.load_on_demand):
-            raise NoModelLoadedError("No model is loaded. Load one in the web UI or with POST /v1/internal/model/load.")
-        return view.route_model(name)
-
     def ignored_header(ignored: list[str]) -> dict[str, str]:
         if not ignored:
             return {}
@@ -300,7 +294,7 @@ def create_messages_api(services: Services) -> APIRouter:
         loose = check_request(chat)
         preset = view.presets.load(body.preset).params.model_dump() if body.preset else None
         params = params_of(body, preset)
-        target = route(view, body.model)
+        target = view.route_model(body.model)
         if chat.image_urls:
             await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)
         show_thinking = body.thinking is None or body.thinking.display != "omitted"
@@ -398,7 +392,7 @@ def create_messages_api(services: Services) -> APIRouter:
         view = view_for(services, user)
         chat, ignored = chat_request_of(body)
         check_request(chat)
-        target = route(view, body.model)
+        target = view.route_model(body.model)
         if chat.image_urls:
             await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)
         prepare = chat_prepare(view.template_for, chat, view.tool_format_for)

@@ -46,7 +46,6 @@ from webui.errors import (
     GenerationError,
     InvalidMessagesError,
     ModelNotFoundError,
-    NoModelLoadedError,
     PromptTooLongError,
     SchemaError,
     UnsupportedFeatureError,
@@ -259,13 +258,6 @@ def create_api(services: Services) -> APIRouter:
         entries = services.generator.queue_view(user.name if user else None, is_admin(user))
         return {"object": "list", "data": entries}
 
-    def route(view: Services, name: str | None) -> str | None:
-        """The model a request naming ``name`` goes to (None: the main one); 404 naming the loaded ones, 503
-        when none is."""
-        if not services.models.loaded_models() and not (name and services.models.load_on_demand):
-            raise NoModelLoadedError("No model is loaded. Load one in the web UI or with POST /v1/internal/model/load.")
-        return view.route_model(name)
-
     def refuse_oversized(texts: list[str], target: str | None) -> None:
         """A prompt that cannot fit whatever the tokenizer does is refused here, not after the queue.
 
@@ -306,7 +298,7 @@ def create_api(services: Services) -> APIRouter:
         view = view_for(services, user)
         limits = view.limits_for(user)
         check_choices(req.n, limits)
-        target = route(view, req.model)
+        target = view.route_model(req.model)
         prompt = req.prompt if isinstance(req.prompt, str) else "".join(req.prompt)
         refuse_oversized([prompt], target)
         if not prompt:
@@ -368,7 +360,7 @@ def create_api(services: Services) -> APIRouter:
         chat = chat_request_of(view, req)  # first: a bad name (character, preset) is a 400 with or without a model
         loose = check_request(chat)
         check_choices(req.n, limits)
-        target = route(view, req.model)
+        target = view.route_model(req.model)
         refuse_oversized([str(m.get("content") or "") for m in chat.messages], target)
         if chat.image_urls:
             await run_in_threadpool(load_images, chat, allow_fetch=services.settings.allow_image_urls)

@@ -359,7 +359,7 @@ class ModelManager:
             evict = self._to_evict(name, need)
             if path is not None:
                 # so does a context too big for this machine's RAM, or a model bigger than the budget
-                self.check_memory(name, path, options, freed=evict)
+                self.check_memory(name, path, options, need, freed=evict)
             previous = self.current
             for old in evict:
                 report(0.05, f"Unloading {old.name}")
@@ -443,29 +443,24 @@ class ModelManager:
                 return n
         return 1
 
-    def check_memory(self, name: str, path: Path, options: LoadOptions,
+    def check_memory(self, name: str, path: Path, options: LoadOptions, need: int,
                      freed: list[LoadedModel] | None = None) -> None:
         """Raise ``ModelLoadError`` if ``name`` at ``options.n_ctx`` cannot fit in free RAM.
 
         Loading a model that does not fit gets the process killed by the OS (or the
         machine swapping for minutes) with no message at all; the estimate from the
         file's header (weights + KV cache + buffers) refuses it before anything is
-        allocated or the loaded model is freed. The share of the models the load frees
-        first (``freed``; default: every loaded one) is counted as free. A file whose
-        header cannot be read is left to the loader, which says what is wrong with it.
+        allocated or the loaded model is freed. ``need`` is :meth:`memory_estimate`'s (0: the
+        header cannot be read, which is left to the loader to explain). The share of the
+        models the load frees first (``freed``; default: every loaded one) is counted as free.
         """
-        try:
-            facts = model_facts(path)
-        except WebUIError as exc:
-            log.debug("No RAM estimate for %s: %s", name, exc.message)
-            return
-        need = self.memory_estimate(path, options)
         free = self.available_memory()
         for old in (list(self._loaded.values()) if freed is None else freed):
             free += old.memory_bytes
         if need > free:
             from webui.units import human_size
 
+            facts = model_facts(path)  # read again only to explain (the estimate read it without error)
             ctx = options.n_ctx or facts.context_length or 4096
             kv = facts.kv_cache_bytes(ctx)
             error = ModelLoadError(
