@@ -86,14 +86,29 @@ def test_fifo_order_and_cancel_isolation(fake_models):
     assert [c[0] for c in backend.calls] == ["first", "third"]
 
 
+class _FirstTokenOnly(threading.Event):
+    """A gate that lets the first token through and holds the next ones until it is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return True if self.waits == 1 else super().wait(timeout)
+
+
 def test_consumer_that_goes_away_cancels_its_job(fake_models):
     fake_models.load("a.gguf", "fake")
     gen = Generator(fake_models)
+    # held after its first token: a busy machine could otherwise finish all of them before close()
+    gate = FakeBackend.gate = _FirstTokenOnly()
     job = gen.submit("x", SamplingParams(max_tokens=10_000))
     it = iter(job)
     next(it)
     it.close()  # e.g. the browser tab was closed
     assert job.cancel.is_set()
+    gate.set()
     follow_up = gen.submit("y", SamplingParams(max_tokens=2))
     assert follow_up.result() == "0 1 "
     assert job.stats.finish_reason == "cancelled"
