@@ -290,6 +290,19 @@ class LoadOptions(BaseModel):
         description="llama.cpp: requests decoded at the same time (slots), each with its own context of "
         "Context size tokens. 1: one at a time. 0: 4 when the memory allows (fewer when it does not).",
     )
+    draft_model: str = Field(
+        "",
+        max_length=4096,
+        description="llama.cpp: a smaller model of the same family (the same tokenizer) that guesses the next "
+        "tokens for the model to check several at once: a .gguf file name in the model's folder or the models "
+        "folder. The text stays the model's; faster when the model is several times bigger. Empty: none.",
+    )
+    draft_max: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="llama.cpp: most tokens the draft model guesses per step (it stops earlier where it is unsure).",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weight precision for transformers. auto: float32 on CPU, float16 on GPU."
     )

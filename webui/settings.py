@@ -417,6 +417,8 @@ LOAD_CLI: Mapping[str, dict[str, Any]] = types.MappingProxyType(
         "n_gpu_layers": cli("--gpu-layers", "--n-gpu-layers", group=MODEL),
         "use_mmap": cli("--mmap", group=MODEL),  # gives --no-mmap
         "use_mlock": cli("--mlock", group=MODEL),
+        # text-generation-webui calls it --model-draft
+        "draft_model": cli("--draft-model", "--model-draft", group=MODEL),
         # text-generation-webui's Tabby variables
         "remote_url": cli(group=MODEL, env_fallbacks=("tabby_url",)),
         "remote_key": cli(group=MODEL, env_fallbacks=("tabby_key",)),

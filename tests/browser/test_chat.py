@@ -176,8 +176,14 @@ def test_character_editor_modes_and_chat_management(chat_page, server):
     page.locator("#char-context textarea").fill("{{char}} is a friendly pirate who talks like one.")
     page.locator("#char-examples textarea").fill("{{user}}: Hello\n{{char}}: Arr, hello matey!")
     page.locator("#char-save").click()
-    wait_text(page, "#char-message", "Saved character")
-    saved = (server.user_dir / "characters" / "Pirate.yaml").read_text()
+    wait_text(page, "#char-message", "Saved character Pirate")
+    folder = server.user_dir / "characters"
+    file = wait_until(
+        lambda: (folder / "Pirate.yaml").is_file() and folder / "Pirate.yaml",
+        f"Pirate.yaml in {folder} (it holds {sorted(p.name for p in folder.glob('*'))}; the page says "
+        f"{page.locator('#char-message').inner_text()!r})",
+    )
+    saved = file.read_text()
     assert "friendly pirate" in saved and "matey" in saved
 
     choose(page, "chat-character", "Pirate")

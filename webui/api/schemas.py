@@ -250,6 +250,19 @@ class UnloadModelRequest(BaseModel):
 
 
 class LoadModelRequest(BaseModel):
+    """``options`` are load options (``n_ctx``, ``draft_model``...); text-generation-webui's clients send them
+    as ``args``, which is taken too. Any other field is refused, not dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
     model_name: str
     loader: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _args_are_options(self) -> LoadModelRequest:
+        if self.args:
+            self.options = {**self.args, **self.options}
+            self.args = {}
+        return self

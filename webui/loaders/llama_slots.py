@@ -18,6 +18,8 @@ so 4 streams together run at 1.4-2x the tokens/s of one.
   last n-gram where it occurred before in its prompt or reply, evaluates them with its next token in
   the same step and keeps those its sampler would have drawn anyway; the text is the one it writes
   without them (greedy: identical), in fewer steps when the reply copies its input.
+- **Draft model** (``draft``, see ``llama_draft.py``): a smaller model with the same vocabulary proposes
+  the drafts instead, for every request that does not ask for prompt lookup; kept the same way.
 - **Warm states** (``warm``): a long prefix a slot holds can be saved to disk when the server goes
   idle and loaded into a slot again later, even after a restart, instead of being evaluated anew.
 
@@ -43,6 +45,8 @@ from webui.params import SamplingParams
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from webui.loaders.llama_draft import DraftModel
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,8 @@ class SlotEngine:
         *,
         chunk: int = DEFAULT_CHUNK,
         warm: WarmStates | None = None,
+        draft: DraftModel | None = None,
+        draft_max: int = 0,
     ) -> None:
         import llama_cpp
         from llama_cpp import _internals
@@ -140,6 +146,8 @@ class SlotEngine:
         self._batch = _internals.LlamaBatch(n_tokens=self._room, embd=0, n_seq_max=1, verbose=False)
         self._steps = 0
         self.warm = warm
+        self.draft = draft
+        self.draft_max = draft_max
         self._n_vocab = int(llm.n_vocab())
         #: Counters for benchmarks and tests: decodes, draft tokens tried and kept, prompt tokens
         #: evaluated, reused from a slot's cache and restored from the warm store.
@@ -275,7 +283,7 @@ class SlotEngine:
         for slot in ready:
             run = slot.run
             assert run is not None and run.next_token is not None
-            run.drafts = self._drafts(run)[:spare]
+            run.drafts = self._drafts(slot, spare)
             spare -= len(run.drafts)
             first = batch.n_tokens
             sampled.append((slot, first))
@@ -316,6 +324,9 @@ class SlotEngine:
 
     def close(self) -> None:
         self._batch.close()
+        draft, self.draft = self.draft, None
+        if draft is not None:
+            draft.close()
 
     # --- inside ----------------------------------------------------------------------------------------
     def _choose(self, prompt: list[int]) -> Slot:
@@ -383,17 +394,26 @@ class SlotEngine:
         batch.logits[i] = logits
         batch.n_tokens = i + 1
 
-    def _drafts(self, run: _Run) -> list[int]:
-        """Prompt-lookup draft tokens for this step (none with prompt lookup off or a lazy grammar pending)."""
-        n = run.params.prompt_lookup
+    def _drafts(self, slot: Slot, spare: int) -> list[int]:
+        """At most ``spare`` draft tokens for this step: prompt lookup's when the request asks for it, else the
+        draft model's (none without either, or while a lazy grammar waits for its trigger)."""
+        run = slot.run
+        assert run is not None
+        n = run.params.prompt_lookup or (self.draft_max if self.draft is not None else 0)
         left = run.max_tokens - len(run.generated) - 1
-        if n <= 0 or left <= 0 or run.lazy is not None:
+        if n <= 0 or left <= 0 or spare <= 0 or run.lazy is not None:
             return []
         history = [*run.prompt, *run.generated]
-        want = min(n, left, 16)
+        want = min(n, left, spare, 16)
         if run.misses >= 2:
             want = 1  # the last drafts were wrong from their first token: try one until one is right again
-        return lookup_drafts(history, want)
+        if run.params.prompt_lookup or self.draft is None:
+            return lookup_drafts(history, want)
+        try:
+            return self.draft.propose(slot.seq, history, want)
+        except Exception:  # the main model goes on without drafts
+            log.exception("The draft model failed; this step goes without drafts")
+            return []
 
     def _take_tokens(self, slot: Slot, first: int) -> None:
         """Draw the slot's tokens from its rows of logits: one, plus each draft the sampler agreed with."""

@@ -37,6 +37,7 @@ from webui.loaders.base import (
     truncate_prompt,
 )
 from webui.loaders.lazy import LazyTrigger
+from webui.loaders.llama_draft import DraftModel, draft_path
 from webui.loaders.llama_sampling import build_sampler, eog_tokens, new_grammar
 from webui.loaders.llama_slots import SlotEngine
 from webui.loaders.logprobs import LogprobMaker
@@ -189,6 +190,8 @@ class LlamaCppBackend(Backend):
         "use_mlock",
         "repack",
         "mmproj",
+        "draft_model",
+        "draft_max",
     )
     capabilities: ClassVar[Capabilities] = Capabilities(
         grammar=True, lazy_grammar=True, logprobs=True, sampler_views=True, warm_states=True
@@ -202,6 +205,7 @@ class LlamaCppBackend(Backend):
         projector_note: str = "",
         n_slots: int = 1,
         options: LoadOptions | None = None,
+        draft: DraftModel | None = None,
     ) -> None:
         self._llm = llm
         self.path = path
@@ -225,7 +229,11 @@ class LlamaCppBackend(Backend):
             self.capabilities = dataclasses.replace(type(self).capabilities, images=True)  # type: ignore[misc]
         if projector_note:
             self.metadata["vision.note"] = projector_note
-        self._engine = SlotEngine(llm, n_slots, self.n_ctx, self._eog)
+        self._engine = SlotEngine(
+            llm, n_slots, self.n_ctx, self._eog, draft=draft, draft_max=self._options.draft_max if draft else 0
+        )
+        if draft is not None:
+            self.metadata["draft_model"] = draft.path.name
         self._slots = _LlamaSlots(self, self._engine)
         self.metadata["parallel"] = str(n_slots)
         self.capabilities = dataclasses.replace(self.capabilities, parallel_sequences=n_slots)  # type: ignore[misc]
@@ -235,12 +243,14 @@ class LlamaCppBackend(Backend):
         path = local_path(path)
         check_gguf_file(path)
         resolve_projector(path, options.mmproj)
+        draft_path(path, options.draft_model)
 
     @classmethod
     def load(cls, path: Path | None, options: LoadOptions) -> LlamaCppBackend:
         path = local_path(path)
         check_gguf_file(path)
         projector_path, note = resolve_projector(path, options.mmproj)  # a bad choice fails before the model is read
+        drafter = draft_path(path, options.draft_model)
         try:
             Llama = _llama_class()
         except ImportError as exc:  # pragma: no cover - set-up installs it
@@ -280,14 +290,20 @@ class LlamaCppBackend(Backend):
                 size=size,
                 detail=str(exc),
             ) from exc
-        projector = None
-        if projector_path is not None:
-            try:
+        projector = draft = None
+        try:
+            if projector_path is not None:
                 projector = Projector.load(projector_path, llm, threads, use_gpu=options.n_gpu_layers != 0)
-            except BaseException:
-                llm.close()
-                raise
-        backend = cls(llm, path, projector, note, n_slots, options)
+            if drafter is not None:
+                draft = DraftModel.load(
+                    drafter, llm, n_slots, int(llm.n_ctx()) // n_slots, threads, options.n_gpu_layers
+                )
+        except BaseException:
+            if projector is not None:
+                projector.close()
+            llm.close()
+            raise
+        backend = cls(llm, path, projector, note, n_slots, options, draft)
         backend.max_token_bytes()  # measured now, on the loading thread, not in a request's
         return backend
 

@@ -354,6 +354,8 @@ class ModelManager:
         requested = options  # what the model is saved and reloaded with (parallel 0 stays "auto")
         if "parallel" in backend_cls.option_fields and options.parallel == 0 and path is not None:
             options = options.model_copy(update={"parallel": self.auto_parallel(path, options)})
+        if "draft_model" in backend_cls.option_fields and options.draft_model.strip():
+            options = options.model_copy(update={"draft_model": self._draft_file(options.draft_model)})
         need = self.memory_estimate(path, options)
         with self._lock:
             evict = self._to_evict(name, need)
@@ -404,8 +406,21 @@ class ModelManager:
             facts = model_facts(path)
         except WebUIError:
             return 0
-        return facts.ram_estimate(options.n_ctx) + (max(1, options.parallel) - 1) * facts.kv_cache_bytes(
+        need = facts.ram_estimate(options.n_ctx) + (max(1, options.parallel) - 1) * facts.kv_cache_bytes(
             options.n_ctx or facts.context_length or 4096, 2)
+        draft = Path(options.draft_model.strip())
+        if draft.is_absolute() and draft.is_file():  # a draft model (its path, as load() passes it)
+            need += self.memory_estimate(draft, options.model_copy(update={"draft_model": ""}))
+        return need
+
+    def _draft_file(self, name: str) -> str:
+        """A draft model named as in the model list, as its path in the models folder; any other value as it
+        is (the loader looks for it beside the model, and explains what is wrong with it)."""
+        try:
+            path = self.path_of(name.strip())
+        except WebUIError:
+            return name
+        return str(path.absolute()) if path.is_file() else name
 
     def _to_evict(self, name: str, need: int) -> list[LoadedModel]:
         """The loaded models to free before loading ``name`` (``need`` bytes): all of them without a budget;

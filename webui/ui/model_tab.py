@@ -72,6 +72,9 @@ def status_text(services: Services, lang: str | None = None) -> str:
         text += "\n\n" + tr("model.status_parallel", lang, n=slots, n_ctx=backend.n_ctx)
     elif backend.parallel() is None:
         text += "\n\n" + tr("model.status_sequential", lang)
+    draft = backend.metadata.get("draft_model")
+    if draft:
+        text += "\n\n" + tr("model.status_draft", lang, name=draft, n=current.options.draft_max)
     if backend.capabilities.local_files and not backend.chat_template:
         text += "\n\n⚠ " + tr("model.status_base", lang)
     return text
