@@ -26,6 +26,8 @@ TITLE = "Local LLM Web UI"
 # Save/Delete buttons of the Model and Parameters tabs, so the button to fix the error was hidden by it.
 CSS = """
 .toast-wrap { top: auto !important; bottom: var(--size-4) !important; }
+/* Gradio gives a checkbox no minimum width: in a row of options its description became a column one word wide */
+.option-switch { min-width: min(260px, 100%) !important; }
 """
 
 KEYBOARD_JS = """

@@ -265,7 +265,9 @@ def build_model_tab(services: Services) -> dict[str, Any]:
                         min_width=OPTION_MIN_WIDTH,
                     )
                 else:
-                    extra = {"type": "password"} if name == "remote_key" else {}
+                    extra: dict[str, Any] = {"type": "password"} if name == "remote_key" else {}
+                    if LoadOptions.model_fields[name].annotation is bool:
+                        extra["elem_classes"] = ["option-switch"]
                     comp = field_component(
                         LoadOptions,
                         name,
