@@ -96,7 +96,8 @@ def gen_rate(rec: dict) -> float:
 def bench_server(key: str, parallel: int, workdir: Path, args) -> list[dict]:
     """One server: every task with lookup off and on, taking turns; one row per (task, lookup)."""
     model = MODELS_DIR / MODELS[key]
-    srv = start_our_server(model, workdir, n_ctx=args.n_ctx, threads=args.threads, extra=("--parallel", str(parallel)))
+    extra = ("--parallel", str(parallel), "--cache-type", args.cache_type)
+    srv = start_our_server(model, workdir, n_ctx=args.n_ctx, threads=args.threads, extra=extra)
     rows = []
     with servers(srv):
         check_honoured(srv.url, "prompt_lookup", args.draft)
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3, help="Repetitions of each measurement (median).")
     p.add_argument("--n-ctx", type=int, default=2048)
     p.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: physical cores).")
+    p.add_argument("--cache-type", default="fp16", help="The servers' KV cache type (q8_0 or bf16: exact texts).")
     p.add_argument("--quick", action="store_true", help="SmolLM2, --parallel 1, 64 edit and 32 chat tokens, once.")
     p.add_argument("--out", type=Path, help="Results folder (default bench/results).")
     p.add_argument("--no-plots", action="store_true")
@@ -192,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, ["model", "parallel", "task", "prompt_lookup", "tokens/s", "TTFT s", "tokens"], "Medians")
     print_table(summary, [k for k in summary[0] if k != "model"], "Lookup on / off")
     write_results(
-        "prompt_lookup",
+        "prompt_lookup" if args.cache_type == "fp16" else f"prompt_lookup-{args.cache_type}",
         {"settings": vars(args) | {"out": str(args.out)}, "targets": TARGETS, "summary": summary, "rows": rows},
         args.out,
     )
-    if not args.no_plots and summary:
+    if not args.no_plots and summary and args.cache_type == "fp16":
         groups = {
             f"{r['model'].split('-')[0]} {r['task']} p{r['parallel']}": {
                 "off": r["off tokens/s"],

@@ -120,10 +120,10 @@ if [ "$TESTS" = 1 ]; then
     PYTHONPATH="$ROOT:$ROOT/tests" "$PY" "$ROOT/tests/vlm_models.py" >/dev/null
     # all-MiniLM-L6-v2 also as a GGUF (llama.cpp's converter)
     PYTHONPATH="$ROOT:$ROOT/tests" "$PY" "$ROOT/tests/embedding_models.py" >/dev/null
-    # SmolLM2 as F16, the main model the Q4_1 file drafts for (llama.cpp's quantizer; under a second)
+    # SmolLM2 as Q8_0 and F16, main models the Q4_1 file drafts for (llama.cpp's quantizer; under a second)
     QUANT_LOG="$(mktemp)"
     PYTHONPATH="$ROOT:$ROOT/tests" "$PY" "$ROOT/tests/draft_models.py" >/dev/null 2>"$QUANT_LOG" \
-        || { tail -20 "$QUANT_LOG"; die "could not make the F16 SmolLM2 test model"; }
+        || { tail -20 "$QUANT_LOG"; die "could not make the Q8_0 and F16 SmolLM2 test models"; }
     rm -f "$QUANT_LOG"
 else
     "$PY" "$ROOT/download-model.py" --starter

@@ -187,7 +187,8 @@ class SamplingParams(BaseModel):
         "Prompt lookup (speculative decoding, llama.cpp): each step also tries up to this many tokens that "
         "followed the same words earlier in the prompt or reply, and keeps those the sampler agrees with. "
         "Faster only when the reply copies the prompt (editing, quoting code); on free text it costs time. "
-        "Greedy text mostly stays the same, but over long replies a close choice can go the other way. 0: off.",
+        "The text stays the same with a bf16 or q8_0 KV cache (the model's cache type); with fp16, past 512 "
+        "tokens of context a close choice can go the other way. 0: off.",
         ge=0,
         le=16,
         aliases=("prompt_lookup", "prompt_lookup_num_tokens", "draft_max"),
@@ -289,6 +290,12 @@ class LoadOptions(BaseModel):
         json_schema_extra={"ui_max": 16},
         description="llama.cpp: requests decoded at the same time (slots), each with its own context of "
         "Context size tokens. 1: one at a time. 0: 4 when the memory allows (fewer when it does not).",
+    )
+    cache_type: Literal["fp16", "bf16", "q8_0"] = Field(
+        "fp16",
+        description="llama.cpp: how the KV cache stores keys and values. fp16: fastest prompt reading. bf16 or "
+        "q8_0 (half the memory): a request's text never depends on the requests beside it, prompt lookup or a "
+        "draft model (with fp16 it can once the context passes 512 tokens); prompts read slower.",
     )
     draft_model: str = Field(
         "",

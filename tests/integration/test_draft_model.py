@@ -1,4 +1,4 @@
-"""The draft-model option on real llama.cpp: SmolLM2 as F16 drafted for by its Q4_1 file (the same
+"""The draft-model option on real llama.cpp: SmolLM2 as Q8_0 drafted for by its Q4_1 file (the same
 tokenizer; ``tests/draft_models.py``), through the real generation queue. The text is the main model's
 (greedy and seeded), drafts are used and some are refused, and a draft of another family, a wrong name
 or a broken file is refused with a message while the loaded model stays."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from draft_models import SMOLLM_F16, ensure_smollm_f16
+from draft_models import SMOLLM_Q8, ensure_smollm_q8
 from testdata import GEMMA, SMOLLM
 from webui.errors import ModelLoadError
 from webui.generation.scheduler import Generator
@@ -31,9 +31,9 @@ def greedy(max_tokens: int) -> SamplingParams:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, smollm_path: Path, gemma_path: Path) -> Path:
-    """A models folder with SmolLM2 as F16 and as Q4_1, and gemma-3 (another tokenizer)."""
+    """A models folder with SmolLM2 as Q8_0 and as Q4_1, and gemma-3 (another tokenizer)."""
     d = tmp_path_factory.mktemp("draft-models")
-    (d / SMOLLM_F16).symlink_to(ensure_smollm_f16())
+    (d / SMOLLM_Q8).symlink_to(ensure_smollm_q8())
     (d / SMOLLM).symlink_to(smollm_path)
     (d / GEMMA).symlink_to(gemma_path)
     (d / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 64)
@@ -55,7 +55,7 @@ def gen(manager) -> Generator:
 @pytest.fixture(scope="module")
 def without_draft(manager, gen) -> dict[str, list[str]]:
     """The main model's own texts: each prompt alone, then two at once, and a seeded sampled one."""
-    manager.load(SMOLLM_F16)
+    manager.load(SMOLLM_Q8)
     assert "draft_model" not in manager.current.backend.metadata
     return run_all(gen)
 
@@ -68,7 +68,7 @@ def run_all(gen: Generator) -> dict[str, list[str]]:
 
 
 def test_the_text_stays_the_main_models_and_drafts_are_used(manager, gen, without_draft):
-    loaded = manager.load(SMOLLM_F16, options={"draft_model": SMOLLM, "draft_max": 4})
+    loaded = manager.load(SMOLLM_Q8, options={"draft_model": SMOLLM, "draft_max": 4})
     backend = loaded.backend
     assert backend.metadata["draft_model"] == SMOLLM
     assert loaded.options.draft_model == SMOLLM  # saved as named, not as the resolved path
@@ -86,7 +86,7 @@ def test_the_text_stays_the_main_models_and_drafts_are_used(manager, gen, withou
 
 
 def test_prompt_lookup_takes_over_for_a_request_that_asks_for_it(manager, gen):
-    loaded = manager.load(SMOLLM_F16, options={"draft_model": SMOLLM})
+    loaded = manager.load(SMOLLM_Q8, options={"draft_model": SMOLLM})
     engine = loaded.backend._engine
     text = "The cat sat on the mat. The cat sat on the mat. The cat sat on the mat. The cat"
     plain = gen.submit(text, greedy(24)).result()
@@ -106,7 +106,7 @@ def test_prompt_lookup_takes_over_for_a_request_that_asks_for_it(manager, gen):
         (GEMMA, "error.draft_vocabulary", "same family"),
         ("../" + SMOLLM, "error.draft_name", "file name"),
         ("nothing-here.gguf", "error.draft_missing", "not in the model's folder"),
-        (SMOLLM_F16, "error.draft_itself", "the model itself"),
+        (SMOLLM_Q8, "error.draft_itself", "the model itself"),
         ("broken.gguf", "error.draft_failed", "could not load the draft model"),
     ],
 )
@@ -114,7 +114,22 @@ def test_a_wrong_draft_is_explained_and_the_loaded_model_stays(manager, gen, dra
     manager.load(SMOLLM)
     expected = gen.submit(PROMPTS[2], greedy(8)).result()
     with pytest.raises(ModelLoadError) as info:
-        manager.load(SMOLLM_F16, options={"draft_model": draft})
+        manager.load(SMOLLM_Q8, options={"draft_model": draft})
     assert info.value.key == key and words in str(info.value)
     assert manager.current is not None and manager.current.name == SMOLLM
     assert gen.submit(PROMPTS[2], greedy(8)).result() == expected
+
+
+def test_past_512_tokens_the_text_stays_with_an_exact_cache_type(manager, gen):
+    """Beyond 512 cached tokens an fp16 cache computes a lone one-token decode otherwise than a decode of
+    several (see test_cache_type.py): with q8_0 the drafted text is still the model's own."""
+    from testdata import PROJECT_DIR
+
+    long_prompt = (PROJECT_DIR / "README.md").read_text()[:2400] + "\n\nIn short, this project"
+    manager.load(SMOLLM_Q8, options={"cache_type": "q8_0"})
+    assert len(manager.current.backend.tokenize(long_prompt)) > 550
+    plain = gen.submit(long_prompt, greedy(120)).result()
+    loaded = manager.load(SMOLLM_Q8, options={"cache_type": "q8_0", "draft_model": SMOLLM})
+    before = dict(loaded.backend.engine.counters)
+    assert gen.submit(long_prompt, greedy(120)).result() == plain
+    assert loaded.backend.engine.counters["accepted"] > before["accepted"]

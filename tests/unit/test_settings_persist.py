@@ -93,6 +93,7 @@ def test_each_setting_is_one_field_in_yaml_env_and_command_line(tmp_path):
                 "loader": "transformers",
                 "dtype": "float16",
                 "remote_api": "chat",
+                "cache_type": "q8_0",
             }.get(option.name, str(tmp_path) if "dir" in option.name or "path" in option.name else "3")
             value = option.convert(raw)
             argv += [option.flags[-1], raw]
