@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -622,6 +623,7 @@ def split_values(values: Mapping[str, Any]) -> tuple[dict[str, Any], LaunchOptio
     if load.get("remote_url") and not model:
         top["loader"], top["model"] = "remote", load.get("remote_model") or "remote"
     if model and ("/" in model or "\\" in model) and Path(model).exists():
-        path = Path(model).resolve()
+        # Not resolved: a model linked into a folder stays in that folder, beside its projector or draft model.
+        path = Path(os.path.normpath(Path(model).absolute()))
         top["model_dir"], top["model"] = path.parent, path.name
     return {**top, "load": load}, LaunchOptions.model_validate(launch)

@@ -288,3 +288,15 @@ def test_model_given_as_a_path_sets_the_models_folder(tmp_path):
     assert over["model"] == "m.gguf" and over["model_dir"] == f.parent
     over, _ = split_values({"settings.model": "m.gguf"})
     assert over == {"model": "m.gguf", "load": {}}
+
+
+def test_a_model_path_that_is_a_link_keeps_the_links_folder(tmp_path):
+    """The folder of the link, not of its target: a projector or draft model linked beside it is found there."""
+    target = tmp_path / "store" / "blob.gguf"
+    target.parent.mkdir()
+    target.write_bytes(b"GGUF")
+    (tmp_path / "models").mkdir()
+    link = tmp_path / "models" / "main.gguf"
+    link.symlink_to(target)
+    over, _ = split_values({"settings.model": str(link)})
+    assert over["model"] == "main.gguf" and over["model_dir"] == tmp_path / "models"

@@ -409,6 +409,8 @@ class SlotEngine:
             want = 1  # the last drafts were wrong from their first token: try one until one is right again
         if run.params.prompt_lookup or self.draft is None:
             return lookup_drafts(history, want)
+        if not run.generated:
+            return []  # the draft model reads the prompt after the first token is out, not before (TTFT)
         try:
             return self.draft.propose(slot.seq, history, want)
         except Exception:  # the main model goes on without drafts
