@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from webui.errors import ModelLoadError
+from webui.loaders.llama_slots import common_prefix
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class DraftModel:
         if n <= 0 or not history:
             return []
         cached = self._cached[seq]
-        keep = min(_common_prefix(cached, history), len(history) - 1)  # the last one is read for its logits
+        keep = min(common_prefix(cached, history), len(history) - 1)  # the last one is read for its logits
         if keep < len(cached):
             memory = self._lib.llama_get_memory(self._llm._ctx.ctx)
             if not self._lib.llama_memory_seq_rm(memory, seq, keep, -1):
@@ -225,12 +226,3 @@ def vocabulary_mismatch(target: Any, draft: Any) -> str:
         if t_model.token_get_text(token) != d_model.token_get_text(token):
             return f"token {token} is {d_model.token_get_text(token)!r} there, {t_model.token_get_text(token)!r} here"
     return ""
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

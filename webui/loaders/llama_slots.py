@@ -197,7 +197,7 @@ class SlotEngine:
         self._steps += 1
         slot.used = self._steps
         body = prompt[:-1]
-        common = self._exact_prefix(slot, body, _common_prefix(slot.cached, body))
+        common = self._exact_prefix(slot, body, common_prefix(slot.cached, body))
         reused = common
         common = self._maybe_restore(slot, body, common)
         self._drop(slot, common)
@@ -334,7 +334,7 @@ class SlotEngine:
         if not free:
             raise GenerationError("No free slot: the scheduler started more requests than there are slots.")
         # the longest shared prefix first, then the least recently used (its cache is the least likely wanted)
-        return max(free, key=lambda slot: (_common_prefix(slot.cached, prompt), -slot.used))
+        return max(free, key=lambda slot: (common_prefix(slot.cached, prompt), -slot.used))
 
     def _exact_prefix(self, slot: Slot, body: list[int], common: int) -> int:
         """How much of the slot's cached prefix (``common`` tokens of ``body``) the request may keep.
@@ -512,7 +512,8 @@ def lookup_drafts(history: Sequence[int], n: int) -> list[int]:
     return []
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
