@@ -79,11 +79,14 @@ def _start(args: Sequence[str], log: Path, url: str, probe: str, timeout: float)
             time.sleep(0.3)
 
 
-def start_webui(log_dir: Path, *args: str, timeout: float = 180) -> ServerProcess:
-    """``server.py *args`` on a free port (log ``server-PORT.log`` in ``log_dir``), once it answers."""
+def start_webui(log_dir: Path, *args: str, timeout: float = 180, script: Path | None = None) -> ServerProcess:
+    """``server.py *args`` on a free port (log ``server-PORT.log`` in ``log_dir``), once it answers.
+
+    ``script``: another launcher taking server.py's arguments (a test's server with a fault put in).
+    """
     port = free_port()
     return _start(
-        [sys.executable, str(PROJECT_DIR / "server.py"), "--listen-port", str(port), *args],
+        [sys.executable, str(script or PROJECT_DIR / "server.py"), "--listen-port", str(port), *args],
         Path(log_dir) / f"server-{port}.log",
         f"http://127.0.0.1:{port}",
         "/healthz",

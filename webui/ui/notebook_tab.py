@@ -151,7 +151,8 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         save_or_warn(lambda: services.save_notebook(t))
         return token_count_text(services, t)
 
-    text.input(on_edit, text, tokens, queue=False, show_progress="hidden", trigger_mode="always_last")
+    for edited in (text.input, text.blur):
+        edited(on_edit, text, tokens, queue=False, show_progress="hidden", trigger_mode="always_last")
     return {
         "text": text,
         "generate": generate,
