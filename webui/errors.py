@@ -89,6 +89,46 @@ class PromptTooLongError(WebUIError):
         self.n_ctx = n_ctx
 
 
+class InputTooLongError(WebUIError):
+    """An input to the embedding model longer than the model takes (and ``truncate`` was not asked for)."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, index: int, tokens: int, n_ctx: int, model: str) -> None:
+        super().__init__(
+            f"Input {index} is {tokens} tokens long, but the embedding model {model} takes at most {n_ctx} "
+            "tokens per input. Split the text into smaller chunks (RAG tools have a chunk size setting), "
+            f'or send "truncate": true to embed only its first {n_ctx} tokens.'
+        )
+        self.index, self.tokens, self.n_ctx = index, tokens, n_ctx
+
+
+class NoEmbeddingModelError(WebUIError):
+    status_code = 404
+    code = "no_embedding_model"
+
+    DEFAULT = (
+        "No embedding model is loaded. Start the server with --embedding-model NAME (a .gguf file or a "
+        "sentence-transformers folder in the models folder), or load one in the Model tab (Embedding model)."
+    )
+
+    def __init__(self, message: str | None = None) -> None:
+        key = None if message else "embeddings.error_none"
+        super().__init__(message or self.DEFAULT, key=key)
+
+
+class EmbeddingInputError(WebUIError):
+    """Inputs the embedding model cannot take: empty, too many, too long together, token ids out of range."""
+
+    code = "invalid_input"
+
+
+class EmbeddingCancelled(WebUIError):
+    """The client went away while its inputs were being embedded (the rest was not computed)."""
+
+    code = "embedding_cancelled"
+
+
 class GenerationError(WebUIError):
     status_code = 500
     code = "generation_failed"
@@ -250,10 +290,22 @@ class QuotaError(WebUIError):
         self.retry_after = retry_after
 
 
+class UserLimitError(WebUIError):
+    """A request that asks for more than the server's admin lets one user ask for (whatever the queue holds)."""
+
+    code = "over_user_limit"
+
+
 class SchemaError(WebUIError):
     """A JSON schema (a tool's parameters, a ``response_format``) that is invalid or cannot be enforced."""
 
     code = "invalid_schema"
+
+
+class AttachmentError(WebUIError):
+    """A file or image that cannot be used (wrong type, too large, corrupt, no text...)."""
+
+    code = "invalid_attachment"
 
 
 class UnsupportedFeatureError(WebUIError):

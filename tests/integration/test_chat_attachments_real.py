@@ -12,12 +12,12 @@ from PIL import Image
 
 from harness import smollm_generator
 from testdata import PROJECT_DIR
-from webui.attachments.types import IMAGE_MARKER, AttachmentError
+from webui.attachments.types import IMAGE_MARKER
 from webui.chat.export import chat_markdown, export_chat
 from webui.chat.history import ChatStore
 from webui.chat.prompt import Character, ChatOptions, Persona
 from webui.chat.service import ChatService
-from webui.errors import UnsupportedFeatureError
+from webui.errors import AttachmentError, UnsupportedFeatureError
 from webui.params import SamplingParams
 
 pytestmark = pytest.mark.integration

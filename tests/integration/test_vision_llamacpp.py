@@ -16,8 +16,8 @@ import pytest
 from PIL import Image, ImageColor
 
 from vlm_models import ensure_tiny_vlm_gguf
-from webui.attachments.types import IMAGE_MARKER, AttachmentError, ImageInput
-from webui.errors import ModelLoadError, PromptTooLongError, UnsupportedFeatureError
+from webui.attachments.types import IMAGE_MARKER, ImageInput
+from webui.errors import AttachmentError, ModelLoadError, PromptTooLongError, UnsupportedFeatureError
 from webui.loaders.base import Chunk, StreamExtras
 from webui.loaders.llamacpp import LlamaCppBackend, find_projectors
 from webui.loaders.mtmd import Projector, placeholder, resolve_projector

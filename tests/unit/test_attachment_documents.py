@@ -25,7 +25,7 @@ from webui.attachments.documents import (
     normalise_text,
     read_document,
 )
-from webui.attachments.types import AttachmentError
+from webui.errors import AttachmentError
 
 
 # ----- makers -----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from webui.attachments.images import (
     parse_data_url,
     read_image,
 )
-from webui.attachments.types import AttachmentError
+from webui.errors import AttachmentError
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from webui.attachments.images import read_image
-from webui.attachments.types import AttachmentError
 from webui.attachments.urls import Resolver, address_problem, fetch_image_url
+from webui.errors import AttachmentError
 
 
 def png_bytes() -> bytes:

@@ -15,15 +15,17 @@ import pytest
 
 from embedding_models import CLS, SEP, FakeEmbedder, fake_models
 from webui.downloads import starter
-from webui.errors import DownloadError, ModelLoadError, ModelNotFoundError
-from webui.models.embedders import (
+from webui.errors import (
+    DownloadError,
     EmbeddingCancelled,
     EmbeddingInputError,
+    InputTooLongError,
+    ModelLoadError,
+    ModelNotFoundError,
     NoEmbeddingModelError,
-    pool,
-    sentence_transformers_layout,
 )
-from webui.models.embeddings import MAX_INPUTS, InputTooLongError, batches
+from webui.models.embedders import pool, sentence_transformers_layout
+from webui.models.embeddings import MAX_INPUTS, batches
 from webui.models.manager import ModelManager
 
 

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from fakes import FakeBackend
-from webui.errors import QuotaError
-from webui.generation.limits import UserLimitError, UserLimits
+from webui.errors import QuotaError, UserLimitError
+from webui.generation.limits import UserLimits
 from webui.generation.scheduler import GenerationJob, Generator, Prepared
 from webui.models.manager import ModelManager
 from webui.params import LoadOptions, SamplingParams

@@ -23,7 +23,8 @@ import zipfile
 from html.parser import HTMLParser
 from typing import Any
 
-from webui.attachments.types import AttachmentError, Document
+from webui.attachments.types import Document
+from webui.errors import AttachmentError
 
 #: Largest upload read as a document.
 MAX_DOCUMENT_BYTES = 32 * 2**20

@@ -24,7 +24,8 @@ import struct
 import zlib
 from typing import Any
 
-from webui.attachments.types import AttachmentError, ImageInput
+from webui.attachments.types import ImageInput
+from webui.errors import AttachmentError
 
 #: Largest image file (or data URL's decoded bytes) accepted.
 MAX_IMAGE_BYTES = 16 * 2**20

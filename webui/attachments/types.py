@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from webui.errors import WebUIError
-
 #: Where an image goes in a rendered prompt, one per image in order. It is llama.cpp's
 #: ``mtmd_default_marker()``; loaders with ``Capabilities.images`` replace it with what their
 #: model needs (llama.cpp's libmtmd takes it as it is; transformers uses its processor's token).
 IMAGE_MARKER = "<__media__>"
-
-
-class AttachmentError(WebUIError):
-    """A file or image that cannot be used (wrong type, too large, corrupt, no text...)."""
-
-    code = "invalid_attachment"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webui.attachments.images import MAX_IMAGE_BYTES, parse_data_url
-from webui.attachments.types import AttachmentError
+from webui.errors import AttachmentError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

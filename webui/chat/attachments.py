@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from webui.attachments.documents import DOCUMENT_EXTENSIONS, read_document
 from webui.attachments.images import read_image
-from webui.attachments.types import IMAGE_MARKER, AttachmentError, Document, ImageInput
+from webui.attachments.types import IMAGE_MARKER, Document, ImageInput
+from webui.errors import AttachmentError
 from webui.storage import atomic_write_bytes, atomic_write_text, safe_name
 
 Kind = Literal["document", "image"]

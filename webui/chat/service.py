@@ -20,12 +20,17 @@ from webui.agents.engine import call_grammar, call_problem, with_image_parts
 from webui.agents.formats import ToolFormat, detect_format, format_by_name
 from webui.agents.reasoning import THINK, ReasoningSplitter
 from webui.agents.types import CallCollector, ToolCall, ToolChoice, ToolSpec
-from webui.attachments.types import AttachmentError
 from webui.characters.character import Character
 from webui.chat.attachments import Attachment, Upload, check_count, document_block, read_upload
 from webui.chat.history import DECLINED, Chat, ChatStore, Message
 from webui.chat.prompt import ChatOptions, Persona, Prompt, Template, build_prompt, context_limit
-from webui.errors import MessageNotFoundError, NoModelLoadedError, UnsupportedFeatureError, WebUIError
+from webui.errors import (
+    AttachmentError,
+    MessageNotFoundError,
+    NoModelLoadedError,
+    UnsupportedFeatureError,
+    WebUIError,
+)
 from webui.generation.scheduler import GenerationJob, GenerationStats, Generator, Prepared
 from webui.loaders.base import ChatPayload, StreamExtras
 from webui.models.manager import LoadedModel

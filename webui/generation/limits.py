@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from webui.errors import QuotaError, WebUIError
+from webui.errors import QuotaError, UserLimitError
 from webui.params import SamplingParams
 
 
@@ -27,12 +27,6 @@ class UserLimits:
 
 #: No limits: admins, and everyone when the server has no log-in and no API keys.
 NO_LIMITS = UserLimits()
-
-
-class UserLimitError(WebUIError):
-    """A request that asks for more than the server's admin lets one user ask for (whatever the queue holds)."""
-
-    code = "over_user_limit"
 
 
 def check_tokens(params: SamplingParams, limits: UserLimits) -> None:

@@ -279,7 +279,7 @@ class Generator:
 
         ``model`` runs it (None: the main model; a name from ``ModelManager.route``).
         ``user`` sent it (None: no log-in); ``limits`` are that user's (raises
-        :class:`~webui.generation.limits.UserLimitError` for too many tokens, and
+        :class:`~webui.errors.UserLimitError` for too many tokens, and
         :class:`~webui.errors.QuotaError` when the user already has as many jobs as allowed).
         """
         if prepare is None:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from webui.attachments.types import IMAGE_MARKER, AttachmentError, ImageInput
-from webui.errors import UnsupportedFeatureError
+from webui.attachments.types import IMAGE_MARKER, ImageInput
+from webui.errors import AttachmentError, UnsupportedFeatureError
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from webui.attachments.types import IMAGE_MARKER, AttachmentError, ImageInput
-from webui.errors import GenerationError, ModelInfoError, ModelLoadError
+from webui.attachments.types import IMAGE_MARKER, ImageInput
+from webui.errors import AttachmentError, GenerationError, ModelInfoError, ModelLoadError
 
 #: ``general.type`` of a projector file, and the architecture every llama.cpp projector declares.
 PROJECTOR_TYPE = "mmproj"

@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
-from webui.errors import ModelLoadError, WebUIError
+from webui.errors import ModelLoadError
 from webui.loaders.llamacpp import check_gguf_file, default_threads
 from webui.loaders.transformers import check_hf_folder, is_hf_folder
 from webui.models.facts import gguf_facts
@@ -44,32 +44,6 @@ GGUF_RANK = 4
 #: Sequences one transformers forward pass takes at most, and padded tokens (sequences x longest).
 HF_BATCH_SEQUENCES = 32
 HF_BATCH_TOKENS = 8192
-
-
-class NoEmbeddingModelError(WebUIError):
-    status_code = 404
-    code = "no_embedding_model"
-
-    DEFAULT = (
-        "No embedding model is loaded. Start the server with --embedding-model NAME (a .gguf file or a "
-        "sentence-transformers folder in the models folder), or load one in the Model tab (Embedding model)."
-    )
-
-    def __init__(self, message: str | None = None) -> None:
-        key = None if message else "embeddings.error_none"
-        super().__init__(message or self.DEFAULT, key=key)
-
-
-class EmbeddingInputError(WebUIError):
-    """Inputs the embedding model cannot take: empty, too many, too long together, token ids out of range."""
-
-    code = "invalid_input"
-
-
-class EmbeddingCancelled(WebUIError):
-    """The client went away while its inputs were being embedded (the rest was not computed)."""
-
-    code = "embedding_cancelled"
 
 
 def pool(vectors: Any, how: str) -> Any:

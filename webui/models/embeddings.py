@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from webui.errors import ModelNotFoundError, WebUIError
-from webui.models.embedders import (
-    Embedder,
+from webui.errors import (
     EmbeddingCancelled,
     EmbeddingInputError,
+    InputTooLongError,
+    ModelNotFoundError,
     NoEmbeddingModelError,
-    open_embedder,
 )
+from webui.models.embedders import Embedder, open_embedder
 from webui.models.manager import release_free_memory
 from webui.settings import Settings
 from webui.storage import safe_name
@@ -49,18 +49,6 @@ DEFAULT_CTX: int = Settings.model_fields["embedding_ctx_size"].default
 Opener = Callable[[Path, int], Embedder]
 Input = str | Sequence[int]
 T = TypeVar("T")
-
-
-class InputTooLongError(WebUIError):
-    code = "context_length_exceeded"
-
-    def __init__(self, index: int, tokens: int, n_ctx: int, model: str) -> None:
-        super().__init__(
-            f"Input {index} is {tokens} tokens long, but the embedding model {model} takes at most {n_ctx} "
-            "tokens per input. Split the text into smaller chunks (RAG tools have a chunk size setting), "
-            f'or send "truncate": true to embed only its first {n_ctx} tokens.'
-        )
-        self.index, self.tokens, self.n_ctx = index, tokens, n_ctx
 
 
 @dataclass(frozen=True)
