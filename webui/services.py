@@ -295,7 +295,7 @@ class Services:
         audit = self.root.audit
         if audit is None or (self.root.accounts is None and not (self.root.api_keys and self.root.api_keys.required)):
             return
-        actor = self.user.name if self.user else "local"
+        actor = (self.user.name or "guest") if self.user else "local"
         try:
             audit.record(actor, action, **details)
         except OSError as exc:  # the log's disk full or read-only: the action itself still happens

@@ -31,9 +31,11 @@ ALICE, BOB = "sk-webui-alice-key", "sk-webui-bob-key"
 CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 
 
-def build(tmp_path, loaders, *, users: bool = True, api_key: str | None = None, **settings) -> Services:
+def build(
+    tmp_path, loaders, *, users: bool = True, keys: bool = True, api_key: str | None = None, **settings
+) -> Services:
     """A server with two models, alice (admin) and bob (user) in the users file (unless ``users`` is false),
-    and a key each in api-keys.yaml."""
+    and a key each in api-keys.yaml (unless ``keys`` is false)."""
     user_dir = tmp_path / "user"
     models = user_dir / "models"
     models.mkdir(parents=True)
@@ -42,8 +44,9 @@ def build(tmp_path, loaders, *, users: bool = True, api_key: str | None = None, 
     if users:
         doc = {"users": {"alice": {"password": "pw-alice", "role": "admin"}, "bob": {"password": "pw-bob"}}}
         (user_dir / "users.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
-    keys = {"keys": {"alice": [key_digest(ALICE)], "bob": [key_digest(BOB)]}}
-    (user_dir / "api-keys.yaml").write_text(yaml.safe_dump(keys), encoding="utf-8")
+    if keys:
+        doc = {"keys": {"alice": [key_digest(ALICE)], "bob": [key_digest(BOB)]}}
+        (user_dir / "api-keys.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
     services = Services.build(Settings(user_data_dir=user_dir, api=True, api_key=api_key, **settings), loaders=loaders)
     services.embeddings, _ = fake_models(tmp_path)
     services.load_model("a.gguf", "fake")
@@ -184,6 +187,35 @@ def test_admin_routes_refuse_a_users_key_and_take_an_admins(tmp_path, loaders):
     assert client.post("/v1/internal/model/unload", headers=bearer(ALICE)).json() == {"model": None, "loaded": []}
     audit = (tmp_path / "user" / "logs" / "audit.jsonl").read_text(encoding="utf-8")
     assert '"actor": "bob"' in audit and '"actor": "alice"' in audit
+
+
+def test_with_log_in_and_no_keys_a_caller_is_a_guest_who_cannot_load_or_unload(tmp_path, loaders):
+    """Log-in on the page but no API keys: /v1 must not be a side door with the admin's rights. A caller
+    without a key chats with the loaded model as a guest; the admin's routes are refused, saying how to
+    get an admin key; nothing is unloaded."""
+    services = build(tmp_path, loaders, keys=False)
+    client = client_of(services)
+    r = client.post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 200, r.text
+    for path, body in [
+        ("/v1/internal/model/load", {"model_name": "b.gguf", "loader": "fake"}),
+        ("/v1/internal/model/unload", None),
+        ("/v1/internal/embedding-model/load", {"model_name": "embed.gguf"}),
+        ("/v1/internal/embedding-model/unload", None),
+    ]:
+        r = client.post(path, json=body)
+        assert r.status_code == 403, (path, r.text)
+        message = r.json()["error"]["message"]
+        assert "admin" in message and "api-keys.yaml" in message and "--api-key" in message, message
+    assert [m.name for m in services.models.loaded_models()] == ["a.gguf"]
+    # the admin's key (--api-key) makes keys required: the admin loads, a keyless caller is a 401
+    admin = build(tmp_path / "with-key", loaders, keys=False, api_key="sk-admin")
+    client = client_of(admin)
+    assert client.post("/v1/chat/completions", json=CHAT).status_code == 401
+    r = client.post(
+        "/v1/internal/model/load", json={"model_name": "b.gguf", "loader": "fake"}, headers=bearer("sk-admin")
+    )
+    assert r.status_code == 200, r.text
 
 
 def test_a_user_may_load_a_model_the_admin_allowed(tmp_path, loaders):

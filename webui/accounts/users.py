@@ -55,6 +55,11 @@ class User:
         return canonical_key(self.name)
 
 
+#: Nobody in particular, with a user's rights and no data of their own: the view a page is built with
+#: before any request, and a /v1 caller without a key when log-in is on and the server has no API keys.
+NOBODY = User(name="", role="user", folder=".nobody")
+
+
 class Accounts:
     """The users of one server, their passwords and the warnings found while loading them."""
 

@@ -31,12 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from webui.accounts.users import User
-from webui.api.auth import current_user, view_for
+from webui.api.auth import admin_route, current_user, view_for
 from webui.api.errors import header_text
 from webui.api.schemas import HARMLESS_FIELDS, lone_surrogate
 from webui.api.streaming import cancel_on_disconnect
-from webui.errors import UnsupportedFeatureError
-from webui.models.embedders import NoEmbeddingModelError
+from webui.errors import NoEmbeddingModelError, UnsupportedFeatureError
 from webui.models.embeddings import MAX_INPUTS, EmbeddingModelInfo
 from webui.services import Services
 
@@ -168,12 +167,14 @@ def create_embeddings_api(services: Services) -> APIRouter:
 
     @router.post("/internal/embedding-model/load")
     def load_model(req: LoadEmbeddingModelRequest, user: User | None = Depends(caller)) -> dict[str, Any]:
-        info = view_for(services, user).load_embedding_model(req.model_name)  # admins only
+        with admin_route(user):
+            info = view_for(services, user).load_embedding_model(req.model_name)  # admins only
         return model_info(info) or {}
 
     @router.post("/internal/embedding-model/unload")
     def unload_model(user: User | None = Depends(caller)) -> dict[str, Any]:
-        view_for(services, user).unload_embedding_model()  # admins only
+        with admin_route(user):
+            view_for(services, user).unload_embedding_model()  # admins only
         return {"model": None}
 
     return router

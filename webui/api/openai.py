@@ -31,7 +31,7 @@ from webui.agents.engine import (
     load_images,
 )
 from webui.agents.types import ToolChoice, ToolSpec
-from webui.api.auth import current_user, is_admin, view_for
+from webui.api.auth import admin_route, current_user, is_admin, view_for
 from webui.api.errors import error_of, header_text
 from webui.api.schemas import (
     ChatCompletionRequest,
@@ -222,7 +222,8 @@ def create_api(services: Services) -> APIRouter:
         """Load a model (admins; other users only the models the admin allowed, --user-models)."""
         view = view_for(services, user)
         try:
-            loaded = view.load_model(req.model_name, req.loader, explicit=dict(req.options or {}))
+            with admin_route(user):
+                loaded = view.load_model(req.model_name, req.loader, explicit=dict(req.options or {}))
         except ValidationError as exc:
             raise WebUIError(f"Invalid load options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
         return {"model": loaded.name, "loader": loaded.loader, "n_ctx": loaded.backend.n_ctx}
@@ -237,7 +238,8 @@ def create_api(services: Services) -> APIRouter:
             listed = ", ".join(m.name for m in loaded) or "none"
             raise ModelNotFoundError(f"{name!r} is not loaded. Loaded: {listed}.")
         named = [m.name for m in loaded if name in (m.name, m.backend.served_name)]
-        view_for(services, user).unload_model(named[0] if named else None)
+        with admin_route(user):
+            view_for(services, user).unload_model(named[0] if named else None)
         current = services.models.current
         return {"model": current.name if current else None, "loaded": [m.name for m in services.models.loaded_models()]}
 

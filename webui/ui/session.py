@@ -17,12 +17,11 @@ from typing import Any, cast
 
 from gradio.context import LocalContext
 
-from webui.accounts.users import User
+from webui.accounts.users import NOBODY, User
 from webui.services import Services
 
-#: Whose view a page is built with before any request (the page's first values, sent to every user):
-#: nobody's data; each user's own values arrive with the page's load events.
-NOBODY = User(name="", role="user", folder=".nobody")
+# A page is built with NOBODY's view before any request (the page's first values, sent to every user):
+# nobody's data; each user's own values arrive with the page's load events.
 
 
 def request_user(services: Services) -> User | None:
