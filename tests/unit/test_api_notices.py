@@ -3,6 +3,7 @@ loader; the real-server shapes are in tests/integration/test_api_compat.py)."""
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar
 
 import fastapi
@@ -92,3 +93,24 @@ def test_prompt_lookup_on_a_loader_without_it_runs_and_is_named_as_ignored(tmp_p
     assert (
         "x-webui-ignored-fields" not in client.post("/v1/chat/completions", json={**HELLO, "prompt_lookup": 0}).headers
     )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_completion_prompt_cut_to_truncation_length_says_how_many_tokens_were_not_sent(tmp_path, loaders, stream):
+    """Raw text may be cut from the front to truncation_length (chat prompts never are), but not silently:
+    usage.prompt_tokens_cut, and for a whole response a notice header."""
+    client = client_for(tmp_path, loaders, "fake")
+    body = {"prompt": "x" * 150, "max_tokens": 1, "truncation_length": 100, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    if stream:
+        events = [line[len("data: ") :] for line in r.text.splitlines() if line.startswith("data: {")]
+        usage = json.loads(events[-1])["usage"]
+    else:
+        usage = r.json()["usage"]
+        assert "first 50 tokens were not sent" in r.headers["x-webui-notice"]
+    assert usage["prompt_tokens_cut"] == 50 and usage["prompt_tokens"] == 100
+    r = client.post("/v1/completions", json={"prompt": "x" * 50, "max_tokens": 1, "truncation_length": 100})
+    assert "prompt_tokens_cut" not in r.json()["usage"] and "x-webui-notice" not in r.headers

@@ -104,7 +104,11 @@ class _Reply:
     def usage(stats: list[GenerationStats]) -> dict[str, int]:
         prompt = stats[0].prompt_tokens if stats else 0
         completion = sum(s.completion_tokens for s in stats)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        cut = max((s.prompt_cut for s in stats), default=0)
+        if cut:  # a raw prompt longer than truncation_length lost its start: never silently
+            usage["prompt_tokens_cut"] = cut
+        return usage
 
     @staticmethod
     def finish(stats: GenerationStats) -> str:
@@ -351,6 +355,9 @@ def create_api(services: Services) -> APIRouter:
             choices.append(choice)
             stats.append(job.stats)
         reply.model = ran_on(jobs[0])
+        cut = max(s.prompt_cut for s in stats)
+        if cut:
+            headers = {**headers, "x-webui-notice": prompt_cut_notice(cut)}
         return JSONResponse(reply.body(choices, stats), headers=headers)
 
     @router.post("/chat/completions")
@@ -397,6 +404,9 @@ def create_api(services: Services) -> APIRouter:
             stats.append(job.stats)
             headers.update(template_header(job))
         reply.model = ran_on(jobs[0])
+        cut = max(s.prompt_cut for s in stats)
+        if cut:
+            headers = {**headers, "x-webui-notice": prompt_cut_notice(cut)}
         return JSONResponse(reply.body(choices, stats), headers=headers)
 
     def chat_request_of(view: Services, req: ChatCompletionRequest) -> ChatRequest:
@@ -609,6 +619,12 @@ def create_api(services: Services) -> APIRouter:
 
 def wants_usage_chunk(req: GenerationRequest) -> bool:
     return req.stream_options is not None and req.stream_options.include_usage
+
+
+def prompt_cut_notice(cut: int) -> str:
+    return (
+        f"The prompt was longer than truncation_length: its first {cut} tokens were not sent (usage.prompt_tokens_cut)."
+    )
 
 
 def finished(events: Any, reply: _Reply, jobs: list[GenerationJob], req: GenerationRequest) -> Any:
