@@ -21,7 +21,7 @@ import gradio as gr
 from webui.agents.reasoning import template_reads
 from webui.catalogue import in_language
 from webui.chat.history import Chat, Message, clean_setup
-from webui.chat.prompt import MODES
+from webui.chat.prompt import MODES, ChatOptions, Prompt, build_prompt, context_limit
 from webui.chat.service import greeting_message
 from webui.errors import ChatNotFoundError, WebUIError
 from webui.services import Services
@@ -338,6 +338,34 @@ class ChatPage:
         setup = setup_of(*values)
         chat.apply_setup(setup)
         self.remember_setup(setup)
+
+    def preview_prompt(
+        self, state: Any, character: str, options: ChatOptions, template_choice: str | None, prefix: str = ""
+    ) -> Prompt | None:
+        """The prompt the open chat's next turn would send (with a placeholder for the next message), as a
+        turn builds it: the same budget (``truncation_length``, room for the reply), attachments and
+        lorebook. None without a model."""
+        loaded = self.services.models.current
+        if loaded is None:
+            return None
+        chat = self.open_chat(state, character)
+        files = self.services.chat_service.store.files(chat.character, chat.id)
+        template, _ = self.template_for(template_choice)
+        params = self.services.initial_params()  # the Parameters tab's values, saved as they change
+        history = [*chat.messages, Message("user", tr("chat.next_message", page_language()))]
+        return build_prompt(
+            chat,
+            history,
+            self.services.characters.load(character),
+            options,
+            template,
+            n_ctx=context_limit(loaded.backend.n_ctx, params.truncation_length),
+            max_new_tokens=params.max_tokens,
+            tokenize=loaded.backend.tokenize,
+            reply_prefix=prefix or "",
+            materials=lambda m: files.materials(m.attachments),  # what the model gets: the attachments too
+            image_tokens=loaded.backend.image_tokens,
+        )
 
     def template_for(self, choice: str | None) -> tuple[Any, str]:
         """The template the dropdown's choice gives the loaded model (for the prompt view and the note)."""

@@ -16,7 +16,7 @@ import gradio as gr
 from webui.agents.types import ToolChoice
 from webui.catalogue import in_language
 from webui.characters.character import DEFAULT_CHARACTER
-from webui.chat.history import Chat, Message
+from webui.chat.history import Chat
 from webui.chat.prompt import MODES, ChatOptions, Mode, Persona, Prompt
 from webui.chat.service import Action, Turn, edit_message, remove_last, switch_version
 from webui.errors import WebUIError
@@ -542,28 +542,11 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     def on_show_prompt(
         state: Any, character: str, mode_v: str, system: str, name: str, bio: str, tpl: str, think: bool, prefix: str
     ) -> list[str]:
-        from webui.chat.prompt import build_prompt
-
-        loaded = services.models.current
-        if loaded is None:
-            return [tr("chat.no_model", page_language()), ""]
-        chat = open_chat(state, character)
-        files = services.chat_service.store.files(chat.character, chat.id)
-        template, _ = template_for(tpl)
-        history_messages = list(chat.messages) + [Message("user", tr("chat.next_message", page_language()))]
-        prompt = build_prompt(
-            chat,
-            history_messages,
-            services.characters.load(character),
-            options_of(mode_v, system, name, bio, think is not False),
-            template,
-            n_ctx=loaded.backend.n_ctx,
-            max_new_tokens=0,
-            tokenize=loaded.backend.tokenize,
-            reply_prefix=prefix or "",
-            materials=lambda m: files.materials(m.attachments),  # what the model gets: the attachments too
-            image_tokens=loaded.backend.image_tokens,
+        prompt = page.preview_prompt(
+            state, character, options_of(mode_v, system, name, bio, think is not False), tpl, prefix
         )
+        if prompt is None:
+            return [tr("chat.no_model", page_language()), ""]
         return [prompt.text, prompt.lore.summary()]
 
     def on_template(choice: str | None) -> list[Any]:
