@@ -115,6 +115,10 @@ def test_characters_switch_chats_and_greeting(chat_page, server):
     send(page, "What is a prime number?")
     tutor_files = list((server.user_dir / "logs" / "chats" / "Tutor").glob("*.json"))
     assert len(tutor_files) == 1
+    reload(page)  # the character and its open chat come back with the page
+    open_chat(page)
+    wait_text(page, "#chat-box", "What is a prime number?")
+    assert page.locator("#chat-character input").input_value() == "Tutor"
     choose(page, "chat-character", "Assistant")
     wait_text(page, "#chat-box", "Hello!")
     assert page.locator("#chat-list input").input_value() == first_chat
