@@ -20,7 +20,7 @@ from webui.chat.history import ChatStore
 from webui.chat.prompt import Template
 from webui.chat.search import ChatIndex
 from webui.chat.service import ChatService
-from webui.downloads.hub import DownloadManager
+from webui.downloads.hub import Choice, DownloadJob, DownloadManager, Listing
 from webui.errors import NoModelLoadedError, PermissionDeniedError, SaveError, SettingsError, WebUIError
 from webui.generation.cancel import Cancels
 from webui.generation.limits import UserLimits
@@ -48,6 +48,9 @@ USER_KEYS = frozenset(
     {"preset", "params", "chat_character", "chat_id", "template_overrides", "chat_setup", "compare"}
     | {"tools_allow_read_only"}
 )
+
+#: The shared libraries an admin edits in place (attribute of the services, the kind the audit log names).
+LIBRARIES = (("presets", "preset"), ("characters", "character"), ("instruction_templates", "instruction template"))
 
 
 @dataclass
@@ -157,6 +160,8 @@ class Services:
         services.accounts = load_accounts(settings.users_path, settings.ui_credentials(), settings.admin_names)
         services.api_keys = load_api_keys(settings.api_keys_path, services.accounts, settings.api_key)
         services.audit = AuditLog(user_dir / "logs" / "audit.jsonl")
+        for attr, library in services._libraries_for(None).items():  # (logged only with log-in or API keys)
+            setattr(services, attr, library)
         for warning in [*(services.accounts.warnings if services.accounts else []), *services.api_keys.warnings]:
             log.warning("%s", warning)
         if settings.embedding_model:
@@ -206,7 +211,13 @@ class Services:
             service = self.chat_service
             own_service = ChatService(queue, self.chats, service.choose_template, service.tool_format_for)
             return dataclasses.replace(
-                self, user=user, shared=self, generator=queue, chat_service=own_service, _spaces={}
+                self,
+                user=user,
+                shared=self,
+                generator=queue,
+                chat_service=own_service,
+                _spaces={},
+                **self._libraries_for(user),
             )
         settings = self.settings
         own = Path(settings.user_data_dir) / "users" / user.folder
@@ -231,20 +242,26 @@ class Services:
             timeout=settings.tool_timeout,
             max_result_chars=settings.tool_result_max_chars,
         )
-        presets, characters, templates = self.presets, self.characters, self.instruction_templates
-        if not user.is_admin:  # admins edit the shared libraries; a user sees them plus their own copies
-            presets = cast(PresetStore, Layered(PresetStore(own / "presets"), self.presets))
+        if user.is_admin:  # admins edit the shared libraries, each change in the audit log as theirs
+            libraries = self._libraries_for(user)
+            presets = cast(PresetStore, libraries["presets"])
+            characters = cast(CharacterStore, libraries["characters"])
+            templates = cast(InstructionTemplateStore, libraries["instruction_templates"])
+        else:  # a user sees the shared libraries plus their own copies, where everything they save goes
+            presets = cast(PresetStore, Layered(PresetStore(own / "presets"), shared_store(self.presets)))
             characters = cast(
                 CharacterStore,
                 Layered(
                     CharacterStore(own / "characters"),
-                    self.characters,
+                    shared_store(self.characters),
                     reads=("load", "read", "picture_of", "export_card", "export_files"),
                 ),
             )
             templates = cast(
                 InstructionTemplateStore,
-                Layered(InstructionTemplateStore(own / "instruction-templates"), self.instruction_templates),
+                Layered(
+                    InstructionTemplateStore(own / "instruction-templates"), shared_store(self.instruction_templates)
+                ),
             )
         models, root = self.models, self
 
@@ -278,8 +295,9 @@ class Services:
         """Whether this view may do the admin's work (no log-in: the one local user may do everything)."""
         return self.user is None or self.user.is_admin
 
-    def require_admin(self, action: str) -> None:
-        """Refuse ``action`` unless this view's user is an admin; an admin's action goes in the audit log."""
+    def check_admin(self, action: str) -> None:
+        """Refuse ``action`` unless this view's user is an admin (a refusal goes in the audit log; the
+        admin's action itself is recorded by the caller, with its details, once it is done)."""
         if not self.is_admin:
             assert self.user is not None
             self.record("refused", what=action)
@@ -288,18 +306,35 @@ class Services:
                 key="error.admin_only",
                 action=action,
             )
+
+    def require_admin(self, action: str) -> None:
+        """Refuse ``action`` unless this view's user is an admin; an admin's action goes in the audit log."""
+        self.check_admin(action)
         self.record(action)
 
     def record(self, action: str, **details: Any) -> None:
         """Add ``action`` by this view's user to the audit log (when log-in or API keys are set up)."""
+        self.root._record_as(self.user, action, **details)
+
+    def _record_as(self, user: User | None, action: str, **details: Any) -> None:
         audit = self.root.audit
         if audit is None or (self.root.accounts is None and not (self.root.api_keys and self.root.api_keys.required)):
             return
-        actor = (self.user.name or "guest") if self.user else "local"
+        actor = (user.name or "guest") if user else "local"
         try:
             audit.record(actor, action, **details)
         except OSError as exc:  # the log's disk full or read-only: the action itself still happens
             log.error("Could not write the audit log: %s", exc)
+
+    def _libraries_for(self, user: User | None) -> dict[str, Any]:
+        """The shared libraries (presets, characters, instruction templates) as ``user`` edits them in
+        place: every save, import and delete goes in the audit log as theirs (see :class:`SharedLibrary`)."""
+        root = self.root
+
+        def record(action: str, **details: Any) -> None:
+            root._record_as(user, action, **details)
+
+        return {attr: SharedLibrary(shared_store(getattr(root, attr)), kind, record) for attr, kind in LIBRARIES}
 
     def limits_for(self, user: User | None = None) -> UserLimits:
         """The share of the queue ``user`` (default: this view's) may take: admins and no-log-in none."""
@@ -336,6 +371,18 @@ class Services:
         current = self.models.current
         allowed = set(self.root.settings.user_model_names) | ({current.name} if current else set())
         return [n for n in names if n in allowed]
+
+    def download_model(self, listing: Listing, choice: Choice, token: str | None = None) -> DownloadJob:
+        """Start downloading ``choice`` of ``listing`` into the models folder (the admin's); the audit log
+        names the repository (or URL) and the files (never the token)."""
+        self.check_admin("download models")
+        job = self.downloads.start(listing, choice, token)
+        source = listing.source
+        where: dict[str, Any] = {"url": strip_query(source.url)} if source.url else {"repo": source.repo_id}
+        if source.url is None and source.revision != "main":
+            where["revision"] = source.revision
+        self.record("download a model", **where, files=[f.path for f in choice.files], target=choice.target)
+        return job
 
     def unload_model(self, name: str | None = None) -> None:
         """Free ``name`` (None: every loaded model). Admins only."""
@@ -552,6 +599,59 @@ def user_settings(server: Settings, overlay: dict[str, Any]) -> Settings:
     defaults where they have made none - never the first admin's (their system prompt, preset, open chat)."""
     defaults = {key: Settings.model_fields[key].get_default(call_default_factory=True) for key in USER_KEYS}
     return server.model_copy(update={**defaults, **overlay})
+
+
+class SharedLibrary:
+    """A shared library (presets, characters or instruction templates) in the hands of someone who edits
+    it in place - an admin, or the one local user: the store itself, and each change made to it (a save,
+    an import, a delete) goes in the audit log with the item's kind and name, once it is done.
+
+    ``record(action, **details)`` writes the entry as the editor's (it decides whether there is a log).
+    """
+
+    def __init__(self, store: Any, kind: str, record: Callable[..., None]) -> None:
+        self.store = store
+        self.kind = kind
+        self._record = record
+
+    def save(self, name: str, *args: Any, **kwargs: Any) -> Path:
+        path = self.store.save(name, *args, **kwargs)
+        self._record(f"save the shared {self.kind}", kind=self.kind, name=Path(path).stem)
+        return cast(Path, path)
+
+    def write(self, name: str, data: dict[str, Any]) -> Path:
+        path = self.store.write(name, data)
+        self._record(f"save the shared {self.kind}", kind=self.kind, name=Path(path).stem)
+        return cast(Path, path)
+
+    def delete(self, name: str) -> None:
+        self.store.delete(name)
+        self._record(f"delete the shared {self.kind}", kind=self.kind, name=name)
+
+    def import_file(self, path: Path, original_name: str | None = None) -> ImportResult:
+        result = cast(ImportResult, self.store.import_file(path, original_name))
+        file = original_name or Path(path).name
+        self._record(f"import the shared {self.kind}", kind=self.kind, name=result.file_name, file=file)
+        return result
+
+    def __getattr__(self, attr: str) -> Any:  # reading (names, load, picture_of...) is the store's
+        if attr in ("store", "kind", "_record"):  # not set yet (a copy being made): no endless lookup
+            raise AttributeError(attr)
+        return getattr(self.store, attr)
+
+
+def shared_store(library: Any) -> Any:
+    """The store itself under a :class:`SharedLibrary` (a user's view reads it; they never write it)."""
+    return library.store if isinstance(library, SharedLibrary) else library
+
+
+def strip_query(url: str) -> str:
+    """``url`` without a password, query or fragment (a pasted link may carry a token there)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]  # user:password@host -> host
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class UsersQueue:

@@ -153,11 +153,16 @@ def test_users_command_adds_a_user_the_restarted_server_lets_in(tmp_path):
     finally:
         stop_server(srv)
 
-    out = users_command("--file", str(users), "add", CAROL[0], "--password-stdin", password=CAROL[1])
+    out = users_command(
+        "--user-data-dir", str(user_dir), "--file", str(users), "add", CAROL[0], "--password-stdin", password=CAROL[1]
+    )
     assert out.returncode == 0, out.stderr
     entries, _ = read_users_file(users)
     assert is_hashed(entries[CAROL[0]]["password"]) and entries[CAROL[0]].get("role", "user") == "user"
     assert CAROL[1] not in users.read_text(encoding="utf-8") + out.stdout + out.stderr
+    added = [e for e in audit_entries(user_dir) if e["action"] == "add a user"]
+    assert [(e["actor"], e["user"]) for e in added] == [("scripts/users.py", CAROL[0])]
+    assert CAROL[1] not in (user_dir / "logs" / "audit.jsonl").read_text(encoding="utf-8")
 
     srv = start_server(tmp_path, model_dir, user_dir)
     try:

@@ -128,6 +128,7 @@ def test_a_broken_users_file_is_reported_not_overwritten(tmp_path, run):
 def test_script_runs_with_the_venv_python(tmp_path):
     users = tmp_path / "users.yaml"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["WEBUI_USER_DATA_DIR"] = str(tmp_path)  # its audit log there, not in the project folder
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "users.py"), "--file", str(users), "add", "bob", "--password-stdin"],
         input="bob's password\n",

@@ -324,6 +324,51 @@ def test_a_user_cannot_delete_a_shared_character(services, page):
     assert not shared_file.is_file()
 
 
+def test_the_admins_page_edits_of_the_shared_libraries_are_in_the_audit_log(services, page):
+    values = values_of(SamplingParams(temperature=0.4))
+    with event_of("alice"):
+        page.call("build_parameters_tab.<locals>.save_preset", "Lab", None, {}, *values)
+        page.call("build_parameters_tab.<locals>.do_delete", "Lab")
+        page.call("CharacterPanel.wire.<locals>.on_save_character", "Guide", "Guide", "Hello", "", "", None)
+        page.call("CharacterPanel.wire.<locals>.on_delete_character", "Guide")
+    with event_of("bob"):  # his own copies: not the shared library, not logged
+        page.call("build_parameters_tab.<locals>.save_preset", "Mine", None, {}, *values)
+        page.call("CharacterPanel.wire.<locals>.on_save_character", "Pal", "Pal", "Hi", "", "", None)
+    assert services.audit is not None
+    logged = [e for e in services.audit.read(1000) if "shared" in e["action"]]
+    assert [(e["actor"], e["action"], e["kind"], e["name"]) for e in logged] == [
+        ("alice", "save the shared preset", "preset", "Lab"),
+        ("alice", "delete the shared preset", "preset", "Lab"),
+        ("alice", "save the shared character", "character", "Guide"),
+        ("alice", "delete the shared character", "character", "Guide"),
+    ]
+    text = (Path(services.settings.user_data_dir) / "logs" / "audit.jsonl").read_text(encoding="utf-8")
+    assert "alice-secret" not in text and "bob-secret" not in text and "$argon2" not in text
+
+
+def test_a_download_started_on_the_admins_page_names_the_repository_and_files(services, page, monkeypatch):
+    from hubstub import HubStub
+
+    hub = HubStub().start()
+    try:
+        hub.add_repo("test/tiny-GGUF", {"tiny-Q8_0.gguf": b"GGUF" + b"\0" * 2000, "README.md": b"# tiny\n"})
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        with event_of("alice"):
+            listing, *_ = page.call("build_download_panel.<locals>.on_list", "test/tiny-GGUF", "hf_Tok_9", False)
+            steps = list(
+                page.call("build_download_panel.<locals>.on_start", listing, "tiny-Q8_0.gguf", "hf_Tok_9", False)
+            )
+        assert 'data-state="done"' in steps[-1][1]
+    finally:
+        hub.stop()
+    assert services.audit is not None
+    downloads = [e for e in services.audit.read(1000) if "download" in e["action"]]
+    assert [(e["actor"], e["action"], e.get("repo"), e.get("files")) for e in downloads] == [
+        ("alice", "download a model", "test/tiny-GGUF", ["tiny-Q8_0.gguf"])
+    ]
+    assert "hf_Tok_9" not in (Path(services.settings.user_data_dir) / "logs" / "audit.jsonl").read_text()
+
+
 def test_without_log_in_nothing_changes(tmp_path, loaders):
     services = make_services(tmp_path, loaders, users=False)
     try:

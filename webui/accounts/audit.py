@@ -1,8 +1,11 @@
 """The audit log: who did what, one JSON object a line (``audit.jsonl``), rotated by size.
 
-Admins read it to see log-ins, failed log-ins, user changes and model switches. Each line is
+Admins read it to see log-ins, failed log-ins, user changes (``scripts/users.py``), model loads,
+downloads and deletes, and edits of the shared libraries. Each line is
 ``{"time": ISO UTC, "actor": ..., "action": ..., **details}``; JSON escaping keeps a name with a
-newline in it from forging a line. One process writes it (the server); threads share a lock.
+newline in it from forging a line. The server writes it (its threads share a lock), and so does
+``scripts/users.py`` now and then: each entry is one append of a whole line, so the two never mix
+inside a line, and a rotation that the other process did first is taken as done.
 """
 
 from __future__ import annotations
@@ -68,8 +71,8 @@ class AuditLog:
         self._backup(self.backups).unlink(missing_ok=True)
         for n in range(self.backups - 1, 0, -1):
             if self._backup(n).exists():
-                os.replace(self._backup(n), self._backup(n + 1))
-        os.replace(self.path, self._backup(1))
+                _replace(self._backup(n), self._backup(n + 1))
+        _replace(self.path, self._backup(1))
 
     def read(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest ``limit`` entries, oldest first (newest last); lines that are not JSON are skipped."""
@@ -92,3 +95,10 @@ class AuditLog:
                         if len(newest_first) >= limit:
                             return newest_first[::-1]
         return newest_first[::-1]
+
+
+def _replace(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    except FileNotFoundError:  # the other writer (server or scripts/users.py) moved it a moment ago
+        pass

@@ -11,6 +11,10 @@
 
 The files default to ``users.yaml`` and ``api-keys.yaml`` in the user-data folder (``--user-data-dir``,
 else ``WEBUI_USER_DATA_DIR``, else the project folder: the server's own default).
+
+Every change (not ``list``) goes in that folder's audit log (``logs/audit.jsonl``, the server's): actor
+``scripts/users.py``, the OS user who ran it (``os_user``), the action and the user it was about -
+never a password, a hash or a key.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from webui.accounts.audit import AuditLog
 from webui.accounts.keys import add_key, hash_plain_keys, read_keys_file, remove_keys
 from webui.accounts.names import canonical_key
 from webui.accounts.passwords import is_hashed
@@ -40,6 +45,11 @@ from webui.errors import WebUIError
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 USERS_FILE = "users.yaml"
 KEYS_FILE = "api-keys.yaml"
+#: Who the audit log says made a change with this script (the OS user is a detail of the entry).
+ACTOR = "scripts/users.py"
+
+#: ``record(action, **details)``: one entry of the audit log.
+Record = Callable[..., None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +123,27 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+def _os_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no login name in the environment nor the password database
+        return None
+
+
+def _recorder(data_dir: Path) -> Record:
+    """Writes the script's changes to the user-data folder's audit log, as the server writes its own."""
+    audit = AuditLog(data_dir / "logs" / "audit.jsonl")
+    who = _os_user()
+
+    def record(action: str, **details: object) -> None:
+        try:
+            audit.record(ACTOR, action, **details, **({"os_user": who} if who else {}))
+        except OSError as exc:  # the change is made: say so, and that the log lacks it
+            _say(f"Warning: could not write the audit log {audit.path}: {exc.strerror or exc}")
+
+    return record
+
+
 def _file_accounts(users_file: Path) -> Accounts | None:
     """The accounts of the users file alone (None: no file or no users), to show effective roles."""
     if not users_file.is_file() or not read_users_file(users_file)[0]:
@@ -132,26 +163,29 @@ def _main_admin_note(before: Accounts | None, users_file: Path) -> None:
         )
 
 
-def _add(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None:
+def _add(args: argparse.Namespace, users_file: Path, keys_file: Path, record: Record) -> None:
     before = _file_accounts(users_file)
     check_name_free(users_file, args.name)  # before the prompt: no typing a password in vain
     password = _read_password(args.password_stdin)
     user = add_user(users_file, args.name, password, role="admin" if args.admin else "user")
+    record("add a user", user=user.name, role=user.role)
     _say(f"Added {user.name} ({user.role}) to {users_file}.")
     if before is None and not user.is_admin:
         _say(f"Nobody else is an admin, so {user.name} is (make another user admin with `role NAME admin`).")
     _main_admin_note(before, users_file)
 
 
-def _passwd(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None:
+def _passwd(args: argparse.Namespace, users_file: Path, keys_file: Path, record: Record) -> None:
     find_user(users_file, args.name)  # before the prompt: no typing a password for a typo
     user = set_password(users_file, args.name, _read_password(args.password_stdin))
+    record("change a user's password", user=user.name)
     _say(f"Changed the password of {user.name} in {users_file}.")
 
 
-def _role(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None:
+def _role(args: argparse.Namespace, users_file: Path, keys_file: Path, record: Record) -> None:
     before = _file_accounts(users_file)
     user = set_role(users_file, args.name, args.role)
+    record("change a user's role", user=user.name, role=user.role)
     _say(f"{user.name} is now {'an admin' if user.is_admin else 'an ordinary user'} in {users_file}.")
     after = _file_accounts(users_file)
     if not user.is_admin and after is not None and after.main_admin.key == user.key:
@@ -159,13 +193,14 @@ def _role(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None:
     _main_admin_note(before, users_file)
 
 
-def _remove(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None:
+def _remove(args: argparse.Namespace, users_file: Path, keys_file: Path, record: Record) -> None:
     before = _file_accounts(users_file)
     user = remove_user(users_file, args.name)
     own = before is not None and before.is_own_folder(user)
     where = "the user-data folder" if own else f"users/{user.folder}/ of the user-data folder"
     _say(f"Removed {user.name} from {users_file}. Their chats and files stay in {where}.")
     removed = remove_keys(keys_file, user.name) if keys_file.is_file() else 0
+    record("remove a user", user=user.name, keys_removed=removed)
     if removed:
         _say(f"Removed {removed} API key(s) of {user.name} from {keys_file}.")
     if _file_accounts(users_file) is None:
@@ -173,30 +208,36 @@ def _remove(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None
     _main_admin_note(before, users_file)
 
 
-def _add_key(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None:
+def _add_key(args: argparse.Namespace, users_file: Path, keys_file: Path, record: Record) -> None:
     key = add_key(keys_file, args.name)
-    print(key)  # alone on stdout, so `KEY=$(python scripts/users.py add-key NAME)` works
     name = args.name.strip()
+    record("add an API key", user=name)  # (the user's name only: never the key nor its digest)
+    print(key)  # alone on stdout, so `KEY=$(python scripts/users.py add-key NAME)` works
     _say(f"Stored the sha256 of this new key for {name} in {keys_file}; the key is not shown again.")
     accounts = _file_accounts(users_file)
     if accounts is None or accounts.find(name) is None:
         _say(f"{name} is not in {users_file}: the key works for the API only, as an ordinary user.")
 
 
-def _revoke_keys(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None:
+def _revoke_keys(args: argparse.Namespace, users_file: Path, keys_file: Path, record: Record) -> None:
     removed = remove_keys(keys_file, args.name) if keys_file.is_file() else 0
+    record("revoke a user's API keys", user=args.name.strip(), keys_removed=removed)
     _say(f"Removed {removed} API key(s) of {args.name.strip()} from {keys_file}.")
 
 
-def _hash_all(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None:
+def _hash_all(args: argparse.Namespace, users_file: Path, keys_file: Path, record: Record) -> None:
     if not users_file.is_file() and not keys_file.is_file():
         raise WebUIError(f"There is neither {users_file} nor {keys_file}: nothing to hash.")
     if users_file.is_file():
         names = hash_plain_passwords(users_file)
+        if names:
+            record("hash the plain-text passwords", users=names)
         done = f"Hashed the passwords of {', '.join(names)}" if names else "All passwords were hashed already"
         _say(f"{done} in {users_file}.")
     if keys_file.is_file():
         names = hash_plain_keys(keys_file)
+        if names:
+            record("hash the plain-text API keys", users=names)
         done = (
             f"Replaced the plain-text keys of {', '.join(names)} by their sha256"
             if names
@@ -205,7 +246,7 @@ def _hash_all(args: argparse.Namespace, users_file: Path, keys_file: Path) -> No
         _say(f"{done} in {keys_file}.")
 
 
-def _list(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None:
+def _list(args: argparse.Namespace, users_file: Path, keys_file: Path, record: Record) -> None:
     accounts = _file_accounts(users_file)
     names_with_keys = read_keys_file(keys_file)[0] if keys_file.is_file() else {}
     key_counts = {canonical_key(name): len(values) for name, values in names_with_keys.items()}
@@ -233,7 +274,7 @@ def _list(args: argparse.Namespace, users_file: Path, keys_file: Path) -> None:
         print(f"API-only users in {keys_file}: {', '.join(api_only)}")
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Path], None]] = {
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Path, Path, Record], None]] = {
     "add": _add,
     "passwd": _passwd,
     "role": _role,
@@ -252,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     users_file = Path(args.file) if args.file else data_dir / USERS_FILE
     keys_file = Path(args.keys_file) if args.keys_file else data_dir / KEYS_FILE
     try:
-        _COMMANDS[args.command](args, users_file, keys_file)
+        _COMMANDS[args.command](args, users_file, keys_file, _recorder(data_dir))
     except WebUIError as exc:
         _say(f"Error: {exc.message}")
         return 1

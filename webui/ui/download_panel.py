@@ -152,7 +152,7 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> dict[str,
 
     @ui_errors
     def on_start(listing: Listing | None, key: str | None, tok: str, projector: bool) -> Any:
-        services.require_admin("download models")  # first: whatever else the call lacks, this is the answer
+        services.check_admin("download models")  # first: whatever else the call lacks, this is the answer
         lang = page_language()
         if listing is None:
             raise error_toast(tr("download.list_first", lang))
@@ -160,7 +160,7 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> dict[str,
         if choice is None:
             raise error_toast(tr("download.pick_first", lang))
         choice = choice.with_projector(bool(projector))
-        job = downloads.start(listing, choice, tok)
+        job = services.download_model(listing, choice, tok)  # the audit log names the repository and files
         yield job.id, progress_html(job, lang), gr.update()
         while job.state == "running":
             time.sleep(POLL_SECONDS)
