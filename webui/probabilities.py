@@ -39,7 +39,8 @@ DEFAULT_CANDIDATES = 10
 _PLAYGROUND_TEXTS = 256
 
 #: What a generation's probabilities show: the whole sampler view (local loaders), only the model's
-#: candidates before the samplers (a server that returns top_logprobs), or nothing (a server without).
+#: candidates before the samplers (a server that returns top_logprobs), or nothing (a server without;
+#: also a generation whose server, asked for logprobs, answered without them).
 ViewKind = Literal["views", "before", "none"]
 
 
@@ -106,6 +107,8 @@ class ViewedGeneration:
     backend: Backend | None = None
     #: "before"-only views (a server's top_logprobs) name candidates by text: each text gets an id < 0.
     _text_ids: dict[str, int] = field(default_factory=dict)
+    #: Whether any text came (with "before" views: text with no logprobs means the server sent none).
+    _wrote: bool = False
 
     def __iter__(self) -> Iterator[Chunk]:
         assert self.job is not None, "submit it with generate_with_views"
@@ -125,16 +128,26 @@ class ViewedGeneration:
             self.texts.setdefault(view.id, view.token)
         if not chunk.views and chunk.logprobs:
             self.tokens.extend(self._from_logprobs(entry) for entry in chunk.logprobs)
+        self._wrote = self._wrote or bool(chunk.text)
+        if chunk.finish_reason is not None and self.kind == "before" and self._wrote and not self.tokens:
+            # Asked for logprobs, the server answered text without them: say it cannot, as for a server
+            # known not to send them (an empty view would look like a page that failed to draw).
+            self.kind = "none"
 
     def _from_logprobs(self, entry: TokenLogprob) -> TokenView:
-        """A token a server returned with its top_logprobs: a view with only the 'before' candidates."""
+        """A token a server returned with its top_logprobs: a view with only the 'before' candidates
+        (the drawn token among them, with its own logprob, when it was not one of the top ones)."""
         from webui.sampling.chain import Candidate, SamplerView
 
-        before = tuple(Candidate(self._text_id(top.token), math.exp(top.logprob)) for top in entry.top)
+        before = [Candidate(self._text_id(top.token), math.exp(top.logprob)) for top in entry.top]
+        drawn = self._text_id(entry.token)
+        if entry.logprob is not None and all(c.id != drawn for c in before):
+            before.append(Candidate(drawn, math.exp(entry.logprob)))
+            before.sort(key=lambda c: c.prob, reverse=True)
         probs = [c.prob for c in before]
         entropy = -sum(p * math.log2(p) for p in probs if p > 0)  # of the top ones only: a lower bound
-        view = SamplerView(before, (), entropy, 0.0, 0, ())  # no "after": the server does not say
-        return TokenView(entry.token, self._text_id(entry.token), view)
+        view = SamplerView(tuple(before), (), entropy, 0.0, 0, ())  # no "after": the server does not say
+        return TokenView(entry.token, drawn, view)
 
     def _text_id(self, text: str) -> int:
         found = self._text_ids.get(text)
@@ -183,7 +196,8 @@ def generate_with_views(
 ) -> ViewedGeneration:
     """Queue a generation of ``prompt`` (raw text, as the Notebook sends it) whose tokens carry sampler
     views of ``n`` candidates. A server that returns top_logprobs gives 'before'-only views; one that
-    does not gives none (the generation runs all the same: ``kind`` says which, once it has started)."""
+    does not gives none (the generation runs all the same: ``kind`` says which, once it has started;
+    a server that was asked for them and answered without turns it to "none" at the end)."""
     if not prompt:
         raise EmptyPromptError()
     viewed = ViewedGeneration(prompt=prompt, n=n, generator=generator)

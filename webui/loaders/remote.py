@@ -9,6 +9,12 @@ and tools, tool_choice and response_format pass through to it unchanged; raw tex
 (the Notebook) is refused there rather than quietly turned into a chat message.
 Token counts come from the server's tokenize endpoint when it has one, and are
 estimated (about 4 characters a token) and marked so when not.
+
+Log-probabilities: through the chat API they are OpenAI's ``logprobs``/``top_logprobs``. Through
+``/v1/completions`` they are the ``logprobs`` field (the top n alternatives of each token), asked for
+only when a request wants them; whether the server returns them is found out when it loads (the
+one-token probe asks for them), and ``capabilities.logprobs`` says so. That is the model's distribution
+before the server's samplers: what the samplers then did, a server does not send.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import json
 import threading
 from collections.abc import Generator, Iterator
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NamedTuple, NoReturn
 
 import httpx
 from httpx_sse import SSEError, connect_sse
@@ -56,6 +63,11 @@ NO_VIEWS = (
 NO_LOGITS = (
     "The sampler playground is not available on a remote server: a remote server does not send its logits. "
     "Load a model on this machine (llama.cpp or transformers) to use it."
+)
+
+NO_ECHO = (
+    "The remote loader cannot return the prompt's logprobs (echo, which perplexity needs): it asks the server "
+    "for a streamed answer, which holds only the generated tokens' logprobs."
 )
 
 CHAT_ONLY = (
@@ -99,15 +111,36 @@ def list_remote_models(url: str, key: str = "") -> list[str]:
     return [m["id"] for m in r.json().get("data", []) if isinstance(m, dict) and m.get("id")]
 
 
-def offers_completions(client: httpx.Client, url: str, model: str) -> bool:
-    """Whether the server has ``/v1/completions``: a one-token request, which any such server answers
-    (a 400 for a body it dislikes still says the route is there) and a chat-only one answers 404."""
-    probe = {"model": model, "prompt": "Hello", "max_tokens": 1, "stream": False}
+class CompletionsProbe(NamedTuple):
+    """What a one-token request to ``/v1/completions`` found out."""
+
+    #: The server has the route (a chat-only one answers 404).
+    offered: bool
+    #: Its answer carried the logprobs the probe asked for.
+    logprobs: bool
+
+
+def probe_completions(client: httpx.Client, url: str, model: str) -> CompletionsProbe:
+    """Whether the server has ``/v1/completions`` and returns logprobs there: a one-token request that
+    asks for them, which any such server answers (a 400 for a body it dislikes still says the route
+    is there) and a chat-only one answers 404. Only an answer that holds them counts as logprobs:
+    many servers accept the field and send ``"logprobs": null``."""
+    probe = {"model": model, "prompt": "Hello", "max_tokens": 1, "stream": False, "logprobs": 1}
     try:
         r = client.post(API_PATHS["completions"], json=probe)
     except httpx.HTTPError as exc:
         raise ModelLoadError(_explain(exc, url)) from exc
-    return r.status_code not in ABSENT
+    if r.status_code in ABSENT:
+        return CompletionsProbe(False, False)
+    logprobs = False
+    if r.status_code == 200:
+        try:
+            choices = r.json().get("choices")
+        except (ValueError, AttributeError):
+            choices = None
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            logprobs = bool(_completion_logprobs(choices[0].get("logprobs"), 1))
+    return CompletionsProbe(True, logprobs)
 
 
 def _tool_call_deltas(raw: Any) -> list[ToolCallDelta] | None:
@@ -171,6 +204,47 @@ def _chat_logprobs(raw: Any, top_n: int) -> list[TokenLogprob]:
     return entries
 
 
+def _completion_logprobs(raw: Any, top_n: int) -> list[TokenLogprob]:
+    """A completions event's ``choices[].logprobs`` as :class:`TokenLogprob` entries, each with the
+    ``top_n`` best alternatives, best first.
+
+    OpenAI's completions shape is parallel lists (``tokens``, ``token_logprobs``, ``top_logprobs`` of
+    ``{text: logprob}`` maps; llama-cpp-python adds the drawn token to its map when it is not among
+    the best). llama.cpp's own server sends the chat shape (``content``) here too: both are read.
+    """
+    if not isinstance(raw, dict):
+        return []
+    if isinstance(raw.get("content"), list):
+        return _chat_logprobs(raw, top_n)
+    tokens = raw.get("tokens")
+    if not isinstance(tokens, list):
+        return []
+    logprobs = raw.get("token_logprobs")
+    tops = raw.get("top_logprobs")
+    logprobs = logprobs if isinstance(logprobs, list) else []
+    tops = tops if isinstance(tops, list) else []
+    entries = []
+    for i, token in enumerate(tokens):
+        text = str(token)
+        logprob = logprobs[i] if i < len(logprobs) else None
+        found = tops[i] if i < len(tops) else None
+        top = [
+            TopLogprob(str(t), float(lp), tuple(str(t).encode("utf-8")))
+            for t, lp in (found.items() if isinstance(found, dict) else ())
+            if isinstance(lp, (int, float))
+        ]
+        top.sort(key=lambda t: t.logprob, reverse=True)
+        entries.append(
+            TokenLogprob(
+                text,
+                float(logprob) if isinstance(logprob, (int, float)) else None,
+                tuple(text.encode("utf-8")),
+                tuple(top[:top_n]),
+            )
+        )
+    return entries
+
+
 def _messages_text(messages: tuple[dict[str, Any], ...]) -> str:
     """The text in a request's messages, for estimating its size when the server does not say."""
     parts: list[str] = []
@@ -206,7 +280,8 @@ class RemoteBackend(Backend):
     )
     option_fields: ClassVar[tuple[str, ...]] = ("remote_url", "remote_key", "remote_model", "remote_api", "n_ctx")
     # A server's model: nothing on this machine to check the RAM of or to save settings for, and
-    # token counts are exact only where the server has a tokenize endpoint.
+    # token counts are exact only where the server has a tokenize endpoint. Logprobs: per instance,
+    # where the server returned them to the probe (``probe_completions``).
     capabilities: ClassVar[Capabilities] = Capabilities(local_files=False, exact_tokens=False)
     #: Through the chat API the server applies its own template and parses its own tool calls.
     chat_capabilities: ClassVar[Capabilities] = Capabilities(
@@ -224,6 +299,7 @@ class RemoteBackend(Backend):
         n_ctx: int,
         chat_template: str | None,
         api: RemoteApi = "completions",
+        logprobs: bool = False,
     ) -> None:
         self._client = client
         self.url = url
@@ -239,6 +315,8 @@ class RemoteBackend(Backend):
         if api == "chat":
             # Per instance: the same loader talks either API, chosen when it loads.
             self.capabilities = self.chat_capabilities  # type: ignore[misc]
+        elif logprobs:  # the server returned logprobs from /v1/completions when it was probed
+            self.capabilities = replace(self.capabilities, logprobs=True)  # type: ignore[misc]
 
     def image_tokens(self, image: ImageInput) -> int:
         return self.IMAGE_TOKENS_ESTIMATE if self.capabilities.images else 0
@@ -274,11 +352,13 @@ class RemoteBackend(Backend):
         model = options.remote_model or (names[0] if names else "")
         if not model:
             raise ModelLoadError(f"{url} lists no models; type the model name.")
-        api: RemoteApi
-        if options.remote_api == "auto":
-            api = "completions" if offers_completions(client, url, model) else "chat"
-        else:
-            api = options.remote_api
+        api: RemoteApi = "chat" if options.remote_api == "chat" else "completions"
+        logprobs = False
+        if api == "completions":  # also when it is named: whether it returns logprobs is asked all the same
+            probe = probe_completions(client, url, model)
+            if options.remote_api == "auto" and not probe.offered:
+                api = "chat"
+            logprobs = probe.logprobs
         template = None
         try:  # llama.cpp's server tells its chat template
             props = client.get("/props")
@@ -286,7 +366,7 @@ class RemoteBackend(Backend):
                 template = props.json().get("chat_template") or None
         except (httpx.HTTPError, ValueError):
             pass
-        return cls(client, url, model, options.n_ctx or 4096, template, api)
+        return cls(client, url, model, options.n_ctx or 4096, template, api, logprobs)
 
     def tokenize(self, text: str) -> list[int]:
         candidates = [self._tokenize_path] if self._tokenize_path else ["/extras/tokenize", "/tokenize"]
@@ -394,15 +474,28 @@ class RemoteBackend(Backend):
         if self.api == "chat":
             yield from self._stream_chat(params, cancel, extras or StreamExtras())
             return
-        out = StopStringFilter(params.stop)
+        extras = extras or StreamExtras()
+        if extras.echo_logprobs:
+            raise UnsupportedFeatureError(NO_ECHO)
+        top_n = extras.top_logprobs
+        body = {**self._sampling(params), "prompt": prompt}
+        if top_n is not None:
+            # Asked even where the probe found none: an answer without them leaves the chunks' logprobs
+            # empty, which the caller sees (the Notebook then says the server sends none).
+            body["logprobs"] = top_n
+        out = StopStringFilter(params.stop, logprobs=top_n is not None)
         finish: FinishReason = "stop"
-        with closing(self._events(API_PATHS["completions"], {**self._sampling(params), "prompt": prompt})) as events:
+        with closing(self._events(API_PATHS["completions"], body)) as events:
             for event in events:
                 if cancel.is_set():
                     finish = "cancelled"
                     break  # closing the events closes the connection: the server stops too
                 choice = (event.get("choices") or [{}])[0]
-                chunk = out.feed(choice.get("text") or "", 1)
+                if not isinstance(choice, dict):
+                    choice = {}
+                entries = _completion_logprobs(choice.get("logprobs"), top_n) if top_n is not None else []
+                # One token an event, unless the server says how many its logprobs cover.
+                chunk = out.feed(choice.get("text") or "", len(entries) or 1, entries)
                 if choice.get("finish_reason") == "length":
                     finish = "length"
                 if out.stopped:
