@@ -222,10 +222,10 @@ class _RawLogits:
 
 
 def _view_params(params: SamplingParams) -> SamplingParams:
-    """``params`` as transformers applies them, for ``sampling.chain``: the samplers it does not have
-    switched off, and the repetition penalty over the whole sequence (prompt and reply), as
-    ``RepetitionPenaltyLogitsProcessor`` does. (Its warpers run temperature first; the view keeps
-    llama.cpp's order, which differs only when top_p/min_p/typical_p meet a temperature other than 1.)"""
+    """``params`` as transformers applies them, for ``sampling.chain`` (with ``order="transformers"``,
+    which runs temperature before top_k/top_p/min_p/typical_p as ``generate`` does): the samplers it
+    does not have switched off, and the repetition penalty over the whole sequence (prompt and
+    reply), as ``RepetitionPenaltyLogitsProcessor`` does."""
     return params.model_copy(
         update={
             "repeat_last_n": -1,
@@ -645,7 +645,7 @@ class TransformersBackend(Backend):
             entry = maker.entries(row, [token])[0] if extras.top_logprobs is not None else None
             view = None
             if n_views is not None:
-                found = sample_view(row, view_params, history, n_top=n_views, eog=eos)
+                found = sample_view(row, view_params, history, n_top=n_views, eog=eos, order="transformers")
                 view = TokenView(maker.piece(token)[0], token, found)
             history.append(token)
             return entry, view

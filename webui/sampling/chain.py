@@ -6,11 +6,17 @@ in its order and with llama.cpp's semantics:
 
     ban_eos -> penalties -> DRY -> top_k -> typical_p -> top_p -> min_p -> XTC -> temperature -> draw
 
-(greedy: ban_eos -> penalties -> DRY -> argmax; mirostat is not replayed). It reports the
-model's own distribution ("before", temperature 1, normalised exactly as the API's logprobs),
-the distribution the draw uses ("after"), which stage removed each top candidate, and which
-ones a penalty changed. It runs for every generated token while probabilities are shown, so
-it reads the vocabulary a few times and never sorts it whole (``argpartition`` instead).
+(greedy: ban_eos -> penalties -> DRY -> argmax; mirostat is not replayed). With
+``order="transformers"`` it replays transformers' ``generate`` instead (its
+``_get_logits_processor``), whose temperature comes first and whose typical_p comes last:
+
+    ban_eos -> repetition penalty -> temperature -> top_k -> top_p -> min_p -> typical_p -> draw
+
+It reports the model's own distribution ("before", temperature 1, normalised exactly as the
+API's logprobs), the distribution the draw uses ("after"), which stage removed each top
+candidate, and which ones a penalty changed. It runs for every generated token while
+probabilities are shown, so it reads the vocabulary a few times and never sorts it whole
+(``argpartition`` instead).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -32,6 +39,9 @@ _BREAKER_MAX_TAIL = 20
 #: a cut (top_p, typical_p) sorts this many best tokens first, then buckets the rest
 _FIRST_SLICE = 256
 _BUCKETS = 4096
+
+#: Whose sampler chain a view replays: llama.cpp's (this app's own) or transformers' ``generate``.
+ChainOrder = Literal["llama.cpp", "transformers"]
 
 
 @dataclass(frozen=True)
@@ -284,16 +294,22 @@ def _dry(history: np.ndarray, params: SamplingParams, breakers: DryBreakers | No
     return tokens, (multiplier * np.power(float(base), exponent.astype(np.float64))).astype(np.float32)
 
 
-def _typical(vals: np.ndarray, p: float, notes: list[str]) -> np.ndarray:
-    """Locally typical sampling: the tokens whose surprise is closest to the entropy, up to mass p."""
+def _typical(vals: np.ndarray, p: float, notes: list[str], *, order: ChainOrder = "llama.cpp") -> np.ndarray:
+    """Locally typical sampling: the tokens whose surprise is closest to the entropy, up to mass p.
+
+    llama.cpp stops once the mass is *over* p; transformers' ``TypicalLogitsWarper`` at the token
+    that reaches p, and keeps every token whose distance ties with that one's."""
     lse, entropy, nonzero = distribution_stats(vals)
-    if nonzero < vals.size:
+    if nonzero < vals.size and order == "llama.cpp":
         notes.append(
             "typical_p: llama.cpp's own typical sampler goes wrong when a token has no chance at all "
             "(banned, or a strong DRY penalty); the view shows what it is meant to do"
         )
     keys = np.abs((np.float32(lse) - vals) - np.float32(entropy * LN2))
-    return _cut(keys, vals, lse, p, strict=True)
+    if order == "llama.cpp":
+        return _cut(keys, vals, lse, p, strict=True)
+    selection = _cut(keys, vals, lse, p, strict=False)
+    return np.flatnonzero(keys <= keys[selection].max())
 
 
 def _gone(tokens: np.ndarray, row: np.ndarray, work: np.ndarray) -> set[int]:
@@ -309,12 +325,15 @@ def sample_view(
     n_top: int = 10,
     eog: Collection[int] = (),
     dry_breakers: DryBreakers | None = None,
+    order: ChainOrder = "llama.cpp",
 ) -> SamplerView:
     """The sampler chain applied to one row of raw ``logits`` (n_vocab floats).
 
     ``history``: the tokens generated so far (what llama.cpp's penalties and DRY have seen);
     ``eog``: the end-of-generation ids ``ban_eos_token`` removes; ``dry_breakers``: DRY's
-    sequence breakers as tokens (None: not applied, which the notes say when it matters).
+    sequence breakers as tokens (None: not applied, which the notes say when it matters);
+    ``order``: whose chain to replay after the penalties (see the module's docstring; the caller
+    switches off what that chain lacks, e.g. DRY and XTC for transformers).
     """
     row = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1)
     n_vocab = row.size
@@ -349,7 +368,7 @@ def sample_view(
     # One partition of the raw row serves 'before' and top_k: a token outside the raw top
     # (k + changed) cannot be in the penalised top k, as k unchanged tokens stay above it.
     k = params.top_k if not params.greedy and 0 < params.top_k < n_vocab else 0
-    shortcut = bool(k) and k + changed.size < n_vocab // 4
+    shortcut = bool(k) and k + changed.size < n_vocab // 4 and order == "llama.cpp"
     first = _top_indices(row, max(n_top, k + changed.size) if shortcut else n_top)
     top = first[:n_top]
     watch = top.tolist()
@@ -363,6 +382,8 @@ def sample_view(
         pool.mark((t for t in watch if t != best), "greedy")
         after: tuple[Candidate, ...] = (Candidate(best, 1.0),)
         entropy_after, pool_size = 0.0, 1
+    elif order == "transformers":
+        after, entropy_after, pool_size = _transformers_warpers(pool, params, n_top, notes)
     else:
         if k:
             if shortcut:
@@ -391,10 +412,7 @@ def _truncate(
         lse = float(logsumexp(pool.vals))
         pool.keep(_cut(-pool.vals, pool.vals, lse, params.top_p, strict=False), "top_p")
     if params.min_p > 0.0:
-        # p >= min_p * p_max  <=>  logit >= max logit + log(min_p), in float32 as llama.cpp does
-        floor = np.float32(pool.vals.max()) + np.float32(math.log(params.min_p))
-        selection = np.flatnonzero(pool.vals >= floor)
-        pool.keep(selection if selection.size else _top_indices(pool.vals, 1), "min_p")
+        _min_p(pool, params.min_p)
     if params.xtc_probability > 0.0 and params.xtc_threshold <= 0.5 and pool.size >= 2:
         log_floor = (
             float(logsumexp(pool.vals)) + math.log(params.xtc_threshold) if params.xtc_threshold > 0 else -math.inf
@@ -408,7 +426,41 @@ def _truncate(
                 f"XTC removes the most likely tokens at random ({params.xtc_probability:.0%} of the time): "
                 "the view marks those it may remove; 'after' is the draw when it does not"
             )
-    scaled = pool.vals / np.float32(params.temperature)
+    return _draw(pool, pool.vals / np.float32(params.temperature), n_top)
+
+
+def _min_p(pool: _Pool, min_p: float) -> None:
+    # p >= min_p * p_max  <=>  logit >= max logit + log(min_p), in float32 as llama.cpp does
+    floor = np.float32(pool.vals.max()) + np.float32(math.log(min_p))
+    selection = np.flatnonzero(pool.vals >= floor)
+    pool.keep(selection if selection.size else _top_indices(pool.vals, 1), "min_p")
+
+
+def _transformers_warpers(
+    pool: _Pool, params: SamplingParams, n_top: int, notes: list[str]
+) -> tuple[tuple[Candidate, ...], float, int]:
+    """transformers' warpers on ``pool`` (penalties done), in ``generate``'s order and with its
+    semantics: temperature -> top_k (ties with the k-th logit stay) -> top_p -> min_p -> typical_p,
+    each cut made on the distribution the temperature has already reshaped."""
+    if params.temperature != 1.0:
+        pool.vals = pool.vals / np.float32(params.temperature)
+    k = params.top_k
+    if 0 < k < pool.size:
+        kth = np.partition(pool.vals, pool.size - k)[pool.size - k]
+        pool.keep(np.flatnonzero(pool.vals >= kth), "top_k")
+    if params.top_p < 1.0:
+        lse = float(logsumexp(pool.vals))
+        pool.keep(_cut(-pool.vals, pool.vals, lse, params.top_p, strict=False), "top_p")
+    if params.min_p > 0.0:
+        _min_p(pool, params.min_p)
+    if params.typical_p < 1.0:
+        pool.keep(_typical(pool.vals, params.typical_p, notes, order="transformers"), "typical_p")
+    return _draw(pool, pool.vals, n_top)
+
+
+def _draw(pool: _Pool, scaled: np.ndarray, n_top: int) -> tuple[tuple[Candidate, ...], float, int]:
+    """The distribution the draw uses (``scaled``: the pool's final logits): its top ``n_top``
+    candidates, its entropy in bits and how many tokens have a non-zero probability."""
     lse, entropy, pool_size = distribution_stats(scaled)
     best = _top_indices(scaled, min(n_top, pool_size))
     probs = np.exp(scaled[best].astype(np.float64) - lse).tolist()

@@ -6,6 +6,7 @@ are the Notebook view's (``webui/ui/probabilities_ui.py``).
 
 from __future__ import annotations
 
+import codecs
 import html
 import math
 from collections.abc import Iterable, Sequence
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from webui.errors import NoModelLoadedError
+from webui.errors import AttachmentError, NoModelLoadedError
 from webui.params import SamplingParams
 from webui.probabilities import (
     PerplexityResult,
@@ -146,12 +147,27 @@ PERPLEXITY_CSS = """
 
 
 def read_text_file(path: str, lang: str) -> str:
-    """An uploaded .txt as text (UTF-8; a stray byte shown as U+FFFD, with a warning)."""
+    """An uploaded .txt as text (UTF-8, a byte-order mark dropped; a stray byte shown as U+FFFD, with a
+    warning). ``AttachmentError`` for a file with nothing in it, UTF-16/32 text or a binary file (NUL
+    bytes): pasting those would fill the box with garbage, or empty it."""
+    name = Path(path).name
     raw = Path(path).read_bytes()
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+
+    def refuse(key: str) -> AttachmentError:
+        return AttachmentError(tr(key, "en", name=name), key=key, name=name)
+
+    if not raw:
+        raise refuse("sampling.ppl_empty")
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise refuse("sampling.ppl_utf16")
+    if b"\x00" in raw:
+        raise refuse("sampling.ppl_binary")
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        warn(tr("sampling.ppl_not_utf8", lang, name=Path(path).name), lang)
+        warn(tr("sampling.ppl_not_utf8", lang, name=name), lang)
         return raw.decode("utf-8", errors="replace")
 
 
