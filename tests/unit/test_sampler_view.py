@@ -466,3 +466,26 @@ def test_real_xtc_may_remove_what_llama_cpp_removes(smol: Smol, breakers: DryBre
     may = {c.id for c in view.before if c.removed_by == "xtc (may)"}
     assert may
     assert set(after_probs(view)) - may == set(reference)
+
+
+@pytest.mark.parametrize("size", [50, 5_000, 49_152, 262_144])
+def test_top_indices_are_a_stable_sort_of_the_largest(size):
+    """The candidates of a view: the ``n`` largest, largest first, ties by lower index - whichever way
+    they are found (a sampled floor for a big row, a partition otherwise), on peaked, flat, tied and
+    mostly banned rows."""
+    from webui.sampling.chain import _top_indices
+
+    rng = np.random.default_rng(size)
+    rows = [
+        (rng.standard_normal(size) * 3).astype(np.float32),
+        rng.integers(0, 4, size).astype(np.float32),  # ties everywhere
+        np.where(rng.random(size) < 0.95, -np.inf, rng.standard_normal(size)).astype(np.float32),
+        np.where(np.arange(size) % 997 == 0, 1.0, -np.inf).astype(np.float32),  # few finite values
+    ]
+    for row in rows:
+        for n in (1, 10, 40, 60):
+            got = _top_indices(row, n)
+            want = np.lexsort((np.arange(size), -row))[: min(n, size)]
+            assert np.array_equal(row[got], row[want])  # the same values, largest first
+            if np.unique(row).size == size:  # no ties anywhere: the very same tokens
+                assert np.array_equal(got, want)

@@ -39,6 +39,7 @@ _BREAKER_MAX_TAIL = 20
 #: a cut (top_p, typical_p) sorts this many best tokens first, then buckets the rest
 _FIRST_SLICE = 256
 _BUCKETS = 4096
+_SAMPLE_STEP = 64  # _top_indices: the stride of the sample that sets its floor
 
 #: Whose sampler chain a view replays: llama.cpp's (this app's own) or transformers' ``generate``.
 ChainOrder = Literal["llama.cpp", "transformers"]
@@ -164,12 +165,27 @@ class _Pool:
 
 
 def _top_indices(values: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the ``n`` largest values, largest first (ties: lower index first)."""
+    """Indices of the ``n`` largest values, largest first (ties: lower index first).
+
+    A few of a big row (a token's 10 candidates out of gemma's 262,144): the ``n``-th largest of
+    every ``_SAMPLE_STEP``-th value is a floor that about ``n * _SAMPLE_STEP`` values reach, and
+    only those are sorted - 8x faster than partitioning the whole row, which was most of what a
+    token's view cost. Should the floor leave fewer than ``n`` (or too many), the whole row is
+    partitioned as before.
+    """
     n = min(n, values.size)
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
-    part = np.arange(values.size) if n == values.size else np.argpartition(values, -n)[-n:]
-    return part[np.lexsort((part, -values[part]))]
+    part = None
+    if n * _SAMPLE_STEP * 4 <= values.size:
+        sample = values[::_SAMPLE_STEP]
+        floor = np.partition(sample, sample.size - n)[sample.size - n]
+        reached = np.flatnonzero(values >= floor)
+        if n <= reached.size <= values.size // 8:
+            part = reached
+    if part is None:
+        part = np.arange(values.size) if n == values.size else np.argpartition(values, -n)[-n:]
+    return part[np.lexsort((part, -values[part]))[:n]]
 
 
 def _cut(keys: np.ndarray, vals: np.ndarray, lse: float, target: float, *, strict: bool) -> np.ndarray:
