@@ -318,3 +318,10 @@ class InvalidMessagesError(WebUIError):
     """Messages that do not make a conversation (a ``tool`` message without its call, bad parts)."""
 
     code = "invalid_messages"
+
+
+class ChatActionError(WebUIError):
+    """A chat action the open chat is not ready for (Regenerate with no reply yet, Send with nothing
+    typed, answering a tool call twice...): nothing was changed."""
+
+    code = "invalid_chat_action"

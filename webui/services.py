@@ -21,7 +21,7 @@ from webui.chat.prompt import Template
 from webui.chat.search import ChatIndex
 from webui.chat.service import ChatService
 from webui.downloads.hub import Choice, DownloadJob, DownloadManager, Listing
-from webui.errors import NoModelLoadedError, PermissionDeniedError, SaveError, SettingsError, WebUIError
+from webui.errors import GrammarError, NoModelLoadedError, PermissionDeniedError, SaveError, SettingsError, WebUIError
 from webui.generation.cancel import Cancels
 from webui.generation.limits import UserLimits
 from webui.generation.scheduler import GenerationJob, Generator
@@ -520,7 +520,7 @@ class Services:
 
         path = resolve_inside(self.grammars_dir, name)
         if not path.is_file():
-            raise WebUIError(f"There is no grammar file called {name!r} in {self.grammars_dir}.")
+            raise GrammarError(f"There is no grammar file called {name!r} in {self.grammars_dir}.")
         return path.read_text(encoding="utf-8")
 
     @property

@@ -171,3 +171,27 @@ def test_one_page_stop_cancels_only_that_pages_generations():
     assert cancels.stop("page-1") and mine.is_set() and not other.is_set()
     cancels.end("page-1", mine)
     assert not cancels.stop("page-1") and cancels.running("page-2") == 1
+
+
+@pytest.mark.parametrize(
+    "action,text,says",
+    [("send", "", "Type a message first"), ("regenerate", "", "no reply to regenerate"), ("continue", "", "no reply")],
+)
+def test_a_chat_action_the_chat_is_not_ready_for_is_a_typed_error(service, action, text, says):
+    """Stable code for the page and the API, and nothing saved."""
+    from webui.errors import ChatActionError
+
+    chat = service.store.new("Bot")
+    with pytest.raises(ChatActionError, match=says) as caught:
+        list(
+            service.turn(
+                chat,
+                action,
+                text=text,
+                character=Character("Bot"),
+                options=ChatOptions(),
+                params=SamplingParams(max_tokens=2),
+            )
+        )
+    assert caught.value.code == "invalid_chat_action"
+    assert not chat.messages

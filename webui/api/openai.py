@@ -48,6 +48,7 @@ from webui.errors import (
     ModelNotFoundError,
     PromptTooLongError,
     SchemaError,
+    SettingsError,
     UnsupportedFeatureError,
     WebUIError,
 )
@@ -229,7 +230,7 @@ def create_api(services: Services) -> APIRouter:
             with admin_route(user):
                 loaded = view.load_model(req.model_name, req.loader, explicit=dict(req.options or {}))
         except ValidationError as exc:
-            raise WebUIError(f"Invalid load options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+            raise SettingsError(f"Invalid load options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
         return {"model": loaded.name, "loader": loaded.loader, "n_ctx": loaded.backend.n_ctx}
 
     @router.post("/internal/model/unload")

@@ -26,10 +26,10 @@ from webui.chat.history import DECLINED, Chat, ChatStore, Message
 from webui.chat.prompt import ChatOptions, Persona, Prompt, Template, build_prompt, context_limit
 from webui.errors import (
     AttachmentError,
+    ChatActionError,
     MessageNotFoundError,
     NoModelLoadedError,
     UnsupportedFeatureError,
-    WebUIError,
 )
 from webui.generation.scheduler import GenerationJob, GenerationStats, Generator, Prepared
 from webui.loaders.base import ChatPayload, StreamExtras
@@ -267,16 +267,16 @@ class ChatService:
         """
         uploads = list(uploads or [])
         if uploads and action != "send":
-            raise WebUIError("Files can only be attached to a new message.")
+            raise ChatActionError("Files can only be attached to a new message.")
         if action == "send" and not text.strip() and not uploads:
-            raise WebUIError("Type a message first.")
+            raise ChatActionError("Type a message first.")
         last = chat.messages[-1] if chat.messages else None
         if action in ("regenerate", "continue") and (last is None or last.role != "assistant"):
-            raise WebUIError("There is no reply to regenerate or continue yet.")
+            raise ChatActionError("There is no reply to regenerate or continue yet.")
         if action == "respond" and (last is None or last.role != "tool"):
-            raise WebUIError("There are no tool results to answer.")
+            raise ChatActionError("There are no tool results to answer.")
         if chat.pending_calls() and action != "regenerate":
-            raise WebUIError("The model's tool calls are waiting: press Run or Skip on each first.")
+            raise ChatActionError("The model's tool calls are waiting: press Run or Skip on each first.")
         tools = list(tools or [])
         choice = tool_choice or ToolChoice("auto")
         notice = ""
@@ -545,7 +545,7 @@ class ChatService:
         pending = {c.get("id"): c for c in chat.pending_calls()}
         call = pending.get(call_id)
         if call is None:
-            raise WebUIError("That tool call has already been answered, or is not the last reply's.")
+            raise ChatActionError("That tool call has already been answered, or is not the last reply's.")
         name = (call.get("function") or {}).get("name", "")
         if result is None:
             message = Message("tool", DECLINED, tool_call_id=call_id, name=name, status="skipped")
@@ -570,7 +570,7 @@ class ChatService:
         for i in range(len(chat.messages) - 1, -1, -1):
             if chat.messages[i].role == "assistant":
                 return i
-        raise WebUIError("There is no reply with tool calls.")
+        raise ChatActionError("There is no reply with tool calls.")
 
 
 def stats_dict(stats: GenerationStats) -> dict:

@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 
 from webui.characters.character import DEFAULT_CHARACTER, Character
-from webui.errors import WebUIError
+from webui.errors import CardError, InvalidNameError, WebUIError
 from webui.services import Services
 from webui.ui.chat_history_panel import HistoryPanel
 from webui.ui.chat_page import ChatPage
@@ -201,7 +201,7 @@ class CharacterPanel:
             try:
                 return raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise WebUIError("The examples file must be UTF-8 text.", key="chat.examples_not_utf8") from exc
+                raise CardError("The examples file must be UTF-8 text.", key="chat.examples_not_utf8") from exc
 
         self.examples_file.upload(on_examples_file, self.examples_file, self.ed_examples)
 
@@ -211,7 +211,7 @@ class CharacterPanel:
         ) -> list[Any]:
             file_name = (file_name or name or "").strip()
             if not file_name:
-                raise WebUIError("Give the character a name first.", key="chat.name_first")
+                raise InvalidNameError("Give the character a name first.", key="chat.name_first")
             existing = (
                 self.services.characters.picture_of(file_name) if self.services.characters.is_valid(file_name) else None
             )

@@ -19,7 +19,7 @@ from webui.characters.character import DEFAULT_CHARACTER
 from webui.chat.history import Chat
 from webui.chat.prompt import MODES, ChatOptions, Mode, Persona, Prompt
 from webui.chat.service import Action, Turn, edit_message, remove_last, switch_version
-from webui.errors import WebUIError
+from webui.errors import ChatActionError, WebUIError
 from webui.services import Services
 from webui.ui.attachments_ui import TOO_BIG_KEY, AttachmentsPanel
 from webui.ui.character_panel import CharacterPanel, notes_text
@@ -320,7 +320,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             ui["tool_note"] = ""
             if decision is not None:
                 if asking not in {c.get("id") for c in chat.pending_calls()}:
-                    raise WebUIError("That tool call has already been answered.", key="chat.tool_gone")
+                    raise ChatActionError("That tool call has already been answered.", key="chat.tool_gone")
                 ui["opened"] = remember_open(chat)
             else:
                 kind = cast(Action, action)
