@@ -46,8 +46,10 @@ SHIPPED_FOLDERS = ("presets", "grammars", "characters", "instruction-templates",
 #: remembered setting is the server's (the admin's: model, load options, embedding model, tools folder).
 USER_KEYS = frozenset(
     {"preset", "params", "chat_character", "chat_id", "template_overrides", "chat_setup", "compare"}
-    | {"tools_allow_read_only"}
+    | {"tools_allow_read_only", "ui_language", "chat_window"}
 )
+#: The user's own choices that start from the server's setting (not the default) until they make one.
+FROM_SERVER = frozenset({"chat_window"})
 
 #: The shared libraries an admin edits in place (attribute of the services, the kind the audit log names).
 LIBRARIES = (("presets", "preset"), ("characters", "character"), ("instruction_templates", "instruction template"))
@@ -596,8 +598,11 @@ class Services:
 
 def user_settings(server: Settings, overlay: dict[str, Any]) -> Settings:
     """A user's settings: the server's, with the user's own choices (USER_KEYS) from ``overlay``, and the
-    defaults where they have made none - never the first admin's (their system prompt, preset, open chat)."""
-    defaults = {key: Settings.model_fields[key].get_default(call_default_factory=True) for key in USER_KEYS}
+    defaults where they have made none - never the first admin's (their system prompt, preset, open chat).
+    FROM_SERVER keys (how many messages the chat box shows) start from the server's setting instead."""
+    defaults = {
+        key: Settings.model_fields[key].get_default(call_default_factory=True) for key in USER_KEYS - FROM_SERVER
+    }
     return server.model_copy(update={**defaults, **overlay})
 
 

@@ -140,6 +140,12 @@ class Settings(BaseModel):
     language: Literal["auto", "en", "ru", "zh"] = Field(
         "auto", description="Language of the web UI: en, ru, zh, or auto (each browser's own language)."
     )
+    ui_language: Literal["auto", "en", "ru", "zh"] = Field(
+        "auto",
+        json_schema_extra=NOT_A_FLAG,
+        description="The language this user chose for their pages (the language menu at the top): en, ru, zh, "
+        "or auto (the browser's). --language, when given, is every page's.",
+    )
     max_upload_mb: float = Field(200.0, gt=0, description="Largest file (MB) the UI accepts as an upload.")
     tools_folder: Path | None = Field(
         None,
@@ -385,6 +391,8 @@ REMEMBERED_KEYS = (
     "chat_setup",
     "compare",
     "tools_allow_read_only",
+    "ui_language",
+    "chat_window",
     "tools_folder",
     "embedding_model",
 )

@@ -331,3 +331,39 @@ def test_a_served_event_reads_the_language_of_its_own_ui():
 
     assert served_language("ru") == ['data: ["ru"]'] * 2
     assert served_language("auto") == ['data: ["zh"]'] * 2
+
+
+def test_the_language_a_user_chose_comes_before_the_browsers_and_after_the_forced_one():
+    """A page's run-time texts follow its user's own choice (the language menu), else the browser's;
+    --language wins over both. A failing lookup (no user's settings) falls back to the browser's."""
+    import gradio as gr
+    from gradio.context import LocalContext
+
+    choice = {"lang": "ru"}
+
+    def chosen():
+        if choice["lang"] == "broken":
+            raise RuntimeError("no settings")
+        return choice["lang"]
+
+    with gr.Blocks() as ui:
+        ui.i18n_instance = gradio_i18n("auto", chosen)
+    with gr.Blocks() as forced_ui:
+        forced_ui.i18n_instance = gradio_i18n("zh", chosen)
+    request_token = LocalContext.request.set(SimpleNamespace(headers={"accept-language": "en-US"}))
+    try:
+        for lang, expected in (("ru", "ru"), ("zh", "zh"), ("auto", "en"), (None, "en"), ("broken", "en")):
+            choice["lang"] = lang
+            token = LocalContext.blocks.set(ui)
+            try:
+                assert i18n.page_language() == expected, lang
+            finally:
+                LocalContext.blocks.reset(token)
+        choice["lang"] = "ru"
+        token = LocalContext.blocks.set(forced_ui)
+        try:
+            assert i18n.page_language() == "zh"
+        finally:
+            LocalContext.blocks.reset(token)
+    finally:
+        LocalContext.request.reset(request_token)

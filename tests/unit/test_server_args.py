@@ -98,6 +98,7 @@ def test_every_field_is_a_flag_unless_marked():
         "chat_id",
         "chat_setup",
         "compare",
+        "ui_language",
     }
     actions = {a.dest: a for a in build_parser()._actions}
     for option in options():

@@ -253,3 +253,22 @@ def test_a_name_made_to_look_like_anothers_never_reaches_their_folder(dirs, load
     assert own not in {services.data_dir.resolve(), services.space(services.accounts.find("bob")).data_dir.resolve()}
     view.save_notebook("odd")
     assert services.space(services.accounts.find("alice")).load_notebook() == ""
+
+
+def test_language_and_chat_window_are_each_users_own(services, dirs, loaders):
+    """The language a user chose and how many messages their chat box shows are theirs (issue 20): the
+    window starts from the server's setting, the language from the browser's (never the admin's)."""
+    alice, bob, _ = users(services)
+    alice.remember(ui_language="zh", chat_window=5)  # the main admin's: the server's settings.yaml
+    bob.remember(ui_language="ru", chat_window=12)
+    _, bob, carol = users(services)  # (each event gets the view as it is now)
+    assert (bob.settings.ui_language, bob.settings.chat_window) == ("ru", 12)
+    assert (carol.settings.ui_language, carol.settings.chat_window) == ("auto", 5)  # the server's window
+    restarted = build(dirs, loaders)
+    _, bob2, carol2 = users(restarted)
+    server_file = yaml.safe_load((dirs[0] / "settings.yaml").read_text(encoding="utf-8"))
+    assert server_file["ui_language"] == "zh" and server_file["chat_window"] == 5  # read back at start
+    assert (bob2.settings.ui_language, bob2.settings.chat_window) == ("ru", 12)
+    assert carol2.settings.ui_language == "auto"
+    saved = yaml.safe_load((dirs[0] / "users" / "bob" / "settings.yaml").read_text(encoding="utf-8"))
+    assert saved["ui_language"] == "ru" and saved["chat_window"] == 12

@@ -11,8 +11,9 @@ from webui.accounts.ratelimit import LoginLimiter
 from webui.services import Services
 from webui.ui.api_panel import build_api_tab
 from webui.ui.chat_tab import build_chat_tab
+from webui.ui.common import PICK_JS, error_toast, on_pick, save_or_warn, ui_errors
 from webui.ui.compare_tab import build_compare_tab
-from webui.ui.i18n import LANGUAGES, forced_language, gradio_i18n, t, tr
+from webui.ui.i18n import LANGUAGES, forced_language, gradio_i18n, page_language, t, tr
 from webui.ui.login import LoginAddress, login_check
 from webui.ui.model_tab import build_model_tab, guide_visible, status_text
 from webui.ui.notebook_tab import build_notebook_tab, token_count_text
@@ -47,6 +48,26 @@ KEYBOARD_JS = """
 }
 """
 
+#: The language menu at the top: each language in its own words.
+LANGUAGE_CHOICES = [("Auto · Авто · 自动", "auto"), ("English", "en"), ("Русский", "ru"), ("中文", "zh")]
+
+#: Switch the page's static texts to a language (auto: the browser's) through Gradio's own i18n, live.
+#: Gradio 6.31 exports ``changeLocale`` from its core module, which the page has already loaded.
+APPLY_LANGUAGE_JS = """
+async (lang) => {
+  const code = !lang || lang === 'auto' ? (navigator.languages || [navigator.language])[0] || 'en' : lang;
+  const url = performance.getEntriesByType('resource').map((e) => e.name)
+    .find((n) => /\\/assets\\/core-[^/]*\\.js$/.test(n));
+  if (url) {
+    const core = await import(url);
+    if (core.changeLocale) core.changeLocale(code);
+  }
+  return [];
+}
+"""
+#: The page's own signal that a language is on screen, tab names included (the browser tests wait for it).
+LANGUAGE_SHOWN_JS = "() => { document.body.dataset.webuiLanguage = document.documentElement.lang; }"
+
 #: Pop-up kinds whose title the page translates (``toast.<kind>`` in the catalogues).
 TOAST_KINDS = ("error", "warning", "info")
 
@@ -56,7 +77,7 @@ def toast_titles_js(forced: str | None) -> str:
 
     Gradio 6.31 takes ``title=`` on ``gr.Error``/``gr.Warning`` (our helpers pass the translated one)
     but its pop-up shows the kind's English name instead; this puts the translation in its place, in
-    the language the server answers the page in (``--language``, else the browser's first one we have).
+    the language the page shows (``--language``, else the one its user chose, else the browser's).
     """
     titles = {lang: {kind: tr(f"toast.{kind}", lang) for kind in TOAST_KINDS} for lang in LANGUAGES}
     return f"""
@@ -64,12 +85,16 @@ def toast_titles_js(forced: str | None) -> str:
   const titles = {json.dumps(titles, ensure_ascii=False)};
   const forced = {json.dumps(forced)};
   const wanted = (navigator.languages || [navigator.language]).map((l) => (l || '').toLowerCase().split('-')[0]);
-  const own = titles[forced || wanted.find((l) => l in titles) || 'en'];
+  const own = () => {{
+    const shown = (document.documentElement.lang || '').toLowerCase().split('-')[0];
+    return titles[forced || (shown in titles && shown) || wanted.find((l) => l in titles) || 'en'];
+  }};
   const translate = () => {{
+    const texts = own();
     for (const el of document.querySelectorAll('.toast-title')) {{
-      const kind = Object.keys(own).find((k) => el.classList.contains(k));
+      const kind = Object.keys(texts).find((k) => el.classList.contains(k));
       const node = el.firstChild;
-      if (kind && node && node.nodeType === Node.TEXT_NODE && node.data.trim() !== own[kind]) node.data = own[kind] + ' ';
+      if (kind && node && node.nodeType === Node.TEXT_NODE && node.data.trim() !== texts[kind]) node.data = texts[kind] + ' ';
     }}
   }};
   new MutationObserver(translate).observe(document.body, {{ childList: true, subtree: true }});
@@ -78,8 +103,9 @@ def toast_titles_js(forced: str | None) -> str:
 
 
 def page_js(forced: str | None) -> str:
-    """The page's own JS: keyboard shortcuts and translated pop-up titles."""
-    return f"() => {{ ({KEYBOARD_JS.strip()})(); ({toast_titles_js(forced).strip()})(); }}"
+    """The page's own JS: keyboard shortcuts, translated pop-up titles, and marking dropdown picks (on_pick)."""
+    scripts = (KEYBOARD_JS, toast_titles_js(forced), PICK_JS)
+    return "() => { " + " ".join(f"({js.strip()})();" for js in scripts) + " }"
 
 
 def mark_when_answered(events: list[Any], key: str) -> None:
@@ -128,23 +154,35 @@ def mount_ui(app: Any, services: Services) -> Any:
 def build_ui(services: Services) -> gr.Blocks:
     services = page_services(services)  # each handler sees the data of the user whose page it answers
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        # First: the tabs' build-time text and every event handler read --language from here (page_language).
-        demo.i18n_instance = gradio_i18n(services.settings.language)
-        gr.Markdown(t("app.title_md"))
+        # First: the tabs' build-time text and every event handler read --language (or, without it, the
+        # language the page's user chose) from here (page_language).
+        demo.i18n_instance = gradio_i18n(services.settings.language, lambda: services.settings.ui_language)
+        forced = forced_language(demo)
+        with gr.Row(equal_height=True):
+            gr.Markdown(t("app.title_md"))
+            language = gr.Dropdown(
+                choices=LANGUAGE_CHOICES,
+                value=services.settings.ui_language,
+                label=t("app.language"),
+                elem_id="ui-language",
+                scale=0,
+                min_width=170,
+                visible=forced is None,  # --language: every page's, nothing to choose
+            )
         with gr.Tabs():
-            with gr.Tab(t("tab.model"), id="model"):
+            with gr.Tab(t("tab.model"), id="model") as model_tab:
                 model = build_model_tab(services)
-            with gr.Tab(t("tab.chat"), id="chat"):
+            with gr.Tab(t("tab.chat"), id="chat") as chat_tab:
                 chat = build_chat_tab(services)
-            with gr.Tab(t("tab.notebook"), id="notebook"):
+            with gr.Tab(t("tab.notebook"), id="notebook") as notebook_tab:
                 notebook = build_notebook_tab(services)
-            with gr.Tab(t("tab.parameters"), id="parameters"):
+            with gr.Tab(t("tab.parameters"), id="parameters") as parameters_tab:
                 params = build_parameters_tab(services)
             with gr.Tab(t("tab.sampling"), id="sampling") as sampling_tab:
                 sampling = build_sampling_tab(services)
-            with gr.Tab(t("tab.compare"), id="compare"):
+            with gr.Tab(t("tab.compare"), id="compare") as compare_tab:
                 compare = build_compare_tab(services)
-            with gr.Tab(t("tab.api"), id="api"):
+            with gr.Tab(t("tab.api"), id="api") as api_tab:
                 api = build_api_tab(services)
         notebook["wire"](params["components"])
         sampling["wire"](params["components"], notebook["text"], sampling_tab)
@@ -191,6 +229,28 @@ def build_ui(services: Services) -> gr.Blocks:
                 loader_note(services),
                 *interactivity(services),
             ]
+
+        @ui_errors
+        def on_language(choice: str) -> None:
+            if choice not in dict((code, label) for label, code in LANGUAGE_CHOICES):
+                raise error_toast(tr("app.language_unknown", page_language(), language=choice))
+            save_or_warn(lambda: services.remember(ui_language=choice))
+
+        # This user's language: kept in their settings, and the page switches to it at once (no reload).
+        # Gradio translates a tab's name only as the tab is drawn: the names are sent again after a switch.
+        tabs = [model_tab, chat_tab, notebook_tab, parameters_tab, sampling_tab, compare_tab, api_tab]
+        tab_keys = ["tab.model", "tab.chat", "tab.notebook", "tab.parameters", "tab.sampling", "tab.compare", "tab.api"]
+
+        def tab_names() -> list[Any]:
+            return [gr.update(label=t(key)) for key in tab_keys]
+
+        for shown in (
+            on_pick(language, on_language, [language], None, queue=False),
+            demo.load(lambda: services.settings.ui_language, None, language, queue=False),
+        ):
+            shown.then(None, language, None, js=APPLY_LANGUAGE_JS, queue=False).then(
+                tab_names, None, tabs, queue=False, show_progress="hidden"
+            ).then(None, js=LANGUAGE_SHOWN_JS, queue=False)
 
         mark_when_answered(
             [

@@ -23,7 +23,7 @@ from webui.errors import CardError, InvalidNameError, WebUIError
 from webui.services import Services
 from webui.ui.chat_history_panel import HistoryPanel
 from webui.ui.chat_page import ChatPage
-from webui.ui.common import error_text, inform, save_or_warn, ui_errors, warn
+from webui.ui.common import error_text, inform, on_pick, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import values_of
 
@@ -179,9 +179,9 @@ class CharacterPanel:
             ]
 
         self.on_character = on_character
-        # .select, not .input: Gradio 6.31's dropdown sends .input twice per pick (two warnings). Queued:
-        # a warning toast needs the queue's connection to reach the page.
-        self.dropdown.select(on_character, [self.dropdown, *editor[:5]], self.outputs).then(
+        # Once per pick (on_pick: Gradio's dropdown repeats .input, and sends no .select for a keyboard
+        # pick). Queued: a warning toast needs the queue's connection to reach the page.
+        on_pick(self.dropdown, on_character, [self.dropdown, *editor[:5]], self.outputs).then(
             None, self.editor_unsaved, None, js=MARK_JS
         )
         for box in editor[:5]:

@@ -18,7 +18,7 @@ from webui.chat.export import ExportKind, export_chat
 from webui.chat.history import Chat
 from webui.services import Services
 from webui.ui.chat_page import ChatPage
-from webui.ui.common import ui_errors
+from webui.ui.common import on_pick, ui_errors
 from webui.ui.i18n import t
 
 
@@ -133,7 +133,7 @@ class HistoryPanel:
             return show(page.fresh_chat(character))
 
         @ui_errors
-        def on_pick(chat_id: str | None, character: str) -> list[Any]:
+        def pick_chat(chat_id: str | None, character: str) -> list[Any]:
             if not chat_id:
                 return [gr.update()] * len(list_outs)
             return show(services.chats.load(character, chat_id))
@@ -148,7 +148,7 @@ class HistoryPanel:
                 queue=False,
                 show_progress="hidden",
             )
-        self.chats_dd.input(on_pick, [self.chats_dd, character_dd], list_outs, queue=False)
+        on_pick(self.chats_dd, pick_chat, [self.chats_dd, character_dd], list_outs, queue=False)
         self.search.input(
             lambda q, c: gr.update(choices=self.choices(c, q)),
             [self.search, character_dd],

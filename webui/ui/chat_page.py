@@ -256,10 +256,13 @@ class ChatPage:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        #: How many messages the box shows (settings.yaml chat_window; 0: all).
-        self.window = services.settings.chat_window or None
         #: Attached files as Gradio serves them (images shown in the box, documents offered for download).
         self.files = ServedFiles(services)
+
+    @property
+    def window(self) -> int | None:
+        """How many messages the box shows: this page's user's choice (settings chat_window; 0: all)."""
+        return self.services.settings.chat_window or None
 
     def display(
         self, chat: Chat | None, lang: str | None = None, *, all_messages: bool = False, thinking: bool = False

@@ -34,7 +34,7 @@ from webui.ui.chat_page import (
     stats_line,
     to_display,
 )
-from webui.ui.common import Frames, error_text, error_toast, inform, save_or_warn, ui_errors, warn
+from webui.ui.common import Frames, error_text, error_toast, inform, on_pick, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import params_from_values
 from webui.ui.queue_panel import place_of
@@ -125,9 +125,25 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 prev_version = gr.Button(t("chat.prev_version"), elem_id="chat-prev-version", size="sm")
                 next_version = gr.Button(t("chat.next_version"), elem_id="chat-next-version", size="sm")
                 show_all = gr.Button(t("chat.show_all"), elem_id="chat-show-all", size="sm")
-            start_with = gr.Textbox(
-                label=t("chat.start_with"), elem_id="chat-start-with", max_lines=2, info=t("chat.start_with_info")
-            )
+            with gr.Row():
+                start_with = gr.Textbox(
+                    label=t("chat.start_with"),
+                    elem_id="chat-start-with",
+                    max_lines=2,
+                    info=t("chat.start_with_info"),
+                    scale=3,
+                )
+                window_box = gr.Number(
+                    value=services.settings.chat_window,
+                    label=t("chat.window"),
+                    info=t("chat.window_info"),
+                    precision=0,
+                    minimum=0,
+                    maximum=100_000,
+                    elem_id="chat-window",
+                    scale=1,
+                    min_width=160,
+                )
             meter = gr.Markdown("", elem_id="chat-meter")
             with gr.Accordion(t("chat.show_prompt"), open=False):
                 show_prompt = gr.Button(t("chat.show_prompt_button"), elem_id="chat-show-prompt", size="sm")
@@ -539,6 +555,23 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     )
 
     @ui_errors
+    def on_window(value: Any, state: Any, character: str) -> Any:
+        """This user's number of messages the chat box shows (0: all), kept for their next visits."""
+        lang = page_language()
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            raise error_toast(tr("chat.window_invalid", lang)) from None
+        if not 0 <= count <= 100_000 or count != value:
+            raise error_toast(tr("chat.window_invalid", lang))
+        if count != services.settings.chat_window:
+            save_or_warn(lambda: services.remember(chat_window=count), lang)
+        return display(open_chat(state, character))
+
+    for leave in (window_box.submit, window_box.blur):  # queued: a wrong number's error shows as a pop-up
+        leave(on_window, [window_box, current, character_dd], chatbot, concurrency_limit=None, show_progress="hidden")
+
+    @ui_errors
     def on_show_prompt(
         state: Any, character: str, mode_v: str, system: str, name: str, bio: str, tpl: str, think: bool, prefix: str
     ) -> list[str]:
@@ -553,7 +586,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         page.use_template(choice)
         return [template_for(choice)[1], page.thinking_switch(choice)]
 
-    template_dd.input(ui_errors(on_template), template_dd, [template_note, thinking], queue=False)
+    on_pick(template_dd, ui_errors(on_template), [template_dd], [template_note, thinking], queue=False)
 
     show_prompt.click(
         on_show_prompt,
@@ -599,7 +632,11 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         return [choice, note, page.thinking_switch(choice)]
 
     def on_page_load() -> list[Any]:
-        """A reload (or a restart) shows the chat that was open, with its set-up, and its character in the editor."""
+        """A reload (or a restart) shows the chat that was open, with its set-up, and its character in the
+        editor, as many messages as the user chose."""
+        return [*page_load_values(), services.settings.chat_window]
+
+    def page_load_values() -> list[Any]:
         character = services.settings.chat_character or DEFAULT_CHARACTER
         if character not in services.characters.names():
             character = DEFAULT_CHARACTER
@@ -676,6 +713,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             people.editor_unsaved,
             *tools_panel.chat_outputs,
             *tools_panel.page_outputs,
+            window_box,
         ],
         "stop": stop,
     }

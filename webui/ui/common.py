@@ -101,6 +101,54 @@ def ui_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+#: Page JS (run once): a pick in a dropdown - a press on one of its options, or Enter in it - marks the
+#: dropdown (each ancestor with an id) as having a pick to send; on_pick's handlers send only then.
+PICK_JS = """
+() => {
+  const mark = (el) => { for (let n = el; n; n = n.parentElement) if (n.id) n.dataset.webuiPick = '1'; };
+  document.addEventListener('mousedown', (e) => {
+    const option = e.target.closest && e.target.closest('[role=option]');
+    if (option) mark(option);
+  }, true);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') mark(e.target);
+  }, true);
+}
+"""
+
+_ONCE_JS = """(...args) => {{
+  const el = document.getElementById({id});
+  if (el && el.dataset.webuiPick) delete el.dataset.webuiPick; else args[0] = null;
+  return args;
+}}"""
+
+
+def on_pick(dropdown: gr.Dropdown, fn: Callable, inputs: list[Any], outputs: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` once for each pick a person makes in ``dropdown`` (which must be ``inputs[0]``).
+
+    Gradio 6.31's dropdown sends ``.input`` twice for a pick with the mouse (on the pick, and again as
+    it loses focus), once whenever it only loses focus (clicked open and closed, or tabbed through),
+    and ``.select`` not at all for a pick with the keyboard. A repeat is not harmless: a preset loaded
+    again resets the values typed since, a model picked again its load options. So the page marks a
+    real pick (PICK_JS: a press on an option, or Enter) and sends ``fn`` the value once per mark; any
+    other ``.input`` reaches the server as None and ``fn`` is not called. Picking the value already
+    shown still acts (it reloads a preset, opens a character just saved). Returns the event.
+    """
+    if inputs[0] is not dropdown or not dropdown.elem_id or inspect.isgeneratorfunction(fn):
+        raise ValueError("on_pick: a plain function, with the dropdown (with an elem_id) as its first input")
+    many = isinstance(outputs, (list, tuple))
+
+    @functools.wraps(fn)
+    def once(*args: Any, **kw: Any) -> Any:
+        if args and args[0] is None:
+            if outputs is None:
+                return None
+            return [gr.update() for _ in outputs] if many else gr.update()
+        return fn(*args, **kw)
+
+    return dropdown.input(once, inputs, outputs, js=_ONCE_JS.format(id=f'"{dropdown.elem_id}"'), **kwargs)
+
+
 class Frames:
     """Paces streamed UI updates to a frame rate.
 

@@ -36,7 +36,7 @@ from webui.errors import CompareError
 from webui.params import SamplingParams
 from webui.services import Services
 from webui.ui.common import Frames, field_bounds, save_or_warn, ui_errors
-from webui.ui.i18n import request_language, t, tr
+from webui.ui.i18n import page_language, t, tr
 
 #: Configuration rows (model + preset) shown in the tab.
 ROWS = 4
@@ -328,7 +328,7 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
         values_v: str,
         *row_values: str,
     ) -> Any:
-        lang = request_language(request, services.settings.language)
+        lang = page_language(request)
         configs = configs_from(
             mode_v, list(row_values[:ROWS]), list(row_values[ROWS:]), seed_v, max_tokens_v, param_v, values_v, lang
         )
@@ -445,7 +445,7 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
             """An empty table gets its column names in the page's language (Gradio does not translate them)."""
             if current is not None and len(current) > 0:
                 return gr.update()
-            return table_value([], request_language(request, services.settings.language))
+            return table_value([], page_language(request))
 
         tab.select(on_open_table, table, table, queue=False)
     return {"run": run, "stop": stop, "status": status, "page_load": on_page_load, "page_load_outputs": inputs}

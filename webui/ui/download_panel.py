@@ -15,7 +15,7 @@ import gradio as gr
 from webui.catalogue import in_language
 from webui.downloads.hub import Choice, DownloadJob, Listing, duration, list_files, parse_source
 from webui.services import Services
-from webui.ui.common import error_text, error_toast, ui_errors
+from webui.ui.common import error_text, error_toast, on_pick, ui_errors
 from webui.ui.i18n import page_language, t, tr
 from webui.units import human_size
 
@@ -184,9 +184,10 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> dict[str,
     listed = [listing_state, files_md, choice_dd, with_projector, status]
     list_btn.click(on_list, [repo, token, allow_pickle], listed)
     repo.submit(on_list, [repo, token, allow_pickle], listed)
-    choice_dd.input(
-        lambda listing, key: projector_box(_chosen(listing, key)),
-        [listing_state, choice_dd],
+    on_pick(
+        choice_dd,
+        lambda key, listing: projector_box(_chosen(listing, key)),
+        [choice_dd, listing_state],
         with_projector,
         queue=False,
         show_progress="hidden",

@@ -17,6 +17,7 @@ Two kinds of text:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -35,6 +36,7 @@ __all__ = [
     "accept_language",
     "request_language",
     "forced_language",
+    "chosen_language",
     "page_language",
     "gradio_i18n",
     "UiI18n",
@@ -129,18 +131,22 @@ class UiI18n(gr.I18n):
     global, and two UIs in one process (tests) keep their own.
     """
 
-    def __init__(self, forced: str | None) -> None:
+    def __init__(self, forced: str | None, chosen: Callable[[], str | None] | None = None) -> None:
         self.forced = normalise(forced) if forced and forced != "auto" else None
+        #: The language the user of the page being answered chose for their pages (None or "auto": the browser's).
+        self.chosen = chosen
         if self.forced:
-            chosen = catalogue(self.forced)
-            super().__init__(**{code: chosen for code in _GRADIO_LOCALES})
+            forced_texts = catalogue(self.forced)
+            super().__init__(**{code: forced_texts for code in _GRADIO_LOCALES})
         else:
             super().__init__(**{code: catalogue(code) for code in LANGUAGES})
 
 
-def gradio_i18n(forced: str | None) -> UiI18n:
-    """The ``gr.I18n`` handed to Gradio: every language, or only the forced one under every locale code."""
-    return UiI18n(forced)
+def gradio_i18n(forced: str | None, chosen: Callable[[], str | None] | None = None) -> UiI18n:
+    """The ``gr.I18n`` handed to Gradio: every language, or only the forced one under every locale code.
+
+    ``chosen``: the language the user of the page being answered chose (asked at each event)."""
+    return UiI18n(forced, chosen)
 
 
 def forced_language(blocks: gr.Blocks | None = None) -> str | None:
@@ -154,10 +160,25 @@ def forced_language(blocks: gr.Blocks | None = None) -> str | None:
     return i18n.forced if isinstance(i18n, UiI18n) else None
 
 
+def chosen_language(blocks: gr.Blocks | None = None) -> str | None:
+    """The language the user of the event being answered chose for their pages (None: the browser's)."""
+    if blocks is None:
+        from gradio.context import Context, LocalContext
+
+        blocks = LocalContext.blocks.get(None) or Context.root_block
+    chosen = getattr(getattr(blocks, "i18n_instance", None), "chosen", None)
+    try:
+        language = chosen() if chosen else None
+    except Exception:  # (no user's settings to read: the browser's language)
+        return None
+    return normalise(language) if language and language != "auto" else None
+
+
 def page_language(request: gr.Request | None = None) -> str:
-    """The language of the page whose event is being handled (Gradio keeps its request in a context variable)."""
+    """The language of the page whose event is being handled (Gradio keeps its request in a context
+    variable): ``--language``, else the language its user chose, else the browser's."""
     if request is None:
         from gradio.context import LocalContext
 
         request = LocalContext.request.get(None)
-    return request_language(request, forced_language())
+    return request_language(request, forced_language() or chosen_language())

@@ -23,7 +23,7 @@ from webui.models.facts import ModelFacts
 from webui.models.model_settings import ModelSettings
 from webui.params import LoadOptions
 from webui.services import Services
-from webui.ui.common import error_text, error_toast, field_component, save_or_warn, ui_errors
+from webui.ui.common import error_text, error_toast, field_component, on_pick, save_or_warn, ui_errors
 from webui.ui.download_panel import build_download_panel
 from webui.ui.embeddings_panel import build_embeddings_panel
 from webui.ui.i18n import DEFAULT, page_language, t, tr
@@ -521,7 +521,8 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     # Queued one at a time: picking two models quickly must end showing the second one's facts
     # (reading a big header takes longer, so unqueued answers could arrive out of order).
     # (always_last: a pick made while the previous one is still being answered is never dropped)
-    model_dd.input(
+    on_pick(
+        model_dd,
         on_select,
         [model_dd, by_name["n_ctx"]],
         select_outputs,
@@ -562,7 +563,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
     queue_panel = build_queue_panel(services)
     # what page_state shows to admins only (role_updates)
     admin_only = [unload_btn, save_btn, delete_btn, *downloads["admin_only"]]
-    loader_dd.input(lambda loader: _option_visibility(services, loader), loader_dd, option_components, queue=False)
+    on_pick(loader_dd, lambda loader: _option_visibility(services, loader), [loader_dd], option_components, queue=False)
     loaded = load_btn.click(
         on_load, [model_dd, loader_dd, *option_components], status, concurrency_limit=1, concurrency_id="model-load"
     )

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from webui.params import SAMPLING_FIELDS, SamplingParams
 from webui.services import Services
-from webui.ui.common import error_toast, field_component, save_or_warn, ui_errors
+from webui.ui.common import error_toast, field_component, on_pick, save_or_warn, ui_errors
 from webui.ui.i18n import page_language, t, tr
 
 #: How the fields are laid out; every ``SamplingParams`` field appears exactly once.
@@ -228,7 +228,7 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
     # Queued (not queue=False) so that errors show as a pop-up message.
     # A failed action clears the message line: an old "Saved preset ..." must not stand under its error.
     actions = [
-        preset_dd.input(load_preset, preset_dd, outputs, show_progress="hidden"),
+        on_pick(preset_dd, load_preset, [preset_dd], outputs, show_progress="hidden"),
         restore.click(load_preset, preset_dd, outputs, show_progress="hidden"),
         save.click(
             save_preset, [name_box, preset_dd, unknown_state, *param_list], [preset_dd, message], show_progress="hidden"
@@ -239,7 +239,7 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
         event.failure(lambda: "", None, message, queue=False, show_progress="hidden")
     delete.click(ask_delete, preset_dd, [confirm_row, confirm_text, message], queue=False)
     cancel.click(lambda: gr.update(visible=False), None, confirm_row, queue=False)
-    grammar_file.input(pick_grammar, grammar_file, components["grammar_string"], show_progress="hidden")
+    on_pick(grammar_file, pick_grammar, [grammar_file], components["grammar_string"], show_progress="hidden")
     for component in param_list:
         component.input(
             remember_values, param_list, None, queue=False, show_progress="hidden", trigger_mode="always_last"
