@@ -76,6 +76,7 @@ def test_each_user_keeps_their_own_language_and_chat_window(browser, tmp_path):
 
         choose(bob, "ui-language", "Русский")
         wait_for_language(bob, "ru")
+        wait_text(bob, "#model-status", "Модель не загружена")  # a status line the server wrote is written again
         bob.get_by_role("tab", name="Параметры").click()  # switched in place: no reload
         # a text the server makes at run time comes in his language too
         choose(bob, "preset-dropdown", "Creative")

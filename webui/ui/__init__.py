@@ -241,16 +241,26 @@ def build_ui(services: Services) -> gr.Blocks:
         tabs = [model_tab, chat_tab, notebook_tab, parameters_tab, sampling_tab, compare_tab, api_tab]
         tab_keys = ["tab.model", "tab.chat", "tab.notebook", "tab.parameters", "tab.sampling", "tab.compare", "tab.api"]
 
+        # (and after a switch, the status lines the server wrote stay behind unless written again)
+        notes = [model["status"], params["note"], *probability_notes]
+
         def tab_names() -> list[Any]:
             return [gr.update(label=t(key)) for key in tab_keys]
 
-        for shown in (
-            on_pick(language, on_language, [language], None, queue=False),
-            demo.load(lambda: services.settings.ui_language, None, language, queue=False),
-        ):
-            shown.then(None, language, None, js=APPLY_LANGUAGE_JS, queue=False).then(
-                tab_names, None, tabs, queue=False, show_progress="hidden"
-            ).then(None, js=LANGUAGE_SHOWN_JS, queue=False)
+        def tab_names_and_notes() -> list[Any]:
+            return [*tab_names(), status_text(services), loader_note(services), *probability_note_texts()]
+
+        picked = on_pick(language, on_language, [language], None, queue=False)
+        picked.then(None, language, None, js=APPLY_LANGUAGE_JS, queue=False).then(
+            tab_names_and_notes, None, [*tabs, *notes], queue=False, show_progress="hidden"
+        ).then(None, js=LANGUAGE_SHOWN_JS, queue=False)
+        # (with --language the menu is hidden and the page keeps Gradio's choice: every code shows that language)
+        loaded = demo.load(
+            lambda: services.settings.ui_language if forced is None else "auto", None, language, queue=False
+        )
+        loaded.then(None, language, None, js=APPLY_LANGUAGE_JS, queue=False).then(
+            tab_names, None, tabs, queue=False, show_progress="hidden"
+        ).then(None, js=LANGUAGE_SHOWN_JS, queue=False)
 
         mark_when_answered(
             [

@@ -1,0 +1,37 @@
+"""Every dropdown of the built UI reacts to a person's pick through ``on_pick`` (webui/ui/common.py).
+
+Gradio 6.31's dropdown sends ``.input`` twice for a mouse pick and again whenever it only loses focus,
+and no ``.select`` for a keyboard pick (tests/browser/test_dropdown_picks.py shows what that did to
+users). A handler wired straight to ``.input`` or ``.select`` of a dropdown brings that back, unless a
+repeat changes nothing: a handler with no outputs that saves the values on the page (the chat set-up,
+the Compare rows), or one that shows facts recomputed from them.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from webui.services import Services
+from webui.settings import Settings
+from webui.ui import build_ui
+
+#: Dropdowns whose plain .input handler only shows facts computed from the values on the page.
+SAME_ANSWER_TWICE = {"opt-mmproj"}  # the model's facts (RAM, vision) for the projector shown
+
+
+def test_no_dropdown_handler_bypasses_on_pick(user_dir):
+    demo = build_ui(Services.build(Settings(user_data_dir=user_dir)))
+    dropdowns = {block_id for block_id, block in demo.blocks.items() if isinstance(block, gr.Dropdown)}
+    picked, wrong = set(), []
+    for dep in demo.config["dependencies"]:
+        for target, event in dep["targets"]:
+            if target not in dropdowns or event not in ("input", "select"):
+                continue
+            name = demo.blocks[target].elem_id
+            if "webuiPick" in (dep.get("js") or ""):
+                picked.add(name)
+            elif event == "select" or (dep["outputs"] and name not in SAME_ANSWER_TWICE):
+                wrong.append(f"#{name} .{event}")
+    assert not wrong, f"dropdown handlers not wired with on_pick: {wrong}"
+    # the ones users pick in most, as a check that this test sees the handlers at all
+    assert {"preset-dropdown", "chat-character", "model-dropdown", "ui-language"} <= picked, picked
