@@ -165,8 +165,12 @@ def test_a_dying_server_fails_and_its_calls_are_errors(servers: McpServers) -> N
     first = dying.call("dying__hello", {"name": "you"}, threading.Event(), 30)
     assert (first.text, first.error) == ("hello you", False)
     assert wait_until(lambda: status_of(servers, "dying").state == "failed"), status_of(servers, "dying")
+    # "failed" at once; its last stderr line follows once the tail's thread has read it
+    assert wait_until(lambda: "dying after the first call" in status_of(servers, "dying").message), status_of(
+        servers, "dying"
+    )
     status = status_of(servers, "dying")
-    assert "exited" in status.message and "dying after the first call" in status.message  # its last stderr line
+    assert "exited" in status.message and status.state == "failed"
     assert "dying" not in [p.name for p in servers.providers()]
     again = dying.call("dying__hello", {"name": "you"}, threading.Event(), 30)
     assert again.error and "failed" in again.text

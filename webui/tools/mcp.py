@@ -639,10 +639,13 @@ class McpServers:
         server.lost(problem)
 
     async def _add_stderr(self, server: _Server) -> None:
+        """Add the server's last stderr line to its status (already "failed": callers stop at once).
+
+        The line is read on the tail's thread; a busy machine can take a few seconds to get to it."""
         tail = server.stderr
         if tail is None:
             return
-        await asyncio.get_running_loop().run_in_executor(None, tail.ended.wait, 1.0)
+        await asyncio.get_running_loop().run_in_executor(None, tail.ended.wait, 5.0)
         if last := tail.last():
             server.message = f"{server.message}: {last}"
 
