@@ -35,6 +35,14 @@ def seed_chats(user_dir: Any) -> None:
         store.save(chat)
 
 
+def lab_folders(root: Any) -> tuple[Any, Any]:
+    """Folders with Alice (admin) and Bob (user), each with one chat of MESSAGES messages."""
+    model_dir, user_dir = make_dirs(root)
+    lab_users(user_dir)
+    seed_chats(user_dir)
+    return model_dir, user_dir
+
+
 def messages_shown(page: Any) -> int:
     """The chat's messages in the box (a line about earlier messages, shown as the bot's, not counted)."""
     texts = page.locator("#chat-box [data-testid=user], #chat-box [data-testid=bot]").all_inner_texts()
@@ -66,9 +74,7 @@ def assert_alices_unchanged(page: Any) -> None:
 
 
 def test_each_user_keeps_their_own_language_and_chat_window(browser, tmp_path):
-    model_dir, user_dir = make_dirs(tmp_path)
-    lab_users(user_dir)
-    seed_chats(user_dir)
+    model_dir, user_dir = lab_folders(tmp_path)
     srv = start_server(tmp_path, model_dir, user_dir)
     try:
         alice = log_in_page(browser, srv.url, *ALICE)
@@ -111,9 +117,7 @@ def test_each_user_keeps_their_own_language_and_chat_window(browser, tmp_path):
 
 
 def test_a_wrong_chat_window_is_refused_and_the_box_keeps_showing(browser, tmp_path):
-    model_dir, user_dir = make_dirs(tmp_path)
-    lab_users(user_dir)
-    seed_chats(user_dir)
+    model_dir, user_dir = lab_folders(tmp_path)
     srv = start_server(tmp_path, model_dir, user_dir)
     try:
         bob = log_in_page(browser, srv.url, *BOB)

@@ -232,7 +232,7 @@ def build_ui(services: Services) -> gr.Blocks:
 
         @ui_errors
         def on_language(choice: str) -> None:
-            if choice not in dict((code, label) for label, code in LANGUAGE_CHOICES):
+            if choice not in {code for _, code in LANGUAGE_CHOICES}:  # (Gradio's API takes any string)
                 raise error_toast(tr("app.language_unknown", page_language(), language=choice))
             save_or_warn(lambda: services.remember(ui_language=choice))
 
