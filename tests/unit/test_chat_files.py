@@ -1,8 +1,11 @@
 """A chat's attached files on disk: stored once, pruned when no message names them, gone with the chat."""
 
-from webui.chat.attachments import read_upload
+import pytest
+
+from webui.chat.attachments import ACCEPTED_EXTENSIONS, read_upload
 from webui.chat.history import ChatStore, Message
 from webui.chat.service import remove_last
+from webui.errors import AttachmentError
 
 
 def test_stored_files_follow_the_messages_that_name_them(tmp_path):
@@ -33,3 +36,37 @@ def test_stored_files_follow_the_messages_that_name_them(tmp_path):
     store.prune_files(chat)
     assert not files.folder.exists()
     store.delete("Assistant", chat.id)
+
+
+# ----- images by their bytes: what a message takes and what it names ----------------------------------
+def _picture(fmt: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), (200, 30, 30)).convert("P" if fmt == "GIF" else "RGB").save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_a_still_gif_is_an_image_of_the_message():
+    upload = read_upload("wave.gif", _picture("GIF"))
+    assert upload.kind == "image" and upload.image is not None
+    assert (upload.image.width, upload.image.height) == (8, 6)
+    assert ".gif" in ACCEPTED_EXTENSIONS  # and the file picker offers it
+
+
+def test_a_misnamed_image_is_read_as_the_image_it_is():
+    upload = read_upload("notes.txt", _picture("PNG"))
+    assert upload.kind == "image" and upload.image is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "said"), [("scan.bmp", "BMP", "is a BMP file"), ("x.tiff", "TIFF", "is a TIFF")]
+)
+def test_a_picture_in_another_format_is_named_with_what_to_convert_it_to(name, fmt, said):
+    with pytest.raises(AttachmentError) as caught:
+        read_upload(name, _picture(fmt))
+    message = str(caught.value)
+    assert said in message and "convert it to PNG or JPEG" in message
+    assert "attach it as an image" not in message  # it was attached as one

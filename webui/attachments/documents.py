@@ -74,9 +74,11 @@ _KIND_OF: dict[str, str] = {ext: kind for kind, exts in _KINDS.items() for ext i
 #: Every extension read as a document (with its dot, lower case).
 DOCUMENT_EXTENSIONS: tuple[str, ...] = tuple(sorted(_KIND_OF))
 
-_IMAGE_EXTENSIONS = frozenset(
+#: Extensions of picture files (read as images by a chat message; a document reader says so).
+PICTURE_EXTENSIONS = frozenset(
     ".png .jpg .jpeg .jfif .webp .gif .bmp .tif .tiff .heic .heif .avif .ico .jxl .psd".split()
 )
+_IMAGE_EXTENSIONS = PICTURE_EXTENSIONS
 #: Common files we do not read, and what to do instead.
 _CONVERT_HINTS = {
     **dict.fromkeys((".doc", ".rtf", ".odt", ".pages", ".wpd"), "save it as .docx or PDF"),

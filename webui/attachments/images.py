@@ -89,6 +89,13 @@ def read_image(
         image.close()
 
 
+def looks_like_image(data: bytes) -> bool:
+    """Whether ``data`` starts like a PNG, JPEG, GIF or WebP image, whatever its file is called."""
+    return data.startswith((_PNG_SIGNATURE, b"\xff\xd8\xff", b"GIF87a", b"GIF89a")) or (
+        data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    )
+
+
 def is_svg(data: bytes) -> bool:
     """True for SVG text (an XML document whose root is ``<svg``)."""
     head = data[:65536].lstrip(b"\xef\xbb\xbf \t\r\n").lower()

@@ -18,14 +18,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from webui.attachments.documents import DOCUMENT_EXTENSIONS, read_document
-from webui.attachments.images import read_image
+from webui.attachments.documents import DOCUMENT_EXTENSIONS, PICTURE_EXTENSIONS, read_document
+from webui.attachments.images import looks_like_image, read_image
 from webui.attachments.types import IMAGE_MARKER, Document, ImageInput
 from webui.errors import AttachmentError
 from webui.storage import atomic_write_bytes, atomic_write_text, safe_name
 
 Kind = Literal["document", "image"]
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
+#: Images a message takes (a GIF as its one still frame; the picker offers these).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 ACCEPTED_EXTENSIONS: tuple[str, ...] = tuple(sorted({*DOCUMENT_EXTENSIONS, *IMAGE_EXTENSIONS}))
 #: Files one message may carry.
 MAX_ATTACHMENTS = 16
@@ -88,7 +89,9 @@ def read_upload(name: str, data: bytes) -> Upload:
     """Check and read an uploaded file (a document or an image) or raise ``AttachmentError``."""
     base = Path(name or "file").name
     ext = Path(base).suffix.lower()
-    if ext in IMAGE_EXTENSIONS:
+    # Any picture goes to the image reader, which reads PNG, JPEG, WebP and GIF and names any other
+    # format it is given (a HEIC photo, a BMP) with what to convert it to; so does a misnamed image.
+    if ext in PICTURE_EXTENSIONS or looks_like_image(data):
         image = read_image(base, data)
         return Upload(base, "image", image.data, image=image)
     document = read_document(base, data)
