@@ -196,6 +196,24 @@ def test_an_image_for_a_text_only_model_is_flagged_at_once_and_refused_losing_no
     assert not page.locator("#chat-send").evaluate("b => b.classList.contains('generating')")
 
 
+def test_a_still_gif_dropped_on_the_chat_is_taken_as_an_image_and_the_picker_offers_gifs(chat):
+    from PIL import Image
+
+    page = chat
+    out = io.BytesIO()
+    Image.new("RGB", (80, 60), (30, 90, 200)).convert("P").save(out, format="GIF")
+    page.evaluate(DROP_JS, as_js_files((out.getvalue(), "wave.gif", "image/gif")))  # from the desktop
+    wait_chips(page, 1)
+    (chip,) = chip_texts(page)
+    # read as the picture it is (the text-only model is flagged), not refused as a document
+    assert chip.startswith("wave.gif · 80×60") and "cannot see images" in chip, chip
+    close_toasts(page)
+    chooser = open_file_chooser(page)  # the paper clip's file chooser lists GIFs with the other images
+    assert ".gif" in (page.locator(FILE_INPUT).get_attribute("accept") or "").split(",")
+    chooser.set_files([])
+    assert len(chip_texts(page)) == 1
+
+
 def test_a_corrupt_docx_is_refused_with_its_reason_and_the_other_files_stay(chat, tmp_path):
     page = chat
     broken = tmp_path / "broken.docx"
