@@ -65,20 +65,29 @@ def timed(backend: LlamaCppBackend, prompt: str, params: SamplingParams, extras:
 
 
 class ViewClock:
-    """Wraps the loader's per-token view maker to add up the CPU time it takes."""
+    """Wraps the loader's two per-token steps of a view (the row's capture after its decode, the view made
+    later with its batch) to add up the CPU time they take."""
 
     def __init__(self, backend: LlamaCppBackend) -> None:
         self.seconds, self.calls = 0.0, 0
-        inner = backend._token_view
+        capture, make = backend._capture_row, backend._token_view
+
+        def timed_capture() -> Any:
+            start = time.thread_time()
+            try:
+                return capture()
+            finally:
+                self.seconds += time.thread_time() - start
 
         def timed_view(*args: Any) -> Any:
             start = time.thread_time()
             try:
-                return inner(*args)
+                return make(*args)
             finally:
                 self.seconds += time.thread_time() - start
                 self.calls += 1
 
+        backend._capture_row = timed_capture  # type: ignore[method-assign]
         backend._token_view = timed_view  # type: ignore[method-assign,assignment]
 
     def take_ms(self) -> float:

@@ -159,6 +159,52 @@ def test_greedy_with_dry_draws_the_view_s_after_top(llama):
     assert not any("breakers" in note for v in views for note in v.view.notes)  # with llama.cpp's breakers
 
 
+def test_views_made_in_batches_leave_the_text_and_its_end_as_without_them(llama):
+    """llama.cpp makes views several tokens at a time (``VIEW_BATCH``): the text, where a stop string ends it,
+    and the token count are those of the same run without views, one view per token, each made with the
+    penalties of the tokens before its own (a greedy run with penalties draws every view's top)."""
+    from webui.loaders.llamacpp import VIEW_BATCH
+
+    params = SamplingParams(
+        do_sample=False, max_tokens=2 * VIEW_BATCH + 5, repeat_penalty=1.5, dry_multiplier=0.0, ban_eos_token=True
+    )
+    plain = run(llama, LIST_PROMPT, params, StreamExtras())
+    text = "".join(c.text for c in plain)
+    viewed = run(llama, LIST_PROMPT, params, StreamExtras(sampler_views=3))
+    views = views_of(viewed)
+    assert "".join(c.text for c in viewed) == text and len(views) == params.max_tokens
+    assert viewed[-1].finish_reason == plain[-1].finish_reason == "length"
+    assert [v.view.after[0].id for v in views] == [v.id for v in views]
+    assert any(v.view.before[0].id != v.id for v in views)  # the penalties (of the right tokens) mattered
+
+    # A stop string met inside a batch (after the first token, before the batch is full): the text ends before
+    # it, as without views, and the tokens drawn after it in that batch are not sent.
+    middle = "".join(v.token for v in views[: VIEW_BATCH // 2 + 2])
+    stop = middle[-4:]
+    assert stop.strip() and text.index(stop) == len(middle) - 4  # (its first occurrence)
+    stopped = params.model_copy(update={"stop": [stop]})
+    plain = run(llama, LIST_PROMPT, stopped, StreamExtras())
+    viewed = run(llama, LIST_PROMPT, stopped, StreamExtras(sampler_views=3))
+    assert "".join(c.text for c in viewed) == text[: text.index(stop)]
+    # the same chunks, to the token counts (the stop string's tokens count, as without views, with no view)
+    shape = [(c.text, c.n_tokens, c.finish_reason) for c in plain]
+    assert [(c.text, c.n_tokens, c.finish_reason) for c in viewed] == shape and shape[-1][2] == "stop"
+    assert [len(c.views or ()) for c in viewed] == [n if reason is None else 0 for _, n, reason in shape]
+
+
+def test_a_cancel_in_the_middle_of_a_batch_sends_what_was_drawn_with_views(llama):
+    cancel = threading.Event()
+    params = SamplingParams(do_sample=False, max_tokens=200, ban_eos_token=True, **PLAIN)
+    chunks: list[Chunk] = []
+    for chunk in llama.stream(LIST_PROMPT, params, cancel, StreamExtras(sampler_views=2)):
+        chunks.append(chunk)
+        if sum(c.n_tokens for c in chunks) >= 3:
+            cancel.set()
+    assert chunks[-1].finish_reason == "cancelled"
+    views = views_of(chunks)
+    assert 3 <= len(views) < 200 and "".join(v.token for v in views) == "".join(c.text for c in chunks)
+
+
 def test_transformers_penalty_sees_the_prompt_too(hf):
     """transformers' repetition penalty covers the prompt: the view's does too, so greedy draws its top."""
     params = SamplingParams(do_sample=False, max_tokens=30, repeat_penalty=1.5)

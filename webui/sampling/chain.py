@@ -167,25 +167,38 @@ class _Pool:
 def _top_indices(values: np.ndarray, n: int) -> np.ndarray:
     """Indices of the ``n`` largest values, largest first (ties: lower index first).
 
-    A few of a big row (a token's 10 candidates out of gemma's 262,144): the ``n``-th largest of
-    every ``_SAMPLE_STEP``-th value is a floor that about ``n * _SAMPLE_STEP`` values reach, and
-    only those are sorted - 8x faster than partitioning the whole row, which was most of what a
-    token's view cost. Should the floor leave fewer than ``n`` (or too many), the whole row is
-    partitioned as before.
+    A few of a big row (a token's 10 candidates out of gemma's 262,144): the ``n``-th largest of a
+    strided sample is a floor that about ``n * step`` values reach (the stride is at most
+    ``_SAMPLE_STEP``, smaller for a larger ``n``), and only those are looked at - several times faster
+    than partitioning the whole row, which was most of what a token's view cost. Should the floor
+    leave fewer than ``n`` (or too many), the whole row is partitioned.
     """
     n = min(n, values.size)
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
     part = None
-    if n * _SAMPLE_STEP * 4 <= values.size:
-        sample = values[::_SAMPLE_STEP]
+    step = min(_SAMPLE_STEP, values.size // (n * 16))
+    if step >= 4:
+        sample = values[::step]
         floor = np.partition(sample, sample.size - n)[sample.size - n]
         reached = np.flatnonzero(values >= floor)
         if n <= reached.size <= values.size // 8:
             part = reached
     if part is None:
-        part = np.arange(values.size) if n == values.size else np.argpartition(values, -n)[-n:]
-    return part[np.lexsort((part, -values[part]))[:n]]
+        part = np.arange(values.size)
+    return _best_of(part, values[part], n)
+
+
+def _best_of(part: np.ndarray, vals: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` best of ``part`` (indices in ascending order, ``vals`` their values), best first,
+    ties to the lower index: only the ``n`` are sorted, however many ``part`` holds."""
+    if part.size > 2 * n:
+        kth = np.partition(vals, part.size - n)[part.size - n]  # the n-th largest value
+        above = np.flatnonzero(vals > kth)
+        tied = np.flatnonzero(vals == kth)[: n - above.size]  # (part is ascending: the lowest indices)
+        keep = np.union1d(above, tied)
+        part, vals = part[keep], vals[keep]
+    return part[np.lexsort((part, -vals))[:n]]
 
 
 def _cut(keys: np.ndarray, vals: np.ndarray, lse: float, target: float, *, strict: bool) -> np.ndarray:
@@ -342,6 +355,7 @@ def sample_view(
     eog: Collection[int] = (),
     dry_breakers: DryBreakers | None = None,
     order: ChainOrder = "llama.cpp",
+    stats: tuple[float, float] | None = None,
 ) -> SamplerView:
     """The sampler chain applied to one row of raw ``logits`` (n_vocab floats).
 
@@ -349,20 +363,21 @@ def sample_view(
     ``eog``: the end-of-generation ids ``ban_eos_token`` removes; ``dry_breakers``: DRY's
     sequence breakers as tokens (None: not applied, which the notes say when it matters);
     ``order``: whose chain to replay after the penalties (see the module's docstring; the caller
-    switches off what that chain lacks, e.g. DRY and XTC for transformers).
+    switches off what that chain lacks, e.g. DRY and XTC for transformers); ``stats``: the row's
+    ``distribution_stats`` (logsumexp, entropy) when the caller has them already.
     """
     row = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1)
     n_vocab = row.size
-    lse, entropy_before, nonzero = distribution_stats(row)
     notes: list[str] = []
-
     if params.mirostat_mode and not params.greedy:
+        lse, entropy_before, nonzero = distribution_stats(row)
         top = _top_indices(row, n_top)
         probs = np.exp(row[top].astype(np.float64) - lse).tolist()
         before = tuple(Candidate(t, p) for t, p in zip(top.tolist(), probs, strict=True))
         notes.append("mirostat: not shown (it sets its own cut-off as the text goes on); 'after' is the model's own")
         return SamplerView(before, before, entropy_before, entropy_before, nonzero, (), tuple(notes))
 
+    lse, entropy_before = stats if stats is not None else distribution_stats(row, count=False)[:2]
     hist = np.asarray(history, dtype=np.int64).reshape(-1)
     hist = hist[(hist >= 0) & (hist < n_vocab)]
     work = row.copy()
@@ -379,7 +394,7 @@ def sample_view(
             notes.append("DRY: its sequence breakers are not applied here, so repeats across them count too")
     if params.grammar_string.strip() or params.json_schema.strip():
         notes.append("The grammar's limits are not shown: it also removes every token that does not fit it")
-    changed = np.union1d(np.union1d(banned, penalised_ids), dry_ids)
+    changed = np.unique(np.concatenate((banned, penalised_ids, dry_ids)))
 
     # One partition of the raw row serves 'before' and top_k: a token outside the raw top
     # (k + changed) cannot be in the penalised top k, as k unchanged tokens stay above it.
