@@ -78,7 +78,6 @@ DOCUMENT_EXTENSIONS: tuple[str, ...] = tuple(sorted(_KIND_OF))
 PICTURE_EXTENSIONS = frozenset(
     ".png .jpg .jpeg .jfif .webp .gif .bmp .tif .tiff .heic .heif .avif .ico .jxl .psd".split()
 )
-_IMAGE_EXTENSIONS = PICTURE_EXTENSIONS
 #: Common files we do not read, and what to do instead.
 _CONVERT_HINTS = {
     **dict.fromkeys((".doc", ".rtf", ".odt", ".pages", ".wpd"), "save it as .docx or PDF"),
@@ -192,7 +191,7 @@ def _supported_list() -> str:
 def _unsupported_message(label: str, ext: str) -> str:
     if ext in (".svg", ".svgz"):
         return f"{label} is an SVG image, which is not supported: convert it to PNG and attach it as an image."
-    if ext in _IMAGE_EXTENSIONS:
+    if ext in PICTURE_EXTENSIONS:
         return (
             f"{label} is an image: attach it as an image (not as a document) so that a model "
             "that can see images reads it."

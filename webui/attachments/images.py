@@ -37,6 +37,8 @@ MAX_IMAGE_SIDE = 2048
 JPEG_QUALITY = 90
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+_GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
 #: JPEG start-of-frame markers (they carry the size); C4, C8 and CC are other segments.
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 #: EXIF orientation -> the transpose that makes the picture upright (as Pillow's ImageOps.exif_transpose).
@@ -91,7 +93,7 @@ def read_image(
 
 def looks_like_image(data: bytes) -> bool:
     """Whether ``data`` starts like a PNG, JPEG, GIF or WebP image, whatever its file is called."""
-    return data.startswith((_PNG_SIGNATURE, b"\xff\xd8\xff", b"GIF87a", b"GIF89a")) or (
+    return data.startswith((_PNG_SIGNATURE, _JPEG_SIGNATURE, *_GIF_SIGNATURES)) or (
         data[:4] == b"RIFF" and data[8:12] == b"WEBP"
     )
 
@@ -115,10 +117,10 @@ def image_header(label: str, data: bytes) -> tuple[str, int, int, bool]:
                 raise broken
             width, height = struct.unpack(">II", data[16:24])
             return "PNG", width, height, True
-        if data.startswith(b"\xff\xd8\xff"):
+        if data.startswith(_JPEG_SIGNATURE):
             width, height = _jpeg_size(data, broken)
             return "JPEG", width, height, False
-        if data[:6] in (b"GIF87a", b"GIF89a"):
+        if data[:6] in _GIF_SIGNATURES:
             width, height = struct.unpack("<HH", data[6:10])
             return "GIF", width, height, True
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":

@@ -368,6 +368,15 @@ class LlamaCppBackend(Backend):
         # once): the view's numpy code run cold after every decode took 2-3x as long as run several times
         # in a row. A token's text waits for its view; tokens drawn past a stop string are not sent.
         pending: list[_PendingToken] = []
+
+        def flush() -> Iterator[Chunk]:
+            nonlocal echo
+            for chunk in self._feed(pending, out, decoder, generated, params, n_views, special, breakers):
+                if echo is not None:
+                    chunk.prompt_logprobs, echo = echo, None
+                yield chunk
+            pending.clear()
+
         try:
             for token in tokens:
                 if cancel.is_set():
@@ -389,21 +398,14 @@ class LlamaCppBackend(Backend):
                 at_limit = n_generated >= max_tokens
                 if n_views is not None and not at_limit and 1 < n_generated and len(pending) < VIEW_BATCH:
                     continue
-                for chunk in self._feed(pending, out, decoder, generated, params, n_views, special, breakers):
-                    if echo is not None:
-                        chunk.prompt_logprobs, echo = echo, None
-                    yield chunk
-                pending.clear()
+                yield from flush()
                 if out.stopped:
                     finish = "stop"
                     break
                 if at_limit:
                     break
             if pending and not out.stopped:  # ended by a cancel or an end-of-text: what was drawn is sent
-                for chunk in self._feed(pending, out, decoder, generated, params, n_views, special, breakers):
-                    if echo is not None:
-                        chunk.prompt_logprobs, echo = echo, None
-                    yield chunk
+                yield from flush()
                 if out.stopped:
                     finish = "stop"
         finally:
