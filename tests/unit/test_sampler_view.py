@@ -473,7 +473,7 @@ def test_top_indices_are_a_stable_sort_of_the_largest(size):
     """The candidates of a view: the ``n`` largest, largest first, ties by lower index - whichever way
     they are found (a sampled floor for a big row, a partition otherwise), on peaked, flat, tied and
     mostly banned rows."""
-    from webui.sampling.chain import _top_indices
+    from webui.sampling.chain import top_indices
 
     rng = np.random.default_rng(size)
     rows = [
@@ -484,7 +484,7 @@ def test_top_indices_are_a_stable_sort_of_the_largest(size):
     ]
     for row in rows:
         for n in (1, 10, 40, 60):
-            got = _top_indices(row, n)
+            got = top_indices(row, n)
             want = np.lexsort((np.arange(size), -row))[: min(n, size)]
             assert np.array_equal(row[got], row[want])  # the same values, largest first
             if np.unique(row).size == size:  # no ties anywhere: the very same tokens

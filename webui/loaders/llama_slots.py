@@ -447,7 +447,7 @@ class SlotEngine:
         self._lib.llama_memory_seq_rm(memory, slot.seq, pos, -1)
 
     def _sample(self, run: _Run, row: int) -> int:
-        return int(self._lib.llama_sampler_sample(run.sampler.sampler, self._llm._ctx.ctx, row))
+        return int(run.sampler.sample(self._llm._ctx, row))
 
     def _accept(self, run: _Run, token: int, row: int) -> FinishReason | None:
         """Hand a drawn token to the request; the reason it ends there, if it does."""

@@ -39,7 +39,7 @@ _BREAKER_MAX_TAIL = 20
 #: a cut (top_p, typical_p) sorts this many best tokens first, then buckets the rest
 _FIRST_SLICE = 256
 _BUCKETS = 4096
-_SAMPLE_STEP = 64  # _top_indices: the stride of the sample that sets its floor
+_SAMPLE_STEP = 64  # top_indices: the stride of the sample that sets its floor
 
 #: Whose sampler chain a view replays: llama.cpp's (this app's own) or transformers' ``generate``.
 ChainOrder = Literal["llama.cpp", "transformers"]
@@ -164,7 +164,7 @@ class _Pool:
             self.removed.setdefault(int(token), stage)
 
 
-def _top_indices(values: np.ndarray, n: int) -> np.ndarray:
+def top_indices(values: np.ndarray, n: int) -> np.ndarray:
     """Indices of the ``n`` largest values, largest first (ties: lower index first).
 
     A few of a big row (a token's 10 candidates out of gemma's 262,144): the ``n``-th largest of a
@@ -210,7 +210,7 @@ def _cut(keys: np.ndarray, vals: np.ndarray, lse: float, target: float, *, stric
     the bucket where the mass reaches ``target`` are sorted, never the whole vocabulary.
     """
     size = keys.size
-    first = _top_indices(-keys, min(size, _FIRST_SLICE))
+    first = top_indices(-keys, min(size, _FIRST_SLICE))
     running = np.cumsum(np.exp(vals[first].astype(np.float64) - lse))
     hit = np.flatnonzero(running > target if strict else running >= target)
     if hit.size:
@@ -371,7 +371,7 @@ def sample_view(
     notes: list[str] = []
     if params.mirostat_mode and not params.greedy:
         lse, entropy_before, nonzero = distribution_stats(row)
-        top = _top_indices(row, n_top)
+        top = top_indices(row, n_top)
         probs = np.exp(row[top].astype(np.float64) - lse).tolist()
         before = tuple(Candidate(t, p) for t, p in zip(top.tolist(), probs, strict=True))
         notes.append("mirostat: not shown (it sets its own cut-off as the text goes on); 'after' is the model's own")
@@ -400,7 +400,7 @@ def sample_view(
     # (k + changed) cannot be in the penalised top k, as k unchanged tokens stay above it.
     k = params.top_k if not params.greedy and 0 < params.top_k < n_vocab else 0
     shortcut = bool(k) and k + changed.size < n_vocab // 4 and order == "llama.cpp"
-    first = _top_indices(row, max(n_top, k + changed.size) if shortcut else n_top)
+    first = top_indices(row, max(n_top, k + changed.size) if shortcut else n_top)
     top = first[:n_top]
     watch = top.tolist()
     pool = _Pool(None, work, watch, n_vocab)
@@ -419,9 +419,9 @@ def sample_view(
         if k:
             if shortcut:
                 candidates = np.union1d(first, changed)
-                pool.keep(candidates[_top_indices(work[candidates], k)], "top_k")
+                pool.keep(candidates[top_indices(work[candidates], k)], "top_k")
             else:
-                pool.keep(_top_indices(work, k), "top_k")
+                pool.keep(top_indices(work, k), "top_k")
         after, entropy_after, pool_size = _truncate(pool, params, n_top, notes)
 
     before_probs = np.exp(row[top].astype(np.float64) - lse).tolist()
@@ -464,7 +464,7 @@ def _min_p(pool: _Pool, min_p: float) -> None:
     # p >= min_p * p_max  <=>  logit >= max logit + log(min_p), in float32 as llama.cpp does
     floor = np.float32(pool.vals.max()) + np.float32(math.log(min_p))
     selection = np.flatnonzero(pool.vals >= floor)
-    pool.keep(selection if selection.size else _top_indices(pool.vals, 1), "min_p")
+    pool.keep(selection if selection.size else top_indices(pool.vals, 1), "min_p")
 
 
 def _transformers_warpers(
@@ -493,7 +493,7 @@ def _draw(pool: _Pool, scaled: np.ndarray, n_top: int) -> tuple[tuple[Candidate,
     """The distribution the draw uses (``scaled``: the pool's final logits): its top ``n_top``
     candidates, its entropy in bits and how many tokens have a non-zero probability."""
     lse, entropy, pool_size = distribution_stats(scaled)
-    best = _top_indices(scaled, min(n_top, pool_size))
+    best = top_indices(scaled, min(n_top, pool_size))
     probs = np.exp(scaled[best].astype(np.float64) - lse).tolist()
     ids = pool.global_ids(best).tolist()
     return tuple(Candidate(t, p) for t, p in zip(ids, probs, strict=True)), entropy, pool_size
