@@ -10,7 +10,9 @@ greedy decoding: each step is one ``llama_batch`` holding one token per sequence
 ``llama_decode``, and the argmax of each sequence's logits row (numpy, end-of-text banned so
 every sequence keeps going). Aggregate tokens/s = S x steps / time of those steps.
 
-This is the ceiling ``--parallel N`` can reach through the server (bench/parallel.py compares
+llama.cpp is set up as our loader sets it up (weights not repacked, flash attention; until 2026-12-03
+the limit took llama-cpp-python's defaults, which measured 0-7 % slower). This is the ceiling
+``--parallel N`` can reach through the server (bench/parallel.py compares
 against it in its own run): nothing here but llama.cpp and one argmax per sequence. The figures
 to expect on these 2-core machines (DESIGN.md): SmolLM2 ~82 tokens/s for one sequence, 4 ->
 ~1.5x, 8 -> ~1.7x; gemma-3-270m ~46, 4 -> ~2.1x, 8 -> ~2.3x. No target of its own: it is
@@ -63,7 +65,12 @@ def greedy_batch(
     from webui.loaders.llama_sampling import eog_tokens
 
     n_seqs = len(texts)
-    llm = Llama(str(model), n_ctx=256, n_threads=threads, n_threads_batch=threads, verbose=False)
+    from webui.loaders.llamacpp import _model_params
+
+    # llama.cpp as our loader sets it up: weights not repacked, flash attention (the loader's reasons are
+    # exactness; here, a limit measured with other kernels would not be our stack's)
+    with _model_params(use_extra_bufts=False):
+        llm = Llama(str(model), n_ctx=256, n_threads=threads, n_threads_batch=threads, flash_attn=True, verbose=False)
     ids = [llm.tokenize(t.encode(), add_bos=True, special=False) for t in texts]
     per_seq = -(-(max(map(len, ids)) + tokens + WARMUP_STEPS + 8) // 256) * 256
     n_prompt = sum(map(len, ids))

@@ -4,13 +4,14 @@
     .venv/bin/python bench/parallel.py                    # SmolLM2 and gemma-3-270m; servers 1, 4, 8; 1, 4, 8 clients
     .venv/bin/python bench/parallel.py --quick
 
-For each model, first the decode limit of our stack in the same run (bench/batch_limit.py:
-S sequences in one ``llama_batch``, no server) for S = each client count; then one server per
-``--parallel`` value, and against each 1, 4 and 8 clients at once (started together on a
-barrier), each streaming ``--tokens`` tokens from ``/v1/completions`` (greedy, end-of-text banned
-with ``ban_eos_token`` so every client gets all its tokens; the limit's own prompts). Aggregate
-tokens/s = all clients' tokens / (last end - first start); TTFT per client (request to first
-text). Medians over ``--reps``. RSS of the server after loading and after a warm-up, per
+For each model, one server per ``--parallel`` value, and against each 1, 4 and 8 clients at once
+(started together on a barrier), and just before each such run the decode limit of our stack for as
+many sequences (bench/batch_limit.py: S sequences in one ``llama_batch``, no server; measured
+next to each run because these machines' speed drifts by 10-30 % over minutes, which made a limit
+measured once per model 0.6-1.2 x what the servers then met). Each client streams ``--tokens``
+tokens from ``/v1/completions`` (greedy, end-of-text banned with ``ban_eos_token`` so every client
+gets all its tokens; the limit's own prompts). Aggregate tokens/s = all clients' tokens / (last end - first start); TTFT per client (request to first
+text). Medians over ``--reps``; a ratio to the limit is the median of each run's ratio. RSS of the server after loading and after a warm-up, per
 ``--parallel`` value (the memory of the extra slots).
 
 Targets (the parallel server = the largest ``--parallel`` value, the FIFO server = ``--parallel 1``):
@@ -80,7 +81,8 @@ def run_clients(url: str, n: int, tokens: int) -> dict:
 
 
 def bench_server(model: Path, workdir: Path, parallel: int, clients: list[int], args) -> dict[str, Any]:
-    """One ``--parallel`` server: RSS, then every client count ``--reps`` times (medians)."""
+    """One ``--parallel`` server: RSS, then every client count ``--reps`` times (medians), each time right
+    after the limit for as many sequences (``limits_in_child``)."""
     srv = start_our_server(model, workdir, n_ctx=args.n_ctx, threads=args.threads, extra=("--parallel", str(parallel)))
     with servers(srv):
         time.sleep(1)
@@ -94,8 +96,17 @@ def bench_server(model: Path, workdir: Path, parallel: int, clients: list[int], 
             "clients": clients_out,
         }
         for n in clients:
-            runs = [run_clients(srv.url, n, args.tokens) for _ in range(args.reps)]
+            runs, limits = [], []
+            for _ in range(args.reps):
+                # the limit right before each run: these machines' speed drifts by 10-30 % over minutes
+                limits.append(limits_in_child(model, [n], args.tokens, args.threads)[n])
+                runs.append(run_clients(srv.url, n, args.tokens))
             clients_out[n] = {
+                "limit_tokens_per_s": median(limits),
+                "x_limit": median(r["aggregate_tokens_per_s"] / lim for r, lim in zip(runs, limits, strict=True)),
+                "decode1_x_limit": median(
+                    r["decode_tokens_per_s"][0] / lim for r, lim in zip(runs, limits, strict=True)
+                ),
                 "aggregate_tokens_per_s": median(r["aggregate_tokens_per_s"] for r in runs),
                 "decode_tokens_per_s_each": [median(r["decode_tokens_per_s"][k] for r in runs) for k in range(n)],
                 "ttft_s": [median(r["ttft_s"][k] for r in runs) for k in range(n)],
@@ -111,19 +122,23 @@ def bench_server(model: Path, workdir: Path, parallel: int, clients: list[int], 
     return out
 
 
-def summarise(model: str, limits: dict[int, float], runs: dict[int, dict]) -> dict:
-    """The issue's ratios for one model: the parallel server against the limit and against FIFO."""
+def summarise(model: str, runs: dict[int, dict]) -> dict:
+    """The issue's ratios for one model: the parallel server against the limit and against FIFO.
+
+    Against the limit: the median over the repetitions of each run's ratio to the limit measured just
+    before it."""
     fifo, par = runs.get(1), runs[max(runs)]
-    agg = {n: c["aggregate_tokens_per_s"] for n, c in par["clients"].items()}
+    clients = par["clients"]
+    agg = {n: c["aggregate_tokens_per_s"] for n, c in clients.items()}
     out: dict = {"model": model, "parallel": par["parallel"]}
-    if 4 in agg and 4 in limits:
-        out["agg4/limit4"] = agg[4] / limits[4]
-    if 1 in agg and 1 in limits:
-        out["agg1/limit1"] = agg[1] / limits[1]
-        out["decode1/limit1"] = par["clients"][1]["decode_tokens_per_s_each"][0] / limits[1]
+    if 4 in agg:
+        out["agg4/limit4"] = clients[4]["x_limit"]
+    if 1 in agg:
+        out["agg1/limit1"] = clients[1]["x_limit"]
+        out["decode1/limit1"] = clients[1]["decode1_x_limit"]
     if 1 in agg and 4 in agg:
         out["agg4/agg1"] = agg[4] / agg[1]
-        out["limit4/limit1"] = limits.get(4, float("nan")) / limits.get(1, float("nan"))
+        out["limit4/limit1"] = clients[4]["limit_tokens_per_s"] / clients[1]["limit_tokens_per_s"]
     if fifo and fifo is not par:
         ratios = [
             p / f
@@ -175,23 +190,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
         for key in [m.strip() for m in args.models.split(",") if m.strip()]:
             model = MODELS_DIR / MODELS[key]
-            print(f"\n== {key}: batched limit for S = {clients} ==", flush=True)
-            limits = limits_in_child(model, clients, args.tokens, args.threads, args.reps)
-            print("  " + ", ".join(f"S={s}: {v:.1f} tokens/s" for s, v in limits.items()), flush=True)
             runs = {}
             for par in parallels:
                 print(f"== {key}: --parallel {par} ==", flush=True)
                 runs[par] = bench_server(model, Path(tmp), par, clients, args)
+            limits = {n: median(r["clients"][n]["limit_tokens_per_s"] for r in runs.values()) for n in clients}
             results.append({"model": model.name, "limits": limits, "servers": list(runs.values())})
-            summaries.append(summarise(model.name, limits, runs))
+            summaries.append(summarise(model.name, runs))
     rows = [
         {
             "model": r["model"],
             "parallel": s["parallel"],
             "clients": n,
             "tokens/s": c["aggregate_tokens_per_s"],
-            "limit": r["limits"].get(n),
-            "x limit": c["aggregate_tokens_per_s"] / r["limits"][n] if n in r["limits"] else None,
+            "limit": c["limit_tokens_per_s"],
+            "x limit": c["x_limit"],
             "TTFT median s": median(c["ttft_s"]),
             "TTFT max s": max(c["ttft_s"]),
             "RSS MB": s["rss_warm_mb"],

@@ -195,3 +195,20 @@ def test_a_model_switch_queued_in_the_middle_runs_after_the_requests_before_it(g
     assert gemma_texts == [gen.submit(p, greedy(24)).result() for p in PROMPTS[:3]]
     gen.call(lambda: manager.load(smollm_path.name))
     assert smol_texts == [gen.submit(p, greedy(24)).result() for p in PROMPTS[:3]]
+
+
+def test_prompt_lookup_mostly_rests_on_a_text_that_does_not_copy_itself(gen, manager):
+    """Each draft token costs nearly a token's work: on a free story, whose drafts are mostly wrong, prompt
+    lookup drafts less and less (as many as were right last time; none for a while after wrong ones)."""
+    engine = manager.current.backend.engine
+    prompt = "<|im_start|>user\nTell me a long story about a lighthouse keeper and her clever cat.<|im_end|>\n"
+    prompt += "<|im_start|>assistant\n"
+    plain = gen.submit(prompt, greedy(128)).result()
+    before = dict(engine.counters)
+    looked = gen.submit(prompt, greedy(128, prompt_lookup=8)).result()
+    assert looked == plain
+    drafted = engine.counters["drafted"] - before["drafted"]
+    accepted = engine.counters["accepted"] - before["accepted"]
+    # (drafting up to 8 at every 2- or 3-token match, as before, tried 22 tokens here and kept 6; now 7 and 3)
+    assert 0 < drafted <= 14, engine.counters
+    assert accepted <= drafted

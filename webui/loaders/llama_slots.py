@@ -59,7 +59,10 @@ DEFAULT_CHUNK = 256
 DECODE_TOKENS = 7
 #: The n-gram sizes prompt lookup matches (longest first, down to the shortest).
 LOOKUP_NGRAM = 3
-LOOKUP_NGRAM_MIN = 2
+LOOKUP_NGRAM_MIN = 3
+#: Most steps without drafts after a run of wrong ones, and most draft tokens in one step (``_take_tokens``).
+MAX_REST = 32
+MAX_DRAFTS = 16
 
 
 class WarmStates(Protocol):
@@ -93,8 +96,12 @@ class _Run:
     generated: list[int] = field(default_factory=list)
     #: Draft tokens evaluated in this step (prompt lookup).
     drafts: list[int] = field(default_factory=list)
-    #: Steps in a row whose first draft token was wrong (prompt lookup then tries a single token).
+    #: Steps in a row whose first draft token was wrong.
     misses: int = 0
+    #: Steps left without drafts: after wrong drafts, the next try waits longer each time (``MAX_REST``).
+    rest: int = 0
+    #: Most draft tokens the next step may try (grows while drafts are right, see ``_take_tokens``).
+    window: int = 2
 
 
 class Slot:
@@ -403,10 +410,11 @@ class SlotEngine:
         left = run.max_tokens - len(run.generated) - 1
         if n <= 0 or left <= 0 or spare <= 0 or run.lazy is not None:
             return []
+        if run.rest > 0:
+            run.rest -= 1
+            return []
         history = [*run.prompt, *run.generated]
-        want = min(n, left, spare, 16)
-        if run.misses >= 2:
-            want = 1  # the last drafts were wrong from their first token: try one until one is right again
+        want = min(n, left, spare, run.window)
         if run.params.prompt_lookup or self.draft is None:
             return lookup_drafts(history, want)
         if not run.generated:
@@ -430,7 +438,14 @@ class SlotEngine:
                 break
         kept = i + 1
         if run.drafts:
-            run.misses = run.misses + 1 if kept == 1 else 0
+            # Each draft token costs nearly a token's work (its row of logits: most of a small model's work with
+            # gemma-3's 262,144-token vocabulary), so a free chat, whose drafts are mostly wrong, ran at 0.8 x.
+            # As many drafts as were right last time, twice as many when all were; after 2 steps in a row whose
+            # first draft was wrong, none for 1, 2, 4... steps (up to MAX_REST).
+            right = kept - 1
+            run.window = min(2 * run.window, MAX_DRAFTS) if right == len(run.drafts) else max(1, right)
+            run.misses = run.misses + 1 if right == 0 else 0
+            run.rest = min(2 ** (run.misses - 2), MAX_REST) if run.misses >= 2 else 0
         self.counters["drafted"] += len(run.drafts)
         self.counters["accepted"] += kept - 1
         slot.cached += evaluated[:kept]
