@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -129,6 +130,18 @@ class DryBreakers:
     def heads(self) -> np.ndarray:
         return np.fromiter(self.tails, dtype=np.int64, count=len(self.tails))
 
+    @cached_property
+    def _head_table(self) -> np.ndarray:
+        table = np.zeros(max(self.tails, default=-1) + 1, dtype=bool)
+        table[self.heads()] = True
+        return table
+
+    def are_heads(self, tokens: np.ndarray) -> np.ndarray:
+        """Which of ``tokens`` (ids >= 0) are heads: a table lookup (``np.isin`` sorted both, each token)."""
+        table = self._head_table
+        inside = tokens < table.size
+        return inside & table[np.where(inside, tokens, 0)] if table.size else np.zeros(tokens.shape, dtype=bool)
+
     def is_single_token(self, token: int) -> bool:
         return () in self.tails.get(token, ())
 
@@ -155,9 +168,13 @@ class _Pool:
         if selection.size == self.size:
             return
         self.ids, self.vals = self.global_ids(selection), self.vals[selection]
-        alive = np.zeros(self.n_vocab, dtype=bool)
-        alive[self.ids] = True
-        self.mark((t for t in self.watch if not alive[t]), stage)
+        if self.ids.size <= 4096:  # (a few after top_k: no array as long as the vocabulary for 10 lookups)
+            alive = set(self.ids.tolist())
+            self.mark((t for t in self.watch if t not in alive), stage)
+            return
+        mask = np.zeros(self.n_vocab, dtype=bool)
+        mask[self.ids] = True
+        self.mark((t for t in self.watch if not mask[t]), stage)
 
     def mark(self, tokens: Iterable[int], stage: str) -> None:
         for token in tokens:
@@ -280,7 +297,7 @@ def _dry(history: np.ndarray, params: SamplingParams, breakers: DryBreakers | No
     # 1. The latest sequence breaker limits how far back a repeat may reach.
     limit = size
     if breakers is not None and breakers.tails:
-        for i in np.flatnonzero(np.isin(rev, breakers.heads())).tolist():
+        for i in np.flatnonzero(breakers.are_heads(rev)).tolist():
             longest = -1
             for tail in breakers.tails[int(rev[i])]:
                 n = len(tail)
