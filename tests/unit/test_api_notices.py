@@ -85,6 +85,21 @@ def test_a_field_name_with_control_characters_is_escaped_in_the_header(tmp_path,
     assert r.headers["x-webui-ignored-fields"] == "a\\x00b\\x0d\\x0ac\\xe9"
 
 
+@pytest.mark.parametrize("name", [" I\u00a1@", "trailing ", "   ", "\t", "ok"])
+def test_a_field_name_with_spaces_at_the_ends_gives_a_header_h11_can_send(tmp_path, loaders, name):
+    """uvicorn's h11 refuses a header value that starts or ends with a space and drops the connection
+    (the fuzzer's field " I¡@" got no answer at all): the test client does not go through h11, so the
+    header is checked with h11's own rules too."""
+    import h11
+
+    client = client_for(tmp_path, loaders, "fake-chat")
+    r = client.post("/v1/chat/completions", json={**HELLO, name: 1, "x\u0010y": 2})
+    assert r.status_code == 200, r.text
+    value = r.headers["x-webui-ignored-fields"]
+    h11.Response(status_code=200, headers=[("x-webui-ignored-fields", value)])  # raises when h11 would refuse it
+    assert "x\\x10y" in value
+
+
 def test_prompt_lookup_on_a_loader_without_it_runs_and_is_named_as_ignored(tmp_path, loaders):
     client = client_for(tmp_path, loaders, "fake-chat")  # a loader whose supported_params lack prompt_lookup
     r = client.post("/v1/chat/completions", json={**HELLO, "prompt_lookup": 8})
