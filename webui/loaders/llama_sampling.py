@@ -8,7 +8,7 @@ penalties -> DRY -> top-k -> typical -> top-p -> min-p -> XTC -> temperature -> 
 
 The chain is llama.cpp's; what it is handed is ours. ``llama_sampler_sample`` copies the whole row of
 logits into a candidate array (262,144 entries for gemma-3) and the penalties look each one up, which
-took 1.6 ms of a 14 ms gemma-3 token right after a decode (bench/results/sampling_shortlist.json).
+took 1.6 ms of a 14 ms gemma-3 token right after a decode (docs/performance.md, "Parallel decoding").
 Greedy decoding and top-k sampling only ever draw from a few candidates, known before the chain
 runs: the chain is then applied to that short list (``ShortlistChain``), with the same result.
 """
