@@ -72,10 +72,10 @@ class ViewClock:
         self.seconds, self.calls = 0.0, 0
         capture, make = backend._capture_row, backend._token_view
 
-        def timed_capture() -> Any:
+        def timed_capture(*args: Any) -> Any:
             start = time.thread_time()
             try:
-                return capture()
+                return capture(*args)
             finally:
                 self.seconds += time.thread_time() - start
 

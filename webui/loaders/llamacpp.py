@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import dataclasses
 import os
 import threading
@@ -51,7 +52,6 @@ from webui.loaders.mtmd import (
 )
 from webui.params import LoadOptions, SamplingParams
 from webui.sampling.chain import DryBreakers, sample_view
-from webui.sampling.softmax import distribution_stats
 
 if TYPE_CHECKING:
     import numpy as np
@@ -368,6 +368,7 @@ class LlamaCppBackend(Backend):
         # once): the view's numpy code run cold after every decode took 2-3x as long as run several times
         # in a row. A token's text waits for its view; tokens drawn past a stop string are not sent.
         pending: list[_PendingToken] = []
+        rows = _RowRing(llm.n_vocab()) if n_views is not None else None
 
         def flush() -> Iterator[Chunk]:
             nonlocal echo
@@ -387,14 +388,14 @@ class LlamaCppBackend(Backend):
                     break
                 # Both from the row the token was drawn from; the view's penalties see the tokens before it.
                 entries = maker.entries(self._last_logits(), [token]) if maker is not None else ()
-                row, stats = self._capture_row() if n_views is not None else (None, None)
+                row = self._capture_row(rows, len(pending)) if rows is not None else None
                 n_generated += 1
                 generated.append(token)
                 if lazy is not None and (replay := lazy.feed(token)) is not None:
                     # The grammar starts here: a chain with it, knowing what was generated so far.
                     llm._sampler = build_sampler(llm, params, self.n_ctx, self._eog, generated, replay)
                     lazy = None
-                pending.append(_PendingToken(token, len(generated) - 1, entries, row, stats))
+                pending.append(_PendingToken(token, len(generated) - 1, entries, row))
                 at_limit = n_generated >= max_tokens
                 if n_views is not None and not at_limit and 1 < n_generated and len(pending) < VIEW_BATCH:
                     continue
@@ -483,24 +484,23 @@ class LlamaCppBackend(Backend):
             if n_views is not None and item.row is not None:
                 # Penalties in llama.cpp's chain see only the tokens accepted before this one.
                 history = generated[: item.index]
-                views.append(
-                    self._token_view(item.token, item.row, params, history, n_views, special, breakers, item.stats)
-                )
+                views.append(self._token_view(item.token, item.row, params, history, n_views, special, breakers))
             chunk = out.feed(decoder.decode(llm.detokenize([item.token], special=special)), 1, item.entries, views)
             if out.stopped:
                 return
             if chunk is not None:
                 yield chunk
 
-    def _capture_row(self) -> tuple[Any, tuple[float, float]]:
-        """A copy of the row the last token was drawn from (the next decode overwrites it) and its
-        logsumexp and entropy: the passes over the whole row are made while it is in the cache, the
-        rest of its view later, with the batch's."""
-        import numpy as np
+    def _capture_row(self, rows: _RowRing, k: int) -> np.ndarray:
+        """A copy of the row the last token was drawn from (the next decode overwrites it), into ``rows[k]``.
 
-        row = np.array(self._last_logits(), dtype=np.float32)
-        lse, entropy, _ = distribution_stats(row, count=False)
-        return row, (lse, entropy)
+        One ``memmove`` and nothing else: right after a decode has streamed the weights through the caches,
+        Python and numpy run cold (a numpy view of the logits took 70 us there against 4 us warm, a pass
+        for the row's logsumexp 0.25 ms against 0.06 ms), so the view's passes wait for its batch.
+        """
+        import llama_cpp
+
+        return rows.fill(k, llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1))
 
     def _token_view(
         self,
@@ -511,11 +511,10 @@ class LlamaCppBackend(Backend):
         n_top: int,
         special: bool,
         breakers: DryBreakers | None,
-        stats: tuple[float, float] | None = None,
     ) -> TokenView:
         """``token`` with what our sampler chain did to ``row``, the logits it was drawn from
         (``sampling.chain``); ``history``: the tokens generated before it."""
-        view = sample_view(row, params, history, n_top=n_top, eog=self._eog, dry_breakers=breakers, stats=stats)
+        view = sample_view(row, params, history, n_top=n_top, eog=self._eog, dry_breakers=breakers)
         return TokenView(self._text_of(token, special), token, view)
 
     def _dry_breakers(self, params: SamplingParams) -> DryBreakers | None:
@@ -816,4 +815,19 @@ class _PendingToken:
     index: int
     entries: Any
     row: Any
-    stats: tuple[float, float] | None
+
+
+class _RowRing:
+    """``VIEW_BATCH`` rows of logits, reused batch after batch: a token's row is copied in with one
+    ``memmove`` (no array made, no page touched for the first time) and read when its batch's views are made."""
+
+    def __init__(self, n_vocab: int) -> None:
+        import numpy as np
+
+        self.rows = np.empty((VIEW_BATCH, n_vocab), dtype=np.float32)
+        self._row_bytes = self.rows.strides[0]
+        self._base = self.rows.ctypes.data
+
+    def fill(self, k: int, source: Any) -> np.ndarray:
+        ctypes.memmove(self._base + k * self._row_bytes, source, self._row_bytes)
+        return self.rows[k]

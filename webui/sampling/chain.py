@@ -22,6 +22,7 @@ probabilities are shown, so it reads the vocabulary a few times and never sorts 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -358,6 +359,19 @@ def _typical(vals: np.ndarray, p: float, notes: list[str], *, order: ChainOrder 
     return np.flatnonzero(keys <= keys[selection].max())
 
 
+_local = threading.local()
+
+
+def _work_row(row: np.ndarray) -> np.ndarray:
+    """A copy of ``row`` in an array this thread keeps for its next view (nothing returned refers to it)."""
+    found: np.ndarray | None = getattr(_local, "work", None)
+    if found is None or found.size < row.size:
+        found = _local.work = np.empty(row.size, dtype=np.float32)
+    work = found[: row.size]
+    np.copyto(work, row)
+    return work
+
+
 def _gone(tokens: np.ndarray, row: np.ndarray, work: np.ndarray) -> set[int]:
     """The ``tokens`` a penalty pushed to -inf (no chance left)."""
     return set(tokens[np.isneginf(work[tokens]) & ~np.isneginf(row[tokens])].tolist())
@@ -372,7 +386,6 @@ def sample_view(
     eog: Collection[int] = (),
     dry_breakers: DryBreakers | None = None,
     order: ChainOrder = "llama.cpp",
-    stats: tuple[float, float] | None = None,
 ) -> SamplerView:
     """The sampler chain applied to one row of raw ``logits`` (n_vocab floats).
 
@@ -380,8 +393,7 @@ def sample_view(
     ``eog``: the end-of-generation ids ``ban_eos_token`` removes; ``dry_breakers``: DRY's
     sequence breakers as tokens (None: not applied, which the notes say when it matters);
     ``order``: whose chain to replay after the penalties (see the module's docstring; the caller
-    switches off what that chain lacks, e.g. DRY and XTC for transformers); ``stats``: the row's
-    ``distribution_stats`` (logsumexp, entropy) when the caller has them already.
+    switches off what that chain lacks, e.g. DRY and XTC for transformers).
     """
     row = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1)
     n_vocab = row.size
@@ -394,10 +406,10 @@ def sample_view(
         notes.append("mirostat: not shown (it sets its own cut-off as the text goes on); 'after' is the model's own")
         return SamplerView(before, before, entropy_before, entropy_before, nonzero, (), tuple(notes))
 
-    lse, entropy_before = stats if stats is not None else distribution_stats(row, count=False)[:2]
+    lse, entropy_before = distribution_stats(row, count=False)[:2]
     hist = np.asarray(history, dtype=np.int64).reshape(-1)
     hist = hist[(hist >= 0) & (hist < n_vocab)]
-    work = row.copy()
+    work = _work_row(row)  # (a row this thread reuses: a new one was a fresh megabyte per token on gemma)
     banned = np.zeros(0, dtype=np.int64)
     if params.ban_eos_token and eog:
         banned = np.array([t for t in eog if 0 <= t < n_vocab], dtype=np.int64)

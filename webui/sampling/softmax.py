@@ -10,6 +10,7 @@ summed in float64, so the normaliser is accurate to float64 rounding.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -40,24 +41,42 @@ def distribution_stats(row: np.ndarray, *, count: bool = True) -> tuple[float, f
     ``softmax(row)`` in bits, and how many tokens have a non-zero (float32) probability
     (-1 with ``count=False``: a view of a whole vocabulary has no use for it and saves a pass).
 
-    One pass of exponentials serves all three: a 150k vocabulary is read once per token.
+    One pass of exponentials serves all three, written into a scratch row this thread reuses (a new
+    array per call was a fresh megabyte for gemma's vocabulary, token after token): a row is read three
+    times (its maximum, the exponentials, the entropy's dot product).
     """
     row = np.asarray(row, dtype=np.float32).reshape(-1)
-    lse, total, centred, shifted = _normaliser(row)
+    peak = row.max()
+    shifted = np.subtract(row, peak, out=_scratch(row.size))
+    np.exp(shifted, out=shifted)
+    total = float(shifted.sum(dtype=np.float64))
+    # the same number as logsumexp(row): (max + log of the same float64 sum)
+    lse = float(np.float64(peak) + np.log(np.float64(total)))
     # (counting a bool array is vectorised; counting the floats themselves took 5x as long)
     nonzero = int(np.count_nonzero(shifted > 0)) if count else -1
     if 0 <= nonzero <= 1:
-        return float(lse), 0.0, nonzero
-    # H = -sum p log p = log(total) - sum(p * (logit - max)). A float32 dot is precise enough for
-    # an entropy shown with two decimals, and several times faster than a float64 one. A banned
-    # (-inf) entry has p = 0 and makes the dot NaN (0 * -inf): only then is it taken again with the
-    # -inf clamped (no extra pass over a row without one).
+        return lse, 0.0, nonzero
+    # H = -sum p log p = log(total) - sum(p * (logit - max)) = log(total) - (dot(e, logit) - max * total),
+    # with e = exp(logit - max) and p = e / total. A float32 dot is precise enough for an entropy shown
+    # with two decimals, and several times faster than a float64 one. A banned (-inf) logit has e = 0
+    # and makes the dot NaN (0 * -inf): only then is it taken again with the -inf clamped.
     with np.errstate(invalid="ignore"):
-        expected = float(np.dot(shifted, centred))
-    if math.isnan(expected):
-        expected = float(np.dot(shifted, np.maximum(centred, np.float32(-1e30))))
-    expected /= float(total)
-    return float(lse), max(0.0, (math.log(float(total)) - expected) / LN2), nonzero
+        weighted = float(np.dot(shifted, row))
+    if math.isnan(weighted):
+        weighted = float(np.dot(shifted, np.maximum(row, np.float32(-1e30))))
+    expected = weighted / total - float(peak)
+    return lse, max(0.0, (math.log(total) - expected) / LN2), nonzero
+
+
+_local = threading.local()
+
+
+def _scratch(size: int) -> np.ndarray:
+    """A float32 row of ``size`` this thread may overwrite at will (kept for the next call)."""
+    found: np.ndarray | None = getattr(_local, "row", None)
+    if found is None or found.size < size:
+        found = _local.row = np.empty(size, dtype=np.float32)
+    return found[:size]
 
 
 def softmax(values: np.ndarray) -> np.ndarray:
