@@ -5,10 +5,12 @@
     .venv/bin/python bench/batch_limit.py --quick
 
 llama-cpp-python's low-level API only: the model loaded by ``Llama``, a second context with
-``n_seq_max = S``, S different short prompts in S sequences (evaluated together, untimed), then
+``n_seq_max = S``, S different short prompts in S sequences (read together in one batch), then
 greedy decoding: each step is one ``llama_batch`` holding one token per sequence, one
 ``llama_decode``, and the argmax of each sequence's logits row (numpy, end-of-text banned so
-every sequence keeps going). Aggregate tokens/s = S x steps / time of those steps.
+every sequence keeps going). Aggregate tokens/s = S x steps / time of those steps; the end-to-end
+reading divides the same tokens by the time of reading the prompts plus those steps (what a
+server's request also includes).
 
 llama.cpp is set up as our loader sets it up (weights not repacked, flash attention; until 2026-12-03
 the limit took llama-cpp-python's defaults, which measured 0-7 % slower). This is the ceiling
@@ -34,29 +36,43 @@ PROMPT = "Story {i}: a long tale about a fox who lived at the edge of a quiet fo
 WARMUP_STEPS = 2  # untimed: the first decode of a new batch shape builds its graph
 
 
-def prompts(n: int) -> list[str]:
-    return [PROMPT.format(i=i + 1) for i in range(n)]
+def prompts(n: int, run: str = "") -> list[str]:
+    """The prompts of ``n`` sequences; with ``run``, each starts with it (bench/parallel.py gives every
+    run its own, so that no run finds its prompts in a server's cache from the one before)."""
+    return [f"Run {run}. " * bool(run) + PROMPT.format(i=i + 1) for i in range(n)]
 
 
 def batched_limit(
     model: Path, n_seqs: int, tokens: int, threads: int, *, unified: bool = False, texts: Sequence[str] = ()
 ) -> float:
-    """Aggregate tokens/s of ``n_seqs`` sequences decoded greedily together, ``tokens`` steps each.
+    """Aggregate tokens/s of ``n_seqs`` sequences decoded greedily together, ``tokens`` steps each
+    (decoding only: the prompts are not timed).
 
     ``texts``: the prompts (default: :func:`prompts`). ``unified`` puts all sequences in one KV
     buffer (each sequence's attention then spans the whole buffer, masked); the default gives
     each its own stream, as a slot engine would.
     """
-    seconds, _ = greedy_batch(model, list(texts) or prompts(n_seqs), tokens, threads, unified=unified)
-    return n_seqs * tokens / seconds
+    return batched_limits(model, n_seqs, tokens, threads, unified=unified, texts=texts)["decode"]
+
+
+def batched_limits(
+    model: Path, n_seqs: int, tokens: int, threads: int, *, unified: bool = False, texts: Sequence[str] = ()
+) -> dict[str, float]:
+    """Both readings of the limit, aggregate tokens/s: ``decode`` (the ``tokens`` steps only) and
+    ``end_to_end`` (the same tokens over the time of reading the prompts, all in one batch, plus those
+    steps: what a client's request also waits for, so the reading to set a server's whole request against)."""
+    seconds, _, prompt_seconds = greedy_batch(model, list(texts) or prompts(n_seqs), tokens, threads, unified=unified)
+    return {"decode": n_seqs * tokens / seconds, "end_to_end": n_seqs * tokens / (seconds + prompt_seconds)}
 
 
 def greedy_batch(
     model: Path, texts: Sequence[str], tokens: int, threads: int, *, unified: bool = False
-) -> tuple[float, list[list[int]]]:
+) -> tuple[float, list[list[int]], float]:
     """Greedy decoding of one sequence per text, all in one batch per step: (seconds of the
-    ``tokens`` timed steps, each sequence's generated token ids). The ids let a check compare
-    the batched answers with a sequence decoded alone."""
+    ``tokens`` timed steps, each sequence's generated token ids, seconds of reading the prompts). The
+    ids let a check compare the batched answers with a sequence decoded alone. The prompts are read
+    twice, the first time untimed (a new context's first decode sets up its buffers), and the cache
+    emptied in between."""
     import llama_cpp
     import numpy as np
     from llama_cpp import Llama, _internals
@@ -99,7 +115,12 @@ def greedy_batch(
         return logits.argmax(axis=1)
 
     try:
-        nxt = decode([(t, p, s, p == len(seq) - 1) for s, seq in enumerate(ids) for p, t in enumerate(seq)])
+        prompt_batch = [(t, p, s, p == len(seq) - 1) for s, seq in enumerate(ids) for p, t in enumerate(seq)]
+        decode(prompt_batch)
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx.ctx), True)
+        began = time.perf_counter()
+        nxt = decode(prompt_batch)
+        prompt_seconds = time.perf_counter() - began
         pos = [len(seq) for seq in ids]
         out = [[int(t)] for t in nxt]
         start = 0.0
@@ -115,25 +136,39 @@ def greedy_batch(
         llama_cpp.llama_batch_free(batch)
         ctx.close()
         llm.close()
-    return elapsed, out
+    return elapsed, out, prompt_seconds
 
 
-def _limit_child(model: str, seqs: list[int], tokens: int, threads: int, reps: int, unified: bool) -> dict:
-    return {
-        s: median(batched_limit(Path(model), s, tokens, threads, unified=unified) for _ in range(reps)) for s in seqs
-    }
+def _limit_child(
+    model: str, seqs: list[int], tokens: int, threads: int, reps: int, unified: bool, run: str = ""
+) -> dict:
+    out = {}
+    for s in seqs:
+        texts = prompts(s, run)
+        runs = [batched_limits(Path(model), s, tokens, threads, unified=unified, texts=texts) for _ in range(reps)]
+        out[s] = {key: median(r[key] for r in runs) for key in runs[0]}
+    return out
 
 
 def limits_in_child(
     model: Path, seqs: Sequence[int], tokens: int, threads: int, reps: int = 1, unified: bool = False
 ) -> dict[int, float]:
-    """``{S: median aggregate tokens/s}``, measured in a fresh process (bench/results/threads.txt:
-    the process that loads a model should be the one that runs it, and nothing else should)."""
+    """``{S: median aggregate tokens/s}`` (decoding only), measured in a fresh process
+    (bench/results/threads.txt: the process that loads a model should be the one that runs it, and
+    nothing else should)."""
+    return {s: r["decode"] for s, r in both_limits_in_child(model, seqs, tokens, threads, reps, unified).items()}
+
+
+def both_limits_in_child(
+    model: Path, seqs: Sequence[int], tokens: int, threads: int, reps: int = 1, unified: bool = False, run: str = ""
+) -> dict[int, dict[str, float]]:
+    """``{S: {"decode": tokens/s, "end_to_end": tokens/s}}`` (``batched_limits``) for the prompts
+    ``prompts(S, run)``, in a fresh process."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_limit_child, str(model), list(seqs), tokens, threads, reps, unified).result()
+        return pool.submit(_limit_child, str(model), list(seqs), tokens, threads, reps, unified, run).result()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,20 +191,29 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for key in [m.strip() for m in args.models.split(",") if m.strip()]:
         print(f"\n== {key}: S = {seqs}, {args.tokens} steps, {threads} threads ==", flush=True)
-        limits = limits_in_child(MODELS_DIR / MODELS[key], seqs, args.tokens, threads, args.reps, args.unified)
-        for s, rate in limits.items():
+        both = both_limits_in_child(MODELS_DIR / MODELS[key], seqs, args.tokens, threads, args.reps, args.unified)
+        for s, rates in both.items():
+            rate = rates["decode"]
             rows.append(
                 {
                     "model": MODELS[key],
                     "sequences": s,
                     "aggregate_tokens_per_s": rate,
                     "per_sequence_tokens_per_s": rate / s,
-                    "x one sequence": rate / limits[seqs[0]] if seqs[0] == 1 else None,
+                    "x one sequence": rate / both[seqs[0]]["decode"] if seqs[0] == 1 else None,
+                    "end_to_end_tokens_per_s": rates["end_to_end"],
                 }
             )
     print_table(
         rows,
-        ["model", "sequences", "aggregate_tokens_per_s", "per_sequence_tokens_per_s", "x one sequence"],
+        [
+            "model",
+            "sequences",
+            "aggregate_tokens_per_s",
+            "per_sequence_tokens_per_s",
+            "x one sequence",
+            "end_to_end_tokens_per_s",
+        ],
         "Batched decode limit (llama_decode + argmax)",
     )
     write_results(

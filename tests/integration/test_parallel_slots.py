@@ -212,3 +212,31 @@ def test_prompt_lookup_mostly_rests_on_a_text_that_does_not_copy_itself(gen, man
     # (drafting up to 8 at every 2- or 3-token match, as before, tried 22 tokens here and kept 6; now 7 and 3)
     assert 0 < drafted <= 14, engine.counters
     assert accepted <= drafted
+
+
+def test_requests_sent_together_join_one_per_step(gen, manager, alone, monkeypatch):
+    """Each step reads one prompt chunk, so starting every waiting request before the next step (tokenizing,
+    fitting, a sampler chain each) only delayed the first one's first token: they join one per step."""
+    engine = manager.current.backend.engine
+    calls: list[str] = []
+    start, step = engine.start, engine.step
+
+    def recording_start(*args, **kwargs):
+        calls.append("start")
+        return start(*args, **kwargs)
+
+    def recording_step():
+        calls.append("step")
+        step()
+
+    expected = [alone(p, 24) for p in PROMPTS[1:4]]
+    monkeypatch.setattr(engine, "start", recording_start)
+    monkeypatch.setattr(engine, "step", recording_step)
+    running = gen.submit(PROMPTS[0], greedy(64))
+    wait_until(lambda: len(running.text) > 0, "the first request's text", timeout=60)
+    together = [gen.submit(p, greedy(24)) for p in PROMPTS[1:4]]  # queued within one step
+    assert [job.result() for job in together] == expected
+    running.result()
+    starts = [i for i, call in enumerate(calls) if call == "start"]
+    assert len(starts) == 4
+    assert all(b - a >= 2 for a, b in zip(starts, starts[1:], strict=False)), calls[: starts[-1] + 2]

@@ -588,7 +588,7 @@ class Generator:
         in_slots: list[GenerationJob] = []
         job: GenerationJob | None = first
         while True:
-            while job is not None:
+            if job is not None:
                 begun = self._start_in_slot(job, loaded, slots)
                 if begun is not None:
                     if slots.busy():
@@ -596,10 +596,12 @@ class Generator:
                     return job, begun
                 if not job.finished:
                     in_slots.append(job)
-                job = self._take_joinable(loaded) if slots.free() > 0 else None
-            if not slots.busy():
+            if slots.busy():
+                # One job joins per step: a step reads one prompt chunk anyway, and starting every waiting
+                # job first (tokenizing, fitting, a sampler chain each) delayed the first one's first token.
+                self._step(slots, in_slots)
+            elif job is None:
                 return None
-            self._step(slots, in_slots)
             job = self._take_joinable(loaded) if slots.free() > 0 else None
 
     def _drain(self, slots: ParallelSlots, in_slots: list[GenerationJob]) -> None:
