@@ -4,11 +4,13 @@
     .venv/bin/python bench/parallel.py                    # SmolLM2 and gemma-3-270m; servers 1, 4, 8; 1, 4, 8 clients
     .venv/bin/python bench/parallel.py --quick
 
-For each model, one server per ``--parallel`` value, and against each 1, 4 and 8 clients at once
-(started together on a barrier), and just before each such run the decode limit of our stack for as
-many sequences (bench/batch_limit.py: S sequences in one ``llama_batch``, no server; measured
-next to each run because these machines' speed drifts by 10-30 % over minutes, which made a limit
-measured once per model 0.6-1.2 x what the servers then met). Each client streams ``--tokens``
+For each model, one server per ``--parallel`` value, all up at once, and against each 1, 4 and 8 clients
+at once (started together on a barrier), in rounds: each round measures the decode limit of our stack
+for as many sequences (bench/batch_limit.py: S sequences in one ``llama_batch``, no server), then runs
+the clients against every server in turn (the order alternating). Everything a ratio compares is
+seconds apart, because these machines' speed drifts by 10-30 % over minutes (a limit measured once
+per model came out at 0.6-1.2 x what the servers then met, and servers run one after the other were
+minutes apart). Each client streams ``--tokens``
 tokens from ``/v1/completions`` (greedy, end-of-text banned with ``ban_eos_token`` so every client
 gets all its tokens; the limit's prompts, each run with its own so that no prompt is in a server's cache
 already). Aggregate tokens/s = all clients' tokens / (last end - first start); TTFT per client (request to first
@@ -86,57 +88,65 @@ def run_clients(url: str, n: int, tokens: int, run: str) -> dict:
     }
 
 
-def bench_server(model: Path, workdir: Path, parallel: int, clients: list[int], args) -> dict[str, Any]:
-    """One ``--parallel`` server: RSS, then every client count ``--reps`` times (medians), each time right
-    after the limit for as many sequences (``limits_in_child``)."""
-    srv = start_our_server(model, workdir, n_ctx=args.n_ctx, threads=args.threads, extra=("--parallel", str(parallel)))
-    with servers(srv):
+def bench_model(model: Path, workdir: Path, parallels: list[int], clients: list[int], args) -> list[dict[str, Any]]:
+    """One server per ``--parallel`` value, all up at once; for every client count, ``--reps`` rounds, each
+    round the limit for as many sequences (``both_limits_in_child``) then every server in turn (the order
+    alternating), so that a server is compared with the limit and with the other servers minutes apart at
+    most seconds apart: these machines' speed drifts by 10-30 % over minutes. Medians over the rounds."""
+    procs = [
+        start_our_server(model, workdir, n_ctx=args.n_ctx, threads=args.threads, extra=("--parallel", str(par)))
+        for par in parallels
+    ]
+    with servers(*procs):
         time.sleep(1)
-        rss_loaded = rss_mb(srv.pid)
-        run_clients(srv.url, max(clients), 4, "warm-up")  # pages, graphs of every batch size
-        clients_out: dict[int, dict[str, Any]] = {}
-        out = {
-            "parallel": parallel,
-            "rss_loaded_mb": rss_loaded,
-            "rss_warm_mb": rss_mb(srv.pid),
-            "clients": clients_out,
-        }
+        out: list[dict[str, Any]] = []
+        for par, srv in zip(parallels, procs, strict=True):
+            rss_loaded = rss_mb(srv.pid)
+            run_clients(srv.url, max(clients), 4, f"warm-up-{par}")  # pages, graphs of every batch size
+            out.append({"parallel": par, "rss_loaded_mb": rss_loaded, "rss_warm_mb": rss_mb(srv.pid), "clients": {}})
+        clients_of: dict[int, dict[int, dict[str, Any]]] = {server["parallel"]: server["clients"] for server in out}
         for n in clients:
-            runs, limits, whole = [], [], []
+            limits, whole = [], []
+            runs: dict[int, list[dict]] = {par: [] for par in parallels}
             for rep in range(args.reps):
-                # Prompts of the run's own, so that none is in the server's cache already (a slot keeps its
+                # Prompts of the round's own, so that none is in a server's cache already (a slot keeps its
                 # last prompt: --parallel 4 kept all four clients' from one run to the next, FIFO one).
-                tag = f"{parallel}-{n}-{rep}"
-                # the limit right before each run: these machines' speed drifts by 10-30 % over minutes
+                tag = f"{n}-{rep}"
                 both = both_limits_in_child(model, [n], args.tokens, args.threads, run=tag)[n]
                 limits.append(both["decode"])
                 whole.append(both["end_to_end"])
-                runs.append(run_clients(srv.url, n, args.tokens, tag))
-            clients_out[n] = {
-                "limit_tokens_per_s": median(limits),
-                "limit_end_to_end_tokens_per_s": median(whole),
-                # the whole requests (prompts, HTTP) against the limit's prompts plus its steps
-                "x_limit": median(r["aggregate_tokens_per_s"] / lim for r, lim in zip(runs, whole, strict=True)),
-                # the whole requests against the limit's steps alone (the reading until 2026-12-03: stricter,
-                # as the limit leaves out its prompts)
-                "x_decode_limit": median(
-                    r["aggregate_tokens_per_s"] / lim for r, lim in zip(runs, limits, strict=True)
-                ),
-                "decode1_x_limit": median(
-                    r["decode_tokens_per_s"][0] / lim for r, lim in zip(runs, limits, strict=True)
-                ),
-                "aggregate_tokens_per_s": median(r["aggregate_tokens_per_s"] for r in runs),
-                "decode_tokens_per_s_each": [median(r["decode_tokens_per_s"][k] for r in runs) for k in range(n)],
-                "ttft_s": [median(r["ttft_s"][k] for r in runs) for k in range(n)],
-                "tokens": runs[-1]["tokens"],
-                "errors": [e for r in runs for e in r["errors"]],
-            }
-            c = clients_out[n]
-            print(
-                f"  --parallel {parallel}, {n} clients: {c['aggregate_tokens_per_s']:.1f} tokens/s, "
-                f"TTFT {min(c['ttft_s']):.3f}-{max(c['ttft_s']):.3f} s, errors {len(c['errors'])}",
-                flush=True,
-            )
+                order = list(zip(parallels, procs, strict=True))
+                for par, srv in order if rep % 2 == 0 else reversed(order):
+                    runs[par].append(run_clients(srv.url, n, args.tokens, tag))
+            for server in out:
+                rs = runs[server["parallel"]]
+                clients_of[server["parallel"]][n] = {
+                    "limit_tokens_per_s": median(limits),
+                    "limit_end_to_end_tokens_per_s": median(whole),
+                    # the whole requests (prompts, HTTP) against the limit's prompts plus its steps
+                    "x_limit": median(r["aggregate_tokens_per_s"] / lim for r, lim in zip(rs, whole, strict=True)),
+                    # the whole requests against the limit's steps alone (the reading until 2026-12-03: stricter,
+                    # as the limit leaves out its prompts)
+                    "x_decode_limit": median(
+                        r["aggregate_tokens_per_s"] / lim for r, lim in zip(rs, limits, strict=True)
+                    ),
+                    "decode1_x_limit": median(
+                        r["decode_tokens_per_s"][0] / lim for r, lim in zip(rs, limits, strict=True)
+                    ),
+                    "aggregate_tokens_per_s": median(r["aggregate_tokens_per_s"] for r in rs),
+                    "decode_tokens_per_s_each": [median(r["decode_tokens_per_s"][k] for r in rs) for k in range(n)],
+                    "ttft_s": [median(r["ttft_s"][k] for r in rs) for k in range(n)],
+                    "ttft_runs": [r["ttft_s"] for r in rs],
+                    "tokens": rs[-1]["tokens"],
+                    "errors": [e for r in rs for e in r["errors"]],
+                }
+                c = clients_of[server["parallel"]][n]
+                print(
+                    f"  --parallel {server['parallel']}, {n} clients: {c['aggregate_tokens_per_s']:.1f} tokens/s "
+                    f"({c['x_limit']:.2f} x limit), TTFT {min(c['ttft_s']):.3f}-{max(c['ttft_s']):.3f} s, "
+                    f"errors {len(c['errors'])}",
+                    flush=True,
+                )
     return out
 
 
@@ -160,11 +170,15 @@ def summarise(model: str, runs: dict[int, dict]) -> dict:
         out["agg4/agg1"] = agg[4] / agg[1]
         out["limit4/limit1"] = clients[4]["limit_tokens_per_s"] / clients[1]["limit_tokens_per_s"]
     if fifo and fifo is not par:
+        # rank by rank, the median over the rounds of the two servers' TTFT in the same round
         ratios = [
-            p / f
+            median(
+                p[k] / f[k]
+                for p, f in zip(par["clients"][n]["ttft_runs"], fifo["clients"][n]["ttft_runs"], strict=True)
+            )
             for n in par["clients"]
             if n > 1 and n in fifo["clients"]
-            for p, f in zip(par["clients"][n]["ttft_s"], fifo["clients"][n]["ttft_s"], strict=True)
+            for k in range(n)
         ]
         if ratios:
             out["ttft parallel/fifo max"] = max(ratios)
@@ -210,10 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
         for key in [m.strip() for m in args.models.split(",") if m.strip()]:
             model = MODELS_DIR / MODELS[key]
-            runs = {}
-            for par in parallels:
-                print(f"== {key}: --parallel {par} ==", flush=True)
-                runs[par] = bench_server(model, Path(tmp), par, clients, args)
+            print(f"== {key}: --parallel {', '.join(map(str, parallels))} ==", flush=True)
+            runs = {s["parallel"]: s for s in bench_model(model, Path(tmp), parallels, clients, args)}
             limits = {n: median(r["clients"][n]["limit_tokens_per_s"] for r in runs.values()) for n in clients}
             results.append({"model": model.name, "limits": limits, "servers": list(runs.values())})
             summaries.append(summarise(model.name, runs))
