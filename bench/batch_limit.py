@@ -42,25 +42,18 @@ def prompts(n: int, run: str = "") -> list[str]:
     return [f"Run {run}. " * bool(run) + PROMPT.format(i=i + 1) for i in range(n)]
 
 
-def batched_limit(
+def batched_limits(
     model: Path, n_seqs: int, tokens: int, threads: int, *, unified: bool = False, texts: Sequence[str] = ()
-) -> float:
-    """Aggregate tokens/s of ``n_seqs`` sequences decoded greedily together, ``tokens`` steps each
-    (decoding only: the prompts are not timed).
+) -> dict[str, float]:
+    """Both readings of the limit, aggregate tokens/s of ``n_seqs`` sequences decoded greedily together:
+    ``decode`` (the ``tokens`` steps only) and ``end_to_end`` (the same tokens over the time of reading the
+    prompts, all in one batch, plus those steps: what a client's request also waits for, so the reading to
+    set a server's whole request against).
 
     ``texts``: the prompts (default: :func:`prompts`). ``unified`` puts all sequences in one KV
     buffer (each sequence's attention then spans the whole buffer, masked); the default gives
     each its own stream, as a slot engine would.
     """
-    return batched_limits(model, n_seqs, tokens, threads, unified=unified, texts=texts)["decode"]
-
-
-def batched_limits(
-    model: Path, n_seqs: int, tokens: int, threads: int, *, unified: bool = False, texts: Sequence[str] = ()
-) -> dict[str, float]:
-    """Both readings of the limit, aggregate tokens/s: ``decode`` (the ``tokens`` steps only) and
-    ``end_to_end`` (the same tokens over the time of reading the prompts, all in one batch, plus those
-    steps: what a client's request also waits for, so the reading to set a server's whole request against)."""
     seconds, _, prompt_seconds = greedy_batch(model, list(texts) or prompts(n_seqs), tokens, threads, unified=unified)
     return {"decode": n_seqs * tokens / seconds, "end_to_end": n_seqs * tokens / (seconds + prompt_seconds)}
 
@@ -151,19 +144,11 @@ def _limit_child(
 
 
 def limits_in_child(
-    model: Path, seqs: Sequence[int], tokens: int, threads: int, reps: int = 1, unified: bool = False
-) -> dict[int, float]:
-    """``{S: median aggregate tokens/s}`` (decoding only), measured in a fresh process
-    (bench/results/threads.txt: the process that loads a model should be the one that runs it, and
-    nothing else should)."""
-    return {s: r["decode"] for s, r in both_limits_in_child(model, seqs, tokens, threads, reps, unified).items()}
-
-
-def both_limits_in_child(
     model: Path, seqs: Sequence[int], tokens: int, threads: int, reps: int = 1, unified: bool = False, run: str = ""
 ) -> dict[int, dict[str, float]]:
-    """``{S: {"decode": tokens/s, "end_to_end": tokens/s}}`` (``batched_limits``) for the prompts
-    ``prompts(S, run)``, in a fresh process."""
+    """``{S: {"decode": tokens/s, "end_to_end": tokens/s}}`` (``batched_limits``, medians) for the prompts
+    ``prompts(S, run)``, measured in a fresh process (bench/results/threads.txt: the process that loads a
+    model should be the one that runs it, and nothing else should)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -191,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for key in [m.strip() for m in args.models.split(",") if m.strip()]:
         print(f"\n== {key}: S = {seqs}, {args.tokens} steps, {threads} threads ==", flush=True)
-        both = both_limits_in_child(MODELS_DIR / MODELS[key], seqs, args.tokens, threads, args.reps, args.unified)
+        both = limits_in_child(MODELS_DIR / MODELS[key], seqs, args.tokens, threads, args.reps, args.unified)
         for s, rates in both.items():
             rate = rates["decode"]
             rows.append(

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batch_limit import MODELS, both_limits_in_child, prompts
+from batch_limit import MODELS, limits_in_child, prompts
 from common import (
     IMG_DIR,
     MODELS_DIR,
@@ -90,7 +90,7 @@ def run_clients(url: str, n: int, tokens: int, run: str) -> dict:
 
 def bench_model(model: Path, workdir: Path, parallels: list[int], clients: list[int], args) -> list[dict[str, Any]]:
     """One server per ``--parallel`` value, all up at once; for every client count, ``--reps`` rounds, each
-    round the limit for as many sequences (``both_limits_in_child``) then every server in turn (the order
+    round the limit for as many sequences (``limits_in_child``) then every server in turn (the order
     alternating), so that a server is compared with the limit and with the other servers minutes apart at
     most seconds apart: these machines' speed drifts by 10-30 % over minutes. Medians over the rounds."""
     procs = [
@@ -112,7 +112,7 @@ def bench_model(model: Path, workdir: Path, parallels: list[int], clients: list[
                 # Prompts of the round's own, so that none is in a server's cache already (a slot keeps its
                 # last prompt: --parallel 4 kept all four clients' from one run to the next, FIFO one).
                 tag = f"{n}-{rep}"
-                both = both_limits_in_child(model, [n], args.tokens, args.threads, run=tag)[n]
+                both = limits_in_child(model, [n], args.tokens, args.threads, run=tag)[n]
                 limits.append(both["decode"])
                 whole.append(both["end_to_end"])
                 order = list(zip(parallels, procs, strict=True))

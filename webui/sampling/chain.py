@@ -22,7 +22,6 @@ probabilities are shown, so it reads the vocabulary a few times and never sorts 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from webui.params import SamplingParams
-from webui.sampling.softmax import LN2, distribution_stats, logsumexp
+from webui.sampling.softmax import LN2, distribution_stats, logsumexp, scratch_row
 
 #: llama.cpp clamps the DRY exponent so that ``base ** exponent`` stays a finite float.
 _FLOAT_MAX_LOG = 88.7228391
@@ -359,19 +358,6 @@ def _typical(vals: np.ndarray, p: float, notes: list[str], *, order: ChainOrder 
     return np.flatnonzero(keys <= keys[selection].max())
 
 
-_local = threading.local()
-
-
-def _work_row(row: np.ndarray) -> np.ndarray:
-    """A copy of ``row`` in an array this thread keeps for its next view (nothing returned refers to it)."""
-    found: np.ndarray | None = getattr(_local, "work", None)
-    if found is None or found.size < row.size:
-        found = _local.work = np.empty(row.size, dtype=np.float32)
-    work = found[: row.size]
-    np.copyto(work, row)
-    return work
-
-
 def _gone(tokens: np.ndarray, row: np.ndarray, work: np.ndarray) -> set[int]:
     """The ``tokens`` a penalty pushed to -inf (no chance left)."""
     return set(tokens[np.isneginf(work[tokens]) & ~np.isneginf(row[tokens])].tolist())
@@ -409,7 +395,8 @@ def sample_view(
     lse, entropy_before = distribution_stats(row, count=False)[:2]
     hist = np.asarray(history, dtype=np.int64).reshape(-1)
     hist = hist[(hist >= 0) & (hist < n_vocab)]
-    work = _work_row(row)  # (a row this thread reuses: a new one was a fresh megabyte per token on gemma)
+    work = scratch_row("work", n_vocab)  # (distribution_stats uses its own, "exp")
+    np.copyto(work, row)
     banned = np.zeros(0, dtype=np.int64)
     if params.ban_eos_token and eog:
         banned = np.array([t for t in eog if 0 <= t < n_vocab], dtype=np.int64)

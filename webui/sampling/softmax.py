@@ -47,7 +47,7 @@ def distribution_stats(row: np.ndarray, *, count: bool = True) -> tuple[float, f
     """
     row = np.asarray(row, dtype=np.float32).reshape(-1)
     peak = row.max()
-    shifted = np.subtract(row, peak, out=_scratch(row.size))
+    shifted = np.subtract(row, peak, out=scratch_row("exp", row.size))
     np.exp(shifted, out=shifted)
     total = float(shifted.sum(dtype=np.float64))
     # the same number as logsumexp(row): (max + log of the same float64 sum)
@@ -71,11 +71,14 @@ def distribution_stats(row: np.ndarray, *, count: bool = True) -> tuple[float, f
 _local = threading.local()
 
 
-def _scratch(size: int) -> np.ndarray:
-    """A float32 row of ``size`` this thread may overwrite at will (kept for the next call)."""
-    found: np.ndarray | None = getattr(_local, "row", None)
+def scratch_row(name: str, size: int) -> np.ndarray:
+    """A float32 row of ``size`` this thread may overwrite at will, kept under ``name`` for its next call
+    (a new array per token was a fresh megabyte for gemma's vocabulary). Nothing returned to a caller may
+    refer to it, and two uses alive at once need two names."""
+    rows: dict[str, np.ndarray] = _local.__dict__.setdefault("rows", {})
+    found = rows.get(name)
     if found is None or found.size < size:
-        found = _local.row = np.empty(size, dtype=np.float32)
+        found = rows[name] = np.empty(size, dtype=np.float32)
     return found[:size]
 
 
