@@ -147,6 +147,14 @@ class Settings(BaseModel):
         "or auto (the browser's). --language, when given, is every page's.",
     )
     max_upload_mb: float = Field(200.0, gt=0, description="Largest file (MB) the UI accepts as an upload.")
+    ui_updates_per_second: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="How often a streaming reply or notebook text is redrawn in the page. Each redraw costs "
+        "the browser CPU the model would use: raise it on a fast machine, lower it if streaming in the page "
+        "is slower than through the API.",
+    )
     tools_folder: Path | None = Field(
         None,
         description="The one folder the chat tools read_file and list_files may read (nothing outside it). "

@@ -18,6 +18,7 @@ from webui.ui.login import LoginAddress, login_check
 from webui.ui.model_tab import build_model_tab, guide_visible, status_text
 from webui.ui.notebook_tab import build_notebook_tab, token_count_text
 from webui.ui.parameters_tab import build_parameters_tab, interactivity, loader_note
+from webui.ui.progress import narrow_progress_targets
 from webui.ui.sampling_tab import build_sampling_tab
 from webui.ui.session import page_services
 
@@ -280,4 +281,6 @@ def build_ui(services: Services) -> gr.Blocks:
             ],
             "webuiReady",
         )
+        chat["after_build"](demo)  # last: it follows every event that writes the chat box
+        narrow_progress_targets(demo)  # the page visits every progress target on every streamed update
     return demo

@@ -449,7 +449,11 @@ class AttachmentsPanel:
             return [*self.values(now, lang), self.meter(meter_now, now, lang)]
 
         self.button.upload(
-            on_upload, [self.button, self.pending, meter], [*self.outputs, meter], show_progress="minimal"
+            on_upload,
+            [self.button, self.pending, meter],
+            [*self.outputs, meter],
+            show_progress="minimal",
+            show_progress_on=[self.chips, meter],
         )
         self.chips.discard(
             on_discard, [self.pending, meter], [*self.outputs, meter], queue=False, show_progress="hidden"

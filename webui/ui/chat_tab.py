@@ -302,7 +302,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 )
 
             def stream(turn: Turn, kind: Action, queued: bool = False) -> Any:
-                frames = Frames()
+                frames = Frames(services.settings.ui_updates_per_second)
                 for partial in turn:
                     if kind == "impersonate":
                         ui["box"] = partial  # the model writes your next message into the input box
@@ -485,7 +485,6 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     stop.click(on_stop, None, None, queue=False)
     attachments.wire(meter)
-    chatbot.change(None, chatbot, reply_stats, js=LAST_STATS_JS, queue=False, show_progress="hidden")
 
     @ui_errors
     def on_remove(state: Any, character: str, waiting: list[Any] | None, meter_now: str | None) -> Any:
@@ -716,7 +715,33 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             window_box,
         ],
         "stop": stop,
+        "after_build": lambda demo: show_stats_after_writes(demo, chatbot, reply_stats),
     }
+
+
+def show_stats_after_writes(demo: gr.Blocks, chatbot: Any, reply_stats: Any) -> int:
+    """After every event that writes the chat box (once it has finished), the line under it shows the last
+    reply's figures (tokens, tokens/s), in the browser alone. Called once the whole page is built, so it
+    follows the events of every panel; returns how many it follows.
+
+    Not ``chatbot.change``: that fires on every streamed update, and each firing costs the browser
+    Gradio's whole event dispatch (a copy of the chat among it): ~10 ms a token, CPU that a 2-core
+    laptop takes from the model (bench/ui.py).
+    """
+    writers = [fn._id for fn in demo.fns.values() if chatbot in fn.outputs]
+    for parent in writers:
+        demo.default_config.set_event_trigger(
+            [],
+            None,
+            chatbot,
+            reply_stats,
+            js=LAST_STATS_JS,
+            trigger_after=parent,
+            queue=False,
+            show_progress="hidden",
+            api_visibility="private",
+        )
+    return len(writers)
 
 
 def remove_exchange(chat: Chat) -> str:

@@ -150,18 +150,17 @@ def on_pick(dropdown: gr.Dropdown, fn: Callable, inputs: list[Any], outputs: Any
 
 
 class Frames:
-    """Paces streamed UI updates to a frame rate.
+    """Paces streamed UI updates to a frame rate (settings ``ui_updates_per_second``, 10 by default).
 
-    A model can make 60+ tokens a second; sending the browser a new chat or
-    notebook value for each one costs the server a postprocess and a diff of
-    the whole value per token (about 7 ms for a 500-message chat) on the same
-    cores that generate. Eyes see no difference above ~20 updates a second, so
-    handlers send an update only when a frame is due; the final value is always
-    sent after the loop.
+    Each update costs the server a postprocess and a diff of the whole value (about 7 ms for a
+    500-message chat) and the browser 20-30 ms of CPU for Gradio's page code and the redraw
+    (bench/ui.py, 2 cores, headless Chromium): CPU that llama.cpp would use on the same laptop. Ten
+    updates a second still read as live text and halve that cost against twenty. Handlers send an update
+    only when a frame is due; the final value is always sent after the loop.
     """
 
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
+    def __init__(self, per_second: float = 10.0) -> None:
+        self.interval = 1.0 / per_second
         self._last = 0.0
 
     def due(self) -> bool:

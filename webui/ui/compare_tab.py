@@ -356,7 +356,7 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
         cancel = services.cancels.start(session)
         try:
             yield view((gr.update(value=None, interactive=False), gr.update(value=None, interactive=False)))
-            frames = Frames(0.1)
+            frames = Frames(services.settings.ui_updates_per_second)
             with closing(comparison.run(prompt_v, system_v, configs, cancel=cancel)) as events:
                 for event in events:
                     if event.kind == "partial" and event.index is not None:

@@ -196,6 +196,7 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> dict[str,
         on_start,
         [listing_state, choice_dd, token, with_projector],
         [job_state, status, model_dd],
+        show_progress_on=status,
         concurrency_limit=4,
         concurrency_id="downloads",
     )

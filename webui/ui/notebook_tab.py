@@ -108,7 +108,7 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         views = ViewFrames(viewed, lang)
         yield out, (tr("notebook.waiting", lang, n=waiting) if waiting else generating), prompt, *views.first()
         last_save = time.monotonic()
-        frames = Frames()
+        frames = Frames(services.settings.ui_updates_per_second)
         try:
             for chunk in viewed if viewed is not None else job:
                 if chunk.text:
