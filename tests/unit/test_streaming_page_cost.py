@@ -64,3 +64,12 @@ def test_stats_line_follows_every_chat_write_not_each_token(config):
     writers = [d["id"] for d in deps if box in d["outputs"] and d["js"] != LAST_STATS_JS]
     assert len(writers) >= 10  # Send, Regenerate..., opening, renaming, importing a chat...
     assert set(writers) <= followers, set(writers) - followers
+
+
+def test_a_new_turn_blanks_the_stats_line_at_once(config):
+    """While a reply streams the line shows nothing, not the previous reply's figures (it is filled in when
+    the turn ends)."""
+    demo, deps = config
+    stats, send = by_elem_id(demo, "chat-reply-stats"), by_elem_id(demo, "chat-send")
+    blanks = [d for d in deps if d["outputs"] == [stats] and d["js"] == "() => ''"]
+    assert [send, "click"] in [list(t) for d in blanks for t in d["targets"]]

@@ -472,6 +472,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             (tools_panel.skip.click, "skip"),
             (tools_panel.always.click, "always"),
         ):
+            # the last reply's stats line goes at once (the new reply's comes when it ends: after_build)
+            trigger(None, None, reply_stats, js="() => ''", queue=False, show_progress="hidden")
             # .then follows a turn that ended in an error too: Send is back to normal, then the pop-up.
             trigger(_bind(act, action), common, outs, concurrency_limit=None, show_progress="hidden").then(
                 after_turn, [character_dd, current], [history.chats_dd, history.title, send], queue=False
