@@ -721,17 +721,16 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     }
 
 
-def show_stats_after_writes(demo: gr.Blocks, chatbot: Any, reply_stats: Any) -> int:
+def show_stats_after_writes(demo: gr.Blocks, chatbot: Any, reply_stats: Any) -> None:
     """After every event that writes the chat box (once it has finished), the line under it shows the last
     reply's figures (tokens, tokens/s), in the browser alone. Called once the whole page is built, so it
-    follows the events of every panel; returns how many it follows.
+    follows the events of every panel.
 
     Not ``chatbot.change``: that fires on every streamed update, and each firing costs the browser
     Gradio's whole event dispatch (a copy of the chat among it): ~10 ms a token, CPU that a 2-core
     laptop takes from the model (bench/ui.py).
     """
-    writers = [fn._id for fn in demo.fns.values() if chatbot in fn.outputs]
-    for parent in writers:
+    for parent in [fn._id for fn in demo.fns.values() if chatbot in fn.outputs]:
         demo.default_config.set_event_trigger(
             [],
             None,
@@ -743,7 +742,6 @@ def show_stats_after_writes(demo: gr.Blocks, chatbot: Any, reply_stats: Any) -> 
             show_progress="hidden",
             api_visibility="private",
         )
-    return len(writers)
 
 
 def remove_exchange(chat: Chat) -> str:

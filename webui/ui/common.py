@@ -153,13 +153,13 @@ class Frames:
     """Paces streamed UI updates to a frame rate (settings ``ui_updates_per_second``, 10 by default).
 
     Each update costs the server a postprocess and a diff of the whole value (about 7 ms for a
-    500-message chat) and the browser 20-30 ms of CPU for Gradio's page code and the redraw
+    500-message chat) and the browser 25-55 ms of CPU for Gradio's page code and the redraw
     (bench/ui.py, 2 cores, headless Chromium): CPU that llama.cpp would use on the same laptop. Ten
     updates a second still read as live text and halve that cost against twenty. Handlers send an update
     only when a frame is due; the final value is always sent after the loop.
     """
 
-    def __init__(self, per_second: float = 10.0) -> None:
+    def __init__(self, per_second: float) -> None:
         self.interval = 1.0 / per_second
         self._last = 0.0
 

@@ -36,7 +36,7 @@ def _shows_spinner(block: Any) -> bool:
     return not isinstance(block, _UNSEEN)
 
 
-def progress_target(fn: Any) -> list[Any]:
+def _progress_target(fn: Any) -> list[Any]:
     """The components that show ``fn``'s progress: those it names, else its first output on screen."""
     if fn.show_progress == "hidden" or not fn.queue:
         return []
@@ -45,10 +45,7 @@ def progress_target(fn: Any) -> list[Any]:
     return [b for b in fn.outputs if _shows_spinner(b)][:1]
 
 
-def narrow_progress_targets(demo: gr.Blocks) -> int:
-    """Give every event of ``demo`` an explicit progress target list; returns how many components in all."""
-    targets: set[int] = set()
+def narrow_progress_targets(demo: gr.Blocks) -> None:
+    """Give every event of ``demo`` an explicit list of the components that show its progress."""
     for fn in demo.fns.values():
-        fn.show_progress_on = progress_target(fn)
-        targets.update(b._id for b in fn.show_progress_on)
-    return len(targets)
+        fn.show_progress_on = _progress_target(fn)
