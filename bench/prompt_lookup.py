@@ -61,7 +61,12 @@ EDIT_CHAT = (
     "Here is a paragraph:\n\n{p}\n\nRewrite the paragraph exactly as it is, but write 'stream' instead of "
     "'river'. Change nothing else. Answer with the paragraph only."
 )
-EDIT_PLAIN = "Original paragraph:\n{p}\n\nThe same paragraph, with the word 'river' replaced by 'stream':\n"
+#: A base model is shown how its answer begins (it rewrote the paragraph freely otherwise, copying little); the
+#: paragraph ends at the first blank line.
+EDIT_PLAIN = (
+    "Original paragraph:\n{p}\n\nThe same paragraph, with the word 'river' replaced by 'stream':\n"
+    "The old mill stood at the bend of the stream,"
+)
 CHAT = "Tell me a long story about a lighthouse keeper and her clever cat."
 CHAT_PLAIN = "Here is a long story about a lighthouse keeper and her clever cat.\n\n"
 
@@ -70,7 +75,7 @@ def request(task: str, chat_model: bool, args) -> dict:
     """The keyword arguments of ``timed_stream`` for one task (without the lookup setting)."""
     if task == "edit":
         text = (EDIT_CHAT if chat_model else EDIT_PLAIN).format(p=PARAGRAPH)
-        body: dict = {"max_tokens": args.edit_tokens, "extra_body": {}}
+        body: dict = {"max_tokens": args.edit_tokens, "extra_body": {} if chat_model else {"stop": ["\n\n"]}}
     else:
         text = CHAT if chat_model else CHAT_PLAIN
         body = {"max_tokens": args.chat_tokens, "extra_body": {"ban_eos_token": True}}

@@ -32,6 +32,7 @@ from __future__ import annotations
 import codecs
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -63,6 +64,14 @@ LOOKUP_NGRAM_MIN = 3
 #: Most steps without drafts after a run of wrong ones, and most draft tokens in one step (``_take_tokens``).
 MAX_REST = 32
 MAX_DRAFTS = 16
+#: Fewest draft tokens a request may try after a step whose drafts were partly right (a decode of 2 or 3 tokens
+#: costs about as much as one of 4 here, see ``DecodeCosts``), and the window a request starts with.
+MIN_WINDOW = 3
+FIRST_WINDOW = 4
+#: What a decode of 1..7 tokens costs against one of a single token, until this model's own are measured
+#: (llama.cpp's CPU kernels on x86, measured 2026-12-04 with one sequence, quantized weights, 15 decodes each:
+#: SmolLM2 1, 1.97, 2.74, 2.82, 3.59, 3.63, 4.43; gemma-3 1, 2.38, 3.77, 2.92, 4.25, 3.49, 5.10).
+PRIOR_COSTS = (1.0, 2.4, 3.8, 2.9, 4.25, 3.6, 5.1)  # the dearer of the two, width by width
 
 
 class WarmStates(Protocol):
@@ -101,7 +110,7 @@ class _Run:
     #: Steps left without drafts: after wrong drafts, the next try waits longer each time (``MAX_REST``).
     rest: int = 0
     #: Most draft tokens the next step may try (grows while drafts are right, see ``_take_tokens``).
-    window: int = 2
+    window: int = FIRST_WINDOW
 
 
 class Slot:
@@ -121,6 +130,48 @@ class Slot:
         self.exact = 0
         #: Where the last prompt read ended (the same prompt again may reuse all of it), None: unknown.
         self.body_end: int | None = None
+
+
+class DecodeCosts:
+    """How long a generation decode of 1..``most`` tokens takes, measured as they run, to choose how many draft
+    tokens a step holds.
+
+    On a CPU a decode of several tokens is not nearly as cheap as the weights read once would suggest: each
+    token's row of logits is computed on its own, and llama.cpp's kernels handle some widths better than others.
+    Measured here, two tokens cost twice one, and three cost nearly what four do (``PRIOR_COSTS``), so one or two
+    draft tokens can only lose, and a width of 4 or 6 buys more than 3, 5 or 7. A width not measured yet (fewer
+    than ``SAMPLES`` decodes) takes its cost from ``PRIOR_COSTS``.
+    """
+
+    SAMPLES = 3
+    #: Weight of each new measure in the running mean (the machine's speed drifts).
+    ALPHA = 0.2
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._seconds = [0.0] * (most + 1)
+        self._count = [0] * (most + 1)
+
+    def observe(self, width: int, seconds: float) -> None:
+        if not 1 <= width <= self.most:
+            return
+        n = self._count[width]
+        self._seconds[width] = (
+            seconds if n == 0 else self._seconds[width] + self.ALPHA * (seconds - self._seconds[width])
+        )
+        self._count[width] = n + 1
+
+    def cost(self, width: int) -> float:
+        """A decode of ``width`` tokens against one of a single token."""
+        if self._count[1] >= self.SAMPLES and self._count[width] >= self.SAMPLES and self._seconds[1] > 0:
+            return self._seconds[width] / self._seconds[1]
+        return PRIOR_COSTS[min(width, len(PRIOR_COSTS)) - 1] * max(1.0, width / len(PRIOR_COSTS))
+
+    def best_drafts(self, width: int, most: int) -> int:
+        """How many of ``most`` draft tokens to add to a decode of ``width`` tokens: the most tokens per cost,
+        should they all be right (whether they are likely right is the window's business, see ``_take_tokens``)."""
+        most = max(0, min(most, self.most - width))
+        return max(range(most + 1), key=lambda d: ((width + d) / self.cost(width + d), -d))
 
 
 class SlotEngine:
@@ -156,6 +207,7 @@ class SlotEngine:
         self.draft = draft
         self.draft_max = draft_max
         self._n_vocab = int(llm.n_vocab())
+        self.costs = DecodeCosts(DECODE_TOKENS)
         #: Counters for benchmarks and tests: decodes, draft tokens tried and kept, prompt tokens
         #: evaluated, reused from a slot's cache and restored from the warm store.
         self.counters = dict.fromkeys(("decodes", "drafted", "accepted", "evaluated", "reused", "restored"), 0)
@@ -285,20 +337,22 @@ class SlotEngine:
         """One decode: each of ``ready``'s next token, and as many drafts as fit in ``DECODE_TOKENS``."""
         batch = self._batch.batch
         batch.n_tokens = 0
-        spare = max(0, DECODE_TOKENS - len(ready))  # draft tokens this decode may hold
+        width = len(ready)  # the tokens this decode holds so far: every slot's next one, and the drafts added
         sampled: list[tuple[Slot, int]] = []  # (slot, index of its first logits row)
         for slot in ready:
             run = slot.run
             assert run is not None and run.next_token is not None
-            run.drafts = self._drafts(slot, spare)
-            spare -= len(run.drafts)
+            run.drafts = self._drafts(slot, width)
+            width += len(run.drafts)
             first = batch.n_tokens
             sampled.append((slot, first))
             for k, token in enumerate((run.next_token, *run.drafts)):
                 self._add(slot, token, len(slot.cached) + k, logits=True)
         if not sampled:
             return
+        started = time.perf_counter()
         self._decode()
+        self.costs.observe(batch.n_tokens, time.perf_counter() - started)
         for slot, first in sampled:
             self._take_tokens(slot, first)
 
@@ -401,29 +455,34 @@ class SlotEngine:
         batch.logits[i] = logits
         batch.n_tokens = i + 1
 
-    def _drafts(self, slot: Slot, spare: int) -> list[int]:
-        """At most ``spare`` draft tokens for this step: prompt lookup's when the request asks for it, else the
-        draft model's (none without either, or while a lazy grammar waits for its trigger)."""
+    def _drafts(self, slot: Slot, width: int) -> list[int]:
+        """Draft tokens for this step, to go into a decode of ``width`` tokens so far: prompt lookup's when the
+        request asks for it, else the draft model's (none without either, or while a lazy grammar waits for its
+        trigger). How many: at most the request's window, and the number that makes the decode's width the
+        cheapest per token (``DecodeCosts``)."""
         run = slot.run
         assert run is not None
         n = run.params.prompt_lookup or (self.draft_max if self.draft is not None else 0)
         left = run.max_tokens - len(run.generated) - 1
-        if n <= 0 or left <= 0 or spare <= 0 or run.lazy is not None:
+        want = self.costs.best_drafts(width, min(n, left, run.window))
+        if want <= 0 or run.lazy is not None:
             return []
         if run.rest > 0:
             run.rest -= 1
             return []
         history = [*run.prompt, *run.generated]
-        want = min(n, left, spare, run.window)
         if run.params.prompt_lookup or self.draft is None:
-            return lookup_drafts(history, want)
-        if not run.generated:
+            drafts = lookup_drafts(history, want)
+        elif not run.generated:
             return []  # the draft model reads the prompt after the first token is out, not before (TTFT)
-        try:
-            return self.draft.propose(slot.seq, history, want)
-        except Exception:  # the main model goes on without drafts
-            log.exception("The draft model failed; this step goes without drafts")
-            return []
+        else:
+            try:
+                drafts = self.draft.propose(slot.seq, history, want)
+            except Exception:  # the main model goes on without drafts
+                log.exception("The draft model failed; this step goes without drafts")
+                return []
+        # fewer than wanted (the match is near the end of the text): again the cheapest width for what there is
+        return drafts[: self.costs.best_drafts(width, len(drafts))]
 
     def _take_tokens(self, slot: Slot, first: int) -> None:
         """Draw the slot's tokens from its rows of logits: one, plus each draft the sampler agreed with."""
@@ -440,10 +499,10 @@ class SlotEngine:
         if run.drafts:
             # Each draft token costs nearly a token's work (its row of logits: most of a small model's work with
             # gemma-3's 262,144-token vocabulary), so a free chat, whose drafts are mostly wrong, ran at 0.8 x.
-            # As many drafts as were right last time, twice as many when all were; after 2 steps in a row whose
+            # As many drafts as were right last time (at least MIN_WINDOW), twice as many when all were; after 2 steps in a row whose
             # first draft was wrong, none for 1, 2, 4... steps (up to MAX_REST).
             right = kept - 1
-            run.window = min(2 * run.window, MAX_DRAFTS) if right == len(run.drafts) else max(1, right)
+            run.window = min(2 * run.window, MAX_DRAFTS) if right == len(run.drafts) else max(MIN_WINDOW, right)
             run.misses = run.misses + 1 if right == 0 else 0
             run.rest = min(2 ** (run.misses - 2), MAX_REST) if run.misses >= 2 else 0
         self.counters["drafted"] += len(run.drafts)
