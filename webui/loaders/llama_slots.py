@@ -148,6 +148,7 @@ class DecodeCosts:
     ALPHA = 0.2
 
     def __init__(self, most: int) -> None:
+        assert most <= len(PRIOR_COSTS)
         self.most = most
         self._seconds = [0.0] * (most + 1)
         self._count = [0] * (most + 1)
@@ -165,7 +166,7 @@ class DecodeCosts:
         """A decode of ``width`` tokens against one of a single token."""
         if self._count[1] >= self.SAMPLES and self._count[width] >= self.SAMPLES and self._seconds[1] > 0:
             return self._seconds[width] / self._seconds[1]
-        return PRIOR_COSTS[min(width, len(PRIOR_COSTS)) - 1] * max(1.0, width / len(PRIOR_COSTS))
+        return PRIOR_COSTS[width - 1]
 
     def best_drafts(self, width: int, most: int) -> int:
         """How many of ``most`` draft tokens to add to a decode of ``width`` tokens: the most tokens per cost,
@@ -463,9 +464,10 @@ class SlotEngine:
         run = slot.run
         assert run is not None
         n = run.params.prompt_lookup or (self.draft_max if self.draft is not None else 0)
-        left = run.max_tokens - len(run.generated) - 1
-        want = self.costs.best_drafts(width, min(n, left, run.window))
-        if want <= 0 or run.lazy is not None:
+        if n <= 0 or run.lazy is not None:  # (most requests: no cost model on every token)
+            return []
+        want = self.costs.best_drafts(width, min(n, run.max_tokens - len(run.generated) - 1, run.window))
+        if want <= 0:
             return []
         if run.rest > 0:
             run.rest -= 1
@@ -499,8 +501,8 @@ class SlotEngine:
         if run.drafts:
             # Each draft token costs nearly a token's work (its row of logits: most of a small model's work with
             # gemma-3's 262,144-token vocabulary), so a free chat, whose drafts are mostly wrong, ran at 0.8 x.
-            # As many drafts as were right last time (at least MIN_WINDOW), twice as many when all were; after 2 steps in a row whose
-            # first draft was wrong, none for 1, 2, 4... steps (up to MAX_REST).
+            # As many drafts as were right last time (at least MIN_WINDOW), twice as many when all were; after
+            # 2 steps in a row whose first draft was wrong, none for 1, 2, 4... steps (up to MAX_REST).
             right = kept - 1
             run.window = min(2 * run.window, MAX_DRAFTS) if right == len(run.drafts) else max(MIN_WINDOW, right)
             run.misses = run.misses + 1 if right == 0 else 0
