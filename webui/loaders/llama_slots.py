@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import codecs
 import logging
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -139,33 +141,52 @@ class DecodeCosts:
     On a CPU a decode of several tokens is not nearly as cheap as the weights read once would suggest: each
     token's row of logits is computed on its own, and llama.cpp's kernels handle some widths better than others.
     Measured here, two tokens cost twice one, and three cost nearly what four do (``PRIOR_COSTS``), so one or two
-    draft tokens can only lose, and a width of 4 or 6 buys more than 3, 5 or 7. A width not measured yet (fewer
-    than ``SAMPLES`` decodes) takes its cost from ``PRIOR_COSTS``.
+    draft tokens can only lose, and a width of 4 or 6 buys more than 3, 5 or 7.
+
+    A width's cost is the median of its newest ``KEEP`` decodes against that of single tokens, once it has
+    ``SAMPLES``; until then, ``PRIOR_COSTS``. The first decode of each width is not kept: llama.cpp sizes its
+    buffers for a new width then, and it took 2.5-3 x its later time (gemma-3: 113 ms, then 34-43 ms). A
+    width not decoded for ``STALE`` decodes forgets its measures and is tried again at its prior cost, so one
+    slow measure (another process on the machine) cannot keep it from being chosen for good.
     """
 
     SAMPLES = 3
-    #: Weight of each new measure in the running mean (the machine's speed drifts).
-    ALPHA = 0.2
+    KEEP = 7
+    STALE = 256
 
     def __init__(self, most: int) -> None:
         assert most <= len(PRIOR_COSTS)
         self.most = most
-        self._seconds = [0.0] * (most + 1)
-        self._count = [0] * (most + 1)
+        self._samples: list[deque[float]] = [deque(maxlen=self.KEEP) for _ in range(most + 1)]
+        self._median = [0.0] * (most + 1)
+        self._seen = [0] * (most + 1)
+        #: Number of the decode that gave each width's newest kept measure.
+        self._last = [0] * (most + 1)
+        self._decodes = 0
 
     def observe(self, width: int, seconds: float) -> None:
         if not 1 <= width <= self.most:
             return
-        n = self._count[width]
-        self._seconds[width] = (
-            seconds if n == 0 else self._seconds[width] + self.ALPHA * (seconds - self._seconds[width])
-        )
-        self._count[width] = n + 1
+        self._decodes += 1
+        self._seen[width] += 1
+        if self._seen[width] == 1:
+            return  # the first decode of this width: llama.cpp's buffers are sized for it, not a measure
+        if self._decodes - self._last[width] > self.STALE:
+            self._samples[width].clear()
+        self._samples[width].append(seconds)
+        self._median[width] = statistics.median(self._samples[width])
+        self._last[width] = self._decodes
+
+    def _measured(self, width: int) -> float | None:
+        if len(self._samples[width]) < self.SAMPLES or self._decodes - self._last[width] > self.STALE:
+            return None
+        return self._median[width]
 
     def cost(self, width: int) -> float:
         """A decode of ``width`` tokens against one of a single token."""
-        if self._count[1] >= self.SAMPLES and self._count[width] >= self.SAMPLES and self._seconds[1] > 0:
-            return self._seconds[width] / self._seconds[1]
+        one, it = self._measured(1), self._measured(width)
+        if one and it is not None:
+            return it / one
         return PRIOR_COSTS[width - 1]
 
     def best_drafts(self, width: int, most: int) -> int:
