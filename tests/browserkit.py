@@ -34,6 +34,33 @@ def settle(page: Any) -> None:
     page.wait_for_selector("body[data-webui-ready]", state="attached")
 
 
+def choose_files(page: Any, open_chooser: Any, tries: int = 3) -> Any:
+    """Run ``open_chooser`` (a click or a key press that opens a file chooser) and return the chooser.
+
+    ``page.expect_file_chooser`` asks the browser to intercept choosers without waiting for its
+    answer, so a quick click can open the chooser before the interception is on: CI lost one
+    that way, and the un-intercepted chooser then blocked the retries too. Here a listener is
+    set, a round trip to the page makes sure the browser has taken it, then the action runs; an
+    action with no chooser after 15 s is tried again (a key press lost on a loaded machine)."""
+    choosers: list[Any] = []
+
+    def opened(chooser: Any) -> None:
+        choosers.append(chooser)
+
+    page.on("filechooser", opened)
+    try:
+        page.evaluate("() => 0")
+        for _ in range(tries):
+            open_chooser()
+            for _ in range(150):  # waiting on the page lets Playwright deliver the event
+                if choosers:
+                    return choosers[0]
+                page.wait_for_timeout(100)
+        raise AssertionError(f"no file chooser opened in {tries} tries")
+    finally:
+        page.remove_listener("filechooser", opened)
+
+
 def open_app(browser: Any, url: str) -> Any:
     """A new browser page on the app, once the UI is up and its saved values are in."""
     page = browser.new_page()

@@ -15,10 +15,9 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
-from browserkit import bot_texts, new_greedy_chat, open_chat, reload, wait_for_complete_reply, wait_text
+from browserkit import bot_texts, choose_files, new_greedy_chat, open_chat, reload, wait_for_complete_reply, wait_text
 from harness import wait_until
 
 pytestmark = pytest.mark.browser
@@ -95,22 +94,15 @@ def saved_chats(server) -> list[dict]:
 
 
 def open_file_chooser(page):
-    """Focus the paper clip and press Enter until the browser's file chooser opens.
-
-    On a loaded CI machine a first Enter has been lost (the chooser never came in 30 s), so this
-    tries a few times, each time checking first that the clip really has the focus."""
+    """Focus the paper clip and press Enter: the browser's file chooser opens."""
     clip = page.locator("#chat-attach")
-    for attempt in range(3):
+
+    def press() -> None:
         clip.focus()
         expect(clip).to_be_focused()
-        try:
-            with page.expect_file_chooser(timeout=15_000) as chooser:
-                page.keyboard.press("Enter")
-            return chooser.value
-        except PlaywrightTimeoutError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+        page.keyboard.press("Enter")
+
+    return choose_files(page, press)
 
 
 @pytest.fixture
@@ -411,9 +403,7 @@ def test_a_chat_downloads_as_a_zip_with_its_files_and_comes_back_from_it(page, s
             page.locator(f"#chat-download-{button}").click()
         assert check(Path(info.value.path()).read_text(encoding="utf-8")), button
 
-    with page.expect_file_chooser() as chooser:
-        page.locator("#chat-upload").click()
-    chooser.value.set_files(str(zipped))
+    choose_files(page, page.locator("#chat-upload").click).set_files(str(zipped))
     folder = server.user_dir / "logs" / "chats" / "Assistant"
 
     def copied() -> list:

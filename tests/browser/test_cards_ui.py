@@ -8,7 +8,17 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from browserkit import bot_texts, choose, load_smollm, open_chat, open_parameters, send, set_number, wait_text
+from browserkit import (
+    bot_texts,
+    choose,
+    choose_files,
+    load_smollm,
+    open_chat,
+    open_parameters,
+    send,
+    set_number,
+    wait_text,
+)
 from cardkit import png_card, v2_card
 from testdata import SMOLLM
 
@@ -21,9 +31,7 @@ def open_import(page) -> None:
 
 
 def upload(page, path) -> None:
-    with page.expect_file_chooser() as chooser:
-        page.locator("#char-import").click()
-    chooser.value.set_files(str(path))
+    choose_files(page, page.locator("#char-import").click).set_files(str(path))
 
 
 def test_upload_png_card_then_chat_starts_with_its_greeting(page, server, tmp_path):

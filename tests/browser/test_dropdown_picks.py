@@ -29,6 +29,7 @@ class Sent:
     def __init__(self, page: Any) -> None:
         self.values: list[Any] = []
         page.on("request", self._seen)
+        page.evaluate("() => 0")  # the browser has the subscription (Playwright sends it without waiting)
 
     def _seen(self, request: Any) -> None:
         if "/gradio_api/" not in request.url or request.method != "POST":
