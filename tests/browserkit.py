@@ -34,14 +34,16 @@ def settle(page: Any) -> None:
     page.wait_for_selector("body[data-webui-ready]", state="attached")
 
 
-def choose_files(page: Any, open_chooser: Any, tries: int = 3) -> Any:
+def choose_files(page: Any, open_chooser: Any) -> Any:
     """Run ``open_chooser`` (a click or a key press that opens a file chooser) and return the chooser.
 
     ``page.expect_file_chooser`` asks the browser to intercept choosers without waiting for its
-    answer, so a quick click can open the chooser before the interception is on: CI lost one
-    that way, and the un-intercepted chooser then blocked the retries too. Here a listener is
-    set, a round trip to the page makes sure the browser has taken it, then the action runs; an
-    action with no chooser after 15 s is tried again (a key press lost on a loaded machine)."""
+    answer, so a quick click can open the chooser before the interception is on; CI once waited
+    in vain three times in a row, most likely because such an un-intercepted chooser was still
+    open. Here a listener is set, a round trip to the page makes sure the interception request
+    has gone through (Playwright's driver sends it to the page's session before the evaluation),
+    then the action runs; an action with no chooser after 15 s is tried again, up to 3 times (a
+    key press lost on a loaded machine)."""
     choosers: list[Any] = []
 
     def opened(chooser: Any) -> None:
@@ -50,13 +52,13 @@ def choose_files(page: Any, open_chooser: Any, tries: int = 3) -> Any:
     page.on("filechooser", opened)
     try:
         page.evaluate("() => 0")
-        for _ in range(tries):
+        for _ in range(3):
             open_chooser()
             for _ in range(150):  # waiting on the page lets Playwright deliver the event
                 if choosers:
                     return choosers[0]
                 page.wait_for_timeout(100)
-        raise AssertionError(f"no file chooser opened in {tries} tries")
+        raise AssertionError("no file chooser opened in 3 tries")
     finally:
         page.remove_listener("filechooser", opened)
 

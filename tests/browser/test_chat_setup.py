@@ -225,7 +225,7 @@ def test_switching_character_keeps_unsaved_editor_edits_and_a_reload_asks_first(
     field(page, "char-greeting").press_sequentially("Hi!")
     page.wait_for_function("() => window.webuiUnsavedCharacter === true")
     page.on("dialog", lambda dialog: dialog.dismiss())  # "stay on the page"
-    page.evaluate("() => 0")  # the browser has the subscription (Playwright sends it without waiting)
+    page.evaluate("() => 0")  # Playwright subscribes without waiting; this round trip does
     with page.expect_event("dialog") as asked:
         page.close(run_before_unload=True)
     assert asked.value.type == "beforeunload"

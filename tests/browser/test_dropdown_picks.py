@@ -29,7 +29,7 @@ class Sent:
     def __init__(self, page: Any) -> None:
         self.values: list[Any] = []
         page.on("request", self._seen)
-        page.evaluate("() => 0")  # the browser has the subscription (Playwright sends it without waiting)
+        page.evaluate("() => 0")  # Playwright subscribes without waiting; this round trip does
 
     def _seen(self, request: Any) -> None:
         if "/gradio_api/" not in request.url or request.method != "POST":
