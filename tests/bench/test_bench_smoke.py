@@ -111,3 +111,9 @@ def test_warm_chat(tmp_path):
     data = run_bench("warm_chat.py", tmp_path, "--quick")
     (row,) = data["summary"]
     assert row["saved MB"] > 0  # the chat's state was written when the server went idle
+
+
+def test_sampling(tmp_path):
+    data = run_bench("sampling.py", tmp_path, "--quick", "--clients", "2")
+    assert {row["setting"] for row in data["rows"]} == {"greedy", "default chain", "Chat preset"}
+    assert all(row["short tokens/s"] > 0 and row["whole tokens/s"] > 0 for row in data["rows"])

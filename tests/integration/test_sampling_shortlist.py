@@ -1,6 +1,6 @@
 """Our llama.cpp chain on a short list of candidates (``ShortlistChain``) draws what it draws on the
 whole row, and a DRY sampler cloned from the kept one acts as a new one; on the real gemma-3 weights
-(a 262,144-token vocabulary), decoding token by token as the loader does."""
+(a 262,144-token vocabulary) and SmolLM2's (49,152), decoding token by token as the loader does."""
 
 from __future__ import annotations
 
@@ -88,17 +88,29 @@ def gemma(gemma_path: Path) -> Iterator[Decoder]:
     decoder.close()
 
 
+@pytest.fixture(scope="module", params=["gemma", "smollm"])
+def decoder(request: pytest.FixtureRequest) -> Iterator[Decoder]:
+    """Each model's decoder (gemma-3's is the module's one; SmolLM2's is made here)."""
+    if request.param == "gemma":
+        yield request.getfixturevalue("gemma")
+        return
+    made = Decoder(request.getfixturevalue("smollm_path"))
+    assert made.llm.n_vocab() >= SHORTLIST_MIN_VOCAB
+    yield made
+    made.close()
+
+
 @pytest.mark.parametrize("name", list(SETTINGS))
-def test_the_short_list_draws_what_the_whole_row_draws(gemma: Decoder, name: str) -> None:
+def test_the_short_list_draws_what_the_whole_row_draws(decoder: Decoder, name: str) -> None:
     params = SETTINGS[name]
-    short = gemma.chain(params)
+    short = decoder.chain(params)
     assert short.shortlist > 0
-    expected = gemma.generate(gemma.chain(params, whole_row=True), 48)
-    assert gemma.generate(short, 48) == expected
+    expected = decoder.generate(decoder.chain(params, whole_row=True), 48)
+    assert decoder.generate(short, 48) == expected
     # (the settings are strong enough to matter: the penalties change what greedy alone would write)
     if name.startswith("greedy"):
         plain = params.model_copy(update={"repeat_penalty": 1.0, "dry_multiplier": 0.0})
-        assert gemma.generate(gemma.chain(plain), 48) != expected
+        assert decoder.generate(decoder.chain(plain), 48) != expected
 
 
 def test_a_cloned_dry_sampler_acts_as_a_new_one(gemma: Decoder) -> None:
@@ -120,7 +132,8 @@ def test_chains_that_need_the_whole_row_get_it() -> None:
     big = 262_144
     assert shortlist_size(SamplingParams(do_sample=False), big, has_grammar=True) == 1
     assert shortlist_size(SamplingParams(top_k=40), big, has_grammar=True) == 40
-    assert shortlist_size(SamplingParams(top_k=40), 49_152, has_grammar=True) == 0  # SmolLM2: as fast whole
+    assert shortlist_size(SamplingParams(top_k=40), 49_152, has_grammar=True) == 40  # SmolLM2: faster short too
+    assert shortlist_size(SamplingParams(top_k=40), 8_192, has_grammar=True) == 0  # a small vocabulary: whole
     assert shortlist_size(SamplingParams(top_k=0), big, has_grammar=True) == 0
     assert shortlist_size(SamplingParams(mirostat_mode=2), big, has_grammar=True) == 0
     assert shortlist_size(SamplingParams(grammar_string='root ::= "a"'), big, has_grammar=True) == 0
