@@ -49,3 +49,15 @@ def test_a_width_measured_dear_is_tried_again_later():
     assert costs.best_drafts(1, 3) == 3  # ...and after a while its measures are forgotten
     measure(costs, 4, *[0.025] * 3)
     assert abs(costs.cost(4) - 2.5) < 1e-9
+
+
+def test_unmeasured_widths_follow_how_the_measured_ones_compare_with_their_priors():
+    costs = DecodeCosts(7)
+    measure(costs, 1, *[0.020] * 4)
+    # a CPU where wide decodes are cheap (AVX-512, gemma-3: width 4 at 1.8 x one token against the prior's 2.9)
+    measure(costs, 4, *[0.036] * 4)
+    scale = 1.8 / 2.9
+    assert abs(costs.cost(6) - 3.6 * scale) < 1e-9
+    assert costs.best_drafts(1, 6) == 5  # so width 6 is tried (unscaled, 6 / 3.6 lost to 4 / 1.8)...
+    measure(costs, 6, *[0.070] * 4)  # ...and, measured dear there, it is left again
+    assert costs.best_drafts(1, 6) == 3

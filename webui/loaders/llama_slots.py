@@ -144,7 +144,8 @@ class DecodeCosts:
     draft tokens can only lose, and a width of 4 or 6 buys more than 3, 5 or 7.
 
     A width's cost is the median of its newest ``KEEP`` decodes against that of single tokens, once it has
-    ``SAMPLES``; until then, ``PRIOR_COSTS``. The first decode of each width is not kept: llama.cpp sizes its
+    ``SAMPLES``; until then, ``PRIOR_COSTS`` scaled by how the measured widths compare with their priors (the
+    priors were measured on one CPU; where wide decodes are cheaper, an unmeasured width is too, likely). The first decode of each width is not kept: llama.cpp sizes its
     buffers for a new width then, and it took 2.5-3 x its later time (gemma-3: 113 ms, then 34-43 ms). A
     width not decoded for ``STALE`` decodes forgets its measures and is tried again at its prior cost, so one
     slow measure (another process on the machine) cannot keep it from being chosen for good.
@@ -183,11 +184,27 @@ class DecodeCosts:
         return self._median[width]
 
     def cost(self, width: int) -> float:
-        """A decode of ``width`` tokens against one of a single token."""
-        one, it = self._measured(1), self._measured(width)
-        if one and it is not None:
+        """A decode of ``width`` tokens against one of a single token: measured, or else the prior scaled as the
+        widths measured so far compare with theirs."""
+        one = self._measured(1)
+        if not one:
+            return PRIOR_COSTS[width - 1]
+        it = self._measured(width)
+        if it is not None:
             return it / one
-        return PRIOR_COSTS[width - 1]
+        return PRIOR_COSTS[width - 1] * self._prior_scale(one)
+
+    def _prior_scale(self, one: float) -> float:
+        """The median of measured / prior over the widths measured (1: none yet). The priors are one machine's:
+        on a CPU with AVX-512 (2026-12-04) gemma-3's widths cost 1, 1.2, 1.96, 1.71, 2.46, 2.22, 2.95, well under
+        them, and with the priors as they were, width 4 was measured (1.8) and width 6, the cheapest per token
+        there, never tried (its prior, 3.6, looked worse)."""
+        ratios = [
+            measured / one / PRIOR_COSTS[w - 1]
+            for w in range(2, self.most + 1)
+            if (measured := self._measured(w)) is not None
+        ]
+        return statistics.median(ratios) if ratios else 1.0
 
     def best_drafts(self, width: int, most: int) -> int:
         """How many of ``most`` draft tokens to add to a decode of ``width`` tokens: the most tokens per cost,
