@@ -63,12 +63,12 @@ def run_requests(gen: Any, n: int, tokens: int, params: dict[str, Any], tag: str
     return sum(counts) / (max(ends) - min(started))
 
 
-def bench_model(path: Path, clients: list[int], tokens: int, reps: int, threads: int) -> list[dict[str, Any]]:
+def bench_model(gen: Any, path: Path, clients: list[int], tokens: int, reps: int) -> list[dict[str, Any]]:
+    """The rows of one model, loaded by ``gen`` (one generation service for all models: its one thread loads
+    and runs each, see bench/results/threads.txt; a second service's thread ran gemma-3 at 25 tokens/s
+    instead of 40)."""
     import webui.loaders.llama_sampling as sampling
-    from webui.generation.scheduler import Generator
     from webui.loaders import llama_slots
-    from webui.models.manager import ModelManager
-    from webui.params import LoadOptions
 
     draws: list[float] = []
     original = llama_slots.SlotEngine._sample
@@ -81,8 +81,7 @@ def bench_model(path: Path, clients: list[int], tokens: int, reps: int, threads:
 
     llama_slots.SlotEngine._sample = timed_sample  # type: ignore[method-assign]
     shortlist_from = sampling.SHORTLIST_MIN_VOCAB
-    models = ModelManager(path.parent, LoadOptions(n_ctx=2048, threads=threads, parallel=4))
-    gen = Generator(models)
+    models = gen.models
     gen.call(lambda: models.load(path.name))  # loaded on the generation thread, as the app does
     rows = []
     try:
@@ -123,8 +122,11 @@ def bench_model(path: Path, clients: list[int], tokens: int, reps: int, threads:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from webui.generation.scheduler import Generator
     from webui.loaders.llama_sampling import SHORTLIST_MIN_VOCAB
     from webui.loaders.llamacpp import default_threads
+    from webui.models.manager import ModelManager
+    from webui.params import LoadOptions
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="smollm,gemma", help="Comma list of smollm, gemma.")
@@ -139,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         args.models, args.tokens, args.reps = "smollm", 8, 1
     threads = args.threads or default_threads()
     clients = [int(c) for c in args.clients.split(",")]
+    gen = Generator(ModelManager(MODELS_DIR, LoadOptions(n_ctx=2048, threads=threads, parallel=4)))
     rows = []
     for name in args.models.split(","):
-        rows += bench_model(MODELS_DIR / MODELS[name], clients, args.tokens, args.reps, threads)
+        rows += bench_model(gen, MODELS_DIR / MODELS[name], clients, args.tokens, args.reps)
     print_table(
         rows,
         [

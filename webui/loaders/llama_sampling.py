@@ -26,9 +26,9 @@ from webui.params import SamplingParams
 
 #: Vocabularies from this size on are sampled from a short list (``ShortlistChain``). On gemma-3's 262,144
 #: tokens the whole row took 1.6-1.8 ms a token against 0.2-0.5 ms. On SmolLM2's 49,152 the whole row looked as
-#: fast in a single stream (0.08-0.39 ms against 0.16-0.48), but in the slot engine with 4 requests it took
-#: 0.43 ms a token against 0.10 (greedy) and 0.45 against 0.25 (the default chain): 3-5 % more tokens/s with the
-#: short list (bench/sampling.py). The whole row costs about 9 ns a token of vocabulary, the list about 0.1 ms:
+#: fast in a single stream (0.08-0.39 ms against 0.16-0.48), but timed in the slot engine (bench/sampling.py) it
+#: took 0.39-0.43 ms a token against 0.10-0.14 (greedy) and 0.20-0.31 (the default chain): 0-4 % more tokens/s
+#: with the short list, never less. The whole row costs about 9 ns a token of vocabulary, the list about 0.1 ms:
 #: 32,000 takes in Llama-2's and Mistral's vocabularies, where the two should be about even or the list ahead.
 SHORTLIST_MIN_VOCAB = 32_000
 #: llama.cpp's ``llama_token_data`` as a numpy record (id, logit, p).
