@@ -145,10 +145,11 @@ class DecodeCosts:
 
     A width's cost is the median of its newest ``KEEP`` decodes against that of single tokens, once it has
     ``SAMPLES``; until then, ``PRIOR_COSTS`` scaled by how the measured widths compare with their priors (the
-    priors were measured on one CPU; where wide decodes are cheaper, an unmeasured width is too, likely). The first decode of each width is not kept: llama.cpp sizes its
-    buffers for a new width then, and it took 2.5-3 x its later time (gemma-3: 113 ms, then 34-43 ms). A
-    width not decoded for ``STALE`` decodes forgets its measures and is tried again at its prior cost, so one
-    slow measure (another process on the machine) cannot keep it from being chosen for good.
+    priors were measured on one CPU; where wide decodes are cheaper, an unmeasured width likely is too). The
+    first decode of each width is not kept: llama.cpp sizes its buffers for a new width then, and it took
+    2.5-3 x its later time (gemma-3: 113 ms, then 34-43 ms). A width not decoded for ``STALE`` decodes forgets
+    its measures and is tried again at its (scaled) prior cost, so one slow measure (another process on the
+    machine) cannot keep it from being chosen for good.
     """
 
     SAMPLES = 3
