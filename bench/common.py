@@ -198,6 +198,63 @@ def timed_stream(
     return rec
 
 
+def light_stream(
+    url: str,
+    *,
+    prompt: str,
+    max_tokens: int = 64,
+    extra_body: dict[str, Any] | None = None,
+    start_together: threading.Barrier | None = None,
+) -> dict[str, Any]:
+    """``timed_stream`` for ``/v1/completions`` with the standard library's ``http.client`` instead of the
+    ``openai`` client: the same request and the same record, each event's JSON read with ``json.loads`` but
+    no response objects made. On a 2-core machine the clients share the CPU with the server; this one takes
+    less of it (bench/parallel.py ``--client light``: what the server itself costs)."""
+    import http.client
+    import urllib.parse
+
+    address = urllib.parse.urlparse(url)
+    body = {
+        "model": "any",
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **(extra_body or {}),
+    }
+    rec: dict[str, Any] = {"first": None, "text": "", "tokens": None, "prompt_tokens": None, "error": None}
+    conn = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=600)
+    if start_together is not None:
+        start_together.wait()
+    rec["start"] = time.perf_counter()
+    pieces = []
+    try:
+        conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {response.read()[:300]!r}")
+        for line in response:
+            if not line.startswith(b"data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                rec["tokens"] = event["usage"]["completion_tokens"]
+                rec["prompt_tokens"] = event["usage"]["prompt_tokens"]
+            for choice in event.get("choices") or ():
+                if choice.get("text"):
+                    rec["first"] = rec["first"] or time.perf_counter()
+                    pieces.append(choice["text"])
+    except Exception as exc:  # recorded, as timed_stream does
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+    rec["end"] = time.perf_counter()
+    rec["text"] = "".join(pieces)
+    rec["ttft_s"] = rec["first"] - rec["start"] if rec["first"] else None
+    return rec
+
+
 def rss_mb(pid: int) -> float:
     import psutil
 

@@ -14,7 +14,8 @@ from testdata import PROJECT_DIR
 pytestmark = pytest.mark.integration
 
 
-def run_bench(script: str, tmp_path, *args: str) -> dict:
+def run_bench(script: str, tmp_path, *args: str, name: str = "") -> dict:
+    """Run ``bench/script`` at the given size; its results (``name``.json, by default the script's name)."""
     out = tmp_path / "results"
     env = {**os.environ, "BENCH_IMG_DIR": str(tmp_path / "img")}
     proc = subprocess.run(
@@ -26,7 +27,7 @@ def run_bench(script: str, tmp_path, *args: str) -> dict:
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    name = script.removesuffix(".py")
+    name = name or script.removesuffix(".py")
     return json.loads((out / f"{name}.json").read_text())
 
 
@@ -95,10 +96,34 @@ def test_batch_limit(tmp_path):
     assert data["limits"]
 
 
-def test_parallel(tmp_path):
-    data = run_bench("parallel.py", tmp_path, "--quick")
+@pytest.mark.parametrize("client", ["openai", "light"])
+def test_parallel(tmp_path, client):
+    out = tmp_path / "results"
+    name = "parallel" if client == "openai" else "parallel-light"
+    data = run_bench("parallel.py", tmp_path, "--quick", "--client", client, name=name)
     assert data["rows"] and not any(row["errors"] for row in data["rows"])
     assert {row["parallel"] for row in data["rows"]} == {1, 4}
+    assert all(row["tokens/s"] > 0 and row["TTFT max s"] > 0 for row in data["rows"])
+    assert (out / "parallel.json").exists() == (client == "openai")  # the light run does not replace it
+
+
+def test_parallel_ttft_verdict(monkeypatch):
+    """The TTFT verdict's bound: equal servers pass, a server 6 % later fails, one round gives no interval."""
+    monkeypatch.syspath_prepend(str(PROJECT_DIR / "bench"))
+    from parallel import TARGETS, ratio_upper_bound
+
+    limit = TARGETS["ttft parallel/fifo upper95"]
+    equal = [1.06, 0.95, 1.02, 0.97, 1.04, 0.96, 1.01, 0.99] * 2  # round-to-round noise around 1
+    assert ratio_upper_bound(equal) <= limit
+    assert ratio_upper_bound([r * 1.06 for r in equal]) > limit
+    assert ratio_upper_bound(equal[:3]) > limit  # too few rounds: not proven equal
+    assert ratio_upper_bound([1.0]) == float("inf")
+
+
+def test_parallel_paths(tmp_path):
+    data = run_bench("parallel_paths.py", tmp_path, "--quick")
+    (row,) = data["rows"]
+    assert all(row[f"{path} tokens/s"] > 0 for path in ("engine", "http light", "http openai"))
 
 
 def test_prompt_lookup(tmp_path):
