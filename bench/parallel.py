@@ -33,7 +33,7 @@ the limit did not read: 3-5 % of a 64-token request on gemma);
   rounds' parallel/FIFO ratios (their geometric mean, Student's t on the logarithms) <= 1.05. Until
   its first token the first client runs the same code on both servers (one request in one slot,
   nothing else started yet), so its ratio is 1 up to the machine's noise (5-10 % round to round): a
-  median <= 1.0 was a coin toss (1.03 in one run, 0.99 and 1.01 in 16-round runs of the same code).
+  median <= 1.0 was a coin toss (1.03 in one run; 0.99 and 1.03, medians of 16-round runs of the same code).
   A first client 5 % later fails whatever the rounds; a noisy run fails until ``--reps`` narrows it;
   plus the aggregate(4) / aggregate(1) speed-up (no target: the limit's 4 / 1 is its ceiling).
 """
