@@ -611,18 +611,14 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     people.wire(history=history)
     # The set-up goes into the open chat as it changes (and is remembered for new chats). A text box
     # also on blur: a paste or an autofill may change it without an input event reaching Gradio.
-    # One at a time, in the order they came (the queue, one concurrency group): run side by side, an
-    # input event's older text could be written after the blur's whole one (seen in CI: a system
-    # prompt saved as "You are" after "You are a patient tutor. 你好", tests/browser/test_saves_in_order.py).
     for trigger in [*(box.input for box in setup_inputs), system_prompt.blur, user_name.blur, user_bio.blur]:
         trigger(
             ui_errors(page.keep_setup),
             [current, character_dd, *setup_inputs],
             None,
+            queue=False,
             show_progress="hidden",
             trigger_mode="always_last",
-            concurrency_limit=1,
-            concurrency_id="chat-setup-save",
         )
 
     def on_model_changed() -> list[Any]:

@@ -151,18 +151,8 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         save_or_warn(lambda: services.save_notebook(t))
         return token_count_text(services, t)
 
-    # One at a time, in the order they came (as the chat's set-up): an input event's older text must not be
-    # written after the blur's whole one.
     for edited in (text.input, text.blur):
-        edited(
-            on_edit,
-            text,
-            tokens,
-            show_progress="hidden",
-            trigger_mode="always_last",
-            concurrency_limit=1,
-            concurrency_id="notebook-save",
-        )
+        edited(on_edit, text, tokens, queue=False, show_progress="hidden", trigger_mode="always_last")
     return {
         "text": text,
         "generate": generate,
