@@ -195,31 +195,19 @@ def summarise(model: str, runs: dict[int, dict]) -> dict:
         out["agg4/agg1"] = agg[4] / agg[1]
         out["limit4/limit1"] = clients[4]["limit_tokens_per_s"] / clients[1]["limit_tokens_per_s"]
     if fifo and fifo is not par:
-        # rank by rank, the median over the rounds of the two servers' TTFT in the same round
-        ratios = [
-            median(
-                p[k] / f[k]
-                for p, f in zip(par["clients"][n]["ttft_runs"], fifo["clients"][n]["ttft_runs"], strict=True)
-            )
+        # rank by rank, each round's ratio of the two servers' TTFT in the same round
+        per_rank = [
+            [p[k] / f[k] for p, f in zip(par["clients"][n]["ttft_runs"], fifo["clients"][n]["ttft_runs"], strict=True)]
             for n in par["clients"]
             if n > 1 and n in fifo["clients"]
             for k in range(n)
         ]
+        ratios = [median(rounds) for rounds in per_rank]
         if ratios:
             out["ttft parallel/fifo max"] = max(ratios)
             out["ttft parallel/fifo median"] = median(ratios)
-        # rank by rank, the 95 % upper bound of the geometric mean of the rounds' ratios (the verdict)
-        bounds = [
-            ratio_upper_bound(
-                [
-                    p[k] / f[k]
-                    for p, f in zip(par["clients"][n]["ttft_runs"], fifo["clients"][n]["ttft_runs"], strict=True)
-                ]
-            )
-            for n in par["clients"]
-            if n > 1 and n in fifo["clients"]
-            for k in range(n)
-        ]
+        # the verdict: the 95 % upper bound of the geometric mean of each rank's ratios
+        bounds = [ratio_upper_bound(rounds) for rounds in per_rank]
         if bounds and all(math.isfinite(b) for b in bounds):  # one round gives no interval (--quick)
             out["ttft parallel/fifo upper95 max"] = max(bounds)
             out["ttft first client upper95"] = bounds[0]

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from batch_limit import MODELS, limits_in_child, prompts
-from common import MODELS_DIR, light_stream, median, print_table, servers, start_our_server, timed_stream, write_results
+from common import MODELS_DIR, median, print_table, servers, start_our_server, write_results
+from parallel import run_clients
 
 PATHS = ("engine", "http light", "http openai")
 
@@ -60,26 +61,12 @@ def run_engine(gen: Any, n: int, tokens: int, run: str) -> float:
     return sum(s[2] for s in spans) / (max(s[1] for s in spans) - min(s[0] for s in spans))
 
 
-def run_http(url: str, n: int, tokens: int, run: str, stream: Any) -> float:
-    """``n`` streaming HTTP clients (``stream``: ``light_stream`` or ``timed_stream``): aggregate tokens/s."""
-    texts = prompts(n, run)
-    barrier = threading.Barrier(n)
-    recs: list[dict] = [{} for _ in range(n)]
-
-    def client(i: int) -> None:
-        recs[i] = stream(
-            url, prompt=texts[i], max_tokens=tokens, extra_body={"ban_eos_token": True}, start_together=barrier
-        )
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(900)
-    errors = [r["error"] for r in recs if r["error"]]
-    if errors:
-        raise RuntimeError(f"{len(errors)} clients failed: {errors[0]}")
-    return sum(r["tokens"] for r in recs) / (max(r["end"] for r in recs) - min(r["start"] for r in recs))
+def run_http(url: str, n: int, tokens: int, run: str, client: str) -> float:
+    """``n`` streaming HTTP clients (bench/parallel.py's, ``client`` "light" or "openai"): aggregate tokens/s."""
+    result = run_clients(url, n, tokens, run, client)
+    if result["errors"]:
+        raise RuntimeError(f"{len(result['errors'])} clients failed: {result['errors'][0]}")
+    return result["aggregate_tokens_per_s"]
 
 
 def bench_model(key: str, gen: Any, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -91,8 +78,8 @@ def bench_model(key: str, gen: Any, workdir: Path, args: argparse.Namespace) -> 
     server = start_our_server(model, workdir, n_ctx=args.n_ctx, threads=args.threads, extra=("--parallel", "4"))
     paths = {
         "engine": lambda tag: run_engine(gen, args.clients, args.tokens, tag),
-        "http light": lambda tag: run_http(server.url, args.clients, args.tokens, tag, light_stream),
-        "http openai": lambda tag: run_http(server.url, args.clients, args.tokens, tag, timed_stream),
+        "http light": lambda tag: run_http(server.url, args.clients, args.tokens, tag, "light"),
+        "http openai": lambda tag: run_http(server.url, args.clients, args.tokens, tag, "openai"),
     }
     ratios: dict[str, list[float]] = {p: [] for p in PATHS}
     speeds: dict[str, list[float]] = {p: [] for p in PATHS}
