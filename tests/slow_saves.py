@@ -20,6 +20,9 @@ import server  # noqa: E402
 import webui.storage as storage  # noqa: E402
 
 SLOW_FILES = {"notebook.txt", "settings.yaml"}
+#: The first write of each waits longest: the page's first keystroke save is still running when the box is
+#: left, and the blur's save of the whole text must not finish before it.
+FIRST_WRITE = 3.0
 _write = storage.atomic_write_bytes
 _counts: Counter[str] = Counter()
 _lock = threading.Lock()
@@ -30,7 +33,7 @@ def slow_write(path: Path, data: bytes) -> None:
         with _lock:
             _counts[str(path)] += 1
             k = _counts[str(path)]
-        time.sleep(max(0.0, 0.15 * (8 - k)))
+        time.sleep(FIRST_WRITE if k == 1 else max(0.0, 0.15 * (8 - k)))
     _write(path, data)
 
 

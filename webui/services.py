@@ -31,7 +31,7 @@ from webui.models.manager import LoadedModel, ModelManager, Progress
 from webui.params import LoadOptions, SamplingParams
 from webui.presets import PresetStore
 from webui.settings import PROJECT_DIR, Settings, remember
-from webui.storage import Layered, atomic_write_text, read_yaml
+from webui.storage import Layered, atomic_write_text, in_order, read_yaml
 from webui.templates.chat_template import ChatTemplate, InstructionTemplateStore, choose_template
 from webui.tools.files import FileTools, ToolContext
 from webui.tools.mcp import McpServers
@@ -546,7 +546,9 @@ class Services:
         Raises :class:`SaveError` if it cannot be written (the caller still has the text).
         """
         try:
-            atomic_write_text(self.notebook_path, text or "")
+            with in_order(self.notebook_path, ["text"]) as fresh:  # a newer request's text stays
+                if fresh:
+                    atomic_write_text(self.notebook_path, text or "")
         except OSError as exc:
             detail = exc.strerror or str(exc)
             raise SaveError(
@@ -577,23 +579,29 @@ class Services:
                 self.require_admin("change the server's settings")
                 self.root.remember(**server)
             updates = {k: v for k, v in updates.items() if k in USER_KEYS}
-            with self.root._spaces_lock:
-                self.overlay.update(updates)
             if not updates:
                 return
-        for key, value in updates.items():
-            setattr(self.settings, key, value)  # pages opened from now on show these values
-        try:
-            remember(self.settings_path, **updates)
-        except (SettingsError, OSError) as exc:
-            detail = exc.message if isinstance(exc, SettingsError) else (exc.strerror or str(exc))
-            raise SaveError(
-                f"Could not save your settings to {self.settings_path}: {detail}. "
-                "They hold until the app is restarted.",
-                key="error.save_settings",
-                path=str(self.settings_path),
-                detail=detail,
-            ) from exc
+        # One save of the file at a time; a value a newer request already saved stays (see in_order).
+        with in_order(self.settings_path, updates) as fresh:
+            updates = {k: v for k, v in updates.items() if k in fresh}
+            if not updates:
+                return
+            if self.own_dir is not None:
+                with self.root._spaces_lock:
+                    self.overlay.update(updates)
+            for key, value in updates.items():
+                setattr(self.settings, key, value)  # pages opened from now on show these values
+            try:
+                remember(self.settings_path, **updates)
+            except (SettingsError, OSError) as exc:
+                detail = exc.message if isinstance(exc, SettingsError) else (exc.strerror or str(exc))
+                raise SaveError(
+                    f"Could not save your settings to {self.settings_path}: {detail}. "
+                    "They hold until the app is restarted.",
+                    key="error.save_settings",
+                    path=str(self.settings_path),
+                    detail=detail,
+                ) from exc
 
 
 def user_settings(server: Settings, overlay: dict[str, Any]) -> Settings:

@@ -11,10 +11,15 @@ instruction templates build on.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import tempfile
+import threading
 import unicodedata
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +124,47 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def write_yaml(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+# ---- saves in the order they came in ------------------------------------------------------------------
+# A page saves a text box on each keystroke and again when the box is left; Gradio runs those requests
+# side by side in its threads. A keystroke's save still writing when the box is left must neither
+# interleave its read-modify-write with the next save nor land after the whole text.
+
+_places = itertools.count(1)
+_arrival: ContextVar[int | None] = ContextVar("save_arrival", default=None)
+_locks_lock = threading.Lock()
+_file_locks: dict[str, threading.RLock] = {}
+#: (file, key) -> the place in line of the save that wrote that key last
+_written: dict[tuple[str, str], int] = {}
+
+
+@contextmanager
+def arrived() -> Iterator[None]:
+    """A request that saves has come in: every save made inside this block takes the place in line the
+    request took on entering it, not the one it has when it reaches the file (see :func:`in_order`)."""
+    token = _arrival.set(next(_places))
+    try:
+        yield
+    finally:
+        _arrival.reset(token)
+
+
+@contextmanager
+def in_order(path: Path, keys: Iterable[str]) -> Iterator[set[str]]:
+    """Hold ``path``'s write lock, and give the ``keys`` this save may still write: those no save that came
+    in after it has written. Saves of one file then run one at a time, and a newer value is never
+    overwritten by an older one. The keys given count as written by this save once the block ends
+    without an error. The place in line is the request's (:func:`arrived`), else taken here."""
+    place = _arrival.get() or next(_places)
+    name = os.path.abspath(path)
+    with _locks_lock:
+        lock = _file_locks.setdefault(name, threading.RLock())
+    with lock:
+        fresh = {key for key in keys if _written.get((name, key), 0) < place}
+        yield fresh
+        for key in fresh:
+            _written[(name, key)] = place
 
 
 def sha256_file(path: Path) -> str:

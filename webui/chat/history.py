@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from webui.chat.attachments import Attachment, AttachmentFiles
 from webui.errors import BranchRangeError, ChatNotFoundError, SettingsError, WebUIError
-from webui.storage import TEMP_SUFFIX, atomic_write_bytes, atomic_write_text, safe_name
+from webui.storage import TEMP_SUFFIX, atomic_write_bytes, atomic_write_text, in_order, safe_name
 
 Role = Literal["system", "user", "assistant", "tool"]
 #: The fields of a chat that say how it is set up (restored with the chat, remembered as the last used).
@@ -312,6 +312,17 @@ class ChatStore:
             atomic_write_text(self.path_of(chat.character, chat.id), text)
             for listener in self._listeners:
                 listener(chat.character, chat.id, chat)
+
+    def keep_setup(self, character: str, chat_id: str, setup: dict[str, Any]) -> None:
+        """Save a changed set-up into the chat on disk (``touch=False``), unless a request that came in
+        later already did (see :func:`in_order`); read, change and write happen under the store's lock,
+        so a message saved meanwhile is not lost. :class:`ChatNotFoundError` for a chat not on disk."""
+        with in_order(self.path_of(character, chat_id), ["setup"]) as fresh, self._lock:
+            if not fresh:
+                return
+            chat = self.load(character, chat_id)
+            if chat.apply_setup(setup):
+                self.save(chat, touch=False)
 
     def load(self, character: str, chat_id: str) -> Chat:
         path = self.path_of(character, chat_id)

@@ -25,6 +25,7 @@ from webui.chat.prompt import MODES, ChatOptions, Prompt, build_prompt, context_
 from webui.chat.service import greeting_message
 from webui.errors import ChatNotFoundError, WebUIError
 from webui.services import Services
+from webui.storage import arrived
 from webui.ui.attachments_ui import ServedFiles, attachment_entries
 from webui.ui.common import error_text, save_or_warn
 from webui.ui.i18n import page_language, tr
@@ -324,17 +325,18 @@ class ChatPage:
         """The set-up inputs changed: save them into the open chat, and remember them for new chats.
 
         A new chat that is not on disk yet takes them with its first message (the turn saves them).
+        A keystroke's save still running when the box is left never lands after the blur's: both saves
+        keep the place in line their request took here (``arrived``).
         """
-        setup = setup_of(*values)
-        self.remember_setup(setup)
-        if not state or state[0] != character:
-            return
-        try:
-            chat = self.services.chats.load(character, state[1])
-        except ChatNotFoundError:
-            return
-        if chat.apply_setup(setup):
-            self.services.chats.save(chat, touch=False)
+        with arrived():
+            setup = setup_of(*values)
+            self.remember_setup(setup)
+            if not state or state[0] != character:
+                return
+            try:
+                self.services.chats.keep_setup(character, state[1], setup)
+            except ChatNotFoundError:
+                return
 
     def use_setup(self, chat: Chat, *values: Any) -> None:
         """A turn is sent with these set-up inputs: they go into the chat (saved with the turn)."""
