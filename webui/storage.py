@@ -139,6 +139,13 @@ _file_locks: dict[str, threading.RLock] = {}
 _written: dict[tuple[str, str], int] = {}
 
 
+def file_lock(path: Path) -> threading.RLock:
+    """The lock every ordered save of ``path`` holds while it reads, changes and writes the file (one per
+    file in the process, whichever store or user view writes it)."""
+    with _locks_lock:
+        return _file_locks.setdefault(os.path.abspath(path), threading.RLock())
+
+
 @contextmanager
 def arrived() -> Iterator[None]:
     """A request that saves has come in: every save made inside this block takes the place in line the
@@ -158,9 +165,7 @@ def in_order(path: Path, keys: Iterable[str]) -> Iterator[set[str]]:
     without an error. The place in line is the request's (:func:`arrived`), else taken here."""
     place = _arrival.get() or next(_places)
     name = os.path.abspath(path)
-    with _locks_lock:
-        lock = _file_locks.setdefault(name, threading.RLock())
-    with lock:
+    with file_lock(path):
         fresh = {key for key in keys if _written.get((name, key), 0) < place}
         yield fresh
         for key in fresh:

@@ -17,7 +17,16 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from browserkit import choose, open_chat, open_parameters, send, set_number, settle, wait_text
+from browserkit import (
+    choose,
+    open_chat,
+    open_parameters,
+    send,
+    set_number,
+    settle,
+    wait_for_complete_reply,
+    wait_text,
+)
 from harness import make_dirs, start_server, stop_server, wait_until
 from testdata import PROJECT_DIR, SMOLLM
 
@@ -236,3 +245,41 @@ def test_the_branch_box_and_its_hint_agree(page, server):
     open_chat(page)
     expect(page.locator("#chat-branch-at input")).to_have_value("0")
     expect(page.locator("#chat-branch-at")).to_contain_text("0: all of them")
+
+
+def test_a_system_prompt_typed_while_the_reply_streams_is_the_one_the_chat_keeps(browser, tmp_path):
+    """The turn holds the chat and saves it as the reply grows; those saves carried the set-up the message
+    was sent with, so a system prompt changed meanwhile was on disk a moment and then put back: a reload
+    showed the old one (found by trying it in a browser)."""
+    model_dir, user_dir = make_dirs(tmp_path)
+    srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM)
+    try:
+        page = new_page(browser, srv.url)
+        open_parameters(page)
+        set_number(page, "param-max_tokens", "400")
+        page.locator("#param-ban_eos_token input[type=checkbox]").check()  # a reply long enough to type during
+        open_chat(page)
+        field(page, "chat-system").fill(OLD_RULES)
+        box = page.locator("#chat-input textarea")
+        box.fill("Tell me a long story about a ship.")
+        box.press("Enter")
+        page.wait_for_function("() => document.querySelectorAll('#chat-box [data-testid=bot]').length > 0")
+        field(page, "chat-system").fill("")
+        field(page, "chat-system").press_sequentially(RULES)
+        box.click()  # leave the box
+        wait_until(lambda: any(c.get("system_prompt") == RULES for c in chat_files(user_dir)), "saving it", 30)
+        # the test means something only if the reply was still being written (and saved) after that
+        assert "generating" in (page.locator("#chat-send").get_attribute("class") or "")
+        wait_for_complete_reply(page)
+        [saved] = chat_files(user_dir)
+        assert saved["system_prompt"] == RULES
+        assert saved["messages"][-1]["role"] == "assistant" and saved["messages"][-1]["content"]
+
+        page.reload()
+        settle(page)
+        open_chat(page)
+        wait_text(page, "#chat-box", "a long story about a ship")
+        expect(field(page, "chat-system")).to_have_value(RULES)
+        page.context.close()
+    finally:
+        stop_server(srv)

@@ -4,6 +4,8 @@ A page saves the chat's set-up and the Notebook on each keystroke and again when
 Gradio runs those requests side by side. Once, in CI, a keystroke's save still writing when the box was
 left landed after the blur's whole text: the system prompt on disk was "You are". These tests make the
 first write slow, or let the newer request reach the file first, with real threads and real files.
+The last one is the chat a reply is being written into: its saves must not put back the set-up the
+message was sent with over one typed meanwhile.
 """
 
 from __future__ import annotations
@@ -135,3 +137,30 @@ def test_a_failed_write_does_not_count_as_written(tmp_path):
         raise OSError("disk full")
     with in_order(path, ["text"]) as fresh:
         assert fresh == {"text"}
+
+
+def test_a_chat_held_by_a_reply_keeps_the_settings_changed_meanwhile_and_its_own_changes(tmp_path):
+    store = ChatStore(tmp_path / "chats")
+    chat = store.new("Assistant")
+    chat.apply_setup({"system_prompt": "Reply like a pirate."})
+    store.save(chat)  # the turn's chat: saved with the message, and again as the reply grows
+    chat.messages.append(Message("user", "Tell me a story."))
+    store.save(chat)
+
+    store.keep_setup("Assistant", chat.id, {"system_prompt": FULL})  # typed while the reply streams
+    panel = store.load("Assistant", chat.id)  # the Tools panel, changed meanwhile too
+    panel.tools = ["calculator"]
+    store.save(panel, touch=False)
+
+    chat.messages.append(Message("assistant", "Once upon a time"))
+    chat.title = "A story"  # the turn's own change
+    store.save(chat)
+    saved = store.load("Assistant", chat.id)
+    assert saved.system_prompt == FULL and saved.tools == ["calculator"]
+    assert saved.title == "A story" and [m.content for m in saved.messages] == ["Tell me a story.", "Once upon a time"]
+    assert chat.system_prompt == FULL  # the held chat has them too, for what the turn does next
+
+    chat.apply_setup({"persona_name": "Ada"})  # a set-up the holder changes itself is its own, whole
+    store.save(chat)
+    assert store.load("Assistant", chat.id).setup() == chat.setup()
+    assert chat.persona_name == "Ada" and chat.system_prompt == FULL

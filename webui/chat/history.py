@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from webui.chat.attachments import Attachment, AttachmentFiles
 from webui.errors import BranchRangeError, ChatNotFoundError, SettingsError, WebUIError
-from webui.storage import TEMP_SUFFIX, atomic_write_bytes, atomic_write_text, in_order, safe_name
+from webui.storage import TEMP_SUFFIX, atomic_write_bytes, atomic_write_text, file_lock, in_order, safe_name
 
 Role = Literal["system", "user", "assistant", "tool"]
 #: The fields of a chat that say how it is set up (restored with the chat, remembered as the last used).
@@ -150,6 +150,9 @@ class Chat:
     tools_always: list[str] = field(default_factory=list)
     tool_rounds: int = DEFAULT_TOOL_ROUNDS
     force_tool: bool = False
+    #: Its settings (:func:`settings_of`) as it was loaded or last saved: what the store compares with
+    #: the file's to tell whose change is newer (not saved).
+    saved_settings: dict[str, dict[str, Any]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def pending_calls(self) -> list[dict[str, Any]]:
         """The last reply's tool calls that have no result yet (waiting for Run / Skip)."""
@@ -200,6 +203,7 @@ class Chat:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["saved_settings"]
         data["messages"] = [m.to_json() for m in self.messages]
         data["internal"], data["visible"] = pairs(self.messages)
         return data
@@ -224,6 +228,18 @@ class Chat:
         chat.apply_setup(data)
         chat.apply_tool_setup(data)
         return chat
+
+
+#: A chat's settings, which the page may change while a reply is being written into the chat (the turn holds
+#: the chat and saves it as the reply grows): each group is taken whole from the one who changed it last.
+SETTINGS_GROUPS = {"setup": SETUP_FIELDS, "tools": TOOL_FIELDS}
+#: Each chat file's settings as this process last wrote or read them (by absolute path).
+_settings_on_disk: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def settings_of(chat: Chat) -> dict[str, dict[str, Any]]:
+    """``chat``'s settings by group (copies)."""
+    return {group: {k: copy.deepcopy(getattr(chat, k)) for k in fields} for group, fields in SETTINGS_GROUPS.items()}
 
 
 def clean_setup(setup: Mapping[str, Any], fields: tuple[str, ...] = SETUP_FIELDS) -> dict[str, Any]:
@@ -307,11 +323,28 @@ class ChatStore:
         """
         if touch:
             chat.updated = time.time()
-        text = json.dumps(chat.to_json(), ensure_ascii=False, indent=1)
-        with self._lock:
-            atomic_write_text(self.path_of(chat.character, chat.id), text)
+        path = self.path_of(chat.character, chat.id)
+        with file_lock(path), self._lock:
+            self._take_newer_settings(chat, path)
+            text = json.dumps(chat.to_json(), ensure_ascii=False, indent=1)
+            atomic_write_text(path, text)
+            chat.saved_settings = _settings_on_disk[os.path.abspath(path)] = settings_of(chat)
             for listener in self._listeners:
                 listener(chat.character, chat.id, chat)
+
+    @staticmethod
+    def _take_newer_settings(chat: Chat, path: Path) -> None:
+        """A group of ``chat``'s settings it has not changed since it was loaded or saved, but that the file
+        has changed since (the set-up typed while a reply streams, saved by :meth:`keep_setup`), is taken
+        from the file: a reply's saves never put back the set-up the chat was sent with."""
+        base, on_disk = chat.saved_settings, _settings_on_disk.get(os.path.abspath(path))
+        if base is None or on_disk is None:
+            return
+        mine = settings_of(chat)
+        for group, fields in SETTINGS_GROUPS.items():
+            if mine[group] == base[group] and on_disk[group] != base[group]:
+                for key in fields:
+                    setattr(chat, key, copy.deepcopy(on_disk[group][key]))
 
     def keep_setup(self, character: str, chat_id: str, setup: dict[str, Any]) -> None:
         """Save a changed set-up into the chat on disk (``touch=False``), unless a request that came in
@@ -326,6 +359,14 @@ class ChatStore:
 
     def load(self, character: str, chat_id: str) -> Chat:
         path = self.path_of(character, chat_id)
+        chat = self._read(path, character, chat_id)
+        chat.saved_settings = settings_of(chat)
+        # no lock (a listener of a save may load): a save's own record, made under its lock, stays
+        _settings_on_disk.setdefault(os.path.abspath(path), chat.saved_settings)
+        return chat
+
+    @staticmethod
+    def _read(path: Path, character: str, chat_id: str) -> Chat:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -383,11 +424,12 @@ class ChatStore:
 
     def delete(self, character: str, chat_id: str) -> None:
         path = self.path_of(character, chat_id)
-        with self._lock:
+        with file_lock(path), self._lock:
             try:
                 path.unlink()
             except FileNotFoundError:
                 raise ChatNotFoundError(f"There is no chat {chat_id!r} for {character!r}.") from None
+            _settings_on_disk.pop(os.path.abspath(path), None)
             shutil.rmtree(self.files(character, chat_id).folder, ignore_errors=True)
             for listener in self._listeners:
                 listener(character, chat_id, None)
