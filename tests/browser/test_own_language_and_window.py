@@ -50,7 +50,14 @@ def messages_shown(page: Any) -> int:
 
 
 def wait_for_language(page: Any, lang: str) -> None:
-    page.wait_for_function("(l) => document.body.dataset.webuiLanguage === l", arg=lang)
+    try:
+        page.wait_for_function("(l) => document.body.dataset.webuiLanguage === l", arg=lang)
+    except Exception as exc:
+        shown = page.evaluate(
+            "() => [document.documentElement.lang, document.body.dataset.webuiLanguage,"
+            " (document.querySelector('#ui-language input') || {}).value]"
+        )
+        raise AssertionError(f"the page never showed {lang!r}: <html lang>, data-webui-language, menu = {shown}") from exc
 
 
 def assert_bobs_choices(page: Any) -> None:

@@ -61,7 +61,14 @@ async (lang) => {
     .find((n) => /\\/assets\\/core-[^/]*\\.js$/.test(n));
   if (url) {
     const core = await import(url);
-    if (core.changeLocale) core.changeLocale(code);
+    if (core.changeLocale) {
+      await core.changeLocale(code);
+      // The page's language switches once its texts have come (a first load after a restart can take
+      // longer than the next event's round trip): wait for it, at most 5 s, so what follows sees it.
+      const want = code.toLowerCase().split('-')[0];
+      const shown = () => (document.documentElement.lang || '').toLowerCase().split('-')[0];
+      for (let i = 0; i < 100 && shown() !== want; i++) await new Promise((r) => setTimeout(r, 50));
+    }
   }
   return [];
 }
