@@ -57,7 +57,9 @@ def wait_for_language(page: Any, lang: str) -> None:
             "() => [document.documentElement.lang, document.body.dataset.webuiLanguage,"
             " (document.querySelector('#ui-language input') || {}).value]"
         )
-        raise AssertionError(f"the page never showed {lang!r}: <html lang>, data-webui-language, menu = {shown}") from exc
+        raise AssertionError(
+            f"the page never showed {lang!r}: <html lang>, data-webui-language, menu = {shown}"
+        ) from exc
 
 
 def assert_bobs_choices(page: Any) -> None:
