@@ -1,9 +1,10 @@
 """``server.py`` whose first saves of the notebook and of settings.yaml are slow, the earliest slowest.
 
-The k-th write of one of those files waits ``0.15 * (8 - k)`` seconds before writing. A server that
-ran a page's keystroke saves side by side would finish them newest first and leave the file with
-an old, shorter text; one that runs them in the order they came leaves the last text. Used by
-tests/browser/test_saves_in_order.py as ``python tests/slow_saves.py <server.py's arguments>``.
+The first write of one of those files waits ``FIRST_WRITE`` (3 s), the k-th after it ``0.15 * (8 - k)``
+seconds, before writing. A server that ran a page's keystroke saves side by side would finish them
+newest first and leave the file with an old, shorter text; one that runs them in the order they came
+leaves the last text. Used by tests/browser/test_saves_in_order.py as
+``python tests/slow_saves.py <server.py's arguments>``.
 """
 
 from __future__ import annotations

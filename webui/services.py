@@ -570,8 +570,9 @@ class Services:
     def remember(self, **updates: Any) -> None:
         """Save what the user chose, so a restart never resets it.
 
-        The choice holds for this run in any case; :class:`SaveError` says it could not be
-        written (an unwritable or hand-broken settings file), for the caller to show.
+        The choice holds for this run in any case, unless a request that came in later already saved the
+        same key (its value stays: see ``in_order``); :class:`SaveError` says it could not be written (an
+        unwritable or hand-broken settings file), for the caller to show.
         """
         if self.own_dir is not None:
             server = {k: v for k, v in updates.items() if k not in USER_KEYS}
