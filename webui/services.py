@@ -414,8 +414,12 @@ class Services:
         options: LoadOptions | None = None,
         progress: Progress | None = None,
         explicit: dict[str, Any] | None = None,
+        waiting: Callable[[int, float], None] | None = None,
     ) -> LoadedModel:
         """Load ``name`` with its saved per-model settings, and apply the preset saved for it.
+
+        ``waiting(ahead, seconds)``: told twice a second while the load waits for the requests before it
+        (a reply streaming when Load was clicked): how many, and about how long (:meth:`Generator.call`).
 
         With log-in, users who are not admins may load only the models the admin allowed (--user-models).
 
@@ -443,7 +447,9 @@ class Services:
                 except SaveError as exc:  # the preset applies for this run; not being able to save it
                     log.error("%s", exc.message)  # must not cost the user the model load
         # Loaded on the generation thread: the thread that loads a llama.cpp model must be the one running it.
-        return self.generator.call(lambda: self.models.load(name, loader or saved_loader, options, progress=progress))
+        return self.generator.call(
+            lambda: self.models.load(name, loader or saved_loader, options, progress=progress), waiting=waiting
+        )
 
     def template_override_for(self, model_name: str) -> str | None:
         """Instruction template chosen for a model: in the Chat tab, else saved in its per-model settings."""

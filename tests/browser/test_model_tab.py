@@ -1,4 +1,5 @@
-"""Model tab in a real browser: model info, per-model settings, hub download with progress, import, delete."""
+"""Model tab in a real browser: model info, per-model settings, hub download with progress, import, delete, a load
+clicked while a reply is being written."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from browserkit import choose, open_parameters, press_load, reload, set_number, wait_text
+from browserkit import (
+    bot_texts,
+    choose,
+    new_greedy_chat,
+    open_parameters,
+    press_load,
+    reload,
+    set_number,
+    wait_for_complete_reply,
+    wait_text,
+)
 from harness import make_dirs, start_server, stop_server
 from hubstub import HubStub
 from testdata import GEMMA, SMOLLM
@@ -108,3 +119,33 @@ def test_import_then_delete_with_confirmation(page, server, tmp_path, smollm_pat
     assert not (server.model_dir / "Imported-SmolLM2.gguf").exists() and outside.exists()
     page.locator("#model-dropdown input").click()
     assert page.get_by_role("option", name="Imported-SmolLM2.gguf").count() == 0
+
+
+def test_a_load_clicked_during_a_reply_says_it_waits_for_it_and_stop_lets_it_load(page, server):
+    """The load waits its turn behind the reply being written (the model is not pulled from under it): the
+    status says so instead of a bare spinner, and stopping the reply lets the load go on."""
+    new_greedy_chat(page, server, max_tokens=4000)
+    open_parameters(page)
+    page.locator("#param-ban_eos_token input[type=checkbox]").check()  # a reply that lasts until stopped
+    page.get_by_role("tab", name="Chat").click()
+    box = page.locator("#chat-input textarea")
+    box.fill("Tell me about the sea.")
+    box.press("Enter")
+    page.wait_for_function(
+        "() => { const b = document.querySelectorAll('#chat-box [data-testid=bot]');"
+        " return b.length === 1 && b[0].innerText.length > 20; }",
+        timeout=180_000,
+    )
+    page.get_by_role("tab", name="Model").click()
+    select_model(page, GEMMA)
+    page.locator("#model-load").click()
+    wait_text(page, "#model-status", "Waiting for 1 request(s) ahead of the load")
+    assert server.health()["model"] == SMOLLM  # still writing the reply with the model it started on
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-stop").click()
+    wait_for_complete_reply(page)
+    assert len(bot_texts(page)[0]) > 20  # the reply written so far is kept
+    page.get_by_role("tab", name="Model").click()
+    wait_text(page, "#model-status", f"Loaded: {GEMMA}")
+    open_parameters(page)
+    page.locator("#param-ban_eos_token input[type=checkbox]").uncheck()

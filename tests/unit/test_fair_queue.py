@@ -248,3 +248,36 @@ def test_a_lone_job_has_nothing_ahead_even_before_it_starts(gen):
     gen._ensure_worker = lambda: None  # (no generation thread: the job stays in line, nothing runs)
     job = gen.submit("alone", ONE_TOKEN, user="alice")
     assert gen.position(job) == 1 and gen.ahead_of(job) == 0
+
+
+def test_a_load_waiting_for_the_jobs_before_it_says_how_many_until_it_starts(gen, gate):
+    """Generator.call's ``waiting``: told at once and then while the load waits (the Model tab shows it),
+    never once the load runs."""
+    rec = Recorder(gen)
+    running = rec.submit("alice 1", "alice")
+    wait_until(lambda: gen.active is running)
+    before = rec.submit("bob 1", "bob")
+    told: list[tuple[int, float, list[str]]] = []
+
+    def load() -> None:
+        rec.started.append("load b")
+        gen.models.load("b.gguf", "fake")
+
+    loading = threading.Thread(
+        target=gen.call, args=(load,), kwargs={"waiting": lambda n, s: told.append((n, s, list(rec.started)))}
+    )
+    loading.start()
+    wait_until(lambda: len(told) >= 2)  # at once, then again half a second later
+    assert [n for n, _, _ in told[:2]] == [2, 2]  # the running job and the one sent before the load
+    assert all(s > 0 for _, s, _ in told)
+    gate.set()
+    loading.join(10)
+    running.result(), before.result()
+    assert rec.started == ["alice 1", "bob 1", "load b"]
+    assert all("load b" not in started for _, _, started in told)
+
+
+def test_a_load_with_nothing_before_it_is_never_told_to_wait(gen):
+    told: list[tuple[int, float]] = []
+    assert gen.call(lambda: 7, waiting=lambda n, s: told.append((n, s))) == 7
+    assert told == []

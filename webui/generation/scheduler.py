@@ -208,6 +208,8 @@ class _Task:
 #: Items of the queue: generation jobs and functions to run on the generation thread.
 _Item = GenerationJob | _Task
 
+#: How often a function waiting its turn on the generation thread reports its place (Generator.call).
+_WAIT_REPORT_SECONDS = 0.5
 #: Seconds a job (or a model load) is guessed to take before any has finished here.
 _FIRST_GUESS_SECONDS = 10.0
 #: How many finished jobs the wait estimates average over.
@@ -305,13 +307,17 @@ class Generator:
         assert job.stats is not None
         return text, job.stats
 
-    def call(self, fn: Callable[[], Any]) -> Any:
+    def call(self, fn: Callable[[], Any], waiting: Callable[[int, float], None] | None = None) -> Any:
         """Run ``fn`` on the generation thread, in turn with the queued jobs, and return its result.
 
         Model loads go through here so the thread that loads a llama.cpp model is the
         one that runs it: llama.cpp's OpenMP worker threads belong to the thread that
         first used them; decoding on another thread ran at about 80-85% of the speed in
         isolation, and at a third once two threads had decoded (bench/results/threads.txt).
+
+        ``waiting(ahead, seconds)`` is told, at once and then twice a second until ``fn`` starts, how many
+        requests run or wait before it and about how many seconds until it starts (a model load clicked
+        during a reply waits for that reply: the Model tab says so instead of a bare spinner).
         """
         if threading.current_thread() is self._worker:
             return fn()
@@ -320,6 +326,13 @@ class Generator:
         with self._lock:
             self._pending.append(task)
             self._lock.notify()
+        if waiting is not None:
+            place = self._place_of(task)
+            while place is not None:  # None: started (fn reports its own progress) or next with nothing running
+                waiting(*place)
+                if task.done.wait(_WAIT_REPORT_SECONDS):
+                    break
+                place = self._place_of(task)
         task.done.wait()
         if task.error is not None:
             raise task.error
@@ -358,6 +371,21 @@ class Generator:
             if job not in order:
                 return 0  # taken off the queue by the generation thread, about to run
             return order.index(job) + len(self._running) + (self._active_task is not None)
+
+    def _place_of(self, task: _Task) -> tuple[int, float] | None:
+        """How many requests (and loads) run or wait before ``task`` and the seconds until it starts, about;
+        None once it has started, or when nothing is before it."""
+        now = time.perf_counter()
+        with self._lock:
+            order = self._run_order()
+            if task.started_at is not None or task not in order:
+                return None
+            before = order[: order.index(task)]
+            ahead = len(before) + len(self._running) + (self._active_task is not None)
+            if not ahead:
+                return None
+            running: _Item | None = self.active if self.active is not None else self._active_task
+            return ahead, self._remaining(running, now) + sum(self._guess(item) for item in before)
 
     def queue_view(self, viewer: str | None, is_admin: bool) -> list[dict[str, Any]]:
         """The queue as ``viewer`` may see it, running item first: position, whose (others' names only

@@ -480,6 +480,9 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             progress=lambda f, text: progress(
                 f, desc=text if lang == DEFAULT else tr("model.loading", lang, name=name or loader)
             ),
+            waiting=lambda ahead, seconds: progress(
+                0.0, desc=tr("model.waiting", lang, n=ahead, s=max(1, round(seconds)), name=name or loader)
+            ),
         )
         if services.is_admin:  # the model the next start loads is the server's setting, the admin's to choose
             save_or_warn(lambda: services.remember(model=loaded.name, loader=loaded.loader, load=loaded.options), lang)
