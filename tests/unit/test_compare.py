@@ -228,3 +228,18 @@ def test_the_tabs_rows_become_configurations():
     assert "seed 7" in stats_text(ok, "ru") and "достигнут лимит токенов" in stats_text(ok, "ru")
     failed = RunResult(index=1, config=by_model[1], error="No model called 'b.gguf'")
     assert stats_text(failed, "zh") == "⚠ No model called 'b.gguf'"
+
+
+def test_the_rows_start_on_models_that_write_text_never_on_an_embedding_model(services):
+    """./start.sh puts all-MiniLM-L6-v2 (sentence-transformers, for /v1/embeddings) next to the chat models:
+    the second row started on it, and the student's first comparison failed on it."""
+    from webui.ui.compare_tab import _defaults
+
+    embedder = services.models.model_dir / "all-MiniLM-L6-v2"
+    (embedder / "1_Pooling").mkdir(parents=True)
+    (embedder / "config.json").write_text("{}")
+    (embedder / "modules.json").write_text("[]")
+    assert "all-MiniLM-L6-v2" in services.models.list_models()  # the Model tab lists it (its load says where it goes)
+    assert "all-MiniLM-L6-v2" not in services.models.text_models()
+    models, _ = _defaults(services)
+    assert models[:2] == ["a.gguf", "b.gguf"]

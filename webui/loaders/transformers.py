@@ -67,9 +67,14 @@ def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
+def is_embedding_folder(path: Path) -> bool:
+    """A sentence-transformers folder (``modules.json``, a pooling module): an embedding model, never a chat model."""
+    return path.is_dir() and ((path / "modules.json").is_file() or (path / "1_Pooling").is_dir())
+
+
 def refuse_embedding_folder(path: Path) -> None:
     """A sentence-transformers folder is an embedding model: say where it goes instead of failing in transformers."""
-    if (path / "modules.json").is_file() or (path / "1_Pooling").is_dir():
+    if is_embedding_folder(path):
         raise ModelLoadError(
             f"{path.name} is an embedding model (sentence-transformers), not a chat model: load it under "
             "'Embedding model' in the Model tab, or with --embedding-model, and use it through /v1/embeddings.",

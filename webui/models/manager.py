@@ -40,7 +40,7 @@ from webui.errors import (
 )
 from webui.loaders import Backend, LoaderRegistry, default_registry, infer_loader
 from webui.loaders.mtmd import is_projector
-from webui.loaders.transformers import is_hf_folder
+from webui.loaders.transformers import is_embedding_folder, is_hf_folder
 from webui.models.facts import ModelFacts, model_facts, model_ggufs, projector_not_a_model
 from webui.models.model_settings import MODEL_SETTINGS_FILE, ModelSettings
 from webui.params import LoadOptions
@@ -148,6 +148,11 @@ class ModelManager:
             elif is_hf_folder(entry) or (entry.is_dir() and model_ggufs(entry)):
                 names.append(entry.name)
         return sorted(names, key=str.lower)
+
+    def text_models(self) -> list[str]:
+        """The models that write text: :meth:`list_models` without the embedding models (sentence-transformers
+        folders, which only ``/v1/embeddings`` runs), for the places that generate, such as the Compare tab."""
+        return [n for n in self.list_models() if not is_embedding_folder(self.model_dir / n)]
 
     def path_of(self, name: str) -> Path:
         path = self.model_dir / safe_name(name, what="model name")

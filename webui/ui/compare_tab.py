@@ -123,7 +123,7 @@ def table_value(results: list[RunResult], lang: str) -> dict[str, Any]:
 
 def _defaults(services: Services) -> tuple[list[str], list[str]]:
     """Rows to start with: the loaded model (else the first) and another model; the chosen preset."""
-    names = services.models.list_models()
+    names = services.models.text_models()
     loaded = services.models.current
     first = loaded.name if loaded and loaded.name in names else (names[0] if names else UNUSED)
     second = next((n for n in names if n != first), UNUSED)
@@ -193,7 +193,7 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
     start_models, start_presets = _defaults(services)
 
     def model_choices() -> list[tuple[str, str]]:
-        return [("—", UNUSED), *((n, n) for n in services.models.list_models())]
+        return [("—", UNUSED), *((n, n) for n in services.models.text_models())]
 
     def preset_choices() -> list[tuple[str, str]]:
         return [("—", UNUSED), *((n, n) for n in services.presets.names())]
