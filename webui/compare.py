@@ -514,3 +514,35 @@ def write_exports(
     # With a byte-order mark, spreadsheet programs read the UTF-8 (Russian, Chinese answers) correctly.
     atomic_write_text(table, "\ufeff" + to_csv(results, headers))
     return md, table
+
+
+class LastComparison(BaseModel):
+    """The last comparison a user ran, kept so a reload or a restart shows its answers again
+    (``logs/compare/last.json`` in the user's folder; the next comparison replaces it)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    finished_at: str
+    prompt: str = ""
+    system_prompt: str = ""
+    results: list[RunResult] = Field(default_factory=list)
+    #: The Markdown and CSV files written for the download buttons ("" when they could not be written).
+    markdown: str = ""
+    csv: str = ""
+
+
+def save_last(path: Path, last: LastComparison) -> None:
+    """Write ``last`` to ``path`` (atomically: a crash leaves the previous one whole)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, last.model_dump_json(indent=1))
+
+
+def read_last(path: Path) -> LastComparison | None:
+    """The comparison saved at ``path``; None when there is none, or the file is unreadable (logged)."""
+    try:
+        return LastComparison.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValidationError) as exc:
+        log.warning("Ignoring the last comparison in %s, which cannot be read: %s", path, exc)
+        return None

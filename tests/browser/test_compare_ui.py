@@ -1,4 +1,5 @@
-"""The Compare tab as a student uses it: two presets on SmolLM2, answers side by side, a CSV for the report."""
+"""The Compare tab as a student uses it: two presets on SmolLM2, answers side by side, a CSV for the report, all
+still there after a reload."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from browserkit import load_smollm, wait_text
+from browserkit import load_smollm, reload, wait_text
 from testdata import SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -62,3 +63,19 @@ def test_two_presets_side_by_side_with_stats_table_and_csv(page, server):
     assert [(r["preset"], r["seed"]) for r in rows] == [("Technical", "42"), ("Creative", "42")]
     assert all(r["model"] == SMOLLM and r["answer"] and int(r["completion tokens"]) > 0 for r in rows)
     assert server.health()["model"] == SMOLLM
+
+    # A reload (or a restart) shows the same answers, stats, table and download again.
+    answers = [page.locator(f"#compare-answer-{i} textarea").input_value() for i in range(2)]
+    reload(page)
+    open_compare(page)
+    wait_text(page, "#compare-status", "The last comparison")
+    assert "2 run(s)" in page.locator("#compare-status").inner_text()
+    assert [page.locator(f"#compare-answer-{i} textarea").input_value() for i in range(2)] == answers
+    assert "Technical" in page.locator("#compare-answer-0").inner_text()
+    assert "tokens/s" in page.locator("#compare-stats-1").inner_text()
+    expect(page.locator("#compare-answer-2")).to_be_hidden()
+    expect(page.locator("#compare-table")).to_contain_text("Creative")
+    with page.expect_download() as info:
+        page.locator("#compare-download-csv").click()
+    again = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_bytes().decode("utf-8-sig"))))
+    assert again == rows

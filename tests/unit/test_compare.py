@@ -243,3 +243,17 @@ def test_the_rows_start_on_models_that_write_text_never_on_an_embedding_model(se
     assert "all-MiniLM-L6-v2" not in services.models.text_models()
     models, _ = _defaults(services)
     assert models[:2] == ["a.gguf", "b.gguf"]
+
+
+def test_the_last_comparison_is_kept_whole_and_a_damaged_file_is_ignored_with_a_log_line(tmp_path, caplog):
+    from webui.compare import LastComparison, read_last, save_last
+
+    path = tmp_path / "logs" / "compare" / "last.json"
+    assert read_last(path) is None
+    result = RunResult(index=1, config=cfg("b.gguf", preset="Creative"), text="Paris.", completion_tokens=2)
+    save_last(path, LastComparison(finished_at="2026-12-05 01:50", prompt="Capital?", results=[result], csv="x.csv"))
+    back = read_last(path)
+    assert back is not None and back.results == [result] and back.prompt == "Capital?" and back.csv == "x.csv"
+    path.write_text('{"finished_at": "2026-12-05", "results": [{"index": "one"}]}')
+    assert read_last(path) is None
+    assert "cannot be read" in caplog.text

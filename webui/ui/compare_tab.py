@@ -6,12 +6,15 @@ and writes the Markdown and CSV files the download buttons hand out.
 
 What the user set up (prompt, system prompt, mode, seed, reply length, the rows, the sweep) is
 remembered as it changes (settings.yaml ``compare``) and put back on every page load, so a reload
-or a restart does not cost the comparison being prepared.
+or a restart does not cost the comparison being prepared. The last comparison's answers, table and
+downloads are kept too (``logs/compare/last.json``) and shown again on the next page load.
 """
 
 from __future__ import annotations
 
+import time
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -25,9 +28,12 @@ from webui.compare import (
     MAX_RUNS,
     SWEEPABLE,
     Comparison,
+    LastComparison,
     RunConfig,
     RunResult,
     parse_values,
+    read_last,
+    save_last,
     sweep_configs,
     table_rows,
     write_exports,
@@ -119,6 +125,11 @@ def table_value(results: list[RunResult], lang: str) -> dict[str, Any]:
         for row in table_rows(results)
     ]
     return {"headers": [tr(k, lang) for k in COLUMN_KEYS], "data": rows}
+
+
+def last_path(services: Services) -> Path:
+    """Where this view's user's last comparison is kept."""
+    return services.data_dir / "logs" / "compare" / "last.json"
 
 
 def _defaults(services: Services) -> tuple[list[str], list[str]]:
@@ -375,7 +386,45 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
         md, csv = write_exports(
             results, services.export_dir, prompt_v, system_v, tuple(tr(k, lang) for k in COLUMN_KEYS)
         )
+        last = LastComparison(
+            finished_at=time.strftime("%Y-%m-%d %H:%M"),
+            prompt=prompt_v or "",
+            system_prompt=system_v or "",
+            results=results,
+            markdown=str(md),
+            csv=str(csv),
+        )
+        save_or_warn(lambda: save_last(last_path(services), last), lang)
         yield view((gr.update(value=str(md), interactive=True), gr.update(value=str(csv), interactive=True)))
+
+    def on_page_results(request: gr.Request) -> list[Any]:
+        """The last comparison's answers, stats, table and downloads, as it left them (nothing when there is none)."""
+        last = read_last(last_path(services))
+        if last is None or not last.results:
+            return [gr.update() for _ in outputs]
+        lang = page_language(request)
+        shown = sorted(last.results, key=lambda r: r.index)[:MAX_RUNS]
+        used = range(len(shown))
+        files = [
+            gr.update(value=f, interactive=True) if f and Path(f).is_file() else gr.update()
+            for f in (last.markdown, last.csv)
+        ]
+        return [
+            tr("compare.status.last", lang, when=last.finished_at, n=len(shown)),
+            *(gr.update(visible=i in used) for i in range(MAX_RUNS)),
+            *(
+                gr.update(
+                    value=shown[i].text,
+                    label=tr("compare.run_title", lang, n=shown[i].index + 1, title=shown[i].config.title()),
+                )
+                if i in used
+                else gr.update(value="")
+                for i in range(MAX_RUNS)
+            ),
+            *(stats_text(shown[i], lang) if i in used else "" for i in range(MAX_RUNS)),
+            table_value(shown, lang),
+            *files,
+        ]
 
     def on_stop(request: gr.Request) -> None:
         services.cancels.stop(request.session_hash or "anonymous")
@@ -448,4 +497,12 @@ def build_compare_tab(services: Services) -> dict[str, Any]:
             return table_value([], page_language(request))
 
         tab.select(on_open_table, table, table, queue=False)
-    return {"run": run, "stop": stop, "status": status, "page_load": on_page_load, "page_load_outputs": inputs}
+    return {
+        "run": run,
+        "stop": stop,
+        "status": status,
+        "page_load": on_page_load,
+        "page_load_outputs": inputs,
+        "page_load_results": on_page_results,
+        "page_load_results_outputs": outputs,
+    }
