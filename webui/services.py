@@ -55,6 +55,17 @@ FROM_SERVER = frozenset({"chat_window"})
 LIBRARIES = (("presets", "preset"), ("characters", "character"), ("instruction_templates", "instruction template"))
 
 
+#: Boxes other than the Notebook whose text is kept on disk as it is typed (Services.save_box).
+SAVED_BOXES = ("sampling-prompt", "perplexity-text")
+
+
+def _save_text(path: Path, text: str | None) -> None:
+    """Write a box's text atomically, unless a request that came in later has already written it."""
+    with in_order(path, ["text"]) as fresh:
+        if fresh:
+            atomic_write_text(path, text or "")
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -552,9 +563,7 @@ class Services:
         Raises :class:`SaveError` if it cannot be written (the caller still has the text).
         """
         try:
-            with in_order(self.notebook_path, ["text"]) as fresh:  # a newer request's text stays
-                if fresh:
-                    atomic_write_text(self.notebook_path, text or "")
+            _save_text(self.notebook_path, text)
         except OSError as exc:
             detail = exc.strerror or str(exc)
             raise SaveError(
@@ -562,6 +571,38 @@ class Services:
                 "Your text stays in the box; copy it somewhere safe.",
                 key="error.save_notebook",
                 path=str(self.notebook_path),
+                detail=detail,
+            ) from exc
+
+    def box_path(self, box: str) -> Path:
+        """Where the text of another box the user types into is kept (``SAVED_BOXES``: the Sampling tab's)."""
+        if box not in SAVED_BOXES:
+            raise ValueError(f"not a saved box: {box}")
+        return self.data_dir / "logs" / "boxes" / f"{box}.txt"
+
+    def load_box(self, box: str) -> str:
+        """The text last typed into ``box`` ("" when none)."""
+        try:
+            return self.box_path(box).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("Cannot read %s: %s", self.box_path(box), exc)
+            return ""
+
+    def save_box(self, box: str, text: str) -> None:
+        """Keep what was typed into ``box`` on disk, as the Notebook's text is kept (a reload or a restart puts
+        it back). Raises :class:`SaveError` if it cannot be written (the box still has the text)."""
+        path = self.box_path(box)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _save_text(path, text)
+        except OSError as exc:
+            detail = exc.strerror or str(exc)
+            raise SaveError(
+                f"Could not save the text to {path}: {detail}. Your text stays in the box; copy it somewhere safe.",
+                key="error.save_text",
+                path=str(path),
                 detail=detail,
             ) from exc
 

@@ -1,6 +1,6 @@
 """What the samplers do, as a student sees it on SmolLM2: the Notebook's token probabilities (hover a token,
 see its candidates, click one and the text branches there), the sampler playground (one forward pass,
-bars that follow the sliders) and the perplexity of a pasted text.
+bars that follow the sliders) and the perplexity of a pasted text; both texts still there after a reload.
 
 Screenshots of each go to test-artifacts/ (docs/sampling.md uses them).
 """
@@ -12,7 +12,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from browserkit import load_smollm, open_notebook, open_parameters, set_number, wait_text
+from browserkit import load_smollm, open_notebook, open_parameters, reload, set_number, wait_text
 from testdata import PROJECT_DIR, SMOLLM
 
 pytestmark = pytest.mark.browser
@@ -193,3 +193,21 @@ def test_perplexity_of_a_pasted_text(page, server):
     assert "".join(tokens.all_inner_texts()).endswith("& <good> food.")  # shown as text, not markup
     assert re.search(r"probability [\d.<]+%, surprise [\d.]+ bits", tokens.nth(3).get_attribute("title") or "")
     shot(page, "sampling-perplexity", "#sampling-ppl-view")
+
+
+def test_the_texts_typed_into_the_sampling_tab_come_back_after_a_reload(page, server):
+    """Like the Notebook's text: a pasted page of text for the perplexity is not lost to a reload (or a restart)."""
+    open_sampling(page)
+    page.locator("#sampling-prompt textarea").fill("The capital of Italy is")
+    pasted = "First paragraph of my essay.\n\nSecond paragraph, with ünïcödé and 東京."
+    box = page.locator("#sampling-ppl-text textarea")
+    box.fill("")  # (the text an earlier test evaluated is back in it)
+    box.click()
+    page.keyboard.insert_text(pasted)  # as a paste arrives
+    box.blur()
+    saved = server.user_dir / "logs" / "boxes" / "perplexity-text.txt"
+    reload(page)
+    open_sampling(page)
+    expect(page.locator("#sampling-prompt textarea")).to_have_value("The capital of Italy is")
+    expect(page.locator("#sampling-ppl-text textarea")).to_have_value(pasted)
+    assert saved.read_text(encoding="utf-8") == pasted

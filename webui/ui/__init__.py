@@ -281,6 +281,7 @@ def build_ui(services: Services) -> gr.Blocks:
                 demo.load(params["current_state"], None, params["state_outputs"], queue=False),
                 demo.load(chat["page_load"], None, chat["page_load_outputs"], queue=False),
                 demo.load(compare["page_load"], None, compare["page_load_outputs"], queue=False),
+                demo.load(sampling["page_load"], None, sampling["page_load_outputs"], queue=False),
                 demo.load(compare["page_load_results"], None, compare["page_load_results_outputs"], queue=False),
                 # the models on disk now and the one loaded now (the page was built at start), in the page's language
                 demo.load(model["page_load"], None, model["page_load_outputs"], queue=False),

@@ -25,7 +25,7 @@ from webui.probabilities import (
     surprises,
 )
 from webui.services import Services
-from webui.ui.common import field_component, ui_errors, warn
+from webui.ui.common import field_component, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import ORDER, params_from_values
 from webui.ui.probabilities_ui import (
@@ -251,7 +251,11 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
 
     @ui_errors
     def on_upload(path: str | None) -> Any:
-        return read_text_file(path, page_language()) if path else gr.skip()
+        if not path:
+            return gr.skip()
+        text = read_text_file(path, page_language())
+        save_or_warn(lambda: services.save_box("perplexity-text", text))
+        return text
 
     @ui_errors
     def on_evaluate(text: str) -> tuple[str, str]:
@@ -262,6 +266,16 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
         return perplexity_summary(result, lang), perplexity_html(result, lang)
 
     upload.upload(on_upload, upload, ppl_text, show_progress="hidden")
+
+    # What is typed into the two boxes is kept as the Notebook's text is (a reload or a restart puts it back).
+    boxes = {"sampling-prompt": prompt, "perplexity-text": ppl_text}
+    for box, component in boxes.items():
+
+        def on_edit(text: str, box: str = box) -> None:
+            save_or_warn(lambda: services.save_box(box, text))
+
+        for edited in (component.input, component.blur):
+            edited(on_edit, component, None, queue=False, show_progress="hidden", trigger_mode="always_last")
     evaluate.click(on_evaluate, ppl_text, [ppl_result, ppl_view], concurrency_limit=None, show_progress="minimal")
 
     def wire(param_components: list[Any], notebook_text: Any, tab: Any) -> None:
@@ -275,9 +289,20 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
                 on_slide, [playground, *values], [bars, passes], concurrency_limit=None, show_progress="hidden",
                 trigger_mode="always_last",
             )  # fmt: skip
-        use_notebook.click(lambda text: text, notebook_text, prompt, queue=False)
+
+        def on_use_notebook(text: str) -> str:
+            save_or_warn(lambda: services.save_box("sampling-prompt", text))
+            return text
+
+        use_notebook.click(on_use_notebook, notebook_text, prompt, queue=False)
         picked = [param_components[ORDER.index(name)] for name in PLAYGROUND_FIELDS]
         # The sliders start from the Parameters tab's values each time the tab opens.
         tab.select(lambda *v: [*v, playground_note(services)], picked, [*sliders, note], queue=False)
 
-    return {"note": note, "wire": wire, "note_text": lambda: playground_note(services)}
+    return {
+        "note": note,
+        "wire": wire,
+        "note_text": lambda: playground_note(services),
+        "page_load": lambda: [services.load_box(box) for box in boxes],
+        "page_load_outputs": list(boxes.values()),
+    }
