@@ -55,8 +55,9 @@ FROM_SERVER = frozenset({"chat_window"})
 LIBRARIES = (("presets", "preset"), ("characters", "character"), ("instruction_templates", "instruction template"))
 
 
-#: Boxes other than the Notebook whose text is kept on disk as it is typed (Services.save_box).
-SAVED_BOXES = ("sampling-prompt", "perplexity-text")
+#: Boxes other than the Notebook whose text is kept on disk as it is typed (Services.save_box): the
+#: Chat tab's message being written, the Sampling tab's two.
+SAVED_BOXES = ("chat-draft", "sampling-prompt", "perplexity-text")
 
 
 def _save_text(path: Path, text: str | None) -> None:
@@ -575,7 +576,7 @@ class Services:
             ) from exc
 
     def box_path(self, box: str) -> Path:
-        """Where the text of another box the user types into is kept (``SAVED_BOXES``: the Sampling tab's)."""
+        """Where the text of another box the user types into is kept (``SAVED_BOXES``)."""
         if box not in SAVED_BOXES:
             raise ValueError(f"not a saved box: {box}")
         return self.data_dir / "logs" / "boxes" / f"{box}.txt"

@@ -1,4 +1,5 @@
-"""The chat's message box and buttons while a reply is written, on errors, and its bin and edit icons.
+"""The chat's message box and buttons while a reply is written, on errors, and its bin and edit icons; the
+message being written kept over a reload.
 
 The first test runs before any model is loaded on this module's server; the others load SmolLM2.
 """
@@ -15,11 +16,13 @@ from browserkit import (
     open_chat,
     open_notebook,
     open_parameters,
+    reload,
     send,
     set_number,
     wait_for_complete_reply,
     wait_text,
 )
+from harness import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -117,6 +120,30 @@ def test_typing_while_a_reply_streams_stays_and_a_second_send_waits(smollm_chat,
     wait_for_complete_reply(page)
     assert box.input_value() == ""
     assert "My next question" in page.locator("#chat-box [data-testid=user]").last.inner_text()
+
+
+def test_a_message_being_written_comes_back_after_a_reload_and_goes_once_sent(smollm_chat, server):
+    page = smollm_chat
+    box = page.locator("#chat-input textarea")
+    box.fill("")
+    box.press_sequentially("What is a mole in chemistry", delay=20)
+    draft = server.user_dir / "logs" / "boxes" / "chat-draft.txt"
+    typed = lambda: draft.exists() and draft.read_text(encoding="utf-8") == "What is a mole in chemistry"  # noqa: E731
+    wait_until(typed, "the message being written saved")
+    reload(page)
+    open_chat(page)
+    assert box.input_value() == "What is a mole in chemistry"
+
+    box.press_sequentially("?", delay=20)
+    n = len(bot_texts(page))
+    page.locator("#chat-send").click()  # a click: the box's blur saves the text as the Send empties it
+    page.wait_for_function("(n) => document.querySelectorAll('#chat-box [data-testid=bot]').length > n", arg=n)
+    wait_for_complete_reply(page)
+    assert box.input_value() == ""
+    reload(page)
+    open_chat(page)
+    wait_text(page, "#chat-box", "What is a mole in chemistry?")
+    assert box.input_value() == ""  # sent: not back in the box
 
 
 def test_bin_icon_starts_a_new_chat(smollm_chat, server):

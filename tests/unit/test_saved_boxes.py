@@ -23,7 +23,7 @@ def services(tmp_path):
 
 
 def test_each_box_keeps_its_own_text_across_a_new_services(services, tmp_path):
-    assert [services.load_box(b) for b in SAVED_BOXES] == ["", ""]
+    assert [services.load_box(b) for b in SAVED_BOXES] == ["", "", ""]
     services.save_box("sampling-prompt", "The capital of France is")
     services.save_box("perplexity-text", "Два абзаца.\n\n東京 🙂")
     again = Services.build(

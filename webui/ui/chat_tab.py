@@ -312,6 +312,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     elif frames.due():  # the last text is sent after the loop in any case
                         yield out(display(chat, lang, thinking=turn.thinking))
 
+                if kind == "impersonate" and isinstance(ui["box"], str):  # kept as if typed
+                    save_or_warn(lambda: services.save_box("chat-draft", ui["box"]), lang)
                 # the files still waiting (attached before a Regenerate...) keep their line
                 ui["meter"] = attachments.meter(meter_text(turn.prompt, lang), attached, lang)
                 prompt = turn.prompt
@@ -346,6 +348,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 ui["opened"] = remember_open(chat)
                 if kind == "send":  # the message at once, before the reply starts; the box empties once
                     ui["box"] = ""
+                    save_or_warn(lambda: services.save_box("chat-draft", ""), lang)  # it is in the chat now
                     sent, attached = attached, []
                     files[:] = attachments.values([], lang, reset=True)  # the files went with it
                     yield out(display(chat, lang)[:-1], label := busy(turn))
@@ -397,6 +400,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     # The model never saw it (unloaded meanwhile...): take the message back into the box,
                     # and its files back into the chips, so a second Send does not leave it twice in the chat.
                     ui["box"] = remove_last(chat) or ui["box"]
+                    if isinstance(ui["box"], str):
+                        save_or_warn(lambda: services.save_box("chat-draft", ui["box"]), lang)
                     save_or_warn(lambda: services.chats.save(chat), lang)
                     services.chats.prune_files(chat)
                     attached = sent
@@ -488,6 +493,13 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     stop.click(on_stop, None, None, queue=False)
     attachments.wire(meter)
 
+    def on_draft(text: str) -> None:
+        """Keep the message being written (a reload or a restart puts it back in the box)."""
+        save_or_warn(lambda: services.save_box("chat-draft", text))
+
+    for edited in (message.input, message.blur):
+        edited(on_draft, message, None, queue=False, show_progress="hidden", trigger_mode="always_last")
+
     @ui_errors
     def on_remove(state: Any, character: str, waiting: list[Any] | None, meter_now: str | None) -> Any:
         """Remove the last exchange; its message goes back into the box, and its files back into the chips."""
@@ -500,6 +512,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         services.chats.save(chat)
         if taken:
             services.chats.prune_files(chat)  # the chips hold the files now; the stored copies go
+        if text:
+            save_or_warn(lambda: services.save_box("chat-draft", text), lang)  # back in the box: kept as if typed
         return (
             display(chat),
             text,
@@ -634,8 +648,15 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     def on_page_load() -> list[Any]:
         """A reload (or a restart) shows the chat that was open, with its set-up, and its character in the
-        editor, as many messages as the user chose."""
+        editor, as many messages as the user chose, and the message being written in the box."""
         return [*page_load_values(), services.settings.chat_window]
+
+    def draft_for(chat: Chat | None) -> str:
+        """The message that was being written (kept as it is typed), unless it has since been sent: a send
+        empties the draft, but a blur that lands after it would put the sent text back."""
+        draft = services.load_box("chat-draft")
+        last = next((m.content for m in reversed(chat.messages) if m.role == "user"), None) if chat else None
+        return "" if draft.strip() and draft == last else draft
 
     def page_load_values() -> list[Any]:
         character = services.settings.chat_character or DEFAULT_CHARACTER
@@ -660,7 +681,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         except WebUIError as exc:
             notes = f"⚠ {error_text(exc, page_language())}"
             editor = [gr.update()] * (len(people.editor) + 1)
-        tools = [*tools_panel.chat_values(chat), *tools_panel.page_values()]
+        tools = [*tools_panel.chat_values(chat), *tools_panel.page_values(), draft_for(chat)]
         if chat is None:
             return [
                 box,
@@ -714,6 +735,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             people.editor_unsaved,
             *tools_panel.chat_outputs,
             *tools_panel.page_outputs,
+            message,
             window_box,
         ],
         "stop": stop,
