@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 from playwright.sync_api import expect
@@ -51,6 +52,15 @@ def test_the_panel_shows_the_address_and_a_curl_command_that_works(page, server)
         code = snippet(page, name)
         assert f'base_url="{server.url}/v1"' in code and f'model="{SMOLLM}"' in code
     page.screenshot(path="/tmp/api-panel.png", full_page=True)
+
+    # AutoGen is told what this API does: tools, JSON and schemas (it said "off" for all, from before the
+    # agents work, and AutoGen then refuses to send a tool); the copied code runs as it is.
+    code = snippet(page, "autogen")
+    assert '"function_calling": True' in code and '"structured_output": True' in code and '"vision": False' in code
+    for name in ("openai", "autogen", "langchain"):
+        ran = subprocess.run([sys.executable, "-c", snippet(page, name)], capture_output=True, text=True, timeout=600)
+        assert ran.returncode == 0, f"{name}: {ran.stderr[-2000:]}"
+        assert ran.stdout.strip(), name
 
     command = snippet(page, "curl")
     assert command.startswith(f"curl {server.url}/v1/chat/completions")

@@ -33,6 +33,8 @@ class Connection:
     base_url: str
     model: str
     key_needed: bool
+    #: The loaded model sees images (the snippets' ``vision``); tools, JSON and JSON schemas always work.
+    vision: bool = False
 
     @property
     def api_key(self) -> str:
@@ -70,7 +72,8 @@ reply = client.chat.completions.create(
 )
 print(reply.choices[0].message.content)
 '''
-    # AutoGen needs model_info for a model name it does not know; this API has no tool calls.
+    # AutoGen needs model_info for a model name it does not know: what this API does for the loaded model
+    # (tool calls, JSON mode and JSON schemas on every model, since the agents work; images when it sees them).
     autogen_py = f'''import asyncio
 
 from autogen_agentchat.agents import AssistantAgent
@@ -81,11 +84,12 @@ client = OpenAIChatCompletionClient(
     base_url="{url}",
     api_key="{key}",
     model_info={{
-        "vision": False,
-        "function_calling": False,
-        "json_output": False,
-        "structured_output": False,
+        "vision": {conn.vision},
+        "function_calling": True,
+        "json_output": True,
+        "structured_output": True,
         "family": "unknown",
+        "multiple_system_messages": False,
     }},
 )
 agent = AssistantAgent("assistant", model_client=client)
@@ -121,7 +125,12 @@ SNIPPETS: tuple[tuple[str, str, Any], ...] = (
 def connection(services: Services, request: gr.Request | None) -> Connection:
     current = services.models.current
     settings = services.settings
-    return Connection(base_url(settings, request), current.name if current else "local-model", bool(settings.api_key))
+    return Connection(
+        base_url(settings, request),
+        current.name if current else "local-model",
+        bool(settings.api_key),
+        vision=bool(current and current.backend.capabilities.images),
+    )
 
 
 def status_markdown(services: Services, conn: Connection, lang: str) -> str:
