@@ -78,9 +78,11 @@ def test_send_regenerate_versions_edit_and_reload(chat_page, server):
     page.locator("#chat-prev-version").click()
     wait_text(page, "#chat-reply-stats", "version 1 of 2")
     assert "Paris" in bot_texts(page)[-1]
+    assert not page.locator("#chat-reply-stats").inner_text().strip().endswith("seed 7")  # version 1's own figures
 
     chat = [c for c in saved_chats(server) if c["messages"] and c["messages"][0]["content"].startswith("What is")][0]
     assert len(chat["messages"][1]["versions"]) == 2 and chat["messages"][1]["active"] == 0
+    assert [s["seed"] == 7 for s in chat["messages"][1]["stats_versions"]] == [False, True]
 
     # reload: the open chat comes back as it was
     reload(page)

@@ -69,3 +69,33 @@ def test_stats_and_versions_go_in_the_metadata_not_the_text():
     assert "версия 2 из 2" in to_display(chat, "ru")[-1]["metadata"]["log"]
     # a shown window still maps back to the chat
     assert shown_offset(4, to_display(chat, "en", window=2)) == (2, True)
+
+
+def test_each_version_keeps_its_own_figures_through_a_save_and_a_reload():
+    """The line under a reply showed the last version's tokens and seed under "version 1 of 2": a student
+    reproducing version 1 with that seed got another text."""
+    from webui.ui.chat_page import stats_line
+
+    reply = Message("assistant", "Helium, neon, argon.")
+    reply.set_stats({"tokens": 9, "tokens_per_second": 50.0, "ttft": 0.1, "model": "m", "seed": 11})
+    reply.add_version("")
+    assert reply.stats is None  # the new version has none until it ends
+    reply.set_text("Argon, krypton, xenon.")
+    reply.set_stats({"tokens": 12, "tokens_per_second": 49.0, "ttft": 0.1, "model": "m", "seed": 7})
+    reply.select(0)
+    assert reply.stats["seed"] == 11 and "seed 11" in stats_line(reply) and "version 1 of 2" in stats_line(reply)
+    back = Message(**reply.to_json())
+    assert back.stats["seed"] == 11
+    back.select(1)
+    assert back.stats["seed"] == 7 and "12" in stats_line(back)
+    back.drop_last_version(0)  # a Regenerate that never ran takes its version back
+    assert back.versions == ["Helium, neon, argon."] and back.stats["seed"] == 11
+    assert "stats_versions" not in back.to_json()  # one version: ``stats`` says it all
+
+
+def test_a_file_from_before_the_figures_were_kept_per_version_keeps_the_active_ones():
+    old = {"role": "assistant", "content": "b", "versions": ["a", "b"], "active": 1, "stats": {"seed": 3}}
+    reply = Message(**old)
+    assert reply.stats == {"seed": 3} and reply.stats_versions == [None, {"seed": 3}]
+    reply.select(0)
+    assert reply.stats is None

@@ -60,7 +60,9 @@ class Message:
     #: Earlier and later versions of an assistant reply (Regenerate keeps them all).
     versions: list[str] = field(default_factory=list)
     active: int = 0
+    #: The active version's figures (tokens, tokens/s, seed...); each version's in ``stats_versions``.
     stats: dict[str, Any] | None = None
+    stats_versions: list[dict[str, Any] | None] = field(default_factory=list)
     #: A reasoning model's thinking before this reply (never sent back to the model), and that of
     #: each version. Left out of the file when there is none (older files load as they are).
     reasoning: str = ""
@@ -85,6 +87,12 @@ class Message:
         if self.reasoning and not self.reasoning_versions[self.active]:
             self.reasoning_versions[self.active] = self.reasoning
         self.reasoning = self.reasoning_versions[self.active] if 0 <= self.active < len(self.versions) else ""
+        # The same for the figures (a file from before they were kept per version has the active one's only).
+        self.stats_versions = (self.stats_versions + [None] * len(self.versions))[: len(self.versions)]
+        if 0 <= self.active < len(self.versions):
+            if self.stats and not self.stats_versions[self.active]:
+                self.stats_versions[self.active] = self.stats
+            self.stats = self.stats_versions[self.active]
 
     def set_text(self, text: str) -> None:
         self.content = text
@@ -94,23 +102,39 @@ class Message:
         self.reasoning = text
         self.reasoning_versions[self.active] = text
 
+    def set_stats(self, stats: dict[str, Any] | None) -> None:
+        self.stats = stats
+        self.stats_versions[self.active] = stats
+
     def add_version(self, text: str = "") -> None:
         self.versions.append(text)
         self.reasoning_versions.append("")
+        self.stats_versions.append(None)
         self.active = len(self.versions) - 1
         self.content = text
         self.reasoning = ""
         self.stats = None
 
+    def drop_last_version(self, back_to: int) -> None:
+        """Take back the version :meth:`add_version` added (a Regenerate that never ran), showing ``back_to``."""
+        if len(self.versions) > 1:
+            self.versions.pop()
+            self.reasoning_versions.pop()
+            self.stats_versions.pop()
+        self.select(back_to)
+
     def select(self, index: int) -> None:
         self.active = max(0, min(index, len(self.versions) - 1))
         self.content = self.versions[self.active]
         self.reasoning = self.reasoning_versions[self.active]
+        self.stats = self.stats_versions[self.active]
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         if not any(self.reasoning_versions):
             del data["reasoning"], data["reasoning_versions"]
+        if len(self.versions) == 1:
+            del data["stats_versions"]  # one version: ``stats`` says it all
         for key in ("tool_calls", "tool_call_id", "name", "status"):
             if not data[key]:
                 del data[key]

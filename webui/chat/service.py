@@ -180,7 +180,7 @@ class Turn:
                     if self.action != "continue" or self.tool_calls:
                         reply.tool_calls = [c.openai() for c in self.tool_calls]
                     if self.job.stats is not None:
-                        reply.stats = stats_dict(self.job.stats)
+                        reply.set_stats(stats_dict(self.job.stats))
                 store.save(chat)
 
     def _keep_calls(self, calls: CallCollector) -> str:
@@ -327,8 +327,7 @@ class ChatService:
             def undo() -> None:
                 reply.tool_calls = previous_calls
                 if len(reply.versions) > 1 and reply.active == len(reply.versions) - 1:
-                    reply.versions.pop()
-                    reply.select(previous)
+                    reply.drop_last_version(previous)
         elif action == "continue":
             assert last is not None
             reply, history, prefix = last, chat.messages[:-1], last.content
