@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from playwright.sync_api import expect
 
 from browserkit import (
     bot_texts,
@@ -191,6 +192,9 @@ def test_character_editor_modes_and_chat_management(chat_page, server):
     )
     saved = file.read_text()
     assert "friendly pirate" in saved and "matey" in saved
+    # a new character opens at once: the menu and the chat box never show two different characters
+    wait_text(page, "#chat-box", "Ahoy You!")
+    assert page.locator("#chat-character input").input_value() == "Pirate"
 
     choose(page, "chat-character", "Pirate")
     wait_text(page, "#chat-box", "Ahoy You!")
@@ -295,3 +299,27 @@ def test_long_chat_shows_the_newest_messages_and_edits_the_right_one(browser, tm
         page.close()
     finally:
         stop_server(srv)
+
+
+def test_a_bad_character_name_and_a_damaged_chat_file_say_so_in_a_pop_up(page, server):
+    """Both used to do nothing at all on the page: their errors came from unqueued events, which Gradio drops."""
+    open_chat(page)
+    choose(page, "chat-character", "Assistant")  # (a test before may have left another character open)
+    page.get_by_text("Character editor").click()
+    file_box = page.locator("#char-file input, #char-file textarea").first
+    expect(file_box).to_have_value("Assistant")  # the editor is open and shows the chat's character
+    file_box.fill("../evil")
+    page.locator("#char-name input, #char-name textarea").first.fill("Evil")
+    page.locator("#char-save").click()
+    wait_text(page, ".toast-body", "not allowed in file names")
+    assert not (server.user_dir / "evil.yaml").exists()
+    page.evaluate("() => document.querySelectorAll('[data-testid=toast-close]').forEach((b) => b.click())")
+
+    folder = server.user_dir / "logs" / "chats" / "Assistant"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "20200101-000000-bad000.json").write_text('{"id": "broken", "messages": [')
+    choose(page, "chat-character", "Assistant")  # (the list of chats is read again)
+    page.locator("#chat-list input").click()
+    page.get_by_role("option", name="unreadable chat file 20200101-000000-bad000.json").click()
+    wait_text(page, ".toast-body", "is damaged")
+    assert (folder / "20200101-000000-bad000.json").read_text() == '{"id": "broken", "messages": ['

@@ -207,8 +207,17 @@ class CharacterPanel:
 
         @ui_errors
         def on_save_character(
-            file_name: str, name: str, greeting: str, context: str, examples: str, picture: str | None
+            file_name: str,
+            name: str,
+            greeting: str,
+            context: str,
+            examples: str,
+            picture: str | None,
+            shown: str | None = None,
         ) -> list[Any]:
+            """Save the editor as ``file_name``. A character other than the one ``shown`` (a new one, or a copy
+            under another name) is then opened, as if picked: the character menu and the chat box never
+            show two different characters (a message sent then went to the new character's chat)."""
             file_name = (file_name or name or "").strip()
             if not file_name:
                 raise InvalidNameError("Give the character a name first.", key="chat.name_first")
@@ -229,14 +238,19 @@ class CharacterPanel:
                 base, name=name.strip() or file_name, greeting=greeting, context=context, examples=examples
             )
             self.services.characters.save(file_name, edited, picture=data, picture_suffix=suffix)
-            return [
-                gr.update(choices=self.services.characters.names(), value=file_name),
-                tr("chat.saved_character", page_language(), name=file_name),
-                *export_files(file_name),
-            ]
+            menu = gr.update(choices=self.services.characters.names(), value=file_name)
+            message = tr("chat.saved_character", page_language(), name=file_name)
+            if file_name != shown:
+                return [menu, message, *on_character(file_name)]
+            kept = [gr.update()] * (len(self.outputs) - len(self.exports) - 1)
+            return [menu, message, *kept, *export_files(file_name), False]
 
+        # Queued: an error (a name with ../ in it) is a pop-up, which needs the queue's connection.
         self.ed_save.click(
-            on_save_character, editor, [self.dropdown, self.char_message, *self.exports], queue=False
+            on_save_character,
+            [*editor, self.dropdown],
+            [self.dropdown, self.char_message, *self.outputs],
+            show_progress="hidden",
         ).success(None, None, None, js="() => { window.webuiUnsavedCharacter = false; }")
 
         @ui_errors
@@ -250,7 +264,10 @@ class CharacterPanel:
                 tr("chat.deleted_character", page_language(), name=file_name),
             ]
 
-        self.ed_delete.click(on_delete_character, self.ed_file, [self.dropdown, self.char_message], queue=False)
+        # Queued, as Save: a pop-up (a shared character that only the admin may delete) needs the queue.
+        self.ed_delete.click(
+            on_delete_character, self.ed_file, [self.dropdown, self.char_message], show_progress="hidden"
+        )
 
     def wire_import(
         self,

@@ -148,7 +148,8 @@ class HistoryPanel:
                 queue=False,
                 show_progress="hidden",
             )
-        on_pick(self.chats_dd, pick_chat, [self.chats_dd, character_dd], list_outs, queue=False)
+        # Queued, as the buttons below: a damaged chat file says so in a pop-up (an unqueued event's never shows).
+        on_pick(self.chats_dd, pick_chat, [self.chats_dd, character_dd], list_outs, show_progress="hidden")
         self.search.input(
             lambda q, c: gr.update(choices=self.choices(c, q)),
             [self.search, character_dd],
@@ -163,7 +164,7 @@ class HistoryPanel:
             chat = services.chats.rename(character, chat.id, new_title)
             return show(chat)
 
-        self.rename.click(on_rename, [current, character_dd, self.title], list_outs, queue=False)
+        self.rename.click(on_rename, [current, character_dd, self.title], list_outs, show_progress="hidden")
         self.delete_chat.click(lambda: gr.update(visible=True), None, self.confirm_row, queue=False)
         self.cancel_delete.click(lambda: gr.update(visible=False), None, self.confirm_row, queue=False)
 
@@ -174,14 +175,16 @@ class HistoryPanel:
             chat = services.chats.newest(character) or page.fresh_chat(character)
             return [gr.update(visible=False), *show(chat)]
 
-        self.confirm_delete.click(on_delete, [current, character_dd], [self.confirm_row, *list_outs], queue=False)
+        self.confirm_delete.click(
+            on_delete, [current, character_dd], [self.confirm_row, *list_outs], show_progress="hidden"
+        )
 
         @ui_errors
         def on_branch(state: Any, character: str, at: float | None) -> list[Any]:
             chat = page.open_chat(state, character)
             return show(services.chats.branch(chat, int(at) if at else None))  # 0 (or empty): all messages
 
-        self.branch.click(on_branch, [current, character_dd, self.branch_at], list_outs, queue=False)
+        self.branch.click(on_branch, [current, character_dd, self.branch_at], list_outs, show_progress="hidden")
 
         @ui_errors
         def on_download(state: Any, character: str, name: str, kind: ExportKind) -> str:

@@ -75,7 +75,11 @@ def save_or_warn(save: Callable[[], object], lang: str | None = None) -> bool:
 
 
 def ui_errors(fn: Callable) -> Callable:
-    """Turn our typed errors into ``gr.Error`` popups, for plain and generator handlers."""
+    """Turn our typed errors into ``gr.Error`` popups, for plain and generator handlers.
+
+    The pop-up reaches the page only from a queued event: Gradio 6.31 drops the error of a ``queue=False``
+    one without a word (tests/unit/test_errors_reach_the_page.py keeps such handlers queued).
+    """
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
@@ -87,6 +91,7 @@ def ui_errors(fn: Callable) -> Callable:
             except Exception as exc:
                 raise _as_gr_error(exc) from exc
 
+        gen_wrapper.shows_errors = True  # type: ignore[attr-defined]
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -98,6 +103,7 @@ def ui_errors(fn: Callable) -> Callable:
         except Exception as exc:
             raise _as_gr_error(exc) from exc
 
+    wrapper.shows_errors = True  # type: ignore[attr-defined]
     return wrapper
 
 

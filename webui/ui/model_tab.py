@@ -549,7 +549,7 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         on_save_settings,
         [model_dd, loader_dd, template_dd, preset_dd, tool_format_dd, *option_components],
         settings_msg,
-        queue=False,
+        show_progress="hidden",  # queued: its errors are pop-ups
     )
     delete_btn.click(ask_delete, model_dd, [confirm_row, confirm_text, settings_msg], queue=False)
     cancel_btn.click(lambda: gr.update(visible=False), None, confirm_row, queue=False)

@@ -299,7 +299,8 @@ class ToolsPanel:
             return str(folder or "")
 
         for trigger in (self.folder.submit, self.folder.blur):
-            trigger(on_folder, self.folder, self.folder, queue=False, trigger_mode="always_last")
+            # queued: "no such folder" is a pop-up (an unqueued event's error never reaches the page)
+            trigger(on_folder, self.folder, self.folder, show_progress="hidden", trigger_mode="always_last")
         mode.change(lambda m: self.mode_text(m), mode, self.mode_note, queue=False, show_progress="hidden")
 
 

@@ -1,0 +1,60 @@
+"""A handler that turns errors into pop-ups (``ui_errors``) must run in a queued event: Gradio 6.31 drops the
+error of a ``queue=False`` event without a word. Picking a damaged chat file, saving a character called
+``../evil`` or a tools folder that does not exist did nothing at all on the page (the error was only in the
+server's log). The handlers left unqueued below cannot fail on what the user typed, or must keep up with
+typing (a queued save per keystroke breaks their order), and say so."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from fakes import FakeBackend
+from webui.loaders import LoaderRegistry
+from webui.services import Services
+from webui.settings import Settings
+from webui.ui import build_ui
+
+#: Handlers that stay unqueued, and why (qualified names of the functions ui_errors wraps).
+UNQUEUED = {
+    # saves as the user types or picks: must run in the order typed, on every keystroke
+    "ChatPage.keep_setup": "a save per keystroke",
+    "ToolsPanel.wire.<locals>.keep": "a save per tick",
+    "ToolsPanel.wire.<locals>.on_read_only": "a save per tick",
+    "build_ui.<locals>.on_language": "the language pick (it cannot fail on input)",
+    # fill in or redraw from what the app already holds; nothing the user typed can make them fail
+    "build_download_panel.<locals>.<lambda>": "shows the projector choice of a listing already fetched",
+    "build_model_tab.<locals>.<lambda>": "fills the load options of the model picked",
+    "build_chat_tab.<locals>.<lambda>": "redraws the chat box",
+    "build_chat_tab.<locals>.on_template": "a template from the list",
+    "build_chat_tab.<locals>.on_show_prompt": "shows the prompt (its own errors go in the box)",
+    "build_chat_tab.<locals>.on_remove": "removes the last exchange of the open chat",
+    "build_chat_tab.<locals>.on_edit": "the text of a message",
+    "HistoryPanel.wire.<locals>.on_new": "a new empty chat",
+    "CharacterPanel.wire.<locals>.on_discard": "shows the saved character again",
+}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Iterator[Any]:
+    user_dir = tmp_path_factory.mktemp("errors") / "user"
+    user_dir.mkdir()
+    services = Services.build(
+        Settings(user_data_dir=user_dir), user_dir / "settings.yaml", loaders=LoaderRegistry([FakeBackend])
+    )
+    yield build_ui(services)
+    services.close()
+
+
+def test_every_handler_that_can_fail_on_input_runs_queued_so_its_error_shows(demo):
+    silent = sorted(
+        {
+            f.fn.__wrapped__.__qualname__
+            for f in demo.fns.values()
+            if getattr(f.fn, "shows_errors", False) and not f.queue
+        }
+        - set(UNQUEUED)
+    )
+    assert silent == [], f"queue these (their errors never reach the page): {silent}"
