@@ -329,7 +329,11 @@ class Generator:
         if waiting is not None:
             place = self._place_of(task)
             while place is not None:  # None: started (fn reports its own progress) or next with nothing running
-                waiting(*place)
+                try:
+                    waiting(*place)
+                except Exception:  # a report that cannot be shown (the page went away) must not lose the result
+                    log.warning("Stopped reporting the wait of a queued call", exc_info=True)
+                    break
                 if task.done.wait(_WAIT_REPORT_SECONDS):
                     break
                 place = self._place_of(task)
