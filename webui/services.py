@@ -60,11 +60,24 @@ LIBRARIES = (("presets", "preset"), ("characters", "character"), ("instruction_t
 SAVED_BOXES = ("chat-draft", "sampling-prompt", "perplexity-text")
 
 
-def _save_text(path: Path, text: str | None) -> None:
-    """Write a box's text atomically, unless a request that came in later has already written it."""
-    with in_order(path, ["text"]) as fresh:
-        if fresh:
-            atomic_write_text(path, text or "")
+def _save_text(path: Path, text: str | None, what: str, key: str) -> None:
+    """Write a box's text atomically, unless a request that came in later has already written it.
+
+    Raises :class:`SaveError` (``key``, saying it could not save ``what``) if it cannot be written: the box
+    still has the text."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with in_order(path, ["text"]) as fresh:
+            if fresh:
+                atomic_write_text(path, text or "")
+    except OSError as exc:
+        detail = exc.strerror or str(exc)
+        raise SaveError(
+            f"Could not save {what} to {path}: {detail}. Your text stays in the box; copy it somewhere safe.",
+            key=key,
+            path=str(path),
+            detail=detail,
+        ) from exc
 
 
 @dataclass
@@ -563,17 +576,7 @@ class Services:
 
         Raises :class:`SaveError` if it cannot be written (the caller still has the text).
         """
-        try:
-            _save_text(self.notebook_path, text)
-        except OSError as exc:
-            detail = exc.strerror or str(exc)
-            raise SaveError(
-                f"Could not save the notebook to {self.notebook_path}: {detail}. "
-                "Your text stays in the box; copy it somewhere safe.",
-                key="error.save_notebook",
-                path=str(self.notebook_path),
-                detail=detail,
-            ) from exc
+        _save_text(self.notebook_path, text, "the notebook", "error.save_notebook")
 
     def box_path(self, box: str) -> Path:
         """Where the text of another box the user types into is kept (``SAVED_BOXES``)."""
@@ -594,18 +597,7 @@ class Services:
     def save_box(self, box: str, text: str) -> None:
         """Keep what was typed into ``box`` on disk, as the Notebook's text is kept (a reload or a restart puts
         it back). Raises :class:`SaveError` if it cannot be written (the box still has the text)."""
-        path = self.box_path(box)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _save_text(path, text)
-        except OSError as exc:
-            detail = exc.strerror or str(exc)
-            raise SaveError(
-                f"Could not save the text to {path}: {detail}. Your text stays in the box; copy it somewhere safe.",
-                key="error.save_text",
-                path=str(path),
-                detail=detail,
-            ) from exc
+        _save_text(self.box_path(box), text, "the text", "error.save_text")
 
     def initial_params(self) -> SamplingParams:
         """The sampling values to start with: the saved ones, else the defaults."""

@@ -6,13 +6,6 @@ typing (a queued save per keystroke breaks their order), and say so."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
-
-from fakes import FakeBackend
-from webui.loaders import LoaderRegistry
 from webui.services import Services
 from webui.settings import Settings
 from webui.ui import build_ui
@@ -37,24 +30,11 @@ UNQUEUED = {
 }
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Iterator[Any]:
-    user_dir = tmp_path_factory.mktemp("errors") / "user"
-    user_dir.mkdir()
-    services = Services.build(
-        Settings(user_data_dir=user_dir), user_dir / "settings.yaml", loaders=LoaderRegistry([FakeBackend])
-    )
-    yield build_ui(services)
-    services.close()
-
-
-def test_every_handler_that_can_fail_on_input_runs_queued_so_its_error_shows(demo):
-    silent = sorted(
-        {
-            f.fn.__wrapped__.__qualname__
-            for f in demo.fns.values()
-            if getattr(f.fn, "shows_errors", False) and not f.queue
-        }
-        - set(UNQUEUED)
-    )
+def test_every_handler_that_can_fail_on_input_runs_queued_so_its_error_shows(user_dir):
+    demo = build_ui(Services.build(Settings(user_data_dir=user_dir)))
+    handlers = [f for f in demo.fns.values() if getattr(f.fn, "shows_errors", False)]
+    silent = sorted({f.fn.__wrapped__.__qualname__ for f in handlers if not f.queue} - set(UNQUEUED))
     assert silent == [], f"queue these (their errors never reach the page): {silent}"
+    # the ones this change queued, as a check that this test sees the handlers at all
+    queued = {f.fn.__wrapped__.__qualname__ for f in handlers if f.queue}
+    assert {"HistoryPanel.wire.<locals>.pick_chat", "CharacterPanel.wire.<locals>.on_save_character"} <= queued

@@ -374,7 +374,7 @@ class Generator:
             order = self._run_order()
             if job not in order:
                 return 0  # taken off the queue by the generation thread, about to run
-            return order.index(job) + len(self._running) + (self._active_task is not None)
+            return self._ahead_in(order, job)
 
     def _place_of(self, task: _Task) -> tuple[int, float] | None:
         """How many requests (and loads) run or wait before ``task`` and the seconds until it starts, about;
@@ -385,7 +385,7 @@ class Generator:
             if task.started_at is not None or task not in order:
                 return None
             before = order[: order.index(task)]
-            ahead = len(before) + len(self._running) + (self._active_task is not None)
+            ahead = self._ahead_in(order, task)
             if not ahead:
                 return None
             running: _Item | None = self.active if self.active is not None else self._active_task
@@ -410,6 +410,10 @@ class Generator:
         return entries
 
     # -- inside (callers hold self._lock) ----------------------------------------------------------------
+
+    def _ahead_in(self, order: list[_Item], item: _Item) -> int:
+        """What runs before ``item``, which waits in ``order``: the items before it and the running ones."""
+        return order.index(item) + len(self._running) + (self._active_task is not None)
 
     def _run_order(self) -> list[_Item]:
         """The waiting items in the order they would run if nothing else were sent (cancelled jobs left out:

@@ -242,6 +242,7 @@ class CharacterPanel:
             message = tr("chat.saved_character", page_language(), name=file_name)
             if file_name != shown:
                 return [menu, message, *on_character(file_name)]
+            # self.outputs: the chat and its set-up, the editor and the notes as they are; then the exports, unsaved
             kept = [gr.update()] * (len(self.outputs) - len(self.exports) - 1)
             return [menu, message, *kept, *export_files(file_name), False]
 

@@ -90,6 +90,13 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     page = ChatPage(services)
     display, open_chat, remember_open = page.display, page.open_chat, page.remember_open
     attachments = AttachmentsPanel(services)
+
+    def keep_draft(text: Any, lang: str | None = None) -> None:
+        """Keep what the message box holds now (typed, or put back there), so a reload or a restart shows it;
+        a value that is no text (the box left as it is) changes nothing."""
+        if isinstance(text, str):
+            save_or_warn(lambda: services.save_box("chat-draft", text), lang)
+
     with gr.Row():
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(
@@ -312,8 +319,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     elif frames.due():  # the last text is sent after the loop in any case
                         yield out(display(chat, lang, thinking=turn.thinking))
 
-                if kind == "impersonate" and isinstance(ui["box"], str):  # kept as if typed
-                    save_or_warn(lambda: services.save_box("chat-draft", ui["box"]), lang)
+                if kind == "impersonate":  # kept as if typed
+                    keep_draft(ui["box"], lang)
                 # the files still waiting (attached before a Regenerate...) keep their line
                 ui["meter"] = attachments.meter(meter_text(turn.prompt, lang), attached, lang)
                 prompt = turn.prompt
@@ -348,7 +355,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 ui["opened"] = remember_open(chat)
                 if kind == "send":  # the message at once, before the reply starts; the box empties once
                     ui["box"] = ""
-                    save_or_warn(lambda: services.save_box("chat-draft", ""), lang)  # it is in the chat now
+                    keep_draft("", lang)  # it is in the chat now
                     sent, attached = attached, []
                     files[:] = attachments.values([], lang, reset=True)  # the files went with it
                     yield out(display(chat, lang)[:-1], label := busy(turn))
@@ -400,8 +407,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     # The model never saw it (unloaded meanwhile...): take the message back into the box,
                     # and its files back into the chips, so a second Send does not leave it twice in the chat.
                     ui["box"] = remove_last(chat) or ui["box"]
-                    if isinstance(ui["box"], str):
-                        save_or_warn(lambda: services.save_box("chat-draft", ui["box"]), lang)
+                    keep_draft(ui["box"], lang)
                     save_or_warn(lambda: services.chats.save(chat), lang)
                     services.chats.prune_files(chat)
                     attached = sent
@@ -493,12 +499,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     stop.click(on_stop, None, None, queue=False)
     attachments.wire(meter)
 
-    def on_draft(text: str) -> None:
-        """Keep the message being written (a reload or a restart puts it back in the box)."""
-        save_or_warn(lambda: services.save_box("chat-draft", text))
-
     for edited in (message.input, message.blur):
-        edited(on_draft, message, None, queue=False, show_progress="hidden", trigger_mode="always_last")
+        edited(keep_draft, message, None, queue=False, show_progress="hidden", trigger_mode="always_last")
 
     @ui_errors
     def on_remove(state: Any, character: str, waiting: list[Any] | None, meter_now: str | None) -> Any:
@@ -513,7 +515,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         if taken:
             services.chats.prune_files(chat)  # the chips hold the files now; the stored copies go
         if text:
-            save_or_warn(lambda: services.save_box("chat-draft", text), lang)  # back in the box: kept as if typed
+            keep_draft(text, lang)  # back in the box: kept as if typed
         return (
             display(chat),
             text,
