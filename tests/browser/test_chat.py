@@ -238,8 +238,15 @@ def test_character_editor_modes_and_chat_management(chat_page, server):
     assert sorted(len(c["messages"]) for c in branches) == [2, 3]
     page.locator("#chat-delete").click()
     page.locator("#chat-delete-confirm").click()
-    page.wait_for_function("() => document.querySelector('#chat-list input').value.startsWith('Treasure hunt')")
-    assert len(list(folder.glob("*.json"))) == 1
+    # the branch's title starts with 'Treasure hunt' too: wait for the list to leave the branch
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#chat-list input').value;"
+        " return v.startsWith('Treasure hunt') && !v.includes('(branch)'); }"
+    )
+    wait_until(
+        lambda: len(list(folder.glob("*.json"))) == 1,
+        f"one chat left in {folder} after deleting the branch (it holds {sorted(p.name for p in folder.glob('*'))})",
+    )
 
 
 def test_remote_loader_from_the_model_tab_streams_a_chat(browser, tmp_path):
