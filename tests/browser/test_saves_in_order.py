@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from browserkit import open_chat, open_notebook, settle
 from harness import make_dirs, wait_until
 from server_process import start_webui
+from webui.services import SAVED_BOXES
 from webui.storage import read_yaml
 
 pytestmark = pytest.mark.browser
@@ -71,6 +73,64 @@ def test_the_last_keystroke_is_the_text_on_disk(browser, tmp_path):
         assert page.locator("#chat-system textarea").input_value() == SYSTEM
         open_notebook(page)
         assert page.locator("#notebook-text textarea").input_value() == NOTES
+    finally:
+        context.close()
+        srv.stop()
+
+
+def test_a_box_whose_text_cannot_be_saved_says_so_under_it_and_keeps_the_text(browser, tmp_path):
+    """Saves as you type run in unqueued events, whose pop-ups Gradio drops: a full disk or an unwritable folder
+    used to leave only a line in the server's log while the student typed on, believing the text kept. Here each
+    file is a folder (a write fails as on a full disk); the note under each box says so, the text stays, and
+    the note goes once saving works again."""
+    model_dir, user_dir = make_dirs(tmp_path)
+    srv = start_webui(tmp_path, "--model-dir", str(model_dir), "--user-data-dir", str(user_dir))
+    context = browser.new_context(viewport={"width": 1300, "height": 1000})
+    notebook = user_dir / "logs" / "notebook.txt"
+    settings = user_dir / "settings.yaml"
+    blocked = [notebook, settings, *(user_dir / "logs" / "boxes" / f"{box}.txt" for box in SAVED_BOXES)]
+    try:
+        page = context.new_page()
+        page.goto(srv.url + "/")
+        settle(page)
+        for path in blocked:
+            path.unlink(missing_ok=True)
+            path.mkdir(parents=True)
+
+        open_notebook(page)
+        page.locator("#notebook-text textarea").click()
+        page.keyboard.type("Lab notes")
+        expect(page.locator("#notebook-save-note")).to_contain_text("Could not save the notebook")
+        open_chat(page)
+        page.locator("#chat-input textarea").click()
+        page.keyboard.type("A question")
+        expect(page.locator("#chat-save-note")).to_contain_text("Could not save the text")
+        page.locator("#chat-system textarea").click()
+        page.keyboard.type("Be brief.")
+        expect(page.locator("#chat-setup-save-note")).to_contain_text("Could not save your settings")
+        page.get_by_role("tab", name="Sampling").click()
+        page.locator("#sampling-prompt textarea").click()
+        page.keyboard.type("The sky is")
+        expect(page.locator("#sampling-prompt-save-note")).to_contain_text("Could not save the text")
+
+        for path in blocked:  # room on the disk again: the next keystroke saves, and the note goes
+            path.rmdir()
+        page.keyboard.type(" blue")
+        expect(page.locator("#sampling-prompt-save-note")).to_be_hidden()
+        wait_until(lambda: (user_dir / "logs" / "boxes" / "sampling-prompt.txt").is_file(), "saving the prompt")
+        open_notebook(page)
+        expect(page.locator("#notebook-text textarea")).to_have_value("Lab notes")  # nothing typed was lost
+        page.locator("#notebook-text textarea").press("End")
+        page.keyboard.type(".")
+        expect(page.locator("#notebook-save-note")).to_be_hidden()
+        wait_until(lambda: notebook.is_file() and notebook.read_text(encoding="utf-8") == "Lab notes.", "saving")
+        open_chat(page)
+        expect(page.locator("#chat-input textarea")).to_have_value("A question")
+        expect(page.locator("#chat-system textarea")).to_have_value("Be brief.")
+        page.locator("#chat-system textarea").press("End")
+        page.keyboard.type(" ")
+        expect(page.locator("#chat-setup-save-note")).to_be_hidden()
+        wait_until(lambda: system_prompt_saved(settings) == "Be brief. ", "saving the system prompt")
     finally:
         context.close()
         srv.stop()

@@ -13,7 +13,6 @@ from webui.ui import build_ui
 #: Handlers that stay unqueued, and why (qualified names of the functions ui_errors wraps).
 UNQUEUED = {
     # saves as the user types or picks: must run in the order typed, on every keystroke
-    "ChatPage.keep_setup": "a save per keystroke",
     "ToolsPanel.wire.<locals>.keep": "a save per tick",
     "ToolsPanel.wire.<locals>.on_read_only": "a save per tick",
     "build_ui.<locals>.on_language": "the language pick (it cannot fail on input)",

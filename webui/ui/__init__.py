@@ -30,6 +30,8 @@ CSS = """
 .toast-wrap { top: auto !important; bottom: var(--size-4) !important; }
 /* Gradio gives a checkbox no minimum width: in a row of options its description became a column one word wide */
 .option-switch { min-width: min(260px, 100%) !important; }
+/* a box whose text could not be saved says so under it (save_note) */
+.save-note { color: var(--error-text-color); }
 """
 
 KEYBOARD_JS = """

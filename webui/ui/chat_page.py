@@ -23,7 +23,7 @@ from webui.catalogue import in_language
 from webui.chat.history import Chat, Message, clean_setup
 from webui.chat.prompt import MODES, ChatOptions, Prompt, build_prompt, context_limit
 from webui.chat.service import greeting_message
-from webui.errors import ChatNotFoundError, WebUIError
+from webui.errors import ChatNotFoundError, SaveError, WebUIError
 from webui.services import Services
 from webui.storage import arrived
 from webui.ui.attachments_ui import ServedFiles, attachment_entries
@@ -308,11 +308,15 @@ class ChatPage:
         saved = self.services.settings.chat_setup
         return clean_setup(saved if isinstance(saved, dict) else {}, REMEMBERED_TOOL_FIELDS)
 
-    def remember_setup(self, setup: dict[str, Any]) -> None:
+    def remember_setup(self, setup: dict[str, Any], *, strict: bool = False) -> None:
+        """``setup`` is what new chats start with; a failed save is a warning (``strict``: a :class:`SaveError`)."""
         setup = clean_setup(setup)
         if setup != self.last_setup():
             merged = {**self.last_tool_setup(), **setup}
-            save_or_warn(lambda: self.services.remember(chat_setup=merged))
+            if strict:
+                self.services.remember(chat_setup=merged)
+            else:
+                save_or_warn(lambda: self.services.remember(chat_setup=merged))
 
     def remember_tools(self, chat: Chat) -> None:
         """``chat``'s tools and round limit are what the next new chat starts with."""
@@ -327,16 +331,34 @@ class ChatPage:
         A new chat that is not on disk yet takes them with its first message (the turn saves them).
         A keystroke's save still running when the box is left never lands after the blur's: both saves
         keep the place in line their request took here (``arrived``).
+
+        Raises :class:`SaveError` if either could not be written (both are tried): the boxes keep the text,
+        and the next message saves it into the chat.
         """
         with arrived():
             setup = setup_of(*values)
-            self.remember_setup(setup)
-            if not state or state[0] != character:
-                return
+            failed: SaveError | None = None
             try:
-                self.services.chats.keep_setup(character, state[1], setup)
-            except ChatNotFoundError:
-                return
+                self.remember_setup(setup, strict=True)
+            except SaveError as exc:
+                failed = exc
+            if state and state[0] == character:
+                try:
+                    self.services.chats.keep_setup(character, state[1], setup)
+                except ChatNotFoundError:
+                    pass
+                except OSError as exc:
+                    path = self.services.chats.path_of(character, state[1])
+                    detail = exc.strerror or str(exc)
+                    failed = failed or SaveError(
+                        f"Could not save the chat's set-up to {path}: {detail}. It stays in the boxes, and the "
+                        "next message saves it with the chat.",
+                        key="error.save_chat_setup",
+                        path=str(path),
+                        detail=detail,
+                    )
+            if failed is not None:
+                raise failed
 
     def use_setup(self, chat: Chat, *values: Any) -> None:
         """A turn is sent with these set-up inputs: they go into the chat (saved with the turn)."""

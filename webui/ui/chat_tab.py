@@ -34,7 +34,18 @@ from webui.ui.chat_page import (
     stats_line,
     to_display,
 )
-from webui.ui.common import Frames, error_text, error_toast, inform, on_pick, save_or_warn, ui_errors, warn
+from webui.ui.common import (
+    Frames,
+    error_text,
+    error_toast,
+    inform,
+    on_pick,
+    save_note,
+    save_note_box,
+    save_or_warn,
+    ui_errors,
+    warn,
+)
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import params_from_values
 from webui.ui.queue_panel import place_of
@@ -124,6 +135,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 )
                 send = gr.Button(t("chat.send"), variant="primary", elem_id="chat-send", scale=1, min_width=80)
                 stop = gr.Button(t("common.stop"), variant="stop", elem_id="chat-stop", scale=1, min_width=80)
+            draft_failed = save_note_box("chat-save-note")
             with gr.Row():
                 regenerate = gr.Button(t("chat.regenerate"), elem_id="chat-regenerate", size="sm")
                 cont = gr.Button(t("common.continue"), elem_id="chat-continue", size="sm")
@@ -169,6 +181,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             with gr.Row():
                 user_name = gr.Textbox(value="You", label=t("chat.user_name"), elem_id="chat-user-name")
                 user_bio = gr.Textbox(label=t("chat.user_bio"), elem_id="chat-user-bio", info=t("chat.user_bio_info"))
+            setup_failed = save_note_box("chat-setup-save-note")
             template_dd = gr.Dropdown(
                 choices=[(t("chat.template_own"), MODEL_TEMPLATE), *services.instruction_templates.names()],
                 value=MODEL_TEMPLATE,
@@ -499,8 +512,11 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     stop.click(on_stop, None, None, queue=False)
     attachments.wire(meter)
 
+    def on_typed(text: str) -> Any:
+        return save_note(lambda: services.save_box("chat-draft", text))
+
     for edited in (message.input, message.blur):
-        edited(keep_draft, message, None, queue=False, show_progress="hidden", trigger_mode="always_last")
+        edited(on_typed, message, draft_failed, queue=False, show_progress="hidden", trigger_mode="always_last")
 
     @ui_errors
     def on_remove(state: Any, character: str, waiting: list[Any] | None, meter_now: str | None) -> Any:
@@ -625,13 +641,18 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     )
     tools_panel.wire(current=current, character_dd=character_dd, mode=mode)
     people.wire(history=history)
+
+    def keep_setup(state: Any, character: str, *values: Any) -> Any:
+        """A failed save is written under the boxes (an unqueued event's pop-up never shows)."""
+        return save_note(lambda: page.keep_setup(state, character, *values))
+
     # The set-up goes into the open chat as it changes (and is remembered for new chats). A text box
     # also on blur: a paste or an autofill may change it without an input event reaching Gradio.
     for trigger in [*(box.input for box in setup_inputs), system_prompt.blur, user_name.blur, user_bio.blur]:
         trigger(
-            ui_errors(page.keep_setup),
+            keep_setup,
             [current, character_dd, *setup_inputs],
-            None,
+            setup_failed,
             queue=False,
             show_progress="hidden",
             trigger_mode="always_last",

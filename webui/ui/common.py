@@ -74,6 +74,28 @@ def save_or_warn(save: Callable[[], object], lang: str | None = None) -> bool:
     return True
 
 
+def save_note_box(elem_id: str) -> gr.Markdown:
+    """The line under a box that says its text could not be saved (hidden while saves work): see
+    :func:`save_note`."""
+    return gr.Markdown("", visible=False, elem_id=elem_id, elem_classes=["save-note"])
+
+
+def save_note(save: Callable[[], object], lang: str | None = None) -> Any:
+    """Run ``save`` for a box saved as it is typed into, and give the update of its :func:`save_note_box`:
+    the error while saving fails, nothing once it works again.
+
+    Those saves run in unqueued events (they must land in the order typed), and Gradio 6.31 drops the
+    pop-ups of an unqueued event: a warning there would only reach the log, so the failure is written
+    next to the box instead.
+    """
+    try:
+        save()
+    except SaveError as exc:
+        log.warning("%s", exc.message)
+        return gr.update(value="⚠ " + error_text(exc, lang or page_language()), visible=True)
+    return gr.update(value="", visible=False)
+
+
 def ui_errors(fn: Callable) -> Callable:
     """Turn our typed errors into ``gr.Error`` popups, for plain and generator handlers.
 

@@ -12,7 +12,7 @@ from webui.errors import NoModelLoadedError
 from webui.generation.scheduler import GenerationStats
 from webui.probabilities import ViewedGeneration, generate_with_views
 from webui.services import Services
-from webui.ui.common import Frames, save_or_warn, ui_errors
+from webui.ui.common import Frames, save_note, save_note_box, save_or_warn, ui_errors
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import params_from_values
 from webui.ui.probabilities_ui import NotebookProbabilities, ViewFrames
@@ -64,6 +64,7 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
                 elem_id="notebook-text",
                 placeholder=t("notebook.placeholder"),
             )
+            save_failed = save_note_box("notebook-save-note")
             with gr.Row():
                 generate = gr.Button(t("notebook.generate"), variant="primary", elem_id="notebook-generate")
                 stop = gr.Button(t("common.stop"), variant="stop", elem_id="notebook-stop")
@@ -140,19 +141,18 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
 
     stop.click(on_stop, None, None, queue=False)
 
-    def on_undo(prev: str, cur: str) -> tuple[str, str]:
+    def on_undo(prev: str, cur: str) -> tuple[str, str, Any]:
         restored = prev or cur
-        save_or_warn(lambda: services.save_notebook(restored))
-        return restored, ""
+        return restored, "", save_note(lambda: services.save_notebook(restored))
 
-    undo.click(on_undo, [before, text], [text, before], queue=False)
+    undo.click(on_undo, [before, text], [text, before, save_failed], queue=False)
 
-    def on_edit(t: str) -> str:
-        save_or_warn(lambda: services.save_notebook(t))
-        return token_count_text(services, t)
+    def on_edit(t: str) -> tuple[str, Any]:
+        note = save_note(lambda: services.save_notebook(t))
+        return token_count_text(services, t), note
 
     for edited in (text.input, text.blur):
-        edited(on_edit, text, tokens, queue=False, show_progress="hidden", trigger_mode="always_last")
+        edited(on_edit, text, [tokens, save_failed], queue=False, show_progress="hidden", trigger_mode="always_last")
     return {
         "text": text,
         "generate": generate,

@@ -25,7 +25,7 @@ from webui.probabilities import (
     surprises,
 )
 from webui.services import Services
-from webui.ui.common import field_component, save_or_warn, ui_errors, warn
+from webui.ui.common import field_component, save_note, save_note_box, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import ORDER, params_from_values
 from webui.ui.probabilities_ui import (
@@ -193,6 +193,7 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
                 lines=5, max_lines=12, label=t("sampling.prompt"), elem_id="sampling-prompt",
                 placeholder=t("sampling.prompt_placeholder"),
             )  # fmt: skip
+            prompt_note = save_note_box("sampling-prompt-save-note")
             with gr.Row():
                 use_notebook = gr.Button(t("sampling.use_notebook"), elem_id="sampling-use-notebook")
                 compute = gr.Button(t("sampling.compute"), variant="primary", elem_id="sampling-compute")
@@ -208,6 +209,7 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
 
     gr.Markdown(t("sampling.ppl_md"))
     ppl_text = gr.Textbox(lines=8, max_lines=20, label=t("sampling.ppl_text"), elem_id="sampling-ppl-text")
+    ppl_note = save_note_box("sampling-ppl-save-note")
     with gr.Row():
         upload = gr.UploadButton(
             t("sampling.ppl_upload"), file_types=[".txt"], type="filepath", elem_id="sampling-ppl-upload"
@@ -268,14 +270,14 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
     upload.upload(on_upload, upload, ppl_text, show_progress="hidden")
 
     # What is typed into the two boxes is kept as the Notebook's text is (a reload or a restart puts it back).
-    boxes = {"sampling-prompt": prompt, "perplexity-text": ppl_text}
-    for box, component in boxes.items():
+    boxes = {"sampling-prompt": (prompt, prompt_note), "perplexity-text": (ppl_text, ppl_note)}
+    for box, (component, failed) in boxes.items():
 
-        def on_edit(text: str, box: str = box) -> None:
-            save_or_warn(lambda: services.save_box(box, text))
+        def on_edit(text: str, box: str = box) -> Any:
+            return save_note(lambda: services.save_box(box, text))
 
         for edited in (component.input, component.blur):
-            edited(on_edit, component, None, queue=False, show_progress="hidden", trigger_mode="always_last")
+            edited(on_edit, component, failed, queue=False, show_progress="hidden", trigger_mode="always_last")
     evaluate.click(on_evaluate, ppl_text, [ppl_result, ppl_view], concurrency_limit=None, show_progress="minimal")
 
     def wire(param_components: list[Any], notebook_text: Any, tab: Any) -> None:
@@ -290,11 +292,10 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
                 trigger_mode="always_last",
             )  # fmt: skip
 
-        def on_use_notebook(text: str) -> str:
-            save_or_warn(lambda: services.save_box("sampling-prompt", text))
-            return text
+        def on_use_notebook(text: str) -> tuple[str, Any]:
+            return text, save_note(lambda: services.save_box("sampling-prompt", text))
 
-        use_notebook.click(on_use_notebook, notebook_text, prompt, queue=False)
+        use_notebook.click(on_use_notebook, notebook_text, [prompt, prompt_note], queue=False)
         picked = [param_components[ORDER.index(name)] for name in PLAYGROUND_FIELDS]
         # The sliders start from the Parameters tab's values each time the tab opens.
         tab.select(lambda *v: [*v, playground_note(services)], picked, [*sliders, note], queue=False)
@@ -304,5 +305,5 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
         "wire": wire,
         "note_text": lambda: playground_note(services),
         "page_load": lambda: [services.load_box(box) for box in boxes],
-        "page_load_outputs": list(boxes.values()),
+        "page_load_outputs": [component for component, _ in boxes.values()],
     }
