@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -336,3 +338,18 @@ def test_a_bad_character_name_and_a_damaged_chat_file_say_so_in_a_pop_up(page, s
     page.get_by_role("option", name="unreadable chat file 20200101-000000-bad000.json").click()
     wait_text(page, ".toast-body", "is damaged")
     assert (folder / "20200101-000000-bad000.json").read_text() == '{"id": "broken", "messages": ['
+
+
+def test_a_download_that_cannot_be_written_says_so_and_the_next_one_works(page, server):
+    """The download buttons ran unqueued too: a download folder that could not be written gave no file and no word."""
+    open_chat(page)
+    exports = server.user_dir / "logs" / "exports"
+    shutil.rmtree(exports, ignore_errors=True)
+    exports.parent.mkdir(parents=True, exist_ok=True)
+    exports.write_text("a file where the folder should be")
+    page.locator("#chat-download-json").click()
+    wait_text(page, ".toast-body", "Could not write the download")
+    exports.unlink()
+    with page.expect_download() as info:
+        page.locator("#chat-download-json").click()
+    assert "messages" in json.loads(Path(info.value.path()).read_text(encoding="utf-8"))

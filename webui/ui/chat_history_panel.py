@@ -16,6 +16,7 @@ import gradio as gr
 
 from webui.chat.export import ExportKind, export_chat
 from webui.chat.history import Chat
+from webui.errors import SaveError
 from webui.services import Services
 from webui.ui.chat_page import ChatPage
 from webui.ui.common import on_pick, ui_errors
@@ -186,31 +187,44 @@ class HistoryPanel:
 
         self.branch.click(on_branch, [current, character_dd, self.branch_at], list_outs, show_progress="hidden")
 
-        @ui_errors
-        def on_download(state: Any, character: str, name: str, kind: ExportKind) -> str:
-            chat = page.open_chat(state, character)
-            character_name = services.characters.load(character).name if kind == "md" else character
-            files = services.chats.files(chat.character, chat.id)  # the zip holds the attached files too
-            return str(
-                export_chat(
-                    chat,
-                    services.export_dir,
-                    kind,
-                    character_name=character_name,
-                    user_name=name or "You",
-                    files=files,
-                )
-            )
+        def download_as(kind: ExportKind) -> Callable[..., str]:
+            @ui_errors
+            def on_download(state: Any, character: str, name: str) -> str:
+                chat = page.open_chat(state, character)
+                character_name = services.characters.load(character).name if kind == "md" else character
+                files = services.chats.files(chat.character, chat.id)  # the zip holds the attached files too
+                try:
+                    path = export_chat(
+                        chat,
+                        services.export_dir,
+                        kind,
+                        character_name=character_name,
+                        user_name=name or "You",
+                        files=files,
+                    )
+                except OSError as exc:
+                    detail = exc.strerror or str(exc)
+                    raise SaveError(
+                        f"Could not write the download into {services.export_dir}: {detail}. The chat itself is "
+                        "unchanged.",
+                        key="error.export_chat",
+                        path=str(services.export_dir),
+                        detail=detail,
+                    ) from exc
+                return str(path)
+
+            return on_download
 
         for button, kind in ((self.download_json, "json"), (self.download_md, "md"), (self.download_zip, "zip")):
             # A DownloadButton downloads the file it holds *before* its click handler runs: the chat is
             # written on the click, then downloaded by the page, and the button emptied again (else the
-            # next click would first download the old file).
+            # next click would first download the old file). Queued, so a failure shows as a pop-up.
             button.click(
-                lambda s, c, n, kind=kind: on_download(s, c, n, kind),
+                download_as(kind),
                 [current, character_dd, user_name],
                 button,
-                queue=False,
+                concurrency_limit=None,
+                show_progress="hidden",
             ).then(None, button, None, js=DOWNLOAD_JS).then(lambda: None, None, button, queue=False)
 
         @ui_errors
