@@ -31,7 +31,7 @@ CSS = """
 /* Gradio gives a checkbox no minimum width: in a row of options its description became a column one word wide */
 .option-switch { min-width: min(260px, 100%) !important; }
 /* a box whose text could not be saved says so under it (save_note) */
-.save-note { color: var(--error-text-color); }
+.save-note, .save-note * { color: var(--error-text-color) !important; }
 """
 
 KEYBOARD_JS = """
