@@ -215,6 +215,14 @@ class ChatNotFoundError(WebUIError):
     code = "chat_not_found"
 
 
+class ChatBusyError(WebUIError):
+    """A change to a chat's messages (an edit, Remove last, another version, Delete) while a reply is being
+    written into it: the reply's next save would undo it, so it is refused and nothing changes."""
+
+    status_code = 409
+    code = "chat_busy"
+
+
 class MessageNotFoundError(WebUIError):
     """A message number that the chat does not have (an edit, a version switch)."""
 

@@ -353,3 +353,65 @@ def test_a_download_that_cannot_be_written_says_so_and_the_next_one_works(page, 
     with page.expect_download() as info:
         page.locator("#chat-download-json").click()
     assert "messages" in json.loads(Path(info.value.path()).read_text(encoding="utf-8"))
+
+
+def close_toasts(page) -> None:
+    page.evaluate("() => document.querySelectorAll('[data-testid=toast-close]').forEach((b) => b.click())")
+
+
+def test_changes_to_a_chat_while_a_reply_is_written_into_it_are_refused_or_kept(chat_page, server):
+    """The reply's saves as it grows used to undo them: an edited message came back as it was, a deleted chat
+    came back, a new title went back to the old one. Now an edit, Remove last, the version arrows and Delete
+    say the reply is being written (nothing changes), and a new title is kept."""
+    page = chat_page
+    page.get_by_label("instruct", exact=True).check()  # (chat mode ends a reply at "You:", whatever the EOS)
+    send(page, "Say hi.")
+    open_parameters(page)
+    page.locator("#param-ban_eos_token input[type=checkbox]").check()  # the reply runs on until it is stopped
+    start_long_reply(page, "Write a very long story about a lighthouse keeper.", "1500", 40)
+    folder = server.user_dir / "logs" / "chats" / "Assistant"
+    chat_id = json.loads(max(folder.glob("*.json"), key=lambda p: p.stat().st_mtime).read_text())["id"]
+
+    # edit the first message
+    first = page.locator("#chat-box [data-testid=user]").first
+    first.hover()
+    page.locator("#chat-box button[aria-label='Edit']").first.click()
+    page.locator("#chat-box textarea").first.fill("Say hello, edited.")
+    page.locator("#chat-box button[aria-label='Submit']").first.click()
+    wait_text(page, ".toast-body", "A reply is being written into this chat")
+    close_toasts(page)
+    # Delete, and a new title
+    page.locator("#chat-delete").click()
+    page.locator("#chat-delete-confirm").click()
+    wait_text(page, ".toast-body", "A reply is being written into this chat")
+    close_toasts(page)
+    page.locator("#chat-title input, #chat-title textarea").first.fill("Lighthouse")
+    page.locator("#chat-rename").click()
+    page.wait_for_function("() => document.querySelector('#chat-list input').value.startsWith('Lighthouse')")
+    page.locator("#chat-remove").click()
+    wait_text(page, ".toast-body", "A reply is being written into this chat")
+    close_toasts(page)
+    assert page.locator("#chat-input textarea").input_value() == ""  # Remove last put nothing back
+
+    page.locator("#chat-stop").click()
+    wait_for_complete_reply(page)
+    open_parameters(page)
+    page.locator("#param-ban_eos_token input[type=checkbox]").uncheck()
+    open_chat(page)
+    saved = json.loads((folder / f"{chat_id}.json").read_text())
+    assert saved["title"] == "Lighthouse"
+    assert [m["content"] for m in saved["messages"]][:3] == [
+        "Say hi.",
+        saved["messages"][1]["content"],
+        "Write a very long story about a lighthouse keeper.",
+    ]
+    assert len(saved["messages"]) == 4 and "lighthouse" in bot_texts(page)[-1].lower()
+    # once the reply has ended, the same edit is saved
+    page.locator("#chat-box [data-testid=user]").first.hover()
+    page.locator("#chat-box button[aria-label='Edit']").first.click()
+    page.locator("#chat-box textarea").first.fill("Say hello, edited.")
+    page.locator("#chat-box button[aria-label='Submit']").first.click()
+    wait_until(
+        lambda: json.loads((folder / f"{chat_id}.json").read_text())["messages"][0]["content"] == "Say hello, edited.",
+        "saving the edit",
+    )

@@ -22,8 +22,6 @@ UNQUEUED = {
     "build_chat_tab.<locals>.<lambda>": "redraws the chat box",
     "build_chat_tab.<locals>.on_template": "a template from the list",
     "build_chat_tab.<locals>.on_show_prompt": "shows the prompt (its own errors go in the box)",
-    "build_chat_tab.<locals>.on_remove": "removes the last exchange of the open chat",
-    "build_chat_tab.<locals>.on_edit": "the text of a message",
     "HistoryPanel.wire.<locals>.on_new": "a new empty chat",
     "CharacterPanel.wire.<locals>.on_discard": "shows the saved character again",
 }

@@ -21,13 +21,15 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from webui.chat.attachments import Attachment, AttachmentFiles
-from webui.errors import BranchRangeError, ChatNotFoundError, SettingsError, WebUIError
+from webui.errors import BranchRangeError, ChatBusyError, ChatNotFoundError, SettingsError, WebUIError
 from webui.storage import TEMP_SUFFIX, atomic_write_bytes, atomic_write_text, file_lock, in_order, safe_name
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -256,9 +258,16 @@ class Chat:
 
 #: A chat's settings, which the page may change while a reply is being written into the chat (the turn holds
 #: the chat and saves it as the reply grows): each group is taken whole from the one who changed it last.
-SETTINGS_GROUPS = {"setup": SETUP_FIELDS, "tools": TOOL_FIELDS}
+SETTINGS_GROUPS = {"setup": SETUP_FIELDS, "tools": TOOL_FIELDS, "title": ("title",)}
 #: Each chat file's settings as this process last wrote or read them (by absolute path).
 _settings_on_disk: dict[str, dict[str, dict[str, Any]]] = {}
+#: The chat files a reply is being written into now (by absolute path; a count, for safety), and the
+#: condition a change waiting for one to end waits on.
+_being_written: Counter[str] = Counter()
+_written_done = threading.Condition()
+#: How long a change to a chat's messages waits for the reply being written into it to end (a Stop
+#: pressed just before takes a moment to reach the model) before it is refused.
+BUSY_WAIT_SECONDS = 3.0
 
 
 def settings_of(chat: Chat) -> dict[str, dict[str, Any]]:
@@ -338,6 +347,44 @@ class ChatStore:
     def new(self, character: str, mode: str = "instruct") -> Chat:
         chat_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         return Chat(id=chat_id, character=character, mode=mode)
+
+    @contextmanager
+    def writing(self, chat: Chat) -> Iterator[None]:
+        """A reply is being written into ``chat`` (and saved as it grows) for as long as this lasts: changes
+        to its messages from elsewhere (:meth:`save_change`, :meth:`delete`) wait for it or are refused."""
+        key = os.path.abspath(self.path_of(chat.character, chat.id))
+        with _written_done:
+            _being_written[key] += 1
+        try:
+            yield
+        finally:
+            with _written_done:
+                _being_written[key] -= 1
+                if _being_written[key] <= 0:
+                    del _being_written[key]
+                _written_done.notify_all()
+
+    def _require_idle(self, path: Path, wait: float = BUSY_WAIT_SECONDS) -> None:
+        """Wait up to ``wait`` seconds for a reply being written into the chat at ``path`` to end;
+        :class:`ChatBusyError` if it still runs."""
+        key = os.path.abspath(path)
+        with _written_done:
+            if not _written_done.wait_for(lambda: key not in _being_written, timeout=wait):
+                raise ChatBusyError(
+                    "A reply is being written into this chat: wait for it to finish, or press Stop (Esc), "
+                    "then try again. Nothing was changed.",
+                    key="chat.busy_writing",
+                )
+
+    def save_change(self, chat: Chat) -> None:
+        """Save a change the user made to ``chat``'s messages (an edit, Remove last, another version).
+
+        A reply being written into the chat would put the old messages back at its next save: the change
+        waits for it to end (:data:`BUSY_WAIT_SECONDS`, for a Stop just pressed) and is refused with
+        :class:`ChatBusyError` if it does not. The caller's ``chat`` is then not saved (load it again to
+        show what is on disk)."""
+        self._require_idle(self.path_of(chat.character, chat.id))
+        self.save(chat)
 
     def save(self, chat: Chat, *, touch: bool = True) -> None:
         """Write ``chat``; ``touch``: it counts as updated now (the list shows the newest first).
@@ -447,7 +494,10 @@ class ChatStore:
         return chat
 
     def delete(self, character: str, chat_id: str) -> None:
+        """Delete a chat and its files; :class:`ChatBusyError` while a reply is being written into it (its
+        next save would bring it back)."""
         path = self.path_of(character, chat_id)
+        self._require_idle(path)
         with file_lock(path), self._lock:
             try:
                 path.unlink()

@@ -9,6 +9,7 @@ found (prompt, token count, dropped turns, lorebook entries, template note) come
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -141,47 +142,49 @@ class Turn:
             take(splitter.feed(fed))
             return splitter
 
-        try:
-            for chunk in self.job:
-                if not chunk.text and not chunk.reasoning and not chunk.tool_calls:
-                    continue
-                splitter = splitter or begin()
-                generated += chunk.text
-                self.reasoning += chunk.reasoning  # a server that split it already
-                take(splitter.feed(chunk.text))
-                for delta in chunk.tool_calls or []:  # a chat server parsed them itself
-                    calls.add(delta.index, delta.id, delta.name, delta.arguments)
-                self.thinking = splitter.had_reasoning and not splitter.closed
-                self._show(content)
+        # Changes to the chat's messages from elsewhere wait for this reply or are refused (its saves would undo them).
+        with store.writing(chat) if writes_chat else contextlib.nullcontext():
+            try:
+                for chunk in self.job:
+                    if not chunk.text and not chunk.reasoning and not chunk.tool_calls:
+                        continue
+                    splitter = splitter or begin()
+                    generated += chunk.text
+                    self.reasoning += chunk.reasoning  # a server that split it already
+                    take(splitter.feed(chunk.text))
+                    for delta in chunk.tool_calls or []:  # a chat server parsed them itself
+                        calls.add(delta.index, delta.id, delta.name, delta.arguments)
+                    self.thinking = splitter.had_reasoning and not splitter.closed
+                    self._show(content)
+                    if writes_chat:
+                        reply.set_text(self.text)
+                        reply.set_reasoning(self.reasoning)
+                        if time.monotonic() - last_save > self._service.SAVE_EVERY:
+                            store.save(chat)
+                            last_save = time.monotonic()
+                    yield self.text
+                if splitter is None and self.job.prepared is not None:
+                    splitter = begin()  # the model wrote nothing: the reply is its prefix
+                if splitter is not None:
+                    take(splitter.finish())
+                    if parser is not None:
+                        content += "".join(_calls_from(parser.finish()))
+                    content += self._keep_calls(calls)
+                    self._show(content)
+            finally:
+                self.thinking = False
                 if writes_chat:
-                    reply.set_text(self.text)
-                    reply.set_reasoning(self.reasoning)
-                    if time.monotonic() - last_save > self._service.SAVE_EVERY:
-                        store.save(chat)
-                        last_save = time.monotonic()
-                yield self.text
-            if splitter is None and self.job.prepared is not None:
-                splitter = begin()  # the model wrote nothing: the reply is its prefix
-            if splitter is not None:
-                take(splitter.finish())
-                if parser is not None:
-                    content += "".join(_calls_from(parser.finish()))
-                content += self._keep_calls(calls)
-                self._show(content)
-        finally:
-            self.thinking = False
-            if writes_chat:
-                if self.job.prepared is None and not generated:
-                    # The turn never ran (no model, a prompt that cannot fit...): leave no empty reply.
-                    self._undo()
-                else:
-                    reply.set_text(self.text.rstrip())
-                    reply.set_reasoning(self.reasoning.strip())
-                    if self.action != "continue" or self.tool_calls:
-                        reply.tool_calls = [c.openai() for c in self.tool_calls]
-                    if self.job.stats is not None:
-                        reply.set_stats(stats_dict(self.job.stats))
-                store.save(chat)
+                    if self.job.prepared is None and not generated:
+                        # The turn never ran (no model, a prompt that cannot fit...): leave no empty reply.
+                        self._undo()
+                    else:
+                        reply.set_text(self.text.rstrip())
+                        reply.set_reasoning(self.reasoning.strip())
+                        if self.action != "continue" or self.tool_calls:
+                            reply.tool_calls = [c.openai() for c in self.tool_calls]
+                        if self.job.stats is not None:
+                            reply.set_stats(stats_dict(self.job.stats))
+                    store.save(chat)
 
     def _keep_calls(self, calls: CallCollector) -> str:
         """Keep the calls that name an offered tool with matching arguments; a wrong one is the text

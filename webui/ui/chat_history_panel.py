@@ -16,11 +16,11 @@ import gradio as gr
 
 from webui.chat.export import ExportKind, export_chat
 from webui.chat.history import Chat
-from webui.errors import SaveError
+from webui.errors import ChatBusyError, SaveError
 from webui.services import Services
 from webui.ui.chat_page import ChatPage
-from webui.ui.common import on_pick, ui_errors
-from webui.ui.i18n import t
+from webui.ui.common import error_text, on_pick, ui_errors, warn
+from webui.ui.i18n import page_language, t
 
 
 def chat_choices(services: Services, character: str, search: str = "") -> list[tuple[str, str]]:
@@ -172,7 +172,12 @@ class HistoryPanel:
         @ui_errors
         def on_delete(state: Any, character: str) -> list[Any]:
             if state and state[0] == character:
-                services.chats.delete(character, state[1])
+                try:
+                    services.chats.delete(character, state[1])
+                except ChatBusyError as exc:  # a reply is being written into it: it stays, on screen too
+                    lang = page_language()
+                    warn(error_text(exc, lang), lang)
+                    return [gr.update(visible=False), *(gr.skip() for _ in list_outs)]
             chat = services.chats.newest(character) or page.fresh_chat(character)
             return [gr.update(visible=False), *show(chat)]
 
@@ -215,7 +220,12 @@ class HistoryPanel:
 
             return on_download
 
-        for button, kind in ((self.download_json, "json"), (self.download_md, "md"), (self.download_zip, "zip")):
+        buttons: list[tuple[gr.DownloadButton, ExportKind]] = [
+            (self.download_json, "json"),
+            (self.download_md, "md"),
+            (self.download_zip, "zip"),
+        ]
+        for button, kind in buttons:
             # A DownloadButton downloads the file it holds *before* its click handler runs: the chat is
             # written on the click, then downloaded by the page, and the button emptied again (else the
             # next click would first download the old file). Queued, so a failure shows as a pop-up.

@@ -19,7 +19,7 @@ from webui.characters.character import DEFAULT_CHARACTER
 from webui.chat.history import Chat
 from webui.chat.prompt import MODES, ChatOptions, Mode, Persona, Prompt
 from webui.chat.service import Action, Turn, edit_message, remove_last, switch_version
-from webui.errors import ChatActionError, WebUIError
+from webui.errors import ChatActionError, ChatBusyError, WebUIError
 from webui.services import Services
 from webui.ui.attachments_ui import TOO_BIG_KEY, AttachmentsPanel
 from webui.ui.character_panel import CharacterPanel, notes_text
@@ -518,6 +518,16 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     for edited in (message.input, message.blur):
         edited(on_typed, message, draft_failed, queue=False, show_progress="hidden", trigger_mode="always_last")
 
+    def save_change(chat: Chat, lang: str) -> bool:
+        """Save a change to the open chat's messages; False (and a warning: nothing changed) while a reply
+        is being written into it, whose next save would undo the change."""
+        try:
+            services.chats.save_change(chat)
+        except ChatBusyError as exc:
+            warn(error_text(exc, lang), lang)
+            return False
+        return True
+
     @ui_errors
     def on_remove(state: Any, character: str, waiting: list[Any] | None, meter_now: str | None) -> Any:
         """Remove the last exchange; its message goes back into the box, and its files back into the chips."""
@@ -526,8 +536,9 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         kept = chat.messages[:]
         text = remove_exchange(chat)
         taken = [a for m in kept[len(chat.messages) :] if m.role == "user" for a in m.attachments]
+        if not save_change(chat, lang):
+            return (gr.skip(),) * (3 + len(tools_panel.approval_outputs) + len(attachments.outputs) + 1)
         now = attachments.reattach(chat, taken, list(waiting or []), lang) if taken else list(waiting or [])
-        services.chats.save(chat)
         if taken:
             services.chats.prune_files(chat)  # the chips hold the files now; the stored copies go
         if text:
@@ -545,7 +556,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         on_remove,
         [current, character_dd, attachments.pending, meter],
         [chatbot, message, current, *tools_panel.approval_outputs, *attachments.outputs, meter],
-        queue=False,
+        concurrency_limit=None,  # queued: "a reply is being written into this chat" reaches the page
+        show_progress="hidden",
     )
 
     @ui_errors
@@ -554,7 +566,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         for i in range(len(chat.messages) - 1, -1, -1):
             if chat.messages[i].role == "assistant":
                 switch_version(chat, i, delta)
-                services.chats.save(chat)
+                if not save_change(chat, page_language()):
+                    return gr.skip()
                 break
         return display(chat)
 
@@ -576,10 +589,12 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             chat.messages[number].set_reasoning(value)
         else:
             edit_message(chat, number, value)
-        services.chats.save(chat)
+        if not save_change(chat, page_language()):
+            return gr.skip()  # the reply streaming into the box shows the chat as it stays
         return display(chat, all_messages=whole)
 
-    chatbot.edit(on_edit, [current, character_dd, chatbot], chatbot, queue=False)
+    # queued: "a reply is being written into this chat" reaches the page
+    chatbot.edit(on_edit, [current, character_dd, chatbot], chatbot, concurrency_limit=None, show_progress="hidden")
     show_all.click(
         ui_errors(lambda state, character: display(open_chat(state, character), all_messages=True)),
         [current, character_dd],
