@@ -53,9 +53,10 @@ def test_an_edit_or_a_delete_during_a_reply_is_refused_and_changes_nothing(store
     assert store.list("Bot") == []
 
 
-def test_a_change_made_just_after_stop_waits_for_the_reply_to_end(store):
+def test_a_change_made_just_after_stop_waits_for_the_reply_to_end(store, monkeypatch):
+    monkeypatch.setattr(history, "BUSY_WAIT_SECONDS", 2.0)
     chat = saved_chat(store)
-    other = store.load("Bot", chat.id)
+    chat.messages[1].set_text("Hello, and welcome")
     ended = threading.Event()
 
     def reply() -> None:
@@ -67,11 +68,13 @@ def test_a_change_made_just_after_stop_waits_for_the_reply_to_end(store):
     writer = threading.Thread(target=reply)
     writer.start()
     time.sleep(0.01)
+    store.require_idle(store.path_of("Bot", chat.id))  # waits for the reply's last save
+    assert ended.wait(1)
+    other = store.load("Bot", chat.id)  # loaded after it, so the change keeps the whole reply
     edit_message(other, 0, "Hi (edited)")
-    store.save_change(other)  # waits for the reply's last save, then lands after it
+    store.save_change(other)
     writer.join()
-    assert ended.is_set()
-    assert store.load("Bot", chat.id).messages[0].content == "Hi (edited)"
+    assert [m.content for m in store.load("Bot", chat.id).messages] == ["Hi (edited)", chat.messages[1].content]
 
 
 def test_a_title_given_during_a_reply_is_kept_by_the_replys_next_save(store):
@@ -98,5 +101,15 @@ def test_a_reply_being_written_holds_its_chat_until_its_last_save(tmp_path, load
     other = store.load("Bot", chat.id)
     with pytest.raises(ChatBusyError):
         store.save_change(other)
+    # a second page's Send into the same chat (two tabs on one chat): refused before anything is saved
+    second = store.load("Bot", chat.id)
+    with pytest.raises(ChatBusyError):
+        start(chat_service, second, "send", "Me too")
+    assert [m.content for m in second.messages][:1] == ["Hello there"] and len(second.messages) <= 2
     list(chunks)  # the reply ends
-    store.save_change(other)
+    store.require_idle(store.path_of("Bot", chat.id))  # what a change does first: then it loads the chat
+    fresh = store.load("Bot", chat.id)
+    edit_message(fresh, 0, "Hello there (edited)")
+    store.save_change(fresh)
+    saved = store.load("Bot", chat.id)
+    assert [m.content for m in saved.messages] == ["Hello there (edited)", chat.messages[1].content]

@@ -364,12 +364,14 @@ class ChatStore:
                     del _being_written[key]
                 _written_done.notify_all()
 
-    def _require_idle(self, path: Path, wait: float = BUSY_WAIT_SECONDS) -> None:
-        """Wait up to ``wait`` seconds for a reply being written into the chat at ``path`` to end;
-        :class:`ChatBusyError` if it still runs."""
+    def require_idle(self, path: Path, wait: float | None = None) -> None:
+        """Wait up to ``wait`` seconds (:data:`BUSY_WAIT_SECONDS`) for a reply being written into the chat at
+        ``path`` to end; :class:`ChatBusyError` if it still runs. A change to a chat calls this before it
+        loads the chat, so that it changes the reply's last save, not a copy from before it."""
         key = os.path.abspath(path)
         with _written_done:
-            if not _written_done.wait_for(lambda: key not in _being_written, timeout=wait):
+            timeout = BUSY_WAIT_SECONDS if wait is None else wait
+            if not _written_done.wait_for(lambda: key not in _being_written, timeout=timeout):
                 raise ChatBusyError(
                     "A reply is being written into this chat: wait for it to finish, or press Stop (Esc), "
                     "then try again. Nothing was changed.",
@@ -382,8 +384,9 @@ class ChatStore:
         A reply being written into the chat would put the old messages back at its next save: the change
         waits for it to end (:data:`BUSY_WAIT_SECONDS`, for a Stop just pressed) and is refused with
         :class:`ChatBusyError` if it does not. The caller's ``chat`` is then not saved (load it again to
-        show what is on disk)."""
-        self._require_idle(self.path_of(chat.character, chat.id))
+        show what is on disk). Load ``chat`` after :meth:`require_idle`, or the change is made to a copy
+        older than the reply's last save."""
+        self.require_idle(self.path_of(chat.character, chat.id))
         self.save(chat)
 
     def save(self, chat: Chat, *, touch: bool = True) -> None:
@@ -497,7 +500,7 @@ class ChatStore:
         """Delete a chat and its files; :class:`ChatBusyError` while a reply is being written into it (its
         next save would bring it back)."""
         path = self.path_of(character, chat_id)
-        self._require_idle(path)
+        self.require_idle(path)
         with file_lock(path), self._lock:
             try:
                 path.unlink()

@@ -300,6 +300,9 @@ class ChatService:
         if self.generator.models.current is None:
             # Checked again on the generation thread; here so that a turn that cannot run changes nothing.
             raise NoModelLoadedError()
+        if action != "impersonate":
+            # Another page's reply into this chat (two tabs on one chat): both would save over each other.
+            self.store.require_idle(self.store.path_of(chat.character, chat.id))
         undo: Callable[[], None] = lambda: None  # noqa: E731
         answered, kept_reasoning, thinking_prefix = False, "", None
         if action == "send":

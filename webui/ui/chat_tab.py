@@ -518,6 +518,17 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     for edited in (message.input, message.blur):
         edited(on_typed, message, draft_failed, queue=False, show_progress="hidden", trigger_mode="always_last")
 
+    def idle(state: Any, character: str, lang: str) -> bool:
+        """Wait a moment for a reply being written into the open chat (a Stop just pressed) before a change
+        loads it; False (and a warning: nothing changed) if it still runs."""
+        if state and state[0] == character:
+            try:
+                services.chats.require_idle(services.chats.path_of(character, state[1]))
+            except ChatBusyError as exc:
+                warn(error_text(exc, lang), lang)
+                return False
+        return True
+
     def save_change(chat: Chat, lang: str) -> bool:
         """Save a change to the open chat's messages; False (and a warning: nothing changed) while a reply
         is being written into it, whose next save would undo the change."""
@@ -532,6 +543,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     def on_remove(state: Any, character: str, waiting: list[Any] | None, meter_now: str | None) -> Any:
         """Remove the last exchange; its message goes back into the box, and its files back into the chips."""
         lang = page_language()
+        if not idle(state, character, lang):
+            return (gr.skip(),) * (3 + len(tools_panel.approval_outputs) + len(attachments.outputs) + 1)
         chat = open_chat(state, character)
         kept = chat.messages[:]
         text = remove_exchange(chat)
@@ -562,6 +575,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     @ui_errors
     def on_version(delta: int, state: Any, character: str) -> Any:
+        if not idle(state, character, page_language()):
+            return gr.skip()
         chat = open_chat(state, character)
         for i in range(len(chat.messages) - 1, -1, -1):
             if chat.messages[i].role == "assistant":
@@ -576,6 +591,8 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     @ui_errors
     def on_edit(state: Any, character: str, shown: Any, data: gr.EditData) -> Any:
+        if not idle(state, character, page_language()):
+            return gr.skip()  # the reply streaming into the box shows the chat as it stays
         chat = open_chat(state, character)
         targets = entry_targets(chat, shown)
         whole = not (targets and targets[0] is None) and len(targets) == len(display(chat, all_messages=True))
