@@ -61,10 +61,13 @@ def test_stop_keeps_partial_text_and_the_app_keeps_working(page, server):
     page.wait_for_function(
         "(n) => document.querySelector('#notebook-text textarea').value.length > n + 40", arg=len(prompt)
     )
+    # The model writes into the box: it is locked meanwhile (a word typed there was erased by the next frame).
+    expect(text).not_to_be_editable()
     page.locator("#notebook-stop").click()
     assert_stopped(page)
     partial = text.input_value()
     assert partial.startswith(prompt) and len(partial) > len(prompt)
+    expect(text).to_be_editable()  # and open again once it stops
 
     # Escape stops too (keyboard-first), and a new generation after a stop works.
     page.locator("#notebook-generate").click()

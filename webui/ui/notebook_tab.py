@@ -107,9 +107,13 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         saving = save_or_warn(lambda: services.save_notebook(prompt), lang)  # after a failure: warn once, not every 2 s
         generating = tr("notebook.generating", lang)
         views = ViewFrames(viewed, lang)
-        yield out, (tr("notebook.waiting", lang, n=waiting) if waiting else generating), prompt, *views.first()
+        # The box is the model's while it writes (each frame sends the whole text, so a word typed meanwhile
+        # was erased by the next one): locked until the end; the follow-up step unlocks it whatever happened.
+        locked = gr.update(value=out, interactive=False)
+        yield locked, (tr("notebook.waiting", lang, n=waiting) if waiting else generating), prompt, *views.first()
         last_save = time.monotonic()
         frames = Frames(services.settings.ui_updates_per_second)
+        unlock = (gr.update(interactive=True), *(gr.skip() for _ in range(2 + len(views.first()))))
         try:
             for chunk in viewed if viewed is not None else job:
                 if chunk.text:
@@ -119,6 +123,9 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
                         last_save = time.monotonic()
                     if frames.due():  # the whole text is sent after the loop in any case
                         yield out, generating, prompt, *views.step(time.monotonic())
+        except Exception:
+            yield unlock  # then the pop-up: after an error the follow-up step was seen leaving the box locked
+            raise
         finally:
             services.cancels.end(session, cancel)
             save_or_warn(lambda: services.save_notebook(out), lang)  # the final text: worth a second warning
@@ -130,14 +137,19 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
     def wire(param_components: list[Any]) -> None:
         inputs = [text, probs.show, *param_components]
         outputs = [text, stats, before, *probs.outputs]
+
+        def after_run(t: str) -> tuple[str, Any]:
+            """The token count of the text written, and the box open for typing again (after an error too)."""
+            return token_count_text(services, t), gr.update(interactive=True)
+
         for btn in (generate, cont):
             btn.click(run, inputs, outputs, concurrency_limit=None, show_progress="hidden").then(
-                lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden"
+                after_run, text, [tokens, text], queue=False, show_progress="hidden"
             )
         # A click on a candidate in the view: the text up to that token plus the candidate, and on from there.
         probs.view.branch(probs.branch_text, probs.state, text, show_progress="hidden").success(
             run, inputs, outputs, concurrency_limit=None, show_progress="hidden"
-        ).then(lambda t: token_count_text(services, t), text, tokens, queue=False, show_progress="hidden")
+        ).then(after_run, text, [tokens, text], queue=False, show_progress="hidden")
 
     stop.click(on_stop, None, None, queue=False)
 
