@@ -146,6 +146,24 @@ def test_a_message_being_written_comes_back_after_a_reload_and_goes_once_sent(sm
     assert box.input_value() == ""  # sent: not back in the box
 
 
+def test_impersonate_goes_on_from_what_was_typed(smollm_chat, server):
+    """Impersonate replaced a half-typed message with the model's own, and the words typed were gone; it now
+    goes on from them, as text-generation-webui's does."""
+    page = smollm_chat
+    send(page, "Name a bright star.")  # (not "What is...": the next test looks for its own chat by that)
+    box = page.locator("#chat-input textarea")
+    box.fill("")
+    box.press_sequentially("Can you tell me how", delay=20)
+    page.locator("#chat-impersonate").click()
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#chat-input textarea').value;"
+        " return v.length > 'Can you tell me how'.length + 3; }"
+    )
+    page.wait_for_function(f"() => !{GENERATING[6:]}")
+    assert box.input_value().startswith("Can you tell me how")
+    box.fill("")
+
+
 def test_bin_icon_starts_a_new_chat(smollm_chat, server):
     page = smollm_chat
     set_shorter_replies(page)

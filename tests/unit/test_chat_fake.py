@@ -84,6 +84,11 @@ def test_impersonate_does_not_touch_the_chat(service):
     out = list(turn)
     assert out and [m.content for m in chat.messages] == before
     assert turn.prompt.text.endswith("\nAda:")
+    # what the user had begun to type is where the model goes on from (text-generation-webui's Impersonate)
+    turn = start(service, chat, "impersonate", reply_prefix="Can you tell me how")
+    out = list(turn)
+    assert "Ada: Can you tell me how" in turn.prompt.text and out[-1].startswith("Can you tell me how")
+    assert [m.content for m in chat.messages] == before
 
 
 def test_chat_and_chat_instruct_modes():

@@ -314,7 +314,9 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                     options=options,
                     params=params,
                     cancel=cancel,
-                    reply_prefix=(prefix or "") if kind != "respond" else "",
+                    # Impersonate goes on from what you had begun to type (text-generation-webui's way); the
+                    # "Start reply with" text is for the model's own replies
+                    reply_prefix=(text or "") if kind == "impersonate" else (prefix or "") if kind != "respond" else "",
                     tools=specs if kind != "impersonate" else [],
                     tool_choice=ToolChoice("required") if forced else None,
                     uploads=attachments.uploads(attached) if kind == "send" else None,
