@@ -47,9 +47,14 @@ def start_long_reply(page, prompt: str, max_tokens: str, min_chars: int) -> None
     )
 
 
+#: The damaged chat file a test writes on purpose (the module's server is shared).
+DAMAGED = "20200101-000000-bad000.json"
+
+
 def saved_chats(server) -> list[dict]:
     folder = server.user_dir / "logs" / "chats" / "Assistant"
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+    files = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".") and p.name != DAMAGED]
+    return [json.loads(p.read_text()) for p in files]
 
 
 def open_editor(page) -> None:
@@ -332,7 +337,7 @@ def test_a_bad_character_name_and_a_damaged_chat_file_say_so_in_a_pop_up(page, s
 
     folder = server.user_dir / "logs" / "chats" / "Assistant"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "20200101-000000-bad000.json").write_text('{"id": "broken", "messages": [')
+    (folder / DAMAGED).write_text('{"id": "broken", "messages": [')
     choose(page, "chat-character", "Assistant")  # (the list of chats is read again)
     page.locator("#chat-list input").click()
     page.get_by_role("option", name="unreadable chat file 20200101-000000-bad000.json").click()
@@ -415,3 +420,28 @@ def test_changes_to_a_chat_while_a_reply_is_written_into_it_are_refused_or_kept(
         lambda: json.loads((folder / f"{chat_id}.json").read_text())["messages"][0]["content"] == "Say hello, edited.",
         "saving the edit",
     )
+
+
+def test_a_new_chat_opened_during_a_reply_stays_on_screen_and_the_reply_goes_on_in_its_own(chat_page, server):
+    """New chat during a reply did nothing visible: the reply's next frame drew the old chat back, and the next
+    message went into it. Now the new chat stays, and the reply goes on into its own chat, off screen."""
+    page = chat_page
+    page.get_by_label("instruct", exact=True).check()
+    open_parameters(page)
+    page.locator("#param-ban_eos_token input[type=checkbox]").check()
+    start_long_reply(page, "Write a very long story about a lighthouse keeper.", "200", 20)
+    page.locator("#chat-new").click()
+    page.wait_for_function("() => document.querySelectorAll('#chat-box [data-testid=user]').length === 0")
+    page.wait_for_function(  # the reply ends, off screen
+        "() => !document.querySelector('#chat-send').classList.contains('generating')", timeout=180_000
+    )
+    assert page.locator("#chat-box [data-testid=user]").count() == 0  # the new chat is still the one shown
+    open_parameters(page)
+    page.locator("#param-ban_eos_token input[type=checkbox]").uncheck()
+    set_number(page, "param-max_tokens", "20")
+    open_chat(page)
+    send(page, "Say hi.")
+    chats = {c["messages"][0]["content"]: c for c in saved_chats(server) if c["messages"]}
+    story = chats["Write a very long story about a lighthouse keeper."]
+    assert len(story["messages"]) == 2 and story["messages"][1]["stats"]["tokens"] == 200  # written to its end
+    assert [m["role"] for m in chats["Say hi."]["messages"]] == ["user", "assistant"]

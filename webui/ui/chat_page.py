@@ -259,6 +259,10 @@ class ChatPage:
         self.services = services
         #: Attached files as Gradio serves them (images shown in the box, documents offered for download).
         self.files = ServedFiles(services)
+        #: The chat each page (by Gradio session) has open now: a reply keeps streaming into the chat box
+        #: only while its page shows its chat (New chat, another chat or character picked meanwhile: the
+        #: reply goes on into its own chat, off screen).
+        self.showing: dict[str, tuple[str, str]] = {}
 
     @property
     def window(self) -> int | None:
@@ -292,9 +296,23 @@ class ChatPage:
             chat.messages.append(first)  # alternate greetings are its other versions
         return chat
 
-    def remember_open(self, chat: Chat) -> tuple[str, str]:
+    def remember_open(self, chat: Chat, session: str | None = None) -> tuple[str, str]:
+        """``chat`` is open on this page (``session``: the page's Gradio session, else the request's) and is
+        the one a restart opens: the value of the page's open-chat state."""
         save_or_warn(lambda: self.services.remember_chat(chat.character, chat.id))
-        return (chat.character, chat.id)
+        opened = (chat.character, chat.id)
+        if session is None:
+            from gradio.context import LocalContext
+
+            request = LocalContext.request.get(None)
+            session = getattr(request, "session_hash", None)
+        if session:
+            self.showing[session] = opened
+        return opened
+
+    def shows(self, session: str, chat: Chat) -> bool:
+        """Whether the page of ``session`` shows ``chat`` (True when it is not known)."""
+        return self.showing.get(session, (chat.character, chat.id)) == (chat.character, chat.id)
 
     # --- the chat's set-up ----------------------------------------------------------------------
     def last_setup(self) -> dict[str, Any]:

@@ -279,10 +279,12 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         notices: list[str] = []
 
         def out(view: Any, send_button: Any = keep) -> tuple[Any, ...]:
+            # another chat opened on this page meanwhile: the reply goes on into its own chat, off screen
+            away = chat is not None and not page.shows(session, chat)
             return (
-                view,
+                keep if away else view,
                 ui["box"],
-                ui["opened"],
+                keep if away else ui["opened"],
                 ui["meter"],
                 ui["note"],
                 send_button,
@@ -361,13 +363,13 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             if decision is not None:
                 if asking not in {c.get("id") for c in chat.pending_calls()}:
                     raise ChatActionError("That tool call has already been answered.", key="chat.tool_gone")
-                ui["opened"] = remember_open(chat)
+                ui["opened"] = remember_open(chat, session)
             else:
                 kind = cast(Action, action)
                 if kind == "continue" and chat.messages and chat.messages[-1].role == "tool":
                     kind = "respond"  # stopped after the results: Continue lets the model answer them
                 turn = start(kind)
-                ui["opened"] = remember_open(chat)
+                ui["opened"] = remember_open(chat, session)
                 if kind == "send":  # the message at once, before the reply starts; the box empties once
                     ui["box"] = ""
                     keep_draft("", lang)  # it is in the chat now
