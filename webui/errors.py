@@ -259,6 +259,13 @@ class SaveError(WebUIError):
     status_code = 500
     code = "save_failed"
 
+    @classmethod
+    def writing(cls, exc: OSError, path: Any, message: str, key: str) -> SaveError:
+        """The error for ``exc``, met writing ``path``: ``message`` is the English text of catalogue ``key``,
+        with ``{path}`` and ``{detail}`` (the system's reason, e.g. "No space left on device")."""
+        detail = exc.strerror or str(exc)
+        return cls(message.format(path=path, detail=detail), key=key, path=str(path), detail=detail)
+
 
 class CompareError(WebUIError):
     code = "invalid_comparison"

@@ -71,13 +71,8 @@ def _save_text(path: Path, text: str | None, what: str, key: str) -> None:
             if fresh:
                 atomic_write_text(path, text or "")
     except OSError as exc:
-        detail = exc.strerror or str(exc)
-        raise SaveError(
-            f"Could not save {what} to {path}: {detail}. Your text stays in the box; copy it somewhere safe.",
-            key=key,
-            path=str(path),
-            detail=detail,
-        ) from exc
+        message = f"Could not save {what} to {{path}}: {{detail}}. Your text stays in the box; copy it somewhere safe."
+        raise SaveError.writing(exc, path, message, key) from exc
 
 
 @dataclass

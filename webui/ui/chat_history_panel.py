@@ -208,14 +208,8 @@ class HistoryPanel:
                         files=files,
                     )
                 except OSError as exc:
-                    detail = exc.strerror or str(exc)
-                    raise SaveError(
-                        f"Could not write the download into {services.export_dir}: {detail}. The chat itself is "
-                        "unchanged.",
-                        key="error.export_chat",
-                        path=str(services.export_dir),
-                        detail=detail,
-                    ) from exc
+                    message = "Could not write the download into {path}: {detail}. The chat itself is unchanged."
+                    raise SaveError.writing(exc, services.export_dir, message, "error.export_chat") from exc
                 return str(path)
 
             return on_download

@@ -366,14 +366,12 @@ class ChatPage:
                 except ChatNotFoundError:
                     pass
                 except OSError as exc:
-                    path = self.services.chats.path_of(character, state[1])
-                    detail = exc.strerror or str(exc)
-                    failed = failed or SaveError(
-                        f"Could not save the chat's set-up to {path}: {detail}. It stays in the boxes, and the "
-                        "next message saves it with the chat.",
-                        key="error.save_chat_setup",
-                        path=str(path),
-                        detail=detail,
+                    failed = failed or SaveError.writing(
+                        exc,
+                        self.services.chats.path_of(character, state[1]),
+                        "Could not save the chat's set-up to {path}: {detail}. It stays in the boxes, and the next "
+                        "message saves it with the chat.",
+                        "error.save_chat_setup",
                     )
             if failed is not None:
                 raise failed

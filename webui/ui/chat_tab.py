@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 import gradio as gr
@@ -522,26 +523,26 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
     for edited in (message.input, message.blur):
         edited(on_typed, message, draft_failed, queue=False, show_progress="hidden", trigger_mode="always_last")
 
-    def idle(state: Any, character: str, lang: str) -> bool:
-        """Wait a moment for a reply being written into the open chat (a Stop just pressed) before a change
-        loads it; False (and a warning: nothing changed) if it still runs."""
-        if state and state[0] == character:
-            try:
-                services.chats.require_idle(services.chats.path_of(character, state[1]))
-            except ChatBusyError as exc:
-                warn(error_text(exc, lang), lang)
-                return False
-        return True
-
-    def save_change(chat: Chat, lang: str) -> bool:
-        """Save a change to the open chat's messages; False (and a warning: nothing changed) while a reply
-        is being written into it, whose next save would undo the change."""
+    def not_busy(step: Callable[[], object], lang: str) -> bool:
+        """Run ``step`` of a change to the open chat; False (and a warning: nothing changed) if a reply being
+        written into the chat refuses it (``ChatBusyError``: the reply's next save would undo the change)."""
         try:
-            services.chats.save_change(chat)
+            step()
         except ChatBusyError as exc:
             warn(error_text(exc, lang), lang)
             return False
         return True
+
+    def idle(state: Any, character: str, lang: str) -> bool:
+        """Wait a moment for a reply being written into the open chat (a Stop just pressed) before a change
+        loads it; False (and a warning) if it still runs."""
+        if not (state and state[0] == character):
+            return True
+        return not_busy(lambda: services.chats.require_idle(services.chats.path_of(character, state[1])), lang)
+
+    def save_change(chat: Chat, lang: str) -> bool:
+        """Save a change to the open chat's messages; False (and a warning) while a reply is written into it."""
+        return not_busy(lambda: services.chats.save_change(chat), lang)
 
     @ui_errors
     def on_remove(state: Any, character: str, waiting: list[Any] | None, meter_now: str | None) -> Any:

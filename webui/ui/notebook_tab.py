@@ -108,12 +108,12 @@ def build_notebook_tab(services: Services) -> dict[str, Any]:
         generating = tr("notebook.generating", lang)
         views = ViewFrames(viewed, lang)
         # The box is the model's while it writes (each frame sends the whole text, so a word typed meanwhile
-        # was erased by the next one): locked until the end; the follow-up step unlocks it whatever happened.
+        # was erased by the next one): locked until the end; an error and the follow-up step unlock it.
         locked = gr.update(value=out, interactive=False)
         yield locked, (tr("notebook.waiting", lang, n=waiting) if waiting else generating), prompt, *views.first()
         last_save = time.monotonic()
         frames = Frames(services.settings.ui_updates_per_second)
-        unlock = (gr.update(interactive=True), *(gr.skip() for _ in range(2 + len(views.first()))))
+        unlock = (gr.update(interactive=True), gr.skip(), gr.skip(), *(gr.skip() for _ in probs.outputs))
         try:
             for chunk in viewed if viewed is not None else job:
                 if chunk.text:
