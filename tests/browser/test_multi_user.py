@@ -318,6 +318,25 @@ def test_bob_has_no_admin_controls_and_the_server_refuses_them_when_called_direc
     assert len(bobs) >= len(refused), bobs
 
 
+def test_bob_logs_out_and_the_next_person_at_the_machine_gets_the_log_in_page(browser, lab):
+    """A class's shared machine: the page says whose it is and has a Log out that ends the session."""
+    page = log_in_page(browser, lab.url, *BOB)
+    button = page.locator("#log-out")
+    expect(button).to_be_visible()
+    expect(button).to_have_text("Log out (bob)")
+    button.click()
+    page.get_by_role("heading", name="Login").wait_for()
+    # the session is over, not only the page: a reload (the next person) gets the log-in form again
+    page.reload()
+    page.get_by_role("heading", name="Login").wait_for()
+    assert page.locator("#chat-box").count() == 0
+    close_page(page)
+    # and Alice, logging in at the same machine afterwards, sees her own name
+    page = log_in_page(browser, lab.url, *ALICE)
+    expect(page.locator("#log-out")).to_have_text("Log out (alice)")
+    close_page(page)
+
+
 def load_as(client: Any, name: str) -> Any:
     from reltools import endpoint_args
 
@@ -364,6 +383,7 @@ def test_a_folder_from_before_log_in_stays_the_first_admins(browser, tmp_path):
     srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM)
     try:
         page = open_app(browser, srv.url)  # no log-in: one local user
+        assert not page.locator("#log-out").is_visible(), "a Log out button on a page without log-in"
         type_everything(page, before)
         page.locator("#chat-input textarea").press("Enter")
         page.wait_for_function("() => document.querySelectorAll('#chat-box [data-testid=bot]').length === 1")

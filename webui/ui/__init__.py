@@ -20,7 +20,7 @@ from webui.ui.notebook_tab import build_notebook_tab, token_count_text
 from webui.ui.parameters_tab import build_parameters_tab, interactivity, loader_note
 from webui.ui.progress import narrow_progress_targets
 from webui.ui.sampling_tab import build_sampling_tab
-from webui.ui.session import page_services
+from webui.ui.session import page_services, request_user
 
 TITLE = "Local LLM Web UI"
 
@@ -32,6 +32,8 @@ CSS = """
 .option-switch { min-width: min(260px, 100%) !important; }
 /* a box whose text could not be saved says so under it (save_note) */
 .save-note, .save-note * { color: var(--error-text-color) !important; }
+/* the log-out button beside the language menu keeps a button's height */
+#log-out { align-self: center; flex-grow: 0; }
 """
 
 KEYBOARD_JS = """
@@ -179,6 +181,10 @@ def build_ui(services: Services) -> gr.Blocks:
                 min_width=170,
                 visible=forced is None,  # --language: every page's, nothing to choose
             )
+            # With log-in: whose page this is, and Gradio's /logout (a shared lab machine needs one).
+            log_out = gr.Button(
+                t("app.log_out"), link="/logout", elem_id="log-out", visible=False, scale=0, min_width=140, size="sm"
+            )
         with gr.Tabs():
             with gr.Tab(t("tab.model"), id="model") as model_tab:
                 model = build_model_tab(services)
@@ -260,10 +266,17 @@ def build_ui(services: Services) -> gr.Blocks:
         def tab_names_and_notes() -> list[Any]:
             return [*tab_names(), status_text(services), loader_note(services), *probability_note_texts()]
 
+        def log_out_button() -> Any:
+            user = request_user(services)
+            if user is None:
+                return gr.update(visible=False)
+            return gr.update(value=tr("app.log_out_as", page_language(), name=user.name), visible=True)
+
         picked = on_pick(language, on_language, [language], None, queue=False)
         picked.then(None, language, None, js=APPLY_LANGUAGE_JS, queue=False).then(
             tab_names_and_notes, None, [*tabs, *notes], queue=False, show_progress="hidden"
         ).then(None, js=LANGUAGE_SHOWN_JS, queue=False)
+        picked.then(log_out_button, None, log_out, queue=False, show_progress="hidden")
         # (with --language the menu is hidden and the page keeps Gradio's choice: every code shows that language)
         loaded = demo.load(
             lambda: services.settings.ui_language if forced is None else "auto", None, language, queue=False
@@ -274,6 +287,7 @@ def build_ui(services: Services) -> gr.Blocks:
 
         mark_when_answered(
             [
+                demo.load(log_out_button, None, log_out, queue=False),
                 demo.load(
                     on_page_load,
                     None,
