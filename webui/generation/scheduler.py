@@ -216,6 +216,23 @@ _FIRST_GUESS_SECONDS = 10.0
 _ESTIMATE_WINDOW = 20
 
 
+#: Tokens a running job must have written before its own speed is trusted for the time it has left.
+_RATE_MIN_TOKENS = 8
+
+
+def _seconds_to_max_tokens(job: GenerationJob) -> float:
+    """At most how long ``job`` still writes: its tokens left to ``max_tokens`` at its speed so far
+    (0 before it has written enough to tell its speed). An upper bound: the model may end sooner."""
+    stats = job.stats
+    if stats is None or stats.ttft_seconds is None or stats.completion_tokens < _RATE_MIN_TOKENS:
+        return 0.0
+    writing = stats.total_seconds - stats.ttft_seconds
+    if writing <= 0:
+        return 0.0
+    rate = stats.completion_tokens / writing
+    return max(0, job.params.max_tokens - stats.completion_tokens) / rate
+
+
 def _next_item(pending: list[_Item], served: dict[str | None, int]) -> _Item:
     """The item to run next: a function at the head runs; otherwise, among the jobs sent before the
     next function, the oldest job of the user served longest ago (never served: first)."""
@@ -388,8 +405,10 @@ class Generator:
             ahead = self._ahead_in(order, task)
             if not ahead:
                 return None
-            running: _Item | None = self.active if self.active is not None else self._active_task
-            return ahead, self._remaining(running, now) + sum(self._guess(item) for item in before)
+            # a load starts once every running request has ended (with parallel slots, the longest of them)
+            running: list[_Item] = [*self._running] or ([self._active_task] if self._active_task else [])
+            left = max((self._remaining(item, now) for item in running), default=0.0)
+            return ahead, left + sum(self._guess(item) for item in before)
 
     def queue_view(self, viewer: str | None, is_admin: bool) -> list[dict[str, Any]]:
         """The queue as ``viewer`` may see it, running item first: position, whose (others' names only
@@ -459,7 +478,11 @@ class Generator:
     def _remaining(self, running: _Item | None, now: float) -> float:
         if running is None or running.started_at is None:
             return 0.0
-        return max(0.0, self._guess(running) - (now - running.started_at))
+        left = self._guess(running) - (now - running.started_at)
+        if left <= 0 and isinstance(running, GenerationJob):
+            # longer than the usual here (a long story): its own speed and tokens left say more than "about 0 s"
+            left = _seconds_to_max_tokens(running)
+        return max(0.0, left)
 
     def _entry(
         self, item: _Item, position: int, state: str, wait: float, viewer: str | None, is_admin: bool, now: float
