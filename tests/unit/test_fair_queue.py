@@ -292,12 +292,16 @@ def test_a_reply_running_longer_than_usual_is_given_the_time_its_tokens_left_tak
     job = GenerationJob(lambda loaded, params: Prepared("p"), SamplingParams(max_tokens=300))
     now = time.perf_counter()
     job.started_at = now - 5.0
-    job.stats = GenerationStats(model="m", loader="fake", seed=1, completion_tokens=100, ttft_seconds=0.5, total_seconds=5.0)
+    job.stats = GenerationStats(
+        model="m", loader="fake", seed=1, completion_tokens=100, ttft_seconds=0.5, total_seconds=5.0
+    )
     # 100 tokens in 4.5 s of writing: 200 left take 9 s
     assert gen._remaining(job, now) == pytest.approx(9.0, rel=0.01)
     job.stats.completion_tokens = 300  # at max_tokens: it ends at once
     assert gen._remaining(job, now) == 0.0
-    job.stats = GenerationStats(model="m", loader="fake", seed=1, completion_tokens=3, ttft_seconds=4.0, total_seconds=5.0)
+    job.stats = GenerationStats(
+        model="m", loader="fake", seed=1, completion_tokens=3, ttft_seconds=4.0, total_seconds=5.0
+    )
     assert gen._remaining(job, now) == 0.0  # too few tokens to tell its speed
     job.started_at = now - 0.25  # within the usual time: the usual time left
     assert gen._remaining(job, now) == pytest.approx(0.75, abs=0.01)
