@@ -108,6 +108,10 @@ def test_a_box_whose_text_cannot_be_saved_says_so_under_it_and_keeps_the_text(br
         page.locator("#chat-system textarea").click()
         page.keyboard.type("Be brief.")
         expect(page.locator("#chat-setup-save-note")).to_contain_text("Could not save your settings")
+        page.locator("#chat-tools .label-wrap").first.click()  # the Tools panel saves as it is ticked, too
+        calculate = page.locator("#chat-tools-list label", has_text="calculate").locator("input")
+        calculate.check()
+        expect(page.locator("#chat-tools-save-note")).to_contain_text("Could not save your settings")
         page.get_by_role("tab", name="Sampling").click()
         page.locator("#sampling-prompt textarea").click()
         page.keyboard.type("The sky is")
@@ -131,6 +135,11 @@ def test_a_box_whose_text_cannot_be_saved_says_so_under_it_and_keeps_the_text(br
         page.keyboard.type(" ")
         expect(page.locator("#chat-setup-save-note")).to_be_hidden()
         wait_until(lambda: system_prompt_saved(settings) == "Be brief. ", "saving the system prompt")
+        expect(calculate).to_be_checked()
+        page.locator("#chat-tools-rounds input[type=number]").fill("5")
+        page.locator("#chat-tools-rounds input[type=number]").press("Tab")
+        expect(page.locator("#chat-tools-save-note")).to_be_hidden()
+        wait_until(lambda: "calculate" in settings.read_text(encoding="utf-8"), "saving the ticked tool")
     finally:
         context.close()
         srv.stop()

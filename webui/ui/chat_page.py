@@ -336,12 +336,16 @@ class ChatPage:
             else:
                 save_or_warn(lambda: self.services.remember(chat_setup=merged))
 
-    def remember_tools(self, chat: Chat) -> None:
-        """``chat``'s tools and round limit are what the next new chat starts with."""
+    def remember_tools(self, chat: Chat, *, strict: bool = False) -> None:
+        """``chat``'s tools and round limit are what the next new chat starts with; a failed save is a
+        warning (``strict``: a :class:`SaveError`)."""
         tools = {k: v for k, v in chat.tool_setup().items() if k in REMEMBERED_TOOL_FIELDS}
         if tools != self.last_tool_setup():
             merged = {**self.last_setup(), **tools}
-            save_or_warn(lambda: self.services.remember(chat_setup=merged))
+            if strict:
+                self.services.remember(chat_setup=merged)
+            else:
+                save_or_warn(lambda: self.services.remember(chat_setup=merged))
 
     def keep_setup(self, state: Any, character: str, *values: Any) -> None:
         """The set-up inputs changed: save them into the open chat, and remember them for new chats.

@@ -21,11 +21,11 @@ from typing import Any
 import gradio as gr
 
 from webui.chat.history import DEFAULT_TOOL_ROUNDS, Chat
-from webui.errors import ChatNotFoundError, SettingsError
+from webui.errors import ChatNotFoundError, SaveError, SettingsError
 from webui.services import Services
 from webui.tools.types import ToolInfo
 from webui.ui.chat_page import ChatPage
-from webui.ui.common import save_or_warn, ui_errors
+from webui.ui.common import save_note, save_note_box, save_or_warn, ui_errors
 from webui.ui.i18n import page_language, t, tr
 
 #: Longest arguments text the approval row quotes (the call block in the chat has them all).
@@ -107,6 +107,8 @@ class ToolsPanel:
                 maximum=100,
                 elem_id="chat-tools-rounds",
             )
+            # (the panel saves as it is ticked, in unqueued events: a failed save is written here)
+            self.save_failed = save_note_box("chat-tools-save-note")
             self.allow_read_only = gr.Checkbox(
                 value=settings.tools_allow_read_only,
                 label=t("chat.tools_allow_read_only"),
@@ -245,16 +247,42 @@ class ToolsPanel:
             except ChatNotFoundError:
                 return None
 
-        def keep(state: Any, character: str, tools: list[str] | None, force: bool, rounds: float | None) -> None:
-            """The panel's values go into the open chat (saved) and are remembered for new chats."""
+        def keep_panel(state: Any, character: str, tools: list[str] | None, force: bool, rounds: float | None) -> None:
+            """The panel's values go into the open chat (saved) and are remembered for new chats (both tried;
+            a :class:`SaveError` if either could not be written)."""
             chat = saved_chat(state, character) or page.open_chat(state, character)
+            failed: SaveError | None = None
             if apply_panel(chat, self.usable(), tools, force, rounds) and saved_chat(state, character) is not None:
-                services.chats.save(chat, touch=False)
-            page.remember_tools(chat)
+                try:
+                    services.chats.save(chat, touch=False)
+                except OSError as exc:
+                    failed = SaveError.writing(
+                        exc,
+                        services.chats.path_of(chat.character, chat.id),
+                        "Could not save the chat's tools to {path}: {detail}. The ticks stay, and the next message "
+                        "saves them with the chat.",
+                        "error.save_chat_tools",
+                    )
+            try:
+                page.remember_tools(chat, strict=True)
+            except SaveError as exc:
+                failed = failed or exc
+            if failed is not None:
+                raise failed
+
+        def keep(state: Any, character: str, tools: list[str] | None, force: bool, rounds: float | None) -> Any:
+            return save_note(lambda: keep_panel(state, character, tools, force, rounds))
 
         inputs = [current, character_dd, self.tools, self.force, self.rounds]
         for trigger in (self.tools.input, self.force.input, self.rounds.input, self.rounds.blur):
-            trigger(ui_errors(keep), inputs, None, queue=False, show_progress="hidden", trigger_mode="always_last")
+            trigger(
+                ui_errors(keep),
+                inputs,
+                self.save_failed,
+                queue=False,
+                show_progress="hidden",
+                trigger_mode="always_last",
+            )
 
         def on_reload(state: Any, character: str) -> list[Any]:
             if services.is_admin:
@@ -282,10 +310,10 @@ class ToolsPanel:
         self.mcp_save.click(on_mcp_save, [self.mcp_editor, current, character_dd], listing_outs)
 
         @ui_errors
-        def on_read_only(allowed: bool) -> None:
-            save_or_warn(lambda: services.remember(tools_allow_read_only=bool(allowed)))
+        def on_read_only(allowed: bool) -> Any:
+            return save_note(lambda: services.remember(tools_allow_read_only=bool(allowed)))
 
-        self.allow_read_only.input(on_read_only, self.allow_read_only, None, queue=False)
+        self.allow_read_only.input(on_read_only, self.allow_read_only, self.save_failed, queue=False)
 
         @ui_errors
         def on_folder(text: str) -> str:
