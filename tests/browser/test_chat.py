@@ -432,10 +432,13 @@ def test_a_new_chat_opened_during_a_reply_stays_on_screen_and_the_reply_goes_on_
     start_long_reply(page, "Write a very long story about a lighthouse keeper.", "200", 20)
     page.locator("#chat-new").click()
     page.wait_for_function("() => document.querySelectorAll('#chat-box [data-testid=user]').length === 0")
+    page.wait_for_timeout(500)
+    meter = page.locator("#chat-meter").inner_text()  # the new chat's prompt size
     page.wait_for_function(  # the reply ends, off screen
         "() => !document.querySelector('#chat-send').classList.contains('generating')", timeout=180_000
     )
     assert page.locator("#chat-box [data-testid=user]").count() == 0  # the new chat is still the one shown
+    assert page.locator("#chat-meter").inner_text() == meter, "the story's prompt size was drawn under the new chat"
     open_parameters(page)
     page.locator("#param-ban_eos_token input[type=checkbox]").uncheck()
     set_number(page, "param-max_tokens", "20")

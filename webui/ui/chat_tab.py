@@ -281,17 +281,19 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
         def out(view: Any, send_button: Any = keep) -> tuple[Any, ...]:
             # another chat opened on this page meanwhile: the reply goes on into its own chat, off screen
+            # (and the lines about it - its prompt's size, template note, tool notice, a call waiting for Run -
+            # are not drawn over the chat shown)
             away = chat is not None and not page.shows(session, chat)
             return (
                 keep if away else view,
                 ui["box"],
                 keep if away else ui["opened"],
-                ui["meter"],
-                ui["note"],
+                keep if away else ui["meter"],
+                keep if away else ui["note"],
                 send_button,
                 None,
-                ui["tool_note"],
-                *approval,
+                keep if away else ui["tool_note"],
+                *([keep] * len(approval) if away else approval),
                 *files,
             )
 
