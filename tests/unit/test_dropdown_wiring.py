@@ -40,3 +40,17 @@ def test_no_dropdown_handler_bypasses_on_pick(user_dir):
     assert not wrong, f"dropdown handlers not wired with on_pick: {wrong}"
     # the ones users pick in most, as a check that this test sees the handlers at all
     assert {"preset-dropdown", "chat-character", "model-dropdown", "ui-language"} <= picked, picked
+
+
+def test_a_closed_page_leaves_no_entry_in_the_chat_pages_record(user_dir):
+    """ChatPage.showing (which chat each page has open) forgets a page when Gradio unloads it (closed or
+    reloaded), so the record does not grow by one entry per page opened for as long as the server runs."""
+    from types import SimpleNamespace
+
+    demo = build_ui(Services.build(Settings(user_data_dir=user_dir)))
+    unloads = [fn for fn in demo.fns.values() if any(target[1] == "unload" for target in fn.targets)]
+    assert len(unloads) == 1, unloads
+    page = unloads[0].fn.__self__
+    page.showing.update({"page-1": ("Assistant", "a"), "page-2": ("Assistant", "b")})
+    unloads[0].fn(SimpleNamespace(session_hash="page-1"))
+    assert page.showing == {"page-2": ("Assistant", "b")}

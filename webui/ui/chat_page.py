@@ -310,6 +310,10 @@ class ChatPage:
             self.showing[session] = opened
         return opened
 
+    def forget_page(self, request: gr.Request) -> None:
+        """The page closed or reloaded (Gradio's unload): its entry in :attr:`showing` goes."""
+        self.showing.pop(request.session_hash or "", None)
+
     def shows(self, session: str, chat: Chat) -> bool:
         """Whether the page of ``session`` shows ``chat`` (True when it is not known)."""
         return self.showing.get(session, (chat.character, chat.id)) == (chat.character, chat.id)

@@ -801,7 +801,10 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             window_box,
         ],
         "stop": stop,
-        "after_build": lambda demo: show_stats_after_writes(demo, chatbot, reply_stats),
+        "after_build": lambda demo: (
+            show_stats_after_writes(demo, chatbot, reply_stats),
+            demo.unload(page.forget_page),  # (ChatPage.showing keeps no entry of a closed page)
+        ),
     }
 
 
