@@ -460,6 +460,10 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
 
     param_inputs: list[Any] = []
 
+    def after_build(demo: gr.Blocks) -> None:
+        show_stats_after_writes(demo, chatbot, reply_stats)
+        demo.unload(page.forget_page)  # (ChatPage.showing keeps no entry of a closed page)
+
     def wire(param_components: list[Any], preset_state: tuple[Any, list[Any]] | None = None) -> None:
         param_inputs.extend(param_components)
         common = [
@@ -801,10 +805,7 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
             window_box,
         ],
         "stop": stop,
-        "after_build": lambda demo: (
-            show_stats_after_writes(demo, chatbot, reply_stats),
-            demo.unload(page.forget_page),  # (ChatPage.showing keeps no entry of a closed page)
-        ),
+        "after_build": after_build,
     }
 
 
