@@ -5,6 +5,7 @@ from __future__ import annotations
 import fastapi
 
 from webui.body_limit import BodySizeLimit
+from webui.page_compression import CompressedPage
 from webui.services import Services
 from webui.ui import TITLE, mount_ui
 
@@ -42,4 +43,5 @@ def create_app(services: Services) -> fastapi.FastAPI:
         max_bytes=int(settings.max_body_mb * 1_048_576),
         upload_bytes=int(settings.max_upload_mb * 1_048_576),
     )
+    app.add_middleware(CompressedPage)
     return mount_ui(app, services)
