@@ -279,6 +279,17 @@ def test_remote_loader_from_the_model_tab_streams_a_chat(browser, tmp_path):
         open_chat(page)
         send(page, "What is the capital of France? Answer in one sentence.")
         assert "Paris" in bot_texts(page)[-1]
+        # the server goes away: the next Send says why, and its message comes back into the box, not into the
+        # chat as a message with an empty reply (found by hand: a 0-token "reply" was saved)
+        stop_server(peer)
+        box = page.locator("#chat-input textarea")
+        box.fill("Are you still there?")
+        box.press("Enter")
+        expect(page.locator(".toast-body")).to_contain_text("Cannot connect", timeout=30_000)
+        expect(box).to_have_value("Are you still there?")
+        assert len(bot_texts(page)) == 1
+        (chat,) = saved_chats(ui)
+        assert [m["role"] for m in chat["messages"]] == ["user", "assistant"]
         page.close()
     finally:
         stop_server(ui)

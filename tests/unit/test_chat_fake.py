@@ -57,6 +57,45 @@ def test_send_saves_user_message_and_reply_with_stats(service):
     assert "You are Bot, talking to Ada." in prompt and prompt.endswith("<|im_start|>assistant\n")
 
 
+def test_a_reply_that_fails_before_its_first_word_leaves_no_empty_reply(service, monkeypatch):
+    """A remote server that is down fails after the prompt is made and before any text: no empty reply is
+    saved (it was, as a finished reply of 0 tokens), and the turn says so, so the page can take the Send
+    back into the box. A failure after some text keeps that text."""
+    from webui.errors import GenerationError
+
+    backend = service.generator.models.current.backend
+    chat = service.store.new("Bot")
+    run(service, chat, "send", "First")
+
+    def down(prompt, params, cancel, extras=None):
+        raise GenerationError("Cannot connect to http://peer: the connection was refused.")
+        yield  # (a generator, as the loaders' streams are)
+
+    monkeypatch.setattr(backend, "stream", down)
+    turn = start(service, chat, "send", "Are you there?")
+    with pytest.raises(GenerationError):
+        list(turn)
+    assert turn.unanswered
+    saved = service.store.load("Bot", chat.id)
+    assert [(m.role, m.content) for m in saved.messages] == [
+        ("user", "First"),
+        ("assistant", "0 1 2"),
+        ("user", "Are you there?"),
+    ]
+
+    def cut(prompt, params, cancel, extras=None):
+        yield from (c for c in type(backend).stream(backend, prompt, params, cancel) if c.finish_reason is None)
+        raise GenerationError("The connection was cut.")
+
+    assert remove_last(chat) == "Are you there?"  # (the page takes it back into the box)
+    monkeypatch.setattr(backend, "stream", cut)
+    turn = start(service, chat, "send", "Are you there?")
+    with pytest.raises(GenerationError):
+        list(turn)
+    assert not turn.unanswered
+    assert service.store.load("Bot", chat.id).messages[-1].content == "0 1 2"  # the text written is kept
+
+
 def test_regenerate_keeps_versions_continue_extends_edit_and_remove(service):
     chat = service.store.new("Bot")
     run(service, chat, "send", "Hi")

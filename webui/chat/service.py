@@ -84,6 +84,9 @@ class Turn:
         self.tool_calls: list[ToolCall] = []
         #: A line for the user about this turn (e.g. the round limit of tool calls was reached).
         self.notice = notice
+        #: Set when the turn has ended without a word from the model (it never ran, or failed first): the
+        #: reply it began is undone.
+        self.unanswered = False
 
     @property
     def prompt(self) -> Prompt | None:
@@ -143,11 +146,13 @@ class Turn:
             return splitter
 
         # Changes to the chat's messages from elsewhere wait for this reply or are refused (its saves would undo them).
+        failed, answered = False, False
         with store.writing(chat) if writes_chat else contextlib.nullcontext():
             try:
                 for chunk in self.job:
                     if not chunk.text and not chunk.reasoning and not chunk.tool_calls:
                         continue
+                    answered = True
                     splitter = splitter or begin()
                     generated += chunk.text
                     self.reasoning += chunk.reasoning  # a server that split it already
@@ -171,11 +176,16 @@ class Turn:
                         content += "".join(_calls_from(parser.finish()))
                     content += self._keep_calls(calls)
                     self._show(content)
+            except Exception:
+                failed = True
+                raise
             finally:
                 self.thinking = False
+                # The turn never ran (no model, a prompt that cannot fit...), or failed before the model wrote a
+                # thing (a remote server that is down): no empty reply is left, and a Send can be taken back.
+                self.unanswered = not answered and (self.job.prepared is None or failed)
                 if writes_chat:
-                    if self.job.prepared is None and not generated:
-                        # The turn never ran (no model, a prompt that cannot fit...): leave no empty reply.
+                    if self.unanswered:
                         self._undo()
                     else:
                         reply.set_text(self.text.rstrip())

@@ -423,9 +423,10 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
                 error = f"{error} {tr('attach.fit_hint', lang)}"
                 files[:] = attachments.values(attached, lang, offer=True)
             if turn is not None and chat is not None:
-                if action == "send" and turn.action == "send" and turn.job.prepared is None:
-                    # The model never saw it (unloaded meanwhile...): take the message back into the box,
-                    # and its files back into the chips, so a second Send does not leave it twice in the chat.
+                if action == "send" and turn.action == "send" and turn.unanswered:
+                    # The model never answered it (unloaded meanwhile, a remote server down...): take the message
+                    # back into the box, and its files back into the chips, so a second Send does not leave it
+                    # twice in the chat.
                     ui["box"] = remove_last(chat) or ui["box"]
                     keep_draft(ui["box"], lang)
                     save_or_warn(lambda: services.chats.save(chat), lang)
