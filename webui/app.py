@@ -31,11 +31,14 @@ def create_app(services: Services) -> fastapi.FastAPI:
         install_error_handlers(app)
         from webui.api.anthropic import create_messages_api
         from webui.api.embeddings import create_embeddings_api
+        from webui.api.llamacpp_compat import create_llamacpp_api
 
         # The Messages API first: the OpenAI router ends with a catch-all that answers unknown /v1 routes.
         app.include_router(create_messages_api(services), prefix="/v1")
         app.include_router(create_embeddings_api(services), prefix="/v1")
         app.include_router(create_api(services), prefix="/v1")
+        # llama.cpp server's /props and /tokenize: another copy's remote loader reads the template and counts tokens
+        app.include_router(create_llamacpp_api(services))
 
     settings = services.settings
     app.add_middleware(

@@ -68,15 +68,36 @@ def test_remote_errors_are_clear(llama_server):
 
 
 def test_our_own_api_as_remote(tmp_path):
-    srv = start_server(tmp_path, *make_dirs(tmp_path), "--api-key", "own", "--model", SMOLLM)
+    """This app with --api as another copy's remote: it streams, and through llama.cpp's /props and /tokenize
+    (found by hand: without them the remote copy used ChatML on a model with its own template, called it a base
+    model, and estimated every token count) the template, context size and token counts are the model's."""
+    import httpx
+    from gguf import GGUFReader
+
+    srv = start_server(tmp_path, *make_dirs(tmp_path), "--api-key", "own", "--model", SMOLLM, ctx_size=2048)
     try:
         models, gen = remote(srv.url + "/v1", "own")
         assert models.current.name == SMOLLM or models.current.name.endswith(".gguf")
-        text, _ = gen.generate(PARIS_PROMPT, GREEDY)
+        text, stats = gen.generate(PARIS_PROMPT, GREEDY)
         assert "Paris" in text
+        backend = models.current.backend
+        field = GGUFReader(srv.model_dir / SMOLLM).fields["tokenizer.chat_template"]
+        assert backend.chat_template == bytes(field.parts[field.data[0]]).decode("utf-8")  # the model's own
+        assert backend.n_ctx == 2048  # the server's context, not the 4096 asked for
+        assert stats.prompt_tokens > 5 and backend.tokens_estimated is False
         models.unload()
+        # the routes keep the API key, and refuse what they cannot honour
+        assert httpx.get(srv.url + "/props").status_code == 401
+        bad = httpx.post(srv.url + "/tokenize", json={"content": "hi", "with_pieces": True}, headers=OWN)
+        assert bad.status_code == 400 and "with_pieces" in bad.json()["error"]["message"]
+        plain = httpx.post(srv.url + "/tokenize", json={"content": "Hello"}, headers=OWN).json()["tokens"]
+        special = httpx.post(srv.url + "/tokenize", json={"content": "Hello", "add_special": True}, headers=OWN)
+        assert len(special.json()["tokens"]) >= len(plain) >= 1
     finally:
         stop_server(srv)
+
+
+OWN = {"Authorization": "Bearer own"}
 
 
 # What a misbehaving OpenAI-compatible server answers /v1/completions with, by the prompt sent.

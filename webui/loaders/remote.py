@@ -359,14 +359,20 @@ class RemoteBackend(Backend):
             if options.remote_api == "auto" and not probe.offered:
                 api = "chat"
             logprobs = probe.logprobs
-        template = None
-        try:  # llama.cpp's server tells its chat template
+        template, server_ctx = None, 0
+        try:  # llama.cpp's server (and this app's) tells its chat template and context size
             props = client.get("/props")
             if props.status_code == 200:
-                template = props.json().get("chat_template") or None
-        except (httpx.HTTPError, ValueError):
+                told = props.json()
+                template = told.get("chat_template") or None
+                settings = told.get("default_generation_settings")
+                n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+                server_ctx = n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else 0
+        except (httpx.HTTPError, ValueError, AttributeError):
             pass
-        return cls(client, url, model, options.n_ctx or 4096, template, api, logprobs)
+        # (never more than the server holds: a longer prompt would be the server's error, not our truncation)
+        n_ctx = min(options.n_ctx or server_ctx, server_ctx) if server_ctx else options.n_ctx or 4096
+        return cls(client, url, model, n_ctx, template, api, logprobs)
 
     def tokenize(self, text: str) -> list[int]:
         candidates = [self._tokenize_path] if self._tokenize_path else ["/extras/tokenize", "/tokenize"]
