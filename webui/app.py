@@ -5,6 +5,7 @@ from __future__ import annotations
 import fastapi
 
 from webui.body_limit import BodySizeLimit
+from webui.json_bodies import JsonBodies
 from webui.page_compression import CompressedPage
 from webui.services import Services
 from webui.ui import TITLE, mount_ui
@@ -46,5 +47,6 @@ def create_app(services: Services) -> fastapi.FastAPI:
         max_bytes=int(settings.max_body_mb * 1_048_576),
         upload_bytes=int(settings.max_upload_mb * 1_048_576),
     )
+    app.add_middleware(JsonBodies)  # curl -d '{...}' (no Content-Type) reads as the JSON it is
     app.add_middleware(CompressedPage)
     return mount_ui(app, services)
