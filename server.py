@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings_file = launch.settings_file(overrides)
     try:
-        settings = Settings.from_file(settings_file, overrides)
+        # (a settings file broken by hand is set aside or its bad values left out, and the start says so)
+        settings = Settings.from_file(settings_file, overrides, repair=True)
         settings.ui_credentials()  # a bad --gradio-auth-path file stops the start, before a model loads
     except WebUIError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic.fields import FieldInfo
 
 from webui.errors import SettingsError
@@ -345,22 +346,97 @@ class Settings(BaseModel):
         return warnings
 
     @classmethod
-    def from_file(cls, path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
-        """Settings from a YAML file (missing file: defaults) with ``overrides`` on top."""
+    def from_file(cls, path: Path | None, overrides: dict[str, Any] | None = None, *, repair: bool = False) -> Settings:
+        """Settings from a YAML file (missing file: defaults) with ``overrides`` on top.
+
+        ``repair`` (the server's start): a file that cannot be read is moved aside (``settings.yaml.broken-<time>``,
+        kept for the user to fix) and the defaults are used; values in the file that are not valid are left out
+        (the file keeps them) - each said in :attr:`notices`, so a hand edit gone wrong never stops the app from
+        starting. A bad value given on the command line still stops the start.
+        """
         data: dict[str, Any] = {}
+        notices: list[str] = []
         if path is not None and Path(path).exists():
-            data = read_yaml(Path(path))
+            try:
+                data = read_yaml(Path(path))
+            except SettingsError as exc:
+                if not repair:
+                    raise
+                aside = _move_aside(Path(path))
+                notices.append(
+                    f"{path} could not be read ({exc.message}), so the app started with the default settings. "
+                    f"The file is kept as {aside.name}: fix it and rename it back to {Path(path).name}, or delete it."
+                )
             unknown = set(data) - set(cls.model_fields)
             if unknown:
                 log.warning("Ignoring unknown keys in %s: %s", path, ", ".join(sorted(unknown)))
         overrides = dict(overrides or {})
         load_over = overrides.pop("load", {}) or {}
-        data.update(overrides)
-        data["load"] = {**(data.get("load") or {}), **load_over}
+        merged = {**data, **overrides, "load": {**(data.get("load") or {}), **load_over}}
         try:
-            return cls.model_validate(data)
+            settings = cls.model_validate(merged)
         except ValidationError as exc:
-            raise SettingsError(f"Invalid settings: {exc}") from exc
+            bad = _file_values_in(exc, merged, overrides, load_over) if repair else []
+            if not bad:
+                raise SettingsError(f"Invalid settings: {exc}") from exc
+            for keys, problem in bad:
+                holder = merged["load"] if keys[0] == "load" else merged
+                value = holder.pop(keys[-1], None)
+                notices.append(
+                    f"{path}: {'.'.join(keys)}: {value!r} is not a valid value ({problem}); the default is used. "
+                    "Fix or remove it in the file."
+                )
+            try:
+                settings = cls.model_validate(merged)
+            except ValidationError as again:
+                raise SettingsError(f"Invalid settings: {again}") from again
+        for notice in notices:
+            log.warning("%s", notice)
+        settings._notices = notices
+        return settings
+
+    #: What the start had to do about a broken settings file (see :meth:`from_file`): shown at start and
+    #: in the Model tab.
+    _notices: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notices(self) -> list[str]:
+        return list(self._notices)
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a settings file that cannot be read to ``<name>.broken-<time>`` (never over another one)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.broken-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.broken-{stamp}-{n}")
+    os.replace(path, aside)
+    return aside
+
+
+def _file_values_in(
+    exc: ValidationError, merged: dict[str, Any], overrides: dict[str, Any], load_over: dict[str, Any]
+) -> list[tuple[tuple[str, ...], str]]:
+    """The settings-file values ``exc`` finds invalid, as (key path, problem); [] when any invalid value came
+    from the command line or the environment (that stops the start) or cannot be told."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error.get("loc", ()))
+        if not loc:
+            return []
+        if loc[0] == "load" and len(loc) > 1:
+            keys: tuple[str, ...] = ("load", loc[1])
+            given = loc[1] in load_over or loc[1] not in (merged.get("load") or {})
+        else:
+            keys = (loc[0],)
+            given = loc[0] in overrides or loc[0] not in merged
+        if given:
+            return []
+        if keys not in [k for k, _ in found]:
+            found.append((keys, str(error.get("msg", "invalid"))))
+    return found
 
 
 def parse_credentials(text: str, source: str) -> list[tuple[str, str]]:

@@ -106,13 +106,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, in one line ("expected ',' or ']', but got ':' at line 2, column 11"); the
+    parser's own text spans lines and quotes a "<unicode string>" that a Markdown page would take for a tag."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; an empty file is ``{}``; anything else is a :class:`SettingsError`."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise SettingsError(f"{path.name} is not valid YAML: {exc}") from exc
+        raise SettingsError(f"{path.name} is not valid YAML: {yaml_problem(exc)}") from exc
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{path.name} is not UTF-8 text.") from exc
     if data is None:

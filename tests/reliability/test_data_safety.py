@@ -103,3 +103,46 @@ def test_damaged_chats_are_listed_by_name_and_never_overwritten(old_user_dir):
     services.chats.rename("Assistant", "tgwui", "Renamed")
     for name in ("damaged.json", "wrong-shape.json"):
         assert (chats / name).read_bytes() == before[name]
+
+
+# ---- a settings file broken by hand --------------------------------------------------------------------
+
+
+def test_a_settings_file_broken_by_hand_is_set_aside_and_the_app_starts(tmp_path):
+    """Not valid YAML: the start stopped with "error: settings.yaml is not valid YAML", so the one-command
+    start failed until the student found the file. Now the file is kept aside (nothing lost), the app starts
+    with the defaults, and the start and the Model tab say what happened and how to fix it."""
+    import httpx
+
+    from harness import make_dirs, start_server, stop_server
+    from testdata import SMOLLM
+
+    model_dir, user_dir = make_dirs(tmp_path)
+    broken = 'preset: [unclosed\nchat_character: "Assistant\n'
+    (user_dir / "settings.yaml").write_text(broken, encoding="utf-8")
+    srv = start_server(tmp_path, model_dir, user_dir, "--model", SMOLLM)
+    try:
+        assert srv.health()["model"] == SMOLLM  # it started, and loaded the model
+        (aside,) = user_dir.glob("settings.yaml.broken-*")
+        assert aside.read_text(encoding="utf-8") == broken  # kept as it was
+        assert not (user_dir / "settings.yaml").exists()
+        page = httpx.get(srv.url + "/config", timeout=30).text  # (the Model tab's note is in the page's config)
+        assert "could not be read" in page and aside.name in page and "at line 2" in page
+        assert "could not be read" in srv.log.read_text(encoding="utf-8")
+    finally:
+        stop_server(srv)
+
+
+def test_bad_values_in_the_settings_file_are_left_out_with_a_notice_and_the_rest_kept(tmp_path):
+    path = tmp_path / "settings.yaml"
+    path.write_text("preset: Creative\nlisten_port: lots\nload:\n  n_ctx: -5\n  threads: 2\n", encoding="utf-8")
+    with pytest.raises(SettingsError):  # without repair (a tool reading the file): refused as before
+        Settings.from_file(path, {"user_data_dir": tmp_path})
+    settings = Settings.from_file(path, {"user_data_dir": tmp_path}, repair=True)
+    assert (settings.preset, settings.load.threads) == ("Creative", 2)  # the good values are kept
+    assert settings.listen_port == Settings().listen_port and settings.load.n_ctx == Settings().load.n_ctx
+    assert [n.split(": ")[1] for n in settings.notices] == ["listen_port", "load.n_ctx"]
+    assert path.read_text(encoding="utf-8").startswith("preset: Creative")  # the file is not changed
+    # a bad value given at this start (command line, environment) still stops it
+    with pytest.raises(SettingsError):
+        Settings.from_file(path, {"user_data_dir": tmp_path, "listen_port": "x"}, repair=True)

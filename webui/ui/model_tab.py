@@ -12,6 +12,7 @@ others see the models they may use (the loaded one, and --user-models) and a not
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import gradio as gr
@@ -226,6 +227,13 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         )
         unload_btn = gr.Button(t("model.unload"), elem_id="model-unload", visible=admin)
     role_note = gr.Markdown(t("roles.model_note"), elem_id="model-role-note", visible=not admin)
+    # A settings file broken by hand did not stop the start: what was set aside or left out, and how to fix it
+    # (the details name files and the YAML parser's words, in English)
+    start_notes = services.root.settings.notices
+    with gr.Group(visible=bool(start_notes), elem_id="start-notes"):
+        gr.Markdown(t("app.start_notes"))
+        notes = "\n\n".join(f"⚠ {html.escape(note)}" for note in start_notes)
+        gr.Markdown(notes, elem_classes=["save-note"])
     status = gr.Markdown(status_text(services), elem_id="model-status")
     guide = gr.Markdown(t("model.guide"), elem_id="first-run-guide", visible=current is None)
     info = gr.Markdown(info_text(services, initial, options.n_ctx, ui_projector(options.mmproj)), elem_id="model-info")
