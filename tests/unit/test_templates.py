@@ -259,6 +259,14 @@ def test_choose_fallback_without_a_model_template(shipped, model_template):
     )
 
 
+def test_a_servers_model_without_a_told_template_is_not_called_a_base_model(shipped):
+    """The remote loader's model: a server that does not tell the template says nothing of the model (found by
+    hand: a chat model behind such a server was called "not trained to chat")."""
+    template, note = choose_template(None, None, shipped, {"remote.api": "/v1/completions"})
+    assert template.name == "ChatML"
+    assert "Base model" not in note and note.startswith("The server does not tell its model's chat template")
+
+
 @pytest.mark.parametrize(
     ("metadata", "expected"),
     [

@@ -108,7 +108,6 @@ class Turn:
     def __iter__(self) -> Iterator[str]:
         store, chat, reply = self._service.store, self.chat, self._reply
         writes_chat = self.action != "impersonate"
-        generated = ""
         content = ""
         splitter: ReasoningSplitter | None = None
         last_save = time.monotonic()
@@ -154,7 +153,6 @@ class Turn:
                         continue
                     answered = True
                     splitter = splitter or begin()
-                    generated += chunk.text
                     self.reasoning += chunk.reasoning  # a server that split it already
                     take(splitter.feed(chunk.text))
                     for delta in chunk.tool_calls or []:  # a chat server parsed them itself

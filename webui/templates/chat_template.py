@@ -290,6 +290,18 @@ def choose_template(
     if not model_template or not model_template.strip():
         family = family_template(metadata or {})
         name = family if family and family in store.names() else FALLBACK_TEMPLATE_NAME
+        if (metadata or {}).get("remote.api"):
+            # a server's model: the server did not tell its template, which says nothing of the model
+            return (
+                store.load(name),
+                Keyed(
+                    f"The server does not tell its model's chat template (llama.cpp's server and this app do, at "
+                    f"/props): using instruction template {name}. If the replies look wrong, pick the model's "
+                    "template here.",
+                    "template.note_remote",
+                    name=name,
+                ),
+            )
         return (
             store.load(name),
             Keyed(
