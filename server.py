@@ -62,6 +62,45 @@ def model_menu(names: list[str], model_dir: Path) -> str | None:
         print(f"Type a number from 0 to {len(names)}.", flush=True)
 
 
+def stopping_server_class() -> type:
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        """uvicorn's server that stops every running generation at Ctrl+C (SIGINT) or SIGTERM.
+
+        uvicorn waits for open connections to close before it stops, and a page's stream stays open until its
+        reply ends: Ctrl+C during a long reply waited for all of it (30 s was seen by hand). Now each reply is
+        stopped as Stop stops it (saved as far as it got) and the server exits within a second or two.
+        """
+
+        def __init__(self, config: uvicorn.Config, services: Any) -> None:
+            super().__init__(config)
+            self.services = services
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            try:
+                self.services.stop_generating()
+                self.end_heartbeats()
+            finally:
+                super().handle_exit(sig, frame)
+
+        def end_heartbeats(self) -> None:
+            """Each open page holds a heartbeat stream that ends only when the page closes (uvicorn would wait
+            for it): Gradio ends them when its stop event is set, as its own launch() does on close."""
+            import asyncio
+
+            for route in getattr(self.config.app, "routes", []):
+                event = getattr(getattr(route, "app", None), "stop_event", None)
+                if event is None:
+                    continue
+                try:
+                    asyncio.get_running_loop().call_soon_threadsafe(event.set)
+                except RuntimeError:  # (no loop running in this thread)
+                    event.set()
+
+    return StoppingServer
+
+
 def main(argv: list[str] | None = None) -> int:
     overrides, launch = read_options(argv, os.environ)
     logging.basicConfig(
@@ -117,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{bar}\n{warning}\n{bar}", file=sys.stderr, flush=True)
     app = create_app(services)
     url = f"http://{'127.0.0.1' if settings.host == '0.0.0.0' else settings.host}:{settings.listen_port}"
-    config = uvicorn.Config(app, host=settings.host, port=settings.listen_port, log_level="warning")
-    server = uvicorn.Server(config)
+    # (a stream still open 5 s after Ctrl+C is closed: the replies were stopped at once, see StoppingServer)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.listen_port, log_level="warning", timeout_graceful_shutdown=5
+    )
+    server = stopping_server_class()(config, services)
 
     def announce() -> None:
         while not server.started:

@@ -193,6 +193,15 @@ class Services:
                 log.error("The embedding model %s was not loaded: %s", settings.embedding_model, exc.message)
         return services
 
+    def stop_generating(self) -> None:
+        """The server is stopping (Ctrl+C): every reply, notebook text, comparison and tool call stops now, as
+        with Stop, so each is saved as far as it got and the pages' streams close; the server does not wait
+        for a long reply to run to its end."""
+        self.cancels.stop_all()
+        count = self.generator.cancel_all()
+        if count:
+            log.info("Stopping: %d generation(s) stopped", count)
+
     def close(self) -> None:
         """Stop what runs beside the app (MCP servers, the embedding model); called when the server stops."""
         self.mcp.stop()

@@ -142,3 +142,43 @@ def test_sigkill_during_chat_preset_download_and_autosave(tmp_path, monkeypatch,
         hub.stop()
     print(f"kills: {len(rounds)} {tally}; chats that were streaming when killed: {sum(r.streamed for r in rounds)}")
     assert len(rounds) == KILLS
+
+
+def test_ctrl_c_stops_the_running_replies_and_the_server_exits_with_a_page_open(tmp_path):
+    """Found by hand: Ctrl+C during a long reply left the server running until the reply ended, and with a page
+    open (its heartbeat stream never ends by itself) until the page was closed. Now Ctrl+C stops each reply as
+    Stop does (its text so far kept) and ends the pages' streams, and the server exits."""
+    import httpx
+
+    srv = start_server(tmp_path, *make_dirs(tmp_path), "--model", SMOLLM, "--api")
+    page_open = threading.Event()
+
+    def heartbeat() -> None:  # what an open page holds
+        try:
+            with httpx.stream("GET", srv.url + "/gradio_api/heartbeat/open-page", timeout=None) as r:
+                for _ in r.iter_lines():
+                    page_open.set()
+        except httpx.HTTPError:
+            pass
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    assert page_open.wait(30), "the heartbeat stream did not open"
+    body = {"prompt": "Once upon a time", "max_tokens": 1900, "ban_eos_token": True, "stream": True}
+    lines: list[str] = []
+    with httpx.stream("POST", srv.url + "/v1/completions", json=body, timeout=120) as reply:
+        try:
+            for line in reply.iter_lines():  # (read on until the server ends the reply)
+                lines.append(line)
+                if len([x for x in lines if x.startswith("data: {")]) == 5:
+                    srv.process.send_signal(signal.SIGINT)  # Ctrl+C in the terminal
+        except httpx.HTTPError:
+            pass
+    try:
+        code = srv.process.wait(90)
+    except Exception:
+        srv.process.kill()
+        raise AssertionError(f"server.py did not exit after Ctrl+C: {srv.log.read_text()[-2000:]}") from None
+    assert code in (0, -signal.SIGINT), code  # (uvicorn ends by raising the signal it caught, as Ctrl+C does)
+    chunks = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+    assert len(chunks) < 1000, "the reply ran on to its end after Ctrl+C"
+    assert "Stopping: 1 generation(s) stopped" in srv.log.read_text(encoding="utf-8")

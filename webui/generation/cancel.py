@@ -43,6 +43,13 @@ class Cancels:
             event.set()
         return bool(events)
 
+    def stop_all(self) -> None:
+        """Stop every generation and tool call of every key (the server is stopping)."""
+        with self._lock:
+            events = [event for events in self._events.values() for event in events]
+        for event in events:
+            event.set()
+
     def running(self, key: str) -> int:
         with self._lock:
             return len(self._events.get(key, []))

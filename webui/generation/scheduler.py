@@ -359,6 +359,15 @@ class Generator:
             raise task.error
         return task.result
 
+    def cancel_all(self) -> int:
+        """Stop every generation, running or waiting (the server is stopping): each ends as a Stop ends it,
+        its text so far saved by whoever streams it. How many were told."""
+        with self._lock:
+            jobs = [*self._running, *(item for item in self._pending if isinstance(item, GenerationJob))]
+        for job in jobs:
+            job.cancel.set()
+        return len(jobs)
+
     def waiting(self) -> int:
         """Jobs (and model loads) waiting behind the running one."""
         with self._lock:
