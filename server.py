@@ -124,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     except WebUIError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    services = Services.build(settings, settings_file)
+    try:
+        services = Services.build(settings, settings_file)
+    except WebUIError as exc:  # a users or API keys file broken by hand: the start stops (log-in must not go), clearly
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
     default_model = launch.default_model
     if launch.model_menu:
         picked = model_menu(services.models.list_models(), services.models.model_dir)

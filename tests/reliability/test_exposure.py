@@ -178,3 +178,23 @@ def test_bad_login_file_stops_the_start(tmp_path):
     )
     assert out.returncode == 2 and "not 'user:password'" in out.stderr
     assert "just-a-password" not in out.stderr
+
+
+def test_a_users_file_broken_by_hand_stops_the_start_with_a_clear_error(tmp_path):
+    """Log-in must not silently go, so a broken users.yaml stops the start - with one line saying where, not a
+    Python traceback (found by hand)."""
+    import subprocess
+    import sys
+
+    from testdata import PROJECT_DIR
+
+    (tmp_path / "users.yaml").write_text("users: [alice, bob\n", encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "server.py"), "--user-data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "users.yaml is not valid YAML" in out.stderr and "at line 2" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -25,6 +25,7 @@ import yaml
 from webui.accounts.names import canonical_key, check_user_name, name_in_file, user_folder
 from webui.accounts.passwords import is_hashed, is_valid_hash, verify_password, waste_a_check
 from webui.errors import InvalidNameError, SettingsError
+from webui.storage import yaml_problem
 
 Role = Literal["admin", "user"]
 ROLES: tuple[Role, ...] = ("admin", "user")
@@ -132,7 +133,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no Python objects
     except yaml.YAMLError as exc:
-        raise SettingsError(f"{path} is not valid YAML: {exc}") from exc
+        raise SettingsError(f"{path} is not valid YAML: {yaml_problem(exc)}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
