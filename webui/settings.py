@@ -362,10 +362,13 @@ class Settings(BaseModel):
             except SettingsError as exc:
                 if not repair:
                     raise
-                aside = _move_aside(Path(path))
+                try:
+                    kept = f"The file is kept as {_move_aside(Path(path)).name}: fix it and rename it back to "
+                    kept += f"{Path(path).name}, or delete it."
+                except OSError as moving:  # (a read-only folder): it stays, and saving settings says it cannot
+                    kept = f"It could not be set aside ({moving.strerror or moving}): fix or delete it."
                 notices.append(
-                    f"{path} could not be read ({exc.message}), so the app started with the default settings. "
-                    f"The file is kept as {aside.name}: fix it and rename it back to {Path(path).name}, or delete it."
+                    f"{path} could not be read ({exc.message}), so the app started with the default settings. {kept}"
                 )
             unknown = set(data) - set(cls.model_fields)
             if unknown:

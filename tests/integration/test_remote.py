@@ -15,7 +15,7 @@ from starlette.routing import Route
 from asgi_server import serve
 from harness import make_dirs, start_server, stop_server
 from server_process import free_port, start_llama_cpp_server
-from testdata import PARIS_PROMPT, SMOLLM
+from testdata import GEMMA, PARIS_PROMPT, SMOLLM
 from webui.errors import GenerationError, ModelLoadError
 from webui.generation.scheduler import Generator
 from webui.loaders.remote import RemoteBackend
@@ -93,6 +93,11 @@ def test_our_own_api_as_remote(tmp_path):
         plain = httpx.post(srv.url + "/tokenize", json={"content": "Hello"}, headers=OWN).json()["tokens"]
         special = httpx.post(srv.url + "/tokenize", json={"content": "Hello", "add_special": True}, headers=OWN)
         assert len(special.json()["tokens"]) >= len(plain) >= 1
+        # a model name is routed as on /v1: the loaded one answers, one in the folder but not loaded is a 404
+        named = httpx.post(srv.url + "/tokenize", json={"content": "Hello", "model": SMOLLM}, headers=OWN)
+        assert named.json()["tokens"] == plain
+        other = httpx.post(srv.url + "/tokenize", json={"content": "Hello", "model": GEMMA}, headers=OWN)
+        assert other.status_code == 404 and SMOLLM in other.json()["error"]["message"]
     finally:
         stop_server(srv)
 

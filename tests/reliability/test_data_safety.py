@@ -146,3 +146,19 @@ def test_bad_values_in_the_settings_file_are_left_out_with_a_notice_and_the_rest
     # a bad value given at this start (command line, environment) still stops it
     with pytest.raises(SettingsError):
         Settings.from_file(path, {"user_data_dir": tmp_path, "listen_port": "x"}, repair=True)
+
+
+def test_a_broken_settings_file_that_cannot_be_set_aside_stays_and_the_start_says_so(tmp_path, monkeypatch):
+    import webui.settings as settings_module
+
+    path = tmp_path / "settings.yaml"
+    path.write_text("preset: [unclosed\n", encoding="utf-8")
+
+    def read_only(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(settings_module.os, "replace", read_only)
+    settings = Settings.from_file(path, {"user_data_dir": tmp_path}, repair=True)
+    (notice,) = settings.notices
+    assert "could not be set aside (Permission denied)" in notice
+    assert path.read_text(encoding="utf-8") == "preset: [unclosed\n"
