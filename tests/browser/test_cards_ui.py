@@ -79,6 +79,15 @@ def test_png_without_card_shows_a_clear_error(page, server, tmp_path):
     upload(page, picture)
     page.get_by_text("without a character card inside").first.wait_for()
     assert not (server.user_dir / "characters" / "cat.yaml").exists()
+    # The reason stays under the button after the pop-up has gone, and replaces an earlier import's line.
+    wait_text(page, "#char-import-message", "without a character card inside")
+    (tmp_path / "ok.json").write_text(json.dumps(v2_card(name="Okay")))
+    upload(page, tmp_path / "ok.json")
+    wait_text(page, "#char-import-message", "Imported")
+    (tmp_path / "broken.json").write_text("{name: oops")
+    upload(page, tmp_path / "broken.json")
+    wait_text(page, "#char-import-message", "not valid JSON")
+    assert "Imported" not in page.locator("#char-import-message").inner_text()
 
 
 def test_export_png_card_downloads_a_card(page, server):

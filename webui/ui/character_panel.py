@@ -287,8 +287,16 @@ class CharacterPanel:
         @ui_errors
         def on_import(file: Any, *values: Any) -> list[Any]:
             path = Path(file if isinstance(file, str) else file.name)
-            result = services.import_character(path, original_name=path.name)
             lang = page_language()
+            try:
+                result = services.import_character(path, original_name=path.name)
+            except WebUIError as exc:
+                # Written under the button as well as in the pop-up (which goes after 10 s), and in place
+                # of an earlier import's "Imported ..." line, which would otherwise read as this file's.
+                reason = error_text(exc, lang)
+                warn(reason, lang)
+                unchanged = [gr.update() for _ in range(1 + len(self.outputs))]
+                return [*unchanged, "⚠ " + reason, *(gr.update() for _ in [*values, *model_changed_outputs])]
             lines = [tr("chat.imported", lang, name=result.character.name, file=result.file_name)]
             warnings = list(result.warnings)
             param_updates = [gr.update() for _ in values]
