@@ -106,11 +106,16 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+_YAML_TOKEN = re.compile(r"'?<([a-z ]+)>'?")
+
+
 def yaml_problem(exc: yaml.YAMLError) -> str:
     """What is wrong and where, in one line ("expected ',' or ']', but got ':' at line 2, column 11"); the
     parser's own text spans lines and quotes a "<unicode string>" that a Markdown page would take for a tag."""
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    # The parser names its tokens in angle brackets ("but got '<stream end>'"), which a page drops as a tag.
+    problem = _YAML_TOKEN.sub(lambda m: "the end of the file" if m[1] == "stream end" else m[1], problem)
     if mark is None:
         return problem
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"

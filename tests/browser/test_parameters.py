@@ -68,6 +68,28 @@ def test_bad_preset_name_is_refused_and_delete_asks_first(page, server):
     assert not (server.user_dir / "presets" / "Creative.yaml").exists()
 
 
+def test_a_broken_preset_says_why_and_leaves_the_values_and_the_pick_as_they_were(page, server):
+    """Found by hand: picking a preset file broken by hand left the dropdown on it (as if in use) over the
+    old values, and the reason went with its pop-up; the YAML message lost "<stream end>" as a tag."""
+    (server.user_dir / "presets" / "Broken.yaml").write_text("temperature: [1\n")
+    (server.user_dir / "presets" / "Wild.yaml").write_text("temperature: 9\n")
+    reload(page)
+    open_parameters(page)
+    choose(page, "preset-dropdown", "Technical")
+    wait_value(page, "#param-temperature input[type=number]", "0.4")
+    choose(page, "preset-dropdown", "Broken")
+    wait_text(page, "#preset-message", "Broken.yaml is not valid YAML")
+    message = page.locator("#preset-message").inner_text()
+    assert "but got the end of the file at line 2, column 1" in message
+    assert "Technical stays the preset in use" in message
+    wait_value(page, "#preset-dropdown input", "Technical")
+    assert number(page, "param-temperature") == 0.4
+    choose(page, "preset-dropdown", "Wild")
+    wait_text(page, "#preset-message", "Preset 'Wild' has invalid values: temperature")
+    wait_value(page, "#preset-dropdown input", "Technical")
+    assert number(page, "param-temperature") == 0.4
+
+
 def test_choices_survive_a_server_restart(browser, tmp_path):
     model_dir, user_dir = make_dirs(tmp_path)
     srv = start_server(tmp_path, model_dir, user_dir)

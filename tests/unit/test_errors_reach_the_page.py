@@ -35,3 +35,11 @@ def test_every_handler_that_can_fail_on_input_runs_queued_so_its_error_shows(use
     # the ones this change queued, as a check that this test sees the handlers at all
     queued = {f.fn.__wrapped__.__qualname__ for f in handlers if f.queue}
     assert {"HistoryPanel.wire.<locals>.pick_chat", "CharacterPanel.wire.<locals>.on_save_character"} <= queued
+
+
+def test_a_pop_up_shows_angle_brackets_as_text():
+    """Gradio shows a pop-up's text as HTML: "<|im_end|>" or a parser's "<stream end>" would vanish as tags."""
+    from webui.ui.common import error_toast
+
+    toast = error_toast("stop strings must not be empty: '<|im_end|>', '' & <b>")
+    assert toast.message == "stop strings must not be empty: '&lt;|im_end|&gt;', '' &amp; &lt;b&gt;"

@@ -83,3 +83,13 @@ def test_yaml_round_trip_and_errors(tmp_path):
     p.write_text("- 1\n- 2\n")
     with pytest.raises(SettingsError, match="mapping"):
         read_yaml(p)
+
+
+def test_a_yaml_error_names_no_parser_token_a_page_would_drop_as_a_tag(tmp_path):
+    path = tmp_path / "Broken.yaml"
+    path.write_text("temperature: [1\n")
+    with pytest.raises(SettingsError) as caught:
+        read_yaml(path)
+    assert str(caught.value.message) == (
+        "Broken.yaml is not valid YAML: expected ',' or ']', but got the end of the file at line 2, column 1"
+    )

@@ -305,7 +305,7 @@ def test_a_user_saves_his_own_copy_of_a_shared_preset_and_cannot_delete_the_shar
         assert "your own copy" not in again
         # his own presets are his page's: listed and loaded
         assert "Mine" in page.shown("build_parameters_tab.<locals>.current_state")["preset-dropdown"]["choices"]
-        assert "Mine" in page.call("build_parameters_tab.<locals>.load_preset", "Mine")[-2]
+        assert "Mine" in page.call("build_parameters_tab.<locals>.load_preset", "Mine")[-3]
         page.call("build_parameters_tab.<locals>.do_delete", "Mine")  # his own: deleted
         assert "Mine" not in bob.presets.names()
     with event_of("bob", "ru"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import logging
 import time
@@ -38,19 +39,25 @@ def error_text(exc: WebUIError, lang: str | None) -> str:
     return f"{headline}: {exc.message}"
 
 
+def toast_text(message: str) -> str:
+    """``message`` for a pop-up, which Gradio shows as HTML: a ``<name>`` in it (a file name, a parser's
+    ``<stream end>``, a model's ``<|im_end|>``) would be dropped as a tag, and the sentence cut."""
+    return html.escape(message, quote=False)
+
+
 def error_toast(message: str, lang: str | None = None) -> gr.Error:
     """A ``gr.Error`` (raise it) whose pop-up title is in the page's language too, not only its text."""
-    return gr.Error(message, title=tr("toast.error", lang or page_language()))
+    return gr.Error(toast_text(message), title=tr("toast.error", lang or page_language()))
 
 
 def warn(message: str, lang: str | None = None) -> None:
     """A warning pop-up, titled in the page's language."""
-    gr.Warning(message, title=tr("toast.warning", lang or page_language()))
+    gr.Warning(toast_text(message), title=tr("toast.warning", lang or page_language()))
 
 
 def inform(message: str, lang: str | None = None) -> None:
     """An information pop-up, titled in the page's language."""
-    gr.Info(message, title=tr("toast.info", lang or page_language()))
+    gr.Info(toast_text(message), title=tr("toast.info", lang or page_language()))
 
 
 def _as_gr_error(exc: Exception) -> gr.Error:

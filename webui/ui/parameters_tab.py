@@ -9,9 +9,10 @@ from typing import Any
 import gradio as gr
 from pydantic import ValidationError
 
+from webui.errors import WebUIError
 from webui.params import SAMPLING_FIELDS, SamplingParams
 from webui.services import Services
-from webui.ui.common import error_toast, field_component, on_pick, save_or_warn, ui_errors
+from webui.ui.common import error_text, error_toast, field_component, on_pick, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 
 #: How the fields are laid out; every ``SamplingParams`` field appears exactly once.
@@ -175,11 +176,22 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
     @ui_errors
     def load_preset(name: str | None) -> list[Any]:
         if not name:
-            return [gr.update() for _ in ORDER] + [gr.update(), "", {}]
-        preset = services.presets.load(name)  # this page's user's (with log-in: their own copies too)
+            return [gr.update() for _ in ORDER] + [gr.update(), "", {}, gr.update()]
+        lang = page_language()
+        try:
+            preset = services.presets.load(name)  # this page's user's (with log-in: their own copies too)
+        except WebUIError as exc:
+            # A broken file: the values stay as they were, and so does the dropdown (left on the broken
+            # name it would say that preset is in use); the reason stays on the message line.
+            reason = error_text(exc, lang)
+            warn(reason, lang)
+            before = services.settings.preset if services.settings.preset in services.presets.names() else None
+            kept = tr("params.kept", lang, name=before) if before else tr("params.kept_values", lang)
+            unchanged = [gr.update() for _ in ORDER]
+            return [*unchanged, gr.update(), f"⚠ {reason} {kept}", gr.update(), gr.update(value=before)]
         save_or_warn(lambda: services.remember(preset=name, params=preset.params.non_default()))
-        warning = f"⚠ {preset.warning}" if preset.warning else tr("params.loaded", page_language(), name=name)
-        return [*values_of(preset.params), name, warning, preset.unknown]
+        warning = f"⚠ {preset.warning}" if preset.warning else tr("params.loaded", lang, name=name)
+        return [*values_of(preset.params), name, warning, preset.unknown, gr.update()]
 
     @ui_errors
     def save_preset(name: str, current: str | None, unknown: dict, *values: Any) -> list[Any]:
@@ -224,7 +236,7 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
         preset = services.settings.preset if services.settings.preset in names else None
         return [gr.update(choices=names, value=preset), preset or "", *values_of(services.initial_params())]
 
-    outputs = [*param_list, name_box, message, unknown_state]
+    outputs = [*param_list, name_box, message, unknown_state, preset_dd]
     # Queued (not queue=False) so that errors show as a pop-up message.
     # A failed action clears the message line: an old "Saved preset ..." must not stand under its error.
     actions = [
