@@ -119,7 +119,7 @@ def test_the_files_we_hand_out_are_served(guarded):
     """A character's picture reaches the browser (through Gradio's cache, behind the log-in)."""
     client = gradio_client(guarded.url, auth=("alice", "pw1"))
     # the character, then the editor's five fields (empty: no unsaved edits to keep)
-    out = client.predict("Pic", "", "", "", "", "", api_name="/on_character")
+    out = client.predict("Pic", "", "", "", "", "", api_name="/on_pick_character")
     pictures = [o for o in out if isinstance(o, str) and o.endswith(".png") and Path(o).is_file()]
     assert pictures and Path(pictures[0]).read_bytes() == (guarded.user_dir / "characters" / "Pic.png").read_bytes()
 

@@ -145,6 +145,26 @@ def test_the_page_saves_the_inputs_into_the_open_chat_and_remembers_them_for_new
     assert page.last_setup()["system_prompt"] == "Other"
 
 
+def test_a_template_file_broken_by_hand_is_not_saved_into_the_chat(tmp_path):
+    """The Chat tab refuses such a pick (its note says why); the set-up save of the same pick, which can
+    land first, keeps the template in force instead, so a reload does not bring the broken one back."""
+    page = page_on(tmp_path)
+    services = page.services
+    (tmp_path / "user" / "instruction-templates" / "BadTpl.yaml").write_text(
+        "instruction_template: |-\n  {% for m in messages %}{{ m.content }\n"
+    )
+    chat = page.fresh_chat("Assistant")
+    chat.messages.append(Message("user", "Hi"))
+    services.chats.save(chat)
+    state = page.remember_open(chat)
+    page.keep_setup(state, "Assistant", "instruct", "", "You", "", "Alpaca", True)
+    assert services.chats.load("Assistant", chat.id).setup()["instruction_template"] == "Alpaca"
+    page.keep_setup(state, "Assistant", "instruct", "Be brief.", "You", "", "BadTpl", True)
+    kept = services.chats.load("Assistant", chat.id).setup()
+    assert kept["system_prompt"] == "Be brief." and kept["instruction_template"] != "BadTpl"
+    assert page.last_setup()["instruction_template"] != "BadTpl"
+
+
 def test_an_old_chat_leaves_the_template_as_it_is(tmp_path):
     page = page_on(tmp_path)
     old = Chat(id="old", character="Assistant")

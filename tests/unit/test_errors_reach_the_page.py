@@ -20,7 +20,7 @@ UNQUEUED = {
     "build_download_panel.<locals>.<lambda>": "shows the projector choice of a listing already fetched",
     "build_model_tab.<locals>.<lambda>": "fills the load options of the model picked",
     "build_chat_tab.<locals>.<lambda>": "redraws the chat box",
-    "build_chat_tab.<locals>.on_template": "a template from the list",
+    "build_chat_tab.<locals>.on_template": "a template from the list (a broken file: the reason goes in the note)",
     "build_chat_tab.<locals>.on_show_prompt": "shows the prompt (its own errors go in the box)",
     "HistoryPanel.wire.<locals>.on_new": "a new empty chat",
     "CharacterPanel.wire.<locals>.on_discard": "shows the saved character again",

@@ -179,11 +179,33 @@ class CharacterPanel:
             ]
 
         self.on_character = on_character
+        current = history.outputs[1]  # the open chat: (character, chat id)
+
+        @ui_errors
+        def on_pick_character(character: str, state: Any, *edited: str) -> list[Any]:
+            """A character file broken by hand is not opened: the open chat stays, the dropdown goes back to
+            its character (left on the broken one, every Send would fail on it), and the reason stays
+            under the dropdown after its pop-up has gone."""
+            try:
+                self.services.characters.load(character)
+            except WebUIError as exc:
+                lang = page_language()
+                reason = error_text(exc, lang)
+                warn(reason, lang)
+                updates: list[Any] = [gr.update() for _ in self.outputs]
+                updates[self.outputs.index(self.creator_notes)] = f"⚠ {reason}"
+                # No chat opened on this page yet: the character the page opened with (as on page load).
+                before = state[0] if state else self.services.settings.chat_character
+                if before == character or before not in self.services.characters.names():
+                    before = DEFAULT_CHARACTER
+                return [*updates, gr.update(value=before)]
+            return [*on_character(character, *edited), gr.update()]
+
         # Once per pick (on_pick: Gradio's dropdown repeats .input, and sends no .select for a keyboard
         # pick). Queued: a warning toast needs the queue's connection to reach the page.
-        on_pick(self.dropdown, on_character, [self.dropdown, *editor[:5]], self.outputs).then(
-            None, self.editor_unsaved, None, js=MARK_JS
-        )
+        on_pick(
+            self.dropdown, on_pick_character, [self.dropdown, current, *editor[:5]], [*self.outputs, self.dropdown]
+        ).then(None, self.editor_unsaved, None, js=MARK_JS)
         for box in editor[:5]:
             box.input(None, None, None, js=MARK_EDITED_JS)
 

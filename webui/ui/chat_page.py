@@ -363,6 +363,12 @@ class ChatPage:
         """
         with arrived():
             setup = setup_of(*values)
+            if not self.template_usable(setup["instruction_template"]):
+                # A template file broken by hand, just picked: the Chat tab refuses it (on_template) and the
+                # chat keeps the template in force, not one its next turn could not use.
+                setup["instruction_template"] = setup_of(None, None, None, None, self.template_choice())[
+                    "instruction_template"
+                ]
             failed: SaveError | None = None
             try:
                 self.remember_setup(setup, strict=True)
@@ -426,6 +432,17 @@ class ChatPage:
             loaded.backend.chat_template if loaded else None, override, loaded.backend.metadata if loaded else None
         )
         return template, in_language(note, page_language())
+
+    def template_usable(self, choice: str | None) -> bool:
+        """False for a template file that cannot be read or compiled (broken by hand). Only a change from the
+        template in force is read: the set-up is saved at every keystroke."""
+        if not choice or choice == MODEL_TEMPLATE or choice == self.template_choice():
+            return True
+        try:
+            self.template_for(choice)
+        except WebUIError:
+            return False
+        return True
 
     def use_template(self, choice: str | None) -> None:
         """The template dropdown's choice holds for the loaded model (saved per model, as the Chat tab shows it)."""

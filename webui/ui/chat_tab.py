@@ -660,10 +660,22 @@ def build_chat_tab(services: Services) -> dict[str, Any]:
         return [prompt.text, prompt.lore.summary()]
 
     def on_template(choice: str | None) -> list[Any]:
+        try:
+            note = template_for(choice)[1]
+        except WebUIError as exc:
+            # A template file broken by hand: not taken. The dropdown goes back to the template in force and
+            # the note under it says why (this event is unqueued: a pop-up would not show).
+            before = page.template_choice()
+            try:
+                kept = template_for(before)[1]
+            except WebUIError:
+                kept = ""
+            reason = f"⚠ {error_text(exc, page_language())}"
+            return [gr.update(value=before), f"{reason}\n\n{kept}".strip(), page.thinking_switch(before)]
         page.use_template(choice)
-        return [template_for(choice)[1], page.thinking_switch(choice)]
+        return [gr.update(), note, page.thinking_switch(choice)]
 
-    on_pick(template_dd, ui_errors(on_template), [template_dd], [template_note, thinking], queue=False)
+    on_pick(template_dd, ui_errors(on_template), [template_dd], [template_dd, template_note, thinking], queue=False)
 
     show_prompt.click(
         on_show_prompt,
