@@ -196,7 +196,9 @@ class SamplingParams(BaseModel):
     ban_eos_token: bool = _field(False, "Never let the model end its reply: it always writes until the token limit.")
     skip_special_tokens: bool = _field(True, "Hide special tokens (like <|im_end|>) in the output. Untick to see them.")
     grammar_string: str = _field(
-        "", "GBNF grammar that the output must follow (llama.cpp), e.g. to force JSON. Empty = free text."
+        "",
+        "GBNF grammar that the output must follow (llama.cpp), e.g. to force JSON. Empty = free text.",
+        aliases=("grammar_string", "grammar"),  # grammar: llama.cpp's server's name for it
     )
     json_schema: str = _field(
         "",
@@ -210,6 +212,12 @@ class SamplingParams(BaseModel):
         le=1_048_576,
         ui_step=1,
     )
+
+    @field_validator("json_schema", mode="before")
+    @classmethod
+    def _schema_as_text(cls, value: Any) -> Any:
+        # llama.cpp's server (and its clients) send the schema itself, an object; a preset or the page, text.
+        return json.dumps(value) if isinstance(value, dict) else value
 
     @field_validator("stop", "dry_sequence_breakers", mode="before")
     @classmethod

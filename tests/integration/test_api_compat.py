@@ -122,6 +122,21 @@ def test_unknown_fields_are_named_in_a_header_and_unsupported_ones_refused(api):
     assert_openai_error(chat(http, functions=[{"name": "f"}]), 400, "tools")
 
 
+def test_llama_cpp_servers_grammar_and_json_schema_fields_shape_the_reply(api):
+    """Clients written for llama.cpp's server send ``grammar`` (our grammar_string) and ``json_schema`` as
+    an object: the grammar was dropped (named only in a header) and the object refused."""
+    _, http = api
+    question = [{"role": "user", "content": "Is the sky blue? Explain."}]
+    r = chat(http, messages=question, max_tokens=8, grammar='root ::= "yes" | "no"')
+    assert r.status_code == 200, r.text
+    assert "x-webui-ignored-fields" not in r.headers
+    assert r.json()["choices"][0]["message"]["content"] in ("yes", "no")
+    schema = {"type": "object", "properties": {"answer": {"type": "boolean"}}, "required": ["answer"]}
+    r = chat(http, messages=question, max_tokens=24, json_schema=schema)
+    assert r.status_code == 200, r.text
+    assert isinstance(json.loads(r.json()["choices"][0]["message"]["content"])["answer"], bool)
+
+
 def test_bad_tool_requests_are_clear_400s(api):
     _, http = api
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}

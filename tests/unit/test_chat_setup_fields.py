@@ -164,6 +164,12 @@ def test_a_template_file_broken_by_hand_is_not_saved_into_the_chat(tmp_path):
     assert kept["system_prompt"] == "Be brief." and kept["instruction_template"] != "BadTpl"
     assert page.last_setup()["instruction_template"] != "BadTpl"
 
+    # A chat saved with a template that was broken since: opened, it shows the reason, not the broken pick.
+    chat.apply_setup({**kept, "instruction_template": "BadTpl"})
+    services.chats.save(chat)
+    choice, note = page.setup_values(services.chats.load("Assistant", chat.id))[4:6]
+    assert choice == MODEL_TEMPLATE and "Chat template 'BadTpl' has a syntax error on line 1" in note
+
 
 def test_an_old_chat_leaves_the_template_as_it_is(tmp_path):
     page = page_on(tmp_path)

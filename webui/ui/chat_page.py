@@ -438,11 +438,15 @@ class ChatPage:
         template in force is read: the set-up is saved at every keystroke."""
         if not choice or choice == MODEL_TEMPLATE or choice == self.template_choice():
             return True
+        return self.template_error(choice) is None
+
+    def template_error(self, choice: str | None) -> str | None:
+        """Why ``choice`` cannot give the loaded model a template (a file broken by hand), or None."""
         try:
             self.template_for(choice)
-        except WebUIError:
-            return False
-        return True
+        except WebUIError as exc:
+            return error_text(exc, page_language())
+        return None
 
     def use_template(self, choice: str | None) -> None:
         """The template dropdown's choice holds for the loaded model (saved per model, as the Chat tab shows it)."""
@@ -501,6 +505,17 @@ class ChatPage:
         if template is None or (template and template not in self.services.instruction_templates.names()):
             return None
         choice = template or MODEL_TEMPLATE
+        broken = self.template_error(choice)
+        if broken is not None:
+            # A template file broken by hand since: not put in force (every Send would fail on it). The
+            # template in force stays (the model's own, if the broken one was it); the note says why.
+            before = self.template_choice()
+            if before == choice:
+                before = MODEL_TEMPLATE
+                self.use_template(before)
+            kept = self.template_error(before) is None and self.services.models.current is not None
+            note = self.template_for(before)[1] if kept else ""
+            return before, f"⚠ {broken}\n\n{note}".strip()
         self.use_template(choice)
         try:
             note = self.template_for(choice)[1] if self.services.models.current else ""
