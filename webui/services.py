@@ -30,7 +30,7 @@ from webui.models.embeddings import EmbeddingModels
 from webui.models.manager import LoadedModel, ModelManager, Progress
 from webui.params import LoadOptions, SamplingParams
 from webui.presets import PresetStore
-from webui.settings import PROJECT_DIR, Settings, remember
+from webui.settings import PROJECT_DIR, Settings, remember, set_aside_notice
 from webui.storage import Layered, atomic_write_text, in_order, read_yaml
 from webui.templates.chat_template import ChatTemplate, InstructionTemplateStore, choose_template
 from webui.tools.files import FileTools, ToolContext
@@ -113,6 +113,9 @@ class Services:
     own_dir: Path | None = None
     #: The user's own choices (USER_KEYS) laid over the server's settings in every view.
     overlay: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: What opening this user's view had to do about their own settings file broken by hand (their Model
+    #: tab shows it, as the server's own file's notices).
+    own_notices: tuple[str, ...] = ()
     _spaces: dict[str, Services] = field(default_factory=dict, repr=False)
     _spaces_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -254,11 +257,15 @@ class Services:
         own = Path(settings.user_data_dir) / "users" / user.folder
         settings_path = own / "settings.yaml"
         overlay: dict[str, Any] = {}
+        notices: tuple[str, ...] = ()
         if settings_path.is_file():
             try:
                 overlay = {k: v for k, v in read_yaml(settings_path).items() if k in USER_KEYS}
-            except SettingsError as exc:  # the user's file broken by hand: their defaults, and the log says why
-                log.error("Ignoring %s: %s", settings_path, exc.message)
+            except SettingsError as exc:
+                # The user's file broken by hand: set aside as the server's own is at start (else every later
+                # choice of theirs would fail to save over it), their defaults used, their Model tab says so.
+                notices = (set_aside_notice(settings_path, exc.message, "your own default settings are used"),)
+                log.error("%s", notices[0])
         if not user.is_admin and user.name:  # (not the nameless view pages are built with)
             (own / "files").mkdir(parents=True, exist_ok=True)  # the one folder their read_file may read
         chats = ChatStore(own / "logs" / "chats")
@@ -318,6 +325,7 @@ class Services:
             shared=self,
             own_dir=own,
             overlay=overlay,
+            own_notices=notices,
             _spaces={},
         )
 

@@ -362,14 +362,7 @@ class Settings(BaseModel):
             except SettingsError as exc:
                 if not repair:
                     raise
-                try:
-                    kept = f"The file is kept as {_move_aside(Path(path)).name}: fix it and rename it back to "
-                    kept += f"{Path(path).name}, or delete it."
-                except OSError as moving:  # (a read-only folder): it stays, and saving settings says it cannot
-                    kept = f"It could not be set aside ({moving.strerror or moving}): fix or delete it."
-                notices.append(
-                    f"{path} could not be read ({exc.message}), so the app started with the default settings. {kept}"
-                )
+                notices.append(set_aside_notice(Path(path), exc.message, "the app started with the default settings"))
             unknown = set(data) - set(cls.model_fields)
             if unknown:
                 log.warning("Ignoring unknown keys in %s: %s", path, ", ".join(sorted(unknown)))
@@ -405,6 +398,16 @@ class Settings(BaseModel):
     @property
     def notices(self) -> list[str]:
         return list(self._notices)
+
+
+def set_aside_notice(path: Path, problem: str, instead: str) -> str:
+    """Move a settings file that cannot be read aside (:func:`_move_aside`) and say so: what is wrong, what is
+    used ``instead``, and where the file is kept (or why it could not be moved: a read-only folder)."""
+    try:
+        kept = f"The file is kept as {_move_aside(path).name}: fix it and rename it back to {path.name}, or delete it."
+    except OSError as moving:  # (a read-only folder): it stays, and saving settings says it cannot
+        kept = f"It could not be set aside ({moving.strerror or moving}): fix or delete it."
+    return f"{path} could not be read ({problem}), so {instead}. {kept}"
 
 
 def _move_aside(path: Path) -> Path:

@@ -204,6 +204,8 @@ def lab(tmp_path_factory, hub):
         chat.title = text
         store.save(chat)
         chats[who] = (chat.id, text, store.path_of("Assistant", chat.id))
+    # Bob's own settings file, broken by hand (test_bobs_broken_settings_file_is_set_aside_and_he_is_told)
+    (user_dir / "users" / user_folder("bob") / "settings.yaml").write_text("chat_window: [12\n", encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_ENDPOINT", hub.url)
         srv = start_server(root, model_dir, user_dir, "--model", SMOLLM)
@@ -334,6 +336,22 @@ def test_bob_logs_out_and_the_next_person_at_the_machine_gets_the_log_in_page(br
     # and Alice, logging in at the same machine afterwards, sees her own name
     page = log_in_page(browser, lab.url, *ALICE)
     expect(page.locator("#log-out")).to_have_text("Log out (alice)")
+    close_page(page)
+
+
+def test_bobs_broken_settings_file_is_set_aside_and_he_is_told(browser, lab):
+    """Bob's own settings.yaml, broken by hand, was only logged (and each later choice of his failed to save
+    over it): his Model tab now says it was set aside and where it is kept; Alice's says nothing of it."""
+    page = log_in_page(browser, lab.url, *BOB)
+    page.get_by_role("tab", name="Model").click()
+    notes = page.locator("#start-notes").first
+    expect(notes).to_be_visible()
+    expect(notes).to_contain_text("your own default settings are used")
+    expect(notes).to_contain_text("settings.yaml.broken-")
+    close_page(page)
+    page = log_in_page(browser, lab.url, *ALICE)
+    page.get_by_role("tab", name="Model").click()
+    expect(page.locator("#start-notes").first).to_be_hidden()
     close_page(page)
 
 

@@ -308,3 +308,26 @@ def test_bobs_own_copy_of_a_shared_template_wins_for_him_only(services, dirs):
     with pytest.raises(PermissionDeniedError):
         bob.instruction_templates.delete("ChatML")
     assert shared_file.read_text(encoding="utf-8") == before
+
+
+def test_bobs_own_settings_file_broken_by_hand_is_set_aside_said_and_saved_over(dirs, loaders):
+    """It was only logged, and every later choice of bob's failed to save over it. Now it is kept aside (as the
+    server's own file is at start), bob's Model tab gets the notice (``own_notices``), and his choices save."""
+    user_dir, _ = dirs
+    own = user_dir / "users" / "bob"
+    own.mkdir(parents=True)
+    (own / "settings.yaml").write_text("chat_window: [12\n", encoding="utf-8")
+    services = start(*dirs, loaders)
+    try:
+        _, bob, carol = views(services)
+        (notice,) = bob.own_notices
+        assert "could not be read" in notice and "your own default settings are used" in notice
+        aside = [p.name for p in own.iterdir() if p.name.startswith("settings.yaml.broken-")]
+        assert len(aside) == 1 and aside[0] in notice
+        assert (own / aside[0]).read_text(encoding="utf-8") == "chat_window: [12\n"  # kept for the admin to fix
+        assert carol.own_notices == () and services.own_notices == ()
+        bob.remember(chat_window=40)
+        assert yaml.safe_load((own / "settings.yaml").read_text(encoding="utf-8"))["chat_window"] == 40
+        assert services.space(services.accounts.find("bob")).settings.chat_window == 40
+    finally:
+        services.close()

@@ -227,13 +227,17 @@ def build_model_tab(services: Services) -> dict[str, Any]:
         )
         unload_btn = gr.Button(t("model.unload"), elem_id="model-unload", visible=admin)
     role_note = gr.Markdown(t("roles.model_note"), elem_id="model-role-note", visible=not admin)
+
     # A settings file broken by hand did not stop the start: what was set aside or left out, and how to fix it
     # (the details name files and the YAML parser's words, in English)
-    start_notes = services.root.settings.notices
-    with gr.Group(visible=bool(start_notes), elem_id="start-notes"):
+    # (and, with log-in, the user's own settings file: their notes are filled in as their page opens)
+    def start_notes_text() -> str:
+        notes = [*services.root.settings.notices, *services.own_notices]
+        return "\n\n".join(f"⚠ {html.escape(note)}" for note in notes)
+
+    with gr.Group(visible=bool(start_notes_text()), elem_id="start-notes") as start_group:
         gr.Markdown(t("app.start_notes"))
-        notes = "\n\n".join(f"⚠ {html.escape(note)}" for note in start_notes)
-        gr.Markdown(notes, elem_classes=["save-note"])
+        start_notes = gr.Markdown(start_notes_text(), elem_classes=["save-note"])
     status = gr.Markdown(status_text(services), elem_id="model-status")
     guide = gr.Markdown(t("model.guide"), elem_id="first-run-guide", visible=current is None)
     info = gr.Markdown(info_text(services, initial, options.n_ctx, ui_projector(options.mmproj)), elem_id="model-info")
@@ -378,6 +382,8 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             _joined(note, tool_note),
             *role_updates(services, len(admin_only)),
             queue_panel["page_load"](),
+            gr.update(visible=bool(start_notes_text())),
+            start_notes_text(),
         ]
 
     def on_refresh(selected: str | None) -> Any:
@@ -603,6 +609,8 @@ def build_model_tab(services: Services) -> dict[str, Any]:
             role_note,
             *admin_only,
             queue_panel["view"],
+            start_group,
+            start_notes,
         ],
         "status": status,
         "guide": guide,
