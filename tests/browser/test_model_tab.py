@@ -104,6 +104,20 @@ def test_download_with_progress_cancel_and_resume(page, server, hub):
     assert (server.model_dir / DOWNLOADED).stat().st_size == 98_362_432
 
 
+def test_a_listing_that_fails_says_why_and_clears_the_last_one(page, server, hub):
+    """Found by hand: with the hub out of reach the reason went with its pop-up, and an earlier repo's
+    listing stayed under it, its Download ready to fetch from that other repo."""
+    page.locator("#download-panel").get_by_text("Download from Hugging Face").click()
+    page.locator("#download-repo textarea, #download-repo input").first.fill(REPO)
+    page.locator("#download-list").click()
+    wait_text(page, "#download-files", "98.4 MB")
+    page.locator("#download-repo textarea, #download-repo input").first.fill("nobody/no-such-repo")
+    page.locator("#download-list").click()
+    wait_text(page, "#download-files", "no-such-repo")
+    assert "98.4 MB" not in page.locator("#download-files").inner_text()
+    expect(page.locator("#download-choice input")).to_have_value("")
+
+
 def test_import_then_delete_with_confirmation(page, server, tmp_path, smollm_path):
     outside = tmp_path / "Imported-SmolLM2.gguf"
     outside.symlink_to(smollm_path)
@@ -112,6 +126,11 @@ def test_import_then_delete_with_confirmation(page, server, tmp_path, smollm_pat
     page.locator("#import-start").click()
     wait_text(page, "#import-message", "Imported")
     expect(page.locator("#model-dropdown input")).to_have_value("Imported-SmolLM2.gguf")
+    # a failed import says why under the button (the pop-up goes after 10 s), in place of the "Imported" line
+    page.locator("#import-path textarea, #import-path input").first.fill(str(tmp_path / "nowhere.gguf"))
+    page.locator("#import-start").click()
+    wait_text(page, "#import-message", "check the path")
+    assert "Imported" not in page.locator("#import-message").inner_text()
     page.locator("#model-delete").click()
     wait_text(page, "#model-delete-confirm", "Yes, delete it")
     page.locator("#model-delete-confirm").click()

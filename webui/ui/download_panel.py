@@ -14,8 +14,9 @@ import gradio as gr
 
 from webui.catalogue import in_language
 from webui.downloads.hub import Choice, DownloadJob, Listing, duration, list_files, parse_source
+from webui.errors import WebUIError
 from webui.services import Services
-from webui.ui.common import error_text, error_toast, on_pick, ui_errors
+from webui.ui.common import error_text, error_toast, on_pick, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.units import human_size
 
@@ -138,8 +139,15 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> dict[str,
 
     @ui_errors
     def on_list(text: str, tok: str, pickle_ok: bool) -> list[Any]:
-        listing = list_files(parse_source(text), token=tok, allow_pickle=pickle_ok)
         lang = page_language()
+        try:
+            listing = list_files(parse_source(text), token=tok, allow_pickle=pickle_ok)
+        except WebUIError as exc:
+            # Said where the listing goes (a pop-up goes after 10 s), and an earlier repo's listing cleared:
+            # left standing under this error, its Download would fetch from that repo.
+            reason = error_text(exc, lang)
+            warn(reason, lang)
+            return [None, f"⚠ {reason}", gr.update(choices=[], value=None), projector_box(None), ""]
         choices = [(in_language(c.label, lang), c.key) for c in listing.choices]
         only = listing.choices[0] if len(listing.choices) == 1 else None
         return [
@@ -176,10 +184,16 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> dict[str,
 
     @ui_errors
     def on_import(path: str, mode: str) -> list[Any]:
-        # the typed text as it is (the manager strips it; an empty box gets its "type a path" error)
-        name = services.import_model(path, mode or "link")
+        lang = page_language()
+        try:
+            # the typed text as it is (the manager strips it; an empty box gets its "type a path" error)
+            name = services.import_model(path, mode or "link")
+        except WebUIError as exc:
+            reason = error_text(exc, lang)  # kept under the button (the pop-up goes), in place of an older "Imported"
+            warn(reason, lang)
+            return [gr.update(), f"⚠ {reason}"]
         key = "import.done_link" if mode == "link" else "import.done_copy"
-        return [gr.update(choices=services.models_for_user(), value=name), tr(key, page_language(), name=name)]
+        return [gr.update(choices=services.models_for_user(), value=name), tr(key, lang, name=name)]
 
     listed = [listing_state, files_md, choice_dd, with_projector, status]
     list_btn.click(on_list, [repo, token, allow_pickle], listed)
