@@ -188,7 +188,8 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
             before = services.settings.preset if services.settings.preset in services.presets.names() else None
             kept = tr("params.kept", lang, name=before) if before else tr("params.kept_values", lang)
             unchanged = [gr.update() for _ in ORDER]
-            return [*unchanged, gr.update(), f"⚠ {reason} {kept}", gr.update(), gr.update(value=before)]
+            stop = "" if reason.endswith((".", "。", "!", "?")) else "."
+            return [*unchanged, gr.update(), f"⚠ {reason}{stop} {kept}", gr.update(), gr.update(value=before)]
         save_or_warn(lambda: services.remember(preset=name, params=preset.params.non_default()))
         warning = f"⚠ {preset.warning}" if preset.warning else tr("params.loaded", lang, name=name)
         return [*values_of(preset.params), name, warning, preset.unknown, gr.update()]
