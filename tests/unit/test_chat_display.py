@@ -99,3 +99,15 @@ def test_a_file_from_before_the_figures_were_kept_per_version_keeps_the_active_o
     assert reply.stats == {"seed": 3} and reply.stats_versions == [None, {"seed": 3}]
     reply.select(0)
     assert reply.stats is None
+
+
+def test_a_one_token_reply_shows_no_speed_rather_than_zero():
+    """Seen by hand: a grammar answering "yes" read "1 tokens · 0.0 tokens/s" (speed is measured after the
+    first token, so one token has none)."""
+    from webui.ui.chat_page import stats_line
+
+    reply = Message("assistant", "yes")
+    reply.set_stats({"tokens": 1, "tokens_per_second": 0.0, "ttft": 0.4, "model": "m", "seed": 3})
+    assert "- tokens/s" in stats_line(reply) and "0.0 tokens/s" not in stats_line(reply)
+    reply.set_stats({"tokens": 2, "tokens_per_second": 31.5, "ttft": 0.4, "model": "m", "seed": 3})
+    assert "31.5 tokens/s" in stats_line(reply)

@@ -75,7 +75,8 @@ def stats_line(message: Message, lang: str | None = None) -> str:
         ttft = f"{stats['ttft']:.2f} s" if stats.get("ttft") is not None else "-"
         parts += [
             tr("chat.stat_tokens", lang, n=stats["tokens"]),
-            tr("chat.stat_speed", lang, speed=stats["tokens_per_second"]),
+            # (one token has no speed: it is measured between the first token and the last)
+            tr("chat.stat_speed", lang, speed=stats["tokens_per_second"] if stats["tokens"] > 1 else "-"),
             tr("chat.stat_ttft", lang, ttft=ttft),
             str(stats.get("model", "")),
             tr("chat.stat_seed", lang, seed=stats.get("seed", "")),

@@ -42,7 +42,7 @@ def stats_text(stats: GenerationStats | None, lang: str) -> str:
         "notebook.stats",
         lang,
         tokens=stats.completion_tokens,
-        speed=f"{stats.tokens_per_second:.1f}",
+        speed=f"{stats.tokens_per_second:.1f}" if stats.completion_tokens > 1 else "-",  # (one token: no speed)
         ttft=ttft,
         prompt=stats.prompt_tokens,
         reason=reason,
