@@ -48,7 +48,7 @@ class SamplingParams(BaseModel):
         le=32768,
         ui_step=1,
         ui_max=8192,
-        aliases=("max_tokens", "max_new_tokens"),
+        aliases=("max_tokens", "max_new_tokens", "n_predict"),
     )
     temperature: float = _field(
         0.7,
@@ -114,6 +114,7 @@ class SamplingParams(BaseModel):
         ge=0,
         le=2,
         ui_step=1,
+        aliases=("mirostat_mode", "mirostat"),  # mirostat: llama.cpp's server's name
     )
     mirostat_tau: float = _field(
         5.0, "Mirostat target surprise: lower is more focused, higher more varied.", ge=0.0, le=20.0, ui_step=0.01
@@ -144,7 +145,7 @@ class SamplingParams(BaseModel):
         ge=-1,
         le=32768,
         ui_step=1,
-        aliases=("repeat_last_n", "repetition_penalty_range"),
+        aliases=("repeat_last_n", "repetition_penalty_range", "penalty_last_n"),
     )
     dry_multiplier: float = _field(
         0.8,
@@ -193,12 +194,16 @@ class SamplingParams(BaseModel):
         le=16,
         aliases=("prompt_lookup", "prompt_lookup_num_tokens", "draft_max"),
     )
-    ban_eos_token: bool = _field(False, "Never let the model end its reply: it always writes until the token limit.")
+    ban_eos_token: bool = _field(
+        False,
+        "Never let the model end its reply: it always writes until the token limit.",
+        aliases=("ban_eos_token", "ignore_eos"),  # ignore_eos: llama.cpp's server's name
+    )
     skip_special_tokens: bool = _field(True, "Hide special tokens (like <|im_end|>) in the output. Untick to see them.")
     grammar_string: str = _field(
         "",
         "GBNF grammar that the output must follow (llama.cpp), e.g. to force JSON. Empty = free text.",
-        aliases=("grammar_string", "grammar"),  # grammar: llama.cpp's server's name for it
+        aliases=("grammar_string", "grammar"),  # grammar: llama.cpp's server's name
     )
     json_schema: str = _field(
         "",

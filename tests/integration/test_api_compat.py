@@ -135,6 +135,12 @@ def test_llama_cpp_servers_grammar_and_json_schema_fields_shape_the_reply(api):
     r = chat(http, messages=question, max_tokens=24, json_schema=schema)
     assert r.status_code == 200, r.text
     assert isinstance(json.loads(r.json()["choices"][0]["message"]["content"])["answer"], bool)
+    # and its names for the token limit, the penalty range, mirostat and ban-EOS (header empty: all used)
+    body = {"messages": question, "n_predict": 3, "ignore_eos": True, "penalty_last_n": 16, "mirostat": 2}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert "x-webui-ignored-fields" not in r.headers
+    assert r.json()["usage"]["completion_tokens"] == 3
 
 
 def test_bad_tool_requests_are_clear_400s(api):
