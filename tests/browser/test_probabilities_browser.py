@@ -193,6 +193,11 @@ def test_perplexity_of_a_pasted_text(page, server):
     assert "".join(tokens.all_inner_texts()).endswith("& <good> food.")  # shown as text, not markup
     assert re.search(r"probability [\d.<]+%, surprise [\d.]+ bits", tokens.nth(3).get_attribute("title") or "")
     shot(page, "sampling-perplexity", "#sampling-ppl-view")
+    # an evaluation that fails says why in place of the last result, which must not stand as this text's
+    page.locator("#sampling-ppl-text textarea").fill("")
+    page.locator("#sampling-ppl-evaluate").click()
+    expect(result).to_contain_text("empty", timeout=60_000)
+    assert "Perplexity:" not in result.inner_text() and view.locator(".pp-tok").count() == 0
 
 
 def test_the_texts_typed_into_the_sampling_tab_come_back_after_a_reload(page, server):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from webui.errors import AttachmentError, NoModelLoadedError
+from webui.errors import AttachmentError, NoModelLoadedError, WebUIError
 from webui.params import SamplingParams
 from webui.probabilities import (
     PerplexityResult,
@@ -25,7 +25,7 @@ from webui.probabilities import (
     surprises,
 )
 from webui.services import Services
-from webui.ui.common import field_component, save_note, save_note_box, save_or_warn, ui_errors, warn
+from webui.ui.common import error_text, field_component, save_note, save_note_box, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import ORDER, params_from_values
 from webui.ui.probabilities_ui import (
@@ -262,9 +262,15 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
     @ui_errors
     def on_evaluate(text: str) -> tuple[str, str]:
         lang = page_language()
-        if services.models.current is None:
-            raise NoModelLoadedError()
-        result = evaluate_perplexity(services.generator, text or "")
+        try:
+            if services.models.current is None:
+                raise NoModelLoadedError()
+            result = evaluate_perplexity(services.generator, text or "")
+        except WebUIError as exc:
+            # Said in place of the last result (left standing under a pop-up, it would read as this text's).
+            reason = error_text(exc, lang)
+            warn(reason, lang)
+            return f"⚠ {reason}", ""
         return perplexity_summary(result, lang), perplexity_html(result, lang)
 
     upload.upload(on_upload, upload, ppl_text, show_progress="hidden")
