@@ -166,6 +166,12 @@ def test_playground_bars_follow_the_sliders_with_one_forward_pass(page, server):
     expect(bars).to_contain_text("3 token(s) left in the pool")
     expect(passes).to_contain_text("Forward passes: 1")  # the sliders never ran the model again
     shot(page, "sampling-playground")
+    # a computation that fails says why in place of the last bars, which must not stand as this prompt's
+    page.locator("#sampling-prompt textarea").fill("")
+    page.locator("#sampling-compute").click()
+    expect(passes).to_contain_text("empty", timeout=60_000)
+    expect(bars.locator(".sp-row")).to_have_count(0)
+    page.locator("#sampling-prompt textarea").fill(PROMPT)  # (as the next steps expect it)
 
     # "Use the Notebook text" brings the Notebook's text over.
     page.locator("#sampling-use-notebook").click()

@@ -238,11 +238,17 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
     @ui_errors
     def on_compute(state: Playground | None, text: str, *values: Any) -> tuple[Any, str, str]:
         lang = page_language()
-        if services.models.current is None:
-            raise NoModelLoadedError()
         state = state if isinstance(state, Playground) else Playground()
         params = params_for(values[:n_sliders], values[n_sliders:])
-        state.compute(services.generator, text or "")
+        try:
+            if services.models.current is None:
+                raise NoModelLoadedError()
+            state.compute(services.generator, text or "")
+        except WebUIError as exc:
+            # Said in place of the last bars (left standing under a pop-up, they would read as this prompt's).
+            reason = error_text(exc, lang)
+            warn(reason, lang)
+            return Playground(), "", f"⚠ {reason}"
         return (state, *shown(state, params, lang))
 
     @ui_errors
