@@ -14,7 +14,7 @@ import gradio as gr
 
 from webui.catalogue import in_language
 from webui.downloads.hub import Choice, DownloadJob, Listing, duration, list_files, parse_source
-from webui.errors import WebUIError
+from webui.errors import PermissionDeniedError, WebUIError
 from webui.services import Services
 from webui.ui.common import error_text, error_toast, on_pick, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
@@ -188,6 +188,8 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> dict[str,
         try:
             # the typed text as it is (the manager strips it; an empty box gets its "type a path" error)
             name = services.import_model(path, mode or "link")
+        except PermissionDeniedError:
+            raise  # (a call of this admin's action by anyone else: an error, not a line under a hidden button)
         except WebUIError as exc:
             reason = error_text(exc, lang)  # kept under the button (the pop-up goes), in place of an older "Imported"
             warn(reason, lang)
