@@ -427,9 +427,11 @@ def test_a_model_without_probabilities_says_so_in_the_notebook_and_the_playgroun
     services.load_model("m.gguf", "plain-fake")
     assert "does not send its probabilities" in probs.note_text("en")
     assert "does not send its logits" in playground_note(services, "en")
-    with pytest.raises(gr.Error, match="does not give its logits"):
-        handler(demo, "build_sampling_tab.<locals>.on_compute")(
+    # said in place of the bars (and in a pop-up): the last bars must not stand as this prompt's
+    with pytest.warns(UserWarning, match="does not give its logits"):
+        _, bars, passes = handler(demo, "build_sampling_tab.<locals>.on_compute")(
             None, "abc", 0.7, 0.9, 40, 0.05, 1.1, *values_of(SamplingParams())
         )
+    assert bars == "" and "does not give its logits" in passes
     services.models.unload()
     assert probs.note_text("en") == "" and "No model is loaded" in playground_note(services, "en")
