@@ -23,7 +23,7 @@ from webui.errors import CardError, InvalidNameError, WebUIError
 from webui.services import Services
 from webui.ui.chat_history_panel import HistoryPanel
 from webui.ui.chat_page import ChatPage
-from webui.ui.common import error_text, inform, on_pick, save_or_warn, ui_errors, warn
+from webui.ui.common import error_line, error_text, inform, on_pick, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import values_of
 
@@ -189,11 +189,8 @@ class CharacterPanel:
             try:
                 self.services.characters.load(character)
             except WebUIError as exc:
-                lang = page_language()
-                reason = error_text(exc, lang)
-                warn(reason, lang)
                 updates: list[Any] = [gr.update() for _ in self.outputs]
-                updates[self.outputs.index(self.creator_notes)] = f"⚠ {reason}"
+                updates[self.outputs.index(self.creator_notes)] = error_line(exc)
                 # No chat opened on this page yet: the character the page opened with (as on page load).
                 before = state[0] if state else self.services.settings.chat_character
                 if before == character or before not in self.services.characters.names():
@@ -315,10 +312,8 @@ class CharacterPanel:
             except WebUIError as exc:
                 # Written under the button as well as in the pop-up (which goes after 10 s), and in place
                 # of an earlier import's "Imported ..." line, which would otherwise read as this file's.
-                reason = error_text(exc, lang)
-                warn(reason, lang)
                 unchanged = [gr.update() for _ in range(1 + len(self.outputs))]
-                return [*unchanged, "⚠ " + reason, *(gr.update() for _ in [*values, *model_changed_outputs])]
+                return [*unchanged, error_line(exc, lang), *(gr.update() for _ in [*values, *model_changed_outputs])]
             lines = [tr("chat.imported", lang, name=result.character.name, file=result.file_name)]
             warnings = list(result.warnings)
             param_updates = [gr.update() for _ in values]

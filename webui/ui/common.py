@@ -60,6 +60,14 @@ def inform(message: str, lang: str | None = None) -> None:
     gr.Info(toast_text(message), title=tr("toast.info", lang or page_language()))
 
 
+def error_line(exc: WebUIError, lang: str | None = None) -> str:
+    """A failed action's reason for the place its result goes ("⚠ ..."), also shown as a pop-up: the pop-up
+    goes after 10 s, and the last result, left standing under it, would read as this action's."""
+    reason = error_text(exc, lang or page_language())
+    warn(reason, lang)
+    return f"⚠ {reason}"
+
+
 def _as_gr_error(exc: Exception) -> gr.Error:
     lang = page_language()
     if isinstance(exc, WebUIError):

@@ -16,7 +16,7 @@ from webui.catalogue import in_language
 from webui.downloads.hub import Choice, DownloadJob, Listing, duration, list_files, parse_source
 from webui.errors import PermissionDeniedError, WebUIError
 from webui.services import Services
-from webui.ui.common import error_text, error_toast, on_pick, ui_errors, warn
+from webui.ui.common import error_line, error_text, error_toast, on_pick, ui_errors
 from webui.ui.i18n import page_language, t, tr
 from webui.units import human_size
 
@@ -145,9 +145,7 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> dict[str,
         except WebUIError as exc:
             # Said where the listing goes (a pop-up goes after 10 s), and an earlier repo's listing cleared:
             # left standing under this error, its Download would fetch from that repo.
-            reason = error_text(exc, lang)
-            warn(reason, lang)
-            return [None, f"⚠ {reason}", gr.update(choices=[], value=None), projector_box(None), ""]
+            return [None, error_line(exc, lang), gr.update(choices=[], value=None), projector_box(None), ""]
         choices = [(in_language(c.label, lang), c.key) for c in listing.choices]
         only = listing.choices[0] if len(listing.choices) == 1 else None
         return [
@@ -191,9 +189,7 @@ def build_download_panel(services: Services, model_dd: gr.Dropdown) -> dict[str,
         except PermissionDeniedError:
             raise  # (a call of this admin's action by anyone else: an error, not a line under a hidden button)
         except WebUIError as exc:
-            reason = error_text(exc, lang)  # kept under the button (the pop-up goes), in place of an older "Imported"
-            warn(reason, lang)
-            return [gr.update(), f"⚠ {reason}"]
+            return [gr.update(), error_line(exc, lang)]  # (in place of an older "Imported" line)
         key = "import.done_link" if mode == "link" else "import.done_copy"
         return [gr.update(choices=services.models_for_user(), value=name), tr(key, lang, name=name)]
 

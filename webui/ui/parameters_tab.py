@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from webui.errors import WebUIError
 from webui.params import SAMPLING_FIELDS, SamplingParams
 from webui.services import Services
-from webui.ui.common import error_text, error_toast, field_component, on_pick, save_or_warn, ui_errors, warn
+from webui.ui.common import error_line, error_toast, field_component, on_pick, save_or_warn, ui_errors
 from webui.ui.i18n import page_language, t, tr
 
 #: How the fields are laid out; every ``SamplingParams`` field appears exactly once.
@@ -183,13 +183,12 @@ def build_parameters_tab(services: Services) -> dict[str, Any]:
         except WebUIError as exc:
             # A broken file: the values stay as they were, and so does the dropdown (left on the broken
             # name it would say that preset is in use); the reason stays on the message line.
-            reason = error_text(exc, lang)
-            warn(reason, lang)
+            reason = error_line(exc, lang)
             before = services.settings.preset if services.settings.preset in services.presets.names() else None
             kept = tr("params.kept", lang, name=before) if before else tr("params.kept_values", lang)
             unchanged = [gr.update() for _ in ORDER]
             stop = "" if reason.endswith((".", "。", "!", "?")) else "."
-            return [*unchanged, gr.update(), f"⚠ {reason}{stop} {kept}", gr.update(), gr.update(value=before)]
+            return [*unchanged, gr.update(), f"{reason}{stop} {kept}", gr.update(), gr.update(value=before)]
         save_or_warn(lambda: services.remember(preset=name, params=preset.params.non_default()))
         warning = f"⚠ {preset.warning}" if preset.warning else tr("params.loaded", lang, name=name)
         return [*values_of(preset.params), name, warning, preset.unknown, gr.update()]

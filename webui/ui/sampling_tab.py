@@ -25,7 +25,7 @@ from webui.probabilities import (
     surprises,
 )
 from webui.services import Services
-from webui.ui.common import error_text, field_component, save_note, save_note_box, save_or_warn, ui_errors, warn
+from webui.ui.common import error_line, field_component, save_note, save_note_box, save_or_warn, ui_errors, warn
 from webui.ui.i18n import page_language, t, tr
 from webui.ui.parameters_tab import ORDER, params_from_values
 from webui.ui.probabilities_ui import (
@@ -246,9 +246,7 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
             state.compute(services.generator, text or "")
         except WebUIError as exc:
             # Said in place of the last bars (left standing under a pop-up, they would read as this prompt's).
-            reason = error_text(exc, lang)
-            warn(reason, lang)
-            return Playground(), "", f"⚠ {reason}"
+            return Playground(), "", error_line(exc, lang)
         return (state, *shown(state, params, lang))
 
     @ui_errors
@@ -274,9 +272,7 @@ def build_sampling_tab(services: Services) -> dict[str, Any]:
             result = evaluate_perplexity(services.generator, text or "")
         except WebUIError as exc:
             # Said in place of the last result (left standing under a pop-up, it would read as this text's).
-            reason = error_text(exc, lang)
-            warn(reason, lang)
-            return f"⚠ {reason}", ""
+            return error_line(exc, lang), ""
         return perplexity_summary(result, lang), perplexity_html(result, lang)
 
     upload.upload(on_upload, upload, ppl_text, show_progress="hidden")
